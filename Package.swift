@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+// vkfinetune: LLM fine-tuning on any Vulkan GPU, with an OpenBLAS CPU fallback.
+//
+// Module map (arrows point down only; see README.md):
+//   vkfinetune (CLI) → VKFCPU, VKFVulkan → VKFCore
+//   VKFCPU → COpenBLAS;  VKFVulkan → CVulkan, CGlslang
+import PackageDescription
+
+let package = Package(
+  name: "vkfinetune",
+  products: [
+    .executable(name: "vkfinetune", targets: ["vkfinetune"]),
+    .library(name: "VKFCore", targets: ["VKFCore"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+  ],
+  targets: [
+    // MARK: - System libraries (only the backend above each imports it)
+    .systemLibrary(name: "CVulkan", path: "Sources/CVulkan"),
+    .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                   providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CGlslang", path: "Sources/CGlslang",
+                   providers: [.apt(["glslang-dev", "spirv-tools"])]),
+
+    // MARK: - Library modules
+    .target(name: "VKFCore"),
+    .target(name: "VKFCPU", dependencies: ["VKFCore", "COpenBLAS"]),
+    .target(name: "VKFVulkan", dependencies: ["VKFCore", "CVulkan", "CGlslang"]),
+
+    // MARK: - CLI
+    .executableTarget(name: "vkfinetune", dependencies: [
+      "VKFCore", "VKFCPU", "VKFVulkan",
+      .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    ]),
+
+    // MARK: - Tests
+    .target(name: "VKFTestSupport", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan"],
+            path: "Tests/VKFTestSupport"),
+    .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore", "VKFTestSupport"]),
+    .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
+    .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
+    .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
+  ]
+)

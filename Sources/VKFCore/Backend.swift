@@ -1,0 +1,206 @@
+/// The seam between the model / trainer and the hardware.
+///
+/// Conventions every implementation follows:
+/// - Destination passing: each op writes into tensors the caller allocated; ops never
+///   allocate caller-visible memory.
+/// - Ops may run asynchronously; `synchronize()` and `download` are the only waits.
+/// - Input gradients (`dx`, `dGate`, …) are overwritten; parameter gradients (`dWeight`,
+///   `dTable`) and `sumOfSquares` accumulate (`+=`), so gradient accumulation across
+///   micro-batches needs no extra op.
+/// - Shapes and dtypes are checked in `ShapeCheck` (shared), before any work is queued;
+///   bad input throws `VKFError`, never traps.
+/// - Rows are the last dimension: a "row-wise" op treats a tensor as (rowCount, lastDim).
+public protocol Backend: AnyObject {
+  /// Human-readable name, e.g. "cpu (OpenBLAS SKYLAKEX, 2 threads)".
+  var name: String { get }
+  /// True when `op` is implemented for tensors of `dtype` (the op's main operand).
+  func supports(_ op: Op, _ dtype: DType) -> Bool
+
+  // MARK: - Memory
+  /// Allocates an uninitialised tensor.
+  func allocate(_ shape: [Int], _ dtype: DType, memory: MemoryKind) throws -> Tensor
+  /// Copies `bytes` (exactly `t.byteCount`) into `t`, ordered after queued work.
+  func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws
+  /// Waits for queued work, then copies `t` into `bytes` (exactly `t.byteCount`).
+  func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws
+  /// Waits until every queued op has finished.
+  func synchronize() throws
+  /// t[i] = value (converted to t's dtype; i32/u8 take the value truncated toward zero).
+  func fill(_ t: Tensor, value: Float) throws
+  /// dst = src, same dtype and element count.
+  func copy(_ src: Tensor, to dst: Tensor) throws
+  /// dst = convert(src) between f32, f16 and bf16 (round to nearest even).
+  func cast(_ src: Tensor, to dst: Tensor) throws
+
+  // MARK: - Linear algebra
+  /// C = α·op(A)·op(B) + β·C. A (…, m, k) or (…, k, m) when transposed, B (…, k, n) or
+  /// (…, n, k), C (…, m, n); a rank-3 operand is a batch, batch 1 or rank 2 broadcasts.
+  func matmul(_ a: Tensor, _ b: Tensor, into c: Tensor, transposeA: Bool, transposeB: Bool,
+              alpha: Float, beta: Float) throws
+  /// out (rows, cols) f32 = dequantised NF4 weight.
+  func dequantizeNF4(_ w: NF4Weight, into out: Tensor) throws
+  /// y = α·x·op(W) + β·y with W NF4 (n, k): transposeB → y (m, n) = x (m, k)·Wᵀ (forward);
+  /// otherwise y (m, k) = x (m, n)·W (input gradient).
+  func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
+                 alpha: Float, beta: Float) throws
+  /// y = base(x) + scale·(loraX·Aᵀ)·Bᵀ, keeping xa = loraX·Aᵀ for the backward pass.
+  /// x, loraX (m, in); A (r, in); B (out, r); y (m, out); xa (m, r). `loraX` is x after
+  /// dropout (nil: x itself).
+  func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor, b: Tensor,
+                   scale: Float, into y: Tensor, xa: Tensor) throws
+
+  // MARK: - Transformer blocks
+  /// out = x / sqrt(mean(x²) + eps) · weight, row-wise; rstd (rows) keeps 1/sqrt(…).
+  func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor, rstd: Tensor) throws
+  /// dx (overwritten) and dWeight (accumulated, optional) from dOut.
+  func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+                       dx: Tensor, dWeight: Tensor?) throws
+  /// Rotary embedding, Hugging Face rotate-half layout. x, out (tokens, heads, headDim);
+  /// positions (tokens) i32; invFreq (headDim/2) f32 from `RoPE.inverseFrequencies`.
+  func rope(_ x: Tensor, positions: Tensor, invFreq: Tensor, into out: Tensor) throws
+  /// dx = rotation by −angle of dOut (the rotation is orthogonal).
+  func ropeBackward(_ dOut: Tensor, positions: Tensor, invFreq: Tensor, into dx: Tensor) throws
+  /// out = softmax(scale·x) over the last dim with a causal mask: x (…, tq, tk), tk ≥ tq,
+  /// row i sees keys j ≤ i + (tk − tq). Masked entries are 0.
+  func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws
+  /// dx = scale · y ⊙ (dy − Σ dy⊙y), from the forward output y.
+  func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws
+  /// out = silu(gate) ⊙ up.
+  func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws
+  /// dGate, dUp (overwritten) from dOut.
+  func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor, dUp: Tensor) throws
+  /// out (n, c) = table[ids] with ids (n) i32 and table (vocab, c).
+  func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws
+  /// dTable[ids[i]] += dOut[i] (deterministic: no float atomics).
+  func embeddingBackward(ids: Tensor, dOut: Tensor, dTable: Tensor) throws
+  /// Fused cross-entropy over logits (n, vocab) and targets (n) i32. losses (n) f32 gets
+  /// −log softmax(logits)[target] / normalizer (0 for ignored rows), so Σ losses is the mean
+  /// loss; dLogits (optional, n × vocab) gets (softmax − onehot) / normalizer. normalizer nil:
+  /// the number of targets ≠ ignoreIndex.
+  func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: Float?,
+                    losses: Tensor, dLogits: Tensor?) throws
+
+  // MARK: - Elementwise and reductions
+  /// out = a + α·b; b is a's shape or repeats over a's rows (b.count divides a.count).
+  func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws
+  /// out = a ⊙ b, with `add`'s broadcasting.
+  func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
+  /// out = α·x.
+  func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws
+  /// out[0] += Σ x² (out: one f32), for global gradient-norm clipping.
+  func sumOfSquares(_ x: Tensor, into out: Tensor) throws
+
+  // MARK: - Optimizer
+  /// One AdamW step (PyTorch semantics) on param with grad, moments m and v (all f32, same
+  /// count). hyper: `AdamWHyperParameters.count` f32 (see there); gradSumOfSquares: one f32
+  /// from `sumOfSquares`, used when hyper's maxGradNorm > 0.
+  func adamW(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor,
+             gradSumOfSquares: Tensor?) throws
+}
+
+// MARK: - Composite defaults
+// A backend overrides these with fused kernels; each is a protocol requirement too, so a call
+// through `any Backend` reaches the override.
+extension Backend {
+  public func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor, b: Tensor,
+                          scale: Float, into y: Tensor, xa: Tensor) throws {
+    try ShapeCheck.loraForward(x, loraX: loraX, base: base, a: a, b: b, y: y, xa: xa)
+    try linear(x, base, into: y, beta: 0)
+    try matmul(loraX ?? x, a, into: xa, transposeA: false, transposeB: true, alpha: 1, beta: 0)
+    try matmul(xa, b, into: y, transposeA: false, transposeB: true, alpha: scale, beta: 1)
+  }
+
+  /// y = x·Wᵀ + β·y for a dense or NF4 weight W (out, in).
+  public func linear(_ x: Tensor, _ w: LinearWeight, into y: Tensor, beta: Float = 0) throws {
+    switch w {
+    case .dense(let t):
+      try matmul(x, t, into: y, transposeA: false, transposeB: true, alpha: 1, beta: beta)
+    case .nf4(let q):
+      try matmulNF4(x, q, into: y, transposeB: true, alpha: 1, beta: beta)
+    }
+  }
+}
+
+// MARK: - Conveniences
+extension Backend {
+  /// Allocates device memory.
+  public func allocate(_ shape: [Int], _ dtype: DType = .f32) throws -> Tensor {
+    try allocate(shape, dtype, memory: .device)
+  }
+
+  /// Allocates a tensor holding `values` (f32 or i32 arrays, or u8 bytes).
+  public func tensor<T>(_ values: [T], shape: [Int], _ dtype: DType,
+                        memory: MemoryKind = .device) throws -> Tensor {
+    guard MemoryLayout<T>.stride == dtype.size, values.count == shape.reduce(1, *) else {
+      throw VKFError.shapeMismatch(op: "tensor",
+        detail: "\(values.count) values of \(T.self) for \(dtype) \(shape)")
+    }
+    let t = try allocate(shape, dtype, memory: memory)
+    try values.withUnsafeBytes { try upload($0, to: t) }
+    return t
+  }
+
+  /// An f32 tensor from `values`.
+  public func tensor(_ values: [Float], shape: [Int]) throws -> Tensor {
+    try tensor(values, shape: shape, .f32)
+  }
+
+  /// An i32 tensor from `values`.
+  public func tensor(_ values: [Int32], shape: [Int]) throws -> Tensor {
+    try tensor(values, shape: shape, .i32)
+  }
+
+  /// Uploads f32/i32/u8 values into an existing tensor of the same byte size.
+  public func upload<T>(_ values: [T], to t: Tensor) throws {
+    guard values.count * MemoryLayout<T>.stride == t.byteCount else {
+      throw VKFError.shapeMismatch(op: "upload",
+        detail: "\(values.count) values of \(T.self) into \(t)")
+    }
+    try values.withUnsafeBytes { try upload($0, to: t) }
+  }
+
+  /// Downloads a tensor's elements as `T` (Float for f32, Int32 for i32, UInt8 for u8,
+  /// UInt16 for f16/bf16 bit patterns).
+  public func download<T>(_ t: Tensor, as: T.Type) throws -> [T] {
+    guard t.byteCount % MemoryLayout<T>.stride == 0 else {
+      throw VKFError.dtypeMismatch(op: "download", detail: "\(t) as \(T.self)")
+    }
+    var out = [T](unsafeUninitializedCapacity: t.byteCount / MemoryLayout<T>.stride) { _, n in
+      n = t.byteCount / MemoryLayout<T>.stride
+    }
+    try out.withUnsafeMutableBytes { try download(t, into: $0) }
+    return out
+  }
+
+  /// Downloads an f32 tensor, or any float tensor converted to f32.
+  public func floats(_ t: Tensor) throws -> [Float] {
+    switch t.dtype {
+    case .f32: return try download(t, as: Float.self)
+    case .f16: return try download(t, as: UInt16.self).map { Float(Float16(bitPattern: $0)) }
+    case .bf16: return try download(t, as: UInt16.self).map { BFloat16.toFloat($0) }
+    case .i32: return try download(t, as: Int32.self).map { Float($0) }
+    case .u8: return try download(t, as: UInt8.self).map { Float($0) }
+    }
+  }
+
+  /// out = a + b.
+  public func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+    try add(a, b, alpha: 1, into: out)
+  }
+
+  /// c = op(A)·op(B) (α = 1, β = 0).
+  public func matmul(_ a: Tensor, _ b: Tensor, into c: Tensor, transposeA: Bool = false,
+                     transposeB: Bool = false) throws {
+    try matmul(a, b, into: c, transposeA: transposeA, transposeB: transposeB, alpha: 1, beta: 0)
+  }
+
+  /// True when this backend allocated `t`.
+  public func owns(_ t: Tensor) -> Bool { t.storage.owner == ObjectIdentifier(self) }
+
+  /// Throws `wrongBackend` unless every tensor was allocated by this backend.
+  public func checkOwnership(_ op: Op, _ tensors: Tensor?...) throws {
+    for case let t? in tensors where !owns(t) {
+      throw VKFError.wrongBackend(op: op.rawValue, detail: "\(t) is not owned by \(name)")
+    }
+  }
+}

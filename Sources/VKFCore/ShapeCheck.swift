@@ -1,0 +1,216 @@
+/// Shape and dtype rules of every op, checked once here and called by every backend before
+/// it queues work, so both backends reject the same calls with the same errors.
+public enum ShapeCheck {
+  // MARK: - Helpers
+
+  static func fail(_ op: Op, _ detail: String) -> VKFError {
+    .shapeMismatch(op: op.rawValue, detail: detail)
+  }
+
+  /// Throws unless every tensor has `dtype`.
+  public static func dtype(_ op: Op, _ dtype: DType, _ tensors: Tensor?...) throws {
+    for case let t? in tensors where t.dtype != dtype {
+      throw VKFError.dtypeMismatch(op: op.rawValue, detail: "\(t) where \(dtype) is required")
+    }
+  }
+
+  /// Throws unless every tensor has `count` elements.
+  public static func count(_ op: Op, _ count: Int, _ tensors: Tensor?...) throws {
+    for case let t? in tensors where t.count != count {
+      throw fail(op, "\(t) has \(t.count) elements, expected \(count)")
+    }
+  }
+
+  /// Throws unless `a` and `b` hold the same number of elements.
+  public static func sameCount(_ op: Op, _ a: Tensor, _ b: Tensor) throws {
+    guard a.count == b.count else { throw fail(op, "\(a) vs \(b)") }
+  }
+
+  /// Throws if an output overlaps an input it would overwrite while reading.
+  public static func noOverlap(_ op: Op, output: Tensor, inputs: Tensor?...) throws {
+    for case let i? in inputs where output.overlaps(i) {
+      throw fail(op, "output \(output) overlaps input \(i)")
+    }
+  }
+
+  // MARK: - Memory
+
+  public static func copy(_ src: Tensor, _ dst: Tensor) throws {
+    try sameCount(.copy, src, dst)
+    guard src.dtype == dst.dtype else {
+      throw VKFError.dtypeMismatch(op: "copy", detail: "\(src) → \(dst); use cast")
+    }
+  }
+
+  public static func cast(_ src: Tensor, _ dst: Tensor) throws {
+    try sameCount(.cast, src, dst)
+    guard src.dtype.isFloat, dst.dtype.isFloat else {
+      throw VKFError.dtypeMismatch(op: "cast", detail: "\(src) → \(dst): float types only")
+    }
+  }
+
+  // MARK: - Linear algebra
+
+  /// Validates a (batched) matmul and returns its geometry.
+  public static func matmul(_ a: Tensor, _ b: Tensor, _ c: Tensor, transposeA: Bool,
+                            transposeB: Bool) throws -> GemmShape {
+    try dtype(.matmul, .f32, a, b, c)
+    for t in [a, b, c] where t.rank < 2 || t.rank > 3 {
+      throw fail(.matmul, "\(t): operands are rank 2 or 3 (batch first)")
+    }
+    func split(_ t: Tensor) -> (batch: Int, rows: Int, cols: Int) {
+      t.rank == 3 ? (t.shape[0], t.shape[1], t.shape[2]) : (1, t.shape[0], t.shape[1])
+    }
+    let (ba, ra, ca) = split(a), (bb, rb, cb) = split(b), (bc, m, n) = split(c)
+    let (am, ak) = transposeA ? (ca, ra) : (ra, ca)
+    let (bk, bn) = transposeB ? (cb, rb) : (rb, cb)
+    guard am == m, bn == n, ak == bk else {
+      throw fail(.matmul, "op(A) \(am)×\(ak) · op(B) \(bk)×\(bn) → C \(m)×\(n)"
+        + " (A \(a.shape)\(transposeA ? "ᵀ" : ""), B \(b.shape)\(transposeB ? "ᵀ" : ""))")
+    }
+    guard (ba == bc || ba == 1), (bb == bc || bb == 1) else {
+      throw fail(.matmul, "batch sizes A \(ba), B \(bb), C \(bc) (1 broadcasts)")
+    }
+    try noOverlap(.matmul, output: c, inputs: a, b)
+    return GemmShape(batch: bc, m: m, n: n, k: ak,
+                     strideA: ba == 1 ? 0 : ra * ca, strideB: bb == 1 ? 0 : rb * cb,
+                     strideC: m * n, lda: ca, ldb: cb)
+  }
+
+  public static func nf4(_ op: Op, _ w: NF4Weight) throws {
+    try dtype(op, .u8, w.packed)
+    try dtype(op, .f32, w.absmax)
+    let n = w.rows * w.cols
+    guard w.blockSize > 0, w.blockSize % 2 == 0, n % 2 == 0 else {
+      throw fail(op, "NF4 \(w.rows)×\(w.cols) block \(w.blockSize): even sizes required")
+    }
+    try count(op, n / 2, w.packed)
+    try count(op, (n + w.blockSize - 1) / w.blockSize, w.absmax)
+  }
+
+  public static func dequantizeNF4(_ w: NF4Weight, _ out: Tensor) throws {
+    try nf4(.dequantizeNF4, w)
+    try dtype(.dequantizeNF4, .f32, out)
+    try count(.dequantizeNF4, w.rows * w.cols, out)
+  }
+
+  /// Returns (m, n, k) of y (m, n) = x (m, k) · op(W).
+  public static func matmulNF4(_ x: Tensor, _ w: NF4Weight, _ y: Tensor, transposeB: Bool)
+    throws -> (m: Int, n: Int, k: Int)
+  {
+    try nf4(.matmulNF4, w)
+    try dtype(.matmulNF4, .f32, x, y)
+    let (k, n) = transposeB ? (w.cols, w.rows) : (w.rows, w.cols)
+    guard x.lastDim == k, y.lastDim == n, x.rowCount == y.rowCount else {
+      throw fail(.matmulNF4, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")
+    }
+    try noOverlap(.matmulNF4, output: y, inputs: x)
+    return (x.rowCount, n, k)
+  }
+
+  public static func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor,
+                                 b: Tensor, y: Tensor, xa: Tensor) throws {
+    try dtype(.loraForward, .f32, x, loraX, a, b, y, xa)
+    let m = x.rowCount, inF = base.inFeatures, outF = base.outFeatures
+    guard a.rank == 2, b.rank == 2 else { throw fail(.loraForward, "A \(a.shape), B \(b.shape) must be rank 2") }
+    let r = a.shape[0]
+    guard x.lastDim == inF, a.shape[1] == inF, b.shape == [outF, r],
+          y.rowCount == m, y.lastDim == outF, xa.rowCount == m, xa.lastDim == r,
+          loraX.map({ $0.shape == x.shape }) ?? true else {
+      throw fail(.loraForward, "x \(x.shape), base (\(outF), \(inF)), A \(a.shape), "
+        + "B \(b.shape), y \(y.shape), xa \(xa.shape)")
+    }
+    if case .dense(let w) = base { try dtype(.loraForward, .f32, w) }
+    if case .nf4(let q) = base { try nf4(.loraForward, q) }
+    try noOverlap(.loraForward, output: y, inputs: x, loraX, a, b, xa)
+  }
+
+  // MARK: - Transformer blocks
+
+  public static func rmsNorm(_ x: Tensor, _ weight: Tensor, _ out: Tensor, _ rstd: Tensor) throws {
+    try dtype(.rmsNorm, .f32, x, weight, out, rstd)
+    try count(.rmsNorm, x.lastDim, weight)
+    try sameCount(.rmsNorm, x, out)
+    try count(.rmsNorm, x.rowCount, rstd)
+  }
+
+  public static func rmsNormBackward(_ dOut: Tensor, _ x: Tensor, _ weight: Tensor,
+                                     _ rstd: Tensor, _ dx: Tensor, _ dWeight: Tensor?) throws {
+    try dtype(.rmsNormBackward, .f32, dOut, x, weight, rstd, dx, dWeight)
+    try count(.rmsNormBackward, x.count, dOut, dx)
+    try count(.rmsNormBackward, x.lastDim, weight, dWeight)
+    try count(.rmsNormBackward, x.rowCount, rstd)
+    try noOverlap(.rmsNormBackward, output: dx, inputs: x, weight, rstd)
+  }
+
+  public static func rope(_ op: Op, _ x: Tensor, _ positions: Tensor, _ invFreq: Tensor,
+                          _ out: Tensor) throws {
+    try dtype(op, .f32, x, invFreq, out)
+    try dtype(op, .i32, positions)
+    guard x.rank == 3, x.shape[2] % 2 == 0 else {
+      throw fail(op, "\(x): (tokens, heads, headDim) with even headDim required")
+    }
+    try sameCount(op, x, out)
+    try count(op, x.shape[0], positions)
+    try count(op, x.shape[2] / 2, invFreq)
+  }
+
+  /// Returns (rows, tq, tk) of a causal softmax over x (…, tq, tk).
+  public static func causalSoftmax(_ op: Op, _ x: Tensor, _ out: Tensor, _ extra: Tensor?...)
+    throws -> (rows: Int, tq: Int, tk: Int)
+  {
+    try dtype(op, .f32, x, out)
+    for case let e? in extra { try dtype(op, .f32, e) }
+    guard x.rank >= 2 else { throw fail(op, "\(x): (…, tq, tk) required") }
+    let tq = x.shape[x.rank - 2], tk = x.shape[x.rank - 1]
+    guard tk >= tq else { throw fail(op, "\(x): tk \(tk) < tq \(tq) leaves rows fully masked") }
+    try count(op, x.count, out)
+    for case let e? in extra { try count(op, x.count, e) }
+    return (x.rowCount, tq, tk)
+  }
+
+  public static func elementwise(_ op: Op, _ tensors: Tensor?...) throws {
+    guard let first = tensors.first ?? nil else { return }
+    for case let t? in tensors {
+      try dtype(op, .f32, t)
+      try count(op, first.count, t)
+    }
+  }
+
+  public static func embedding(_ op: Op, _ ids: Tensor, _ table: Tensor, _ rows: Tensor) throws {
+    try dtype(op, .i32, ids)
+    try dtype(op, .f32, table, rows)
+    guard table.rank == 2 else { throw fail(op, "table \(table.shape) must be (vocab, c)") }
+    guard rows.rowCount == ids.count, rows.lastDim == table.shape[1] else {
+      throw fail(op, "ids \(ids.shape), table \(table.shape), rows \(rows.shape)")
+    }
+  }
+
+  /// Returns (n, vocab).
+  public static func crossEntropy(_ logits: Tensor, _ targets: Tensor, _ losses: Tensor,
+                                  _ dLogits: Tensor?) throws -> (n: Int, vocab: Int) {
+    try dtype(.crossEntropy, .f32, logits, losses, dLogits)
+    try dtype(.crossEntropy, .i32, targets)
+    let n = logits.rowCount
+    try count(.crossEntropy, n, targets, losses)
+    try count(.crossEntropy, logits.count, dLogits)
+    return (n, logits.lastDim)
+  }
+
+  /// `add`/`mul` broadcasting: b has a's element count, or divides it and repeats.
+  public static func broadcast(_ op: Op, _ a: Tensor, _ b: Tensor, _ out: Tensor) throws {
+    try dtype(op, .f32, a, b, out)
+    try sameCount(op, a, out)
+    guard b.count > 0, a.count % b.count == 0 else {
+      throw fail(op, "b \(b.shape) does not repeat over a \(a.shape)")
+    }
+  }
+
+  public static func adamW(_ param: Tensor, _ grad: Tensor, _ m: Tensor, _ v: Tensor,
+                           _ hyper: Tensor, _ sumSq: Tensor?) throws {
+    try dtype(.adamW, .f32, param, grad, m, v, hyper, sumSq)
+    try count(.adamW, param.count, grad, m, v)
+    try count(.adamW, AdamWHyperParameters.count, hyper)
+    try count(.adamW, 1, sumSq)
+  }
+}
