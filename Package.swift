@@ -37,7 +37,7 @@ let package = Package(
     // MARK: - Tests
     .target(name: "VKFTestSupport", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan"],
             path: "Tests/VKFTestSupport"),
-    .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore", "VKFTestSupport"]),
+    .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore"]),
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),

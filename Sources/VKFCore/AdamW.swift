@@ -2,7 +2,8 @@
 /// across steps (only this buffer changes). Matches `torch.optim.AdamW`:
 /// p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 /// p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps), with g = grad · gradScale · clip and
-/// clip = min(1, maxGradNorm / (‖g‖ + 1e-6)) when maxGradNorm > 0 (`clip_grad_norm_`).
+/// clip = min(1, maxGradNorm / (gradScale·sqrt(Σgrad²) + 1e-6)) when maxGradNorm > 0: the
+/// norm of the *scaled* gradient, as `clip_grad_norm_` sees averaged gradients.
 public struct AdamWHyperParameters: Equatable, Sendable {
   public var lr: Float
   public var beta1: Float = 0.9
@@ -40,10 +41,10 @@ public struct AdamWHyperParameters: Equatable, Sendable {
     return out
   }
 
-  /// The clipping factor the kernels compute from Σg² (before gradScale).
-  public static func clipFactor(sumOfSquares: Float, maxGradNorm: Float) -> Float {
+  /// The clipping factor the kernels compute from Σgrad² of the unscaled gradient.
+  public static func clipFactor(sumOfSquares: Float, gradScale: Float = 1, maxGradNorm: Float) -> Float {
     guard maxGradNorm > 0 else { return 1 }
-    return min(1, maxGradNorm / (sumOfSquares.squareRoot() + 1e-6))
+    return min(1, maxGradNorm / (gradScale * sumOfSquares.squareRoot() + 1e-6))
   }
 }
 

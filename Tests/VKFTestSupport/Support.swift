@@ -1,1 +1,71 @@
-// Test helpers.
+import Foundation
+import VKFCore
+import VKFCPU
+import VKFVulkan
+
+/// A small deterministic RNG (SplitMix64) so every test input is reproducible by seed.
+public struct SeededRNG: RandomNumberGenerator {
+  private var state: UInt64
+  public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+  public mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
+
+/// Seeded test data.
+public enum TestData {
+  /// `count` floats uniform in [lo, hi).
+  public static func uniform(_ count: Int, seed: UInt64, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+    var rng = SeededRNG(seed: seed)
+    return (0..<count).map { _ in Float.random(in: lo..<hi, using: &rng) }
+  }
+
+  /// `count` int32 values in [0, upper).
+  public static func ints(_ count: Int, seed: UInt64, upper: Int32) -> [Int32] {
+    var rng = SeededRNG(seed: seed)
+    return (0..<count).map { _ in Int32.random(in: 0..<upper, using: &rng) }
+  }
+}
+
+/// Comparison used by every numeric test (the metrics live in VKFCore's `Metrics`).
+public enum Compare {
+  public static func nmse(_ e: [Float], _ a: [Float]) -> Double { Metrics.nmse(e, a) }
+  public static func maxAbs(_ e: [Float], _ a: [Float]) -> Double { Metrics.maxAbs(e, a) }
+  /// nil when `actual` matches `expected` within both bounds, else a message naming the worst element.
+  public static func check(_ expected: [Float], _ actual: [Float], nmse maxNMSE: Double,
+                           maxAbs maxAbsErr: Double) -> String? {
+    Metrics.mismatch(expected, actual, nmse: maxNMSE, maxAbs: maxAbsErr)
+  }
+}
+
+/// Backends under test.
+public enum TestBackends {
+  /// One shared CPU backend (OpenBLAS is process-global anyway).
+  nonisolated(unsafe) public static let cpu = CPUBackend()
+
+  /// The Vulkan backend with validation on, or the reason it is unavailable. Created once per
+  /// test process: instance and device creation cost ~100 ms on lavapipe.
+  nonisolated(unsafe) public static let vulkanResult: Result<VulkanBackend, Error> = {
+    setenv("VKF_VALIDATION", "1", 0)
+    return Result { try VulkanBackend() }
+  }()
+
+  /// The Vulkan backend, or nil with the reason printed once.
+  public static var vulkan: VulkanBackend? {
+    switch vulkanResult {
+    case .success(let b): return b
+    case .failure(let e):
+      reportOnce("Vulkan backend unavailable: \(e)")
+      return nil
+    }
+  }
+
+  nonisolated(unsafe) private static var reported = Set<String>()
+  private static func reportOnce(_ s: String) {
+    if reported.insert(s).inserted { print("note: \(s)") }
+  }
+}

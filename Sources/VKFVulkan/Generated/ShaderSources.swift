@@ -2,6 +2,445 @@
 enum ShaderSources {
   /// Path relative to Shaders/ → GLSL source.
   static let files: [String: String] = [
+    "adam_w.comp": #"""
+#version 450
+// adam_w: one AdamW step, torch.optim.AdamW semantics.          CPU twin: CPUBackend.adamW
+//   hyper = AdamWHyperParameters.packed:
+//     [lr, beta1, beta2, eps, wd, bc1, bc2, gradScale, maxGradNorm, 0…]
+//   clip = min(1, maxGradNorm / (gradScale·sqrt(S) + 1e-6)) when maxGradNorm > 0 and the host bound
+//          S = sumSq[0] (hasSumSq = 1), else 1   (AdamWHyperParameters.clipFactor)
+//   g = grad·gradScale·clip
+//   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+//   p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+//   Per-step values live in the hyper buffer, not push constants, so recorded work replays.
+// Shapes: grad, param, m, v (n) f32; hyper (16) f32; sumSq (1) f32.
+// Bindings: 0 grad, 1 hyper, 2 sumSq (readonly; without one the host binds hyper again and
+//   sets hasSumSq = 0), 3 param, 4 m, 5 v (read and written).
+// Push (after boff[8]): n, hasSumSq → Swift `AdamWPush`.
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufGrad { float grad[]; };
+layout(set = 0, binding = 1) readonly buffer BufHyper { float hyper[]; };
+layout(set = 0, binding = 2) readonly buffer BufSumSq { float sumsq[]; };
+layout(set = 0, binding = 3) buffer BufParam { float param[]; };
+layout(set = 0, binding = 4) buffer BufM { float mom1[]; };
+layout(set = 0, binding = 5) buffer BufV { float mom2[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint hasSumSq;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  uint h = pc.boff[1];
+  float lr = hyper[h + 0u], beta1 = hyper[h + 1u], beta2 = hyper[h + 2u];
+  float eps = hyper[h + 3u], wd = hyper[h + 4u];
+  float bc1 = hyper[h + 5u], bc2 = hyper[h + 6u];
+  float gradScale = hyper[h + 7u], maxGradNorm = hyper[h + 8u];
+
+  float clip = 1.0;
+  if (maxGradNorm > 0.0 && pc.hasSumSq != 0u) {
+    clip = min(1.0, maxGradNorm / (gradScale * sqrt(sumsq[pc.boff[2]]) + 1e-6));
+  }
+  // Grouped exactly as CPUBackend.adamW so the two agree to the last few ulp.
+  float g = grad[pc.boff[0] + i] * (gradScale * clip);
+
+  uint ip = pc.boff[3] + i, im = pc.boff[4] + i, iv = pc.boff[5] + i;
+  float m = beta1 * mom1[im] + (1.0 - beta1) * g;
+  float v = beta2 * mom2[iv] + (1.0 - beta2) * (g * g);
+  float stepSize = lr / bc1;
+  param[ip] = param[ip] * (1.0 - lr * wd) - stepSize * (m / (sqrt(v) / sqrt(bc2) + eps));
+  mom1[im] = m;
+  mom2[iv] = v;
+}
+"""#,
+    "add.comp": #"""
+#version 450
+// add: out[i] = a[i] + alpha·b[i mod nb].                           CPU twin: CPUBackend.add
+// Shapes: a, out (n) f32; b (nb) f32 with nb dividing n (nb == n: same shape; otherwise b
+//   repeats over a's rows, e.g. a bias). out may alias a or b.
+// Bindings: 0 a, 1 b (readonly), 2 out.
+// Push (after boff[8]): n, nb, alpha → Swift `BinaryPush` (shared with mul.comp).
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(set = 0, binding = 2) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint nb;
+  float alpha;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  o[pc.boff[2] + i] = a[pc.boff[0] + i] + pc.alpha * b[pc.boff[1] + i % pc.nb];
+}
+"""#,
+    "cast.comp": #"""
+#version 450
+// cast: dst[k] = convert(src[k]) between f32, f16 and bf16, round to nearest even.
+// SRC_TYPE / DST_TYPE: 0 = f32, 1 = f16, 2 = bf16 (the #define table is castDefines in
+// Sources/VKFVulkan/MemoryOps.swift). 16-bit data is packed two per uint, element 2p in
+// the low half of word p; 16-bit views start on a 4-byte boundary (the host checks).
+// Conversions are done by bit manipulation, not packHalf2x16/unpackHalf2x16, because
+// GLSL leaves their rounding and denormal handling to the implementation; these match
+// Swift's Float16(Float) / Float(Float16) and BFloat16.fromFloat / toFloat exactly.
+// Mirrors CPUBackend.cast.
+// Bindings: 0 src (uint words, readonly), 1 dst (uint words, written).
+// Push: n (elements).
+// Dispatch: one invocation per element pair (2p, 2p+1); groups (x, y) with
+//           x·y·256 ≥ ceil(n / 2). An odd last element of a 16-bit dst keeps the high
+//           half of its word.
+// variant: SRC_TYPE=0 DST_TYPE=1
+// variant: SRC_TYPE=0 DST_TYPE=2
+// variant: SRC_TYPE=1 DST_TYPE=0
+// variant: SRC_TYPE=1 DST_TYPE=2
+// variant: SRC_TYPE=2 DST_TYPE=0
+// variant: SRC_TYPE=2 DST_TYPE=1
+#include "common/push.glsl"
+
+#ifndef SRC_TYPE
+#define SRC_TYPE 0
+#endif
+#ifndef DST_TYPE
+#define DST_TYPE 1
+#endif
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(set = 0, binding = 0) readonly buffer Src { uint s[]; };
+layout(set = 0, binding = 1) buffer Dst { uint d[]; };
+
+PUSH_BEGIN
+  uint n;
+PUSH_END
+
+// f16 bits → f32, exact (denormals included).
+float f16_to_f32(uint h) {
+  uint sign = (h & 0x8000u) << 16;
+  uint e = (h >> 10) & 0x1Fu;
+  uint m = h & 0x3FFu;
+  if (e == 0u) {
+    float v = float(m) * exp2(-24.0);   // exact: m < 2^10
+    return sign != 0u ? -v : v;
+  }
+  if (e == 31u) return uintBitsToFloat(sign | 0x7F800000u | (m << 13));
+  return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// f32 → f16 bits, round to nearest even; overflow → inf, NaN → quiet NaN.
+uint f32_to_f16(float v) {
+  uint x = floatBitsToUint(v);
+  uint sign = (x >> 16) & 0x8000u;
+  uint ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return sign | 0x7E00u;
+  if (ax >= 0x47800000u) return sign | 0x7C00u;        // ≥ 65536 (and inf)
+  if (ax < 0x38800000u) {                               // below 2^-14: subnormal or 0
+    if (ax < 0x33000000u) return sign;                  // < 2^-25 rounds to 0
+    uint e = ax >> 23;
+    uint m = (ax & 0x7FFFFFu) | 0x800000u;
+    uint shift = 126u - e;                              // 14 … 24
+    uint q = m >> shift;
+    uint rem = m & ((1u << shift) - 1u);
+    uint half_ = 1u << (shift - 1u);
+    if (rem > half_ || (rem == half_ && (q & 1u) != 0u)) q += 1u;
+    return sign | q;
+  }
+  uint h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7FFFFFu) >> 13);
+  uint rem = ax & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) != 0u)) h += 1u;  // carry may reach inf
+  return sign | h;
+}
+
+// f32 → bf16 bits, round to nearest even; NaN stays a quiet NaN (BFloat16.fromFloat).
+uint f32_to_bf16(float v) {
+  uint b = floatBitsToUint(v);
+  if (isnan(v)) return ((b >> 16) | 0x40u) & 0xFFFFu;
+  return ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16) & 0xFFFFu;
+}
+
+float load(uint k) {
+#if SRC_TYPE == 0
+  return uintBitsToFloat(s[pc.boff[0] + k]);
+#else
+  uint w = s[pc.boff[0] + (k >> 1)];
+  uint h = (k & 1u) == 0u ? (w & 0xFFFFu) : (w >> 16);
+#if SRC_TYPE == 1
+  return f16_to_f32(h);
+#else
+  return uintBitsToFloat(h << 16);
+#endif
+#endif
+}
+
+uint to16(float v) {
+#if DST_TYPE == 1
+  return f32_to_f16(v);
+#else
+  return f32_to_bf16(v);
+#endif
+}
+
+void main() {
+  uint p = gl_GlobalInvocationID.x
+         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint k = 2u * p;
+  if (k >= pc.n) return;
+  bool pair = k + 1u < pc.n;
+  float v0 = load(k);
+  float v1 = pair ? load(k + 1u) : 0.0;
+#if DST_TYPE == 0
+  d[pc.boff[1] + k] = floatBitsToUint(v0);
+  if (pair) d[pc.boff[1] + k + 1u] = floatBitsToUint(v1);
+#else
+  uint j = pc.boff[1] + p;
+  uint lo = to16(v0);
+  if (pair) {
+    d[j] = lo | (to16(v1) << 16);
+  } else {
+    d[j] = (d[j] & 0xFFFF0000u) | lo;
+  }
+#endif
+}
+"""#,
+    "causal_softmax.comp": #"""
+#version 450
+// causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
+//                                                        CPU twin: CPUBackend.causalSoftmax
+//   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query
+//   i = r mod tq and sees keys j ≤ i + (tk − tq) (a KV cache of tk − tq earlier tokens).
+//   out[r, j] = exp(scale·x[r,j] − m) / Σ_visible exp(scale·x − m), m = max_visible scale·x;
+//   masked entries are 0 (and never read, so they may hold −inf or garbage).
+// Bindings: 0 x (readonly), 1 out. In place (out == x) is fine: each invocation reads its
+//   own elements only before the last reduction and writes them after.
+// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxPush`.
+// Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint rows;
+  uint tq;
+  uint tk;
+  float scale;
+PUSH_END
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.rows) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint xb = pc.boff[0] + row * pc.tk;
+  uint ob = pc.boff[1] + row * pc.tk;
+  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys 0 ..< visible
+
+  float m = -3.402823466e38;
+  for (uint j = t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
+  m = wg_reduce_max(m);
+
+  float s = 0.0;
+  for (uint j = t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
+  s = wg_reduce_sum(s);
+  float inv = 1.0 / s;
+
+  for (uint j = t; j < pc.tk; j += RED_WG) {
+    o[ob + j] = j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
+  }
+}
+"""#,
+    "causal_softmax_back.comp": #"""
+#version 450
+// causal_softmax_back: dx = scale · y ⊙ (dy − Σ_j dy⊙y), row-wise, from the forward output y.
+//                                                CPU twin: CPUBackend.causalSoftmaxBackward
+//   dy, y, dx (…, tq, tk) f32 viewed as rows of tk; row r (query i = r mod tq) sees keys
+//   j ≤ i + (tk − tq). The dot product runs over visible keys only and masked dx are 0
+//   (y is 0 there anyway; this keeps a non-finite dy at a masked key from leaking in).
+// Bindings: 0 dy, 1 y (readonly), 2 dx. dx may alias dy (each invocation reads its own
+//   elements before writing them).
+// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxBackPush`.
+// Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
+layout(set = 0, binding = 1) readonly buffer BufY { float y[]; };
+layout(set = 0, binding = 2) buffer BufDx { float dx[]; };
+
+PUSH_BEGIN
+  uint rows;
+  uint tq;
+  uint tk;
+  float scale;
+PUSH_END
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.rows) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint db = pc.boff[0] + row * pc.tk;
+  uint yb = pc.boff[1] + row * pc.tk;
+  uint xb = pc.boff[2] + row * pc.tk;
+  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;
+
+  float dot = 0.0;
+  for (uint j = t; j < visible; j += RED_WG) dot += dy[db + j] * y[yb + j];
+  dot = wg_reduce_sum(dot);
+
+  for (uint j = t; j < pc.tk; j += RED_WG) {
+    dx[xb + j] = j < visible ? pc.scale * y[yb + j] * (dy[db + j] - dot) : 0.0;
+  }
+}
+"""#,
+    "common/grid.glsl": #"""
+// Workgroup size and flat indices over 2D dispatch grids.
+//
+// WG_SIZE is specialization constant 0, the x size of every 1D kernel's workgroup
+// (`layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;`). Shaders use it
+// instead of gl_WorkGroupSize.x: on the lavapipe used in CI the specialised
+// gl_WorkGroupSize builtin read as its default 1 (caught by ElementwiseShaderTests).
+//
+// The host spreads workgroup counts above maxComputeWorkGroupCount[0] over y (Swift
+// `VulkanBackend.spreadGroups`), so the last grid row may run past the end: every kernel
+// bounds-checks the flat index it gets here.
+layout(constant_id = 0) const uint WG_SIZE = 256;
+
+// Linear index of this workgroup (x fastest).
+uint wg_linear_id() {
+  return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+}
+
+// Linear index of this invocation in a 1D-workgroup kernel.
+uint global_linear_id() {
+  return wg_linear_id() * WG_SIZE + gl_LocalInvocationID.x;
+}
+"""#,
+    "common/matmul_tile.glsl": #"""
+// Shared-memory tiled GEMM core used by matmul.comp, matmul_nf4.comp and lora_forward.comp.
+//
+// One workgroup computes a BM×BN tile of the output; each of its (BM/TM)·(BN/TN) invocations
+// keeps a TM×TN block of accumulators in registers (register blocking). The K loop stages a
+// BM×BK slice of op(A) and a BK×BN slice of op(B) in shared memory, both k-major so the inner
+// product reads TM + TN shared values per k for TM·TN multiply-adds.
+// Measured on lavapipe (2 cores): BM = BN = 64, TM = TN = 8 (64 invocations), BK = 8 or 16.
+//
+// The including shader provides, before `#include`:
+//   #define MM_A_K_FAST 0|1  1: consecutive k of op(A) are adjacent in memory (A row-major, k last)
+//   #define MM_B_K_FAST 0|1  1: consecutive k of op(B) are adjacent in memory (B stored (n, k))
+// (they only pick the load order, so neighbouring invocations read neighbouring words), and
+// after it defines the element accessors declared below:
+//   float mm_load_a(uint row, uint kk)   op(A)[row, kk], both in range
+//   float mm_load_b(uint kk, uint col)   op(B)[kk, col], both in range
+//   void  mm_write(uint row, uint col, float acc)   epilogue for one in-range output
+//
+// Specialization constants: 0..2 workgroup size (x = (BM/TM)·(BN/TN), y = z = 1),
+// 3 BM, 4 BN, 5 BK, 6 TM, 7 TN.
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint BM = 64;
+layout(constant_id = 4) const uint BN = 64;
+layout(constant_id = 5) const uint BK = 8;
+layout(constant_id = 6) const uint TM = 8;
+layout(constant_id = 7) const uint TN = 8;
+
+shared float mm_sa[BK * BM];  // mm_sa[kk * BM + row]
+shared float mm_sb[BK * BN];  // mm_sb[kk * BN + col]
+float mm_acc[TM * TN];        // this invocation's TM×TN outputs, row-major
+
+float mm_load_a(uint row, uint kk);
+float mm_load_b(uint kk, uint col);
+void mm_write(uint row, uint col, float acc);
+
+void mm_zero() {
+  for (uint i = 0; i < TM * TN; i++) mm_acc[i] = 0.0;
+}
+
+// Stages op(A)[row0 .. row0+BM, k0 .. k0+BK] and op(B)[k0 .. k0+BK, col0 .. col0+BN] into
+// shared memory, zero outside [0, m) × [0, kEnd) and [0, kEnd) × [0, n). Brackets itself with
+// barriers; must be called in workgroup-uniform control flow.
+void mm_stage(uint row0, uint col0, uint k0, uint m, uint n, uint kEnd) {
+  const uint threads = (BM / TM) * (BN / TN);
+  const uint tid = gl_LocalInvocationID.x;
+  barrier();  // the previous step's reads of mm_sa / mm_sb are done
+  for (uint idx = tid; idx < BM * BK; idx += threads) {
+#if MM_A_K_FAST
+    uint kk = idx % BK, r = idx / BK;
+#else
+    uint r = idx % BM, kk = idx / BM;
+#endif
+    uint row = row0 + r, k = k0 + kk;
+    mm_sa[kk * BM + r] = (row < m && k < kEnd) ? mm_load_a(row, k) : 0.0;
+  }
+  for (uint idx = tid; idx < BN * BK; idx += threads) {
+#if MM_B_K_FAST
+    uint kk = idx % BK, c = idx / BK;
+#else
+    uint c = idx % BN, kk = idx / BN;
+#endif
+    uint col = col0 + c, k = k0 + kk;
+    mm_sb[kk * BN + c] = (col < n && k < kEnd) ? mm_load_b(k, col) : 0.0;
+  }
+  barrier();
+}
+
+// mm_acc += staged A tile · staged B tile.
+void mm_multiply() {
+  const uint tx = gl_LocalInvocationID.x % (BN / TN);
+  const uint ty = gl_LocalInvocationID.x / (BN / TN);
+  float a[TM];
+  float b[TN];
+  for (uint kk = 0; kk < BK; kk++) {
+    for (uint i = 0; i < TM; i++) a[i] = mm_sa[kk * BM + ty * TM + i];
+    for (uint j = 0; j < TN; j++) b[j] = mm_sb[kk * BN + tx * TN + j];
+    for (uint i = 0; i < TM; i++)
+      for (uint j = 0; j < TN; j++) mm_acc[i * TN + j] += a[i] * b[j];
+  }
+}
+
+// Full K loop over [0, kEnd): mm_acc += op(A)[tile rows, :] · op(B)[:, tile cols].
+void mm_accumulate(uint row0, uint col0, uint m, uint n, uint kEnd) {
+  for (uint k0 = 0; k0 < kEnd; k0 += BK) {
+    mm_stage(row0, col0, k0, m, n, kEnd);
+    mm_multiply();
+  }
+}
+
+// Calls mm_write for each of this invocation's outputs inside [0, m) × [0, n).
+void mm_store(uint row0, uint col0, uint m, uint n) {
+  const uint tx = gl_LocalInvocationID.x % (BN / TN);
+  const uint ty = gl_LocalInvocationID.x / (BN / TN);
+  for (uint i = 0; i < TM; i++) {
+    uint row = row0 + ty * TM + i;
+    if (row >= m) break;
+    for (uint j = 0; j < TN; j++) {
+      uint col = col0 + tx * TN + j;
+      if (col < n) mm_write(row, col, mm_acc[i * TN + j]);
+    }
+  }
+}
+"""#,
     "common/nf4.glsl": #"""
 // NF4 codebook (bitsandbytes get_4bit_type("nf4")). Mirrors NF4.codebook in
 // Sources/VKFCore/NF4.swift; a test checks the two agree value for value.
@@ -29,6 +468,1050 @@ uint nf4_index(uint word, uint e_in_word) {
 //   ... a[pc.boff[0] + i] ...
 #define PUSH_BEGIN layout(push_constant) uniform PushConstants { uint boff[8];
 #define PUSH_END } pc;
+"""#,
+    "common/reduce.glsl": #"""
+// Workgroup-wide reductions over a shared-memory tree (used by the row-wise kernels:
+// rms_norm, causal_softmax, cross_entropy, sum_of_squares, …).
+//
+// The including shader declares its workgroup as
+//   layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+// so specialization constant 0 (common/grid.glsl's WG_SIZE) is both the x size and RED_WG
+// here. RED_WG must be a power of two (the host picks 256, or less on small devices). Every
+// invocation of the workgroup must call these functions in uniform control flow (they
+// contain barriers).
+//
+// The sum is tree-shaped: each invocation first sums its own strided elements, then the
+// workgroup halves log2(RED_WG) times, so the rounding error grows with
+// (elements per invocation + log2 RED_WG), not with the row length.
+#include "common/grid.glsl"
+#define RED_WG WG_SIZE
+
+shared float red_buf[RED_WG];
+
+float wg_reduce_sum(float v) {
+  uint t = gl_LocalInvocationID.x;
+  red_buf[t] = v;
+  memoryBarrierShared();
+  barrier();
+  for (uint s = RED_WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) red_buf[t] += red_buf[t + s];
+    memoryBarrierShared();
+    barrier();
+  }
+  float r = red_buf[0];
+  // A second reduction may start right away; nobody may overwrite red_buf[0] before all
+  // invocations have read it.
+  barrier();
+  return r;
+}
+
+float wg_reduce_max(float v) {
+  uint t = gl_LocalInvocationID.x;
+  red_buf[t] = v;
+  memoryBarrierShared();
+  barrier();
+  for (uint s = RED_WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) red_buf[t] = max(red_buf[t], red_buf[t + s]);
+    memoryBarrierShared();
+    barrier();
+  }
+  float r = red_buf[0];
+  barrier();
+  return r;
+}
+"""#,
+    "copy.comp": #"""
+#version 450
+// copy: dst[i] = src[i] over 32-bit words (any dtype whose views start and end on a
+// 4-byte boundary). The backend normally uses vkCmdCopyBuffer; this shader is the
+// compute-only path (VulkanBackend.copyWithShader) and a template for strided copies.
+// Mirrors CPUBackend.copy (non-overlapping views).
+// Bindings: 0 src (uint words, readonly), 1 dst (uint words, written).
+// Push: words.
+// Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words.
+#include "common/push.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(set = 0, binding = 0) readonly buffer Src { uint s[]; };
+layout(set = 0, binding = 1) buffer Dst { uint d[]; };
+
+PUSH_BEGIN
+  uint words;
+PUSH_END
+
+void main() {
+  uint i = gl_GlobalInvocationID.x
+         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  if (i >= pc.words) return;
+  d[pc.boff[1] + i] = s[pc.boff[0] + i];
+}
+"""#,
+    "cross_entropy.comp": #"""
+#version 450
+// cross_entropy: fused softmax cross-entropy over logits rows.   CPU twin: CPUBackend.crossEntropy
+//   For row i with target y = targets[i]:
+//     lse = m + log Σ_j exp(x[i,j] − m),  m = max_j x[i,j]   (never overflows)
+//     losses[i]     = (lse − x[i,y]) / N                          (0 when y == ignoreIndex)
+//     dLogits[i, j] = (exp(x[i,j] − lse) − [j == y]) / N          (0 row when ignored)
+//   N = the normalizer pushed by the host, or (normFromBuffer = 1) the count of targets
+//   ≠ ignoreIndex written by PASS 0 into normBuf[0]. When that count is 0 every row is
+//   ignored, so everything is 0 and N is never divided by.
+//   A target outside [0, vocab) that is not ignoreIndex (the CPU backend throws; checking
+//   here would need a download) gives a NaN loss and a NaN dLogits row.
+// Shapes: logits, dLogits (n, vocab) f32; targets (n) i32; losses (n) f32; normBuf ≥ 1 f32.
+//   dLogits may alias logits (each invocation reads its own elements before writing them).
+//
+// Passes (PASS define; Swift `CrossEntropyPass` mirrors the list):
+//   PASS 0  count. Bindings: 0 targets (readonly), 1 normBuf. One workgroup; writes
+//           normBuf[0] = float(count) (exact below 2^24 rows).
+//   PASS 1  loss.  Bindings: 0 logits, 1 targets, 2 normBuf (readonly; any f32 buffer when
+//           normFromBuffer = 0), 3 losses, 4 dLogits (HAS_DLOGITS = 1 only).
+//           One workgroup per row (2D grid), RED_WG invocations stride over the vocab.
+// Push (after boff[8]): n, vocab, ignoreIndex, normalizer, normFromBuffer
+//   → Swift `CrossEntropyPush`.
+// variant: PASS=0
+// variant: PASS=1 HAS_DLOGITS=1
+#ifndef PASS
+#define PASS 1
+#endif
+#ifndef HAS_DLOGITS
+#define HAS_DLOGITS 0
+#endif
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint n;
+  uint vocab;
+  int ignoreIndex;
+  float normalizer;
+  uint normFromBuffer;
+PUSH_END
+
+#if PASS == 0
+layout(set = 0, binding = 0) readonly buffer BufTargets { int targets[]; };
+layout(set = 0, binding = 1) buffer BufNorm { float norm_out[]; };
+
+void main() {
+  uint t = gl_LocalInvocationID.x;
+  float c = 0.0;
+  for (uint i = t; i < pc.n; i += RED_WG) {
+    if (targets[pc.boff[0] + i] != pc.ignoreIndex) c += 1.0;
+  }
+  c = wg_reduce_sum(c);
+  if (t == 0u) norm_out[pc.boff[1]] = c;
+}
+
+#else
+layout(set = 0, binding = 0) readonly buffer BufLogits { float logits[]; };
+layout(set = 0, binding = 1) readonly buffer BufTargets { int targets[]; };
+layout(set = 0, binding = 2) readonly buffer BufNorm { float norm_in[]; };
+layout(set = 0, binding = 3) buffer BufLosses { float losses[]; };
+#if HAS_DLOGITS
+layout(set = 0, binding = 4) buffer BufDLogits { float dlogits[]; };
+#endif
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.n) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint xb = pc.boff[0] + row * pc.vocab;
+  int y = targets[pc.boff[1] + row];
+
+  if (y == pc.ignoreIndex) {  // uniform
+    if (t == 0u) losses[pc.boff[3] + row] = 0.0;
+#if HAS_DLOGITS
+    for (uint j = t; j < pc.vocab; j += RED_WG) dlogits[pc.boff[4] + row * pc.vocab + j] = 0.0;
+#endif
+    return;
+  }
+  float N = pc.normFromBuffer != 0u ? norm_in[pc.boff[2]] : pc.normalizer;
+  bool valid = y >= 0 && uint(y) < pc.vocab;
+  // Read before the reductions' barriers: dLogits may alias logits.
+  float xy = valid ? logits[xb + uint(y)] : 0.0;
+
+  float m = -3.402823466e38;
+  for (uint j = t; j < pc.vocab; j += RED_WG) m = max(m, logits[xb + j]);
+  m = wg_reduce_max(m);
+  float s = 0.0;
+  for (uint j = t; j < pc.vocab; j += RED_WG) s += exp(logits[xb + j] - m);
+  s = wg_reduce_sum(s);
+  float lse = m + log(s);
+
+  float nan = uintBitsToFloat(0x7FC00000u);
+  if (t == 0u) {
+    losses[pc.boff[3] + row] = valid ? (lse - xy) / N : nan;
+  }
+#if HAS_DLOGITS
+  float invS = 1.0 / s;
+  for (uint j = t; j < pc.vocab; j += RED_WG) {
+    float p = exp(logits[xb + j] - m) * invS;
+    float g = (p - (int(j) == y ? 1.0 : 0.0)) / N;
+    dlogits[pc.boff[4] + row * pc.vocab + j] = valid ? g : nan;
+  }
+#endif
+}
+#endif
+"""#,
+    "dequantize_nf4.comp": #"""
+#version 450
+// dequantize_nf4: out[e] = NF4_CODE[q(e)] · absmax[e / blockSize].   CPU twin: NF4.dequantize
+//
+// Shapes: W (rows, cols) row-major, count = rows·cols (even) elements. packed: count/2 bytes,
+//   two 4-bit indices per byte, first element in the high nibble (bitsandbytes layout), read
+//   as uint words: element e is in word e/8 (common/nf4.glsl nf4_index). absmax: one f32 per
+//   block of blockSize consecutive elements. out: count f32.
+// Bindings: 0 packed (readonly, u8 data as uint words; 4-byte aligned offset), 1 absmax
+//   (readonly), 2 out.
+// Push (after boff[8]): count, blockSize → Swift `DequantizeNF4Push`.
+// Dispatch: one invocation per packed word (8 elements); x = ceil(ceil(count/8) / WG) clamped
+//   to maxComputeWorkGroupCount.x, grid-striding over the rest. Workgroup WG × 1 × 1
+//   (specialization constant 0).
+
+#include "common/push.glsl"
+#include "common/nf4.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(set = 0, binding = 0) readonly buffer Packed { uint packed[]; };
+layout(set = 0, binding = 1) readonly buffer Absmax { float absmax[]; };
+layout(set = 0, binding = 2) writeonly buffer Out { float outv[]; };
+
+PUSH_BEGIN
+  uint count;
+  uint blockSize;
+PUSH_END
+
+void main() {
+  const uint words = (pc.count + 7u) / 8u;
+  const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  for (uint w = gl_GlobalInvocationID.x; w < words; w += stride) {
+    uint word = packed[pc.boff[0] + w];
+    uint e0 = w * 8u;
+    uint n = min(8u, pc.count - e0);
+    for (uint j = 0u; j < n; j++) {
+      uint e = e0 + j;
+      outv[pc.boff[2] + e] = NF4_CODE[nf4_index(word, j)] * absmax[pc.boff[1] + e / pc.blockSize];
+    }
+  }
+}
+"""#,
+    "embedding.comp": #"""
+#version 450
+// embedding: out[i, c] = table[ids[i], c].                   CPU twin: CPUBackend.embedding
+// Shapes: ids (n) i32; table (vocab, cols) f32; out (n, cols) f32.
+// An id outside [0, vocab) (the CPU backend throws; checking here would need a download)
+//   fills its output row with NaN, so the error surfaces in the loss instead of reading
+//   another buffer's memory.
+// Bindings: 0 ids, 1 table (readonly), 2 out.
+// Push (after boff[8]): n, cols, vocab → Swift `EmbeddingPush`.
+// Dispatch: one invocation per output element (n·cols); workgroups of spec
+//   constant 0 (256) invocations on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufIds { int ids[]; };
+layout(set = 0, binding = 1) readonly buffer BufTable { float table[]; };
+layout(set = 0, binding = 2) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint cols;
+  uint vocab;
+PUSH_END
+
+void main() {
+  uint e = global_linear_id();
+  if (e >= pc.n * pc.cols) return;
+  uint i = e / pc.cols;
+  uint c = e - i * pc.cols;
+  int id = ids[pc.boff[0] + i];
+  float v = uintBitsToFloat(0x7FC00000u);  // NaN
+  if (id >= 0 && uint(id) < pc.vocab) v = table[pc.boff[1] + uint(id) * pc.cols + c];
+  o[pc.boff[2] + e] = v;
+}
+"""#,
+    "embedding_back.comp": #"""
+#version 450
+// embedding_back: dTable[ids[i], :] += dOut[i, :] for every token i, accumulated.
+//                                                   CPU twin: CPUBackend.embeddingBackward
+// Shapes: ids (n) i32; dOut (n, cols) f32; dTable (vocab, cols) f32.
+// Determinism without float atomics: workgroup i handles token i only if no earlier token
+//   j < i has the same id; it then adds dOut[k] for every token k ≥ i with that id, in
+//   token order, into the row — the same additions in the same order as the CPU loop, and
+//   no two workgroups touch the same row. Tokens are scanned RED_WG at a time; a chunk's
+//   matches are counted with an integer shared atomic and chunks without matches are
+//   skipped, so a workgroup costs O(n / RED_WG) barriers plus its matches.
+// Ids outside [0, vocab) are skipped (the CPU backend throws; see embedding.comp).
+// Bindings: 0 ids, 1 dOut (readonly), 2 dTable (read and written).
+// Push (after boff[8]): n, cols, vocab → Swift `EmbeddingPush` (shared with embedding.comp).
+// Dispatch: one workgroup per token (2D grid), RED_WG invocations; invocation t owns
+//   columns t, t + RED_WG, ….
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#define RED_WG WG_SIZE
+
+layout(set = 0, binding = 0) readonly buffer BufIds { int ids[]; };
+layout(set = 0, binding = 1) readonly buffer BufDOut { float dout[]; };
+layout(set = 0, binding = 2) buffer BufDTable { float dtable[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint cols;
+  uint vocab;
+PUSH_END
+
+shared uint s_count;
+shared uint s_match[RED_WG];
+
+void main() {
+  uint i = wg_linear_id();
+  if (i >= pc.n) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  int id = ids[pc.boff[0] + i];
+  if (id < 0 || uint(id) >= pc.vocab) return;  // uniform: every invocation read the same id
+
+  // 1. Does an earlier token carry the same id? Then that token's workgroup owns the row.
+  if (t == 0u) s_count = 0u;
+  barrier();
+  for (uint k = t; k < i; k += RED_WG) {
+    if (ids[pc.boff[0] + k] == id) atomicOr(s_count, 1u);
+  }
+  memoryBarrierShared();
+  barrier();
+  if (s_count != 0u) return;  // uniform: read after the barrier by everyone
+  barrier();                  // everyone has read s_count before it is reset below
+
+  // 2. Add dOut[k] for k = i, i+1, … with ids[k] == id, in token order.
+  uint rowBase = pc.boff[2] + uint(id) * pc.cols;
+  for (uint k0 = i; k0 < pc.n; k0 += RED_WG) {
+    if (t == 0u) s_count = 0u;
+    barrier();
+    uint k = k0 + t;
+    uint hit = (k < pc.n && ids[pc.boff[0] + k] == id) ? 1u : 0u;
+    s_match[t] = hit;
+    if (hit != 0u) atomicAdd(s_count, 1u);
+    memoryBarrierShared();
+    barrier();
+    if (s_count != 0u) {  // uniform
+      uint qEnd = min(RED_WG, pc.n - k0);
+      for (uint q = 0u; q < qEnd; ++q) {
+        if (s_match[q] == 0u) continue;
+        uint src = pc.boff[1] + (k0 + q) * pc.cols;
+        for (uint c = t; c < pc.cols; c += RED_WG) dtable[rowBase + c] += dout[src + c];
+      }
+    }
+    barrier();  // s_count and s_match are rewritten by the next chunk
+  }
+}
+"""#,
+    "fill.comp": #"""
+#version 450
+// fill: t[i] = value for every element of one tensor of any dtype.
+// The host converts the value to the tensor's dtype and replicates it into a 32-bit
+// pattern word (f16/bf16: bits | bits << 16; u8: byte × 4). The tensor's bytes may start
+// and end inside a word (16/8-bit dtypes): the binding starts at the word holding the
+// first byte, and firstMask / lastMask select the bytes of the first / last word that
+// belong to the tensor; those words are read-modify-written, the rest simply stored.
+// Mirrors CPUBackend.fill.
+// Bindings: 0 d (uint words, written).
+// Push: words (words covered), pattern, firstMask, lastMask.
+// Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words (y splits
+//           counts above maxComputeWorkGroupCount[0]).
+#include "common/push.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(set = 0, binding = 0) buffer Dst { uint d[]; };
+
+PUSH_BEGIN
+  uint words;
+  uint pattern;
+  uint firstMask;
+  uint lastMask;
+PUSH_END
+
+void main() {
+  uint i = gl_GlobalInvocationID.x
+         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  if (i >= pc.words) return;
+  uint mask = 0xFFFFFFFFu;
+  if (i == 0u) mask &= pc.firstMask;
+  if (i == pc.words - 1u) mask &= pc.lastMask;
+  uint j = pc.boff[0] + i;
+  if (mask == 0xFFFFFFFFu) {
+    d[j] = pc.pattern;
+  } else {
+    d[j] = (d[j] & ~mask) | (pc.pattern & mask);
+  }
+}
+"""#,
+    "lora_forward.comp": #"""
+#version 450
+// lora_forward: y = x·Wᵀ + scale·xa·Bᵀ in one pass (the fused LoRA / QLoRA forward).
+//          CPU twin: Backend.loraForward's default (linear, then matmul with alpha = scale)
+//
+// Shapes: x (m, k) with k = in features; W (n, k) with n = out features, dense f32 or NF4
+//   (NF4_BASE = 1; packing as in dequantize_nf4.comp); xa (m, r) = loraX·Aᵀ, computed before
+//   this dispatch by matmul.comp; B (n, r); y (m, n). All f32 row-major, contiguous.
+//   The K loop runs over the k columns of x / W, then over the r columns of xa / B into the
+//   same accumulators; xa is multiplied by scale as it is staged. y is only written.
+// Bindings, dense base: 0 x, 1 xa, 2 W, 3 B (readonly), 4 y.
+//           NF4 base:   0 x, 1 xa, 2 packed (uint words), 3 absmax, 4 B (readonly), 5 y.
+// Push (after boff[8]): m, n, k, r, blockSize (NF4 only), scale → Swift `LoRAForwardPush`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
+//   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
+// Variant defines: NF4_BASE 0|1 (dense or NF4 frozen weight).
+// variant: NF4_BASE=1
+#ifndef NF4_BASE
+#define NF4_BASE 0
+#endif
+
+#include "common/push.glsl"
+#include "common/nf4.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer BufXA { float xa[]; };
+#if NF4_BASE
+layout(set = 0, binding = 2) readonly buffer Packed { uint packed[]; };
+layout(set = 0, binding = 3) readonly buffer Absmax { float absmax[]; };
+layout(set = 0, binding = 4) readonly buffer BufB { float lb[]; };
+layout(set = 0, binding = 5) writeonly buffer BufY { float y[]; };
+#define B_SLOT 4
+#define Y_SLOT 5
+#else
+layout(set = 0, binding = 2) readonly buffer BufW { float w[]; };
+layout(set = 0, binding = 3) readonly buffer BufB { float lb[]; };
+layout(set = 0, binding = 4) writeonly buffer BufY { float y[]; };
+#define B_SLOT 3
+#define Y_SLOT 4
+#endif
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint r;
+  uint blockSize;
+  float scale;
+PUSH_END
+
+// Both phases read A and B k-contiguously: x, xa row-major; W (n, k) and B (n, r).
+#define MM_A_K_FAST 1
+#define MM_B_K_FAST 1
+#include "common/matmul_tile.glsl"
+
+bool loraPhase = false;  // false: x·Wᵀ, true: scale·xa·Bᵀ
+
+float mm_load_a(uint row, uint kk) {
+  return loraPhase ? pc.scale * xa[pc.boff[1] + row * pc.r + kk] : x[pc.boff[0] + row * pc.k + kk];
+}
+
+float base_weight(uint col, uint kk) {
+#if NF4_BASE
+  uint e = col * pc.k + kk;
+  uint word = packed[pc.boff[2] + (e >> 3u)];
+  return NF4_CODE[nf4_index(word, e & 7u)] * absmax[pc.boff[3] + e / pc.blockSize];
+#else
+  return w[pc.boff[2] + col * pc.k + kk];
+#endif
+}
+
+float mm_load_b(uint kk, uint col) {
+  return loraPhase ? lb[pc.boff[B_SLOT] + col * pc.r + kk] : base_weight(col, kk);
+}
+
+void mm_write(uint row, uint col, float acc) { y[pc.boff[Y_SLOT] + row * pc.n + col] = acc; }
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+      mm_zero();
+      loraPhase = false;
+      mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.k);
+      loraPhase = true;
+      mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.r);
+      mm_store(ty * BM, tx * BN, pc.m, pc.n);
+    }
+  }
+}
+"""#,
+    "matmul.comp": #"""
+#version 450
+// matmul: C = alpha·op(A)·op(B) + beta·C, batched.          CPU twin: CPUBackend.matmul (cblas_sgemm)
+//
+// Shapes (per batch entry z): op(A) (m, k), op(B) (k, n), C (m, n), all f32 row-major.
+//   A stored (m, k) with row length lda, or (k, m) when TRANS_A = 1;
+//   B stored (k, n) with row length ldb, or (n, k) when TRANS_B = 1; C row length ldc = n.
+//   Entry z starts at z·strideA / z·strideB / z·strideC elements (stride 0 = broadcast).
+// beta = 0 never reads C (it may hold NaN garbage).
+// Bindings: 0 A (readonly), 1 B (readonly), 2 C (read when beta != 0, written).
+// Push (after boff[8]): m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batch, alpha, beta
+//   → Swift `MatmulPush`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = batch, each clamped to the device's
+//   maxComputeWorkGroupCount; workgroups grid-stride over the tiles that do not fit.
+//   Workgroup (BM/TM)·(BN/TN) × 1 × 1; tiles in specialization constants 3..7
+//   (common/matmul_tile.glsl).
+//
+// Variant defines (the Swift `MatmulVariant` table mirrors this list):
+//   TRANS_A 0|1   A stored (k, m) instead of (m, k)
+//   TRANS_B 0|1   B stored (n, k) instead of (k, n)
+//   Reserved for later: A_TYPE/B_TYPE float16_t (fp16 storage, needs storage16Bit),
+//   COOPMAT 1 (KHR_cooperative_matrix tiles) — each as a new define here, chosen in Swift
+//   from VulkanCapabilities; the default below stays the portable f32 path.
+// variant: TRANS_A=1 TRANS_B=0
+// variant: TRANS_A=0 TRANS_B=1
+// variant: TRANS_A=1 TRANS_B=1
+#ifndef TRANS_A
+#define TRANS_A 0
+#endif
+#ifndef TRANS_B
+#define TRANS_B 0
+#endif
+
+#include "common/push.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(set = 0, binding = 2) buffer BufC { float c[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint lda;
+  uint ldb;
+  uint ldc;
+  uint strideA;
+  uint strideB;
+  uint strideC;
+  uint batch;
+  float alpha;
+  float beta;
+PUSH_END
+
+#define MM_A_K_FAST (1 - TRANS_A)
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+uint baseA, baseB, baseC;  // this batch entry's first element in each buffer
+
+float mm_load_a(uint row, uint kk) {
+#if TRANS_A
+  return a[baseA + kk * pc.lda + row];
+#else
+  return a[baseA + row * pc.lda + kk];
+#endif
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return b[baseB + col * pc.ldb + kk];
+#else
+  return b[baseB + kk * pc.ldb + col];
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+  uint i = baseC + row * pc.ldc + col;
+  c[i] = pc.beta == 0.0 ? pc.alpha * acc : pc.alpha * acc + pc.beta * c[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+  for (uint z = gl_WorkGroupID.z; z < pc.batch; z += gl_NumWorkGroups.z) {
+    baseA = pc.boff[0] + z * pc.strideA;
+    baseB = pc.boff[1] + z * pc.strideB;
+    baseC = pc.boff[2] + z * pc.strideC;
+    for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+        mm_zero();
+        mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.k);
+        mm_store(ty * BM, tx * BN, pc.m, pc.n);
+      }
+    }
+  }
+}
+"""#,
+    "matmul_nf4.comp": #"""
+#version 450
+// matmul_nf4: y = alpha·x·op(W) + beta·y with W NF4.
+//                                CPU twin: CPUBackend.matmulNF4 (dequantise, then sgemm)
+//
+// Shapes: W (rows, cols) NF4 (see dequantize_nf4.comp for the packing), x (m, k), y (m, n),
+//   both f32 row-major and contiguous.
+//   TRANS_B = 1 (forward):          y (m, n) = x (m, k)·Wᵀ with W (n, k), cols = k.
+//   TRANS_B = 0 (input gradient):   y (m, n) = x (m, k)·W  with W (k, n), cols = n.
+//   W is dequantised while its tile is staged into shared memory (code · absmax, f32), so the
+//   dense weight never exists in device memory. beta = 0 never reads y.
+// Bindings: 0 x (readonly), 1 packed (readonly, uint words), 2 absmax (readonly), 3 y.
+// Push (after boff[8]): m, n, k, cols, blockSize, alpha, beta → Swift `MatmulNF4Push`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
+//   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
+// Variant defines: TRANS_B 0|1 (see above).
+// variant: TRANS_B=0
+#ifndef TRANS_B
+#define TRANS_B 1
+#endif
+
+#include "common/push.glsl"
+#include "common/nf4.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer Packed { uint packed[]; };
+layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
+layout(set = 0, binding = 3) buffer BufY { float y[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint cols;
+  uint blockSize;
+  float alpha;
+  float beta;
+PUSH_END
+
+#define MM_A_K_FAST 1
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+float mm_load_a(uint row, uint kk) { return x[pc.boff[0] + row * pc.k + kk]; }
+
+// W[r, c] dequantised: element e = r·cols + c lives in packed word e/8.
+float nf4_weight(uint r, uint c) {
+  uint e = r * pc.cols + c;
+  uint word = packed[pc.boff[1] + (e >> 3u)];
+  return NF4_CODE[nf4_index(word, e & 7u)] * absmax[pc.boff[2] + e / pc.blockSize];
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return nf4_weight(col, kk);
+#else
+  return nf4_weight(kk, col);
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+  uint i = pc.boff[3] + row * pc.n + col;
+  y[i] = pc.beta == 0.0 ? pc.alpha * acc : pc.alpha * acc + pc.beta * y[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+      mm_zero();
+      mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.k);
+      mm_store(ty * BM, tx * BN, pc.m, pc.n);
+    }
+  }
+}
+"""#,
+    "mul.comp": #"""
+#version 450
+// mul: out[i] = a[i] · b[i mod nb].                                 CPU twin: CPUBackend.mul
+// Shapes: a, out (n) f32; b (nb) f32 with nb dividing n (add.comp's broadcasting). out may
+//   alias a or b.
+// Bindings: 0 a, 1 b (readonly), 2 out.
+// Push (after boff[8]): n, nb, alpha (unused) → Swift `BinaryPush` (shared with add.comp).
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(set = 0, binding = 2) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint nb;
+  float alpha;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  o[pc.boff[2] + i] = a[pc.boff[0] + i] * b[pc.boff[1] + i % pc.nb];
+}
+"""#,
+    "rms_norm.comp": #"""
+#version 450
+// rms_norm: out = x / sqrt(mean(x²) + eps) · weight, row-wise.   CPU twin: CPUBackend.rmsNorm
+//
+// Shapes: x, out (rows, cols) f32 row-major; weight (cols); rstd (rows) gets
+//   1 / sqrt(Σx²/cols + eps) for the backward pass.
+// Bindings: 0 x (readonly), 1 weight (readonly), 2 out, 3 rstd.
+// Push (after boff[8]): rows, cols, eps → Swift `RMSNormPush`.
+// Dispatch: one workgroup per row, RED_WG (spec constant 0, power of two) invocations that
+//   stride over the row; rows spread over a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer BufW { float w[]; };
+layout(set = 0, binding = 2) buffer BufOut { float o[]; };
+layout(set = 0, binding = 3) buffer BufRstd { float rstd[]; };
+
+PUSH_BEGIN
+  uint rows;
+  uint cols;
+  float eps;
+PUSH_END
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.rows) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint xb = pc.boff[0] + row * pc.cols;
+  uint ob = pc.boff[2] + row * pc.cols;
+
+  float ss = 0.0;
+  for (uint j = t; j < pc.cols; j += RED_WG) {
+    float v = x[xb + j];
+    ss += v * v;
+  }
+  ss = wg_reduce_sum(ss);
+  float r = 1.0 / sqrt(ss / float(pc.cols) + pc.eps);
+
+  for (uint j = t; j < pc.cols; j += RED_WG) {
+    o[ob + j] = x[xb + j] * r * w[pc.boff[1] + j];
+  }
+  if (t == 0u) rstd[pc.boff[3] + row] = r;
+}
+"""#,
+    "rms_norm_back.comp": #"""
+#version 450
+// rms_norm_back: gradients of out = x·r·w with r = 1/sqrt(mean(x²) + eps).
+//                                                        CPU twin: CPUBackend.rmsNormBackward
+//   dx[i,j]  = r_i·w_j·dy[i,j] − x[i,j]·r_i³·(Σ_k dy[i,k]·w_k·x[i,k]) / cols   (overwritten)
+//   dW[j]   += Σ_i dy[i,j]·x[i,j]·r_i                                           (accumulated)
+// Shapes: dy, x, dx (rows, cols) f32; w, dW (cols); rstd (rows) = r from rms_norm.
+//
+// Three passes, chosen by the PASS define (Swift `RMSNormBackPass` mirrors this list):
+//   PASS 0  dx.   Bindings: 0 dy, 1 x, 2 w, 3 rstd (readonly), 4 dx.
+//                 One workgroup per row (2D grid), RED_WG invocations stride over the row.
+//   PASS 1  dW partial sums over blocks of rowsPerBlock rows.
+//                 Bindings: 0 dy, 1 x, 2 rstd (readonly), 3 out.
+//                 direct = 0: out = scratch (blocks, cols), out[b, j] = block b's sum;
+//                 direct = 1 (blocks == 1): out = dW, out[j] += the sum.
+//                 Dispatch x = ceil(cols / RED_WG), y = blocks; one invocation per column.
+//   PASS 2  dW[j] += Σ_b scratch[b, j].  Bindings: 0 scratch (readonly), 1 dW.
+//                 Dispatch x = ceil(cols / RED_WG); one invocation per column.
+// Column sums are therefore two-level (≤ rowsPerBlock, then ≤ blocks terms in a chain),
+// deterministic, and free of float atomics.
+// Push (after boff[8]): rows, cols, rowsPerBlock, blocks, direct → Swift `RMSNormBackPush`.
+// variant: PASS=1
+// variant: PASS=2
+#ifndef PASS
+#define PASS 0
+#endif
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint rows;
+  uint cols;
+  uint rowsPerBlock;
+  uint blocks;
+  uint direct;
+PUSH_END
+
+#if PASS == 0
+layout(set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
+layout(set = 0, binding = 1) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 2) readonly buffer BufW { float w[]; };
+layout(set = 0, binding = 3) readonly buffer BufRstd { float rstd[]; };
+layout(set = 0, binding = 4) buffer BufDx { float dx[]; };
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.rows) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint dyb = pc.boff[0] + row * pc.cols;
+  uint xb = pc.boff[1] + row * pc.cols;
+  uint dxb = pc.boff[4] + row * pc.cols;
+
+  float dot = 0.0;
+  for (uint j = t; j < pc.cols; j += RED_WG) {
+    dot += dy[dyb + j] * w[pc.boff[2] + j] * x[xb + j];
+  }
+  dot = wg_reduce_sum(dot);
+  float r = rstd[pc.boff[3] + row];
+  float c = r * r * r * dot / float(pc.cols);
+  for (uint j = t; j < pc.cols; j += RED_WG) {
+    dx[dxb + j] = r * w[pc.boff[2] + j] * dy[dyb + j] - x[xb + j] * c;
+  }
+}
+
+#elif PASS == 1
+layout(set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
+layout(set = 0, binding = 1) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 2) readonly buffer BufRstd { float rstd[]; };
+layout(set = 0, binding = 3) buffer BufOut { float o[]; };
+
+void main() {
+  uint j = gl_GlobalInvocationID.x;
+  uint b = gl_WorkGroupID.y;
+  if (j >= pc.cols) return;
+  uint r0 = b * pc.rowsPerBlock;
+  uint r1 = min(r0 + pc.rowsPerBlock, pc.rows);
+  float s = 0.0;
+  for (uint i = r0; i < r1; ++i) {
+    s += dy[pc.boff[0] + i * pc.cols + j] * x[pc.boff[1] + i * pc.cols + j] * rstd[pc.boff[2] + i];
+  }
+  if (pc.direct != 0u) {
+    o[pc.boff[3] + j] += s;
+  } else {
+    o[pc.boff[3] + b * pc.cols + j] = s;
+  }
+}
+
+#elif PASS == 2
+layout(set = 0, binding = 0) readonly buffer BufPartial { float partial[]; };
+layout(set = 0, binding = 1) buffer BufDw { float dw[]; };
+
+void main() {
+  uint j = gl_GlobalInvocationID.x;
+  if (j >= pc.cols) return;
+  float s = 0.0;
+  for (uint b = 0u; b < pc.blocks; ++b) s += partial[pc.boff[0] + b * pc.cols + j];
+  dw[pc.boff[1] + j] += s;
+}
+#endif
+"""#,
+    "rope.comp": #"""
+#version 450
+// rope: rotary position embedding, Hugging Face rotate-half layout.
+//                                    CPU twins: CPUBackend.rope / CPUBackend.ropeBackward
+//   For token t, head h, i < half = headDim/2, angle a = float(pos[t]) · invFreq[i]:
+//     out[t,h,i]      = x[t,h,i]·cos(s·a) − x[t,h,i+half]·sin(s·a)
+//     out[t,h,i+half] = x[t,h,i+half]·cos(s·a) + x[t,h,i]·sin(s·a)
+//   s = +1 forward (rope), s = −1 backward (ropeBackward: the rotation is orthogonal, so
+//   its transpose is the rotation by −a).
+// Shapes: x, out (tokens, heads, headDim) f32; positions (tokens) i32; invFreq (half) f32.
+//   In place (out == x) is fine: each invocation reads and writes only its own pair.
+// Bindings: 0 x, 1 positions, 2 invFreq (readonly), 3 out.
+// Push (after boff[8]): pairs (= tokens·heads·half), heads, half, sign (±1.0)
+//   → Swift `RoPEPush`.
+// Dispatch: one invocation per (t, h, i) pair; workgroups of spec constant 0 (256)
+//   invocations on a 2D grid (common/grid.glsl).
+// The angle is the f32 product float(pos)·invFreq (as transformers computes it), then
+// reduced to [−π, π] in two steps (Cody–Waite, 2π = 6.28125 + 0.0019353…) before sin/cos:
+// GPU sin/cos are only accurate near zero and positions reach tens of thousands.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer BufPos { int pos[]; };
+layout(set = 0, binding = 2) readonly buffer BufFreq { float inv_freq[]; };
+layout(set = 0, binding = 3) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint pairs;
+  uint heads;
+  uint half_dim;
+  float sign;
+PUSH_END
+
+const float TWO_PI_HI = 6.28125;                 // 8 significant bits: k·HI is exact
+const float TWO_PI_LO = 0.0019353071795864769;   // 2π − TWO_PI_HI
+const float INV_TWO_PI = 0.15915494309189535;
+
+void main() {
+  uint p = global_linear_id();
+  if (p >= pc.pairs) return;
+  uint i = p % pc.half_dim;
+  uint th = p / pc.half_dim;         // token·heads + head
+  uint tok = th / pc.heads;
+  precise float a = float(pos[pc.boff[1] + tok]) * inv_freq[pc.boff[2] + i];
+  precise float k = round(a * INV_TWO_PI);
+  precise float r = (a - k * TWO_PI_HI) - k * TWO_PI_LO;
+  float c = cos(r);
+  float s = sin(r) * pc.sign;
+  uint base = th * 2u * pc.half_dim + i;
+  float x1 = x[pc.boff[0] + base];
+  float x2 = x[pc.boff[0] + base + pc.half_dim];
+  o[pc.boff[3] + base] = x1 * c - x2 * s;
+  o[pc.boff[3] + base + pc.half_dim] = x2 * c + x1 * s;
+}
+"""#,
+    "scale.comp": #"""
+#version 450
+// scale: out[i] = alpha·x[i].                                     CPU twin: CPUBackend.scale
+// Shapes: x, out (n) f32. out may alias x.
+// Bindings: 0 x (readonly), 1 out.
+// Push (after boff[8]): n, alpha → Swift `ScalePush`.
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  float alpha;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  o[pc.boff[1] + i] = pc.alpha * x[pc.boff[0] + i];
+}
+"""#,
+    "sum_of_squares.comp": #"""
+#version 450
+// sum_of_squares: out[0] += Σ x[i]².                       CPU twin: CPUBackend.sumOfSquares
+// Deterministic two-pass tree reduction (no float atomics):
+//   pass 1 (SQUARE = 1, ACCUMULATE = 0): workgroup g sums x² over its block of
+//     perGroup = RED_WG·itemsPerThread elements (strided per invocation, then a shared tree)
+//     and writes partial[g];
+//   pass 2 (SQUARE = 0, ACCUMULATE = 1): one workgroup sums the partials and adds the
+//     total into out[0].
+//   A single block uses one pass (SQUARE = 1, ACCUMULATE = 1).
+// Shapes: in (n) f32; out: partials (groups) f32 (scratch) or the one-f32 accumulator.
+// Bindings: 0 in (readonly), 1 out.
+// Push (after boff[8]): n, perGroup → Swift `SumOfSquaresPush`.
+// Dispatch: ceil(n / perGroup) workgroups on a 2D grid (common/grid.glsl), RED_WG wide.
+// variant: SQUARE=0 ACCUMULATE=1
+// variant: SQUARE=1 ACCUMULATE=1
+#ifndef SQUARE
+#define SQUARE 1
+#endif
+#ifndef ACCUMULATE
+#define ACCUMULATE 0
+#endif
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufIn { float x[]; };
+layout(set = 0, binding = 1) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint perGroup;
+PUSH_END
+
+void main() {
+  uint g = wg_linear_id();
+  uint start = g * pc.perGroup;
+  if (start >= pc.n) return;  // uniform over the workgroup
+  uint end = min(start + pc.perGroup, pc.n);
+  float s = 0.0;
+  for (uint i = start + gl_LocalInvocationID.x; i < end; i += RED_WG) {
+    float v = x[pc.boff[0] + i];
+#if SQUARE
+    s += v * v;
+#else
+    s += v;
+#endif
+  }
+  s = wg_reduce_sum(s);
+  if (gl_LocalInvocationID.x == 0u) {
+#if ACCUMULATE
+    o[pc.boff[1]] += s;
+#else
+    o[pc.boff[1] + g] = s;
+#endif
+  }
+}
+"""#,
+    "swiglu.comp": #"""
+#version 450
+// swiglu: out = silu(gate) ⊙ up, silu(g) = g·σ(g), σ(g) = 1 / (1 + exp(−g)).
+//                                                              CPU twin: CPUBackend.swiglu
+// Shapes: gate, up, out (n) f32 (any shape, same count). out may alias gate or up.
+// Bindings: 0 gate, 1 up (readonly), 2 out.
+// Push (after boff[8]): n → Swift `SwiGLUPush`.
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+// σ(g) for g ≪ 0: exp(−g) overflows to +inf and 1/(1+inf) = 0, the correct limit.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufGate { float gate[]; };
+layout(set = 0, binding = 1) readonly buffer BufUp { float up[]; };
+layout(set = 0, binding = 2) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  float g = gate[pc.boff[0] + i];
+  float sig = 1.0 / (1.0 + exp(-g));
+  o[pc.boff[2] + i] = g * sig * up[pc.boff[1] + i];
+}
+"""#,
+    "swiglu_back.comp": #"""
+#version 450
+// swiglu_back: gradients of out = silu(g) ⊙ u.            CPU twin: CPUBackend.swigluBackward
+//   dUp   = dy · silu(g) = dy · g·σ(g)
+//   dGate = dy · u · σ(g)·(1 + g·(1 − σ(g)))       (d silu / dg)
+//   both overwritten.
+// Shapes: dy, gate, up, dGate, dUp (n) f32, same count.
+// Bindings: 0 dy, 1 gate, 2 up (readonly), 3 dGate, 4 dUp. dGate/dUp may alias dy, gate or
+//   up (each invocation reads its element before writing it).
+// Push (after boff[8]): n → Swift `SwiGLUBackPush`.
+// Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
+layout(set = 0, binding = 1) readonly buffer BufGate { float gate[]; };
+layout(set = 0, binding = 2) readonly buffer BufUp { float up[]; };
+layout(set = 0, binding = 3) buffer BufDGate { float dgate[]; };
+layout(set = 0, binding = 4) buffer BufDUp { float dup[]; };
+
+PUSH_BEGIN
+  uint n;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  float d = dy[pc.boff[0] + i];
+  float g = gate[pc.boff[1] + i];
+  float u = up[pc.boff[2] + i];
+  float sig = 1.0 / (1.0 + exp(-g));
+  dgate[pc.boff[3] + i] = d * u * sig * (1.0 + g * (1.0 - sig));
+  dup[pc.boff[4] + i] = d * g * sig;
+}
 """#,
   ]
 }

@@ -1,0 +1,48 @@
+#version 450
+// causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
+//                                                        CPU twin: CPUBackend.causalSoftmax
+//   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query
+//   i = r mod tq and sees keys j ≤ i + (tk − tq) (a KV cache of tk − tq earlier tokens).
+//   out[r, j] = exp(scale·x[r,j] − m) / Σ_visible exp(scale·x − m), m = max_visible scale·x;
+//   masked entries are 0 (and never read, so they may hold −inf or garbage).
+// Bindings: 0 x (readonly), 1 out. In place (out == x) is fine: each invocation reads its
+//   own elements only before the last reduction and writes them after.
+// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxPush`.
+// Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint rows;
+  uint tq;
+  uint tk;
+  float scale;
+PUSH_END
+
+void main() {
+  uint row = wg_linear_id();
+  if (row >= pc.rows) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint xb = pc.boff[0] + row * pc.tk;
+  uint ob = pc.boff[1] + row * pc.tk;
+  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys 0 ..< visible
+
+  float m = -3.402823466e38;
+  for (uint j = t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
+  m = wg_reduce_max(m);
+
+  float s = 0.0;
+  for (uint j = t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
+  s = wg_reduce_sum(s);
+  float inv = 1.0 / s;
+
+  for (uint j = t; j < pc.tk; j += RED_WG) {
+    o[ob + j] = j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
+  }
+}

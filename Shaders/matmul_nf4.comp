@@ -1,0 +1,74 @@
+#version 450
+// matmul_nf4: y = alpha·x·op(W) + beta·y with W NF4.
+//                                CPU twin: CPUBackend.matmulNF4 (dequantise, then sgemm)
+//
+// Shapes: W (rows, cols) NF4 (see dequantize_nf4.comp for the packing), x (m, k), y (m, n),
+//   both f32 row-major and contiguous.
+//   TRANS_B = 1 (forward):          y (m, n) = x (m, k)·Wᵀ with W (n, k), cols = k.
+//   TRANS_B = 0 (input gradient):   y (m, n) = x (m, k)·W  with W (k, n), cols = n.
+//   W is dequantised while its tile is staged into shared memory (code · absmax, f32), so the
+//   dense weight never exists in device memory. beta = 0 never reads y.
+// Bindings: 0 x (readonly), 1 packed (readonly, uint words), 2 absmax (readonly), 3 y.
+// Push (after boff[8]): m, n, k, cols, blockSize, alpha, beta → Swift `MatmulNF4Push`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
+//   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
+// Variant defines: TRANS_B 0|1 (see above).
+// variant: TRANS_B=0
+#ifndef TRANS_B
+#define TRANS_B 1
+#endif
+
+#include "common/push.glsl"
+#include "common/nf4.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer Packed { uint packed[]; };
+layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
+layout(set = 0, binding = 3) buffer BufY { float y[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint cols;
+  uint blockSize;
+  float alpha;
+  float beta;
+PUSH_END
+
+#define MM_A_K_FAST 1
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+float mm_load_a(uint row, uint kk) { return x[pc.boff[0] + row * pc.k + kk]; }
+
+// W[r, c] dequantised: element e = r·cols + c lives in packed word e/8.
+float nf4_weight(uint r, uint c) {
+  uint e = r * pc.cols + c;
+  uint word = packed[pc.boff[1] + (e >> 3u)];
+  return NF4_CODE[nf4_index(word, e & 7u)] * absmax[pc.boff[2] + e / pc.blockSize];
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return nf4_weight(col, kk);
+#else
+  return nf4_weight(kk, col);
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+  uint i = pc.boff[3] + row * pc.n + col;
+  y[i] = pc.beta == 0.0 ? pc.alpha * acc : pc.alpha * acc + pc.beta * y[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+      mm_zero();
+      mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.k);
+      mm_store(ty * BM, tx * BN, pc.m, pc.n);
+    }
+  }
+}

@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import VKFCore
+
+// MARK: - SwiGLU (Llama MLP: down(silu(gate) ⊙ up))
+
+extension CPUBackend {
+  public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
+    try validate(.swiglu, gate, up, out)
+    try ShapeCheck.elementwise(.swiglu, gate, up, out)
+    let g = UncheckedSendable(UnsafePointer(f32(gate))), u = UncheckedSendable(UnsafePointer(f32(up)))
+    let o = UncheckedSendable(f32(out))
+    CPUParallel.forRanges(out.count, cost: 4) { r in
+      let g = g.value, u = u.value, o = o.value
+      for i in r { o[i] = g[i] * CPUMath.sigmoid(g[i]) * u[i] }
+    }
+  }
+
+  /// dGate = dOut·up·σ(g)·(1 + g·(1 − σ(g))); dUp = dOut·silu(g).
+  public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor,
+                             dUp: Tensor) throws {
+    try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
+    try ShapeCheck.elementwise(.swigluBackward, dOut, gate, up, dGate, dUp)
+    try ShapeCheck.noOverlap(.swigluBackward, output: dGate, inputs: dUp)
+    let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
+    let u = UncheckedSendable(UnsafePointer(f32(up)))
+    let dg = UncheckedSendable(f32(dGate)), du = UncheckedSendable(f32(dUp))
+    CPUParallel.forRanges(dOut.count, cost: 6) { r in
+      let dy = dy.value, g = g.value, u = u.value, dg = dg.value, du = du.value
+      for i in r {
+        // All inputs are read before either output is written: outputs may alias inputs.
+        let gi = g[i], ui = u[i], d = dy[i]
+        let s = CPUMath.sigmoid(gi)
+        dg[i] = d * ui * s * (1 + gi * (1 - s))
+        du[i] = d * gi * s
+      }
+    }
+  }
+}
+
+// MARK: - Token embedding
+// Legend: N ids, V vocabulary, C channels.
+
+extension CPUBackend {
+  /// Throws `outOfRange` naming the first id outside [0, V).
+  private func checkIDs(_ op: Op, _ ids: UnsafePointer<Int32>, _ n: Int, vocab V: Int) throws {
+    for i in 0..<n where ids[i] < 0 || Int(ids[i]) >= V {
+      throw VKFError.outOfRange(op: op.rawValue,
+        detail: "id \(ids[i]) at position \(i) is outside the vocabulary [0, \(V)); "
+          + "check the tokenizer matches the model")
+    }
+  }
+
+  public func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws {
+    try validate(.embedding, ids, table, out)
+    try ShapeCheck.embedding(.embedding, ids, table, out)
+    try ShapeCheck.noOverlap(.embedding, output: out, inputs: table)
+    let N = ids.count, V = table.shape[0], C = table.shape[1]
+    let pid = UncheckedSendable(UnsafePointer(i32(ids)))
+    try checkIDs(.embedding, pid.value, N, vocab: V)
+    let t = UncheckedSendable(UnsafePointer(f32(table))), o = UncheckedSendable(f32(out))
+    CPUParallel.forRanges(N, cost: C) { r in
+      for i in r { (o.value + i * C).update(from: t.value + Int(pid.value[i]) * C, count: C) }
+    }
+  }
+
+  /// dTable[ids[i]] += dOut[i], ids in order; columns are split over the cores, so a
+  /// repeated id is still summed in the same order every time.
+  public func embeddingBackward(ids: Tensor, dOut: Tensor, dTable: Tensor) throws {
+    try validate(.embeddingBackward, ids, dOut, dTable)
+    try ShapeCheck.embedding(.embeddingBackward, ids, dTable, dOut)
+    try ShapeCheck.noOverlap(.embeddingBackward, output: dTable, inputs: dOut)
+    let N = ids.count, V = dTable.shape[0], C = dTable.shape[1]
+    let pid = UncheckedSendable(UnsafePointer(i32(ids)))
+    try checkIDs(.embeddingBackward, pid.value, N, vocab: V)
+    let dy = UncheckedSendable(UnsafePointer(f32(dOut))), dt = UncheckedSendable(f32(dTable))
+    CPUParallel.forRanges(C, cost: N) { cols in
+      for i in 0..<N {
+        let src = dy.value + i * C, dst = dt.value + Int(pid.value[i]) * C
+        for j in cols { dst[j] += src[j] }
+      }
+    }
+  }
+}
+
+// MARK: - Fused cross-entropy
+// Legend: N rows (tokens), V vocabulary.
+
+extension CPUBackend {
+  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
+                           normalizer: Float?, losses: Tensor, dLogits: Tensor?) throws {
+    try validate(.crossEntropy, logits, targets, losses, dLogits)
+    let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits)
+    try ShapeCheck.noOverlap(.crossEntropy, output: losses, inputs: logits, targets, dLogits)
+    if let dLogits { try ShapeCheck.noOverlap(.crossEntropy, output: dLogits, inputs: targets) }
+    let pt = UncheckedSendable(UnsafePointer(i32(targets)))
+    var counted = 0
+    for i in 0..<N {
+      let t = pt.value[i]
+      if t == ignoreIndex { continue }
+      guard t >= 0, Int(t) < V else {
+        throw VKFError.outOfRange(op: "crossEntropy",
+          detail: "target \(t) at row \(i) is outside [0, \(V)) and is not ignoreIndex \(ignoreIndex)")
+      }
+      counted += 1
+    }
+    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
+      throw VKFError.outOfRange(op: "crossEntropy", detail: "normalizer \(normalizer) must be finite and > 0")
+    }
+    let pl = UncheckedSendable(f32(losses))
+    let pd = UncheckedSendable(dLogits.map { f32($0) })
+    // No counted targets and no explicit normalizer: the mean over nothing is defined as 0.
+    guard normalizer != nil || counted > 0, V > 0 else {
+      pl.value.update(repeating: 0, count: N)
+      pd.value?.update(repeating: 0, count: N * V)
+      return
+    }
+    let invNorm = 1 / Double(normalizer ?? Float(counted))
+    let px = UncheckedSendable(UnsafePointer(f32(logits)))
+    CPUParallel.forRanges(N, cost: 3 * V) { rows in
+      for r in rows {
+        let t = pt.value[r], x = px.value + r * V
+        let d = pd.value.map { $0 + r * V }
+        if t == ignoreIndex {
+          pl.value[r] = 0
+          d?.update(repeating: 0, count: V)
+          continue
+        }
+        // Read everything from the logits before dLogits is written (it may alias them).
+        let m = CPUMath.max(x, V)
+        let target = x[Int(t)]
+        let sum: Double
+        if let d {
+          for j in 0..<V { d[j] = CPUMath.exp(x[j] - m) }
+          sum = CPUMath.sum(d, V)
+          let k = Float(invNorm / sum)
+          for j in 0..<V { d[j] *= k }
+          d[Int(t)] -= Float(invNorm)
+        } else {
+          sum = CPUBackend.sumOfExp(x, V, minus: m)
+        }
+        // −log softmax[t] = log Σ e^(x−m) + m − x[t]; sum ≥ 1 (the max term is e⁰).
+        pl.value[r] = Float((log(sum) + Double(m) - Double(target)) * invNorm)
+      }
+    }
+  }
+
+  /// Σ e^(x[j] − m) without a destination buffer.
+  static func sumOfExp(_ x: UnsafePointer<Float>, _ n: Int, minus m: Float) -> Double {
+    var total = 0.0
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buf in
+      let b = buf.baseAddress.unsafelyUnwrapped
+      var j = 0
+      while j < n {
+        let c = min(1024, n - j), xs = x + j
+        for i in 0..<c { b[i] = CPUMath.exp(xs[i] - m) }
+        total += CPUMath.sum(b, c)
+        j += c
+      }
+    }
+    return total
+  }
+}

@@ -1,0 +1,77 @@
+import VKFCore
+
+// MARK: - Elementwise ops and the gradient-norm reduction
+
+extension CPUBackend {
+  public func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws {
+    try validate(.add, a, b, out)
+    try ShapeCheck.broadcast(.add, a, b, out)
+    try ShapeCheck.noOverlap(.add, output: out, inputs: b)  // out = a (in place) is fine
+    broadcast(a, b, out) { x, y in x + alpha * y }
+  }
+
+  public func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+    try validate(.mul, a, b, out)
+    try ShapeCheck.broadcast(.mul, a, b, out)
+    try ShapeCheck.noOverlap(.mul, output: out, inputs: b)
+    broadcast(a, b, out) { x, y in x * y }
+  }
+
+  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
+    try validate(.scale, x, out)
+    try ShapeCheck.elementwise(.scale, x, out)
+    let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
+    CPUParallel.forRanges(x.count) { r in
+      let px = px.value, po = po.value
+      for i in r { po[i] = alpha * px[i] }
+    }
+  }
+
+  /// out[0] += Σ x², each core's part summed in Double and the parts added in order.
+  public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
+    try validate(.sumOfSquares, x, out)
+    try ShapeCheck.dtype(.sumOfSquares, .f32, x, out)
+    try ShapeCheck.count(.sumOfSquares, 1, out)
+    let n = x.count
+    let chunks = CPUParallel.chunkCount(n)
+    let px = UncheckedSendable(UnsafePointer(f32(x)))
+    var parts = [Double](repeating: 0, count: chunks)
+    parts.withUnsafeMutableBufferPointer { buf in
+      let p = UncheckedSendable(buf.baseAddress.unsafelyUnwrapped)
+      CPUParallel.forChunks(n) { c, r in
+        p.value[c] = CPUMath.sumOfSquares(px.value + r.lowerBound, r.count)
+      }
+    }
+    let o = f32(out)
+    o[0] = Float(Double(o[0]) + parts.reduce(0, +))
+  }
+
+  /// out[i] = f(a[i], b[i % b.count]), a row of b at a time so the inner loop vectorises.
+  @inline(__always)
+  private func broadcast(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: (Float, Float) -> Float) {
+    let n = a.count, bc = b.count
+    guard n > 0 else { return }
+    let pa = UncheckedSendable(UnsafePointer(f32(a))), pb = UncheckedSendable(UnsafePointer(f32(b)))
+    let po = UncheckedSendable(f32(out))
+    if bc == n {
+      CPUParallel.forRanges(n) { r in
+        let pa = pa.value, pb = pb.value, po = po.value
+        for i in r { po[i] = f(pa[i], pb[i]) }
+      }
+    } else if bc == 1 {
+      let y = pb.value[0]
+      CPUParallel.forRanges(n) { r in
+        let pa = pa.value, po = po.value
+        for i in r { po[i] = f(pa[i], y) }
+      }
+    } else {
+      CPUParallel.forRanges(n / bc, cost: bc) { reps in
+        let pb = pb.value
+        for rep in reps {
+          let x = pa.value + rep * bc, o = po.value + rep * bc
+          for j in 0..<bc { o[j] = f(x[j], pb[j]) }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import COpenBLAS
+import VKFCore
+
+// MARK: - Dense and NF4 matrix products (OpenBLAS sgemm, row-major)
+
+extension CPUBackend {
+  public func matmul(_ a: Tensor, _ b: Tensor, into c: Tensor, transposeA: Bool,
+                     transposeB: Bool, alpha: Float, beta: Float) throws {
+    try validate(.matmul, a, b, c)
+    var g = try ShapeCheck.matmul(a, b, c, transposeA: transposeA, transposeB: transposeB)
+    // A (batch, m, k) times a shared B is one tall product: (batch·m, k)·B → (batch·m, n).
+    // Small-m batches (per-head attention, LoRA) then run as one efficient sgemm.
+    if !transposeA, g.batch > 1, g.strideA == g.m * g.k, g.strideB == 0 {
+      g = GemmShape(batch: 1, m: g.batch * g.m, n: g.n, k: g.k, strideA: 0, strideB: 0,
+                    strideC: 0, lda: g.lda, ldb: g.ldb)
+    }
+    let pa = f32(a), pb = f32(b), pc = f32(c)
+    for i in 0..<g.batch {
+      CPUBackend.sgemm(transposeA, transposeB, m: g.m, n: g.n, k: g.k, alpha: alpha,
+                       a: pa + i * g.strideA, lda: g.lda, b: pb + i * g.strideB, ldb: g.ldb,
+                       beta: beta, c: pc + i * g.strideC, ldc: g.ldc)
+    }
+  }
+
+  /// C (m, n) = α·op(A)·op(B) + β·C, row-major; handles the empty cases OpenBLAS rejects.
+  static func sgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    guard m > 0, n > 0 else { return }
+    guard k > 0 else {
+      // BLAS semantics with nothing to add: C = β·C, and β = 0 clears NaN garbage.
+      for i in 0..<m {
+        let row = c + i * ldc
+        if beta == 0 { row.update(repeating: 0, count: n) } else { for j in 0..<n { row[j] *= beta } }
+      }
+      return
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                blasint(m), blasint(n), blasint(k), alpha, a, blasint(max(lda, 1)),
+                b, blasint(max(ldb, 1)), beta, c, blasint(max(ldc, 1)))
+  }
+
+  // MARK: - NF4
+
+  public func dequantizeNF4(_ w: NF4Weight, into out: Tensor) throws {
+    try validate(.dequantizeNF4, w.packed, w.absmax, out)
+    try ShapeCheck.dequantizeNF4(w, out)
+    let n = w.rows * w.cols
+    let o = UncheckedSendable(f32(out))
+    let packed = UncheckedSendable(UnsafePointer(u8(w.packed)))
+    let absmax = UncheckedSendable(UnsafePointer(f32(w.absmax)))
+    // Parallel over even-sized element ranges so no byte is split between chunks.
+    CPUParallel.forRanges(n / 2, cost: 2) { r in
+      NF4Kernel.dequantize(packed.value, absmax.value, blockSize: w.blockSize,
+                           elements: (2 * r.lowerBound)..<(2 * r.upperBound),
+                           into: o.value + 2 * r.lowerBound)
+    }
+  }
+
+  public func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
+                        alpha: Float, beta: Float) throws {
+    try validate(.matmulNF4, x, w.packed, w.absmax, y)
+    let (m, n, k) = try ShapeCheck.matmulNF4(x, w, y, transposeB: transposeB)
+    // W (R, C) is processed in panels of whole rows: R = n (forward, y = x·Wᵀ, a panel of
+    // rows gives a block of y's columns) or R = k (input gradient, y = x·W, a panel of rows
+    // is a slice of the reduction, accumulated with β = 1 after the first).
+    let rowsW = w.rows, colsW = w.cols
+    let panelRows = max(1, min(rowsW, nf4PanelElements / max(colsW, 1)))
+    let buffer = try scratch.floats(panelRows * colsW)
+    let px = f32(x), py = f32(y)
+    let packed = UnsafePointer(u8(w.packed)), absmax = UnsafePointer(f32(w.absmax))
+    var r0 = 0
+    repeat {
+      let rows = min(panelRows, rowsW - r0)
+      NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
+                                   elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
+      if transposeB {
+        // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
+        CPUBackend.sgemm(false, true, m: m, n: rows, k: k, alpha: alpha, a: px, lda: k,
+                         b: buffer, ldb: colsW, beta: beta, c: py + r0, ldc: n)
+      } else {
+        // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
+        CPUBackend.sgemm(false, false, m: m, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
+                         b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: py, ldc: n)
+      }
+      r0 += rows
+    } while r0 < rowsW
+  }
+}
+
+/// NF4 decoding shared by `dequantizeNF4` and `matmulNF4`. Element e of the row-major
+/// weight is byte e/2 (high nibble when e is even) scaled by absmax[e / blockSize], as in
+/// `NF4.dequantize` and bitsandbytes.
+enum NF4Kernel {
+  /// Both codes of every byte: pairs[2·b] = code[b >> 4], pairs[2·b + 1] = code[b & 15].
+  static let pairs: [Float] = (0..<256).flatMap { b in
+    [NF4.codebook[b >> 4], NF4.codebook[b & 15]]
+  }
+
+  /// Writes elements `elements` of the weight to out[0..<elements.count].
+  static func dequantize(_ packed: UnsafePointer<UInt8>, _ absmax: UnsafePointer<Float>,
+                         blockSize: Int, elements: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+    pairs.withUnsafeBufferPointer { tableBuffer in
+      let table = tableBuffer.baseAddress.unsafelyUnwrapped
+      var e = elements.lowerBound
+      let end = elements.upperBound
+      var o = out
+      // An odd start (odd column count and a panel boundary) takes the low nibble alone.
+      if e < end, e & 1 == 1 {
+        o[0] = table[2 * Int(packed[e >> 1]) + 1] * absmax[e / blockSize]
+        o += 1; e += 1
+      }
+      while e + 1 < end {
+        // Block sizes are even, so a byte never straddles two blocks.
+        let blockEnd = min(end & ~1, (e / blockSize + 1) * blockSize)
+        let s = absmax[e / blockSize]
+        let pairsInBlock = (blockEnd - e) >> 1
+        let bytes = packed + (e >> 1)
+        for p in 0..<pairsInBlock {
+          let t = 2 * Int(bytes[p])
+          o[2 * p] = table[t] * s
+          o[2 * p + 1] = table[t + 1] * s
+        }
+        o += 2 * pairsInBlock; e = blockEnd
+      }
+      if e < end {  // odd end: the high nibble alone
+        o[0] = table[2 * Int(packed[e >> 1])] * absmax[e / blockSize]
+      }
+    }
+  }
+
+  /// `dequantize` split over the cores (chunk starts are even: whole bytes per chunk).
+  static func dequantizeParallel(_ packed: UnsafePointer<UInt8>, _ absmax: UnsafePointer<Float>,
+                                 blockSize: Int, elements: Range<Int>,
+                                 into out: UnsafeMutablePointer<Float>) {
+    let base = elements.lowerBound, count = elements.count
+    let p = UncheckedSendable(packed), a = UncheckedSendable(absmax), o = UncheckedSendable(out)
+    CPUParallel.forRanges((count + 1) / 2, cost: 2) { r in
+      let lo = base + 2 * r.lowerBound, hi = min(base + 2 * r.upperBound, elements.upperBound)
+      dequantize(p.value, a.value, blockSize: blockSize, elements: lo..<hi,
+                 into: o.value + (lo - base))
+    }
+  }
+}

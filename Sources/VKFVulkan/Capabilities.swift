@@ -1,0 +1,39 @@
+/// What the selected device offers; kernels choose variants (defines, tile sizes) by it.
+public struct VulkanCapabilities: Sendable {
+  /// Default subgroup size of compute shaders.
+  public var subgroupSize: Int = 32
+  /// With subgroup size control, the range a pipeline may request.
+  public var minSubgroupSize: Int = 32
+  public var maxSubgroupSize: Int = 32
+  /// Supported subgroup operation classes ("basic", "arithmetic", "shuffle", …).
+  public var subgroupOperations: [String] = []
+  /// VK_EXT_subgroup_size_control (or 1.3) feature `subgroupSizeControl`, enabled.
+  public var supportsSubgroupSizeControl = false
+  /// shaderFloat16, enabled when true.
+  public var supportsFloat16Arithmetic = false
+  /// storageBuffer16BitAccess, enabled when true.
+  public var supportsStorage16Bit = false
+  /// storageBuffer8BitAccess, enabled when true.
+  public var supportsStorage8Bit = false
+  /// shaderInt8, enabled when true.
+  public var supportsInt8Arithmetic = false
+  /// shaderInt16, enabled when true.
+  public var supportsInt16Arithmetic = false
+  /// VK_KHR_cooperative_matrix is exposed (not enabled yet).
+  public var supportsCooperativeMatrix = false
+  /// Largest range one storage-buffer binding may cover (lavapipe: 128 MiB).
+  public var maxStorageBufferRange: Int = 128 << 20
+  /// Binding offsets are multiples of this.
+  public var minStorageBufferOffsetAlignment: Int = 256
+  public var maxWorkgroupCount: (Int, Int, Int) = (65535, 65535, 65535)
+  public var maxWorkgroupSize: (Int, Int, Int) = (1024, 1024, 64)
+  public var maxWorkgroupInvocations: Int = 256
+  public var maxSharedMemoryBytes: Int = 16384
+  public var maxPushConstantsSize: Int = 128
+  public var deviceLocalMemoryBytes: Int = 0
+  public var deviceName: String = ""
+  /// "discrete", "integrated", "virtual", "cpu" or "other".
+  public var deviceType: String = ""
+  public var driverName: String = ""
+  public init() {}
+}

@@ -1,0 +1,62 @@
+import VKFCore
+
+// Fused softmax cross-entropy (cross_entropy.comp: a count pass, then one workgroup per row).
+
+/// Push constants of cross_entropy.comp, both passes (after the 8 binding offsets).
+struct CrossEntropyPush {
+  /// Rows (tokens).
+  var n: UInt32
+  var vocab: UInt32
+  var ignoreIndex: Int32
+  /// The caller's normalizer; unused when `normFromBuffer` is 1.
+  var normalizer: Float
+  /// 1: read the normalizer from binding 2 (the count pass's output).
+  var normFromBuffer: UInt32
+}
+
+/// The `PASS` define of cross_entropy.comp.
+enum CrossEntropyPass: Int {
+  /// Count targets ≠ ignoreIndex into one f32.
+  case count = 0
+  /// Loss (and gradient) per row.
+  case loss = 1
+}
+
+extension VulkanBackend {
+  /// cross_entropy.comp: losses = −log softmax(logits)[target] / N, dLogits = (p − onehot) / N.
+  /// A target outside [0, vocab) other than ignoreIndex gives a NaN loss and dLogits row
+  /// (the CPU backend throws; checking here would need a download).
+  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
+                           normalizer: Float?, losses: Tensor, dLogits: Tensor?) throws {
+    let op = Op.crossEntropy
+    try checkOwnership(op, logits, targets, losses, dLogits)
+    // logits, dLogits: (N, V); targets: (N) i32; losses: (N)
+    let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits)
+    try ShapeCheck.noOverlap(op, output: losses, inputs: logits, targets, dLogits)
+    if let dLogits { try ShapeCheck.noOverlap(op, output: dLogits, inputs: targets) }
+    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
+      throw VKFError.outOfRange(op: op.rawValue,
+        detail: "normalizer \(normalizer) must be finite and > 0")
+    }
+    guard n > 0 else { return }
+    _ = try pushU32(logits.count, op: op)
+    let push = CrossEntropyPush(n: try pushU32(n, op: op), vocab: try pushU32(vocab, op: op),
+                                ignoreIndex: ignoreIndex, normalizer: normalizer ?? 0,
+                                normFromBuffer: normalizer == nil ? 1 : 0)
+    // Binding 2 is only read when normFromBuffer = 1; otherwise any f32 buffer fills it.
+    var normBuffer = logits
+    if normalizer == nil {
+      normBuffer = try scratch(count: 1)
+      try dispatch("cross_entropy", defines: ["PASS": String(CrossEntropyPass.count.rawValue)],
+                   specialization: blockSpecialization, bindings: [targets, normBuffer],
+                   push: push, groups: (1, 1, 1))
+    }
+    var bindings = [logits, targets, normBuffer, losses]
+    if let dLogits { bindings.append(dLogits) }
+    try dispatch("cross_entropy",
+                 defines: ["PASS": String(CrossEntropyPass.loss.rawValue),
+                           "HAS_DLOGITS": dLogits == nil ? "0" : "1"],
+                 specialization: blockSpecialization, bindings: bindings, push: push,
+                 groups: try spreadGroups(n, op: op))
+  }
+}

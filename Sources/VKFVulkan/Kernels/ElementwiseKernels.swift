@@ -1,0 +1,105 @@
+import VKFCore
+
+// Elementwise kernels (add.comp, mul.comp, scale.comp) and the dispatch-geometry helpers the
+// transformer-block, loss and optimizer kernels share.
+
+// MARK: - Push constants
+
+/// Push constants of add.comp and mul.comp (after the 8 binding offsets).
+struct BinaryPush {
+  /// Elements of a and out.
+  var n: UInt32
+  /// Elements of b; b[i mod nb] pairs with a[i].
+  var nb: UInt32
+  /// add: out = a + alpha·b; unused by mul.
+  var alpha: Float
+}
+
+/// Push constants of scale.comp.
+struct ScalePush {
+  var n: UInt32
+  var alpha: Float
+}
+
+// MARK: - Dispatch geometry
+
+extension VulkanBackend {
+  /// Invocations per workgroup of the block kernels (spec constant 0): 256, halved until the
+  /// device allows it. Always a power of two, which the shared-memory trees of
+  /// common/reduce.glsl require.
+  var blockWorkgroupSize: Int {
+    var w = 256
+    while w > 1 && w > capabilities.maxWorkgroupInvocations { w /= 2 }
+    return w
+  }
+
+  /// Specialization constants 0, 1, 2 (the workgroup size) of the block kernels.
+  var blockSpecialization: [UInt32] { [UInt32(blockWorkgroupSize), 1, 1] }
+
+  /// `count` workgroups laid out on x and, past maxComputeWorkGroupCount[0], y; the shaders
+  /// recover the flat index with common/grid.glsl and bounds-check it.
+  func spreadGroups(_ count: Int, op: Op) throws -> (x: Int, y: Int, z: Int) {
+    let maxX = max(1, capabilities.maxWorkgroupCount.0)
+    if count <= maxX { return (count, 1, 1) }
+    let y = (count + maxX - 1) / maxX
+    guard y <= capabilities.maxWorkgroupCount.1 else {
+      throw VKFError.outOfRange(op: op.rawValue,
+        detail: "\(count) workgroups exceed the device's \(maxX)×\(capabilities.maxWorkgroupCount.1) grid")
+    }
+    return (maxX, y, 1)
+  }
+
+  /// Workgroups covering `n` invocations of a one-invocation-per-element kernel.
+  func elementGroups(_ n: Int, op: Op) throws -> (x: Int, y: Int, z: Int) {
+    let w = blockWorkgroupSize
+    return try spreadGroups((n + w - 1) / w, op: op)
+  }
+
+  /// `v` as a push-constant field; shaders index with 32-bit words.
+  func pushU32(_ v: Int, op: Op) throws -> UInt32 {
+    guard let u = UInt32(exactly: v) else {
+      throw VKFError.outOfRange(op: op.rawValue, detail: "\(v) does not fit a 32-bit shader index")
+    }
+    return u
+  }
+}
+
+// MARK: - Ops
+
+extension VulkanBackend {
+  /// add.comp: out = a + α·b, b repeating over a's rows.
+  public func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws {
+    try checkOwnership(.add, a, b, out)
+    try ShapeCheck.broadcast(.add, a, b, out)
+    try ShapeCheck.noOverlap(.add, output: out, inputs: b)  // out = a (in place) is fine
+    try binary("add", .add, a, b, alpha: alpha, out)
+  }
+
+  /// mul.comp: out = a ⊙ b, b repeating over a's rows.
+  public func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+    try checkOwnership(.mul, a, b, out)
+    try ShapeCheck.broadcast(.mul, a, b, out)
+    try ShapeCheck.noOverlap(.mul, output: out, inputs: b)
+    try binary("mul", .mul, a, b, alpha: 1, out)
+  }
+
+  /// scale.comp: out = α·x.
+  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
+    try checkOwnership(.scale, x, out)
+    try ShapeCheck.elementwise(.scale, x, out)
+    guard x.count > 0 else { return }
+    try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
+                 push: ScalePush(n: try pushU32(x.count, op: .scale), alpha: alpha),
+                 groups: try elementGroups(x.count, op: .scale))
+  }
+
+  /// add.comp / mul.comp: out (n) = a (n) ∘ b (nb), b repeating.
+  private func binary(_ shader: String, _ op: Op, _ a: Tensor, _ b: Tensor, alpha: Float,
+                      _ out: Tensor) throws {
+    guard a.count > 0 else { return }
+    let push = BinaryPush(n: try pushU32(a.count, op: op), nb: try pushU32(b.count, op: op),
+                          alpha: alpha)
+    try dispatch(shader, specialization: blockSpecialization, bindings: [a, b, out], push: push,
+                 groups: try elementGroups(a.count, op: op))
+  }
+}

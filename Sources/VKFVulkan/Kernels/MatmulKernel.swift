@@ -1,0 +1,84 @@
+import VKFCore
+
+// MARK: - Tiling shared by matmul.comp, matmul_nf4.comp and lora_forward.comp
+
+/// Tile sizes of `Shaders/common/matmul_tile.glsl`, passed as specialization constants.
+struct MatmulTiling: Equatable {
+  /// Output rows and columns per workgroup, k per shared-memory step, outputs per invocation.
+  var bm: Int, bn: Int, bk: Int, tm: Int, tn: Int
+
+  /// Measured best on lavapipe (2 cores): 64×64 tile, 8×8 per invocation (64 invocations), BK 8.
+  static let lavapipe = MatmulTiling(bm: 64, bn: 64, bk: 8, tm: 8, tn: 8)
+
+  /// Invocations per workgroup.
+  var threads: Int { (bm / tm) * (bn / tn) }
+
+  /// IDs 0…2 workgroup size, 3…7 BM, BN, BK, TM, TN (the shader's constant_ids).
+  var specialization: [UInt32] {
+    [threads, 1, 1, bm, bn, bk, tm, tn].map { UInt32($0) }
+  }
+
+  /// Workgroup counts for an (m, n) output, `batch` deep, clamped to the device limits; the
+  /// shaders grid-stride over the tiles a clamped dimension leaves out.
+  func groups(m: Int, n: Int, batch: Int = 1, limits: (Int, Int, Int)) -> (x: Int, y: Int, z: Int) {
+    (min((n + bn - 1) / bn, limits.0), min((m + bm - 1) / bm, limits.1), min(batch, limits.2))
+  }
+}
+
+extension VulkanBackend {
+  /// Tests set this to a small grid so the shaders' grid-stride loops (which normally only
+  /// run past 65535 workgroups) are exercised on small inputs; nil in production.
+  nonisolated(unsafe) static var gridLimitOverride: (Int, Int, Int)?
+
+  /// Workgroup counts the linear-algebra kernels clamp their grids to.
+  var gridLimits: (Int, Int, Int) { Self.gridLimitOverride ?? capabilities.maxWorkgroupCount }
+}
+
+/// A value as a shader `uint`, or `outOfRange` when it does not fit (shaders index in 32 bits).
+func shaderUInt(_ v: Int, _ op: Op) throws -> UInt32 {
+  guard let u = UInt32(exactly: v) else {
+    throw VKFError.outOfRange(op: op.rawValue, detail: "\(v) exceeds 32-bit shader indexing")
+  }
+  return u
+}
+
+// MARK: - matmul
+
+/// Push constants of `Shaders/matmul.comp`, after the 8 binding offsets (field order matters).
+struct MatmulPush {
+  var m: UInt32, n: UInt32, k: UInt32
+  var lda: UInt32, ldb: UInt32, ldc: UInt32
+  var strideA: UInt32, strideB: UInt32, strideC: UInt32
+  var batch: UInt32
+  var alpha: Float, beta: Float
+}
+
+/// The `#define` variants of matmul.comp, one table (fp16 / cooperative-matrix rows go here).
+enum MatmulVariant {
+  /// Defines for the transposes; `TRANS_A`/`TRANS_B` are the only variants so far.
+  static func defines(transposeA: Bool, transposeB: Bool) -> [String: String] {
+    ["TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0"]
+  }
+}
+
+extension VulkanBackend {
+  /// C = α·op(A)·op(B) + β·C on `matmul.comp` (tiled, register-blocked, batched over z).
+  public func matmul(_ a: Tensor, _ b: Tensor, into c: Tensor, transposeA: Bool, transposeB: Bool,
+                     alpha: Float, beta: Float) throws {
+    try checkOwnership(.matmul, a, b, c)
+    let g = try ShapeCheck.matmul(a, b, c, transposeA: transposeA, transposeB: transposeB)
+    guard g.batch > 0, g.m > 0, g.n > 0 else { return }
+    let t = MatmulTiling.lavapipe
+    let push = MatmulPush(
+      m: try shaderUInt(g.m, .matmul), n: try shaderUInt(g.n, .matmul),
+      k: try shaderUInt(g.k, .matmul), lda: try shaderUInt(g.lda, .matmul),
+      ldb: try shaderUInt(g.ldb, .matmul), ldc: try shaderUInt(g.ldc, .matmul),
+      strideA: try shaderUInt(g.strideA, .matmul), strideB: try shaderUInt(g.strideB, .matmul),
+      strideC: try shaderUInt(g.strideC, .matmul), batch: try shaderUInt(g.batch, .matmul),
+      alpha: alpha, beta: beta)
+    try dispatch("matmul", defines: MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB),
+                 specialization: t.specialization, bindings: [a, b, c], push: push,
+                 groups: t.groups(m: g.m, n: g.n, batch: g.batch,
+                                  limits: gridLimits))
+  }
+}

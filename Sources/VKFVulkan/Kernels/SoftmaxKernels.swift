@@ -1,0 +1,51 @@
+import VKFCore
+
+// Causal softmax for attention scores (causal_softmax.comp, causal_softmax_back.comp).
+
+/// Push constants of causal_softmax.comp (after the 8 binding offsets).
+struct CausalSoftmaxPush {
+  var rows: UInt32
+  var tq: UInt32
+  var tk: UInt32
+  var scale: Float
+}
+
+/// Push constants of causal_softmax_back.comp.
+struct CausalSoftmaxBackPush {
+  var rows: UInt32
+  var tq: UInt32
+  var tk: UInt32
+  var scale: Float
+}
+
+extension VulkanBackend {
+  /// causal_softmax.comp: out = softmax(scale·x) with row i seeing keys j ≤ i + (tk − tq).
+  public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
+    try checkOwnership(.causalSoftmax, x, out)
+    // x, out: (…, TQ, TK)
+    let (rows, tq, tk) = try ShapeCheck.causalSoftmax(.causalSoftmax, x, out)
+    guard rows > 0, tq > 0 else { return }
+    let op = Op.causalSoftmax
+    _ = try pushU32(x.count, op: op)  // the shader's flat element index
+    let push = CausalSoftmaxPush(rows: try pushU32(rows, op: op), tq: try pushU32(tq, op: op),
+                                 tk: try pushU32(tk, op: op), scale: scale)
+    try dispatch("causal_softmax", specialization: blockSpecialization, bindings: [x, out],
+                 push: push, groups: try spreadGroups(rows, op: op))
+  }
+
+  /// causal_softmax_back.comp: dx = scale·y ⊙ (dy − Σ dy⊙y).
+  public func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float,
+                                    into dx: Tensor) throws {
+    try checkOwnership(.causalSoftmaxBackward, dOut, y, dx)
+    // dOut, y, dx: (…, TQ, TK)
+    let (rows, tq, tk) = try ShapeCheck.causalSoftmax(.causalSoftmaxBackward, dOut, dx, y)
+    try ShapeCheck.noOverlap(.causalSoftmaxBackward, output: dx, inputs: y)
+    guard rows > 0, tq > 0 else { return }
+    let op = Op.causalSoftmaxBackward
+    _ = try pushU32(y.count, op: op)  // the shader's flat element index
+    let push = CausalSoftmaxBackPush(rows: try pushU32(rows, op: op), tq: try pushU32(tq, op: op),
+                                     tk: try pushU32(tk, op: op), scale: scale)
+    try dispatch("causal_softmax_back", specialization: blockSpecialization,
+                 bindings: [dOut, y, dx], push: push, groups: try spreadGroups(rows, op: op))
+  }
+}

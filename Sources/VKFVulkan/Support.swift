@@ -1,0 +1,28 @@
+import VKFCore
+
+/// Ops the Vulkan backend implements, by the dtypes of their main operand.
+/// Kernel files add their op here when it lands (one line each, keep the order of `Op`).
+enum VulkanSupport {
+  static let table: [Op: Set<DType>] = [
+    .fill: Set(DType.allCases),
+    .copy: Set(DType.allCases),
+    .cast: [.f32, .f16, .bf16],
+    .matmul: [.f32],
+    .dequantizeNF4: [.f32],  // keyed by the f32 output / compute dtype, as on the CPU
+    .matmulNF4: [.f32],
+    .loraForward: [.f32],
+    // transformer blocks (f32; embedding's main operand is the table, its ids are i32)
+    .rmsNorm: [.f32], .rmsNormBackward: [.f32],
+    .rope: [.f32], .ropeBackward: [.f32],
+    .causalSoftmax: [.f32], .causalSoftmaxBackward: [.f32],
+    .swiglu: [.f32], .swigluBackward: [.f32],
+    .embedding: [.f32], .embeddingBackward: [.f32],
+    .crossEntropy: [.f32],
+    // elementwise and reductions
+    .add: [.f32], .mul: [.f32], .scale: [.f32], .sumOfSquares: [.f32],
+    // optimizer
+    .adamW: [.f32],
+  ]
+
+  static func supports(_ op: Op, _ dtype: DType) -> Bool { table[op]?.contains(dtype) ?? false }
+}

@@ -1,0 +1,38 @@
+import ArgumentParser
+import VKFCore
+import VKFVulkan
+
+/// `vkfinetune devices`: the Vulkan devices found and which one training would use.
+struct DevicesCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "devices", abstract: "List Vulkan devices and the one that would be picked.")
+
+  func run() throws {
+    let devices: [VulkanDeviceInfo]
+    do { devices = try VulkanBackend.listDevices() } catch {
+      print("No Vulkan device available: \(error)")
+      print("Training still works on the CPU: pass --cpu.")
+      throw ExitCode(1)
+    }
+    if devices.isEmpty {
+      print("No Vulkan device found. Training still works on the CPU: pass --cpu.")
+      throw ExitCode(1)
+    }
+    for (i, d) in devices.enumerated() {
+      let mark = d.isSelected ? "*" : " "
+      print("\(mark) [\(i)] \(d.name) (\(d.typeName))")
+      print("      memory \(formatBytes(d.deviceLocalBytes)), fp16 \(d.float16 ? "yes" : "no"), "
+        + "subgroup \(d.subgroupSize), cooperative matrix \(d.cooperativeMatrix ? "yes" : "no"), "
+        + "max binding \(formatBytes(d.maxStorageBufferRange)), driver \(d.driver)")
+    }
+    print("* = picked (override with VKF_DEVICE=<index or name substring>)")
+  }
+}
+
+/// 1536 MiB style sizes.
+func formatBytes(_ n: Int) -> String {
+  if n >= 1 << 30 { return String(format: "%.1f GiB", Double(n) / Double(1 << 30)) }
+  return "\(n >> 20) MiB"
+}
+
+import Foundation

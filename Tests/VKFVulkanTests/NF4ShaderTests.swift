@@ -1,0 +1,92 @@
+import XCTest
+import VKFCore
+import VKFCPU
+import VKFTestSupport
+@testable import VKFVulkan
+
+// Shader unit tests of dequantize_nf4.comp and matmul_nf4.comp against their CPU twins.
+final class NF4ShaderTests: LinearShaderTestCase {
+  /// Dequantisation is one f32 multiply of the same two f32 values on both sides: bit-exact.
+  static let dequantTolerance = 0.0
+
+  func testNF4Push_sizesMatchShaderBlocks() {
+    XCTAssertEqual(MemoryLayout<DequantizeNF4Push>.size, 2 * 4)  // count, blockSize
+    XCTAssertEqual(MemoryLayout<MatmulNF4Push>.size, 7 * 4)      // m n k cols blockSize α β
+  }
+
+  /// Quantised weight (rows, cols) on `backend` from seeded values, plus the values it encodes.
+  private func weight(rows: Int, cols: Int, blockSize: Int, seed: UInt64, on backend: Backend)
+    throws -> (NF4Weight, [Float])
+  {
+    let values = TestData.uniform(rows * cols, seed: seed, -0.5, 0.5)
+    let q = try NF4Weight.quantizing(values, rows: rows, cols: cols, on: backend, blockSize: blockSize)
+    let (packed, absmax) = NF4.quantize(values, blockSize: blockSize)
+    return (q, NF4.dequantize(packed: packed, absmax: absmax, count: values.count, blockSize: blockSize))
+  }
+
+  func testDequantizeNF4_equalsCPUDequantize() throws {
+    let vk = try LinearCheck.vulkan()
+    // 37×22 = 814 elements: not a multiple of 8 (partial last word) nor of either block size.
+    for (rows, cols, block) in [(37, 22, 64), (37, 22, 6), (1, 2, 2), (64, 64, 64)] {
+      let (q, expected) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: vk)
+      let out = try vk.allocate([rows, cols])
+      try vk.dequantizeNF4(q, into: out)
+      let got = try vk.floats(out)
+      XCTAssertNil(Compare.check(expected, got, nmse: Self.dequantTolerance,
+                                 maxAbs: Self.dequantTolerance), "\(rows)×\(cols) block \(block)")
+      // The CPU backend's op agrees too.
+      let (qc, _) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: TestBackends.cpu)
+      let outc = try TestBackends.cpu.allocate([rows, cols])
+      try TestBackends.cpu.dequantizeNF4(qc, into: outc)
+      XCTAssertEqual(try TestBackends.cpu.floats(outc), got, "cpu vs vulkan \(rows)×\(cols)")
+    }
+  }
+
+  /// matmulNF4 on Vulkan vs the CPU's dense matmul with the dequantised weight.
+  private func checkMatmulNF4(m: Int, rows: Int, cols: Int, transposeB: Bool, alpha: Float,
+                              beta: Float, blockSize: Int = 64) throws {
+    let vk = try LinearCheck.vulkan(), cpu = TestBackends.cpu
+    let (q, dense) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: vk)
+    let (k, n) = transposeB ? (cols, rows) : (rows, cols)
+    let xv = TestData.uniform(m * k, seed: 22), yv = TestData.uniform(m * n, seed: 23)
+    let x = try vk.tensor(xv, shape: [m, k]), y = try vk.tensor(yv, shape: [m, n])
+    try vk.matmulNF4(x, q, into: y, transposeB: transposeB, alpha: alpha, beta: beta)
+    let got = try vk.floats(y)
+
+    let xc = try cpu.tensor(xv, shape: [m, k]), yc = try cpu.tensor(yv, shape: [m, n])
+    let wc = try cpu.tensor(dense, shape: [rows, cols])
+    try cpu.matmul(xc, wc, into: yc, transposeA: false, transposeB: transposeB, alpha: alpha, beta: beta)
+    let label = "matmulNF4 \(m)×(\(rows),\(cols)) tB \(transposeB)"
+    LinearCheck.assertClose(try cpu.floats(yc), got, k: k, label + " vs cpu dense")
+
+    // And the CPU's own matmulNF4.
+    let (qc, _) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: cpu)
+    let yc2 = try cpu.tensor(yv, shape: [m, n])
+    try cpu.matmulNF4(xc, qc, into: yc2, transposeB: transposeB, alpha: alpha, beta: beta)
+    LinearCheck.assertClose(try cpu.floats(yc2), got, k: k, label + " vs cpu matmulNF4")
+  }
+
+  func testMatmulNF4_forward_transposeB_equalsDequantizedMatmul() throws {
+    try checkMatmulNF4(m: 13, rows: 70, cols: 90, transposeB: true, alpha: 1, beta: 0)
+    try checkMatmulNF4(m: 67, rows: 45, cols: 130, transposeB: true, alpha: 0.5, beta: 0.25)
+  }
+
+  func testMatmulNF4_inputGradient_untransposed_equalsDequantizedMatmul() throws {
+    try checkMatmulNF4(m: 13, rows: 70, cols: 90, transposeB: false, alpha: 1, beta: 0)
+    try checkMatmulNF4(m: 5, rows: 66, cols: 33, transposeB: false, alpha: 2, beta: 1, blockSize: 6)
+  }
+
+  /// Grids clamped to one or two workgroups per dimension: the grid-stride loops cover the rest.
+  func testNF4Kernels_clampedGrid_gridStride() throws {
+    let vk = try LinearCheck.vulkan()
+    VulkanBackend.gridLimitOverride = (1, 2, 1)
+    defer { VulkanBackend.gridLimitOverride = nil }
+    // 64×90 = 5760 elements = 720 words: 3 rounds of a 256-invocation workgroup.
+    let (q, expected) = try weight(rows: 64, cols: 90, blockSize: 64, seed: 7, on: vk)
+    let out = try vk.allocate([64, 90])
+    try vk.dequantizeNF4(q, into: out)
+    XCTAssertEqual(try vk.floats(out), expected)
+    try checkMatmulNF4(m: 150, rows: 130, cols: 40, transposeB: true, alpha: 1, beta: 0)
+    try checkMatmulNF4(m: 150, rows: 40, cols: 130, transposeB: false, alpha: 1, beta: 0)
+  }
+}
