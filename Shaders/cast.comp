@@ -19,6 +19,7 @@
 // variant: SRC_TYPE=2 DST_TYPE=0
 // variant: SRC_TYPE=2 DST_TYPE=1
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 #ifndef SRC_TYPE
 #define SRC_TYPE 0
@@ -103,8 +104,7 @@ uint to16(float v) {
 }
 
 void main() {
-  uint p = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint p = global_linear_id();
   uint k = 2u * p;
   if (k >= pc.n) return;
   bool pair = k + 1u < pc.n;

@@ -7,6 +7,7 @@
 // Push: words.
 // Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words.
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -18,8 +19,7 @@ PUSH_BEGIN
 PUSH_END
 
 void main() {
-  uint i = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint i = global_linear_id();
   if (i >= pc.words) return;
   d[pc.boff[1] + i] = s[pc.boff[0] + i];
 }

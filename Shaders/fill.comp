@@ -11,6 +11,7 @@
 // Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words (y splits
 //           counts above maxComputeWorkGroupCount[0]).
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -24,8 +25,7 @@ PUSH_BEGIN
 PUSH_END
 
 void main() {
-  uint i = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint i = global_linear_id();
   if (i >= pc.words) return;
   uint mask = 0xFFFFFFFFu;
   if (i == 0u) mask &= pc.firstMask;

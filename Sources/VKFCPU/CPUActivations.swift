@@ -23,8 +23,7 @@ extension CPUBackend {
   public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor,
                              dUp: Tensor) throws {
     try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
-    try ShapeCheck.elementwise(.swigluBackward, dOut, gate, up, dGate, dUp)
-    try ShapeCheck.noOverlap(.swigluBackward, output: dGate, inputs: dUp)
+    try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
     let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
     let u = UncheckedSendable(UnsafePointer(f32(up)))
     let dg = UncheckedSendable(f32(dGate)), du = UncheckedSendable(f32(dUp))
@@ -57,7 +56,6 @@ extension CPUBackend {
   public func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws {
     try validate(.embedding, ids, table, out)
     try ShapeCheck.embedding(.embedding, ids, table, out)
-    try ShapeCheck.noOverlap(.embedding, output: out, inputs: table)
     let N = ids.count, V = table.shape[0], C = table.shape[1]
     let pid = UncheckedSendable(UnsafePointer(i32(ids)))
     try checkIDs(.embedding, pid.value, N, vocab: V)
@@ -72,7 +70,6 @@ extension CPUBackend {
   public func embeddingBackward(ids: Tensor, dOut: Tensor, dTable: Tensor) throws {
     try validate(.embeddingBackward, ids, dOut, dTable)
     try ShapeCheck.embedding(.embeddingBackward, ids, dTable, dOut)
-    try ShapeCheck.noOverlap(.embeddingBackward, output: dTable, inputs: dOut)
     let N = ids.count, V = dTable.shape[0], C = dTable.shape[1]
     let pid = UncheckedSendable(UnsafePointer(i32(ids)))
     try checkIDs(.embeddingBackward, pid.value, N, vocab: V)
@@ -93,9 +90,7 @@ extension CPUBackend {
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
                            normalizer: Float?, losses: Tensor, dLogits: Tensor?) throws {
     try validate(.crossEntropy, logits, targets, losses, dLogits)
-    let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits)
-    try ShapeCheck.noOverlap(.crossEntropy, output: losses, inputs: logits, targets, dLogits)
-    if let dLogits { try ShapeCheck.noOverlap(.crossEntropy, output: dLogits, inputs: targets) }
+    let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
     let pt = UncheckedSendable(UnsafePointer(i32(targets)))
     var counted = 0
     for i in 0..<N {
@@ -106,9 +101,6 @@ extension CPUBackend {
           detail: "target \(t) at row \(i) is outside [0, \(V)) and is not ignoreIndex \(ignoreIndex)")
       }
       counted += 1
-    }
-    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
-      throw VKFError.outOfRange(op: "crossEntropy", detail: "normalizer \(normalizer) must be finite and > 0")
     }
     let pl = UncheckedSendable(f32(losses))
     let pd = UncheckedSendable(dLogits.map { f32($0) })

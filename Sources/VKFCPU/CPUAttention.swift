@@ -28,8 +28,7 @@ extension CPUBackend {
   public func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float,
                                     into dx: Tensor) throws {
     try validate(.causalSoftmaxBackward, dOut, y, dx)
-    let (rows, TQ, TK) = try ShapeCheck.causalSoftmax(.causalSoftmaxBackward, dOut, dx, y)
-    try ShapeCheck.noOverlap(.causalSoftmaxBackward, output: dx, inputs: y)
+    let (rows, TQ, TK) = try ShapeCheck.causalSoftmaxBackward(dOut, y, dx)
     guard TK > 0 else { return }
     let pdy = UncheckedSendable(UnsafePointer(f32(dOut))), py = UncheckedSendable(UnsafePointer(f32(y)))
     let pdx = UncheckedSendable(f32(dx))

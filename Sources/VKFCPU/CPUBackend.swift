@@ -38,34 +38,20 @@ public final class CPUBackend: Backend {
   // MARK: - Memory
 
   public func allocate(_ shape: [Int], _ dtype: DType, memory: MemoryKind) throws -> Tensor {
-    guard shape.allSatisfy({ $0 >= 0 }) else {
-      throw VKFError.shapeMismatch(op: "allocate", detail: "negative dimension in \(shape)")
-    }
-    var count = 1
-    for d in shape {
-      let (p, o) = count.multipliedReportingOverflow(by: d)
-      guard !o else { throw VKFError.outOfMemory(detail: "\(shape) overflows Int") }
-      count = p
-    }
-    let (bytes, o) = count.multipliedReportingOverflow(by: dtype.size)
-    guard !o else { throw VKFError.outOfMemory(detail: "\(shape) × \(dtype.size) bytes overflows") }
+    let bytes = try ShapeCheck.allocation(shape, dtype)
     let s = try CPUStorage(owner: ObjectIdentifier(self), byteCount: bytes, memory: memory)
     return Tensor(storage: s, shape: shape, dtype: dtype)
   }
 
   public func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws {
     try validate(.copy, t)
-    guard bytes.count == t.byteCount else {
-      throw VKFError.shapeMismatch(op: "upload", detail: "\(bytes.count) bytes into \(t) of \(t.byteCount)")
-    }
+    try ShapeCheck.transfer("upload", bytes: bytes.count, t)
     if let src = bytes.baseAddress, !bytes.isEmpty { raw(t).copyMemory(from: src, byteCount: bytes.count) }
   }
 
   public func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
     try validate(.copy, t)
-    guard bytes.count == t.byteCount else {
-      throw VKFError.shapeMismatch(op: "download", detail: "\(t) of \(t.byteCount) bytes into \(bytes.count)")
-    }
+    try ShapeCheck.transfer("download", bytes: bytes.count, t)
     if let dst = bytes.baseAddress, !bytes.isEmpty { dst.copyMemory(from: raw(t), byteCount: bytes.count) }
   }
 
@@ -74,21 +60,16 @@ public final class CPUBackend: Backend {
 
   public func fill(_ t: Tensor, value: Float) throws {
     try validate(.fill, t)
+    try ShapeCheck.fillValue(value, t.dtype)
     let n = t.count
     switch t.dtype {
     case .f32: fillPattern(f32(t), n, value)
     case .f16: fillPattern(u16(t), n, Float16(value).bitPattern)
     case .bf16: fillPattern(u16(t), n, BFloat16.fromFloat(value))
     case .i32:
-      // Int32(Float) traps outside its range; the protocol promises a throw instead.
-      guard value.isFinite, value >= -2_147_483_648, value < 2_147_483_648 else {
-        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit i32")
-      }
+      // Int32(Float) traps outside its range: ShapeCheck.fillValue threw before.
       fillPattern(i32(t), n, Int32(value))
     case .u8:
-      guard value.isFinite, value > -1, value < 256 else {
-        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit u8")
-      }
       raw(t).initializeMemory(as: UInt8.self, repeating: UInt8(value), count: n)
     }
   }
@@ -108,7 +89,6 @@ public final class CPUBackend: Backend {
   public func cast(_ src: Tensor, to dst: Tensor) throws {
     try validate(.cast, src, dst)
     try ShapeCheck.cast(src, dst)
-    try ShapeCheck.noOverlap(.cast, output: dst, inputs: src)
     let n = src.count
     switch (src.dtype, dst.dtype) {
     case (let a, let b) where a == b: if n > 0 { memmove(raw(dst), raw(src), src.byteCount) }

@@ -6,14 +6,12 @@ extension CPUBackend {
   public func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws {
     try validate(.add, a, b, out)
     try ShapeCheck.broadcast(.add, a, b, out)
-    try ShapeCheck.noOverlap(.add, output: out, inputs: b)  // out = a (in place) is fine
     broadcast(a, b, out) { x, y in x + alpha * y }
   }
 
   public func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
     try validate(.mul, a, b, out)
     try ShapeCheck.broadcast(.mul, a, b, out)
-    try ShapeCheck.noOverlap(.mul, output: out, inputs: b)
     broadcast(a, b, out) { x, y in x * y }
   }
 
@@ -30,8 +28,7 @@ extension CPUBackend {
   /// out[0] += Σ x², each core's part summed in Double and the parts added in order.
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
     try validate(.sumOfSquares, x, out)
-    try ShapeCheck.dtype(.sumOfSquares, .f32, x, out)
-    try ShapeCheck.count(.sumOfSquares, 1, out)
+    try ShapeCheck.sumOfSquares(x, out)
     let n = x.count
     let chunks = CPUParallel.chunkCount(n)
     let px = UncheckedSendable(UnsafePointer(f32(x)))

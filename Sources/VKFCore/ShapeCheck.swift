@@ -35,6 +35,42 @@ public enum ShapeCheck {
 
   // MARK: - Memory
 
+  /// Byte size of a new tensor; negative dimensions and overflow throw.
+  public static func allocation(_ shape: [Int], _ dtype: DType) throws -> Int {
+    guard shape.allSatisfy({ $0 >= 0 }) else {
+      throw VKFError.shapeMismatch(op: "allocate", detail: "negative dimension in \(shape)")
+    }
+    var bytes = dtype.size
+    for d in shape {
+      let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+      guard !overflow else { throw VKFError.outOfMemory(detail: "\(dtype) \(shape) overflows the address space") }
+      bytes = p
+    }
+    return bytes
+  }
+
+  /// upload/download move exactly the tensor's bytes.
+  public static func transfer(_ op: String, bytes: Int, _ t: Tensor) throws {
+    guard bytes == t.byteCount else {
+      throw VKFError.shapeMismatch(op: op, detail: "\(bytes) bytes for \(t) of \(t.byteCount) bytes")
+    }
+  }
+
+  /// `fill` values must be representable in integer tensors (a plain conversion would trap).
+  public static func fillValue(_ value: Float, _ dtype: DType) throws {
+    switch dtype {
+    case .i32:
+      guard value.isFinite, value >= -2_147_483_648, value < 2_147_483_648 else {
+        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit i32")
+      }
+    case .u8:
+      guard value.isFinite, value > -1, value < 256 else {
+        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit u8")
+      }
+    case .f32, .f16, .bf16: break
+    }
+  }
+
   public static func copy(_ src: Tensor, _ dst: Tensor) throws {
     try sameCount(.copy, src, dst)
     guard src.dtype == dst.dtype else {
@@ -47,6 +83,7 @@ public enum ShapeCheck {
     guard src.dtype.isFloat, dst.dtype.isFloat else {
       throw VKFError.dtypeMismatch(op: "cast", detail: "\(src) → \(dst): float types only")
     }
+    try noOverlap(.cast, output: dst, inputs: src)
   }
 
   // MARK: - Linear algebra
@@ -132,6 +169,7 @@ public enum ShapeCheck {
     try count(.rmsNorm, x.lastDim, weight)
     try sameCount(.rmsNorm, x, out)
     try count(.rmsNorm, x.rowCount, rstd)
+    try noOverlap(.rmsNorm, output: rstd, inputs: x, weight)
   }
 
   public static func rmsNormBackward(_ dOut: Tensor, _ x: Tensor, _ weight: Tensor,
@@ -141,6 +179,7 @@ public enum ShapeCheck {
     try count(.rmsNormBackward, x.lastDim, weight, dWeight)
     try count(.rmsNormBackward, x.rowCount, rstd)
     try noOverlap(.rmsNormBackward, output: dx, inputs: x, weight, rstd)
+    if let dWeight { try noOverlap(.rmsNormBackward, output: dWeight, inputs: dOut, x, dx) }
   }
 
   public static func rope(_ op: Op, _ x: Tensor, _ positions: Tensor, _ invFreq: Tensor,
@@ -169,6 +208,28 @@ public enum ShapeCheck {
     return (x.rowCount, tq, tk)
   }
 
+  /// dx of the softmax backward may overwrite dOut but not the forward output y.
+  public static func causalSoftmaxBackward(_ dOut: Tensor, _ y: Tensor, _ dx: Tensor) throws
+    -> (rows: Int, tq: Int, tk: Int)
+  {
+    let g = try causalSoftmax(.causalSoftmaxBackward, dOut, dx, y)
+    try noOverlap(.causalSoftmaxBackward, output: dx, inputs: y)
+    return g
+  }
+
+  public static func swigluBackward(_ dOut: Tensor, _ gate: Tensor, _ up: Tensor, _ dGate: Tensor,
+                                    _ dUp: Tensor) throws {
+    try elementwise(.swigluBackward, dOut, gate, up, dGate, dUp)
+    try noOverlap(.swigluBackward, output: dGate, inputs: dUp)
+  }
+
+  /// out[0] += Σx²: x any f32 tensor, out one f32.
+  public static func sumOfSquares(_ x: Tensor, _ out: Tensor) throws {
+    try dtype(.sumOfSquares, .f32, x, out)
+    try count(.sumOfSquares, 1, out)
+    try noOverlap(.sumOfSquares, output: out, inputs: x)
+  }
+
   public static func elementwise(_ op: Op, _ tensors: Tensor?...) throws {
     guard let first = tensors.first ?? nil else { return }
     for case let t? in tensors {
@@ -184,16 +245,24 @@ public enum ShapeCheck {
     guard rows.rowCount == ids.count, rows.lastDim == table.shape[1] else {
       throw fail(op, "ids \(ids.shape), table \(table.shape), rows \(rows.shape)")
     }
+    // embedding writes rows from the table; the backward writes the table from the rows.
+    if op == .embedding { try noOverlap(op, output: rows, inputs: table) } else { try noOverlap(op, output: table, inputs: rows) }
   }
 
   /// Returns (n, vocab).
+  /// dLogits may overwrite the logits (one pass reads a row before writing it).
   public static func crossEntropy(_ logits: Tensor, _ targets: Tensor, _ losses: Tensor,
-                                  _ dLogits: Tensor?) throws -> (n: Int, vocab: Int) {
+                                  _ dLogits: Tensor?, normalizer: Float?) throws -> (n: Int, vocab: Int) {
     try dtype(.crossEntropy, .f32, logits, losses, dLogits)
     try dtype(.crossEntropy, .i32, targets)
     let n = logits.rowCount
     try count(.crossEntropy, n, targets, losses)
     try count(.crossEntropy, logits.count, dLogits)
+    try noOverlap(.crossEntropy, output: losses, inputs: logits, targets, dLogits)
+    if let dLogits { try noOverlap(.crossEntropy, output: dLogits, inputs: targets) }
+    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
+      throw VKFError.outOfRange(op: "crossEntropy", detail: "normalizer \(normalizer) must be finite and > 0")
+    }
     return (n, logits.lastDim)
   }
 
@@ -204,6 +273,7 @@ public enum ShapeCheck {
     guard b.count > 0, a.count % b.count == 0 else {
       throw fail(op, "b \(b.shape) does not repeat over a \(a.shape)")
     }
+    try noOverlap(op, output: out, inputs: b)  // out = a (in place) is fine
   }
 
   public static func adamW(_ param: Tensor, _ grad: Tensor, _ m: Tensor, _ v: Tensor,

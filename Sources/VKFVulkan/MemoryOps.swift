@@ -30,17 +30,7 @@ extension VulkanBackend {
   // MARK: - Allocation
 
   public func allocate(_ shape: [Int], _ dtype: DType, memory: MemoryKind) throws -> Tensor {
-    guard shape.allSatisfy({ $0 >= 0 }) else {
-      throw VKFError.shapeMismatch(op: "allocate", detail: "negative dimension in \(shape)")
-    }
-    var bytes = dtype.size
-    for d in shape {
-      let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
-      guard !overflow else {
-        throw VKFError.outOfMemory(detail: "\(dtype) \(shape) overflows the address space")
-      }
-      bytes = p
-    }
+    let bytes = try ShapeCheck.allocation(shape, dtype)
     let storage = try VulkanStorage(owner: ObjectIdentifier(self), byteCount: bytes, memory: memory,
                                     pool: memory == .device ? devicePool : hostPool)
     return Tensor(storage: storage, shape: shape, dtype: dtype)
@@ -54,9 +44,7 @@ extension VulkanBackend {
   /// and a recorded copy, which the batch orders after earlier work without waiting.
   public func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws {
     let s = try vulkanStorage(t, op: "upload")
-    guard bytes.count == t.byteCount else {
-      throw VKFError.shapeMismatch(op: "upload", detail: "\(bytes.count) bytes into \(t) of \(t.byteCount) bytes")
-    }
+    try ShapeCheck.transfer("upload", bytes: bytes.count, t)
     guard t.byteCount > 0, let src = bytes.baseAddress else { return }
     if let dst = s.mapped, !stagingTransfers {
       if recorder.references(s) { try recorder.submitAndWait() }
@@ -79,9 +67,7 @@ extension VulkanBackend {
   /// staging buffer).
   public func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
     let s = try vulkanStorage(t, op: "download")
-    guard bytes.count == t.byteCount else {
-      throw VKFError.shapeMismatch(op: "download", detail: "\(t) of \(t.byteCount) bytes into \(bytes.count) bytes")
-    }
+    try ShapeCheck.transfer("download", bytes: bytes.count, t)
     guard t.byteCount > 0, let dst = bytes.baseAddress else {
       try recorder.submitAndWait()
       return
@@ -143,6 +129,7 @@ extension VulkanBackend {
   /// `value` in `dtype`, replicated over a 32-bit word; i32/u8 truncate toward zero and
   /// throw outside their range (as CPUBackend.fill does).
   static func fillPattern(_ value: Float, _ dtype: DType) throws -> UInt32 {
+    try ShapeCheck.fillValue(value, dtype)
     switch dtype {
     case .f32: return value.bitPattern
     case .f16:
@@ -152,14 +139,8 @@ extension VulkanBackend {
       let h = UInt32(BFloat16.fromFloat(value))
       return h | h << 16
     case .i32:
-      guard value.isFinite, value >= -2_147_483_648, value < 2_147_483_648 else {
-        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit i32")
-      }
       return UInt32(bitPattern: Int32(value))
     case .u8:
-      guard value.isFinite, value > -1, value < 256 else {
-        throw VKFError.outOfRange(op: "fill", detail: "\(value) does not fit u8")
-      }
       return UInt32(UInt8(value)) &* 0x0101_0101
     }
   }
@@ -205,7 +186,6 @@ extension VulkanBackend {
   public func cast(_ src: Tensor, to dst: Tensor) throws {
     try checkOwnership(.cast, src, dst)
     try ShapeCheck.cast(src, dst)
-    try ShapeCheck.noOverlap(.cast, output: dst, inputs: src)
     if src.dtype == dst.dtype { return try copy(src, to: dst) }
     guard let srcCode = castTypeCodes[src.dtype], let dstCode = castTypeCodes[dst.dtype] else {
       throw VKFError.dtypeMismatch(op: "cast", detail: "\(src) → \(dst)")

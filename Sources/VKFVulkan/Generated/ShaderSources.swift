@@ -113,6 +113,7 @@ void main() {
 // variant: SRC_TYPE=2 DST_TYPE=0
 // variant: SRC_TYPE=2 DST_TYPE=1
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 #ifndef SRC_TYPE
 #define SRC_TYPE 0
@@ -197,8 +198,7 @@ uint to16(float v) {
 }
 
 void main() {
-  uint p = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint p = global_linear_id();
   uint k = 2u * p;
   if (k >= pc.n) return;
   bool pair = k + 1u < pc.n;
@@ -530,6 +530,7 @@ float wg_reduce_max(float v) {
 // Push: words.
 // Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words.
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -541,8 +542,7 @@ PUSH_BEGIN
 PUSH_END
 
 void main() {
-  uint i = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint i = global_linear_id();
   if (i >= pc.words) return;
   d[pc.boff[1] + i] = s[pc.boff[0] + i];
 }
@@ -827,6 +827,7 @@ void main() {
 // Dispatch: one invocation per word; groups (x, y) with x·y·256 ≥ words (y splits
 //           counts above maxComputeWorkGroupCount[0]).
 #include "common/push.glsl"
+#include "common/grid.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -840,8 +841,7 @@ PUSH_BEGIN
 PUSH_END
 
 void main() {
-  uint i = gl_GlobalInvocationID.x
-         + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  uint i = global_linear_id();
   if (i >= pc.words) return;
   uint mask = 0xFFFFFFFFu;
   if (i == 0u) mask &= pc.firstMask;

@@ -31,13 +31,7 @@ extension VulkanBackend {
     let op = Op.crossEntropy
     try checkOwnership(op, logits, targets, losses, dLogits)
     // logits, dLogits: (N, V); targets: (N) i32; losses: (N)
-    let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits)
-    try ShapeCheck.noOverlap(op, output: losses, inputs: logits, targets, dLogits)
-    if let dLogits { try ShapeCheck.noOverlap(op, output: dLogits, inputs: targets) }
-    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
-      throw VKFError.outOfRange(op: op.rawValue,
-        detail: "normalizer \(normalizer) must be finite and > 0")
-    }
+    let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
     guard n > 0 else { return }
     _ = try pushU32(logits.count, op: op)
     let push = CrossEntropyPush(n: try pushU32(n, op: op), vocab: try pushU32(vocab, op: op),

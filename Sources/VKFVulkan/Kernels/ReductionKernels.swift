@@ -20,8 +20,7 @@ extension VulkanBackend {
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
     let op = Op.sumOfSquares
     try checkOwnership(op, x, out)
-    try ShapeCheck.dtype(op, .f32, x, out)
-    try ShapeCheck.count(op, 1, out)
+    try ShapeCheck.sumOfSquares(x, out)
     guard x.count > 0 else { return }
     let n = try pushU32(x.count, op: op)
     let perGroup = blockWorkgroupSize * Self.sumOfSquaresItemsPerInvocation

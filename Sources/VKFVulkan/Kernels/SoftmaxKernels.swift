@@ -38,8 +38,7 @@ extension VulkanBackend {
                                     into dx: Tensor) throws {
     try checkOwnership(.causalSoftmaxBackward, dOut, y, dx)
     // dOut, y, dx: (…, TQ, TK)
-    let (rows, tq, tk) = try ShapeCheck.causalSoftmax(.causalSoftmaxBackward, dOut, dx, y)
-    try ShapeCheck.noOverlap(.causalSoftmaxBackward, output: dx, inputs: y)
+    let (rows, tq, tk) = try ShapeCheck.causalSoftmaxBackward(dOut, y, dx)
     guard rows > 0, tq > 0 else { return }
     let op = Op.causalSoftmaxBackward
     _ = try pushU32(y.count, op: op)  // the shader's flat element index

@@ -28,8 +28,7 @@ extension VulkanBackend {
                              dUp: Tensor) throws {
     let op = Op.swigluBackward
     try checkOwnership(op, dOut, gate, up, dGate, dUp)
-    try ShapeCheck.elementwise(op, dOut, gate, up, dGate, dUp)
-    try ShapeCheck.noOverlap(op, output: dGate, inputs: dUp)
+    try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
     guard gate.count > 0 else { return }
     try dispatch("swiglu_back", specialization: blockSpecialization,
                  bindings: [dOut, gate, up, dGate, dUp],
