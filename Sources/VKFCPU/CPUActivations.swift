@@ -10,7 +10,7 @@ import VKFCore
 extension CPUBackend {
   public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
     try validate(.swiglu, gate, up, out)
-    try ShapeCheck.elementwise(.swiglu, gate, up, out)
+    try ShapeCheck.swiglu(gate, up, out)
     let g = UncheckedSendable(UnsafePointer(f32(gate))), u = UncheckedSendable(UnsafePointer(f32(up)))
     let o = UncheckedSendable(f32(out))
     CPUParallel.forRanges(out.count, cost: 4) { r in

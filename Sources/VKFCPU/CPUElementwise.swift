@@ -17,7 +17,7 @@ extension CPUBackend {
 
   public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
     try validate(.scale, x, out)
-    try ShapeCheck.elementwise(.scale, x, out)
+    try ShapeCheck.scale(x, out)
     let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
     CPUParallel.forRanges(x.count) { r in
       let px = px.value, po = po.value

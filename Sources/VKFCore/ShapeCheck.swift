@@ -33,6 +33,16 @@ public enum ShapeCheck {
     }
   }
 
+  /// For ops that read element i and then write element i: an output may be exactly an
+  /// input (in place) but must not partially overlap one.
+  public static func inPlaceOrDisjoint(_ op: Op, output: Tensor, inputs: Tensor?...) throws {
+    for case let i? in inputs where output.overlaps(i) {
+      guard output.byteOffset == i.byteOffset, output.byteCount == i.byteCount else {
+        throw fail(op, "output \(output) partially overlaps input \(i)")
+      }
+    }
+  }
+
   // MARK: - Memory
 
   /// Byte size of a new tensor; negative dimensions and overflow throw.
@@ -221,6 +231,18 @@ public enum ShapeCheck {
                                     _ dUp: Tensor) throws {
     try elementwise(.swigluBackward, dOut, gate, up, dGate, dUp)
     try noOverlap(.swigluBackward, output: dGate, inputs: dUp)
+    try inPlaceOrDisjoint(.swigluBackward, output: dGate, inputs: dOut, gate, up)
+    try inPlaceOrDisjoint(.swigluBackward, output: dUp, inputs: dOut, gate, up)
+  }
+
+  public static func swiglu(_ gate: Tensor, _ up: Tensor, _ out: Tensor) throws {
+    try elementwise(.swiglu, gate, up, out)
+    try inPlaceOrDisjoint(.swiglu, output: out, inputs: gate, up)
+  }
+
+  public static func scale(_ x: Tensor, _ out: Tensor) throws {
+    try elementwise(.scale, x, out)
+    try inPlaceOrDisjoint(.scale, output: out, inputs: x)
   }
 
   /// out[0] += Σx²: x any f32 tensor, out one f32.
@@ -273,7 +295,9 @@ public enum ShapeCheck {
     guard b.count > 0, a.count % b.count == 0 else {
       throw fail(op, "b \(b.shape) does not repeat over a \(a.shape)")
     }
-    try noOverlap(op, output: out, inputs: b)  // out = a (in place) is fine
+    // In place on a, or on a same-size b, is fine; a broadcast b is read many times.
+    try inPlaceOrDisjoint(op, output: out, inputs: a, b.count == a.count ? b : nil)
+    if b.count != a.count { try noOverlap(op, output: out, inputs: b) }
   }
 
   public static func adamW(_ param: Tensor, _ grad: Tensor, _ m: Tensor, _ v: Tensor,

@@ -84,7 +84,7 @@ extension VulkanBackend {
   /// scale.comp: out = α·x.
   public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
     try checkOwnership(.scale, x, out)
-    try ShapeCheck.elementwise(.scale, x, out)
+    try ShapeCheck.scale(x, out)
     guard x.count > 0 else { return }
     try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
                  push: ScalePush(n: try pushU32(x.count, op: .scale), alpha: alpha),

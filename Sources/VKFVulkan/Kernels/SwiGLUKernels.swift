@@ -16,7 +16,7 @@ extension VulkanBackend {
   /// swiglu.comp: out = silu(gate) ⊙ up.
   public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
     try checkOwnership(.swiglu, gate, up, out)
-    try ShapeCheck.elementwise(.swiglu, gate, up, out)
+    try ShapeCheck.swiglu(gate, up, out)
     guard gate.count > 0 else { return }
     try dispatch("swiglu", specialization: blockSpecialization, bindings: [gate, up, out],
                  push: SwiGLUPush(n: try pushU32(gate.count, op: .swiglu)),
