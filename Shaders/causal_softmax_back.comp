@@ -6,7 +6,7 @@
 //   (y is 0 there anyway; this keeps a non-finite dy at a masked key from leaking in).
 // Bindings: 0 dy, 1 y (readonly), 2 dx. dx may alias dy (each invocation reads its own
 //   elements before writing them).
-// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxBackPush`.
+// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxPush`.
 // Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
 #include "common/push.glsl"
 #include "common/grid.glsl"

@@ -50,7 +50,16 @@ public final class VulkanBackend: Backend {
   public func supports(_ op: Op, _ dtype: DType) -> Bool { VulkanSupport.supports(op, dtype) }
 
   /// Device limits and features kernels choose variants by.
-  var capabilities: VulkanCapabilities { device.capabilities }
+  var capabilities: VulkanCapabilities {
+    guard let limit = bindingLimitForTesting else { return device.capabilities }
+    var c = device.capabilities
+    c.maxStorageBufferRange = min(c.maxStorageBufferRange, limit)
+    return c
+  }
+
+  /// Tests lower the binding limit (as a device with a small maxStorageBufferRange would
+  /// have) so the ops that split oversized tensors run on small inputs; nil in production.
+  var bindingLimitForTesting: Int?
 
   /// Warnings and errors from the validation layer (`VKF_VALIDATION=1`) since the last clear.
   public var validationMessages: [String] { device.instance.log.all }

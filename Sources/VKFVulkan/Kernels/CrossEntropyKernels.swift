@@ -45,12 +45,19 @@ extension VulkanBackend {
                    specialization: blockSpecialization, bindings: [targets, normBuffer],
                    push: push, groups: (1, 1, 1))
     }
-    var bindings = [logits, targets, normBuffer, losses]
-    if let dLogits { bindings.append(dLogits) }
-    try dispatch("cross_entropy",
-                 defines: ["PASS": String(CrossEntropyPass.loss.rawValue),
-                           "HAS_DLOGITS": dLogits == nil ? "0" : "1"],
-                 specialization: blockSpecialization, bindings: bindings, push: push,
-                 groups: try spreadGroups(n, op: op))
+    // Logits past the binding limit (the LM head's) are processed in row chunks; the count
+    // pass above already covered every target.
+    for r in try rowChunks(rows: n, rowBytes: vocab * 4, op: op) {
+      var chunkPush = push
+      chunkPush.n = UInt32(r.count)
+      var bindings = [try logits.rowSlice(r, rowLength: vocab), try targets.rowSlice(r, rowLength: 1),
+                      normBuffer, try losses.rowSlice(r, rowLength: 1)]
+      if let dLogits { bindings.append(try dLogits.rowSlice(r, rowLength: vocab)) }
+      try dispatch("cross_entropy",
+                   defines: ["PASS": String(CrossEntropyPass.loss.rawValue),
+                             "HAS_DLOGITS": dLogits == nil ? "0" : "1"],
+                   specialization: blockSpecialization, bindings: bindings, push: chunkPush,
+                   groups: try spreadGroups(r.count, op: op))
+    }
   }
 }

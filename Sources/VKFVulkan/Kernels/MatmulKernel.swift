@@ -68,6 +68,10 @@ extension VulkanBackend {
     try checkOwnership(.matmul, a, b, c)
     let g = try ShapeCheck.matmul(a, b, c, transposeA: transposeA, transposeB: transposeB)
     guard g.batch > 0, g.m > 0, g.n > 0 else { return }
+    if g.batch == 1, !(fitsBinding(a) && fitsBinding(b) && fitsBinding(c)) {
+      return try matmulInChunks(a, b, into: c, g, transposeA: transposeA, transposeB: transposeB,
+                                alpha: alpha, beta: beta)
+    }
     let t = MatmulTiling.lavapipe
     let push = MatmulPush(
       m: try shaderUInt(g.m, .matmul), n: try shaderUInt(g.n, .matmul),
@@ -80,5 +84,32 @@ extension VulkanBackend {
                  specialization: t.specialization, bindings: [a, b, c], push: push,
                  groups: t.groups(m: g.m, n: g.n, batch: g.batch,
                                   limits: gridLimits))
+  }
+
+  /// A product with an operand past the binding limit (the LM head: logits (N, V) = x·Eᵀ,
+  /// dx = dLogits·E, dE = dLogitsᵀ·x) as a sequence of products that fit: over rows of C
+  /// and A when A is not transposed, else over k (rows of both stored operands) with the
+  /// partial products accumulated through β.
+  func matmulInChunks(_ a: Tensor, _ b: Tensor, into c: Tensor, _ g: GemmShape, transposeA: Bool,
+                      transposeB: Bool, alpha: Float, beta: Float) throws {
+    let a2 = try a.reshaped([a.rowCount, a.lastDim]), b2 = try b.reshaped([b.rowCount, b.lastDim])
+    let c2 = try c.reshaped([g.m, g.n])
+    if !transposeA, fitsBinding(b) {
+      // Rows of A (m, k) and C (m, n) together.
+      for r in try rowChunks(rows: g.m, rowBytes: max(g.k, g.n) * 4, op: .matmul) {
+        try matmul(a2.rows(r), b2, into: c2.rows(r), transposeA: false, transposeB: transposeB,
+                   alpha: alpha, beta: beta)
+      }
+    } else if transposeA, !transposeB, fitsBinding(c) {
+      // A stored (k, m) and B stored (k, n): slices of k, accumulated.
+      for (i, r) in try rowChunks(rows: g.k, rowBytes: max(g.m, g.n) * 4, op: .matmul).enumerated() {
+        try matmul(a2.rows(r), b2.rows(r), into: c2, transposeA: true, transposeB: false,
+                   alpha: alpha, beta: i == 0 ? beta : 1)
+      }
+    } else {
+      throw VKFError.unsupported(op: "matmul", detail: "A \(a.shape)\(transposeA ? "ᵀ" : ""), "
+        + "B \(b.shape)\(transposeB ? "ᵀ" : ""), C \(c.shape): an operand exceeds the "
+        + "\(capabilities.maxStorageBufferRange)-byte binding limit and this layout cannot be split")
+    }
   }
 }

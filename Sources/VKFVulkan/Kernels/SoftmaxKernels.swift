@@ -2,16 +2,9 @@ import VKFCore
 
 // Causal softmax for attention scores (causal_softmax.comp, causal_softmax_back.comp).
 
-/// Push constants of causal_softmax.comp (after the 8 binding offsets).
+/// Push constants of causal_softmax.comp and causal_softmax_back.comp (after the 8
+/// binding offsets).
 struct CausalSoftmaxPush {
-  var rows: UInt32
-  var tq: UInt32
-  var tk: UInt32
-  var scale: Float
-}
-
-/// Push constants of causal_softmax_back.comp.
-struct CausalSoftmaxBackPush {
   var rows: UInt32
   var tq: UInt32
   var tk: UInt32
@@ -27,10 +20,14 @@ extension VulkanBackend {
     guard rows > 0, tq > 0 else { return }
     let op = Op.causalSoftmax
     _ = try pushU32(x.count, op: op)  // the shader's flat element index
-    let push = CausalSoftmaxPush(rows: try pushU32(rows, op: op), tq: try pushU32(tq, op: op),
-                                 tk: try pushU32(tk, op: op), scale: scale)
-    try dispatch("causal_softmax", specialization: blockSpecialization, bindings: [x, out],
-                 push: push, groups: try spreadGroups(rows, op: op))
+    // Whole (tq, tk) matrices per chunk keep each row's query index (row % tq).
+    for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
+      let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
+                                   tk: try pushU32(tk, op: op), scale: scale)
+      try dispatch("causal_softmax", specialization: blockSpecialization,
+                   bindings: [try x.rowSlice(r), try out.rowSlice(r)],
+                   push: push, groups: try spreadGroups(r.count, op: op))
+    }
   }
 
   /// causal_softmax_back.comp: dx = scale·y ⊙ (dy − Σ dy⊙y).
@@ -42,9 +39,12 @@ extension VulkanBackend {
     guard rows > 0, tq > 0 else { return }
     let op = Op.causalSoftmaxBackward
     _ = try pushU32(y.count, op: op)  // the shader's flat element index
-    let push = CausalSoftmaxBackPush(rows: try pushU32(rows, op: op), tq: try pushU32(tq, op: op),
-                                     tk: try pushU32(tk, op: op), scale: scale)
-    try dispatch("causal_softmax_back", specialization: blockSpecialization,
-                 bindings: [dOut, y, dx], push: push, groups: try spreadGroups(rows, op: op))
+    for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
+      let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
+                                   tk: try pushU32(tk, op: op), scale: scale)
+      try dispatch("causal_softmax_back", specialization: blockSpecialization,
+                   bindings: [try dOut.rowSlice(r), try y.rowSlice(r), try dx.rowSlice(r)],
+                   push: push, groups: try spreadGroups(r.count, op: op))
+    }
   }
 }
