@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
 //                                                        CPU twin: CPUBackend.causalSoftmax
 //   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query

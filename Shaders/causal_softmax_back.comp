@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // causal_softmax_back: dx = scale · y ⊙ (dy − Σ_j dy⊙y), row-wise, from the forward output y.
 //                                                CPU twin: CPUBackend.causalSoftmaxBackward
 //   dy, y, dx (…, tq, tk) f32 viewed as rows of tk; row r (query i = r mod tq) sees keys

@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // cross_entropy: fused softmax cross-entropy over logits rows.   CPU twin: CPUBackend.crossEntropy
 //   For row i with target y = targets[i]:
 //     lse = m + log Σ_j exp(x[i,j] − m),  m = max_j x[i,j]   (never overflows)

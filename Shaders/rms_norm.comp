@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // rms_norm: out = x / sqrt(mean(x²) + eps) · weight, row-wise.   CPU twin: CPUBackend.rmsNorm
 //
 // Shapes: x, out (rows, cols) f32 row-major; weight (cols); rstd (rows) gets

@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // rms_norm_back: gradients of out = x·r·w with r = 1/sqrt(mean(x²) + eps).
 //                                                        CPU twin: CPUBackend.rmsNormBackward
 //   dx[i,j]  = r_i·w_j·dy[i,j] − x[i,j]·r_i³·(Σ_k dy[i,k]·w_k·x[i,k]) / cols   (overwritten)

@@ -1,4 +1,5 @@
 #version 450
+// variant: USE_SUBGROUP=1
 // sum_of_squares: out[0] += Σ x[i]².                       CPU twin: CPUBackend.sumOfSquares
 // Deterministic two-pass tree reduction (no float atomics):
 //   pass 1 (SQUARE = 1, ACCUMULATE = 0): workgroup g sums x² over its block of

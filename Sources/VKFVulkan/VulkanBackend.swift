@@ -24,6 +24,10 @@ public final class VulkanBackend: Backend {
   /// Uploads and downloads through staging buffers even when memory is mapped, as on
   /// discrete GPUs (tests exercise that path on lavapipe, where everything is mapped).
   var stagingTransfers = false
+  /// Row reductions use subgroup arithmetic (common/reduce.glsl's USE_SUBGROUP) when the
+  /// device has it and `VKF_DISABLE_SUBGROUPS` is not 1; tests switch it off to cover the
+  /// shared-memory path too.
+  var useSubgroupReductions = false
 
   public init() throws {
     device = try withCPUHint {
@@ -37,6 +41,8 @@ public final class VulkanBackend: Backend {
     pipelines = PipelineCache(device: device,
                               spirvCache: SPIRVCache(directory: SPIRVCache.defaultDirectory()))
     recorder = try CommandRecorder(device: device)
+    useSubgroupReductions = device.capabilities.subgroupOperations.contains("arithmetic")
+      && ProcessInfo.processInfo.environment["VKF_DISABLE_SUBGROUPS"] != "1"
     let kind = ["discrete": "discrete GPU", "integrated": "integrated GPU",
                 "virtual": "virtual GPU", "cpu": "CPU"][probe.typeName] ?? "other"
     name = "vulkan (\(probe.name), \(kind))"

@@ -37,7 +37,7 @@ struct BenchOps: ParsableCommand {
     let backend = try backendOptions.makeBackend()
     print("backend: \(backend.name)")
     var results: [BenchResult] = []
-    let cases = OpBenchmarks.cases(tokens: tokens).filter { c in filter.map { c.name.contains($0) } ?? true }
+    let cases = OpBenchmarks.cases(tokens: tokens).filter { c in filter.map { $0.isEmpty || c.name.contains($0) } ?? true }
     print(BenchResult.header)
     for c in cases {
       let r = try OpBenchmarks.measure(c, on: backend, seconds: seconds)

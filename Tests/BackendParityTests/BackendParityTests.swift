@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 import VKFCore
 import VKFCPU
-import VKFVulkan
+@testable import VKFVulkan
 import VKFTestSupport
 
 /// Backend parity: every case of `ParityTable` runs on every available backend with the same
@@ -34,7 +34,24 @@ final class BackendParityTests: XCTestCase {
   }
 
   func test_everyCase_matchesCPU() throws {
-    let others = try otherBackends()
+    try checkTable(on: try otherBackends())
+  }
+
+  /// The reductions' other variant: subgroup arithmetic where the device has it (the default)
+  /// and the shared-memory tree (devices without it) must both match the CPU.
+  func test_everyCase_matchesCPU_withTheOtherReductionVariant() throws {
+    for case let vk as VulkanBackend in try otherBackends() {
+      let original = vk.useSubgroupReductions
+      defer { vk.useSubgroupReductions = original }
+      if !original && !vk.capabilities.subgroupOperations.contains("arithmetic") {
+        throw XCTSkip("\(vk.name) has no subgroup arithmetic: only the shared-memory path exists")
+      }
+      vk.useSubgroupReductions = !original
+      try checkTable(on: [vk])
+    }
+  }
+
+  func checkTable(on others: [Backend]) throws {
     for c in ParityTable.all {
       let expected: [[Float]]
       do { expected = try c.run(TestBackends.cpu) } catch {

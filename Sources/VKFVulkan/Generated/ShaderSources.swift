@@ -220,6 +220,7 @@ void main() {
 """#,
     "causal_softmax.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
 //                                                        CPU twin: CPUBackend.causalSoftmax
 //   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query
@@ -270,6 +271,7 @@ void main() {
 """#,
     "causal_softmax_back.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // causal_softmax_back: dx = scale · y ⊙ (dy − Σ_j dy⊙y), row-wise, from the forward output y.
 //                                                CPU twin: CPUBackend.causalSoftmaxBackward
 //   dy, y, dx (…, tq, tk) f32 viewed as rows of tk; row r (query i = r mod tq) sees keys
@@ -483,10 +485,46 @@ uint nf4_index(uint word, uint e_in_word) {
 // The sum is tree-shaped: each invocation first sums its own strided elements, then the
 // workgroup halves log2(RED_WG) times, so the rounding error grows with
 // (elements per invocation + log2 RED_WG), not with the row length.
+//
+// USE_SUBGROUP 1 (the host sets it when the device has subgroup arithmetic): each subgroup
+// reduces in registers, then one shared slot per subgroup is summed in order — two
+// barriers instead of log2(RED_WG) + 2, which matters most where barriers are expensive
+// (CPU drivers such as lavapipe). Both paths are deterministic on a given device.
 #include "common/grid.glsl"
 #define RED_WG WG_SIZE
+#ifndef USE_SUBGROUP
+#define USE_SUBGROUP 0
+#endif
 
 shared float red_buf[RED_WG];
+
+#if USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+float wg_reduce_sum(float v) {
+  float s = subgroupAdd(v);
+  if (subgroupElect()) red_buf[gl_SubgroupID] = s;
+  memoryBarrierShared();
+  barrier();
+  float r = 0.0;
+  for (uint i = 0u; i < gl_NumSubgroups; i++) r += red_buf[i];
+  // A second reduction may start right away: nobody may overwrite the partials first.
+  barrier();
+  return r;
+}
+
+float wg_reduce_max(float v) {
+  float s = subgroupMax(v);
+  if (subgroupElect()) red_buf[gl_SubgroupID] = s;
+  memoryBarrierShared();
+  barrier();
+  float r = red_buf[0];
+  for (uint i = 1u; i < gl_NumSubgroups; i++) r = max(r, red_buf[i]);
+  barrier();
+  return r;
+}
+
+#else
 
 float wg_reduce_sum(float v) {
   uint t = gl_LocalInvocationID.x;
@@ -519,6 +557,7 @@ float wg_reduce_max(float v) {
   barrier();
   return r;
 }
+#endif  // USE_SUBGROUP
 """#,
     "copy.comp": #"""
 #version 450
@@ -549,6 +588,7 @@ void main() {
 """#,
     "cross_entropy.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // cross_entropy: fused softmax cross-entropy over logits rows.   CPU twin: CPUBackend.crossEntropy
 //   For row i with target y = targets[i]:
 //     lse = m + log Σ_j exp(x[i,j] − m),  m = max_j x[i,j]   (never overflows)
@@ -1150,6 +1190,7 @@ void main() {
 """#,
     "rms_norm.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // rms_norm: out = x / sqrt(mean(x²) + eps) · weight, row-wise.   CPU twin: CPUBackend.rmsNorm
 //
 // Shapes: x, out (rows, cols) f32 row-major; weight (cols); rstd (rows) gets
@@ -1198,6 +1239,7 @@ void main() {
 """#,
     "rms_norm_back.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // rms_norm_back: gradients of out = x·r·w with r = 1/sqrt(mean(x²) + eps).
 //                                                        CPU twin: CPUBackend.rmsNormBackward
 //   dx[i,j]  = r_i·w_j·dy[i,j] − x[i,j]·r_i³·(Σ_k dy[i,k]·w_k·x[i,k]) / cols   (overwritten)
@@ -1386,6 +1428,7 @@ void main() {
 """#,
     "sum_of_squares.comp": #"""
 #version 450
+// variant: USE_SUBGROUP=1
 // sum_of_squares: out[0] += Σ x[i]².                       CPU twin: CPUBackend.sumOfSquares
 // Deterministic two-pass tree reduction (no float atomics):
 //   pass 1 (SQUARE = 1, ACCUMULATE = 0): workgroup g sums x² over its block of

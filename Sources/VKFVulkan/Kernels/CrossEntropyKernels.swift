@@ -41,7 +41,7 @@ extension VulkanBackend {
     var normBuffer = logits
     if normalizer == nil {
       normBuffer = try scratch(count: 1)
-      try dispatch("cross_entropy", defines: ["PASS": String(CrossEntropyPass.count.rawValue)],
+      try dispatch("cross_entropy", defines: reductionVariant(["PASS": String(CrossEntropyPass.count.rawValue)]),
                    specialization: blockSpecialization, bindings: [targets, normBuffer],
                    push: push, groups: (1, 1, 1))
     }
@@ -54,8 +54,8 @@ extension VulkanBackend {
                       normBuffer, try losses.rowSlice(r, rowLength: 1)]
       if let dLogits { bindings.append(try dLogits.rowSlice(r, rowLength: vocab)) }
       try dispatch("cross_entropy",
-                   defines: ["PASS": String(CrossEntropyPass.loss.rawValue),
-                             "HAS_DLOGITS": dLogits == nil ? "0" : "1"],
+                   defines: reductionVariant(["PASS": String(CrossEntropyPass.loss.rawValue),
+                             "HAS_DLOGITS": dLogits == nil ? "0" : "1"]),
                    specialization: blockSpecialization, bindings: bindings, push: chunkPush,
                    groups: try spreadGroups(r.count, op: op))
     }

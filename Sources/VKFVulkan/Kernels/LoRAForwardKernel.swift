@@ -27,7 +27,7 @@ extension VulkanBackend {
       try matmul(try (loraX ?? x).reshaped([m, inF]), a, into: try xa.reshaped([m, r]),
                  transposeA: false, transposeB: true, alpha: 1, beta: 0)
     }
-    let t = MatmulTiling.lavapipe
+    let t = MatmulTiling.current
     var push = LoRAForwardPush(
       m: try shaderUInt(m, .loraForward), n: try shaderUInt(outF, .loraForward),
       k: try shaderUInt(inF, .loraForward), r: try shaderUInt(r, .loraForward),

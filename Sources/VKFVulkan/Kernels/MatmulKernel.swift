@@ -1,3 +1,4 @@
+import Foundation
 import VKFCore
 
 // MARK: - Tiling shared by matmul.comp, matmul_nf4.comp and lora_forward.comp
@@ -9,6 +10,16 @@ struct MatmulTiling: Equatable {
 
   /// Measured best on lavapipe (2 cores): 64×64 tile, 8×8 per invocation (64 invocations), BK 8.
   static let lavapipe = MatmulTiling(bm: 64, bn: 64, bk: 8, tm: 8, tn: 8)
+
+  /// The tiling in force: `VKF_MATMUL_TILE=bm,bn,bk,tm,tn` (for tuning on a new device;
+  /// each must divide evenly: bm % tm, bn % tn, 4 ≤ threads ≤ 1024), else `lavapipe`.
+  static let current: MatmulTiling = {
+    guard let spec = ProcessInfo.processInfo.environment["VKF_MATMUL_TILE"] else { return lavapipe }
+    let v = spec.split(separator: ",").compactMap { Int($0) }
+    guard v.count == 5, v.allSatisfy({ $0 > 0 }), v[0] % v[3] == 0, v[1] % v[4] == 0 else { return lavapipe }
+    let t = MatmulTiling(bm: v[0], bn: v[1], bk: v[2], tm: v[3], tn: v[4])
+    return (4...1024).contains(t.threads) ? t : lavapipe
+  }()
 
   /// Invocations per workgroup.
   var threads: Int { (bm / tm) * (bn / tn) }
@@ -72,7 +83,7 @@ extension VulkanBackend {
       return try matmulInChunks(a, b, into: c, g, transposeA: transposeA, transposeB: transposeB,
                                 alpha: alpha, beta: beta)
     }
-    let t = MatmulTiling.lavapipe
+    let t = MatmulTiling.current
     let push = MatmulPush(
       m: try shaderUInt(g.m, .matmul), n: try shaderUInt(g.n, .matmul),
       k: try shaderUInt(g.k, .matmul), lda: try shaderUInt(g.lda, .matmul),

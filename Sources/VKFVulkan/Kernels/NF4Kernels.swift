@@ -43,7 +43,7 @@ extension VulkanBackend {
     try checkOwnership(.matmulNF4, x, w.packed, w.absmax, y)
     let (m, n, k) = try ShapeCheck.matmulNF4(x, w, y, transposeB: transposeB)
     guard m > 0, n > 0 else { return }
-    let t = MatmulTiling.lavapipe
+    let t = MatmulTiling.current
     let push = MatmulNF4Push(
       m: try shaderUInt(m, .matmulNF4), n: try shaderUInt(n, .matmulNF4),
       k: try shaderUInt(k, .matmulNF4), cols: try shaderUInt(w.cols, .matmulNF4),

@@ -50,7 +50,7 @@ extension VulkanBackend {
     _ = try pushU32(x.count, op: .rmsNorm)  // the shader's flat element index
     let push = RMSNormPush(rows: try pushU32(rows, op: .rmsNorm),
                            cols: try pushU32(cols, op: .rmsNorm), eps: eps)
-    try dispatch("rms_norm", specialization: blockSpecialization,
+    try dispatch("rms_norm", defines: reductionVariant(), specialization: blockSpecialization,
                  bindings: [x, weight, out, rstd], push: push,
                  groups: try spreadGroups(rows, op: .rmsNorm))
   }
@@ -79,20 +79,20 @@ extension VulkanBackend {
       let colGroups = (cols + wg - 1) / wg
       if blocks == 1 {
         push.direct = 1
-        try dispatch("rms_norm_back", defines: RMSNormBackPass.weightPartial.defines,
+        try dispatch("rms_norm_back", defines: reductionVariant(RMSNormBackPass.weightPartial.defines),
                      specialization: blockSpecialization, bindings: [dOut, x, rstd, dWeight],
                      push: push, groups: (colGroups, 1, 1))
       } else {
         let partial = try scratch(count: blocks * cols)
-        try dispatch("rms_norm_back", defines: RMSNormBackPass.weightPartial.defines,
+        try dispatch("rms_norm_back", defines: reductionVariant(RMSNormBackPass.weightPartial.defines),
                      specialization: blockSpecialization, bindings: [dOut, x, rstd, partial],
                      push: push, groups: (colGroups, blocks, 1))
-        try dispatch("rms_norm_back", defines: RMSNormBackPass.weightReduce.defines,
+        try dispatch("rms_norm_back", defines: reductionVariant(RMSNormBackPass.weightReduce.defines),
                      specialization: blockSpecialization, bindings: [partial, dWeight],
                      push: push, groups: (colGroups, 1, 1))
       }
     }
-    try dispatch("rms_norm_back", defines: RMSNormBackPass.dx.defines,
+    try dispatch("rms_norm_back", defines: reductionVariant(RMSNormBackPass.dx.defines),
                  specialization: blockSpecialization, bindings: [dOut, x, weight, rstd, dx],
                  push: push, groups: try spreadGroups(rows, op: op))
   }

@@ -27,17 +27,17 @@ extension VulkanBackend {
     let groups = (x.count + perGroup - 1) / perGroup
     let push = SumOfSquaresPush(n: n, perGroup: try pushU32(perGroup, op: op))
     if groups == 1 {
-      try dispatch("sum_of_squares", defines: ["SQUARE": "1", "ACCUMULATE": "1"],
+      try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "1", "ACCUMULATE": "1"]),
                    specialization: blockSpecialization, bindings: [x, out], push: push,
                    groups: (1, 1, 1))
       return
     }
     let partial = try scratch(count: groups)
-    try dispatch("sum_of_squares", defines: ["SQUARE": "1", "ACCUMULATE": "0"],
+    try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "1", "ACCUMULATE": "0"]),
                  specialization: blockSpecialization, bindings: [x, partial], push: push,
                  groups: try spreadGroups(groups, op: op))
     let g = try pushU32(groups, op: op)
-    try dispatch("sum_of_squares", defines: ["SQUARE": "0", "ACCUMULATE": "1"],
+    try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "0", "ACCUMULATE": "1"]),
                  specialization: blockSpecialization, bindings: [partial, out],
                  push: SumOfSquaresPush(n: g, perGroup: g), groups: (1, 1, 1))
   }

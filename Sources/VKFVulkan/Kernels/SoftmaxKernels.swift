@@ -24,7 +24,7 @@ extension VulkanBackend {
     for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
       let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
                                    tk: try pushU32(tk, op: op), scale: scale)
-      try dispatch("causal_softmax", specialization: blockSpecialization,
+      try dispatch("causal_softmax", defines: reductionVariant(), specialization: blockSpecialization,
                    bindings: [try x.rowSlice(r), try out.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))
     }
@@ -42,7 +42,7 @@ extension VulkanBackend {
     for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
       let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
                                    tk: try pushU32(tk, op: op), scale: scale)
-      try dispatch("causal_softmax_back", specialization: blockSpecialization,
+      try dispatch("causal_softmax_back", defines: reductionVariant(), specialization: blockSpecialization,
                    bindings: [try dOut.rowSlice(r), try y.rowSlice(r), try dx.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))
     }
