@@ -1,0 +1,92 @@
+import Foundation
+import XCTest
+import VKFCore
+import VKFCPU
+import VKFVulkan
+import VKFTestSupport
+
+/// Every op on every backend rejects a wrong shape, a wrong dtype and a tensor owned by
+/// another backend with a thrown `VKFError` — never a trap, never a silent write.
+final class RejectionTests: XCTestCase {
+  /// One bad call: `good` builds valid operands on `b`; the case returns the call to make
+  /// with one operand replaced by `bad`.
+  struct BadCall {
+    let op: Op
+    /// Shape of the operand the call replaces when it is valid (f32, seeded values).
+    var good: [Int] = [4, 8]
+    let run: (_ b: Backend, _ operand: Tensor) throws -> Void
+  }
+
+  /// Calls with one operand replaced: each op's first input, where shape/dtype/owner break.
+  static func calls(_ b: Backend) throws -> [BadCall] {
+    let x = try b.random([4, 8], seed: 1), y = try b.allocate([4, 8]), w8 = try b.random([8], seed: 2)
+    let r4 = try b.allocate([4]), ids = try b.ints([0, 1, 2, 3]), one = try b.zeros([1])
+    let q = try NF4Weight.quantizing(TestData.uniform(64, seed: 3), rows: 8, cols: 8, on: b)
+    let inv = try b.tensor([Float](repeating: 1, count: 4), shape: [4])
+    let hyper = try b.tensor(AdamWHyperParameters(lr: 1e-3).packed, shape: [AdamWHyperParameters.count])
+    let heads = try x.reshaped([4, 1, 8]), outHeads = try y.reshaped([4, 1, 8])
+    return [
+      BadCall(op: .copy) { b, bad in try b.copy(bad, to: y) },
+      BadCall(op: .cast) { b, bad in try b.cast(bad, to: try b.allocate([4, 8], .f16)) },
+      BadCall(op: .matmul) { b, bad in try b.matmul(bad, w8.reshaped([8, 1]), into: r4.reshaped([4, 1])) },
+      BadCall(op: .dequantizeNF4, good: [8, 8]) { b, bad in try b.dequantizeNF4(q, into: bad) },
+      BadCall(op: .matmulNF4) { b, bad in try b.matmulNF4(bad, q, into: y, transposeB: true, alpha: 1, beta: 0) },
+      BadCall(op: .loraForward) { b, bad in
+        try b.loraForward(bad, loraX: nil, base: .nf4(q), a: x, b: try b.allocate([8, 4]), scale: 1,
+                          into: y, xa: try b.allocate([4, 4]))
+      },
+      BadCall(op: .rmsNorm) { b, bad in try b.rmsNorm(bad, weight: w8, eps: 1e-5, into: y, rstd: r4) },
+      BadCall(op: .rmsNormBackward) { b, bad in
+        try b.rmsNormBackward(bad, x: x, weight: w8, rstd: r4, dx: y, dWeight: nil)
+      },
+      BadCall(op: .rope, good: [4, 1, 8]) { b, bad in try b.rope(bad, positions: ids, invFreq: inv, into: outHeads) },
+      BadCall(op: .ropeBackward, good: [4]) { b, bad in try b.ropeBackward(heads, positions: ids, invFreq: bad, into: outHeads) },
+      BadCall(op: .causalSoftmax, good: [8, 8]) { b, bad in try b.causalSoftmax(bad, scale: 1, into: try b.allocate([8, 8])) },
+      BadCall(op: .causalSoftmaxBackward, good: [8, 8]) { b, bad in
+        let sq = try b.allocate([8, 8]); try b.causalSoftmaxBackward(bad, out: sq, scale: 1, into: try b.allocate([8, 8]))
+      },
+      BadCall(op: .swiglu) { b, bad in try b.swiglu(gate: bad, up: x, into: y) },
+      BadCall(op: .swigluBackward) { b, bad in
+        try b.swigluBackward(bad, gate: x, up: x, dGate: y, dUp: try b.allocate([4, 8]))
+      },
+      BadCall(op: .embedding) { b, bad in try b.embedding(ids: ids, table: bad, into: y) },
+      BadCall(op: .embeddingBackward) { b, bad in try b.embeddingBackward(ids: ids, dOut: bad, dTable: y) },
+      BadCall(op: .crossEntropy) { b, bad in
+        try b.crossEntropy(logits: bad, targets: ids, ignoreIndex: -100, normalizer: nil, losses: r4, dLogits: nil)
+      },
+      BadCall(op: .add) { b, bad in try b.add(bad, w8, alpha: 1, into: y) },
+      BadCall(op: .mul) { b, bad in try b.mul(bad, x, into: y) },
+      BadCall(op: .scale) { b, bad in try b.scale(bad, by: 2, into: y) },
+      BadCall(op: .sumOfSquares, good: [1]) { b, bad in try b.sumOfSquares(x, into: bad) },
+      BadCall(op: .adamW) { b, bad in
+        try b.adamW(param: bad, grad: x, m: y, v: try b.zeros([4, 8]), hyper: hyper, gradSumOfSquares: one)
+      },
+    ]
+  }
+
+  func test_everyOp_rejectsBadShapeDtypeAndForeignTensors() throws {
+    var backends: [Backend] = [TestBackends.cpu]
+    if let vk = TestBackends.vulkan { backends.append(vk) } else if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" {
+      XCTFail("VKF_REQUIRE_VULKAN=1 but no Vulkan backend")
+    }
+    let foreignCPU = CPUBackend()
+    for b in backends {
+      let calls = try Self.calls(b)
+      XCTAssertEqual(Set(calls.map(\.op)), Set(Op.allCases).subtracting([.fill]), "every op but fill has a bad call")
+      for call in calls {
+        // The valid call goes through — so the throws below are about the one bad operand.
+        XCTAssertNoThrow(try call.run(b, try b.random(call.good, seed: 9)), "\(b.name): valid \(call.op)")
+        // Then a wrong shape, a wrong dtype, and the right shape on another backend.
+        let wrongShape = try b.allocate([3, 5]), wrongType = try b.allocate(call.good, .i32)
+        let foreign = try foreignCPU.random(call.good, seed: 9)
+        for (what, bad) in [("shape", wrongShape), ("dtype", wrongType), ("owner", foreign)] {
+          XCTAssertThrowsError(try call.run(b, bad), "\(b.name): \(call.op) accepted a bad \(what)") { e in
+            XCTAssertTrue(e is VKFError, "\(call.op) threw \(e)")
+          }
+        }
+      }
+      XCTAssertThrowsError(try b.fill(try b.allocate([2], .u8), value: 300), "\(b.name): fill u8 with 300")
+      if let vk = b as? VulkanBackend { XCTAssertEqual(vk.validationMessages, []); vk.clearValidationMessages() }
+    }
+  }
+}
