@@ -41,5 +41,7 @@ let package = Package(
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
+    // Runs the built `vkfinetune` binary as a user would (the dependency makes SwiftPM build it).
+    .testTarget(name: "CLITests", dependencies: ["vkfinetune"]),
   ]
 )

@@ -31,6 +31,13 @@ struct BenchOps: ParsableCommand {
   func validate() throws {
     guard tokens >= 256, tokens % 256 == 0 else { throw ValidationError("--tokens must be a positive multiple of 256") }
     guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+    if let json {
+      // Fail before minutes of measuring, not after.
+      let dir = URL(fileURLWithPath: json).deletingLastPathComponent().path
+      guard access(dir, W_OK) == 0 else {
+        throw ValidationError("--json: cannot write into \(dir) (\(String(cString: strerror(errno))))")
+      }
+    }
   }
 
   func run() throws {
