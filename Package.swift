@@ -2,7 +2,7 @@
 // vkfinetune: LLM fine-tuning on any Vulkan GPU, with an OpenBLAS CPU fallback.
 //
 // Module map (arrows point down only; see README.md):
-//   vkfinetune (CLI) → VKFCPU, VKFVulkan → VKFCore
+//   vkfinetune (CLI) → VKFModel → VKFTokenizer, VKFCore;  VKFCPU, VKFVulkan → VKFCore
 //   VKFCPU → COpenBLAS;  VKFVulkan → CVulkan, CGlslang
 import PackageDescription
 
@@ -27,6 +27,8 @@ let package = Package(
     .target(name: "VKFCore"),
     .target(name: "VKFCPU", dependencies: ["VKFCore", "COpenBLAS"]),
     .target(name: "VKFVulkan", dependencies: ["VKFCore", "CVulkan", "CGlslang"]),
+    .target(name: "VKFTokenizer"),
+    .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
 
     // MARK: - CLI
     .executableTarget(name: "vkfinetune", dependencies: [
@@ -38,6 +40,9 @@ let package = Package(
     .target(name: "VKFTestSupport", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan"],
             path: "Tests/VKFTestSupport"),
     .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore"]),
+    .testTarget(name: "VKFTokenizerTests", dependencies: ["VKFTokenizer"], resources: [.copy("Fixtures")]),
+    .testTarget(name: "VKFModelTests", dependencies: ["VKFModel", "VKFCore", "VKFTestSupport"],
+                resources: [.copy("Fixtures")]),
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),

@@ -1,0 +1,1 @@
+// VKFModel: Llama-family configs, weights (safetensors, GGUF) and the model.

@@ -1,0 +1,1 @@
+// VKFTokenizer: Hugging Face tokenizer.json tokenizers and chat templates.
