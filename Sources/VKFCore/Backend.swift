@@ -31,6 +31,10 @@ public protocol Backend: AnyObject {
   func copy(_ src: Tensor, to dst: Tensor) throws
   /// dst = convert(src) between f32, f16 and bf16 (round to nearest even).
   func cast(_ src: Tensor, to dst: Tensor) throws
+  /// out = x with its axes reordered (rank ≤ 4, f32): out.shape[i] = x.shape[dims[i]], as
+  /// `torch.permute(x, dims).contiguous()`. Attention uses (B, T, NH, HS) ↔ (B, NH, T, HS);
+  /// the backward is the permute by the inverse order.
+  func permute(_ x: Tensor, dims: [Int], into out: Tensor) throws
 
   // MARK: - Linear algebra
   /// C = α·op(A)·op(B) + β·C. A (…, m, k) or (…, k, m) when transposed, B (…, k, n) or

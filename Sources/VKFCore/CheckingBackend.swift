@@ -96,6 +96,9 @@ public final class CheckingBackend: Backend {
   public func cast(_ src: Tensor, to dst: Tensor) throws {
     try check(.cast, inputs: [src], outputs: [dst]) { b, m in try b.cast(m(src), to: m(dst)) }
   }
+  public func permute(_ x: Tensor, dims: [Int], into out: Tensor) throws {
+    try check(.permute, inputs: [x], outputs: [out]) { b, m in try b.permute(m(x), dims: dims, into: m(out)) }
+  }
   public func matmul(_ a: Tensor, _ bt: Tensor, into c: Tensor, transposeA: Bool, transposeB: Bool,
                      alpha: Float, beta: Float) throws {
     try check(.matmul, inputs: [a, bt], outputs: [c]) { b, m in

@@ -2,7 +2,7 @@
 /// backend is missing through `Backend.supports(_:_:)`.
 public enum Op: String, CaseIterable, Sendable {
   // memory
-  case fill, copy, cast
+  case fill, copy, cast, permute
   // linear algebra
   case matmul, dequantizeNF4, matmulNF4, loraForward
   // transformer blocks

@@ -96,6 +96,26 @@ public enum ShapeCheck {
     try noOverlap(.cast, output: dst, inputs: src)
   }
 
+  /// Validates a permute and returns x's shape and its element strides padded on the left
+  /// to rank 4 (size 1, stride 0), and `dims` padded to match.
+  public static func permute(_ x: Tensor, _ dims: [Int], _ out: Tensor) throws
+    -> (shape: [Int], strides: [Int], dims: [Int])
+  {
+    try dtype(.permute, .f32, x, out)
+    guard (1...4).contains(x.rank), dims.count == x.rank, Set(dims) == Set(0..<x.rank) else {
+      throw fail(.permute, "dims \(dims) is not a permutation of the \(x.rank) axes of \(x.shape) (rank 1…4)")
+    }
+    guard out.shape == dims.map({ x.shape[$0] }) else {
+      throw fail(.permute, "out \(out.shape) ≠ \(x.shape) permuted by \(dims)")
+    }
+    try noOverlap(.permute, output: out, inputs: x)
+    let pad = 4 - x.rank
+    var strides = [Int](repeating: 0, count: x.rank), s = 1
+    for i in stride(from: x.rank - 1, through: 0, by: -1) { strides[i] = s; s *= x.shape[i] }
+    return ([Int](repeating: 1, count: pad) + x.shape, [Int](repeating: 0, count: pad) + strides,
+            Array(0..<pad) + dims.map { $0 + pad })
+  }
+
   // MARK: - Linear algebra
 
   /// Validates a (batched) matmul and returns its geometry.

@@ -7,6 +7,7 @@ enum VulkanSupport {
     .fill: Set(DType.allCases),
     .copy: Set(DType.allCases),
     .cast: [.f32, .f16, .bf16],
+    .permute: [.f32],
     .matmul: [.f32],
     .dequantizeNF4: [.f32],  // keyed by the f32 output / compute dtype, as on the CPU
     .matmulNF4: [.f32],

@@ -57,6 +57,18 @@ enum ParityTable {
       let back = try b.allocate([131]); try b.cast(src, to: h); try b.cast(h, to: back)
       return [try b.floats(back)]
     },
+    ParityCase(op: .permute, name: "attention (2, 5, 3, 4) → (2, 3, 5, 4)", tolerance: .exact) { b in
+      let x = try b.random([2, 5, 3, 4], seed: 4), out = try b.allocate([2, 3, 5, 4])
+      try b.permute(x, dims: [0, 2, 1, 3], into: out); return [try b.floats(out)]
+    },
+    ParityCase(op: .permute, name: "3-D (3, 7, 5) by [2, 0, 1]", tolerance: .exact) { b in
+      let x = try b.random([3, 7, 5], seed: 5), out = try b.allocate([5, 3, 7])
+      try b.permute(x, dims: [2, 0, 1], into: out); return [try b.floats(out)]
+    },
+    ParityCase(op: .permute, name: "2-D transpose (67, 45)", tolerance: .exact) { b in
+      let x = try b.random([67, 45], seed: 6), out = try b.allocate([45, 67])
+      try b.permute(x, dims: [1, 0], into: out); return [try b.floats(out)]
+    },
     ParityCase(op: .cast, name: "f32→bf16", tolerance: .exact) { b in
       let src = try b.random([130], seed: 3, -3, 3), h = try b.allocate([130], .bf16)
       try b.cast(src, to: h); return [try b.floats(h)]

@@ -27,6 +27,7 @@ final class RejectionTests: XCTestCase {
     let heads = try x.reshaped([4, 1, 8]), outHeads = try y.reshaped([4, 1, 8])
     return [
       BadCall(op: .copy) { b, bad in try b.copy(bad, to: y) },
+      BadCall(op: .permute) { b, bad in try b.permute(bad, dims: [1, 0], into: try b.allocate([8, 4])) },
       BadCall(op: .cast) { b, bad in try b.cast(bad, to: try b.allocate([4, 8], .f16)) },
       BadCall(op: .matmul) { b, bad in try b.matmul(bad, w8.reshaped([8, 1]), into: r4.reshaped([4, 1])) },
       BadCall(op: .dequantizeNF4, good: [8, 8]) { b, bad in try b.dequantizeNF4(q, into: bad) },

@@ -21,7 +21,7 @@ extension VulkanBackend {
     try checkOwnership(op, param, grad, m, v, hyper, gradSumOfSquares)
     try ShapeCheck.adamW(param, grad, m, v, hyper, gradSumOfSquares)
     guard param.count > 0 else { return }
-    let push = AdamWPush(n: try pushU32(param.count, op: op),
+    let push = AdamWPush(n: try shaderUInt(param.count, op),
                          hasSumSq: gradSumOfSquares == nil ? 0 : 1)
     try dispatch("adam_w", specialization: blockSpecialization,
                  bindings: [grad, hyper, gradSumOfSquares ?? hyper, param, m, v], push: push,

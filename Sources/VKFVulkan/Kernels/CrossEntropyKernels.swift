@@ -33,8 +33,8 @@ extension VulkanBackend {
     // logits, dLogits: (N, V); targets: (N) i32; losses: (N)
     let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
     guard n > 0 else { return }
-    _ = try pushU32(logits.count, op: op)
-    let push = CrossEntropyPush(n: try pushU32(n, op: op), vocab: try pushU32(vocab, op: op),
+    _ = try shaderUInt(logits.count, op)
+    let push = CrossEntropyPush(n: try shaderUInt(n, op), vocab: try shaderUInt(vocab, op),
                                 ignoreIndex: ignoreIndex, normalizer: normalizer ?? 0,
                                 normFromBuffer: normalizer == nil ? 1 : 0)
     // Binding 2 is only read when normFromBuffer = 1; otherwise any f32 buffer fills it.

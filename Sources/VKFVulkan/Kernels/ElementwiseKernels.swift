@@ -62,14 +62,6 @@ extension VulkanBackend {
     let w = blockWorkgroupSize
     return try spreadGroups((n + w - 1) / w, op: op)
   }
-
-  /// `v` as a push-constant field; shaders index with 32-bit words.
-  func pushU32(_ v: Int, op: Op) throws -> UInt32 {
-    guard let u = UInt32(exactly: v) else {
-      throw VKFError.outOfRange(op: op.rawValue, detail: "\(v) does not fit a 32-bit shader index")
-    }
-    return u
-  }
 }
 
 // MARK: - Ops
@@ -95,7 +87,7 @@ extension VulkanBackend {
     try ShapeCheck.scale(x, out)
     guard x.count > 0 else { return }
     try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
-                 push: ScalePush(n: try pushU32(x.count, op: .scale), alpha: alpha),
+                 push: ScalePush(n: try shaderUInt(x.count, .scale), alpha: alpha),
                  groups: try elementGroups(x.count, op: .scale))
   }
 
@@ -103,7 +95,7 @@ extension VulkanBackend {
   private func binary(_ shader: String, _ op: Op, _ a: Tensor, _ b: Tensor, alpha: Float,
                       _ out: Tensor) throws {
     guard a.count > 0 else { return }
-    let push = BinaryPush(n: try pushU32(a.count, op: op), nb: try pushU32(b.count, op: op),
+    let push = BinaryPush(n: try shaderUInt(a.count, op), nb: try shaderUInt(b.count, op),
                           alpha: alpha)
     try dispatch(shader, specialization: blockSpecialization, bindings: [a, b, out], push: push,
                  groups: try elementGroups(a.count, op: op))

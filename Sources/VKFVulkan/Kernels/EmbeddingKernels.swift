@@ -22,7 +22,7 @@ extension VulkanBackend {
     // ids: (N) i32; table: (V, C); out: (N, C)
     let push = try embeddingPush(.embedding, ids, table)
     guard out.count > 0 else { return }
-    _ = try pushU32(out.count, op: .embedding)  // the shader's flat element index
+    _ = try shaderUInt(out.count, .embedding)  // the shader's flat element index
     try dispatch("embedding", specialization: blockSpecialization, bindings: [ids, table, out],
                  push: push, groups: try elementGroups(out.count, op: .embedding))
   }
@@ -35,14 +35,14 @@ extension VulkanBackend {
     // ids: (N) i32; dOut: (N, C); dTable: (V, C)
     let push = try embeddingPush(op, ids, dTable)
     guard dOut.count > 0 else { return }
-    _ = try pushU32(max(dOut.count, dTable.count), op: op)  // flat element indices
+    _ = try shaderUInt(max(dOut.count, dTable.count), op)  // flat element indices
     try dispatch("embedding_back", specialization: blockSpecialization,
                  bindings: [ids, dOut, dTable], push: push,
                  groups: try spreadGroups(ids.count, op: op))
   }
 
   private func embeddingPush(_ op: Op, _ ids: Tensor, _ table: Tensor) throws -> EmbeddingPush {
-    EmbeddingPush(n: try pushU32(ids.count, op: op), cols: try pushU32(table.shape[1], op: op),
-                  vocab: try pushU32(table.shape[0], op: op))
+    EmbeddingPush(n: try shaderUInt(ids.count, op), cols: try shaderUInt(table.shape[1], op),
+                  vocab: try shaderUInt(table.shape[0], op))
   }
 }

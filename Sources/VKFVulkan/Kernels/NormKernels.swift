@@ -47,9 +47,9 @@ extension VulkanBackend {
     // x: (R, C) → out: (R, C), rstd: (R)
     let rows = x.rowCount, cols = x.lastDim
     guard rows > 0, cols > 0 else { return }
-    _ = try pushU32(x.count, op: .rmsNorm)  // the shader's flat element index
-    let push = RMSNormPush(rows: try pushU32(rows, op: .rmsNorm),
-                           cols: try pushU32(cols, op: .rmsNorm), eps: eps)
+    _ = try shaderUInt(x.count, .rmsNorm)  // the shader's flat element index
+    let push = RMSNormPush(rows: try shaderUInt(rows, .rmsNorm),
+                           cols: try shaderUInt(cols, .rmsNorm), eps: eps)
     try dispatch("rms_norm", defines: reductionVariant(), specialization: blockSpecialization,
                  bindings: [x, weight, out, rstd], push: push,
                  groups: try spreadGroups(rows, op: .rmsNorm))
@@ -64,9 +64,9 @@ extension VulkanBackend {
     let rows = x.rowCount, cols = x.lastDim
     guard rows > 0, cols > 0 else { return }
     let op = Op.rmsNormBackward
-    _ = try pushU32(x.count, op: op)  // the shader's flat element index
+    _ = try shaderUInt(x.count, op)  // the shader's flat element index
     let wg = blockWorkgroupSize
-    var push = RMSNormBackPush(rows: try pushU32(rows, op: op), cols: try pushU32(cols, op: op),
+    var push = RMSNormBackPush(rows: try shaderUInt(rows, op), cols: try shaderUInt(cols, op),
                                rowsPerBlock: 0, blocks: 0, direct: 0)
 
     // dWeight first: dx may alias dOut, which the dWeight passes read.
@@ -74,8 +74,8 @@ extension VulkanBackend {
       let perBlock = max(Self.rmsNormRowsPerBlock,
                          (rows + Self.rmsNormMaxBlocks - 1) / Self.rmsNormMaxBlocks)
       let blocks = (rows + perBlock - 1) / perBlock
-      push.rowsPerBlock = try pushU32(perBlock, op: op)
-      push.blocks = try pushU32(blocks, op: op)
+      push.rowsPerBlock = try shaderUInt(perBlock, op)
+      push.blocks = try shaderUInt(blocks, op)
       let colGroups = (cols + wg - 1) / wg
       if blocks == 1 {
         push.direct = 1

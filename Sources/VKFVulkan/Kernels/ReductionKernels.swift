@@ -22,10 +22,10 @@ extension VulkanBackend {
     try checkOwnership(op, x, out)
     try ShapeCheck.sumOfSquares(x, out)
     guard x.count > 0 else { return }
-    let n = try pushU32(x.count, op: op)
+    let n = try shaderUInt(x.count, op)
     let perGroup = blockWorkgroupSize * Self.sumOfSquaresItemsPerInvocation
     let groups = (x.count + perGroup - 1) / perGroup
-    let push = SumOfSquaresPush(n: n, perGroup: try pushU32(perGroup, op: op))
+    let push = SumOfSquaresPush(n: n, perGroup: try shaderUInt(perGroup, op))
     if groups == 1 {
       try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "1", "ACCUMULATE": "1"]),
                    specialization: blockSpecialization, bindings: [x, out], push: push,
@@ -36,7 +36,7 @@ extension VulkanBackend {
     try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "1", "ACCUMULATE": "0"]),
                  specialization: blockSpecialization, bindings: [x, partial], push: push,
                  groups: try spreadGroups(groups, op: op))
-    let g = try pushU32(groups, op: op)
+    let g = try shaderUInt(groups, op)
     try dispatch("sum_of_squares", defines: reductionVariant(["SQUARE": "0", "ACCUMULATE": "1"]),
                  specialization: blockSpecialization, bindings: [partial, out],
                  push: SumOfSquaresPush(n: g, perGroup: g), groups: (1, 1, 1))

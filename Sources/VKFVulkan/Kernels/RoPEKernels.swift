@@ -35,9 +35,9 @@ extension VulkanBackend {
     let heads = x.shape[1], half = x.shape[2] / 2
     let pairs = x.count / 2
     guard pairs > 0 else { return }
-    _ = try pushU32(x.count, op: op)  // the shader's flat element index
-    let push = RoPEPush(pairs: try pushU32(pairs, op: op), heads: try pushU32(heads, op: op),
-                        halfDim: try pushU32(half, op: op), sign: sign)
+    _ = try shaderUInt(x.count, op)  // the shader's flat element index
+    let push = RoPEPush(pairs: try shaderUInt(pairs, op), heads: try shaderUInt(heads, op),
+                        halfDim: try shaderUInt(half, op), sign: sign)
     try dispatch("rope", specialization: blockSpecialization,
                  bindings: [x, positions, invFreq, out], push: push,
                  groups: try elementGroups(pairs, op: op))

@@ -19,11 +19,11 @@ extension VulkanBackend {
     let (rows, tq, tk) = try ShapeCheck.causalSoftmax(.causalSoftmax, x, out)
     guard rows > 0, tq > 0 else { return }
     let op = Op.causalSoftmax
-    _ = try pushU32(x.count, op: op)  // the shader's flat element index
+    _ = try shaderUInt(x.count, op)  // the shader's flat element index
     // Whole (tq, tk) matrices per chunk keep each row's query index (row % tq).
     for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
-      let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
-                                   tk: try pushU32(tk, op: op), scale: scale)
+      let push = CausalSoftmaxPush(rows: try shaderUInt(r.count, op), tq: try shaderUInt(tq, op),
+                                   tk: try shaderUInt(tk, op), scale: scale)
       try dispatch("causal_softmax", defines: reductionVariant(), specialization: blockSpecialization,
                    bindings: [try x.rowSlice(r), try out.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))
@@ -38,10 +38,10 @@ extension VulkanBackend {
     let (rows, tq, tk) = try ShapeCheck.causalSoftmaxBackward(dOut, y, dx)
     guard rows > 0, tq > 0 else { return }
     let op = Op.causalSoftmaxBackward
-    _ = try pushU32(y.count, op: op)  // the shader's flat element index
+    _ = try shaderUInt(y.count, op)  // the shader's flat element index
     for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
-      let push = CausalSoftmaxPush(rows: try pushU32(r.count, op: op), tq: try pushU32(tq, op: op),
-                                   tk: try pushU32(tk, op: op), scale: scale)
+      let push = CausalSoftmaxPush(rows: try shaderUInt(r.count, op), tq: try shaderUInt(tq, op),
+                                   tk: try shaderUInt(tk, op), scale: scale)
       try dispatch("causal_softmax_back", defines: reductionVariant(), specialization: blockSpecialization,
                    bindings: [try dOut.rowSlice(r), try y.rowSlice(r), try dx.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))

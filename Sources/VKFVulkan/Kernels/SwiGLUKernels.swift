@@ -19,7 +19,7 @@ extension VulkanBackend {
     try ShapeCheck.swiglu(gate, up, out)
     guard gate.count > 0 else { return }
     try dispatch("swiglu", specialization: blockSpecialization, bindings: [gate, up, out],
-                 push: SwiGLUPush(n: try pushU32(gate.count, op: .swiglu)),
+                 push: SwiGLUPush(n: try shaderUInt(gate.count, .swiglu)),
                  groups: try elementGroups(gate.count, op: .swiglu))
   }
 
@@ -32,7 +32,7 @@ extension VulkanBackend {
     guard gate.count > 0 else { return }
     try dispatch("swiglu_back", specialization: blockSpecialization,
                  bindings: [dOut, gate, up, dGate, dUp],
-                 push: SwiGLUBackPush(n: try pushU32(gate.count, op: op)),
+                 push: SwiGLUBackPush(n: try shaderUInt(gate.count, op)),
                  groups: try elementGroups(gate.count, op: op))
   }
 }
