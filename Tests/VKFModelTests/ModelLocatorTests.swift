@@ -1,0 +1,134 @@
+import Foundation
+import XCTest
+@testable import VKFModel
+
+/// `--model` resolution: local directories, .gguf files and the Hugging Face cache.
+final class ModelLocatorTests: XCTestCase {
+  private static let cacheVariables = ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"]
+  private var dir: SafetensorsTestDirectory!
+  private var savedEnvironment: [String: String?] = [:]
+
+  override func setUpWithError() throws {
+    dir = try SafetensorsTestDirectory()
+    for key in Self.cacheVariables {
+      savedEnvironment[key] = getenv(key).map { String(cString: $0) }
+      unsetenv(key)
+    }
+  }
+
+  override func tearDown() {
+    for (key, value) in savedEnvironment {
+      if let value { setenv(key, value, 1) } else { unsetenv(key) }
+    }
+    dir = nil
+  }
+
+  /// A model directory with config.json and a tiny model.safetensors.
+  @discardableResult
+  private func makeModelDirectory(_ url: URL) throws -> URL {
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    try Data("{}".utf8).write(to: url.appendingPathComponent("config.json"))
+    try SafetensorsWriter.write(floats: ["w": ([1], [1])], to: url.appendingPathComponent("model.safetensors"))
+    return url
+  }
+
+  /// `<cache>/models--org--name/snapshots/<revision>` holding a model, with the given mtime.
+  @discardableResult
+  private func makeSnapshot(cache: URL, revision: String, age: TimeInterval) throws -> URL {
+    let snap = cache.appendingPathComponent("models--org--name/snapshots/\(revision)")
+    try makeModelDirectory(snap)
+    try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -age)],
+                                          ofItemAtPath: snap.path)
+    return snap
+  }
+
+  private func assertError(_ argument: String, contains keywords: [String],
+                           file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertThrowsError(try ModelLocator.resolve(argument), file: file, line: line) { error in
+      XCTAssertTrue(error is ModelFileError, file: file, line: line)
+      for k in keywords {
+        XCTAssertTrue("\(error)".contains(k), "\"\(error)\" lacks \"\(k)\"", file: file, line: line)
+      }
+    }
+  }
+
+  func test_localDirectoryWithConfigAndWeights_isHuggingFaceDirectory() throws {
+    let model = try makeModelDirectory(dir.file("model"))
+    XCTAssertEqual(try ModelLocator.resolve(model.path), .huggingFaceDirectory(model))
+  }
+
+  func test_ggufFileAndDirectoryWithOneGGUF_resolveToTheFile() throws {
+    let gguf = dir.file("tiny.Q4_0.gguf")
+    try Data([0x47, 0x47, 0x55, 0x46]).write(to: gguf)
+    XCTAssertEqual(try ModelLocator.resolve(gguf.path), .gguf(gguf))
+    XCTAssertEqual(try ModelLocator.resolve(dir.url.path), .gguf(gguf))
+    try Data().write(to: dir.file("other.gguf"))
+    assertError(dir.url.path, contains: ["several .gguf files", "other.gguf", "tiny.Q4_0.gguf"])
+  }
+
+  func test_directoryWithoutConfigOrWeights_isRejected() throws {
+    let empty = dir.file("empty")
+    try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: false)
+    assertError(empty.path, contains: ["no config.json"])
+    try Data("{}".utf8).write(to: empty.appendingPathComponent("config.json"))
+    assertError(empty.path, contains: ["no weights", "model.safetensors.index.json"])
+    let other = dir.file("weights.bin")
+    try Data([0]).write(to: other)
+    assertError(other.path, contains: ["model directory"])
+  }
+
+  func test_hubCache_usesRevisionNamedInRefsMain() throws {
+    let cache = dir.file("hub")
+    setenv("HF_HUB_CACHE", cache.path, 1)
+    setenv("HF_HOME", dir.file("elsewhere").path, 1)  // HF_HUB_CACHE wins
+    let named = try makeSnapshot(cache: cache, revision: "aaa111", age: 1000)
+    try makeSnapshot(cache: cache, revision: "bbb222", age: 10)
+    let refs = cache.appendingPathComponent("models--org--name/refs")
+    try FileManager.default.createDirectory(at: refs, withIntermediateDirectories: true)
+    try Data("aaa111\n".utf8).write(to: refs.appendingPathComponent("main"))
+    XCTAssertEqual(try ModelLocator.resolve("org/name"), .huggingFaceDirectory(named))
+  }
+
+  func test_hfHome_withoutRefs_usesNewestSnapshot() throws {
+    let home = dir.file("hf-home")
+    setenv("HF_HOME", home.path, 1)
+    let cache = home.appendingPathComponent("hub")
+    try makeSnapshot(cache: cache, revision: "old", age: 5000)
+    let newest = try makeSnapshot(cache: cache, revision: "new", age: 5)
+    XCTAssertEqual(try ModelLocator.resolve("org/name"), .huggingFaceDirectory(newest))
+  }
+
+  func test_explicitEnvironment_fallsBackToXDGAndHome() throws {
+    let cache = dir.file("xdg/huggingface/hub")
+    let snap = try makeSnapshot(cache: cache, revision: "r", age: 0)
+    let env = ["XDG_CACHE_HOME": dir.file("xdg").path]
+    XCTAssertEqual(try ModelLocator.resolve("org/name", environment: env), .huggingFaceDirectory(snap))
+    let home = ["HOME": dir.file("home").path]
+    let snap2 = try makeSnapshot(cache: dir.file("home/.cache/huggingface/hub"), revision: "r", age: 0)
+    XCTAssertEqual(try ModelLocator.resolve("org/name", environment: home), .huggingFaceDirectory(snap2))
+  }
+
+  func test_missingRepo_errorListsEveryPathTried() throws {
+    let cache = dir.file("hub")
+    setenv("HF_HUB_CACHE", cache.path, 1)
+    let repo = cache.appendingPathComponent("models--org--missing").path
+    assertError("org/missing", contains: [
+      "org/missing", repo + "/refs/main", repo + "/snapshots/*", "huggingface-cli download org/missing",
+    ])
+  }
+
+  func test_missingPath_isRejectedWithThePath() throws {
+    let path = dir.file("nope/deeper/model").path
+    assertError(path, contains: ["no such file or directory", path])
+  }
+
+  func test_repoID_acceptsOnlyRepoShapedArguments() {
+    XCTAssertEqual(ModelLocator.repoID("HuggingFaceTB/SmolLM2-135M"), "HuggingFaceTB/SmolLM2-135M")
+    XCTAssertEqual(ModelLocator.repoID("gpt2"), "gpt2")
+    XCTAssertNil(ModelLocator.repoID("./model"))
+    XCTAssertNil(ModelLocator.repoID("/abs/path"))
+    XCTAssertNil(ModelLocator.repoID("a/b/c"))
+    XCTAssertNil(ModelLocator.repoID("../x"))
+    XCTAssertNil(ModelLocator.repoID("model.gguf"))
+  }
+}
