@@ -1,0 +1,89 @@
+/// Maps llama.cpp GGUF tensor names to Hugging Face Llama-family names, and says which
+/// tensors the converter stored with permuted rows.
+///
+/// Names follow gguf-py `tensor_mapping.py` for the Llama-family blocks
+/// (`blk.N.attn_q.weight` ↔ `model.layers.N.self_attn.q_proj.weight`).
+public enum GGUFNameMap {
+  /// Whole-model tensors: GGUF base name → HF base name (a ".weight"/".bias" suffix follows).
+  static let global: [String: String] = [
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+  ]
+
+  /// Per-block tensors: GGUF name inside `blk.N.` → HF name inside `model.layers.N.`.
+  static let block: [String: String] = [
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+  ]
+
+  /// The Hugging Face name for a GGUF tensor name, or nil when it has no HF counterpart
+  /// (e.g. llama.cpp's `rope_freqs.weight`, which HF recomputes from the config).
+  public static func huggingFaceName(for ggufName: String) -> String? {
+    let suffixes = [".weight", ".bias"]
+    guard let suffix = suffixes.first(where: { ggufName.hasSuffix($0) }) else { return nil }
+    let stem = String(ggufName.dropLast(suffix.count))
+    if let mapped = global[stem] { return mapped + suffix }
+    let parts = stem.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+    guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
+          let mapped = block[String(parts[2])] else { return nil }
+    return "model.layers.\(layer).\(mapped)\(suffix)"
+  }
+
+  // MARK: - Row permutation
+
+  /// Which heads' rows a tensor was permuted with, if any.
+  public enum HeadGroup: Sendable, Equatable {
+    /// Query rows, grouped by `<arch>.attention.head_count`.
+    case query
+    /// Key rows, grouped by `<arch>.attention.head_count_kv`.
+    case key
+  }
+
+  /// Architectures whose llama.cpp converter permutes q/k rows.
+  ///
+  /// `convert_hf_to_gguf.py` `LlamaModel.modify_tensors` applies `LlamaModel.permute` to
+  /// `q_proj.weight`/`.bias` (n_head) and `k_proj.weight`/`.bias` (n_head_kv) because
+  /// llama.cpp's "llama" rope pairs adjacent elements (GGML_ROPE_TYPE_NORM) while HF's
+  /// `rotate_half` pairs element i with i + head_dim/2. Qwen2 (`Qwen2Model`, rope type NEOX),
+  /// Qwen3, Gemma and Phi-3 converters do not permute, so their rows are stored as in HF.
+  /// Other architectures with permuting converters are not listed until checked.
+  public static let permutedArchitectures: Set<String> = ["llama"]
+
+  /// The head group whose rows were permuted for this GGUF tensor under `architecture`.
+  public static func permutation(for ggufName: String, architecture: String?) -> HeadGroup? {
+    guard let architecture, permutedArchitectures.contains(architecture) else { return nil }
+    if ggufName.hasSuffix(".attn_q.weight") || ggufName.hasSuffix(".attn_q.bias") { return .query }
+    if ggufName.hasSuffix(".attn_k.weight") || ggufName.hasSuffix(".attn_k.bias") { return .key }
+    return nil
+  }
+
+  /// Undoes `LlamaModel.permute` on a row-major (rows, columns) matrix in place of `src`:
+  /// stored row `h·hd + 2i + s` holds original row `h·hd + s·hd/2 + i`
+  /// (transformers `reverse_permute`: reshape(heads, hd/2, 2, …).swapaxes(1, 2)).
+  static func unpermuteRows(
+    _ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>,
+    rows: Int, columns: Int, heads: Int
+  ) {
+    let headDim = rows / heads
+    let halfDim = headDim / 2
+    for head in 0 ..< heads {
+      for i in 0 ..< halfDim {
+        for s in 0 ..< 2 {
+          let stored = head * headDim + 2 * i + s
+          let original = head * headDim + s * halfDim + i
+          (dst + original * columns).update(from: src + stored * columns, count: columns)
+        }
+      }
+    }
+  }
+}
