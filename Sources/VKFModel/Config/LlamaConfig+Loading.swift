@@ -1,0 +1,139 @@
+import Foundation
+import VKFCore
+
+// MARK: - Loading
+
+extension LlamaConfig {
+  /// Reads and validates `config.json` at `url`, or a model directory containing one.
+  public static func load(from url: URL) throws -> LlamaConfig {
+    var file = url
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+      file = url.appendingPathComponent("config.json")
+    }
+    let data: Data
+    do { data = try Data(contentsOf: file) } catch {
+      throw ConfigError.unreadable(file: file.path, reason: error.localizedDescription)
+    }
+    return try decode(data, file: file.path)
+  }
+
+  /// Decodes and validates config JSON; `file` only labels error messages.
+  public static func decode(_ data: Data, file: String = "<memory>") throws -> LlamaConfig {
+    guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+      throw ConfigError.notJSON(file: file, reason: "expected a top-level {...} object")
+    }
+    let config: LlamaConfig
+    do {
+      config = try JSONDecoder().decode(LlamaConfig.self, from: data)
+    } catch let error as ConfigError {
+      throw error.relabelled(file: file)
+    } catch let error as RopeScalingUnsupported {
+      throw ConfigError.unsupportedRopeScaling(error.name, file: file,
+                                               supported: RopeScaling.Kind.allCases.map(\.rawValue))
+    } catch let error as DecodingError {
+      throw ConfigError(error, file: file)
+    }
+    try config.validate(file: file)
+    return config
+  }
+
+  /// Checks the relations between fields that the attention and MLP code rely on.
+  public func validate(file: String = "<memory>") throws {
+    for (key, value) in [("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                         ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
+                         ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim),
+                         ("vocab_size", vocabSize)] where value <= 0 {
+      throw ConfigError.invalidValue(key, reason: "must be positive, got \(value)", file: file)
+    }
+    if numAttentionHeads % numKeyValueHeads != 0 {
+      throw ConfigError.invalidValue(
+        "num_key_value_heads",
+        reason: "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)", file: file)
+    }
+    if headDim % 2 != 0 {
+      throw ConfigError.invalidValue("head_dim", reason: "RoPE needs an even head_dim, got \(headDim)", file: file)
+    }
+    if hiddenAct != "silu" {
+      throw ConfigError.invalidValue("hidden_act", reason: "only \"silu\" is implemented, got \"\(hiddenAct)\"",
+                                     file: file)
+    }
+  }
+}
+
+// MARK: - RoPE
+
+extension LlamaConfig {
+  /// The RoPE inverse frequencies (headDim/2 values) for sequences up to
+  /// `sequenceLength` tokens, matching transformers' `ROPE_INIT_FUNCTIONS`.
+  ///
+  /// - `default`, `llama3`: independent of length (VKFCore `RoPE.inverseFrequencies`).
+  /// - `linear`: every frequency divided by `factor`.
+  /// - `dynamic`: the default frequencies up to `max_position_embeddings`; past it the
+  ///   base grows as in `_compute_dynamic_ntk_parameters`.
+  public func ropeInverseFrequencies(sequenceLength: Int? = nil) -> [Float] {
+    guard let scaling = ropeScaling else {
+      return RoPE.inverseFrequencies(headDim: headDim, theta: ropeTheta)
+    }
+    switch scaling.kind {
+    case .llama3:
+      return RoPE.inverseFrequencies(headDim: headDim, theta: ropeTheta, llama3: scaling.llama3)
+    case .linear:
+      return RoPE.inverseFrequencies(headDim: headDim, theta: ropeTheta).map { $0 / Float(scaling.factor) }
+    case .dynamic:
+      let maxPositions = Double(scaling.originalMaxPositionEmbeddings ?? maxPositionEmbeddings)
+      let length = Double(sequenceLength ?? 0)
+      guard length > maxPositions else {
+        return RoPE.inverseFrequencies(headDim: headDim, theta: ropeTheta)
+      }
+      let dim = Double(headDim)
+      let base = ropeTheta * pow(scaling.factor * length / maxPositions - (scaling.factor - 1), dim / (dim - 2))
+      return RoPE.inverseFrequencies(headDim: headDim, theta: base)
+    }
+  }
+}
+
+// MARK: - Error mapping
+
+extension ConfigError {
+  /// Builds a field-naming error out of Foundation's `DecodingError`.
+  init(_ error: DecodingError, file: String) {
+    func path(_ context: DecodingError.Context, _ last: CodingKey? = nil) -> String {
+      let keys = context.codingPath + (last.map { [$0] } ?? [])
+      let named = keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+      return named.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+    }
+    switch error {
+    case let .keyNotFound(key, context):
+      self = .missingField(path(context, key), file: file)
+    case let .typeMismatch(type, context):
+      self = .wrongType(path(context), expected: Self.describe(type), file: file)
+    case let .valueNotFound(type, context):
+      self = .wrongType(path(context), expected: "\(Self.describe(type)), not null", file: file)
+    case let .dataCorrupted(context):
+      self = .notJSON(file: file, reason: context.debugDescription)
+    @unknown default:
+      self = .notJSON(file: file, reason: "\(error)")
+    }
+  }
+
+  /// "a number", "a string"… for the JSON type a Swift type decodes from.
+  static func describe(_ type: Any.Type) -> String {
+    switch type {
+    case is Int.Type, is Double.Type, is Float.Type: return "a number"
+    case is String.Type: return "a string"
+    case is Bool.Type: return "true or false"
+    case is [Int].Type: return "a list of integers"
+    default: return "a JSON object"
+    }
+  }
+
+  /// The same error with `file` filled in (decoding inside `init(from:)` cannot know it).
+  func relabelled(file: String) -> ConfigError {
+    switch self {
+    case let .unsupportedModelType(type, _, supported):
+      return .unsupportedModelType(type, file: file, supported: supported)
+    default: return self
+    }
+  }
+}

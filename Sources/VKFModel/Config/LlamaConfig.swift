@@ -1,0 +1,172 @@
+import Foundation
+
+/// A Llama-family model's hyper-parameters, decoded from a Hugging Face `config.json`.
+///
+/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral` and `qwen2`,
+/// which share one architecture: RMSNorm, SwiGLU MLP, grouped-query attention with RoPE.
+/// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
+/// and their absence is a `ConfigError.missingField`; other defaults follow the matching
+/// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
+public struct LlamaConfig: Codable, Equatable, Sendable {
+  /// The architectures this struct describes; the order is the one error messages list.
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2"]
+
+  /// `model_type`: one of `supportedModelTypes`. Required.
+  public var modelType: String
+  /// `hidden_size`: the residual width C. Required.
+  public var hiddenSize: Int
+  /// `intermediate_size`: the MLP width. Required.
+  public var intermediateSize: Int
+  /// `num_hidden_layers`: transformer blocks. Required.
+  public var numHiddenLayers: Int
+  /// `num_attention_heads`: query heads NH. Required.
+  public var numAttentionHeads: Int
+  /// `num_key_value_heads`: key/value heads (GQA). Default: `numAttentionHeads` (MHA).
+  public var numKeyValueHeads: Int
+  /// `head_dim`: per-head width HS. Default: `hiddenSize / numAttentionHeads`.
+  public var headDim: Int
+  /// `rms_norm_eps`: RMSNorm epsilon. Default: 1e-6.
+  public var rmsNormEps: Double
+  /// `vocab_size`: embedding rows V. Required.
+  public var vocabSize: Int
+  /// `max_position_embeddings`: trained context. Default: 2048 (llama), 131072 (mistral),
+  /// 32768 (qwen2), as in transformers.
+  public var maxPositionEmbeddings: Int
+  /// `tie_word_embeddings`: the LM head reuses `embed_tokens`. Default: false
+  /// (Qwen2.5 ≤ 3B and SmolLM2 set it true).
+  public var tieWordEmbeddings: Bool
+  /// `rope_theta` (or `rope_parameters.rope_theta`): RoPE base. Default: 10000.
+  public var ropeTheta: Double
+  /// `rope_scaling` (or the scaling part of `rope_parameters`). Default: nil (plain RoPE).
+  public var ropeScaling: RopeScaling?
+  /// `attention_bias`: q/k/v/o projections carry biases. Default: false.
+  public var attentionBias: Bool
+  /// `mlp_bias`: gate/up/down projections carry biases. Default: false.
+  public var mlpBias: Bool
+  /// `sliding_window`: attention window (mistral v0.1; qwen2 records one it rarely uses).
+  /// Default: nil (full attention).
+  public var slidingWindow: Int?
+  /// `use_sliding_window` (qwen2): whether `slidingWindow` applies. Default: true for
+  /// mistral when a window is given, false for qwen2, as transformers does.
+  public var useSlidingWindow: Bool
+  /// `hidden_act`: MLP activation. Default: "silu" (the only one implemented).
+  public var hiddenAct: String
+  /// `bos_token_id`. Default: nil.
+  public var bosTokenId: Int?
+  /// `eos_token_id`, which Hugging Face writes as an int or a list. Default: [].
+  public var eosTokenIds: [Int]
+  /// `pad_token_id`. Default: nil.
+  public var padTokenId: Int?
+  /// `torch_dtype` (or the newer `dtype`): the checkpoint's storage dtype. Default: nil.
+  public var torchDtype: String?
+
+  /// Qwen2 always has q/k/v biases (its `attention_bias` key is absent); elsewhere they
+  /// follow `attention_bias`.
+  public var hasQKVBias: Bool { modelType == "qwen2" || attentionBias }
+  /// Whether the output projection `o_proj` has a bias (never for qwen2).
+  public var hasOutputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
+  /// Query heads per key/value head.
+  public var groupSize: Int { numAttentionHeads / max(numKeyValueHeads, 1) }
+  /// The attention window actually in force, if any.
+  public var effectiveSlidingWindow: Int? { useSlidingWindow ? slidingWindow : nil }
+
+  enum CodingKeys: String, CodingKey {
+    case modelType = "model_type", hiddenSize = "hidden_size"
+    case intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
+    case numAttentionHeads = "num_attention_heads", numKeyValueHeads = "num_key_value_heads"
+    case headDim = "head_dim", rmsNormEps = "rms_norm_eps", vocabSize = "vocab_size"
+    case maxPositionEmbeddings = "max_position_embeddings"
+    case tieWordEmbeddings = "tie_word_embeddings", ropeTheta = "rope_theta"
+    case ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+    case attentionBias = "attention_bias", mlpBias = "mlp_bias"
+    case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
+    case hiddenAct = "hidden_act", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
+    case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
+  }
+
+  /// `rope_parameters` keys (transformers ≥ 4.56 folds `rope_theta` into this object).
+  enum RopeParameterKeys: String, CodingKey { case ropeTheta = "rope_theta" }
+
+  /// Decodes and validates; prefer `LlamaConfig.load(from:)`, which turns failures into
+  /// `ConfigError`s naming the file and field.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    modelType = try c.decode(String.self, forKey: .modelType)
+    guard Self.supportedModelTypes.contains(modelType) else {
+      throw ConfigError.unsupportedModelType(modelType, file: "", supported: Self.supportedModelTypes)
+    }
+    hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+    intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+    numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+    numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+    numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
+    headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+      ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
+    rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
+    vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768][modelType] ?? 2048
+    maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
+    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
+    attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+    mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+    slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+    useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
+      ?? (modelType == "mistral" && slidingWindow != nil)
+    hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+    bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
+    if let one = try? c.decodeIfPresent(Int.self, forKey: .eosTokenIds) {
+      eosTokenIds = [one]
+    } else {
+      eosTokenIds = try c.decodeIfPresent([Int].self, forKey: .eosTokenIds) ?? []
+    }
+    padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId)
+    torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
+      ?? c.decodeIfPresent(String.self, forKey: .dtype)
+
+    // RoPE: `rope_parameters` (new) wins over `rope_theta` + `rope_scaling` (old).
+    ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+    ropeScaling = try Self.decodeScaling(c, key: .ropeScaling)
+    if c.contains(.ropeParameters), try !c.decodeNil(forKey: .ropeParameters) {
+      let p = try c.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
+      ropeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
+      ropeScaling = try Self.decodeScaling(c, key: .ropeParameters)
+    }
+  }
+
+  /// A scaling object, or nil when absent, null or of type `default`.
+  private static func decodeScaling(_ c: KeyedDecodingContainer<CodingKeys>,
+                                    key: CodingKeys) throws -> RopeScaling? {
+    guard c.contains(key), try !c.decodeNil(forKey: key) else { return nil }
+    let inner = try c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: key)
+    guard try RopeScaling.variantName(in: inner) != nil else { return nil }
+    return try c.decode(RopeScaling.self, forKey: key)
+  }
+
+  /// Encodes the verbatim keys (the old `rope_theta` + `rope_scaling` form).
+  public func encode(to encoder: Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(modelType, forKey: .modelType)
+    try c.encode(hiddenSize, forKey: .hiddenSize)
+    try c.encode(intermediateSize, forKey: .intermediateSize)
+    try c.encode(numHiddenLayers, forKey: .numHiddenLayers)
+    try c.encode(numAttentionHeads, forKey: .numAttentionHeads)
+    try c.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+    try c.encode(headDim, forKey: .headDim)
+    try c.encode(rmsNormEps, forKey: .rmsNormEps)
+    try c.encode(vocabSize, forKey: .vocabSize)
+    try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+    try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+    try c.encode(ropeTheta, forKey: .ropeTheta)
+    try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
+    try c.encode(attentionBias, forKey: .attentionBias)
+    try c.encode(mlpBias, forKey: .mlpBias)
+    try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
+    try c.encode(useSlidingWindow, forKey: .useSlidingWindow)
+    try c.encode(hiddenAct, forKey: .hiddenAct)
+    try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
+    if eosTokenIds.count == 1 { try c.encode(eosTokenIds[0], forKey: .eosTokenIds) }
+    else if !eosTokenIds.isEmpty { try c.encode(eosTokenIds, forKey: .eosTokenIds) }
+    try c.encodeIfPresent(padTokenId, forKey: .padTokenId)
+    try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
+  }
+}
