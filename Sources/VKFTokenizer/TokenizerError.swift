@@ -1,0 +1,37 @@
+// Typed errors for loading tokenizer.json files.
+
+/// Why a tokenizer.json could not be loaded; every message says what to check.
+public enum TokenizerError: Error, Equatable, CustomStringConvertible {
+  /// The file could not be read from disk.
+  case unreadable(path: String, reason: String)
+  /// The bytes are not JSON, or the top level is not an object.
+  case notJSON(reason: String)
+  /// A required field is absent or has the wrong JSON type.
+  case malformed(field: String, reason: String)
+  /// A component `type` (model, normalizer, pre-tokenizer, …) this library does not implement.
+  case unsupported(component: String, type: String)
+  /// A merge names a token that is not in the vocabulary.
+  case unknownMergeToken(merge: String, token: String)
+  /// A regex pattern could not be compiled.
+  case badPattern(pattern: String, reason: String)
+
+  /// A sentence for the user: what is wrong and what to do.
+  public var description: String {
+    switch self {
+    case let .unreadable(path, reason):
+      return "cannot read tokenizer file \(path): \(reason). Check the path and permissions."
+    case let .notJSON(reason):
+      return "tokenizer.json is not a JSON object (\(reason)). Pass a Hugging Face tokenizer.json file."
+    case let .malformed(field, reason):
+      return "tokenizer.json field '\(field)' is malformed: \(reason)."
+    case let .unsupported(component, type):
+      return "tokenizer.json uses \(component) type '\(type)', which vkfinetune does not support. "
+        + "Supported: BPE models with the components listed in VKFTokenizer's README."
+    case let .unknownMergeToken(merge, token):
+      return "tokenizer.json merge '\(merge)' references '\(token)', which is not in model.vocab. "
+        + "The file is corrupt or was edited by hand; re-export it with `tokenizers`."
+    case let .badPattern(pattern, reason):
+      return "tokenizer.json regex '\(pattern)' does not compile: \(reason)."
+    }
+  }
+}
