@@ -41,7 +41,7 @@ let package = Package(
             path: "Tests/VKFTestSupport"),
     .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore"]),
     .testTarget(name: "VKFTokenizerTests", dependencies: ["VKFTokenizer"], resources: [.copy("Fixtures")]),
-    .testTarget(name: "VKFModelTests", dependencies: ["VKFModel", "VKFCore", "VKFTestSupport"],
+    .testTarget(name: "VKFModelTests", dependencies: ["VKFModel", "VKFCore", "VKFVulkan", "VKFTestSupport"],
                 resources: [.copy("Fixtures")]),
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),

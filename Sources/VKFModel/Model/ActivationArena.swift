@@ -1,0 +1,133 @@
+import VKFCore
+
+/// What one decoder layer keeps from its forward pass for its backward pass.
+/// Legend: B batch, T tokens per row, N = B·T, C hidden, NH/KVH query/kv heads, HS head
+/// size, F MLP width.
+struct LayerActivations {
+  /// RMSNorm(x) before attention (N, C) and its 1/rms (N).
+  var h1, rstd1: Tensor
+  /// Roped queries, head-major (B, NH, T, HS); NH is kv-major (B, KVH, G, T, HS).
+  var q: Tensor
+  /// Roped keys and the values, head-major (B, KVH, T, HS).
+  var k, v: Tensor
+  /// Attention probabilities (B, NH, T, T).
+  var probs: Tensor
+  /// Attention output, token-major (N, NH·HS): o_proj's input.
+  var attn: Tensor
+  /// Residual stream after attention (N, C).
+  var x1: Tensor
+  /// RMSNorm(x1) before the MLP (N, C) and its 1/rms (N).
+  var h2, rstd2: Tensor
+  /// MLP gate and up projections and silu(gate)·up (N, F).
+  var gate, up, act: Tensor
+}
+
+/// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
+/// from one f32 allocation (plus one small i32 one for ids, targets and positions), made
+/// once and reused across steps (llm.c's single allocation).
+final class ActivationArena {
+  let batch: Int, tokens: Int
+  /// Residual stream before layer l (l < L) and after the last layer (l = L): L+1 × (N, C).
+  var residual: [Tensor] = []
+  /// Saved activations: one per layer, or a single reused set when layers are recomputed
+  /// in the backward pass (checkpointing) or nothing is trained.
+  var saved: [LayerActivations] = []
+  /// Final RMSNorm output (N, C) and 1/rms (N).
+  var finalNormed, finalRstd: Tensor
+  /// Logits (N, V); overwritten in place by dLogits when gradients are computed.
+  var logits: Tensor
+  /// Per-token loss / normalizer (N): Σ is the mean loss.
+  var losses: Tensor
+  /// (N) ones: bias gradients are row sums, done as ones·dy.
+  var ones: Tensor
+  /// Scores before softmax in the forward pass, dP / dScores in the backward (B, NH, T, T).
+  var scores: Tensor
+  /// Scratch of N·NH·HS elements (queries before/after RoPE, attention output, dq).
+  var qA, qB, dAttn: Tensor
+  /// Scratch of N·KVH·HS elements (keys before/after RoPE, values, dk, dv).
+  var kA, kB, dkHead, dvHead: Tensor
+  /// Gradient wrt the residual stream (N, C), and two (N, C) temporaries.
+  var dResidual, dHidden, dTemp: Tensor
+  /// MLP gradients (N, F).
+  var dAct, dGate, dUp: Tensor
+  /// Token ids, targets and RoPE positions (N) i32.
+  var ids, targets, positions: Tensor
+
+  init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
+       backend: Backend) throws {
+    self.batch = batch; self.tokens = tokens
+    let n = batch * tokens
+    // Two passes over the same carving code: the first only measures.
+    func carve(_ c: Carver) throws -> ActivationArena.Views {
+      var v = Views()
+      v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
+      v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
+        LayerActivations(
+          h1: try c.take([n, s.hidden]), rstd1: try c.take([n]),
+          q: try c.take([batch, s.heads, tokens, s.headDim]),
+          k: try c.take([batch, s.kvHeads, tokens, s.headDim]),
+          v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
+          probs: try c.take([batch, s.heads, tokens, tokens]),
+          attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
+          h2: try c.take([n, s.hidden]), rstd2: try c.take([n]),
+          gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
+          act: try c.take([n, s.intermediate]))
+      }
+      v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [n], [batch, s.heads, tokens, tokens],
+                   [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
+                   [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
+                   [n, s.hidden], [n, s.hidden], [n, s.hidden],
+                   [n, s.intermediate], [n, s.intermediate], [n, s.intermediate]].map { try c.take($0) }
+      return v
+    }
+    let measure = Carver(base: nil)
+    _ = try carve(measure)
+    let arena = try backend.allocate([measure.offset])
+    let v = try carve(Carver(base: arena))
+    residual = v.residual
+    saved = v.saved
+    (finalNormed, finalRstd, logits, losses, ones, scores) = (v.f32[0], v.f32[1], v.f32[2], v.f32[3], v.f32[4], v.f32[5])
+    (qA, qB, dAttn) = (v.f32[6], v.f32[7], v.f32[8])
+    (kA, kB, dkHead, dvHead) = (v.f32[9], v.f32[10], v.f32[11], v.f32[12])
+    (dResidual, dHidden, dTemp) = (v.f32[13], v.f32[14], v.f32[15])
+    (dAct, dGate, dUp) = (v.f32[16], v.f32[17], v.f32[18])
+    let ints = try backend.allocate([3 * LlamaWeights.aligned(n)], .i32)
+    ids = try ints.view(offset: 0, shape: [n])
+    targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
+    positions = try ints.view(offset: 2 * LlamaWeights.aligned(n), shape: [n])
+    try backend.fill(ones, value: 1)
+    // Positions 0..T−1 in every row (no packing yet).
+    try backend.upload((0..<n).map { Int32($0 % tokens) }, to: positions)
+  }
+
+  /// The carved views, before they are unpacked into the arena's properties.
+  private struct Views {
+    var residual: [Tensor] = [], saved: [LayerActivations] = [], f32: [Tensor] = []
+  }
+}
+
+/// Hands out consecutive 64-element-aligned views of one tensor; with no base it only
+/// measures (views of a placeholder storage that is never read or written).
+private final class Carver {
+  let base: Tensor?
+  private(set) var offset = 0
+  private static let placeholder = PlaceholderStorage()
+
+  init(base: Tensor?) { self.base = base }
+
+  func take(_ shape: [Int]) throws -> Tensor {
+    let count = shape.reduce(1, *)
+    defer { offset += LlamaWeights.aligned(count) }
+    guard let base else {
+      return Tensor(storage: Self.placeholder, shape: shape, dtype: .f32, byteOffset: offset * 4)
+    }
+    return try base.view(offset: offset, shape: shape)
+  }
+}
+
+/// Storage that is never touched: the measuring pass's views point into it.
+private final class PlaceholderStorage: TensorStorage, @unchecked Sendable {
+  var owner: ObjectIdentifier { ObjectIdentifier(self) }
+  var byteCount: Int { Int.max / 2 }
+  var memory: MemoryKind { .device }
+}

@@ -1,0 +1,135 @@
+import VKFCore
+
+/// One pre-norm Llama decoder layer as an explicit forward/backward pair over Backend ops:
+/// x → x1 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))) → y = x1 + down(silu(gate(n2))·up(n2)),
+/// with n1 = RMSNorm(x), n2 = RMSNorm(x1). Matches transformers' LlamaDecoderLayer /
+/// Qwen2DecoderLayer (eager attention, repeat_kv head order).
+///
+/// Legend: B batch, T tokens per row, N = B·T, C hidden, NH/KVH query/kv heads,
+/// G = NH/KVH queries per kv head, HS head size, F MLP width.
+///
+/// Grouped-query attention without copies: head-major queries (B, NH, T, HS) are, in memory,
+/// (B·KVH, G·T, HS) — query head h = kvHead·G + g, as repeat_kv orders them — so each kv
+/// head's G·T query rows meet its (T, HS) keys in one batched matmul, and the (B·KVH, G·T, T)
+/// scores are the (B·NH, T, T) the causal softmax expects. dk and dv sum over the group
+/// inside the matmul.
+struct DecoderLayer {
+  let shape: TransformerShape
+  let weights: LlamaLayerWeights
+  let arena: ActivationArena
+  let invFreq: Tensor
+
+  private var b: Int { arena.batch }
+  private var t: Int { arena.tokens }
+  private var n: Int { arena.batch * arena.tokens }
+  private var attentionScale: Float { 1 / Float(shape.headDim).squareRoot() }
+
+  // MARK: - Forward
+
+  /// Runs the layer on x into y, keeping what the backward needs in `a`. With
+  /// `recomputing`, stops after the MLP activation (the backward needs no more).
+  // x: (N, C) → y: (N, C)
+  func forward(_ be: Backend, x: Tensor, y: Tensor, saving a: LayerActivations,
+               recomputing: Bool = false) throws {
+    let s = shape, w = weights
+    let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
+    try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: a.h1, rstd: a.rstd1)
+    // q: (N, NH·HS) → rope over (N, NH, HS) → (B, T, NH, HS) permuted to (B, NH, T, HS)
+    try w.q.forward(be, a.h1, into: arena.qA)
+    try be.rope(try arena.qA.reshaped([n, nh, hs]), positions: arena.positions, invFreq: invFreq,
+                into: try arena.qB.reshaped([n, nh, hs]))
+    try be.permute(try arena.qB.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: a.q)
+    try w.k.forward(be, a.h1, into: arena.kA)
+    try be.rope(try arena.kA.reshaped([n, kvh, hs]), positions: arena.positions, invFreq: invFreq,
+                into: try arena.kB.reshaped([n, kvh, hs]))
+    try be.permute(try arena.kB.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.k)
+    try w.v.forward(be, a.h1, into: arena.kA)
+    try be.permute(try arena.kA.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.v)
+    // scores (B·KVH, G·T, T) = q (B·KVH, G·T, HS) · kᵀ; softmax over (B·NH, T, T)
+    try be.matmul(try grouped(a.q), try perKV(a.k), into: try groupedScores(arena.scores),
+                  transposeA: false, transposeB: true, alpha: 1, beta: 0)
+    try be.causalSoftmax(arena.scores, scale: attentionScale, into: a.probs)
+    // out (B·KVH, G·T, HS) = P · v → (B, NH, T, HS) permuted to (B, T, NH, HS) = (N, NH·HS)
+    try be.matmul(try groupedScores(a.probs), try perKV(a.v), into: try grouped(arena.qA),
+                  transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    try be.permute(try arena.qA.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3],
+                   into: try a.attn.reshaped([b, t, nh, hs]))
+    try w.o.forward(be, a.attn, into: a.x1)
+    try be.add(a.x1, x, alpha: 1, into: a.x1)
+    // MLP
+    try be.rmsNorm(a.x1, weight: w.postNorm, eps: s.rmsNormEps, into: a.h2, rstd: a.rstd2)
+    try w.gate.forward(be, a.h2, into: a.gate)
+    try w.up.forward(be, a.h2, into: a.up)
+    try be.swiglu(gate: a.gate, up: a.up, into: a.act)
+    if recomputing { return }
+    try w.down.forward(be, a.act, into: y)
+    try be.add(y, a.x1, alpha: 1, into: y)
+  }
+
+  // MARK: - Backward
+
+  /// Turns dL/dy in `dResidual` into dL/dx (in place), accumulating parameter gradients.
+  // x: (N, C)  dResidual: (N, C) dL/dy → dL/dx
+  func backward(_ be: Backend, x: Tensor, saved a: LayerActivations) throws {
+    let s = shape, w = weights, ar = arena, ones = arena.ones
+    let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
+    let dRes = ar.dResidual
+    // MLP: y = x1 + down(act)
+    try w.down.backward(be, dy: dRes, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
+    try be.swigluBackward(ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
+    try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
+    try w.up.backward(be, dy: ar.dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    try be.rmsNormBackward(ar.dHidden, x: a.x1, weight: w.postNorm, rstd: a.rstd2, dx: ar.dTemp,
+                           dWeight: w.postNormGrad)
+    try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx1
+    // Attention: x1 = x + o(attn)
+    try w.o.backward(be, dy: dRes, x: a.attn, dx: ar.dAttn, accumulateInput: false, ones: ones)
+    let dOut = try ar.qA.reshaped([b, nh, t, hs])
+    try be.permute(try ar.dAttn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: dOut)
+    // dP = dO·vᵀ, dv = Pᵀ·dO (summed over each kv group)
+    try be.matmul(try grouped(dOut), try perKV(a.v), into: try groupedScores(ar.scores),
+                  transposeA: false, transposeB: true, alpha: 1, beta: 0)
+    try be.matmul(try groupedScores(a.probs), try grouped(dOut), into: try perKV(ar.dvHead),
+                  transposeA: true, transposeB: false, alpha: 1, beta: 0)
+    try be.causalSoftmaxBackward(ar.scores, out: a.probs, scale: attentionScale, into: ar.scores)
+    // dq = dS·k, dk = dSᵀ·q (head-major)
+    try be.matmul(try groupedScores(ar.scores), try perKV(a.k), into: try grouped(ar.qB),
+                  transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    try be.matmul(try groupedScores(ar.scores), try grouped(a.q), into: try perKV(ar.dkHead),
+                  transposeA: true, transposeB: false, alpha: 1, beta: 0)
+    // Back to token-major and through RoPE: dq → dAttn (N, NH·HS), dk → kB, dv → kA (N, KVH·HS)
+    try be.permute(try ar.qB.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3],
+                   into: try ar.qA.reshaped([b, t, nh, hs]))
+    try be.ropeBackward(try ar.qA.reshaped([n, nh, hs]), positions: ar.positions, invFreq: invFreq,
+                        into: try ar.dAttn.reshaped([n, nh, hs]))
+    try be.permute(try ar.dkHead.reshaped([b, kvh, t, hs]), dims: [0, 2, 1, 3],
+                   into: try ar.kA.reshaped([b, t, kvh, hs]))
+    try be.ropeBackward(try ar.kA.reshaped([n, kvh, hs]), positions: ar.positions, invFreq: invFreq,
+                        into: try ar.kB.reshaped([n, kvh, hs]))
+    try be.permute(try ar.dvHead.reshaped([b, kvh, t, hs]), dims: [0, 2, 1, 3],
+                   into: try ar.kA.reshaped([b, t, kvh, hs]))
+    try w.q.backward(be, dy: ar.dAttn, x: a.h1, dx: ar.dHidden, accumulateInput: false, ones: ones)
+    try w.k.backward(be, dy: ar.kB, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    try w.v.backward(be, dy: ar.kA, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    try be.rmsNormBackward(ar.dHidden, x: x, weight: w.inputNorm, rstd: a.rstd1, dx: ar.dTemp,
+                           dWeight: w.inputNormGrad)
+    try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx
+  }
+
+  // MARK: - Grouped views
+
+  /// Head-major queries (B, NH, T, HS) as (B·KVH, G·T, HS).
+  private func grouped(_ q: Tensor) throws -> Tensor {
+    try q.reshaped([b * shape.kvHeads, shape.groupSize * t, shape.headDim])
+  }
+
+  /// Head-major keys/values (B, KVH, T, HS) as (B·KVH, T, HS).
+  private func perKV(_ k: Tensor) throws -> Tensor {
+    try k.reshaped([b * shape.kvHeads, t, shape.headDim])
+  }
+
+  /// Scores (B, NH, T, T) as (B·KVH, G·T, T).
+  private func groupedScores(_ p: Tensor) throws -> Tensor {
+    try p.reshaped([b * shape.kvHeads, shape.groupSize * t, t])
+  }
+}

@@ -1,0 +1,153 @@
+import VKFCore
+
+/// A Llama-family causal LM (Llama, Qwen2, SmolLM, …) with an explicit forward and backward
+/// pass over `Backend` ops: embedding → layers → RMSNorm → LM head → fused cross-entropy.
+/// Matches transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM` in f32.
+///
+/// Use: `forward(ids:targets:batch:computeGradients: true)`, then `backward()`; parameter
+/// gradients accumulate across calls until `weights.zeroGradients()`. Activations live in one
+/// arena per (B, T), made on first use and reused while the shape stays the same.
+/// Legend: B batch, T tokens per row, N = B·T, C hidden, V vocabulary.
+public final class LlamaModel {
+  /// Parameters and gradients.
+  public let weights: LlamaWeights
+  /// The architecture.
+  public var shape: TransformerShape { weights.shape }
+  /// The backend every op runs on.
+  public var backend: Backend { weights.backend }
+  /// Keep only each layer's input and recompute the layer in the backward pass.
+  public let checkpointing: Bool
+  private let invFreq: Tensor
+  private var arena: ActivationArena?
+  /// True between a forward with gradients and its backward.
+  private var backwardPending = false
+
+  /// A model over `weights`; with `checkpointing`, activations of one layer at a time.
+  public init(weights: LlamaWeights, checkpointing: Bool = false) throws {
+    self.weights = weights
+    self.checkpointing = checkpointing
+    invFreq = try weights.backend.tensor(weights.shape.invFreq, shape: [weights.shape.invFreq.count])
+  }
+
+  /// Logits (N, V) of the last forward pass; after a forward with gradients they have been
+  /// overwritten by dLogits.
+  public var logits: Tensor? { arena?.logits }
+
+  /// Sets every parameter gradient to zero.
+  public func zeroGradients() throws { try weights.zeroGradients() }
+
+  // MARK: - Forward
+
+  /// Runs the model on ids (B, T) row-major. With targets (B, T; −100 ignored) computes the
+  /// per-token losses (read them with `loss()`); with `computeGradients` also dLogits, in
+  /// place of the logits, for `backward()`. `lossNormalizer`: divide the summed loss by this
+  /// instead of the number of non-ignored targets — the total over every micro-batch of a
+  /// step makes accumulated gradients equal those of the whole batch.
+  public func forward(ids: [Int32], targets: [Int32]? = nil, batch: Int,
+                      lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
+    guard batch > 0, ids.count % batch == 0, ids.count > 0 else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.forward",
+        detail: "\(ids.count) ids do not form \(batch) rows")
+    }
+    if let targets, targets.count != ids.count {
+      throw VKFError.shapeMismatch(op: "LlamaModel.forward",
+        detail: "\(targets.count) targets for \(ids.count) ids")
+    }
+    if computeGradients {
+      guard targets != nil else {
+        throw VKFError.other("LlamaModel.forward: computeGradients needs targets")
+      }
+      guard weights.hasGradients else {
+        throw VKFError.other("LlamaModel.forward: no parameter is trainable "
+          + "(load the weights with trainable: .all or .named(…))")
+      }
+    }
+    let vocab = Int32(shape.vocab)
+    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
+      throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "token id \(bad) ∉ [0, \(vocab))")
+    }
+    if let bad = targets?.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || $0 >= vocab) }) {
+      throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "target \(bad) ∉ [0, \(vocab)) ∪ {−100}")
+    }
+    let ar = try arena(batch: batch, tokens: ids.count / batch)
+    let be = backend, s = shape
+    try be.upload(ids, to: ar.ids)
+    try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
+    for l in 0..<s.layers {
+      try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1],
+                               saving: ar.saved[ar.saved.count == 1 ? 0 : l])
+    }
+    try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
+                   into: ar.finalNormed, rstd: ar.finalRstd)
+    try weights.lmHead.forward(be, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
+    backwardPending = false
+    guard let targets else { return }
+    try be.upload(targets, to: ar.targets)
+    if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
+      throw VKFError.other("LlamaModel.forward: every target is ignored (−100); "
+        + "pass lossNormalizer to run such a micro-batch")
+    }
+    try be.crossEntropy(logits: ar.logits, targets: ar.targets, ignoreIndex: Self.ignoreIndex,
+                        normalizer: lossNormalizer, losses: ar.losses,
+                        dLogits: computeGradients ? ar.logits : nil)
+    backwardPending = computeGradients
+  }
+
+  /// The mean loss of the last forward pass with targets (Σ of the per-token losses; with a
+  /// `lossNormalizer`, this micro-batch's share). Waits for the GPU.
+  public func loss() throws -> Float {
+    guard let ar = arena else { throw VKFError.other("LlamaModel.loss: run forward first") }
+    return Float(try backend.floats(ar.losses).reduce(0.0) { $0 + Double($1) })
+  }
+
+  // MARK: - Backward
+
+  /// Accumulates the gradients of the last forward pass's loss into `weights.gradients`.
+  public func backward() throws {
+    guard backwardPending, let ar = arena else {
+      throw VKFError.other("LlamaModel.backward: call forward(…, computeGradients: true) first")
+    }
+    backwardPending = false
+    let be = backend, s = shape, ones = ar.ones
+    let lowest = weights.lowestTrainedLayer
+    // LM head: dLogits (N, V) → dNormed (N, C); then the final RMSNorm → dResidual.
+    try weights.lmHead.backward(be, dy: ar.logits, x: ar.finalNormed,
+                                dx: lowest == nil && weights.finalNormGrad == nil ? nil : ar.dHidden,
+                                accumulateInput: false, ones: ones)
+    guard weights.finalNormGrad != nil || lowest != nil else { return }
+    try be.rmsNormBackward(ar.dHidden, x: ar.residual[s.layers], weight: weights.finalNorm,
+                           rstd: ar.finalRstd, dx: ar.dResidual, dWeight: weights.finalNormGrad)
+    guard let lowest else { return }
+    for l in stride(from: s.layers - 1, through: lowest, by: -1) {
+      let layer = try layer(l, ar)
+      let saved = ar.saved[ar.saved.count == 1 ? 0 : l]
+      if ar.saved.count == 1 {
+        try layer.forward(be, x: ar.residual[l], y: ar.residual[l + 1], saving: saved, recomputing: true)
+      }
+      try layer.backward(be, x: ar.residual[l], saved: saved)
+    }
+    if let dTable = weights.embeddingGrad {
+      try be.embeddingBackward(ids: ar.ids, dOut: ar.dResidual, dTable: dTable)
+    }
+  }
+
+  // MARK: - Helpers
+
+  /// The ignored target (PyTorch's default `ignore_index`).
+  public static let ignoreIndex: Int32 = -100
+
+  private func layer(_ l: Int, _ ar: ActivationArena) throws -> DecoderLayer {
+    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq)
+  }
+
+  /// The arena for (batch, tokens), made when the shape changes.
+  private func arena(batch: Int, tokens: Int) throws -> ActivationArena {
+    if let a = arena, a.batch == batch, a.tokens == tokens { return a }
+    arena = nil  // release the old one first
+    let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens,
+                                savesEveryLayer: weights.hasGradients && !checkpointing,
+                                backend: backend)
+    arena = a
+    return a
+  }
+}

@@ -1,0 +1,154 @@
+import VKFCore
+
+/// A Llama model's weights that cannot be used: the tensor concerned and what is wrong.
+public struct ModelWeightsError: Error, CustomStringConvertible, Equatable {
+  /// The Hugging Face tensor name (or "" when no single tensor is concerned).
+  public var tensor: String
+  /// What is wrong and what to check.
+  public var detail: String
+
+  public init(_ tensor: String, _ detail: String) { self.tensor = tensor; self.detail = detail }
+
+  public var description: String { tensor.isEmpty ? detail : "\(tensor): \(detail)" }
+}
+
+/// One decoder layer's parameters (and gradients, nil where frozen).
+public struct LlamaLayerWeights {
+  /// RMSNorm weight before attention (C).
+  public var inputNorm: Tensor
+  /// Its accumulated gradient.
+  public var inputNormGrad: Tensor?
+  /// Attention projections: q (NH·HS, C), k and v (KVH·HS, C), o (C, NH·HS).
+  public var q, k, v, o: Linear
+  /// RMSNorm weight before the MLP (C).
+  public var postNorm: Tensor
+  /// Its accumulated gradient.
+  public var postNormGrad: Tensor?
+  /// MLP projections: gate and up (F, C), down (C, F).
+  public var gate, up, down: Linear
+
+  /// True when any parameter of this layer is trained.
+  public var isTrained: Bool {
+    inputNormGrad != nil || postNormGrad != nil
+      || [q, k, v, o, gate, up, down].contains { $0.isTrained }
+  }
+}
+
+/// The parameters of a Llama-family model on one backend (f32), with gradient buffers for
+/// the trained subset carved from one allocation (so `zeroGradients` is one fill).
+public final class LlamaWeights {
+  /// The architecture these weights were checked against.
+  public let shape: TransformerShape
+  /// The backend that owns every tensor here.
+  public let backend: Backend
+  /// Token embedding (V, C).
+  public private(set) var embedding: Tensor
+  /// Its accumulated gradient (from the lookup and, when tied, the LM head).
+  public private(set) var embeddingGrad: Tensor?
+  /// The decoder layers.
+  public private(set) var layers: [LlamaLayerWeights]
+  /// Final RMSNorm weight (C).
+  public private(set) var finalNorm: Tensor
+  /// Its accumulated gradient.
+  public private(set) var finalNormGrad: Tensor?
+  /// LM head (V, C); when tied it views the embedding and its gradient.
+  public private(set) var lmHead: Linear
+  /// Every parameter by Hugging Face name (the tied LM head appears once, as the embedding).
+  public private(set) var parameters: [String: Tensor] = [:]
+  /// Every gradient by Hugging Face name (trained parameters only).
+  public private(set) var gradients: [String: Tensor] = [:]
+  /// The one allocation all gradients view (nil when nothing is trained).
+  private let gradientArena: Tensor?
+
+  /// Loads every parameter by Hugging Face name from `source`, checking names and shapes
+  /// against `shape`, and allocates gradients for `trainable`.
+  public init(from source: WeightSource, shape: TransformerShape, backend: Backend,
+              trainable: TrainableParameters = .none) throws {
+    try shape.validate()
+    self.shape = shape
+    self.backend = backend
+    let expected = shape.parameterShapes
+    let available = Set(source.tensorNames)
+    if case .named(let names) = trainable {
+      let known = Set(expected.map(\.name))
+      if let unknown = names.subtracting(known).sorted().first {
+        throw ModelWeightsError(unknown, "is not a parameter of this model; trainable names are "
+          + "Hugging Face names such as \(ParameterNames.embedding)")
+      }
+    }
+    var params: [String: Tensor] = [:]
+    for (name, want) in expected {
+      guard available.contains(name) else {
+        throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
+          + "check that the checkpoint matches the config (tie_word_embeddings, attention bias)")
+      }
+      let got = try source.shape(of: name)
+      guard got == want else {
+        throw ModelWeightsError(name, "has shape \(got) but the config implies \(want)")
+      }
+      let values = try source.floats(name)
+      guard values.count == want.reduce(1, *) else {
+        throw ModelWeightsError(name, "has \(values.count) values for shape \(want)")
+      }
+      params[name] = try backend.tensor(values, shape: want)
+    }
+    // Gradients: one allocation, each view 64-float aligned (256 bytes, Vulkan's usual
+    // minStorageBufferOffsetAlignment, so no view straddles a misaligned binding).
+    let trained = expected.filter { trainable.contains($0.name) }
+    var offsets: [String: Int] = [:], total = 0
+    for (name, s) in trained { offsets[name] = total; total += Self.aligned(s.reduce(1, *)) }
+    gradientArena = total > 0 ? try backend.allocate([total]) : nil
+    var grads: [String: Tensor] = [:]
+    if let arena = gradientArena {
+      for (name, s) in trained { grads[name] = try arena.view(offset: offsets[name] ?? 0, shape: s) }
+    }
+    func param(_ n: String) throws -> Tensor {
+      guard let t = params[n] else { throw ModelWeightsError(n, "not loaded") }
+      return t
+    }
+    func linear(_ p: String) throws -> Linear {
+      Linear(weight: try param(p + ".weight"), bias: params[p + ".bias"],
+             weightGrad: grads[p + ".weight"], biasGrad: grads[p + ".bias"])
+    }
+    embedding = try param(ParameterNames.embedding)
+    embeddingGrad = grads[ParameterNames.embedding]
+    layers = try (0..<shape.layers).map { i in
+      let p = ParameterNames.layerPrefix(i)
+      return LlamaLayerWeights(
+        inputNorm: try param(p + "input_layernorm.weight"),
+        inputNormGrad: grads[p + "input_layernorm.weight"],
+        q: try linear(p + "self_attn.q_proj"), k: try linear(p + "self_attn.k_proj"),
+        v: try linear(p + "self_attn.v_proj"), o: try linear(p + "self_attn.o_proj"),
+        postNorm: try param(p + "post_attention_layernorm.weight"),
+        postNormGrad: grads[p + "post_attention_layernorm.weight"],
+        gate: try linear(p + "mlp.gate_proj"), up: try linear(p + "mlp.up_proj"),
+        down: try linear(p + "mlp.down_proj"))
+    }
+    finalNorm = try param(ParameterNames.finalNorm)
+    finalNormGrad = grads[ParameterNames.finalNorm]
+    lmHead = shape.tiedEmbeddings
+      ? Linear(weight: embedding, weightGrad: embeddingGrad)
+      : try linear("lm_head")
+    parameters = params
+    gradients = grads
+    try zeroGradients()
+  }
+
+  /// Sets every gradient to zero (call before the first micro-batch of a step).
+  public func zeroGradients() throws {
+    if let gradientArena { try backend.fill(gradientArena, value: 0) }
+  }
+
+  /// True when any gradient exists.
+  public var hasGradients: Bool { gradientArena != nil }
+
+  /// The lowest layer with a trained parameter (0 when the embedding is trained): backward
+  /// stops there. nil when only parameters above every layer (final norm, LM head) train.
+  var lowestTrainedLayer: Int? {
+    if embeddingGrad != nil { return 0 }
+    return layers.firstIndex { $0.isTrained }
+  }
+
+  /// n rounded up to a multiple of 64 elements.
+  static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+}

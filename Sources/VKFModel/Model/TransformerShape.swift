@@ -1,0 +1,125 @@
+import VKFCore
+
+/// The architecture of a Llama-family decoder: everything the forward and backward pass need
+/// to know, and nothing about files. The coordinator builds it from `LlamaConfig`.
+public struct TransformerShape: Equatable, Sendable {
+  /// Residual-stream width (`hidden_size`).
+  public var hidden: Int
+  /// Number of decoder layers (`num_hidden_layers`).
+  public var layers: Int
+  /// Query heads (`num_attention_heads`).
+  public var heads: Int
+  /// Key/value heads (`num_key_value_heads`); divides `heads` (grouped-query attention).
+  public var kvHeads: Int
+  /// Size of one head (`head_dim`, default hidden / heads); even, for RoPE.
+  public var headDim: Int
+  /// MLP width (`intermediate_size`).
+  public var intermediate: Int
+  /// Vocabulary size.
+  public var vocab: Int
+  /// RMSNorm epsilon (`rms_norm_eps`).
+  public var rmsNormEps: Float
+  /// RoPE inverse frequencies (headDim / 2 values), from `RoPE.inverseFrequencies`.
+  public var invFreq: [Float]
+  /// The LM head reuses the embedding matrix (`tie_word_embeddings`).
+  public var tiedEmbeddings: Bool
+  /// q/k/v projections have biases (Qwen2).
+  public var qkvBias: Bool
+
+  /// A shape with an explicit RoPE table.
+  public init(hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int? = nil,
+              intermediate: Int, vocab: Int, rmsNormEps: Float, invFreq: [Float],
+              tiedEmbeddings: Bool, qkvBias: Bool) {
+    self.hidden = hidden; self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
+    self.headDim = headDim ?? (heads > 0 ? hidden / heads : 0)
+    self.intermediate = intermediate; self.vocab = vocab; self.rmsNormEps = rmsNormEps
+    self.invFreq = invFreq; self.tiedEmbeddings = tiedEmbeddings; self.qkvBias = qkvBias
+  }
+
+  /// A shape with the default RoPE table θ^(−2i/headDim) (no scaling).
+  public init(hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int? = nil,
+              intermediate: Int, vocab: Int, rmsNormEps: Float, ropeTheta: Double,
+              tiedEmbeddings: Bool, qkvBias: Bool) {
+    let hd = headDim ?? (heads > 0 ? hidden / heads : 0)
+    self.init(hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: hd,
+              intermediate: intermediate, vocab: vocab, rmsNormEps: rmsNormEps,
+              invFreq: RoPE.inverseFrequencies(headDim: hd, theta: ropeTheta),
+              tiedEmbeddings: tiedEmbeddings, qkvBias: qkvBias)
+  }
+
+  /// Query heads per key/value head.
+  public var groupSize: Int { heads / kvHeads }
+  /// Width of the concatenated query heads (heads · headDim).
+  public var qWidth: Int { heads * headDim }
+  /// Width of the concatenated key (or value) heads (kvHeads · headDim).
+  public var kvWidth: Int { kvHeads * headDim }
+
+  /// Throws unless the dimensions are positive and consistent.
+  public func validate() throws {
+    func bad(_ why: String) -> VKFError { .shapeMismatch(op: "TransformerShape", detail: why) }
+    guard [hidden, layers, heads, kvHeads, headDim, intermediate, vocab].allSatisfy({ $0 > 0 }) else {
+      throw bad("every dimension must be positive: \(self)")
+    }
+    guard heads % kvHeads == 0 else {
+      throw bad("heads \(heads) is not a multiple of kvHeads \(kvHeads)")
+    }
+    guard headDim % 2 == 0, invFreq.count == headDim / 2 else {
+      throw bad("headDim \(headDim) must be even with headDim/2 RoPE frequencies (got \(invFreq.count))")
+    }
+    guard rmsNormEps > 0 else { throw bad("rmsNormEps \(rmsNormEps) must be > 0") }
+  }
+
+  // MARK: - Parameter names (Hugging Face layout)
+
+  /// The Hugging Face names and shapes of every parameter, in load order.
+  public var parameterShapes: [(name: String, shape: [Int])] {
+    var out: [(String, [Int])] = [(ParameterNames.embedding, [vocab, hidden])]
+    for i in 0..<layers {
+      let p = ParameterNames.layerPrefix(i)
+      out.append((p + "input_layernorm.weight", [hidden]))
+      for (proj, rows) in [("q_proj", qWidth), ("k_proj", kvWidth), ("v_proj", kvWidth)] {
+        out.append((p + "self_attn.\(proj).weight", [rows, hidden]))
+        if qkvBias { out.append((p + "self_attn.\(proj).bias", [rows])) }
+      }
+      out.append((p + "self_attn.o_proj.weight", [hidden, qWidth]))
+      out.append((p + "post_attention_layernorm.weight", [hidden]))
+      out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
+      out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
+      out.append((p + "mlp.down_proj.weight", [hidden, intermediate]))
+    }
+    out.append((ParameterNames.finalNorm, [hidden]))
+    if !tiedEmbeddings { out.append((ParameterNames.lmHead, [vocab, hidden])) }
+    return out
+  }
+}
+
+/// Hugging Face parameter names used outside the per-layer loop.
+public enum ParameterNames {
+  /// The token embedding (also the LM head when tied).
+  public static let embedding = "model.embed_tokens.weight"
+  /// The final RMSNorm.
+  public static let finalNorm = "model.norm.weight"
+  /// The untied LM head.
+  public static let lmHead = "lm_head.weight"
+  /// "model.layers.{i}."
+  public static func layerPrefix(_ i: Int) -> String { "model.layers.\(i)." }
+}
+
+/// Which parameters get gradients.
+public enum TrainableParameters: Sendable, Equatable {
+  /// Every parameter (full fine-tuning).
+  case all
+  /// None: inference only, `backward` is refused.
+  case none
+  /// These Hugging Face names (unknown names are an error at model creation).
+  case named(Set<String>)
+
+  /// True when the parameter `name` is trained.
+  public func contains(_ name: String) -> Bool {
+    switch self {
+    case .all: return true
+    case .none: return false
+    case .named(let s): return s.contains(name)
+    }
+  }
+}

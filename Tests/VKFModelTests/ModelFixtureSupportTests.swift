@@ -1,0 +1,64 @@
+import Foundation
+import XCTest
+import VKFCore
+import VKFModel
+import VKFTestSupport
+
+/// One golden configuration written by tools/make_fixtures.py.
+struct GoldenCase {
+  let name: String
+  let shape: TransformerShape
+  let weights: SafetensorsFile
+  let expected: SafetensorsFile
+  let batch = 2
+
+  /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras).
+  static func load(_ name: String) throws -> GoldenCase {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("Fixtures/golden")
+    let tied = name.hasSuffix("_tied"), bias = name.hasPrefix("qwen2")
+    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96,
+                                 vocab: 97, rmsNormEps: 1e-6, ropeTheta: 10000,
+                                 tiedEmbeddings: tied, qkvBias: bias)
+    return GoldenCase(name: name, shape: shape,
+                      weights: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).weights.safetensors")),
+                      expected: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).expected.safetensors")))
+  }
+
+  static let names = ["llama_untied", "llama_tied", "qwen2_tied"]
+
+  /// Token ids (B, T), stored I32 (exact through f32: |id| < 2²⁴).
+  var ids: [Int32] { get throws { try expected.floats("ids").map { Int32($0) } } }
+  /// Targets (B, T) with −100 ignored, stored I32.
+  var targets: [Int32] { get throws { try expected.floats("targets").map { Int32($0) } } }
+
+  /// A model on `backend` with every parameter trainable unless told otherwise.
+  func model(on backend: Backend, trainable: TrainableParameters = .all,
+             checkpointing: Bool = false) throws -> LlamaModel {
+    let w = try LlamaWeights(from: weights, shape: shape, backend: backend, trainable: trainable)
+    return try LlamaModel(weights: w, checkpointing: checkpointing)
+  }
+}
+
+/// Helpers shared by the model tests.
+enum ModelFixtures {
+  /// The Vulkan backend, or a skip (a failure with VKF_REQUIRE_VULKAN=1).
+  static func vulkanOrSkip() throws -> Backend {
+    if let vk = TestBackends.vulkan { return vk }
+    if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" {
+      XCTFail("VKF_REQUIRE_VULKAN=1 but no Vulkan backend: \(TestBackends.vulkanResult)")
+    }
+    throw XCTSkip("no Vulkan device")
+  }
+
+  /// Downloads every gradient of a model by name.
+  static func gradients(of model: LlamaModel) throws -> [String: [Float]] {
+    try model.weights.gradients.mapValues { try model.backend.floats($0) }
+  }
+}
+
+/// Bounds for one comparison (NMSE and max abs error).
+struct ModelTolerance {
+  let nmse: Double
+  let maxAbs: Double
+}

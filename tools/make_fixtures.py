@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Golden fixtures for the VKFModel transformer (llm.c's debug-state pattern).
+
+For each tiny random-weight config this writes, into Tests/VKFModelTests/Fixtures/golden/:
+  <name>.weights.safetensors   the state dict by Hugging Face names (f32; the tied lm_head
+                               is left out, as save_pretrained does)
+  <name>.expected.safetensors  ids, targets (i32, (B, T)), logits (B*T, V), loss (1) and
+                               grad.<name> for every parameter after loss.backward()
+  <name>.config.json           the model config (for reading by eye; the tests hard-code it)
+
+The loss is F.cross_entropy over the given targets (ids shifted left, a few -100), mean over
+non-ignored targets: the model's own shift-by-one loss is not used.
+
+Run with the reference venv:  $VKF_REF_VENV/bin/python tools/make_fixtures.py
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "Tests", "VKFModelTests", "Fixtures", "golden")
+B, T = 2, 7
+
+COMMON = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    intermediate_size=96, vocab_size=97, rope_theta=10000.0, rms_norm_eps=1e-6,
+    max_position_embeddings=64, hidden_act="silu", attn_implementation="eager",
+)
+
+CONFIGS = {
+    "llama_untied": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False), 1),
+    "llama_tied": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True), 2),
+    "qwen2_tied": (Qwen2Config, Qwen2ForCausalLM,
+                   dict(tie_word_embeddings=True, use_sliding_window=False), 3),
+}
+
+
+def make(name, config_cls, model_cls, extra, seed):
+    torch.manual_seed(seed)
+    cfg = config_cls(**COMMON, **extra)
+    model = model_cls(cfg).float()
+    # HF initialises norms to 1 and biases to 0; randomise them so their gradients and the
+    # norm weights' effect are actually tested.
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif pname.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.08 * torch.randn_like(p))
+    model.train(False)  # no dropout (all configs use 0 anyway)
+    ids = torch.randint(0, cfg.vocab_size, (B, T), dtype=torch.int64)
+    ids[1, 4] = ids[0, 2]  # a repeated token: the embedding backward must accumulate it
+    targets = torch.full((B, T), -100, dtype=torch.int64)
+    targets[:, :-1] = ids[:, 1:]
+    targets[0, 3] = -100
+    targets[1, 0] = -100
+
+    logits = model(input_ids=ids).logits  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), targets.reshape(-1),
+                           ignore_index=-100)
+    loss.backward()
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    expected = {
+        "ids": ids.to(torch.int32),
+        "targets": targets.to(torch.int32),
+        "logits": logits.detach().reshape(B * T, cfg.vocab_size).contiguous(),
+        "loss": loss.detach().reshape(1),
+    }
+    for pname, p in model.named_parameters():  # tied parameters appear once
+        expected["grad." + pname] = p.grad.detach().contiguous().clone()
+    save_file(state, os.path.join(OUT, name + ".weights.safetensors"))
+    save_file(expected, os.path.join(OUT, name + ".expected.safetensors"))
+    with open(os.path.join(OUT, name + ".config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1, sort_keys=True, default=str)
+    print(f"{name}: loss {loss.item():.6f}, {len(state)} weights, "
+          f"{len(expected) - 4} gradients", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    torch.use_deterministic_algorithms(True)
+    for name, (c, m, extra, seed) in CONFIGS.items():
+        make(name, c, m, extra, seed)
