@@ -23,7 +23,9 @@ struct GGUFModelReference: Decodable {
 
 /// The shared SmolLM2-135M-Instruct Q4_1 GGUF (Q8_0 embeddings, Q4_1 matrices, F32 norms).
 final class GGUFSharedModelTests: XCTestCase {
-  static let modelDirectory = "/work/shared/models/smollm2-135m-instruct"
+  /// shared/ sits beside the repository (CI clones it there too).
+  static let modelDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../../../shared/models/smollm2-135m-instruct").standardized.path
   static let modelPath = modelDirectory + "/model.Q4_1.gguf"
 
   /// Q8_0 / Q4_1 / F32 dequantisation is exact f32 math in both readers (same op order).
