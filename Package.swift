@@ -32,7 +32,7 @@ let package = Package(
 
     // MARK: - CLI
     .executableTarget(name: "vkfinetune", dependencies: [
-      "VKFCore", "VKFCPU", "VKFVulkan",
+      "VKFCore", "VKFCPU", "VKFVulkan", "VKFModel", "VKFTokenizer",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
 

@@ -1,0 +1,113 @@
+import Foundation
+import VKFCore
+
+// MARK: - From a Hugging Face config
+
+extension TransformerShape {
+  /// The architecture a `config.json` describes, with its RoPE table (scaling included, as
+  /// `LlamaConfig.ropeInverseFrequencies` computes it for sequences within the trained context).
+  ///
+  /// Throws for features the decoder does not implement (biases on o_proj or the MLP), so a
+  /// model that would silently compute something else never loads.
+  public init(config: LlamaConfig, file: String = "config.json") throws(ModelFileError) {
+    if config.hasOutputProjectionBias || config.mlpBias {
+      throw ModelFileError(file, "attention_bias on o_proj or mlp_bias is set; vkfinetune implements "
+        + "biases on q/k/v only (Qwen2 style), so this model cannot be loaded")
+    }
+    self.init(hidden: config.hiddenSize, layers: config.numHiddenLayers, heads: config.numAttentionHeads,
+              kvHeads: config.numKeyValueHeads, headDim: config.headDim,
+              intermediate: config.intermediateSize, vocab: config.vocabSize,
+              rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
+              tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
+  }
+}
+
+// MARK: - From GGUF metadata
+
+extension TransformerShape {
+  /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
+  public static let ggufArchitectures = ["llama", "qwen2"]
+
+  /// RMSNorm epsilon when a GGUF lacks `<arch>.attention.layer_norm_rms_epsilon`. llama.cpp
+  /// requires the key for these architectures, so a file without it is hand-made; 1e-5 is the
+  /// value Llama 2/3, SmolLM2 and Mistral use (Qwen2 uses 1e-6 and always writes the key).
+  public static let ggufDefaultRMSNormEps: Float = 1e-5
+
+  /// The architecture a GGUF file's metadata describes.
+  ///
+  /// head_dim comes from `attention.key_length` (else hidden / heads), the LM head is tied
+  /// when the file has no `output.weight`, q/k/v biases follow the tensors present, and the
+  /// RoPE table is θ^(−2i/d) adjusted by `rope_freqs.weight` (llama.cpp's per-frequency
+  /// divisors, which its converter writes for Llama 3.1 scaling) or by linear
+  /// `rope.scaling.*` keys.
+  public init(gguf facts: GGUFModelFacts, weights: GGUFWeightSource) throws(ModelFileError) {
+    let path = weights.file.path
+    guard Self.ggufArchitectures.contains(facts.architecture) else {
+      throw ModelFileError(path, "general.architecture is \"\(facts.architecture)\"; vkfinetune loads "
+        + "\(Self.ggufArchitectures.joined(separator: ", ")) GGUF files")
+    }
+    guard let vocab = facts.vocabSize else {
+      throw ModelFileError(path, "neither \(facts.architecture).vocab_size nor tokenizer.ggml.tokens is "
+        + "present, so the vocabulary size is unknown")
+    }
+    if let rotary = facts.ropeDimensionCount, rotary != facts.headDim {
+      throw ModelFileError(path, "rope.dimension_count \(rotary) differs from the head size "
+        + "\(facts.headDim); partial rotary embeddings are not implemented")
+    }
+    var invFreq = RoPE.inverseFrequencies(headDim: facts.headDim, theta: Double(facts.ropeFreqBase))
+    if let divisors = try Self.ropeFrequencyDivisors(weights, count: invFreq.count) {
+      // llama.cpp: theta = pos · θ_i / freq_factors[i].
+      invFreq = zip(invFreq, divisors).map { $0 / $1 }
+    }
+    switch facts.ropeScalingType {
+    case nil, "none"?:
+      break
+    case "linear"?:
+      let factor = facts.ropeScalingFactor ?? 1
+      guard factor > 0 else { throw ModelFileError(path, "rope.scaling.factor must be > 0, got \(factor)") }
+      invFreq = invFreq.map { $0 / factor }
+    case let other?:
+      throw ModelFileError(path, "rope.scaling.type \"\(other)\" is not implemented (supported: linear, "
+        + "and llama3 through rope_freqs.weight); put the model's config.json beside the .gguf if it "
+        + "uses a scaling transformers knows")
+    }
+    let qBias = ParameterNames.layerPrefix(0) + "self_attn.q_proj.bias"
+    self.init(hidden: facts.embeddingLength, layers: facts.blockCount, heads: facts.headCount,
+              kvHeads: facts.headCountKV, headDim: facts.headDim, intermediate: facts.feedForwardLength,
+              vocab: vocab, rmsNormEps: facts.rmsNormEpsilon ?? Self.ggufDefaultRMSNormEps,
+              invFreq: invFreq, tiedEmbeddings: facts.tiedEmbeddings,
+              qkvBias: weights.tensorNames.contains(qBias))
+  }
+
+  /// The `rope_freqs.weight` divisors (headDim / 2 values), or nil when the file has none.
+  static func ropeFrequencyDivisors(_ weights: GGUFWeightSource, count: Int) throws(ModelFileError) -> [Float]? {
+    guard let info = weights.file.tensor(named: "rope_freqs.weight") else { return nil }
+    let values = try GGUFWeightSource.dequantize(info, in: weights.file)
+    guard values.count == count, values.allSatisfy({ $0 > 0 }) else {
+      throw ModelFileError(weights.file.path, "rope_freqs.weight has \(values.count) values (want \(count), "
+        + "all > 0); the file is inconsistent")
+    }
+    return values
+  }
+
+  /// The first dimension in which two shapes disagree, as "name a vs b", or nil when they
+  /// describe the same architecture (RoPE tables compared to 1e-6 relative, since a GGUF
+  /// stores θ as f32).
+  public func firstDifference(from other: TransformerShape) -> String? {
+    let pairs: [(String, Int, Int)] = [
+      ("hidden", hidden, other.hidden), ("layers", layers, other.layers), ("heads", heads, other.heads),
+      ("kvHeads", kvHeads, other.kvHeads), ("headDim", headDim, other.headDim),
+      ("intermediate", intermediate, other.intermediate), ("vocab", vocab, other.vocab),
+    ]
+    if let (name, a, b) = pairs.first(where: { $0.1 != $0.2 }) { return "\(name) \(a) vs \(b)" }
+    if tiedEmbeddings != other.tiedEmbeddings { return "tiedEmbeddings \(tiedEmbeddings) vs \(other.tiedEmbeddings)" }
+    if qkvBias != other.qkvBias { return "qkvBias \(qkvBias) vs \(other.qkvBias)" }
+    if abs(rmsNormEps - other.rmsNormEps) > rmsNormEps * 1e-6 {
+      return "rmsNormEps \(rmsNormEps) vs \(other.rmsNormEps)"
+    }
+    for (a, b) in zip(invFreq, other.invFreq) where abs(a - b) > max(abs(a), abs(b)) * 1e-6 {
+      return "RoPE inverse frequency \(a) vs \(b)"
+    }
+    return nil
+  }
+}
