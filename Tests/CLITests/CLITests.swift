@@ -15,7 +15,7 @@ final class CLITests: XCTestCase {
 
   struct Run { var status: Int32; var stdout: String; var stderr: String }
 
-  func run(_ args: [String], env: [String: String] = [:]) throws -> Run {
+  static func run(_ args: [String], env: [String: String] = [:]) throws -> Run {
     let p = Process()
     p.executableURL = Self.binary
     p.arguments = args
@@ -33,7 +33,7 @@ final class CLITests: XCTestCase {
   }
 
   func test_devices_listsAndMarksThePickedDevice() throws {
-    let r = try run(["devices"])
+    let r = try Self.run(["devices"])
     guard r.status == 0 else {
       if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" { return XCTFail(r.stdout + r.stderr) }
       throw XCTSkip("no Vulkan device: \(r.stdout)")
@@ -43,7 +43,7 @@ final class CLITests: XCTestCase {
   }
 
   func test_devices_withoutDriver_saysUseCPUAndExitsNonZero() throws {
-    let r = try run(["devices"], env: ["VK_ICD_FILENAMES": "/nonexistent/icd.json",
+    let r = try Self.run(["devices"], env: ["VK_ICD_FILENAMES": "/nonexistent/icd.json",
                                        "VK_DRIVER_FILES": "/nonexistent/icd.json"])
     XCTAssertNotEqual(r.status, 0)
     XCTAssertTrue(r.stdout.contains("--cpu"), r.stdout)
@@ -54,7 +54,7 @@ final class CLITests: XCTestCase {
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
     let json = dir.appendingPathComponent("ops.json")
-    let r = try run(["bench", "ops", "--cpu", "--filter", "rmsNorm", "--tokens", "256",
+    let r = try Self.run(["bench", "ops", "--cpu", "--filter", "rmsNorm", "--tokens", "256",
                      "--seconds", "0.01", "--json", json.path])
     XCTAssertEqual(r.status, 0, r.stderr)
     XCTAssertTrue(r.stdout.contains("rmsNorm"), r.stdout)
@@ -70,10 +70,27 @@ final class CLITests: XCTestCase {
                  ["bench", "ops", "--cpu", "--seconds", "-1"],
                  ["bench", "ops", "--cpu", "--filter", "rmsNorm", "--tokens", "256", "--seconds", "0.01",
                   "--json", "/nonexistent-dir/ops.json"]] {
-      let r = try run(args)
+      let r = try Self.run(args)
       XCTAssertNotEqual(r.status, 0, "\(args)")
       XCTAssertTrue(r.stderr.contains("Error:"), "\(args): \(r.stderr)")
       XCTAssertFalse(r.stderr.contains("Fatal error"), "\(args) trapped: \(r.stderr)")
+    }
+  }
+}
+
+/// `generate` and `bench model` refuse bad input before loading anything heavy.
+final class CLIModelCommandTests: XCTestCase {
+  func test_generateAndBenchModel_rejectBadInputWithOneLine() throws {
+    for args in [["generate", "--cpu", "--model", "/nonexistent/model", "--prompt", "hi"],
+                 ["generate", "--cpu", "--model", "/nonexistent/model", "--prompt", "hi", "--temperature=-1"],
+                 ["generate", "--cpu", "--model", "/nonexistent/model", "--prompt", "hi", "--top-p", "1.5"],
+                 ["bench", "model", "--cpu", "--model", "/nonexistent/model"],
+                 ["bench", "model", "--cpu", "--model", "/nonexistent/model", "--batch", "0"]] {
+      let r = try CLITests.run(args)
+      XCTAssertNotEqual(r.status, 0, "\(args)")
+      XCTAssertTrue(r.stderr.contains("Error:"), "\(args): \(r.stderr)")
+      XCTAssertFalse(r.stderr.contains("Fatal error"), "\(args) trapped: \(r.stderr)")
+      XCTAssertLessThanOrEqual(r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count, 1, "\(args)")
     }
   }
 }

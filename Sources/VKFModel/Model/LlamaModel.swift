@@ -17,7 +17,8 @@ public final class LlamaModel {
   public var backend: Backend { weights.backend }
   /// Keep only each layer's input and recompute the layer in the backward pass.
   public let checkpointing: Bool
-  private let invFreq: Tensor
+  /// RoPE inverse frequencies (HS/2), shared by the training and the cached forward.
+  let invFreq: Tensor
   private var arena: ActivationArena?
   /// True between a forward with gradients and its backward.
   private var backwardPending = false

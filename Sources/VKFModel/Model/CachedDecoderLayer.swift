@@ -1,0 +1,69 @@
+import VKFCore
+
+/// One decoder layer's inference forward over new tokens at positions past..<past+Tnew,
+/// attending over the layer's KV cache: the same math as `DecoderLayer.forward` (same
+/// `Linear`s, RMSNorm, RoPE, grouped-query matmuls), with keys and values of earlier tokens
+/// read from the cache instead of recomputed, and nothing kept for a backward pass.
+///
+/// Legend: B batch, Tn new tokens per row, N = B·Tn, Tk = past + Tn keys per row, C hidden,
+/// NH/KVH query/kv heads, G = NH/KVH, HS head size, F MLP width.
+///
+/// The causal mask needs no offset: `causalSoftmax` over (…, Tn, Tk) lets query row i see
+/// keys j ≤ i + (Tk − Tn) = past + i, exactly its own position and every earlier one.
+struct CachedDecoderLayer {
+  let shape: TransformerShape
+  let weights: LlamaLayerWeights
+  let invFreq: Tensor
+  /// This layer's cache, (P, B, KVH·HS) each.
+  let keys, values: Tensor
+  let scratch: InferenceScratch
+
+  /// x (N, C) in scratch.x ← x + attention + MLP, in place; the new keys/values are stored
+  /// in rows [past, past+Tn) of the cache. `scratch.positions` must hold past + t per token.
+  func forward(_ be: Backend, batch b: Int, newTokens tn: Int, past: Int) throws {
+    let s = shape, w = weights, sc = scratch
+    let (nh, kvh, hs, g) = (s.heads, s.kvHeads, s.headDim, s.groupSize)
+    let n = b * tn, tk = past + tn
+    let x = try sc.x.leading([n, s.hidden]), h = try sc.h.leading([n, s.hidden])
+    let proj = try sc.proj.leading([n, s.hidden])
+    let positions = try sc.positions.leading([n])
+    try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
+    // q: (N, NH·HS) → rope over (N, NH, HS) → permuted head-major (B, NH, Tn, HS) into qA
+    try w.q.forward(be, h, into: try sc.qA.leading([n, s.qWidth]))
+    try be.rope(try sc.qA.leading([n, nh, hs]), positions: positions, invFreq: invFreq,
+                into: try sc.qB.leading([n, nh, hs]))
+    try be.permute(try sc.qB.leading([b, tn, nh, hs]), dims: [0, 2, 1, 3], into: try sc.qA.leading([b, nh, tn, hs]))
+    // k, v: (N, KVH·HS) = (B, Tn, KVH·HS) → cache rows [past, tk) as (Tn, B, KVH·HS)
+    try w.k.forward(be, h, into: try sc.kA.leading([n, s.kvWidth]))
+    try be.rope(try sc.kA.leading([n, kvh, hs]), positions: positions, invFreq: invFreq,
+                into: try sc.kB.leading([n, kvh, hs]))
+    try be.permute(try sc.kB.leading([b, tn, s.kvWidth]), dims: [1, 0, 2], into: try keys.rows(past..<tk))
+    try w.v.forward(be, h, into: try sc.kA.leading([n, s.kvWidth]))
+    try be.permute(try sc.kA.leading([b, tn, s.kvWidth]), dims: [1, 0, 2], into: try values.rows(past..<tk))
+    // Cached prefix (Tk, B, KVH, HS) → head-major (B, KVH, Tk, HS), viewed (B·KVH, Tk, HS)
+    let kHead = try sc.kHead.leading([b, kvh, tk, hs]), vHead = try sc.vHead.leading([b, kvh, tk, hs])
+    try be.permute(try keys.rows(0..<tk).reshaped([tk, b, kvh, hs]), dims: [1, 2, 0, 3], into: kHead)
+    try be.permute(try values.rows(0..<tk).reshaped([tk, b, kvh, hs]), dims: [1, 2, 0, 3], into: vHead)
+    // scores (B·KVH, G·Tn, Tk) = q (B·KVH, G·Tn, HS) · kᵀ = (B·NH, Tn, Tk); causal softmax
+    let scores = try sc.scores.leading([b * kvh, g * tn, tk]), probs = try sc.probs.leading([b * kvh, g * tn, tk])
+    try be.matmul(try sc.qA.leading([b * kvh, g * tn, hs]), try kHead.reshaped([b * kvh, tk, hs]),
+                  into: scores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
+    try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: 1 / Float(hs).squareRoot(),
+                         into: try probs.reshaped([b * nh, tn, tk]))
+    // out (B·KVH, G·Tn, HS) = P · v → (B, NH, Tn, HS) permuted to (B, Tn, NH, HS) = (N, NH·HS)
+    try be.matmul(probs, try vHead.reshaped([b * kvh, tk, hs]), into: try sc.qB.leading([b * kvh, g * tn, hs]),
+                  transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    try be.permute(try sc.qB.leading([b, nh, tn, hs]), dims: [0, 2, 1, 3], into: try sc.qA.leading([b, tn, nh, hs]))
+    try w.o.forward(be, try sc.qA.leading([n, s.qWidth]), into: proj)
+    try be.add(x, proj, alpha: 1, into: x)
+    // MLP
+    let gate = try sc.gate.leading([n, s.intermediate]), up = try sc.up.leading([n, s.intermediate])
+    let act = try sc.act.leading([n, s.intermediate])
+    try be.rmsNorm(x, weight: w.postNorm, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
+    try w.gate.forward(be, h, into: gate)
+    try w.up.forward(be, h, into: up)
+    try be.swiglu(gate: gate, up: up, into: act)
+    try w.down.forward(be, act, into: proj)
+    try be.add(x, proj, alpha: 1, into: x)
+  }
+}

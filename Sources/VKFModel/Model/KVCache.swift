@@ -1,0 +1,114 @@
+import VKFCore
+
+/// The keys and values of every layer for `batch` rows of up to `capacity` tokens, plus the
+/// scratch buffers of the cached (inference) forward pass, all allocated once.
+///
+/// Legend: B batch, P capacity (tokens per row), KVH kv heads, HS head size,
+/// Tc = `prefillChunk` (the most tokens one pass takes; longer inputs run in chunks).
+///
+/// Layout: time-major, K and V of layer l are (P, B, KVH·HS). New tokens (B, Tnew, KVH·HS)
+/// land in rows [past, past+Tnew) with one permute, and the valid prefix [0, Tk) is one
+/// contiguous view that one permute turns head-major (B, KVH, Tk, HS) for the batched
+/// attention matmuls. A head-major cache would need B·KVH separate copies and matmuls per
+/// layer, because a prefix of its time axis is not contiguous.
+public final class KVCache {
+  /// Rows decoded together; all rows share one length (no padding).
+  public let batch: Int
+  /// The most tokens per row (prompt + generated) the cache holds.
+  public let capacity: Int
+  /// The most new tokens one forward pass processes; longer inputs are split.
+  public let prefillChunk: Int
+  /// The backend that owns every buffer.
+  public let backend: Backend
+  /// The architecture the buffers were sized for.
+  public let shape: TransformerShape
+  /// Tokens per row already in the cache (the position of the next token).
+  public internal(set) var length = 0
+  /// Per layer: keys (P, B, KVH·HS), roped.
+  let keys: [Tensor]
+  /// Per layer: values (P, B, KVH·HS).
+  let values: [Tensor]
+  /// Scratch of one chunk.
+  let scratch: InferenceScratch
+
+  /// Allocates the cache and scratch for `shape` on `backend`.
+  public init(shape: TransformerShape, backend: Backend, batch: Int, capacity: Int,
+              prefillChunk: Int = 128) throws {
+    guard batch > 0, capacity > 0, prefillChunk > 0 else {
+      throw VKFError.shapeMismatch(op: "KVCache",
+        detail: "batch \(batch), capacity \(capacity) and prefillChunk \(prefillChunk) must be positive")
+    }
+    try shape.validate()
+    self.batch = batch; self.capacity = capacity; self.backend = backend; self.shape = shape
+    self.prefillChunk = min(prefillChunk, capacity)
+    let per = LlamaWeights.aligned(capacity * batch * shape.kvWidth)
+    let all = try backend.allocate([2 * shape.layers * per])
+    keys = try (0..<shape.layers).map { try all.view(offset: 2 * $0 * per, shape: [capacity, batch, shape.kvWidth]) }
+    values = try (0..<shape.layers).map { try all.view(offset: (2 * $0 + 1) * per, shape: [capacity, batch, shape.kvWidth]) }
+    scratch = try InferenceScratch(shape: shape, backend: backend, batch: batch, chunk: self.prefillChunk,
+                                   capacity: capacity)
+  }
+
+  /// Forgets every cached token (the buffers are kept).
+  public func reset() { length = 0 }
+
+  /// Bytes held on the backend by the cache and its scratch.
+  public var byteCount: Int { 2 * keys.count * LlamaWeights.aligned(keys.first?.count ?? 0) * 4 + scratch.byteCount }
+}
+
+/// Activations of one cached forward pass of at most B·Tc tokens attending over at most P
+/// positions, carved from one f32 and one i32 allocation. Each buffer is sized for the
+/// largest pass; a pass takes a contiguous leading view of the size it needs.
+/// Legend: N = B·Tc, C hidden, F MLP width, NH/KVH heads, HS head size, V vocabulary.
+final class InferenceScratch {
+  /// Residual stream (N, C), updated in place layer by layer.
+  let x: Tensor
+  /// RMSNorm output (N, C), a projection output before the residual add (N, C), 1/rms (N).
+  let h, proj, rstd: Tensor
+  /// Queries: projection / head-major (N·NH·HS) and RoPE output / attention output (N·NH·HS).
+  let qA, qB: Tensor
+  /// Keys and values before and after RoPE (N·KVH·HS).
+  let kA, kB: Tensor
+  /// Head-major copies of the cached prefix: (B, KVH, P, HS) at most.
+  let kHead, vHead: Tensor
+  /// Attention scores and probabilities (B·NH, Tc, P) at most.
+  let scores, probs: Tensor
+  /// MLP gate, up and silu(gate)·up (N, F).
+  let gate, up, act: Tensor
+  /// Last position of each row (B, C), its RMSNorm (B, C) and 1/rms (B), logits (B, V).
+  let last, lastNormed, lastRstd, logits: Tensor
+  /// Token ids and RoPE positions (N) i32; the row index of each row's last token (B) i32.
+  let ids, positions, lastRows: Tensor
+  /// Bytes of both allocations.
+  let byteCount: Int
+
+  init(shape s: TransformerShape, backend: Backend, batch: Int, chunk: Int, capacity: Int) throws {
+    let n = batch * chunk
+    let sizes = [n * s.hidden, n * s.hidden, n * s.hidden, n,
+                 n * s.qWidth, n * s.qWidth, n * s.kvWidth, n * s.kvWidth,
+                 batch * s.kvWidth * capacity, batch * s.kvWidth * capacity,
+                 batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,
+                 n * s.intermediate, n * s.intermediate, n * s.intermediate,
+                 batch * s.hidden, batch * s.hidden, batch, batch * s.vocab]
+    let offsets = sizes.reduce(into: [0]) { $0.append($0[$0.count - 1] + LlamaWeights.aligned($1)) }
+    let total = offsets[offsets.count - 1]
+    let f32 = try backend.allocate([total])
+    let t = try (0..<sizes.count).map { try f32.view(offset: offsets[$0], shape: [sizes[$0]]) }
+    (x, h, proj, rstd) = (t[0], t[1], t[2], t[3])
+    (qA, qB, kA, kB) = (t[4], t[5], t[6], t[7])
+    (kHead, vHead, scores, probs) = (t[8], t[9], t[10], t[11])
+    (gate, up, act) = (t[12], t[13], t[14])
+    (last, lastNormed, lastRstd, logits) = (t[15], t[16], t[17], t[18])
+    let a = LlamaWeights.aligned(n)
+    let ints = try backend.allocate([2 * a + LlamaWeights.aligned(batch)], .i32)
+    ids = try ints.view(offset: 0, shape: [n])
+    positions = try ints.view(offset: a, shape: [n])
+    lastRows = try ints.view(offset: 2 * a, shape: [batch])
+    byteCount = 4 * (total + 2 * a + LlamaWeights.aligned(batch))
+  }
+}
+
+extension Tensor {
+  /// The first `shape.product` elements of this (flat) buffer, viewed with `shape`.
+  func leading(_ shape: [Int]) throws -> Tensor { try view(offset: 0, shape: shape) }
+}

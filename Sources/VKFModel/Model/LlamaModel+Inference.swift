@@ -1,0 +1,73 @@
+import VKFCore
+
+// MARK: - Cached (inference) forward
+
+extension LlamaModel {
+  /// A KV cache (and inference scratch) for `batch` rows of up to `capacity` tokens on this
+  /// model's backend. `prefillChunk`: the most new tokens one pass takes; its scratch grows
+  /// with chunk × capacity (attention scores), so long prompts run in several passes.
+  public func makeKVCache(batch: Int, capacity: Int, prefillChunk: Int = 128) throws -> KVCache {
+    try KVCache(shape: shape, backend: backend, batch: batch, capacity: capacity, prefillChunk: prefillChunk)
+  }
+
+  /// Appends ids (B, Tn) row-major — every row's next Tn tokens, at positions
+  /// `cache.length ..< cache.length + Tn` — to the cache and returns the logits of each row's
+  /// last new token, (B, V) row-major. Only those B·V floats are downloaded.
+  /// Legend: B = cache.batch, Tn new tokens per row, V vocabulary.
+  public func forward(newIDs ids: [Int32], cache: KVCache) throws -> [Float] {
+    let b = cache.batch
+    guard cache.backend === backend, cache.shape == shape else {
+      throw VKFError.other("LlamaModel.forward(newIDs:): the cache was made for another model or backend")
+    }
+    guard !ids.isEmpty, ids.count % b == 0 else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.forward(newIDs:)",
+        detail: "\(ids.count) ids do not form \(b) non-empty rows")
+    }
+    let tn = ids.count / b
+    guard cache.length + tn <= cache.capacity else {
+      throw VKFError.outOfRange(op: "LlamaModel.forward(newIDs:)",
+        detail: "\(cache.length) cached + \(tn) new tokens exceed the cache capacity \(cache.capacity); "
+          + "make the cache with a larger capacity")
+    }
+    let vocab = Int32(shape.vocab)
+    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
+      throw VKFError.outOfRange(op: "LlamaModel.forward(newIDs:)", detail: "token id \(bad) ∉ [0, \(vocab))")
+    }
+    // Chunks of at most Tc tokens per row; only the last chunk's logits are computed.
+    var start = 0
+    while start < tn {
+      let count = min(cache.prefillChunk, tn - start)
+      var chunk = [Int32](); chunk.reserveCapacity(b * count)
+      for row in 0..<b { chunk += ids[(row * tn + start)..<(row * tn + start + count)] }
+      try forwardChunk(chunk, newTokens: count, cache: cache)
+      start += count
+    }
+    let sc = cache.scratch
+    let logits = try sc.logits.leading([b, shape.vocab])
+    try weights.lmHead.forward(backend, try sc.lastNormed.leading([b, shape.hidden]), into: logits)
+    return try backend.download(logits, as: Float.self)
+  }
+
+  /// One pass over ids (B, Tn) with Tn ≤ prefillChunk; leaves each row's last hidden state,
+  /// normed, in `scratch.lastNormed` (B, C).
+  private func forwardChunk(_ ids: [Int32], newTokens tn: Int, cache: KVCache) throws {
+    let be = backend, s = shape, sc = cache.scratch, b = cache.batch, past = cache.length
+    let n = b * tn
+    try be.upload(ids, to: try sc.ids.leading([n]))
+    try be.upload((0..<n).map { Int32(past + $0 % tn) }, to: try sc.positions.leading([n]))
+    let x = try sc.x.leading([n, s.hidden])
+    try be.embedding(ids: try sc.ids.leading([n]), table: weights.embedding, into: x)
+    for l in 0..<s.layers {
+      let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: invFreq,
+                                     keys: cache.keys[l], values: cache.values[l], scratch: sc)
+      try layer.forward(be, batch: b, newTokens: tn, past: past)
+    }
+    cache.length = past + tn
+    // Gather each row's last token (row·Tn + Tn − 1) as an embedding lookup into x's rows.
+    try be.upload((0..<b).map { Int32($0 * tn + tn - 1) }, to: sc.lastRows)
+    let last = try sc.last.leading([b, s.hidden])
+    try be.embedding(ids: sc.lastRows, table: x, into: last)
+    try be.rmsNorm(last, weight: weights.finalNorm, eps: s.rmsNormEps,
+                   into: try sc.lastNormed.leading([b, s.hidden]), rstd: try sc.lastRstd.leading([b]))
+  }
+}

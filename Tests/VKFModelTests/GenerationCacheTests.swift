@@ -1,0 +1,76 @@
+import XCTest
+import VKFCore
+import VKFModel
+import VKFTestSupport
+import VKFVulkan
+
+/// The cached forward (prefill + single-token steps) against the full-sequence training
+/// forward on the golden tiny models, batch 2, on each backend.
+final class GenerationCacheTests: XCTestCase {
+  /// Cached vs full forward: the same ops on the same f32 data; only the attention matmuls
+  /// see other shapes (Tk keys instead of T, Tn query rows instead of T), which changes
+  /// OpenBLAS / shader blocking and so the summation order. Measured ≤ 1e-13 NMSE on CPU;
+  /// ModelGoldenTests' logits bound (vs PyTorch, another order entirely) is reused.
+  static let cacheTolerance = ModelTolerance(nmse: 1e-11, maxAbs: 1e-5)
+
+  func test_cachedSteps_equalFullForward_llamaGQA_cpu() throws { try check("llama_untied", on: TestBackends.cpu) }
+  func test_cachedSteps_equalFullForward_qwen2Bias_cpu() throws { try check("qwen2_tied", on: TestBackends.cpu) }
+  func test_cachedSteps_equalFullForward_llamaGQA_vulkan() throws {
+    try check("llama_untied", on: try ModelFixtures.vulkanOrSkip())
+  }
+  func test_cachedSteps_equalFullForward_qwen2Bias_vulkan() throws {
+    try check("qwen2_tied", on: try ModelFixtures.vulkanOrSkip())
+  }
+  /// A prompt longer than the prefill chunk runs in several passes with the same result.
+  func test_chunkedPrefill_equalsFullForward_cpu() throws {
+    try check("llama_tied", on: TestBackends.cpu, prompt: 5, chunk: 2)
+  }
+
+  func test_forward_pastCapacity_throws() throws {
+    let model = try GoldenCase.load("llama_tied").model(on: TestBackends.cpu, trainable: .none)
+    let cache = try model.makeKVCache(batch: 1, capacity: 4)
+    _ = try model.forward(newIDs: [1, 2, 3], cache: cache)
+    XCTAssertThrowsError(try model.forward(newIDs: [4, 5], cache: cache))
+    cache.reset()
+    XCTAssertEqual(try model.forward(newIDs: [1, 2, 3, 4], cache: cache).count, 97)
+  }
+
+  /// Prefill `prompt` tokens per row, then one token per step; compare each returned (B, V)
+  /// with the full forward's logits at the same positions.
+  private func check(_ name: String, on backend: Backend, prompt: Int = 3, chunk: Int = 128) throws {
+    let g = try GoldenCase.load(name)
+    let model = try g.model(on: backend, trainable: .none)
+    let ids = try g.ids, b = g.batch, t = ids.count / b, v = g.shape.vocab
+    try model.forward(ids: ids, batch: b)
+    let full = try backend.floats(try XCTUnwrap(model.logits))  // (B·T, V)
+    func expected(at pos: Int) -> [Float] {
+      var out: [Float] = []
+      for row in 0..<b {
+        let first: Int = (row * t + pos) * v
+        out += full[first..<(first + v)]
+      }
+      return out
+    }
+    func columns(_ r: Range<Int>) -> [Int32] {
+      var out: [Int32] = []
+      for row in 0..<b { out += ids[(row * t + r.lowerBound)..<(row * t + r.upperBound)] }
+      return out
+    }
+    let cache = try model.makeKVCache(batch: b, capacity: t + 1, prefillChunk: chunk)
+    var worst = 0.0
+    for step in 0...(t - prompt) {
+      let range = step == 0 ? 0..<prompt : (prompt + step - 1)..<(prompt + step)
+      let got = try model.forward(newIDs: columns(range), cache: cache)
+      let want = expected(at: range.upperBound - 1)
+      worst = max(worst, Compare.nmse(want, got))
+      if let why = Compare.check(want, got, nmse: Self.cacheTolerance.nmse, maxAbs: Self.cacheTolerance.maxAbs) {
+        XCTFail("\(name) on \(backend.name), position \(range.upperBound - 1): \(why)")
+      }
+    }
+    XCTAssertEqual(cache.length, t)
+    print("cache \(name) on \(backend.name): worst nmse \(worst)")
+    if let vk = backend as? VulkanBackend {
+      XCTAssertEqual(vk.validationMessages, []); vk.clearValidationMessages()
+    }
+  }
+}
