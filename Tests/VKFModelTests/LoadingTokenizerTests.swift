@@ -55,7 +55,60 @@ final class LoadingTokenizerTests: XCTestCase {
     }
   }
 
-  func test_sentencePieceModel_isRefusedWithAdvice() {
+  /// Llama 2's SentencePiece BPE, written as the GGUF tables llama.cpp's converter would
+  /// (tokens by id, scores = −id, types 2/3/6/1), then read back through a real GGUF and
+  /// `GGUFTokenizerFacts`, gives tokenizer.json's ids and decodings on the whole corpus.
+  ///
+  /// The fixture's ids follow its merge order (merge k makes token 379 + k), so −id ranks
+  /// merged tokens as the trainer did. The derived merges are a superset of the fixture's
+  /// (294 extra splits such as both "ab c" and "a bc" for "abc"); SentencePiece and
+  /// transformers' GGUF loader both accept any split whose halves are tokens.
+  func test_llama2_sentencePieceFromGGUFTables_matchesTokenizerJSON() throws {
+    let data = try Data(contentsOf: Self.fixture("llama2"))
+    let reference = try Tokenizer(json: data)
+    let file = try Self.sentencePieceGGUF(fromTokenizerJSON: data)
+    let facts = try GGUFTokenizerFacts(file: file)
+    XCTAssertEqual(facts.model, "llama")
+    XCTAssertNil(facts.merges)
+    let built = try GGUFTokenizerBuilder.tokenizer(facts, path: file.path)
+    XCTAssertEqual(built.bosTokenID, 1)
+    XCTAssertEqual(built.eosTokenID, 2)
+    XCTAssertEqual(built.specialTokens, ["<unk>", "<s>", "</s>"])
+
+    var texts = try Self.corpus()
+    texts += ["<s>[INST] hi [/INST] ok</s>", "\u{FEFF}bom", "▁literal ▁ marks", "\u{1F600}\u{E000}"]
+    var divergent: [String] = []
+    for text in texts {
+      let ids = reference.encode(text)
+      if built.encode(text) != ids { divergent.append(text) }
+      XCTAssertEqual(built.encode(text), ids, text.debugDescription)
+      XCTAssertEqual(built.decode(ids), reference.decode(ids), "decode: \(text.debugDescription)")
+      XCTAssertEqual(built.decode(ids, skipSpecialTokens: true), reference.decode(ids, skipSpecialTokens: true))
+    }
+    print("llama2 SentencePiece from GGUF tables: \(texts.count) strings, \(divergent.count) differ: \(divergent)")
+  }
+
+  /// Merges come from every two-token split of a token, ranked by the merged token's score
+  /// (stable), splits of one token by (left score, right score) descending; byte fallback
+  /// covers characters outside the vocabulary; add_eos_token appends EOS.
+  func test_sentencePieceMerges_rankByScoreThenSplitScores() throws {
+    let tokens = ["<unk>", "<s>", "</s>", "<0xC3>", "<0xA9>", "▁", "a", "b", "c", "ab", "bc", "▁ab", "abc", "▁abc"]
+    let scores: [Float] = [0, 0, 0, 0, 0, -100, -101, -102, -103, -1, -2, -3, -4, -5]
+    let merges = GGUFTokenizerBuilder.sentencePieceMerges(tokens: tokens, scores: scores)
+    XCTAssertEqual(merges.map { "\($0.left) \($0.right)" },
+                   ["a b", "b c", "▁ ab", "ab c", "a bc", "▁ab c", "▁ abc"])
+    let types = [2, 3, 3, 6, 6] + [Int](repeating: 1, count: tokens.count - 5)
+    let json = try GGUFTokenizerBuilder.tokenizerJSON(
+      model: "llama", pre: nil, tokens: tokens, tokenTypes: types, merges: nil, bosTokenID: 1, addBOS: true,
+      path: "m.gguf", scores: scores, unknownTokenID: 0, eosTokenID: 2, addEOS: true)
+    let built = try Tokenizer(json: json)
+    // "é" is not a token: its UTF-8 bytes fall back to <0xC3> <0xA9>; "d" has no byte token → <unk>.
+    XCTAssertEqual(built.encode("abc é"), [1, 13, 5, 3, 4, 2])
+    XCTAssertEqual(built.encode("dd"), [1, 5, 0, 2], "unknowns fuse")
+    XCTAssertEqual(built.decode([1, 13, 5, 3, 4, 2], skipSpecialTokens: true), "abc é")
+  }
+
+  func test_sentencePieceModel_withoutScoresOrMerges_isRefusedWithAdvice() {
     XCTAssertThrowsError(try GGUFTokenizerBuilder.tokenizerJSON(
       model: "llama", pre: nil, tokens: ["<unk>"], tokenTypes: nil, merges: nil, bosTokenID: nil,
       addBOS: true, path: "m.gguf")) { error in
@@ -69,6 +122,36 @@ final class LoadingTokenizerTests: XCTestCase {
       addBOS: false, path: "m.gguf")) { error in
       XCTAssertTrue("\(error)".contains("deepseek-coder") && "\(error)".contains("smollm"), "\(error)")
     }
+  }
+
+  /// The tokenizer fixture `name`.json of VKFTokenizerTests.
+  static func fixture(_ name: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../VKFTokenizerTests/Fixtures/tokenizers/\(name).json")
+  }
+
+  /// The shared tokenizer corpus, read with JSONDecoder (JSONSerialization drops U+FEFF).
+  static func corpus() throws -> [String] {
+    try JSONDecoder().decode([String].self, from: Data(contentsOf: fixture("corpus")))
+  }
+
+  /// An in-memory GGUF holding a SentencePiece tokenizer.json as llama.cpp's converter writes
+  /// it: tokens by id, scores −id, types 2 (unk), 3 (other special), 6 (<0xNN>), else 1; no merges.
+  static func sentencePieceGGUF(fromTokenizerJSON data: Data) throws -> GGUFFile {
+    let tables = try ggufTables(fromTokenizerJSON: data)
+    let isByte = { (t: String) in t.count == 6 && t.hasPrefix("<0x") && t.hasSuffix(">") }
+    let types = zip(tables.tokens, tables.types).map { token, type in
+      token == "<unk>" ? 2 : type == 3 ? 3 : isByte(token) ? 6 : 1
+    }
+    var writer = GGUFWriter(architecture: "llama")
+    writer.set("tokenizer.ggml.model", .string("llama"))
+    writer.set("tokenizer.ggml.tokens", .array(elementType: .string, tables.tokens.map { .string($0) }))
+    writer.set("tokenizer.ggml.scores", .array(elementType: .float32, tables.tokens.indices.map { .float32(-Float($0)) }))
+    writer.set("tokenizer.ggml.token_type", .array(elementType: .int32, types.map { .int32(Int32($0)) }))
+    writer.set("tokenizer.ggml.unknown_token_id", .uint32(0))
+    writer.set("tokenizer.ggml.bos_token_id", .uint32(1))
+    writer.set("tokenizer.ggml.eos_token_id", .uint32(2))
+    return try GGUFFile(bytes: writer.headerBytes(), path: "llama2.gguf")
   }
 
   /// tokens by id, GGUF token types (3 for special added tokens, 4 for others, else 1), and

@@ -29,7 +29,8 @@ extension GGUFTokenizerBuilder {
       // transformers splits stored merges on " " (`tuple(merge.split(" "))`).
       pairs = merges.map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) }
       if let bad = pairs.firstIndex(where: { $0.count != 2 }) {
-        throw ModelFileError(path, "tokenizer.ggml.merges[\(bad)] '\(merges[bad])' is not two tokens separated by a space")
+        throw ModelFileError(path, "tokenizer.ggml.merges[\(bad)] '\(merges[bad])' is not two tokens "
+          + "separated by a space")
       }
     } else if let scores {
       guard scores.count == tokens.count else {
