@@ -2,7 +2,8 @@
 // vkfinetune: LLM fine-tuning on any Vulkan GPU, with an OpenBLAS CPU fallback.
 //
 // Module map (arrows point down only; see README.md):
-//   vkfinetune (CLI) → VKFModel → VKFTokenizer, VKFCore;  VKFCPU, VKFVulkan → VKFCore
+//   vkfinetune (CLI) → VKFTrain → {VKFModel, VKFData} → VKFTokenizer, VKFCore
+//   VKFCPU, VKFVulkan → VKFCore
 //   VKFCPU → COpenBLAS;  VKFVulkan → CVulkan, CGlslang
 import PackageDescription
 
@@ -29,6 +30,8 @@ let package = Package(
     .target(name: "VKFVulkan", dependencies: ["VKFCore", "CVulkan", "CGlslang"]),
     .target(name: "VKFTokenizer"),
     .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
+    .target(name: "VKFData", dependencies: ["VKFTokenizer"]),
+    .target(name: "VKFTrain", dependencies: ["VKFCore", "VKFModel", "VKFData"]),
 
     // MARK: - CLI
     .executableTarget(name: "vkfinetune", dependencies: [
@@ -46,6 +49,8 @@ let package = Package(
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
+    .testTarget(name: "VKFDataTests", dependencies: ["VKFData", "VKFTokenizer"], resources: [.copy("Fixtures")]),
+    .testTarget(name: "VKFTrainTests", dependencies: ["VKFTrain"], resources: [.copy("Fixtures")]),
     // Runs the built `vkfinetune` binary as a user would (the dependency makes SwiftPM build it).
     .testTarget(name: "CLITests", dependencies: ["vkfinetune"]),
   ]

@@ -1,0 +1,1 @@
+// VKFData: instruction / chat / preference datasets, masking and packing.

@@ -1,0 +1,1 @@
+// VKFTrain: optimizers, LR schedules, losses, trainers, checkpoints.
