@@ -1,1 +1,0 @@
-// VKFData: instruction / chat / preference datasets, masking and packing.
