@@ -30,7 +30,7 @@ let package = Package(
     .target(name: "VKFVulkan", dependencies: ["VKFCore", "CVulkan", "CGlslang"]),
     .target(name: "VKFTokenizer"),
     .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
-    .target(name: "VKFData", dependencies: ["VKFTokenizer"]),
+    .target(name: "VKFData", dependencies: ["VKFCore", "VKFTokenizer"]),
     .target(name: "VKFTrain", dependencies: ["VKFCore", "VKFModel", "VKFData"]),
 
     // MARK: - CLI
@@ -49,7 +49,7 @@ let package = Package(
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
-    .testTarget(name: "VKFDataTests", dependencies: ["VKFData", "VKFTokenizer"], resources: [.copy("Fixtures")]),
+    .testTarget(name: "VKFDataTests", dependencies: ["VKFData", "VKFCore", "VKFTokenizer"], resources: [.copy("Fixtures")]),
     .testTarget(name: "VKFTrainTests", dependencies: ["VKFTrain"], resources: [.copy("Fixtures")]),
     // Runs the built `vkfinetune` binary as a user would (the dependency makes SwiftPM build it).
     .testTarget(name: "CLITests", dependencies: ["vkfinetune"]),

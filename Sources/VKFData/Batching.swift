@@ -1,22 +1,6 @@
 // Deterministic shuffling, validation split, padded batches and packed rows.
 import Foundation
-
-/// SplitMix64 (Steele et al. 2014): the same seed gives the same stream on every platform.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-  private var state: UInt64
-
-  /// Starts the stream at `seed`.
-  public init(seed: UInt64) { state = seed }
-
-  /// The next 64 random bits.
-  public mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
+import VKFCore
 
 /// A (B, T) block of rows, row-major; padding has target −100.
 public struct Batch: Sendable, Equatable {

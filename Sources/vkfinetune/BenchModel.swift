@@ -56,7 +56,7 @@ struct BenchModel: ParsableCommand {
     print("backend: \(backend.name)")
     print("model: \(loaded.location.url.path) (\(Self.millions(parameters)) parameters, "
       + "\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden), vocab \(loaded.shape.vocab))")
-    var rng = SplitMix(seed: 0x5EED)
+    var rng = SplitMix64(seed: 0x5EED)
     let ids = (0 ..< tokens).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
     // Next-token targets within each row; the last position of a row is ignored.
     let targets = (0 ..< tokens).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] }
@@ -144,15 +144,3 @@ struct ModelBenchReport: Codable {
   var results: [BenchResult]
 }
 
-/// A small seeded generator (SplitMix64) for reproducible synthetic token ids.
-struct SplitMix {
-  private var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}

@@ -1,6 +1,7 @@
 // Deterministic shuffle, validation split, padding and packing.
 import XCTest
 @testable import VKFData
+import VKFCore
 
 final class BatchingTests: XCTestCase {
   func test_shuffle_fixedOrderForSeed() {

@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 
 /// Picks the next token from one row of logits, on the CPU, as transformers' `generate`
 /// does: repetition penalty, then greedy argmax (temperature 0) or temperature → top-k →
@@ -92,23 +93,3 @@ public struct Sampler {
   }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded RNG whose stream is the same on every
-/// platform, unlike `SystemRandomNumberGenerator`.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-  private var state: UInt64
-
-  /// A generator whose whole stream is fixed by `seed`.
-  public init(seed: UInt64) { state = seed }
-
-  /// The next 64 random bits.
-  public mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
-  /// A uniform double in [0, 1) from the top 53 bits.
-  public mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
-}
