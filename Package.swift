@@ -2,7 +2,8 @@
 // vkfinetune: LLM fine-tuning on any Vulkan GPU, with an OpenBLAS CPU fallback.
 //
 // Module map (arrows point down only; see README.md):
-//   vkfinetune (CLI) → VKFTrain → {VKFModel, VKFData} → VKFTokenizer, VKFCore
+//   vkfinetune (CLI) → VKFTrain → {VKFPEFT, VKFData};  VKFPEFT → VKFModel
+//   VKFModel, VKFData → VKFTokenizer, VKFCore
 //   VKFCPU, VKFVulkan → VKFCore
 //   VKFCPU → COpenBLAS;  VKFVulkan → CVulkan, CGlslang
 import PackageDescription
@@ -15,6 +16,7 @@ let package = Package(
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
   ],
   targets: [
     // MARK: - System libraries (only the backend above each imports it)
@@ -31,12 +33,14 @@ let package = Package(
     .target(name: "VKFTokenizer"),
     .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
     .target(name: "VKFData", dependencies: ["VKFCore", "VKFTokenizer"]),
-    .target(name: "VKFTrain", dependencies: ["VKFCore", "VKFModel", "VKFData"]),
+    .target(name: "VKFPEFT", dependencies: ["VKFCore", "VKFModel"]),
+    .target(name: "VKFTrain", dependencies: ["VKFCore", "VKFModel", "VKFData", "VKFPEFT"]),
 
     // MARK: - CLI
     .executableTarget(name: "vkfinetune", dependencies: [
-      "VKFCore", "VKFCPU", "VKFVulkan", "VKFModel", "VKFTokenizer",
+      "VKFCore", "VKFCPU", "VKFVulkan", "VKFModel", "VKFTokenizer", "VKFData", "VKFPEFT", "VKFTrain",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      .product(name: "Yams", package: "Yams"),
     ]),
 
     // MARK: - Tests
@@ -50,7 +54,11 @@ let package = Package(
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "BackendParityTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),
     .testTarget(name: "VKFDataTests", dependencies: ["VKFData", "VKFCore", "VKFTokenizer"], resources: [.copy("Fixtures")]),
-    .testTarget(name: "VKFTrainTests", dependencies: ["VKFTrain"], resources: [.copy("Fixtures")]),
+    .testTarget(name: "VKFPEFTTests", dependencies: ["VKFPEFT", "VKFModel", "VKFCore", "VKFCPU", "VKFVulkan",
+                                                    "VKFTestSupport"], resources: [.copy("Fixtures")]),
+    .testTarget(name: "VKFTrainTests", dependencies: ["VKFTrain", "VKFPEFT", "VKFModel", "VKFData", "VKFCore",
+                                                     "VKFCPU", "VKFVulkan", "VKFTestSupport"],
+                resources: [.copy("Fixtures")]),
     // Runs the built `vkfinetune` binary as a user would (the dependency makes SwiftPM build it).
     .testTarget(name: "CLITests", dependencies: ["vkfinetune"]),
   ]

@@ -134,13 +134,53 @@ public final class LlamaWeights {
     try zeroGradients()
   }
 
+  /// The seven projections of every layer by Hugging Face module name
+  /// (`model.layers.{i}.self_attn.q_proj` …), in layer order: where adapters attach.
+  public var projectionNames: [String] {
+    (0..<shape.layers).flatMap { i in
+      Self.projectionKeys.map { ParameterNames.layerPrefix(i) + $0.prefix }
+    }
+  }
+
+  /// Module-name suffix and key path of each projection, in PEFT's order.
+  nonisolated(unsafe) static let projectionKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear>)] = [
+    ("self_attn.q_proj", \.q), ("self_attn.k_proj", \.k), ("self_attn.v_proj", \.v),
+    ("self_attn.o_proj", \.o), ("mlp.gate_proj", \.gate), ("mlp.up_proj", \.up),
+    ("mlp.down_proj", \.down),
+  ]
+
+  /// Calls `body` with every projection and its Hugging Face module name
+  /// (`model.layers.{i}.self_attn.q_proj`, …) and stores what it changes: how adapters are
+  /// attached and how QLoRA swaps a dense base for NF4. The LM head is not visited.
+  public func updateProjections(_ body: (String, inout Linear) throws -> Void) rethrows {
+    for i in layers.indices {
+      for (suffix, path) in Self.projectionKeys {
+        try body(ParameterNames.layerPrefix(i) + suffix, &layers[i][keyPath: path])
+      }
+    }
+  }
+
+  /// Drops a dense parameter from `parameters` (after QLoRA replaced it with NF4), so its
+  /// memory is released once no projection refers to it.
+  public func releaseParameter(_ name: String) { parameters[name] = nil }
+
+  /// The trained parameters of full fine-tuning (every gradient), by Hugging Face name;
+  /// norms take no weight decay, as in transformers' Trainer.
+  public var trainableTensors: [TrainableTensor] {
+    gradients.keys.sorted().compactMap { name in
+      guard let v = parameters[name], let g = gradients[name] else { return nil }
+      return TrainableTensor(name: name, value: v, gradient: g,
+                             decays: !(name.hasSuffix("norm.weight") || name.hasSuffix(".bias")))
+    }
+  }
+
   /// Sets every gradient to zero (call before the first micro-batch of a step).
   public func zeroGradients() throws {
     if let gradientArena { try backend.fill(gradientArena, value: 0) }
   }
 
   /// True when any gradient exists.
-  public var hasGradients: Bool { gradientArena != nil }
+  public var hasGradients: Bool { gradientArena != nil || layers.contains { $0.isTrained } }
 
   /// The lowest layer with a trained parameter (0 when the embedding is trained): backward
   /// stops there. nil when only parameters above every layer (final norm, LM head) train.

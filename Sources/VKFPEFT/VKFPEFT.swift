@@ -1,0 +1,1 @@
+// VKFPEFT: parameter-efficient fine-tuning (LoRA, DoRA, QLoRA), PEFT adapter files, merging.
