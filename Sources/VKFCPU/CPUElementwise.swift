@@ -25,6 +25,22 @@ extension CPUBackend {
     }
   }
 
+  /// out[r, c] = weights[r] · x[r, c], a row per step so the inner loop vectorises.
+  public func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws {
+    try validate(.scaleRows, x, weights, out)
+    // x, out: (rows, cols); weights: (rows)
+    let (rows, cols) = try ShapeCheck.scaleRows(x, weights, out)
+    guard x.count > 0 else { return }
+    let px = UncheckedSendable(UnsafePointer(f32(x))), pw = UncheckedSendable(UnsafePointer(f32(weights)))
+    let po = UncheckedSendable(f32(out))
+    CPUParallel.forRanges(rows, cost: cols) { rs in
+      for r in rs {
+        let w = pw.value[r], xr = px.value + r * cols, or = po.value + r * cols
+        for c in 0..<cols { or[c] = w * xr[c] }
+      }
+    }
+  }
+
   /// out[0] += Σ x², each core's part summed in Double and the parts added in order.
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
     try validate(.sumOfSquares, x, out)

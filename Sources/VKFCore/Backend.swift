@@ -91,6 +91,10 @@ public protocol Backend: AnyObject {
   func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
   /// out = α·x.
   func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws
+  /// out[r, c] = weights[r] · x[r, c]: x, out (rows, cols) f32 with rows = x.rowCount;
+  /// weights (rows) f32. out may be x itself (in place); DPO scales the cross-entropy logit
+  /// gradients (N, V) per token this way.
+  func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws
   /// out[0] += Σ x² (out: one f32), for global gradient-norm clipping.
   func sumOfSquares(_ x: Tensor, into out: Tensor) throws
 

@@ -192,6 +192,11 @@ public final class CheckingBackend: Backend {
   public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
     try check(.scale, inputs: [x], outputs: [out]) { b, m in try b.scale(m(x), by: alpha, into: m(out)) }
   }
+  public func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws {
+    try check(.scaleRows, inputs: [x, weights], outputs: [out]) { b, m in
+      try b.scaleRows(m(x), weights: m(weights), into: m(out))
+    }
+  }
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
     try check(.sumOfSquares, inputs: [x], outputs: [out]) { b, m in try b.sumOfSquares(m(x), into: m(out)) }
   }

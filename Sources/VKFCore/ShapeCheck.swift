@@ -265,6 +265,19 @@ public enum ShapeCheck {
     try inPlaceOrDisjoint(.scale, output: out, inputs: x)
   }
 
+  /// Returns (rows, cols) of out = weights[row] · x: x, out (rows, cols) with x's element
+  /// count; weights (rows). out may be x itself but must not touch weights.
+  public static func scaleRows(_ x: Tensor, _ weights: Tensor, _ out: Tensor) throws
+    -> (rows: Int, cols: Int)
+  {
+    try dtype(.scaleRows, .f32, x, weights, out)
+    try count(.scaleRows, x.count, out)
+    try count(.scaleRows, x.rowCount, weights)
+    try inPlaceOrDisjoint(.scaleRows, output: out, inputs: x)
+    try noOverlap(.scaleRows, output: out, inputs: weights)
+    return (x.rowCount, x.lastDim)
+  }
+
   /// out[0] += Σx²: x any f32 tensor, out one f32.
   public static func sumOfSquares(_ x: Tensor, _ out: Tensor) throws {
     try dtype(.sumOfSquares, .f32, x, out)

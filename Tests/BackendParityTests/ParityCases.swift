@@ -200,6 +200,14 @@ enum ParityTable {
     ParityCase(op: .scale, name: "in place", tolerance: .elementwise) { b in
       let a = try b.random([999], seed: 64); try b.scale(a, by: 3.5, into: a); return [try b.floats(a)]
     },
+    ParityCase(op: .scaleRows, name: "in place, 3×13 rows of 257 (rank 3)", tolerance: .elementwise) { b in
+      let x = try b.random([3, 13, 257], seed: 67), w = try b.random([39], seed: 68, -2, 2)
+      try b.scaleRows(x, weights: w, into: x); return [try b.floats(x)]
+    },
+    ParityCase(op: .scaleRows, name: "out of place, 1 row", tolerance: .elementwise) { b in
+      let x = try b.random([1, 1001], seed: 80), w = try b.random([1], seed: 81), out = try b.allocate([1, 1001])
+      try b.scaleRows(x, weights: w, into: out); return [try b.floats(out)]
+    },
     ParityCase(op: .sumOfSquares, name: "accumulates over two tensors", tolerance: .scalarSum) { b in
       let out = try b.tensor([Float(1.5)], shape: [1])
       try b.sumOfSquares(try b.random([100_003], seed: 65), into: out)

@@ -58,6 +58,7 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .add) { b, bad in try b.add(bad, w8, alpha: 1, into: y) },
       BadCall(op: .mul) { b, bad in try b.mul(bad, x, into: y) },
       BadCall(op: .scale) { b, bad in try b.scale(bad, by: 2, into: y) },
+      BadCall(op: .scaleRows) { b, bad in try b.scaleRows(bad, weights: inv, into: y) },
       BadCall(op: .sumOfSquares, good: [1]) { b, bad in try b.sumOfSquares(x, into: bad) },
       BadCall(op: .adamW) { b, bad in
         try b.adamW(param: bad, grad: x, m: y, v: try b.zeros([4, 8]), hyper: hyper, gradSumOfSquares: one)

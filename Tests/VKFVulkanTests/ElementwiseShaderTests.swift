@@ -5,8 +5,8 @@ import VKFCPU
 import VKFTestSupport
 @testable import VKFVulkan
 
-// Shader unit tests of add.comp, mul.comp, scale.comp and sum_of_squares.comp against the CPU
-// backend, plus the helpers every transformer-block shader test shares (`BlockCheck`).
+// Shader unit tests of add.comp, mul.comp, scale.comp, scale_rows.comp and sum_of_squares.comp
+// against the CPU backend, plus the helpers every transformer-block shader test shares (`BlockCheck`).
 
 /// Helpers and tolerances shared by the block/elementwise/loss/optimizer shader tests.
 enum BlockCheck {
@@ -61,6 +61,7 @@ final class ElementwiseShaderTests: XCTestCase {
   func testPushStructs_matchShaderBlocks() {
     XCTAssertEqual(MemoryLayout<BinaryPush>.size, 3 * 4)       // add.comp, mul.comp
     XCTAssertEqual(MemoryLayout<ScalePush>.size, 2 * 4)        // scale.comp
+    XCTAssertEqual(MemoryLayout<ScaleRowsPush>.size, 2 * 4)    // scale_rows.comp
     XCTAssertEqual(MemoryLayout<SumOfSquaresPush>.size, 2 * 4) // sum_of_squares.comp
   }
 
@@ -105,6 +106,49 @@ final class ElementwiseShaderTests: XCTestCase {
       }
       BlockCheck.assertClose(r, nmse: BlockCheck.elementwiseNMSE,
                              maxAbs: BlockCheck.elementwiseMaxAbs, "scale n \(n)")
+    }
+  }
+
+  /// Runs scaleRows on (rows, cols) seeded inputs on both backends, in place or not, and
+  /// checks the CPU against w[r]·x[r, c] computed here (one f32 product: exact equality) and
+  /// Vulkan against the CPU.
+  private func scaleRows(_ rows: Int, _ cols: Int, inPlace: Bool, seed: UInt64,
+                         file: StaticString = #filePath, line: UInt = #line) throws {
+    let x = TestData.uniform(rows * cols, seed: seed), w = TestData.uniform(rows, seed: seed + 1, -3, 3)
+    let r = try BlockCheck.both(file: file, line: line) { be in
+      let xt = try be.tensor(x, shape: [rows, cols]), wt = try be.tensor(w, shape: [rows])
+      let out = inPlace ? xt : try be.allocate([rows, cols])
+      try be.scaleRows(xt, weights: wt, into: out)
+      return [try be.floats(out)]
+    }
+    let expected = (0..<rows * cols).map { w[$0 / cols] * x[$0] }
+    XCTAssertEqual(r.cpu[0], expected, "CPU scaleRows \(rows)×\(cols)", file: file, line: line)
+    BlockCheck.assertClose(r, nmse: BlockCheck.elementwiseNMSE, maxAbs: BlockCheck.elementwiseMaxAbs,
+                           "scaleRows \(rows)×\(cols) inPlace \(inPlace)", file: file, line: line)
+  }
+
+  func testScaleRows_oddSizesAndInPlace_matchesCPU() throws {
+    for (rows, cols) in [(1, 1), (7, 1), (1, 7), (13, 257), (67, 3), (5, 1000)] {
+      for inPlace in [false, true] {
+        try scaleRows(rows, cols, inPlace: inPlace, seed: UInt64(rows * 31 + cols))
+      }
+    }
+  }
+
+  /// 64 KiB bindings: (70, 1000) f32 is 280 KB, so scaleRows must run in ≥ 5 row chunks.
+  static let scaleRowsBindingLimit = 64 << 10
+
+  func testScaleRows_pastBindingLimit_splitsRowsAndMatchesCPU() throws {
+    let vk = try BlockCheck.vulkan()
+    vk.bindingLimitForTesting = Self.scaleRowsBindingLimit
+    defer { vk.bindingLimitForTesting = nil }
+    XCTAssertGreaterThanOrEqual(try vk.rowChunks(rows: 70, rowBytes: 1000 * 4, op: .scaleRows).count, 5)
+    try scaleRows(70, 1000, inPlace: true, seed: 41)
+    try scaleRows(70, 1000, inPlace: false, seed: 43)
+    // One row wider than a binding cannot be split by rows: a clear error, not a bad write.
+    let x = try vk.allocate([2, 20_000]), w = try vk.tensor([Float(1), 2], shape: [2])
+    XCTAssertThrowsError(try vk.scaleRows(x, weights: w, into: x)) { e in
+      XCTAssertTrue("\(e)".contains("binding limit"), "\(e)")
     }
   }
 

@@ -1,8 +1,8 @@
 import Foundation
 import VKFCore
 
-// Elementwise kernels (add.comp, mul.comp, scale.comp) and the dispatch-geometry helpers the
-// transformer-block, loss and optimizer kernels share.
+// Elementwise kernels (add.comp, mul.comp, scale.comp, scale_rows.comp) and the
+// dispatch-geometry helpers the transformer-block, loss and optimizer kernels share.
 
 // MARK: - Push constants
 
@@ -20,6 +20,14 @@ struct BinaryPush {
 struct ScalePush {
   var n: UInt32
   var alpha: Float
+}
+
+/// Push constants of scale_rows.comp.
+struct ScaleRowsPush {
+  /// Elements of this chunk's x and out (rows · cols).
+  var n: UInt32
+  /// Row length; element i belongs to row i / cols.
+  var cols: UInt32
 }
 
 // MARK: - Dispatch geometry
@@ -89,6 +97,24 @@ extension VulkanBackend {
     try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
                  push: ScalePush(n: try shaderUInt(x.count, .scale), alpha: alpha),
                  groups: try elementGroups(x.count, op: .scale))
+  }
+
+  /// scale_rows.comp: out[r, c] = weights[r] · x[r, c]. Tensors past one binding (DPO's
+  /// (N, V) logit gradients) go in row chunks, as crossEntropy's do.
+  public func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws {
+    let op = Op.scaleRows
+    try checkOwnership(op, x, weights, out)
+    // x, out: (R, C); weights: (R)
+    let (rows, cols) = try ShapeCheck.scaleRows(x, weights, out)
+    guard x.count > 0 else { return }
+    for r in try rowChunks(rows: rows, rowBytes: cols * 4, op: op) {
+      let n = r.count * cols
+      let push = ScaleRowsPush(n: try shaderUInt(n, op), cols: try shaderUInt(cols, op))
+      try dispatch("scale_rows", specialization: blockSpecialization,
+                   bindings: [try x.rowSlice(r, rowLength: cols), try weights.rowSlice(r, rowLength: 1),
+                              try out.rowSlice(r, rowLength: cols)],
+                   push: push, groups: try elementGroups(n, op: op))
+    }
   }
 
   /// add.comp / mul.comp: out (n) = a (n) ∘ b (nb), b repeating.
