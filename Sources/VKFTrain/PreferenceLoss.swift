@@ -1,0 +1,160 @@
+// DPO-family and reward-model losses on sequence log-probs / scores, with their gradients.
+import Foundation
+
+/// TRL's DPO loss types (`loss_type`).
+public enum DPOLossType: String, Codable, Sendable, CaseIterable {
+  /// −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ) (ε = label smoothing, 0 by default: the DPO paper).
+  case sigmoid
+  /// relu(1 − βΔ) (SLiC).
+  case hinge
+  /// (Δ̄ − 1/(2β))², with each log-prob divided by its answer's length (IPO).
+  case ipo
+  /// [−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)] / (1 − 2ε) (robust DPO, unbiased under label noise).
+  case robust
+}
+
+/// Settings of a DPO loss, with TRL's names in comments.
+public struct DPOLossConfig: Codable, Sendable, Equatable {
+  /// `loss_type`.
+  public var type: DPOLossType = .sigmoid
+  /// `beta`.
+  public var beta: Double = 0.1
+  /// `label_smoothing` (ε) for sigmoid and robust; must be < 0.5.
+  public var labelSmoothing: Double = 0
+  /// `rpo_alpha`: weight of an SFT (mean NLL) term on the chosen answers; nil for none.
+  public var rpoAlpha: Double?
+
+  public init(type: DPOLossType = .sigmoid, beta: Double = 0.1, labelSmoothing: Double = 0,
+              rpoAlpha: Double? = nil) {
+    self.type = type; self.beta = beta; self.labelSmoothing = labelSmoothing; self.rpoAlpha = rpoAlpha
+  }
+
+  /// One-line reasons for values that cannot work.
+  public func validate() throws {
+    guard beta > 0, beta.isFinite else { throw PreferenceLossError("beta must be > 0 (got \(beta))") }
+    guard labelSmoothing >= 0, labelSmoothing < 0.5 else {
+      throw PreferenceLossError("label_smoothing must be in [0, 0.5) (got \(labelSmoothing))")
+    }
+    if labelSmoothing > 0, type == .hinge || type == .ipo {
+      throw PreferenceLossError("label_smoothing applies to the sigmoid and robust losses, not \(type.rawValue)")
+    }
+    if let a = rpoAlpha, !(a >= 0 && a.isFinite) { throw PreferenceLossError("rpo_alpha must be ≥ 0 (got \(a))") }
+  }
+}
+
+/// A bad preference-loss setting.
+public struct PreferenceLossError: Error, CustomStringConvertible, Equatable {
+  public var description: String
+  public init(_ d: String) { description = d }
+}
+
+/// Sequence-level inputs of one pair: summed answer log-probs under the policy and the
+/// reference, and the answer lengths in tokens.
+public struct PairLogProbs: Sendable, Equatable {
+  public var policyChosen: Double, policyRejected: Double
+  public var referenceChosen: Double, referenceRejected: Double
+  public var chosenTokens: Int, rejectedTokens: Int
+  public init(policyChosen: Double, policyRejected: Double, referenceChosen: Double,
+              referenceRejected: Double, chosenTokens: Int, rejectedTokens: Int) {
+    self.policyChosen = policyChosen; self.policyRejected = policyRejected
+    self.referenceChosen = referenceChosen; self.referenceRejected = referenceRejected
+    self.chosenTokens = chosenTokens; self.rejectedTokens = rejectedTokens
+  }
+}
+
+/// One pair's loss, its gradient with respect to the *summed* policy log-probs, and the
+/// logged rewards.
+public struct PairLoss: Sendable, Equatable {
+  /// The pair's loss (before averaging over the batch; without the RPO term).
+  public var loss: Double
+  /// dloss/d(policy chosen summed log-prob) and dloss/d(policy rejected summed log-prob).
+  public var dPolicyChosen: Double, dPolicyRejected: Double
+  /// β·(π_c − ref_c) and β·(π_r − ref_r), on summed log-probs for every loss type (as TRL).
+  public var rewardChosen: Double, rewardRejected: Double
+}
+
+/// The DPO-family losses of `DPOLossConfig` and the reward-model loss.
+public enum PreferenceLoss {
+  /// log σ(x), stable for large |x|.
+  static func logSigmoid(_ x: Double) -> Double { x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)) }
+  /// σ(x).
+  static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
+
+  /// The loss of one pair under `config` (formulas in REFERENCE.md, TRL's semantics).
+  public static func dpo(_ p: PairLogProbs, _ config: DPOLossConfig) -> PairLoss {
+    let beta = config.beta, eps = config.labelSmoothing
+    // ipo works on length-averaged log-probs; the chain rule brings 1/length back.
+    let lc = config.type == .ipo ? Double(max(p.chosenTokens, 1)) : 1
+    let lr = config.type == .ipo ? Double(max(p.rejectedTokens, 1)) : 1
+    let chosenRatio = (p.policyChosen - p.referenceChosen) / lc
+    let rejectedRatio = (p.policyRejected - p.referenceRejected) / lr
+    let delta = chosenRatio - rejectedRatio
+    let x = beta * delta
+    let loss: Double, dDelta: Double
+    switch config.type {
+    case .sigmoid:
+      loss = -(1 - eps) * logSigmoid(x) - eps * logSigmoid(-x)
+      dDelta = beta * (-(1 - eps) * sigmoid(-x) + eps * sigmoid(x))
+    case .hinge:
+      loss = max(0, 1 - x)
+      dDelta = 1 - x > 0 ? -beta : 0
+    case .ipo:
+      let d = delta - 1 / (2 * beta)
+      loss = d * d
+      dDelta = 2 * d
+    case .robust:
+      loss = (-(1 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1 - 2 * eps)
+      dDelta = -beta * ((1 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1 - 2 * eps)
+    }
+    return PairLoss(loss: loss, dPolicyChosen: dDelta / lc, dPolicyRejected: -dDelta / lr,
+                    rewardChosen: beta * (p.policyChosen - p.referenceChosen),
+                    rewardRejected: beta * (p.policyRejected - p.referenceRejected))
+  }
+
+  /// Reward-model loss −log σ(r_c − r_r − margin) and its gradients (d/dr_c, d/dr_r).
+  public static func reward(chosen: Double, rejected: Double, margin: Double = 0)
+    -> (loss: Double, dChosen: Double, dRejected: Double) {
+    let x = chosen - rejected - margin
+    let g = -sigmoid(-x)
+    return (-logSigmoid(x), g, -g)
+  }
+}
+
+/// Batch means of what DPO logs (TRL's metric names in `metrics`).
+public struct DPOStepMetrics: Sendable, Equatable {
+  public var loss = 0.0
+  public var rewardsChosen = 0.0, rewardsRejected = 0.0, rewardsAccuracy = 0.0
+  public var logpsChosen = 0.0, logpsRejected = 0.0
+  public var pairs = 0
+  public init() {}
+
+  /// Adds one pair (call `finish` once after the last).
+  public mutating func add(_ l: PairLoss, _ p: PairLogProbs) {
+    loss += l.loss
+    rewardsChosen += l.rewardChosen; rewardsRejected += l.rewardRejected
+    rewardsAccuracy += l.rewardChosen > l.rewardRejected ? 1 : 0
+    logpsChosen += p.policyChosen; logpsRejected += p.policyRejected
+    pairs += 1
+  }
+
+  /// Means over the pairs added so far.
+  public var mean: DPOStepMetrics {
+    guard pairs > 0 else { return self }
+    var m = self
+    let n = Double(pairs)
+    m.loss /= n; m.rewardsChosen /= n; m.rewardsRejected /= n; m.rewardsAccuracy /= n
+    m.logpsChosen /= n; m.logpsRejected /= n
+    return m
+  }
+
+  /// rewards/margins.
+  public var rewardsMargin: Double { rewardsChosen - rewardsRejected }
+
+  /// TRL's names → values (means), for metrics.jsonl and the progress line.
+  public var metrics: [String: Double] {
+    let m = mean
+    return ["loss": m.loss, "rewards/chosen": m.rewardsChosen, "rewards/rejected": m.rewardsRejected,
+            "rewards/margins": m.rewardsMargin, "rewards/accuracies": m.rewardsAccuracy,
+            "logps/chosen": m.logpsChosen, "logps/rejected": m.logpsRejected]
+  }
+}
