@@ -1,0 +1,90 @@
+import Foundation
+
+/// LoRA hyper-parameters with PEFT's names and defaults (`LoraConfig`): rank, alpha, dropout,
+/// target modules, rsLoRA and DoRA. Decoded from the YAML / CLI config and written to
+/// `adapter_config.json` by the PEFT file writer.
+public struct LoRAConfig: Codable, Equatable, Sendable {
+  /// Rank r of A (r, in) and B (out, r). Default 8 (PEFT's default).
+  public var r: Int
+  /// lora_alpha: the update is scaled by alpha/r (alpha/√r with rsLoRA). Default 16.
+  public var alpha: Float
+  /// lora_dropout: probability of zeroing an input of the adapter path, in [0, 1). Default 0.
+  public var dropout: Float
+  /// Short projection names (`q_proj` … `down_proj`) or `["all-linear"]`. Default: all seven.
+  public var targetModules: [String]
+  /// use_rslora: scale by alpha/√r (Kalajdzievski 2023) instead of alpha/r. Default false.
+  public var useRSLoRA: Bool
+  /// use_dora: weight-decomposed LoRA (Liu et al. 2024) with a trained magnitude. Default false.
+  public var useDoRA: Bool
+
+  // Keys as PEFT's adapter_config.json spells them.
+  enum CodingKeys: String, CodingKey {
+    case r
+    case alpha = "lora_alpha"
+    case dropout = "lora_dropout"
+    case targetModules = "target_modules"
+    case useRSLoRA = "use_rslora"
+    case useDoRA = "use_dora"
+  }
+
+  /// A config with PEFT's defaults unless given.
+  public init(r: Int = 8, alpha: Float = 16, dropout: Float = 0, targetModules: [String] = LoRAConfig.allLinear,
+              useRSLoRA: Bool = false, useDoRA: Bool = false) {
+    self.r = r; self.alpha = alpha; self.dropout = dropout; self.targetModules = targetModules
+    self.useRSLoRA = useRSLoRA; self.useDoRA = useDoRA
+  }
+
+  /// Decodes with a default for every missing key (a YAML file may give only `r`).
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    let d = LoRAConfig()
+    r = try c.decodeIfPresent(Int.self, forKey: .r) ?? d.r
+    alpha = try c.decodeIfPresent(Float.self, forKey: .alpha) ?? d.alpha
+    dropout = try c.decodeIfPresent(Float.self, forKey: .dropout) ?? d.dropout
+    if let one = try? c.decodeIfPresent(String.self, forKey: .targetModules) {
+      targetModules = [one]  // PEFT accepts a single string ("all-linear")
+    } else {
+      targetModules = try c.decodeIfPresent([String].self, forKey: .targetModules) ?? d.targetModules
+    }
+    useRSLoRA = try c.decodeIfPresent(Bool.self, forKey: .useRSLoRA) ?? d.useRSLoRA
+    useDoRA = try c.decodeIfPresent(Bool.self, forKey: .useDoRA) ?? d.useDoRA
+  }
+
+  /// The seven Llama projections, in PEFT's (and the model's) order.
+  public static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+  /// PEFT's shorthand for every linear layer but the output head.
+  public static let allLinearKeyword = "all-linear"
+
+  /// The factor s of the update s·B·A: alpha/r, or alpha/√r with rsLoRA.
+  // Matches peft LoraLayer.update_layer: scaling = lora_alpha / (sqrt(r) if use_rslora else r).
+  public var scaling: Float {
+    useRSLoRA ? alpha / Float(r).squareRoot() : alpha / Float(r)
+  }
+
+  /// The target short names with "all-linear" expanded, deduplicated, in `allLinear` order.
+  public var resolvedTargetModules: [String] {
+    let wanted = Set(targetModules.contains(Self.allLinearKeyword) ? Self.allLinear : targetModules)
+    return Self.allLinear.filter { wanted.contains($0) }
+  }
+
+  /// Throws a one-line `PEFTError` unless every field is usable.
+  public func validate() throws {
+    guard r > 0 else { throw PEFTError("LoRA r must be a positive integer (got \(r)); typical values are 8–64") }
+    guard alpha > 0, alpha.isFinite else {
+      throw PEFTError("LoRA alpha must be a positive number (got \(alpha)); a common choice is 2·r")
+    }
+    guard dropout >= 0, dropout < 1 else {
+      throw PEFTError("LoRA dropout must be in [0, 1) (got \(dropout))")
+    }
+    guard !targetModules.isEmpty else {
+      throw PEFTError("LoRA target modules are empty; name some of \(Self.allLinear.joined(separator: ", ")) "
+        + "or \"\(Self.allLinearKeyword)\"")
+    }
+    let valid = Set(Self.allLinear + [Self.allLinearKeyword])
+    if let bad = targetModules.first(where: { !valid.contains($0) }) {
+      throw PEFTError("unknown LoRA target module \"\(bad)\"; valid ones are "
+        + "\(Self.allLinear.joined(separator: ", ")) and \"\(Self.allLinearKeyword)\"")
+    }
+  }
+}

@@ -1,0 +1,202 @@
+import VKFCore
+import VKFModel
+
+/// LoRA / rsLoRA / DoRA adapters attached to a model's projections (peft `get_peft_model`).
+///
+/// Creating one attaches an adapter to every targeted projection of `weights` (in layer order,
+/// PEFT's order within a layer); `LlamaModel(weights:)` then trains them: the adapters' gradients
+/// accumulate in one allocation (`zeroGradients` is one fill) and `trainableTensors` hands
+/// them to the optimizer under their PEFT keys. Load the weights with `trainable: .none` for
+/// LoRA-only training. For QLoRA call `QLoRA.quantize(weights)` first, so DoRA magnitudes
+/// start from the quantised base as in PEFT.
+public final class LoRAModel {
+  /// The LoRA settings.
+  public let config: LoRAConfig
+  /// The model the adapters are attached to.
+  public let weights: LlamaWeights
+  /// Every adapter with its module name (`model.layers.0.self_attn.q_proj`).
+  public private(set) var adapters: [(module: String, adapter: LoRAAdapter)] = []
+  private let workspace: LoRAWorkspace
+  private let gradientArena: Tensor
+
+  /// Validates `config`, attaches adapters and initialises them as PEFT does: A from
+  /// kaiming-uniform(a = √5) = U(−1/√in, 1/√in) drawn from SplitMix64(seed), B = 0, DoRA's
+  /// magnitude = row norms of W.
+  public init(weights: LlamaWeights, config: LoRAConfig, seed: UInt64) throws {
+    try config.validate()
+    self.config = config
+    self.weights = weights
+    let be = weights.backend
+    workspace = LoRAWorkspace(backend: be)
+    let targets = Set(config.resolvedTargetModules)
+    // Plan: which projections, their shapes; validate before allocating.
+    var plan: [(module: String, inF: Int, outF: Int)] = []
+    var problem: PEFTError?
+    weights.updateProjections { module, linear in
+      guard problem == nil, let short = module.split(separator: ".").last.map(String.init),
+            targets.contains(short) else { return }
+      if linear.adapter != nil {
+        problem = PEFTError("\(module) already has an adapter; detach() the other LoRAModel first")
+      } else if config.useDoRA && linear.weightGrad != nil {
+        problem = PEFTError("DoRA needs a frozen base but \(module).weight is trainable; "
+          + "load the weights with trainable: .none")
+      }
+      plan.append((module, linear.inFeatures, linear.outFeatures))
+    }
+    if let problem { throw problem }
+    guard !plan.isEmpty else {
+      throw PEFTError("no projection matches the LoRA target modules \(config.targetModules)")
+    }
+    let r = config.r
+    // Parameters and gradients: one allocation each, every view 64-float aligned like
+    // LlamaWeights' gradients.
+    func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+    var total = 0
+    var offsets: [(a: Int, b: Int, m: Int)] = []
+    for p in plan {
+      let a = total; total += aligned(r * p.inF)
+      let b = total; total += aligned(p.outF * r)
+      let m = total; if config.useDoRA { total += aligned(p.outF) }
+      offsets.append((a, b, m))
+    }
+    let params = try be.allocate([total])
+    gradientArena = try be.allocate([total])
+    try be.fill(params, value: 0)
+    try be.fill(gradientArena, value: 0)
+    var rng = SplitMix64(seed: seed)
+    var built: [(module: String, adapter: LoRAAdapter)] = []
+    for (i, (p, o)) in zip(plan, offsets).enumerated() {
+      func views(_ t: Tensor) throws -> (Tensor, Tensor, Tensor?) {
+        (try t.view(offset: o.a, shape: [r, p.inF]), try t.view(offset: o.b, shape: [p.outF, r]),
+         config.useDoRA ? try t.view(offset: o.m, shape: [p.outF]) : nil)
+      }
+      let (a, b, m) = try views(params)
+      let (ga, gb, gm) = try views(gradientArena)
+      // Matches peft LoraLayer.reset_lora_parameters: kaiming_uniform_(A, a=√5) has bound
+      // gain·√(3/fan_in) with gain = √(2/(1+5)), i.e. 1/√in; B = 0.
+      let bound = 1 / Double(p.inF).squareRoot()
+      let values = (0..<(r * p.inF)).map { _ in Float((2 * rng.nextUnitDouble() - 1) * bound) }
+      try be.upload(values, to: a)
+      let adapter = try LoRAAdapter(a: a, b: b, aGrad: ga, bGrad: gb, magnitude: m, magnitudeGrad: gm,
+                                    scaling: config.scaling, dropout: config.dropout, index: i,
+                                    workspace: workspace)
+      built.append((p.module, adapter))
+    }
+    adapters = built
+    let byModule = Dictionary(uniqueKeysWithValues: built.map { ($0.module, $0.adapter) })
+    try weights.updateProjections { module, linear in
+      guard let adapter = byModule[module] else { return }
+      if let m = adapter.magnitude { try be.upload(try Self.rowNorms(of: linear, on: be), to: m) }
+      linear.adapter = adapter
+    }
+  }
+
+  /// ‖W_j‖ per output row, summed in Double (peft `DoraLinearLayer.get_weight_norm` with B = 0
+  /// computes the same norms in f32; this is within one rounding of them).
+  // W: (out, in) dense or NF4 → (out)
+  static func rowNorms(of linear: Linear, on be: Backend) throws -> [Float] {
+    let (outF, inF) = (linear.outFeatures, linear.inFeatures)
+    let w: [Float]
+    switch linear.base {
+    case .dense(let t): w = try be.floats(t)
+    case .nf4(let q):
+      let t = try be.allocate([outF, inF])
+      try be.dequantizeNF4(q, into: t)
+      w = try be.floats(t)
+    }
+    return (0..<outF).map { j in
+      var s = 0.0
+      for k in 0..<inF { let v = Double(w[j * inF + k]); s += v * v }
+      return Float(s.squareRoot())
+    }
+  }
+
+  // MARK: - Training interface
+
+  /// Every adapter parameter with its gradient, named by PEFT key, in `adapters` order.
+  public var trainableTensors: [TrainableTensor] {
+    adapters.flatMap { module, ad -> [TrainableTensor] in
+      var out = [TrainableTensor(name: Self.peftKey(module: module, Self.loraAKey), value: ad.a, gradient: ad.aGrad),
+                 TrainableTensor(name: Self.peftKey(module: module, Self.loraBKey), value: ad.b, gradient: ad.bGrad)]
+      if let m = ad.magnitude, let g = ad.magnitudeGrad {
+        out.append(TrainableTensor(name: Self.peftKey(module: module, Self.magnitudeKey), value: m, gradient: g))
+      }
+      return out
+    }
+  }
+
+  /// True when every adapter is on; setting it switches all of them (off: the base model,
+  /// e.g. DPO's reference log-probs without a second copy).
+  public var enabled: Bool {
+    get { adapters.allSatisfy { $0.adapter.enabled } }
+    set { for (_, a) in adapters { a.enabled = newValue } }
+  }
+
+  /// Dropout applies only while training (PEFT's `model.train()` / `model.eval()`); set false
+  /// for evaluation and generation. Default true.
+  public var training: Bool {
+    get { workspace.training }
+    set { workspace.training = newValue }
+  }
+
+  /// Sets every adapter gradient to zero (one fill).
+  public func zeroGradients() throws { try weights.backend.fill(gradientArena, value: 0) }
+
+  /// Restarts the dropout masks from `seed`: each adapter's masks are then a pure function of
+  /// (seed, adapter, number of backward passes since), so a run is reproducible and a
+  /// checkpointed layer's recomputation reuses its forward's mask.
+  public func setDropoutSeed(_ seed: UInt64) {
+    workspace.dropoutSeed = seed
+    for (_, a) in adapters { a.dropoutStep = 0 }
+  }
+
+  /// Replaces every adapter tensor with values by PEFT key (`lora_A.weight` [r, in],
+  /// `lora_B.weight` [out, r], DoRA `lora_magnitude_vector` [out]); all are required and no
+  /// other key is accepted.
+  public func load(_ tensors: [String: [Float]]) throws {
+    let be = weights.backend
+    var expected: [(key: String, tensor: Tensor)] = []
+    for (module, ad) in adapters {
+      expected.append((Self.peftKey(module: module, Self.loraAKey), ad.a))
+      expected.append((Self.peftKey(module: module, Self.loraBKey), ad.b))
+      if let m = ad.magnitude { expected.append((Self.peftKey(module: module, Self.magnitudeKey), m)) }
+    }
+    let known = Set(expected.map(\.key))
+    if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
+      throw PEFTError("unexpected adapter tensor \(extra): the adapter does not match this LoRA config "
+        + "(r \(config.r), targets \(config.resolvedTargetModules.joined(separator: ","))"
+        + "\(config.useDoRA ? ", DoRA" : ""))")
+    }
+    for (key, t) in expected {
+      guard let values = tensors[key] else {
+        throw PEFTError("adapter tensor \(key) is missing (expected shape \(t.shape))")
+      }
+      guard values.count == t.count else {
+        throw PEFTError("adapter tensor \(key) has \(values.count) values but shape \(t.shape) needs \(t.count)")
+      }
+    }
+    for (key, t) in expected { try be.upload(tensors[key] ?? [], to: t) }
+  }
+
+  /// Removes this model's adapters from the projections (the base model again).
+  public func detach() {
+    let mine = Set(adapters.map { ObjectIdentifier($0.adapter) })
+    weights.updateProjections { _, linear in
+      if let a = linear.adapter, mine.contains(ObjectIdentifier(a)) { linear.adapter = nil }
+    }
+  }
+
+  // MARK: - PEFT keys
+
+  /// "lora_A.weight".
+  public static let loraAKey = "lora_A.weight"
+  /// "lora_B.weight".
+  public static let loraBKey = "lora_B.weight"
+  /// DoRA's magnitude, as peft's `save_pretrained` writes it.
+  public static let magnitudeKey = "lora_magnitude_vector"
+
+  /// `base_model.model.<module>.<part>`, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
+  public static func peftKey(module: String, _ part: String) -> String {
+    "base_model.model.\(module).\(part)"
+  }
+}
