@@ -54,6 +54,12 @@ public struct TokenizedExample: Sendable, Equatable {
   public var inputIds: [Int]
   /// Next-token targets, −100 where not trained (the last position is always −100).
   public var targets: [Int]
+
+  /// An example from ids and their targets (same length; trainers check it).
+  public init(inputIds: [Int], targets: [Int]) {
+    self.inputIds = inputIds
+    self.targets = targets
+  }
 }
 
 /// Running counts of what rendering had to do, for the training log.

@@ -1,0 +1,222 @@
+// AdamW over trainable tensors, with the optimizer state on the device or paged in host memory.
+import VKFCore
+
+/// Where AdamW keeps its two moments (m, v: 8 bytes per trained parameter).
+public enum OptimizerStatePlacement: Equatable, Sendable, Codable {
+  /// Device memory: fastest, costs 2× the trained parameters' size on the GPU.
+  case device
+  /// Host-visible memory, streamed through a small device window each step (see `AdamW`).
+  case host
+  /// Device when the state fits in `budgetBytes` of device memory left after everything
+  /// else (`otherDeviceBytes` in `AdamW.init`), else host.
+  case auto(budgetBytes: Int)
+
+  /// Parses the CLI value `device`, `host` or `auto` (auto needs a budget).
+  public static func parse(_ text: String, budgetBytes: Int?) throws -> OptimizerStatePlacement {
+    switch text.lowercased() {
+    case "device": return .device
+    case "host": return .host
+    case "auto":
+      guard let budgetBytes else {
+        throw TrainingError.invalidConfig(field: "optimizer_state", value: text,
+          requirement: "auto needs a device memory budget (--memory-budget); or use device or host")
+      }
+      return .auto(budgetBytes: budgetBytes)
+    default:
+      throw TrainingError.invalidConfig(field: "optimizer_state", value: text, requirement: "use device, host or auto")
+    }
+  }
+
+  /// The memory kind for `stateBytes` of state when `otherDeviceBytes` are used otherwise.
+  public func resolve(stateBytes: Int, otherDeviceBytes: Int) -> MemoryKind {
+    switch self {
+    case .device: return .device
+    case .host: return .hostVisible
+    case .auto(let budget): return otherDeviceBytes + stateBytes <= budget ? .device : .hostVisible
+    }
+  }
+}
+
+/// AdamW's constant hyper-parameters (the learning rate comes per step from the schedule).
+public struct AdamWConfig: Equatable, Sendable {
+  public var beta1: Float = 0.9
+  public var beta2: Float = 0.999
+  public var eps: Float = 1e-8
+  /// Decoupled weight decay, applied only to tensors whose `decays` is true.
+  public var weightDecay: Float = 0
+  /// Global gradient-norm limit over every trained tensor; 0 disables clipping.
+  public var maxGradNorm: Float = 1
+
+  /// A config; defaults are transformers' `TrainingArguments` (adam_beta1 0.9, adam_beta2
+  /// 0.999, adam_epsilon 1e-8, weight_decay 0, max_grad_norm 1).
+  public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0,
+              maxGradNorm: Float = 1) {
+    self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
+    self.weightDecay = weightDecay; self.maxGradNorm = maxGradNorm
+  }
+}
+
+/// `torch.optim.AdamW` over `[TrainableTensor]` with `clip_grad_norm_` fused in: Σgrad² of
+/// every tensor accumulates into one device scalar that each `backend.adamW` call reads.
+///
+/// Paged state (`placement` host): m and v live in `.hostVisible` memory and each step copies
+/// them, in chunks of at most `windowElements`, into a device window, runs `adamW` on the
+/// matching views of parameter and gradient, and copies them back. We stream rather than bind
+/// host memory to the kernel directly: the kernel then always reads device memory (on a
+/// discrete GPU a shader reading host memory pays PCIe latency per access, and some drivers
+/// do not expose host-visible storage buffers to compute efficiently), and the device cost is
+/// bounded by the window (2 × windowElements × 4 bytes) whatever the model size. AdamW is
+/// elementwise, so chunked results are bitwise those of one call (tested).
+public final class AdamW {
+  /// The backend of every tensor.
+  public let backend: Backend
+  /// The optimised tensors, in order.
+  public let parameters: [TrainableTensor]
+  /// Constant hyper-parameters.
+  public let config: AdamWConfig
+  /// Where m and v live.
+  public let stateMemory: MemoryKind
+  /// Completed optimizer steps (the next update uses bias corrections for step + 1).
+  public private(set) var step = 0
+  /// Default device window for paged state: 4 Mi elements (32 MiB for m and v together).
+  public static let defaultWindowElements = 1 << 22
+
+  private let m: [Tensor], v: [Tensor]
+  private let window: (m: Tensor, v: Tensor)?
+  private let windowElements: Int
+  /// Σgrad² over every tensor (one f32, device).
+  private let sumOfSquares: Tensor
+  private var sumOfSquaresFresh = false
+  private let hyperDecay: Tensor, hyperNoDecay: Tensor
+
+  /// Bytes of optimizer state for `elements` trained parameters.
+  public static func stateBytes(elements: Int) -> Int { 8 * elements }
+
+  /// Allocates zeroed moments for `parameters`. `otherDeviceBytes` (device memory used by
+  /// weights, gradients and activations) is what `.auto` weighs against its budget;
+  /// `windowElements` bounds the device window of paged state (rounded up to 64 elements, so
+  /// every chunk view stays 256-byte aligned).
+  public init(parameters: [TrainableTensor], config: AdamWConfig = .init(),
+              placement: OptimizerStatePlacement = .device, otherDeviceBytes: Int = 0,
+              windowElements: Int = AdamW.defaultWindowElements, backend: Backend) throws {
+    guard !parameters.isEmpty else { throw TrainingError.noTrainingData("no trainable tensor to optimise") }
+    guard windowElements > 0 else {
+      throw TrainingError.invalidConfig(field: "windowElements", value: "\(windowElements)", requirement: "use a positive count")
+    }
+    var seen = Set<String>()
+    for p in parameters {
+      guard p.value.dtype == .f32, p.gradient.dtype == .f32, p.value.count == p.gradient.count else {
+        throw TrainingError.invalidConfig(field: "trainable tensor", value: p.name,
+          requirement: "value and gradient must be f32 of equal size")
+      }
+      guard seen.insert(p.name).inserted else {
+        throw TrainingError.invalidConfig(field: "trainable tensor", value: p.name, requirement: "names must be unique")
+      }
+    }
+    self.backend = backend
+    self.parameters = parameters
+    self.config = config
+    let elements = parameters.reduce(0) { $0 + $1.count }
+    let kind = placement.resolve(stateBytes: Self.stateBytes(elements: elements), otherDeviceBytes: otherDeviceBytes)
+    stateMemory = kind
+    m = try parameters.map { try backend.allocate([$0.count], .f32, memory: kind) }
+    v = try parameters.map { try backend.allocate([$0.count], .f32, memory: kind) }
+    for t in m + v { try backend.fill(t, value: 0) }
+    let largest = parameters.map(\.count).max() ?? 0
+    self.windowElements = min((windowElements + 63) / 64 * 64, (largest + 63) / 64 * 64)
+    window = stateMemory == .hostVisible
+      ? (try backend.allocate([self.windowElements]), try backend.allocate([self.windowElements])) : nil
+    sumOfSquares = try backend.allocate([1])
+    hyperDecay = try backend.allocate([AdamWHyperParameters.count])
+    hyperNoDecay = try backend.allocate([AdamWHyperParameters.count])
+  }
+
+  /// Bytes of device memory this optimizer holds (state on device, or the window).
+  public var deviceBytes: Int {
+    if let window { return window.m.byteCount + window.v.byteCount }
+    return m.reduce(0) { $0 + $1.byteCount } * 2
+  }
+
+  /// The global gradient norm `gradScale · sqrt(Σ grad²)` over every tensor (what
+  /// `clip_grad_norm_` returns), before clipping. Waits for the backend.
+  public func gradientNorm(gradScale: Float = 1) throws -> Float {
+    try accumulateSumOfSquares()
+    let s = try backend.floats(sumOfSquares)[0]
+    return gradScale * s.squareRoot()
+  }
+
+  /// One AdamW update at learning rate `lr` with the gradients times `gradScale`, clipped
+  /// to `maxGradNorm`. Reuses the Σgrad² of a preceding `gradientNorm` call.
+  public func update(lr: Float, gradScale: Float = 1) throws {
+    if !sumOfSquaresFresh { try accumulateSumOfSquares() }
+    sumOfSquaresFresh = false
+    step += 1
+    var h = AdamWHyperParameters(lr: lr, beta1: config.beta1, beta2: config.beta2, eps: config.eps,
+                                 weightDecay: config.weightDecay, step: step, gradScale: gradScale,
+                                 maxGradNorm: config.maxGradNorm)
+    try backend.upload(h.packed, to: hyperDecay)
+    h.weightDecay = 0
+    try backend.upload(h.packed, to: hyperNoDecay)
+    let clipInput = config.maxGradNorm > 0 ? sumOfSquares : nil
+    for (i, p) in parameters.enumerated() {
+      let hyper = p.decays ? hyperDecay : hyperNoDecay
+      let value = try p.value.reshaped([p.count]), grad = try p.gradient.reshaped([p.count])
+      guard let window else {
+        try backend.adamW(param: value, grad: grad, m: m[i], v: v[i], hyper: hyper, gradSumOfSquares: clipInput)
+        continue
+      }
+      var start = 0
+      while start < p.count {
+        let n = min(windowElements, p.count - start)
+        let wm = try window.m.view(shape: [n]), wv = try window.v.view(shape: [n])
+        let hm = try m[i].view(offset: start, shape: [n]), hv = try v[i].view(offset: start, shape: [n])
+        try backend.copy(hm, to: wm)
+        try backend.copy(hv, to: wv)
+        try backend.adamW(param: try value.view(offset: start, shape: [n]),
+                          grad: try grad.view(offset: start, shape: [n]),
+                          m: wm, v: wv, hyper: hyper, gradSumOfSquares: clipInput)
+        try backend.copy(wm, to: hm)
+        try backend.copy(wv, to: hv)
+        start += n
+      }
+    }
+  }
+
+  private func accumulateSumOfSquares() throws {
+    try backend.fill(sumOfSquares, value: 0)
+    for p in parameters { try backend.sumOfSquares(p.gradient, into: sumOfSquares) }
+    sumOfSquaresFresh = true
+  }
+
+  // MARK: - State for checkpoints
+
+  /// Checkpoint key of a tensor's first moment (torch's `exp_avg`).
+  public static func firstMomentKey(_ name: String) -> String { name + ".exp_avg" }
+  /// Checkpoint key of a tensor's second moment (torch's `exp_avg_sq`).
+  public static func secondMomentKey(_ name: String) -> String { name + ".exp_avg_sq" }
+
+  /// Every moment by checkpoint key, as (shape, values). Waits for the backend.
+  public func stateValues() throws -> [String: ([Int], [Float])] {
+    var out: [String: ([Int], [Float])] = [:]
+    for (i, p) in parameters.enumerated() {
+      out[Self.firstMomentKey(p.name)] = ([p.count], try backend.floats(m[i]))
+      out[Self.secondMomentKey(p.name)] = ([p.count], try backend.floats(v[i]))
+    }
+    return out
+  }
+
+  /// Restores moments (by checkpoint key) and the completed step count.
+  public func loadState(step: Int, values: [String: [Float]]) throws {
+    guard step >= 0 else { throw TrainingError.checkpoint(path: "", detail: "optimizer step \(step) < 0") }
+    for (i, p) in parameters.enumerated() {
+      for (key, t) in [(Self.firstMomentKey(p.name), m[i]), (Self.secondMomentKey(p.name), v[i])] {
+        guard let vals = values[key], vals.count == p.count else {
+          throw TrainingError.checkpoint(path: "", detail: "optimizer state \(key) is missing or has the wrong size")
+        }
+        try backend.upload(vals, to: t)
+      }
+    }
+    self.step = step
+    sumOfSquaresFresh = false
+  }
+}

@@ -1,0 +1,110 @@
+// Which micro-batches each optimizer step sees: a per-epoch shuffled order fixed by the seed.
+import VKFCore
+import VKFData
+
+/// Where the run is in its data: the epoch and the next micro-batch of that epoch's order.
+/// Saved in checkpoints so a resumed run sees the same batches.
+public struct DataCursor: Codable, Equatable, Sendable {
+  /// 0-based epoch.
+  public var epoch: Int
+  /// Index of the next micro-batch in the epoch's shuffled micro-batch list.
+  public var microBatch: Int
+
+  public init(epoch: Int = 0, microBatch: Int = 0) { self.epoch = epoch; self.microBatch = microBatch }
+
+  enum CodingKeys: String, CodingKey { case epoch, microBatch = "micro_batch" }
+}
+
+/// The training data laid out as micro-batches, epoch by epoch. Epoch e's example order is
+/// `Batching.shuffled` with a seed derived from (seed, e), so every run with the same seed and
+/// data sees the same batches, and a resumed run rebuilds any epoch without replaying others.
+struct DataPlan {
+  let examples: [TokenizedExample]
+  let config: TrainingConfig
+  let padID: Int
+  /// Micro-batches per epoch (with packing the count depends on the epoch's order).
+  private var counts: [Int: Int] = [:]
+
+  init(examples: [TokenizedExample], config: TrainingConfig, padID: Int) throws {
+    try Self.checkLengths(examples, "training")
+    // Cut every example to maxSeqLength once; batching keeps the last kept target masked.
+    self.examples = examples.filter { !$0.inputIds.isEmpty }.map { e in
+      guard e.inputIds.count > config.maxSeqLength else { return e }
+      var cut = e
+      cut.inputIds = Array(e.inputIds.prefix(config.maxSeqLength))
+      cut.targets = Array(e.targets.prefix(config.maxSeqLength))
+      return cut
+    }
+    self.config = config
+    self.padID = padID
+    guard self.examples.contains(where: { e in e.targets.dropLast().contains { $0 != TokenizedExample.ignoreIndex } }) else {
+      throw TrainingError.noTrainingData("\(examples.count) example(s) but none has a trained target "
+        + "(check the dataset's masking and max_seq_length)")
+    }
+  }
+
+  /// Throws unless every example has one target per id (batching indexes both alike).
+  static func checkLengths(_ examples: [TokenizedExample], _ what: String) throws {
+    if let i = examples.firstIndex(where: { $0.inputIds.count != $0.targets.count }) {
+      throw TrainingError.invalidBatch("\(what) example \(i) has \(examples[i].inputIds.count) ids but "
+        + "\(examples[i].targets.count) targets")
+    }
+  }
+
+  /// The seed of epoch `epoch`'s shuffle.
+  static func epochSeed(_ seed: UInt64, _ epoch: Int) -> UInt64 {
+    var rng = SplitMix64(seed: seed ^ (UInt64(epoch) &* 0xD1B5_4A32_D192_ED03))
+    return rng.next()
+  }
+
+  /// Epoch `epoch`'s micro-batches in training order.
+  func microBatches(epoch: Int) -> [Batch] {
+    let order = Batching.shuffled(examples, seed: Self.epochSeed(config.seed, epoch))
+    if config.packing {
+      return Batching.packed(order, seqLength: config.maxSeqLength, batchSize: config.perDeviceTrainBatchSize,
+                             padID: padID)
+    }
+    return Batching.batches(order, batchSize: config.perDeviceTrainBatchSize, padID: padID)
+  }
+
+  /// Number of micro-batches of epoch `epoch` (memoised).
+  mutating func microBatchCount(epoch: Int) -> Int {
+    if let n = counts[epoch] { return n }
+    let n = config.packing ? microBatches(epoch: epoch).count
+      : (examples.count + config.perDeviceTrainBatchSize - 1) / config.perDeviceTrainBatchSize
+    counts[epoch] = n
+    return n
+  }
+
+  /// Optimizer steps in epoch `epoch` (the last step may have fewer micro-batches).
+  mutating func steps(epoch: Int) -> Int {
+    let a = config.gradientAccumulationSteps
+    return (microBatchCount(epoch: epoch) + a - 1) / a
+  }
+
+  /// Total optimizer steps of the run: maxSteps when set, else the sum over the epochs.
+  mutating func totalSteps() -> Int {
+    if config.maxSteps > 0 { return config.maxSteps }
+    return (0..<config.numTrainEpochs).reduce(0) { $0 + steps(epoch: $1) }
+  }
+
+  /// Batches for evaluation: validation examples in file order, cut to maxSeqLength.
+  static func evaluationBatches(_ examples: [TokenizedExample], config: TrainingConfig, padID: Int) -> [Batch] {
+    let cut = examples.filter { !$0.inputIds.isEmpty }.map { e -> TokenizedExample in
+      guard e.inputIds.count > config.maxSeqLength else { return e }
+      var c = e
+      c.inputIds = Array(e.inputIds.prefix(config.maxSeqLength))
+      c.targets = Array(e.targets.prefix(config.maxSeqLength))
+      return c
+    }
+    let size = config.perDeviceEvalBatchSize > 0 ? config.perDeviceEvalBatchSize : config.perDeviceTrainBatchSize
+    return Batching.batches(cut, batchSize: size, padID: padID)
+  }
+}
+
+extension Batch {
+  /// Targets the loss counts (≠ −100).
+  var trainedTargets: Int { targets.reduce(0) { $0 + ($1 == TokenizedExample.ignoreIndex ? 0 : 1) } }
+  /// Tokens that are not padding.
+  var realTokens: Int { boundaries.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } } }
+}

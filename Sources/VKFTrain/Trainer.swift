@@ -1,0 +1,224 @@
+// The SFT training loop: micro-batches → token-weighted accumulation → clipped AdamW step →
+// schedule, logging, evaluation, early stopping and checkpoints.
+import Foundation
+import VKFCore
+import VKFData
+
+/// Runs a `TrainingTask` over tokenized data.
+///
+/// Use: `let t = try Trainer(task:config:train:validation:outputDirectory:)`, set `onEvent`
+/// and `saveBest`, optionally `try t.resume(from: dir)`, then `try t.train()`.
+/// Each optimizer step: zero gradients, run `gradientAccumulationSteps` micro-batches with
+/// `lossNormalizer` = the step's total trained targets (so accumulation equals one big batch,
+/// token-weighted as transformers ≥ 4.46 does), check loss and gradient norm are finite, then
+/// one AdamW update at the schedule's LR for the completed step count.
+public final class Trainer {
+  /// What is trained.
+  public let task: TrainingTask
+  /// The settings.
+  public let config: TrainingConfig
+  /// The optimizer (its state placement is fixed at creation).
+  public let optimizer: AdamW
+  /// The LR schedule over `totalSteps`.
+  public let schedule: LRSchedule
+  /// Optimizer steps of the whole run.
+  public let totalSteps: Int
+  /// Where metrics.jsonl, loss-curve.svg and checkpoint-<step>/ go (nil: nowhere).
+  public let outputDirectory: URL?
+  /// Completed optimizer steps.
+  public internal(set) var step = 0
+  /// Called for every progress line, evaluation and checkpoint.
+  public var onEvent: ((TrainingEvent) -> Void)?
+  /// Called at each new best evaluation, with the task holding the best trainables: the CLI
+  /// writes the adapter (or model) here. A throw stops training.
+  public var saveBest: ((EvaluationResult, TrainingTask) throws -> Void)?
+  /// Test seam: called after each file of a checkpoint is written, before the directory is
+  /// renamed into place (a throw aborts the save like a crash would, minus the leftovers).
+  public var checkpointFileWritten: ((String) throws -> Void)?
+
+  var plan: DataPlan
+  let evaluationBatches: [Batch]
+  /// Position in the data.
+  var cursor = DataCursor()
+  /// Dropout-seed generator state (SplitMix64 counter).
+  var rngState: UInt64
+  var bestEvaluation: EvaluationResult?
+  var evaluationsWithoutImprovement = 0
+  /// Host copy of the best trainables (only with early stopping), by name.
+  var bestTrainables: [String: [Float]]?
+  var lastCheckpoint: URL?
+  var log: TrainingLog?
+  private var epochCache: (epoch: Int, batches: [Batch])?
+
+  /// A trainer; validates the config and data, builds the optimizer and schedule.
+  /// - Parameters:
+  ///   - optimizerState: where AdamW's moments live; `otherDeviceBytes` feeds `.auto`.
+  ///   - padID: token used for padding (its targets are ignored, so any valid id works).
+  ///   - windowElements: paged-state device window (see `AdamW`).
+  public init(task: TrainingTask, config: TrainingConfig, train: [TokenizedExample],
+              validation: [TokenizedExample] = [], outputDirectory: URL? = nil,
+              optimizerState: OptimizerStatePlacement = .device, otherDeviceBytes: Int = 0, padID: Int = 0,
+              windowElements: Int = AdamW.defaultWindowElements) throws {
+    try config.validate()
+    if config.saveSteps > 0, outputDirectory == nil {
+      throw TrainingError.invalidConfig(field: "save_steps", value: "\(config.saveSteps)",
+                                        requirement: "checkpoints need an output directory")
+    }
+    self.task = task
+    self.config = config
+    self.outputDirectory = outputDirectory
+    plan = try DataPlan(examples: train, config: config, padID: padID)
+    try DataPlan.checkLengths(validation, "validation")
+    evaluationBatches = DataPlan.evaluationBatches(validation, config: config, padID: padID)
+    totalSteps = plan.totalSteps()
+    schedule = try config.schedule(totalSteps: totalSteps)
+    optimizer = try AdamW(parameters: task.trainableTensors, config: config.adamW, placement: optimizerState,
+                          otherDeviceBytes: otherDeviceBytes, windowElements: windowElements, backend: task.backend)
+    rngState = config.seed
+    if let outputDirectory {
+      try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+      log = TrainingLog(directory: outputDirectory)
+    }
+  }
+
+  // MARK: - Loop
+
+  /// Trains from the current step to `totalSteps` (or early stop). Throws
+  /// `TrainingError.nonFinite` naming the step when the loss or gradient norm is NaN/inf;
+  /// the parameters then hold the previous step's values and the last checkpoint is kept.
+  @discardableResult
+  public func train() throws -> TrainingSummary {
+    let started = Date()
+    var tokens = 0, windowLoss = 0.0, windowSteps = 0, lastLoss = 0.0
+    var stoppedEarly = false
+    let startStep = step
+    while step < totalSteps {
+      let micro = nextStepBatches()
+      let normalizer = max(micro.reduce(0) { $0 + $1.trainedTargets }, 1)
+      try task.zeroGradients()
+      var loss: Float = 0
+      for b in micro {
+        loss += try task.forwardBackward(b, lossNormalizer: Float(normalizer), dropoutSeed: nextDropoutSeed())
+        tokens += b.realTokens
+      }
+      guard loss.isFinite else { throw nonFinite("the training loss", loss) }
+      let norm = try optimizer.gradientNorm()
+      guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
+      let lr = schedule.learningRate(step: step)
+      try optimizer.update(lr: lr)
+      step += 1
+      lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
+      if step % config.loggingSteps == 0 || step == totalSteps {
+        let elapsed = Date().timeIntervalSince(started)
+        let done = Double(step - startStep)
+        let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epochProgress, loss: windowLoss / Double(windowSteps),
+                                 learningRate: lr, gradNorm: norm, tokensPerSecond: elapsed > 0 ? Double(tokens) / elapsed : 0,
+                                 elapsedSeconds: elapsed, etaSeconds: elapsed / done * Double(totalSteps - step))
+        windowLoss = 0; windowSteps = 0
+        try log?.append(p)
+        onEvent?(.progress(p))
+      }
+      if config.evalSteps > 0, step % config.evalSteps == 0, !evaluationBatches.isEmpty {
+        if try evaluateAndTrack() { stoppedEarly = true }
+      }
+      if config.saveSteps > 0, step % config.saveSteps == 0 { _ = try saveCheckpoint() }
+      if stoppedEarly { break }
+    }
+    // A final evaluation unless the last step just had one.
+    if !evaluationBatches.isEmpty, !stoppedEarly, config.evalSteps == 0 || step % config.evalSteps != 0 {
+      _ = try evaluateAndTrack()
+    }
+    if stoppedEarly, let best = bestTrainables { try restore(best) }
+    try log?.writeCurve()
+    return TrainingSummary(steps: step, finalLoss: lastLoss, bestEvaluation: bestEvaluation, stoppedEarly: stoppedEarly)
+  }
+
+  /// The next optimizer step's micro-batches: up to `gradientAccumulationSteps`, fewer at the
+  /// end of an epoch (the next step starts the next epoch, as transformers does).
+  func nextStepBatches() -> [Batch] {
+    var out: [Batch] = []
+    while out.count < config.gradientAccumulationSteps {
+      let n = plan.microBatchCount(epoch: cursor.epoch)
+      if cursor.microBatch >= n {
+        if !out.isEmpty { break }
+        cursor = DataCursor(epoch: cursor.epoch + 1, microBatch: 0)
+        continue
+      }
+      if epochCache?.epoch != cursor.epoch { epochCache = (cursor.epoch, plan.microBatches(epoch: cursor.epoch)) }
+      out.append(epochCache?.batches[cursor.microBatch] ?? plan.microBatches(epoch: cursor.epoch)[cursor.microBatch])
+      cursor.microBatch += 1
+    }
+    return out
+  }
+
+  /// Fractional epoch of the cursor.
+  var epochProgress: Double {
+    let n = plan.microBatchCount(epoch: cursor.epoch)
+    return Double(cursor.epoch) + (n > 0 ? Double(cursor.microBatch) / Double(n) : 0)
+  }
+
+  /// The dropout seed of the next micro-batch: SplitMix64 output for a counter state.
+  func nextDropoutSeed() -> UInt64 {
+    var g = SplitMix64(seed: rngState)
+    rngState &+= 1
+    return g.next()
+  }
+
+  private func nonFinite(_ what: String, _ value: Float) -> TrainingError {
+    .nonFinite(step: step + 1, what: what, value: value, lastCheckpoint: lastCheckpoint?.path)
+  }
+
+  // MARK: - Evaluation
+
+  /// Mean loss and perplexity over the validation set (nil without one).
+  public func evaluate() throws -> EvaluationResult? {
+    guard !evaluationBatches.isEmpty else { return nil }
+    var sum = 0.0, count = 0
+    for b in evaluationBatches {
+      let r = try task.evaluate(b)
+      sum += r.lossSum; count += r.tokens
+    }
+    guard count > 0 else { return nil }
+    let loss = sum / Double(count)
+    return EvaluationResult(step: step, loss: loss, perplexity: exp(loss), tokens: count,
+                            isBest: bestEvaluation.map { loss < $0.loss } ?? true)
+  }
+
+  /// Evaluates, logs, tracks the best (calling `saveBest`); true when patience ran out.
+  private func evaluateAndTrack() throws -> Bool {
+    guard let r = try evaluate() else { return false }
+    try log?.append(r)
+    onEvent?(.evaluation(r))
+    if r.isBest {
+      bestEvaluation = r
+      evaluationsWithoutImprovement = 0
+      if config.earlyStoppingPatience > 0 { bestTrainables = try snapshot() }
+      try saveBest?(r, task)
+    } else {
+      evaluationsWithoutImprovement += 1
+    }
+    try log?.writeCurve()
+    if config.earlyStoppingPatience > 0, evaluationsWithoutImprovement >= config.earlyStoppingPatience {
+      onEvent?(.earlyStopped(step: step, bestStep: bestEvaluation?.step ?? step))
+      return true
+    }
+    return false
+  }
+
+  /// The trainables' current values by name (waits for the backend).
+  func snapshot() throws -> [String: [Float]] {
+    var out: [String: [Float]] = [:]
+    for t in task.trainableTensors { out[t.name] = try task.backend.floats(t.value) }
+    return out
+  }
+
+  /// Uploads saved values into the trainables (every name must be present with its size).
+  func restore(_ values: [String: [Float]]) throws {
+    for t in task.trainableTensors {
+      guard let v = values[t.name], v.count == t.count else {
+        throw TrainingError.checkpoint(path: "", detail: "trainable \(t.name) is missing or has the wrong size")
+      }
+      try task.backend.upload(v, to: t.value)
+    }
+  }
+}

@@ -1,0 +1,117 @@
+// metrics.jsonl (one JSON object per logged or evaluated step) and loss-curve.svg beside it.
+import Foundation
+import VKFModel
+
+/// Appends metrics lines to `<dir>/metrics.jsonl` and redraws `<dir>/loss-curve.svg`
+/// (atomically) from them.
+///
+/// Line keys: progress `{"step", "epoch", "loss", "learning_rate", "grad_norm",
+/// "tokens_per_second", "elapsed_s"}`; evaluation `{"step", "eval_loss", "eval_perplexity",
+/// "eval_tokens"}`. Non-finite numbers are written as null (JSON has no NaN).
+final class TrainingLog {
+  let metricsURL: URL
+  let curveURL: URL
+  /// (step, loss) of every progress and evaluation line, for the curve.
+  private(set) var trainPoints: [(Int, Double)] = []
+  private(set) var evalPoints: [(Int, Double)] = []
+
+  /// File names inside the output directory.
+  static let metricsFile = "metrics.jsonl", curveFile = "loss-curve.svg"
+
+  init(directory: URL) {
+    metricsURL = directory.appendingPathComponent(Self.metricsFile)
+    curveURL = directory.appendingPathComponent(Self.curveFile)
+  }
+
+  func append(_ p: TrainingProgress) throws {
+    trainPoints.append((p.step, p.loss))
+    try appendLine([("step", "\(p.step)"), ("epoch", Self.number(p.epoch)), ("loss", Self.number(p.loss)),
+                    ("learning_rate", Self.number(Double(p.learningRate))), ("grad_norm", Self.number(Double(p.gradNorm))),
+                    ("tokens_per_second", Self.number(p.tokensPerSecond)), ("elapsed_s", Self.number(p.elapsedSeconds))])
+  }
+
+  func append(_ r: EvaluationResult) throws {
+    evalPoints.append((r.step, r.loss))
+    try appendLine([("step", "\(r.step)"), ("eval_loss", Self.number(r.loss)),
+                    ("eval_perplexity", Self.number(r.perplexity)), ("eval_tokens", "\(r.tokens)")])
+  }
+
+  /// Keeps only lines up to `step` (a resumed run replaces what the interrupted one logged
+  /// after its checkpoint) and reloads the curve points from them.
+  func truncate(after step: Int) throws {
+    trainPoints = []; evalPoints = []
+    guard let data = FileManager.default.contents(atPath: metricsURL.path) else { return }
+    var kept: [String] = []
+    for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+      guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+            let s = obj["step"] as? Int, s <= step else { continue }
+      kept.append(String(line))
+      if let l = obj["loss"] as? Double { trainPoints.append((s, l)) }
+      if let l = obj["eval_loss"] as? Double { evalPoints.append((s, l)) }
+    }
+    try AtomicWrite.write(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsURL)
+  }
+
+  private func appendLine(_ fields: [(String, String)]) throws {
+    let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
+    if !FileManager.default.fileExists(atPath: metricsURL.path) {
+      guard FileManager.default.createFile(atPath: metricsURL.path, contents: nil) else {
+        throw ModelFileError(metricsURL.path, "cannot create the metrics file; check that the output directory is writable")
+      }
+    }
+    do {
+      let h = try FileHandle(forWritingTo: metricsURL)
+      defer { try? h.close() }
+      try h.seekToEnd()
+      try h.write(contentsOf: Data(line.utf8))
+    } catch {
+      throw ModelFileError(metricsURL.path, "cannot append to the metrics file: \(error)")
+    }
+  }
+
+  /// A JSON number, or null when not finite.
+  static func number(_ x: Double) -> String {
+    guard x.isFinite else { return "null" }
+    return "\(x)"
+  }
+
+  /// Redraws the SVG: training loss as a line, evaluation loss as dots, step on x.
+  func writeCurve() throws {
+    try AtomicWrite.write(Array(LossCurve.svg(train: trainPoints, eval: evalPoints).utf8), to: curveURL)
+  }
+}
+
+/// A dependency-free SVG line chart of loss against step.
+enum LossCurve {
+  static func svg(train: [(Int, Double)], eval: [(Int, Double)]) -> String {
+    let w = 640.0, h = 360.0, left = 60.0, right = 20.0, top = 20.0, bottom = 40.0
+    let all = (train + eval).filter { $0.1.isFinite }
+    let maxStep = Double(max(all.map(\.0).max() ?? 1, 1))
+    var lo = all.map(\.1).min() ?? 0, hi = all.map(\.1).max() ?? 1
+    if hi - lo < 1e-9 { lo -= 0.5; hi += 0.5 }
+    func x(_ s: Int) -> Double { left + Double(s) / maxStep * (w - left - right) }
+    func y(_ l: Double) -> Double { top + (hi - l) / (hi - lo) * (h - top - bottom) }
+    func f(_ v: Double) -> String { String(format: "%.1f", v) }
+    var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" "
+      + "viewBox=\"0 0 \(Int(w)) \(Int(h))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    out += "<line x1=\"\(f(left))\" y1=\"\(f(h - bottom))\" x2=\"\(f(w - right))\" y2=\"\(f(h - bottom))\" stroke=\"black\"/>\n"
+    out += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(h - bottom))\" stroke=\"black\"/>\n"
+    out += "<text x=\"\(f(left))\" y=\"\(f(h - 10))\">step 0</text>\n"
+    out += "<text x=\"\(f(w - right))\" y=\"\(f(h - 10))\" text-anchor=\"end\">step \(Int(maxStep))</text>\n"
+    out += "<text x=\"\(f(left - 4))\" y=\"\(f(top + 4))\" text-anchor=\"end\">\(String(format: "%.3f", hi))</text>\n"
+    out += "<text x=\"\(f(left - 4))\" y=\"\(f(h - bottom))\" text-anchor=\"end\">\(String(format: "%.3f", lo))</text>\n"
+    let points = train.filter { $0.1.isFinite }.map { "\(f(x($0.0))),\(f(y($0.1)))" }.joined(separator: " ")
+    if !points.isEmpty {
+      out += "<polyline id=\"train\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"\(points)\"/>\n"
+    }
+    for (s, l) in eval where l.isFinite {
+      out += "<circle class=\"eval\" cx=\"\(f(x(s)))\" cy=\"\(f(y(l)))\" r=\"3\" fill=\"#d62728\"/>\n"
+    }
+    out += "<text x=\"\(f(w - right))\" y=\"\(f(top + 4))\" text-anchor=\"end\" fill=\"#1f77b4\">train loss</text>\n"
+    if !eval.isEmpty {
+      out += "<text x=\"\(f(w - right))\" y=\"\(f(top + 18))\" text-anchor=\"end\" fill=\"#d62728\">eval loss</text>\n"
+    }
+    return out + "</svg>\n"
+  }
+}

@@ -1,0 +1,102 @@
+// The seam between the training loop and what is trained: a task owns a model (and any
+// adapters), runs one micro-batch forward and backward, and evaluates a batch.
+import VKFCore
+import VKFData
+import VKFModel
+
+/// What the `Trainer` drives: parameters to optimise, gradient reset, one micro-batch's
+/// forward + backward, and evaluation. Implementations: `SFTTask` (full fine-tuning, LoRA,
+/// QLoRA — they differ only in which tensors train); DPO can add its own.
+public protocol TrainingTask: AnyObject {
+  /// The backend every tensor of the task lives on.
+  var backend: Backend { get }
+  /// The parameters the optimizer updates, in a fixed order (checkpoints key them by name).
+  var trainableTensors: [TrainableTensor] { get }
+  /// Sets every trainable gradient to zero (before a step's first micro-batch).
+  func zeroGradients() throws
+  /// Forward and backward of one micro-batch; gradients accumulate. `lossNormalizer` is the
+  /// number of trained targets in the whole optimizer step, so the micro-batches' shares sum
+  /// to the step's mean loss. `dropoutSeed` seeds adapter dropout for this micro-batch.
+  /// Returns this micro-batch's share of the step loss.
+  func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float
+  /// Loss summed over the batch's trained targets (no gradients, dropout off) and their count.
+  func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int)
+}
+
+/// Supervised fine-tuning (next-token cross-entropy on the unmasked targets) over a
+/// `LlamaModel`. The trainables and their gradient reset come from whoever made them:
+/// `LlamaWeights.trainableTensors` for full fine-tuning, a LoRA model's tensors for LoRA/QLoRA.
+public final class SFTTask: TrainingTask {
+  /// The model; adapters are already attached to its projections.
+  public let model: LlamaModel
+  public let trainableTensors: [TrainableTensor]
+  private let zero: () throws -> Void
+  private let dropoutSeedSetter: (UInt64) -> Void
+  private let trainingModeSetter: (Bool) -> Void
+
+  /// A task over `model` training `trainables`.
+  /// - Parameters:
+  ///   - zero: resets every gradient of `trainables` (and any the model accumulates).
+  ///   - setDropoutSeed: called before each micro-batch (adapter dropout); ignore if none.
+  ///   - setTraining: called with false around evaluation (dropout off) and true after.
+  public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
+              setDropoutSeed: @escaping (UInt64) -> Void = { _ in },
+              setTraining: @escaping (Bool) -> Void = { _ in }) {
+    self.model = model
+    self.trainableTensors = trainables
+    self.zero = zero
+    self.dropoutSeedSetter = setDropoutSeed
+    self.trainingModeSetter = setTraining
+  }
+
+  /// Full fine-tuning: every parameter the weights were loaded with `trainable:` for.
+  public convenience init(fullFineTuning model: LlamaModel) {
+    let weights = model.weights
+    self.init(model: model, trainables: weights.trainableTensors, zero: { try weights.zeroGradients() })
+  }
+
+  public var backend: Backend { model.backend }
+
+  public func zeroGradients() throws { try zero() }
+
+  public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
+    let (ids, targets) = try Self.int32(batch)
+    // A micro-batch with no trained target adds nothing to loss or gradients.
+    guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return 0 }
+    dropoutSeedSetter(dropoutSeed)
+    try model.forward(ids: ids, targets: targets, batch: batch.batchSize,
+                      lossNormalizer: lossNormalizer, computeGradients: true)
+    let loss = try model.loss()
+    try model.backward()
+    return loss
+  }
+
+  public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
+    let (ids, targets) = try Self.int32(batch)
+    let tokens = targets.filter { $0 != LlamaModel.ignoreIndex }.count
+    guard tokens > 0 else { return (0, 0) }
+    trainingModeSetter(false)
+    defer { trainingModeSetter(true) }
+    // Normalizer 1: the per-token losses sum to the batch's total loss.
+    try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+    return (Double(try model.loss()), tokens)
+  }
+
+  /// The batch's ids and targets as the model's Int32, refusing values that do not fit.
+  static func int32(_ batch: Batch) throws -> (ids: [Int32], targets: [Int32]) {
+    guard batch.batchSize > 0, batch.inputIds.count == batch.batchSize * batch.seqLength,
+          batch.targets.count == batch.inputIds.count else {
+      throw TrainingError.invalidBatch("\(batch.inputIds.count) ids and \(batch.targets.count) targets "
+        + "do not form \(batch.batchSize) rows of \(batch.seqLength)")
+    }
+    func convert(_ v: [Int], _ what: String) throws -> [Int32] {
+      try v.map {
+        guard let x = Int32(exactly: $0) else {
+          throw TrainingError.invalidBatch("\(what) \($0) does not fit in 32 bits; check the tokenizer")
+        }
+        return x
+      }
+    }
+    return (try convert(batch.inputIds, "token id"), try convert(batch.targets, "target"))
+  }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+import VKFCore
+import VKFModel
+import VKFPEFT
+import VKFTestSupport
+@testable import VKFTrain
+
+/// The memory estimate's categories, its budget check and its advice.
+final class MemoryEstimateTests: XCTestCase {
+  /// SmolLM2-135M's shape: the sizes users see.
+  static let smol = TransformerShape(hidden: 576, layers: 30, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49152,
+                                     rmsNormEps: 1e-5, ropeTheta: 100_000, tiedEmbeddings: true, qkvBias: false)
+
+  func bytes(_ e: MemoryEstimate, _ c: MemoryEstimate.Category) -> (device: Int, host: Int) {
+    let l = e.lines.first { $0.category == c }
+    return (l?.deviceBytes ?? -1, l?.hostBytes ?? -1)
+  }
+
+  func test_fullFineTuning_gradientsAndStateFollowParameters() {
+    let s = Self.smol
+    let e = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 256, fullFineTuning: true))
+    let params = s.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    XCTAssertEqual(bytes(e, .weights).device, 4 * params)
+    // Gradients: every parameter, each view rounded up to 64 floats as LlamaWeights carves them.
+    let grads = bytes(e, .gradients).device
+    XCTAssertGreaterThanOrEqual(grads, 4 * params)
+    XCTAssertLessThan(grads, 4 * params + 4 * 64 * s.parameterShapes.count)
+    XCTAssertEqual(bytes(e, .optimizerState).device, 2 * grads)
+    XCTAssertEqual(bytes(e, .adapters).device, 0)
+  }
+
+  func test_nf4Projections_shrinkWeights() {
+    let s = Self.smol
+    let dense = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, adapterElements: 1000))
+    let nf4 = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, nf4Projections: true,
+                                                        adapterElements: 1000))
+    let projections = s.layers * (s.hidden * s.qWidth * 2 + s.hidden * s.kvWidth * 2 + 3 * s.hidden * s.intermediate)
+    // 4 bytes → 0.5 byte + 4 bytes per 64-element block.
+    XCTAssertEqual(bytes(dense, .weights).device - bytes(nf4, .weights).device,
+                   projections * 4 - projections / 2 - projections / 64 * 4)
+    XCTAssertEqual(bytes(nf4, .adapters).device, 4000)
+    XCTAssertEqual(bytes(nf4, .gradients).device, 4000)
+  }
+
+  func test_checkpointing_keepsOneLayerOfActivations() {
+    let s = Self.smol
+    func activations(layers: Int, checkpointing: Bool) -> Int {
+      var shape = s
+      shape.layers = layers
+      return bytes(MemoryEstimate(shape: shape, settings: .init(microBatchSize: 2, seqLength: 64,
+                                                                  checkpointing: checkpointing)), .activations).device
+    }
+    let perLayerSaved = activations(layers: 3, checkpointing: false) - activations(layers: 2, checkpointing: false)
+    let perLayerResidual = activations(layers: 3, checkpointing: true) - activations(layers: 2, checkpointing: true)
+    XCTAssertEqual(perLayerResidual, 4 * 2 * 64 * s.hidden, "one more residual stream (N, C)")
+    // 30 layers: checkpointing saves 29 layers' saved activations.
+    XCTAssertEqual(activations(layers: 30, checkpointing: false) - activations(layers: 30, checkpointing: true),
+                   29 * (perLayerSaved - perLayerResidual))
+    XCTAssertGreaterThan(perLayerSaved, 10 * perLayerResidual)
+  }
+
+  func test_pagedState_movesToHost_windowOnDevice() {
+    let e = MemoryEstimate(shape: Self.smol, settings: .init(microBatchSize: 1, seqLength: 64, fullFineTuning: true,
+                                                              optimizerState: .hostVisible, optimizerWindowElements: 1 << 20))
+    XCTAssertEqual(bytes(e, .optimizerState).device, 8 << 20)
+    XCTAssertEqual(bytes(e, .optimizerState).host, 2 * bytes(e, .gradients).device)
+    XCTAssertEqual(e.hostBytes, bytes(e, .optimizerState).host)
+    XCTAssertTrue(e.table.contains("optimizer state") && e.table.contains("total"), e.table)
+  }
+
+  func test_check_throwsOneLineWithAdvice() throws {
+    let e = MemoryEstimate(shape: Self.smol, settings: .init(microBatchSize: 4, seqLength: 512, adapterElements: 10_000))
+    XCTAssertNoThrow(try e.check(budget: e.deviceBytes))
+    XCTAssertThrowsError(try e.check(budget: e.deviceBytes - 1)) { error in
+      let text = "\(error)"
+      XCTAssertFalse(text.contains("\n"), text)
+      for advice in ["--method qlora", "--gradient-checkpointing", "--batch-size", "--optimizer-state host", "--memory-budget"] {
+        XCTAssertTrue(text.contains(advice), "\(advice) missing from: \(text)")
+      }
+    }
+    // Knobs already used are not suggested again.
+    let lean = MemoryEstimate(shape: Self.smol, settings: .init(microBatchSize: 1, seqLength: 512, checkpointing: true,
+                                                                 nf4Projections: true, adapterElements: 10_000,
+                                                                 optimizerState: .hostVisible))
+    for used in ["qlora", "--gradient-checkpointing", "--batch-size", "--optimizer-state"] {
+      XCTAssertFalse(lean.advice.contains(used), lean.advice)
+    }
+  }
+
+  func test_explain_outOfMemoryOnly() {
+    let e = MemoryEstimate(shape: Self.smol, settings: .init(microBatchSize: 1, seqLength: 64, adapterElements: 10))
+    let explained = e.explain(VKFError.outOfMemory(detail: "allocating 1 bytes of device memory: VK_ERROR_OUT_OF_DEVICE_MEMORY"))
+    XCTAssertTrue("\(explained.map { "\($0)" } ?? "")".contains("--gradient-checkpointing"))
+    XCTAssertNil(e.explain(VKFError.other("something else")))
+  }
+
+  /// The LoRA count formula against the adapters LoRAModel actually creates.
+  func test_loraElements_matchesLoRAModel() throws {
+    let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
+    let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
+    let actual = lora.trainableTensors.reduce(0) { $0 + $1.count }
+    XCTAssertEqual(MemoryEstimate.loraElements(shape: Tiny.shape, rank: 4, targetModules: Set(LoRAConfig.allLinear)), actual)
+  }
+}
+
+/// The activation estimate against the arena the model really allocates (the logits view
+/// into it gives the arena's storage size).
+final class MemoryEstimateArenaTests: XCTestCase {
+  func test_activations_equalModelArena() throws {
+    for checkpointing in [false, true] {
+      let w = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu, trainable: .all)
+      let model = try LlamaModel(weights: w, checkpointing: checkpointing)
+      let batch = 3, tokens = 7
+      let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(Tiny.shape.vocab))
+      try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)
+      let arena = try XCTUnwrap(model.logits).storage.byteCount
+      let e = MemoryEstimate(shape: Tiny.shape, settings: .init(microBatchSize: batch, seqLength: tokens,
+                                                                 checkpointing: checkpointing, fullFineTuning: true))
+      let ints = 3 * ((batch * tokens + 63) / 64 * 64) * 4
+      let activations = e.lines.first { $0.category == .activations }?.deviceBytes ?? -1
+      XCTAssertEqual(activations - ints, arena, "checkpointing \(checkpointing)")
+    }
+  }
+}
