@@ -58,26 +58,29 @@ public struct PreferenceRecord: Sendable, Equatable {
     throw fail("\"chosen\" and \"rejected\" must both be strings or both be message lists")
   }
 
-  /// hh-rlhf: both strings are whole transcripts; the prompt is what precedes the last
-  /// "\n\nAssistant:" and must be the same in both.
+  /// hh-rlhf: both strings are whole transcripts; the prompt is their shared prefix up to the
+  /// last "\n\nAssistant:" inside it (an answer may itself contain that marker).
   static func transcriptPair(_ chosen: String, _ rejected: String,
                              fail: (String) -> DatasetError) throws -> PreferenceRecord {
     let marker = "\n\nAssistant:"
-    guard let cr = chosen.range(of: marker, options: .backwards),
-          let rr = rejected.range(of: marker, options: .backwards) else {
-      throw fail("without \"prompt\", \"chosen\" and \"rejected\" must be \"\\n\\nHuman: …\\n\\nAssistant: …\" transcripts")
+    let c = Array(chosen.utf8), r = Array(rejected.utf8)
+    var common = 0
+    while common < min(c.count, r.count), c[common] == r[common] { common += 1 }
+    let shared = String(decoding: c[..<common], as: UTF8.self)
+    guard let m = shared.range(of: marker, options: .backwards) else {
+      throw fail("without \"prompt\", \"chosen\" and \"rejected\" must be \"\\n\\nHuman: …\\n\\nAssistant: …\" "
+        + "transcripts sharing their prompt")
     }
-    let cPrefix = String(chosen[..<cr.lowerBound]), rPrefix = String(rejected[..<rr.lowerBound])
-    guard cPrefix == rPrefix else {
-      throw fail("the chosen and rejected transcripts differ before their last \"Assistant:\" turn")
-    }
-    let turns = try transcriptTurns(cPrefix, fail: fail)
+    let prefixBytes = shared.utf8.distance(from: shared.startIndex, to: m.lowerBound)
+    let answerStart = shared.utf8.distance(from: shared.startIndex, to: m.upperBound)
+    let turns = try transcriptTurns(String(decoding: c[..<prefixBytes], as: UTF8.self), fail: fail)
     guard turns.last?.role == "user" else { throw fail("the transcript's prompt must end with a Human turn") }
-    func answer(_ s: Substring) -> String {
-      s.hasPrefix(" ") ? String(s.dropFirst()) : String(s)
+    func answer(_ bytes: ArraySlice<UInt8>) -> String {
+      let s = String(decoding: bytes, as: UTF8.self)
+      return s.hasPrefix(" ") ? String(s.dropFirst()) : s
     }
-    return PreferenceRecord(prompt: Conversation(turns: turns), chosen: answer(chosen[cr.upperBound...]),
-                            rejected: answer(rejected[rr.upperBound...]))
+    return PreferenceRecord(prompt: Conversation(turns: turns), chosen: answer(c[answerStart...]),
+                            rejected: answer(r[answerStart...]))
   }
 
   /// Splits "\n\nHuman: a\n\nAssistant: b\n\nHuman: c" into turns.

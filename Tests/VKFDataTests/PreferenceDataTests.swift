@@ -49,6 +49,11 @@ final class PreferenceDataTests: XCTestCase {
     XCTAssertEqual(rec.chosen, "Like this.")
     XCTAssertEqual(rec.rejected, "No.")
     XCTAssertThrowsError(try PreferenceRecord.normalise(["chosen": c, "rejected": "\n\nHuman: X\n\nAssistant: No."]))
+    // An answer that continues with its own "Assistant:" turn (hh-rlhf has such records).
+    let cont = try PreferenceRecord.normalise([
+      "chosen": "\n\nHuman: Q\n\nAssistant: Sure:\n\nAssistant: more", "rejected": "\n\nHuman: Q\n\nAssistant: No."])
+    XCTAssertEqual(cont.prompt.turns, [Turn(role: "user", content: "Q")])
+    XCTAssertEqual(cont.chosen, "Sure:\n\nAssistant: more")
     XCTAssertThrowsError(try PreferenceRecord.normalise(["chosen": "no markers", "rejected": "x"]))
   }
 

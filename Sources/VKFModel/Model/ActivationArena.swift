@@ -52,6 +52,8 @@ final class ActivationArena {
   var dAct, dGate, dUp: Tensor
   /// Token ids, targets and RoPE positions (N) i32.
   var ids, targets, positions: Tensor
+  /// Per-token weights of the logit gradients (N), for sequence-level losses.
+  var tokenWeights: Tensor
 
   init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
        backend: Backend) throws {
@@ -95,6 +97,7 @@ final class ActivationArena {
     ids = try ints.view(offset: 0, shape: [n])
     targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
     positions = try ints.view(offset: 2 * LlamaWeights.aligned(n), shape: [n])
+    tokenWeights = try backend.allocate([n])
     try backend.fill(ones, value: 1)
     // Positions 0..T−1 in every row (no packing yet).
     try backend.upload((0..<n).map { Int32($0 % tokens) }, to: positions)

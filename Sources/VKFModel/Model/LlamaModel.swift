@@ -22,6 +22,8 @@ public final class LlamaModel {
   private var arena: ActivationArena?
   /// True between a forward with gradients and its backward.
   private var backwardPending = false
+  /// True between a `forwardHidden` with gradients and `backwardFromHidden`.
+  private var hiddenBackwardPending = false
 
   /// A model over `weights`; with `checkpointing`, activations of one layer at a time.
   public init(weights: LlamaWeights, checkpointing: Bool = false) throws {
@@ -70,16 +72,8 @@ public final class LlamaModel {
     if let bad = targets?.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || $0 >= vocab) }) {
       throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "target \(bad) ∉ [0, \(vocab)) ∪ {−100}")
     }
-    let ar = try arena(batch: batch, tokens: ids.count / batch)
-    let be = backend, s = shape
-    try be.upload(ids, to: ar.ids)
-    try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
-    for l in 0..<s.layers {
-      try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1],
-                               saving: ar.saved[ar.saved.count == 1 ? 0 : l])
-    }
-    try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
-                   into: ar.finalNormed, rstd: ar.finalRstd)
+    let ar = try trunk(ids: ids, batch: batch)
+    let be = backend
     try weights.lmHead.forward(be, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
     backwardPending = false
     guard let targets else { return }
@@ -109,13 +103,20 @@ public final class LlamaModel {
       throw VKFError.other("LlamaModel.backward: call forward(…, computeGradients: true) first")
     }
     backwardPending = false
-    let be = backend, s = shape, ones = ar.ones
+    let be = backend, ones = ar.ones
     let lowest = weights.lowestTrainedLayer
     // LM head: dLogits (N, V) → dNormed (N, C); then the final RMSNorm → dResidual.
     try weights.lmHead.backward(be, dy: ar.logits, x: ar.finalNormed,
                                 dx: lowest == nil && weights.finalNormGrad == nil ? nil : ar.dHidden,
                                 accumulateInput: false, ones: ones)
     guard weights.finalNormGrad != nil || lowest != nil else { return }
+    try backwardBelowHead(ar)
+  }
+
+  /// From dL/d(final normed hidden) in `ar.dHidden` down to every trained parameter.
+  private func backwardBelowHead(_ ar: ActivationArena) throws {
+    let be = backend, s = shape
+    let lowest = weights.lowestTrainedLayer
     try be.rmsNormBackward(ar.dHidden, x: ar.residual[s.layers], weight: weights.finalNorm,
                            rstd: ar.finalRstd, dx: ar.dResidual, dWeight: weights.finalNormGrad)
     guard let lowest else { return }
@@ -132,7 +133,80 @@ public final class LlamaModel {
     }
   }
 
+  // MARK: - Sequence-level objectives (DPO, reward models)
+
+  /// Per-token losses −log p(target) of the last forward pass with targets, each divided by
+  /// that pass's normalizer (0 at ignored targets), in row-major (B, T) order. Waits.
+  public func tokenLosses() throws -> [Float] {
+    guard let ar = arena else { throw VKFError.other("LlamaModel.tokenLosses: run forward first") }
+    return try backend.floats(ar.losses)
+  }
+
+  /// Multiplies each token's logit gradient by `weights[i]` (N values, (B, T) order) between
+  /// `forward(…, computeGradients: true)` and `backward()`: a sequence-level loss (DPO) is a
+  /// weighted sum of token log-probs, so its gradient is the cross-entropy's, reweighted.
+  public func scaleLogitGradients(_ weights: [Float]) throws {
+    guard backwardPending, let ar = arena else {
+      throw VKFError.other("LlamaModel.scaleLogitGradients: call forward(…, computeGradients: true) first")
+    }
+    guard weights.count == ar.batch * ar.tokens else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.scaleLogitGradients",
+        detail: "\(weights.count) weights for \(ar.batch * ar.tokens) tokens")
+    }
+    try backend.upload(weights, to: ar.tokenWeights)
+    try backend.scaleRows(ar.logits, weights: ar.tokenWeights, into: ar.logits)
+  }
+
+  /// Runs the model up to the final RMSNorm (no LM head) and returns the normed hidden states
+  /// (N, C), valid until the next forward: the input of a scalar head (reward model). With
+  /// `computeGradients`, fill `hiddenGradient` with dL/dhidden and call `backwardFromHidden()`.
+  public func forwardHidden(ids: [Int32], batch: Int, computeGradients: Bool = false) throws -> Tensor {
+    guard batch > 0, ids.count % batch == 0, ids.count > 0 else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.forwardHidden",
+        detail: "\(ids.count) ids do not form \(batch) rows")
+    }
+    let vocab = Int32(shape.vocab)
+    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
+      throw VKFError.outOfRange(op: "LlamaModel.forwardHidden", detail: "token id \(bad) ∉ [0, \(vocab))")
+    }
+    if computeGradients, !weights.hasGradients {
+      throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
+    }
+    let ar = try trunk(ids: ids, batch: batch)
+    backwardPending = false
+    hiddenBackwardPending = computeGradients
+    return ar.finalNormed
+  }
+
+  /// The (N, C) buffer for dL/d(hidden) of the last `forwardHidden`; overwrite it entirely.
+  public var hiddenGradient: Tensor? { arena?.dHidden }
+
+  /// Accumulates parameter gradients from `hiddenGradient` (see `forwardHidden`).
+  public func backwardFromHidden() throws {
+    guard hiddenBackwardPending, let ar = arena else {
+      throw VKFError.other("LlamaModel.backwardFromHidden: call forwardHidden(…, computeGradients: true) first")
+    }
+    hiddenBackwardPending = false
+    guard weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil else { return }
+    try backwardBelowHead(ar)
+  }
+
   // MARK: - Helpers
+
+  /// Embedding → layers → final RMSNorm on ids (B, T), into the arena for that shape.
+  private func trunk(ids: [Int32], batch: Int) throws -> ActivationArena {
+    let ar = try arena(batch: batch, tokens: ids.count / batch)
+    let be = backend, s = shape
+    try be.upload(ids, to: ar.ids)
+    try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
+    for l in 0..<s.layers {
+      try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1],
+                               saving: ar.saved[ar.saved.count == 1 ? 0 : l])
+    }
+    try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
+                   into: ar.finalNormed, rstd: ar.finalRstd)
+    return ar
+  }
 
   /// The ignored target (PyTorch's default `ignore_index`).
   public static let ignoreIndex: Int32 = -100
