@@ -1,0 +1,115 @@
+import Foundation
+import VKFCore
+import VKFModel
+
+// MARK: - config.json for a written model
+
+extension HFModelWriter {
+  /// Relative tolerance when comparing a shape's RoPE table with one recomputed from a
+  /// θ: a GGUF stores θ as f32 and the table is f32 powf, so equal tables differ by a few ulps
+  /// (the same bound `TransformerShape.firstDifference` uses).
+  static let ropeRelativeTolerance: Float = 1e-6
+
+  /// `config` as config.json: its verbatim keys plus `architectures` and the dtype keys
+  /// (`torch_dtype` for transformers 4, `dtype` for 5).
+  static func configObject(_ config: LlamaConfig) throws -> [String: Any] {
+    let data = try JSONEncoder().encode(config)
+    guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+      throw PEFTError("internal: LlamaConfig did not encode to a JSON object")
+    }
+    guard let architecture = architectureNames[config.modelType] else {
+      throw PEFTError("model_type \"\(config.modelType)\" has no transformers class to write in architectures")
+    }
+    object["architectures"] = [architecture]
+    // Floats stay floats (JSONEncoder's 10000.0 parses back as an integer): as transformers writes.
+    object["rope_theta"] = config.ropeTheta
+    object["rms_norm_eps"] = config.rmsNormEps
+    object["torch_dtype"] = "float32"
+    object["dtype"] = "float32"
+    return object
+  }
+
+  /// Throws unless `config` describes exactly the architecture of the weights being written.
+  static func check(_ config: LlamaConfig, matches shape: TransformerShape) throws {
+    let fromConfig: TransformerShape
+    do { fromConfig = try TransformerShape(config: config) } catch {
+      throw PEFTError("the config cannot describe these weights: \(error)")
+    }
+    if let difference = fromConfig.firstDifference(from: shape) {
+      throw PEFTError("the config describes a different model than the weights (config vs weights: "
+        + "\(difference)); pass the config the model was loaded with")
+    }
+  }
+
+  /// A config.json for weights loaded without one (a GGUF alone): every dimension from the
+  /// shape, θ and context length from the GGUF metadata when given (else θ recovered from
+  /// the RoPE table, context 2048 as transformers' LlamaConfig default), `qwen2` when q/k/v
+  /// carry biases, `llama` otherwise.
+  ///
+  /// Throws when the RoPE table is neither plain nor uniformly (linearly) scaled — a Llama 3.1
+  /// `rope_freqs` table cannot be turned back into transformers' llama3 parameters; then
+  /// the model's own config.json must be put beside the GGUF.
+  public static func synthesizedConfig(shape: TransformerShape, facts: GGUFModelFacts?,
+                                       bosTokenID: Int?, eosTokenIDs: [Int]) throws -> LlamaConfig {
+    let modelType = shape.qkvBias ? "qwen2" : "llama"
+    let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
+    var object: [String: Any] = [
+      "model_type": modelType,
+      "hidden_size": shape.hidden,
+      "intermediate_size": shape.intermediate,
+      "num_hidden_layers": shape.layers,
+      "num_attention_heads": shape.heads,
+      "num_key_value_heads": shape.kvHeads,
+      "head_dim": shape.headDim,
+      "rms_norm_eps": shortestDouble(shape.rmsNormEps),
+      "vocab_size": shape.vocab,
+      "max_position_embeddings": facts?.contextLength ?? 2048,
+      "tie_word_embeddings": shape.tiedEmbeddings,
+      "rope_theta": theta,
+      "hidden_act": "silu",
+      "attention_bias": false,
+    ]
+    if let factor = try linearRopeFactor(shape, theta: theta) {
+      object["rope_scaling"] = ["rope_type": "linear", "factor": factor]
+    }
+    if let bosTokenID { object["bos_token_id"] = bosTokenID }
+    if eosTokenIDs.count == 1 { object["eos_token_id"] = eosTokenIDs[0] }
+    else if !eosTokenIDs.isEmpty { object["eos_token_id"] = eosTokenIDs }
+    let data = try JSONSerialization.data(withJSONObject: object)
+    return try LlamaConfig.decode(data, file: "<synthesised config>")
+  }
+
+  /// θ from the ratio of the first and last inverse frequencies, `inv[0]/inv[k] = θ^(2k/d)`
+  /// (the ratio is unchanged by linear scaling, and the last k has the smallest exponent
+  /// error), rounded to an integer when within the f32 error of one (θ is almost always an
+  /// integer: 10000, 500000, 1e6).
+  static func recoveredTheta(_ shape: TransformerShape) -> Double {
+    let k = shape.invFreq.count - 1
+    guard k >= 1, shape.invFreq[k] > 0, shape.invFreq[0] > 0 else { return 10000 }
+    let ratio = Double(shape.invFreq[0]) / Double(shape.invFreq[k])
+    let theta = pow(ratio, Double(shape.headDim) / Double(2 * k))
+    let rounded = theta.rounded()
+    return abs(theta - rounded) <= theta * 1e-5 ? rounded : theta
+  }
+
+  /// nil when the shape's table is the plain θ table; the factor when every frequency is
+  /// the plain one divided by the same factor (linear scaling); otherwise an error.
+  static func linearRopeFactor(_ shape: TransformerShape, theta: Double) throws -> Double? {
+    let plain = RoPE.inverseFrequencies(headDim: shape.headDim, theta: theta)
+    func close(_ a: Float, _ b: Float) -> Bool { abs(a - b) <= max(abs(a), abs(b)) * ropeRelativeTolerance * 4 }
+    if zip(plain, shape.invFreq).allSatisfy({ close($0, $1) }) { return nil }
+    guard let first = shape.invFreq.first, first > 0 else {
+      throw PEFTError("the model's RoPE table is empty or non-positive; cannot write its config")
+    }
+    let factor = Double(plain[0] / first)
+    let scaled = plain.map { Float(Double($0) / factor) }
+    guard zip(scaled, shape.invFreq).allSatisfy({ close($0, $1) }) else {
+      throw PEFTError("the model's RoPE table is scaled in a way a config.json cannot be rebuilt from "
+        + "(e.g. a Llama 3.1 rope_freqs table); put the model's config.json beside the .gguf and load it again")
+    }
+    return Double(shortestDouble(Float(factor)))
+  }
+
+  /// The Double whose decimal text is the Float's shortest one (1e-5, not 9.99999974737875e-06).
+  static func shortestDouble(_ x: Float) -> Double { Double("\(x)") ?? Double(x) }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import VKFCore
+import VKFModel
+
+// MARK: - Reading adapter directories
+
+extension PEFTAdapterFiles {
+  /// Reads `adapter_config.json` in `dir` (or the file itself): the LoRA settings and
+  /// `base_model_name_or_path` (nil when absent or null).
+  ///
+  /// Settings vkfinetune cannot honour (trained biases, fan_in_fan_out, modules_to_save,
+  /// per-layer rank or alpha patterns, layer subsets, non-Llama target names) are refused
+  /// with a one-line error rather than silently loaded as something else.
+  public static func readConfig(_ dir: URL) throws -> (config: LoRAConfig, baseModel: String?) {
+    let file = configURL(dir)
+    let data: Data
+    do { data = try Data(contentsOf: file) } catch {
+      throw PEFTError("\(file.path): cannot read the adapter config (\(error.localizedDescription)); "
+        + "an adapter directory holds \(configFileName) and \(weightsFileName)")
+    }
+    guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+      throw PEFTError("\(file.path): not a JSON object; expected peft's \(configFileName)")
+    }
+    func fail(_ why: String) -> PEFTError { PEFTError("\(file.path): \(why)") }
+    func present(_ key: String) -> Any? {
+      guard let v = object[key], !(v is NSNull) else { return nil }
+      return v
+    }
+    func number(_ key: String) throws -> Double? {
+      guard let v = present(key) else { return nil }
+      guard let n = v as? NSNumber, !isBool(n) else { throw fail("\(key) must be a number, got \(v)") }
+      return n.doubleValue
+    }
+    func bool(_ key: String) throws -> Bool? {
+      guard let v = present(key) else { return nil }
+      guard let n = v as? NSNumber, isBool(n) else { throw fail("\(key) must be true or false, got \(v)") }
+      return n.boolValue
+    }
+
+    guard let peftType = present("peft_type") as? String else {
+      throw fail("peft_type is missing; this is not a PEFT adapter config")
+    }
+    guard peftType == "LORA" else {
+      throw fail("peft_type is \"\(peftType)\"; only LORA adapters (LoRA, rsLoRA, DoRA) are supported")
+    }
+    if let task = present("task_type") as? String, task != "CAUSAL_LM" {
+      throw fail("task_type is \"\(task)\"; only CAUSAL_LM adapters apply to a causal language model")
+    }
+    guard let r = try number("r") else { throw fail("r is missing; the LoRA rank is required") }
+    guard r == r.rounded(), r > 0, r < Double(Int32.max) else { throw fail("r must be a positive integer, got \(r)") }
+    guard let alpha = try number("lora_alpha") else { throw fail("lora_alpha is missing") }
+    let dropout = try number("lora_dropout") ?? 0
+
+    // Unsupported variants, each of which would change the math if ignored.
+    if let bias = present("bias") as? String, bias != "none" {
+      throw fail("bias is \"\(bias)\"; only \"none\" is supported (the adapter would carry trained biases)")
+    }
+    if try bool("fan_in_fan_out") == true {
+      throw fail("fan_in_fan_out is true (GPT-2 Conv1D layout); Llama projections need false")
+    }
+    if try bool("lora_bias") == true { throw fail("lora_bias is true; LoRA B biases are not supported") }
+    if let m = present("modules_to_save") as? [Any], !m.isEmpty {
+      throw fail("modules_to_save \(m) is set; adapters with fully trained extra modules are not supported")
+    }
+    for key in ["rank_pattern", "alpha_pattern"] {
+      if let p = present(key) as? [String: Any], !p.isEmpty {
+        throw fail("\(key) is set; per-module ranks or alphas are not supported")
+      }
+    }
+    if present("layers_to_transform") != nil {
+      throw fail("layers_to_transform is set; adapters on a subset of layers are not supported")
+    }
+
+    let targets = try targetModules(present("target_modules"), fail: fail)
+    let config = LoRAConfig(r: Int(r), alpha: Float(alpha), dropout: Float(dropout), targetModules: targets,
+                            useRSLoRA: try bool("use_rslora") ?? false, useDoRA: try bool("use_dora") ?? false)
+    do { try config.validate() } catch let e as PEFTError { throw fail(e.message) }
+    return (config, present("base_model_name_or_path") as? String)
+  }
+
+  /// target_modules as short names: a list of short names, full module names
+  /// (`model.layers.0.self_attn.q_proj`, as peft writes after expanding "all-linear"), or
+  /// the string "all-linear" / one short name.
+  static func targetModules(_ value: Any?, fail: (String) -> PEFTError) throws -> [String] {
+    guard let value else { throw fail("target_modules is missing; name the projections the adapter targets") }
+    let names: [String]
+    if let one = value as? String {
+      names = [one]
+    } else if let list = value as? [Any], list.allSatisfy({ $0 is String }) {
+      names = list.compactMap { $0 as? String }
+    } else {
+      throw fail("target_modules must be a list of module names or \"all-linear\", got \(value)")
+    }
+    let valid = Set(LoRAConfig.allLinear + [LoRAConfig.allLinearKeyword])
+    var out: [String] = []
+    for name in names {
+      let short = name.split(separator: ".").last.map(String.init) ?? name
+      guard valid.contains(short), short == name || name.hasPrefix("model.layers.") else {
+        throw fail("target module \"\(name)\" is not one of \(LoRAConfig.allLinear.joined(separator: ", ")) "
+          + "(a regular expression or another architecture's names cannot be applied)")
+      }
+      if !out.contains(short) { out.append(short) }
+    }
+    return out
+  }
+
+  /// Loads the adapter in `dir` onto `weights` (the base model, f32 or QLoRA-quantised),
+  /// checking every tensor's key and shape first. `seed` only seeds what the file replaces.
+  ///
+  /// On any error the weights are left without adapters.
+  public static func load(_ dir: URL, into weights: LlamaWeights, seed: UInt64 = 0) throws -> LoRAModel {
+    let (config, _) = try readConfig(dir)
+    let file = dir.appendingPathComponent(weightsFileName)
+    guard FileManager.default.fileExists(atPath: file.path) else {
+      let bin = FileManager.default.fileExists(atPath: dir.appendingPathComponent("adapter_model.bin").path)
+      throw PEFTError("\(file.path) is missing" + (bin
+        ? "; only adapter_model.bin (a pickle) is there: re-save it with peft's save_pretrained(safe_serialization=True)"
+        : "; an adapter directory holds \(configFileName) and \(weightsFileName)"))
+    }
+    let st: SafetensorsFile
+    do { st = try SafetensorsFile(contentsOf: file) } catch { throw PEFTError("\(error)") }
+
+    // Expected keys and shapes, from the model, before anything is attached.
+    let expected = try expectedTensors(config: config, weights: weights)
+    let present = Set(st.tensorNames)
+    for (key, shape) in expected {
+      guard present.contains(key) else {
+        throw PEFTError("\(file.path): adapter tensor \(key) is missing (expected shape \(shape)); "
+          + "the adapter was made for another model or config")
+      }
+      let got = try st.shape(of: key)
+      guard got == shape else {
+        throw PEFTError("\(file.path): adapter tensor \(key) has shape \(got) but this model needs \(shape); "
+          + "the adapter was made for another base model or rank")
+      }
+    }
+    let known = Set(expected.map(\.key))
+    if let extra = st.tensorNames.first(where: { !known.contains($0) }) {
+      throw PEFTError("\(file.path): unexpected adapter tensor \(extra); the config's target_modules "
+        + "(\(config.resolvedTargetModules.joined(separator: ", "))\(config.useDoRA ? ", DoRA" : "")) "
+        + "do not describe this file")
+    }
+    var values: [String: [Float]] = [:]
+    for (key, _) in expected {
+      do { values[key] = try st.floats(key) } catch { throw PEFTError("\(file.path): \(key): \(error)") }
+    }
+
+    let lora = try LoRAModel(weights: weights, config: config, seed: seed)
+    do {
+      let made = Dictionary(uniqueKeysWithValues: lora.trainableTensors.map { ($0.name, $0.value.shape) })
+      guard made.count == expected.count, expected.allSatisfy({ made[$0.key] == $0.shape }) else {
+        throw PEFTError("internal: the LoRA model's tensors differ from the adapter file's expected keys")
+      }
+      try lora.load(values)
+    } catch {
+      lora.detach()
+      throw error
+    }
+    return lora
+  }
+
+  /// Every PEFT key and shape an adapter with `config` has on `weights`, in module order.
+  static func expectedTensors(config: LoRAConfig, weights: LlamaWeights) throws -> [(key: String, shape: [Int])] {
+    let targets = Set(config.resolvedTargetModules)
+    var out: [(key: String, shape: [Int])] = []
+    weights.updateProjections { module, linear in
+      guard let short = module.split(separator: ".").last.map(String.init), targets.contains(short) else { return }
+      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraAKey), [config.r, linear.inFeatures]))
+      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraBKey), [linear.outFeatures, config.r]))
+      if config.useDoRA {
+        out.append((LoRAModel.peftKey(module: module, LoRAModel.magnitudeKey), [linear.outFeatures]))
+      }
+    }
+    return out
+  }
+
+  /// `dir/adapter_config.json`, or `dir` itself when it names a file.
+  static func configURL(_ dir: URL) -> URL {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+      return dir
+    }
+    return dir.appendingPathComponent(configFileName)
+  }
+
+  /// True for JSON true/false (Foundation decodes both booleans and numbers to NSNumber;
+  /// booleans have the `char` type code on Linux and Darwin).
+  static func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+}
