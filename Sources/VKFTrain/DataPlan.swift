@@ -22,11 +22,24 @@ struct DataPlan {
   let examples: [TokenizedExample]
   let config: TrainingConfig
   let padID: Int
+  /// Consecutive examples shuffled and batched as one unit (`TrainingTask.exampleGroupSize`).
+  let groupSize: Int
   /// Micro-batches per epoch (with packing the count depends on the epoch's order).
   private var counts: [Int: Int] = [:]
 
-  init(examples: [TokenizedExample], config: TrainingConfig, padID: Int) throws {
+  init(examples: [TokenizedExample], config: TrainingConfig, padID: Int, groupSize: Int = 1) throws {
     try Self.checkLengths(examples, "training")
+    guard groupSize >= 1, examples.count % groupSize == 0 else {
+      throw TrainingError.invalidBatch("\(examples.count) examples do not form groups of \(groupSize)")
+    }
+    if groupSize > 1, config.packing {
+      throw TrainingError.invalidConfig(field: "packing", value: "true",
+                                        requirement: "packing applies to SFT only, not to preference pairs")
+    }
+    if groupSize > 1, let i = examples.firstIndex(where: { $0.inputIds.isEmpty }) {
+      throw TrainingError.invalidBatch("training example \(i) is empty")
+    }
+    self.groupSize = groupSize
     // Cut every example to maxSeqLength once; batching keeps the last kept target masked.
     self.examples = examples.filter { !$0.inputIds.isEmpty }.map { e in
       guard e.inputIds.count > config.maxSeqLength else { return e }
@@ -59,7 +72,13 @@ struct DataPlan {
 
   /// Epoch `epoch`'s micro-batches in training order.
   func microBatches(epoch: Int) -> [Batch] {
-    let order = Batching.shuffled(examples, seed: Self.epochSeed(config.seed, epoch))
+    let seed = Self.epochSeed(config.seed, epoch)
+    if groupSize > 1 {
+      let groups = stride(from: 0, to: examples.count, by: groupSize).map { Array(examples[$0..<($0 + groupSize)]) }
+      return Batching.batches(Array(Batching.shuffled(groups, seed: seed).joined()),
+                              batchSize: config.perDeviceTrainBatchSize * groupSize, padID: padID)
+    }
+    let order = Batching.shuffled(examples, seed: seed)
     if config.packing {
       return Batching.packed(order, seqLength: config.maxSeqLength, batchSize: config.perDeviceTrainBatchSize,
                              padID: padID)
@@ -71,7 +90,7 @@ struct DataPlan {
   mutating func microBatchCount(epoch: Int) -> Int {
     if let n = counts[epoch] { return n }
     let n = config.packing ? microBatches(epoch: epoch).count
-      : (examples.count + config.perDeviceTrainBatchSize - 1) / config.perDeviceTrainBatchSize
+      : (examples.count + config.perDeviceTrainBatchSize * groupSize - 1) / (config.perDeviceTrainBatchSize * groupSize)
     counts[epoch] = n
     return n
   }
@@ -89,8 +108,9 @@ struct DataPlan {
   }
 
   /// Batches for evaluation: validation examples in file order, cut to maxSeqLength.
-  static func evaluationBatches(_ examples: [TokenizedExample], config: TrainingConfig, padID: Int) -> [Batch] {
-    let cut = examples.filter { !$0.inputIds.isEmpty }.map { e -> TokenizedExample in
+  static func evaluationBatches(_ examples: [TokenizedExample], config: TrainingConfig, padID: Int,
+                                groupSize: Int = 1) -> [Batch] {
+    let cut = examples.filter { groupSize > 1 || !$0.inputIds.isEmpty }.map { e -> TokenizedExample in
       guard e.inputIds.count > config.maxSeqLength else { return e }
       var c = e
       c.inputIds = Array(e.inputIds.prefix(config.maxSeqLength))
@@ -98,7 +118,7 @@ struct DataPlan {
       return c
     }
     let size = config.perDeviceEvalBatchSize > 0 ? config.perDeviceEvalBatchSize : config.perDeviceTrainBatchSize
-    return Batching.batches(cut, batchSize: size, padID: padID)
+    return Batching.batches(cut, batchSize: size * groupSize, padID: padID)
   }
 }
 

@@ -67,9 +67,13 @@ public final class Trainer {
     self.task = task
     self.config = config
     self.outputDirectory = outputDirectory
-    plan = try DataPlan(examples: train, config: config, padID: padID)
+    plan = try DataPlan(examples: train, config: config, padID: padID, groupSize: task.exampleGroupSize)
     try DataPlan.checkLengths(validation, "validation")
-    evaluationBatches = DataPlan.evaluationBatches(validation, config: config, padID: padID)
+    guard validation.count % task.exampleGroupSize == 0 else {
+      throw TrainingError.invalidBatch("\(validation.count) validation examples do not form groups of \(task.exampleGroupSize)")
+    }
+    evaluationBatches = DataPlan.evaluationBatches(validation, config: config, padID: padID,
+                                                   groupSize: task.exampleGroupSize)
     totalSteps = plan.totalSteps()
     schedule = try config.schedule(totalSteps: totalSteps)
     optimizer = try AdamW(parameters: task.trainableTensors, config: config.adamW, placement: optimizerState,
@@ -94,11 +98,11 @@ public final class Trainer {
     let startStep = step
     while step < totalSteps {
       let micro = nextStepBatches()
-      let normalizer = max(micro.reduce(0) { $0 + $1.trainedTargets }, 1)
+      let normalizer = task.lossNormalizer(for: micro)
       try task.zeroGradients()
       var loss: Float = 0
       for b in micro {
-        loss += try task.forwardBackward(b, lossNormalizer: Float(normalizer), dropoutSeed: nextDropoutSeed())
+        loss += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
         tokens += b.realTokens
       }
       guard loss.isFinite else { throw nonFinite("the training loss", loss) }
@@ -113,7 +117,8 @@ public final class Trainer {
         let done = Double(step - startStep)
         let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epochProgress, loss: windowLoss / Double(windowSteps),
                                  learningRate: lr, gradNorm: norm, tokensPerSecond: elapsed > 0 ? Double(tokens) / elapsed : 0,
-                                 elapsedSeconds: elapsed, etaSeconds: elapsed / done * Double(totalSteps - step))
+                                 elapsedSeconds: elapsed, etaSeconds: elapsed / done * Double(totalSteps - step),
+                                 extra: task.takeMetrics(training: true))
         windowLoss = 0; windowSteps = 0
         try log?.append(p)
         onEvent?(.progress(p))
@@ -178,10 +183,11 @@ public final class Trainer {
       let r = try task.evaluate(b)
       sum += r.lossSum; count += r.tokens
     }
+    let extra = task.takeMetrics(training: false)
     guard count > 0 else { return nil }
     let loss = sum / Double(count)
     return EvaluationResult(step: step, loss: loss, perplexity: exp(loss), tokens: count,
-                            isBest: bestEvaluation.map { loss < $0.loss } ?? true)
+                            isBest: bestEvaluation.map { loss < $0.loss } ?? true, extra: extra)
   }
 
   /// Evaluates, logs, tracks the best (calling `saveBest`); true when patience ran out.

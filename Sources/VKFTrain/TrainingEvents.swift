@@ -21,12 +21,19 @@ public struct TrainingProgress: Equatable, Sendable {
   public var elapsedSeconds: Double
   /// Estimated seconds to the last step.
   public var etaSeconds: Double
+  /// Task-specific means over the logged steps (DPO: "rewards/accuracies", …).
+  public var extra: [String: Double] = [:]
 
   /// `step 12/100 | loss 2.3456 | lr 1.98e-04 | grad 0.812 | 1234 tok/s | eta 3m05s`.
   public var line: String {
     "step \(step)/\(totalSteps) | loss \(String(format: "%.4f", loss)) | lr \(String(format: "%.2e", learningRate))"
       + " | grad \(String(format: "%.3f", gradNorm)) | \(String(format: "%.0f", tokensPerSecond)) tok/s"
-      + " | eta \(Self.duration(etaSeconds))"
+      + Self.extraText(extra) + " | eta \(Self.duration(etaSeconds))"
+  }
+
+  /// ` | rewards/accuracies 0.625 | rewards/margins 0.312` in key order ("" when empty).
+  static func extraText(_ extra: [String: Double]) -> String {
+    extra.keys.sorted().filter { $0 != "loss" }.map { " | \($0) \(String(format: "%.4g", extra[$0] ?? .nan))" }.joined()
   }
 
   /// `1h02m`, `3m05s` or `42s`.
@@ -51,11 +58,13 @@ public struct EvaluationResult: Equatable, Sendable {
   public var tokens: Int
   /// True when this is the best (lowest) loss so far.
   public var isBest: Bool
+  /// Task-specific means over the validation set (DPO: "rewards/accuracies", …).
+  public var extra: [String: Double] = [:]
 
   /// `eval step 50 | loss 1.8765 | ppl 6.53 (best)`.
   public var line: String {
     "eval step \(step) | loss \(String(format: "%.4f", loss)) | ppl \(String(format: "%.2f", perplexity))"
-      + (isBest ? " (best)" : "")
+      + TrainingProgress.extraText(extra) + (isBest ? " (best)" : "")
   }
 }
 

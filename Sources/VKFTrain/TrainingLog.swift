@@ -27,13 +27,15 @@ final class TrainingLog {
     trainPoints.append((p.step, p.loss))
     try appendLine([("step", "\(p.step)"), ("epoch", Self.number(p.epoch)), ("loss", Self.number(p.loss)),
                     ("learning_rate", Self.number(Double(p.learningRate))), ("grad_norm", Self.number(Double(p.gradNorm))),
-                    ("tokens_per_second", Self.number(p.tokensPerSecond)), ("elapsed_s", Self.number(p.elapsedSeconds))])
+                    ("tokens_per_second", Self.number(p.tokensPerSecond)), ("elapsed_s", Self.number(p.elapsedSeconds))]
+                   + Self.extraFields(p.extra, prefix: ""))
   }
 
   func append(_ r: EvaluationResult) throws {
     evalPoints.append((r.step, r.loss))
     try appendLine([("step", "\(r.step)"), ("eval_loss", Self.number(r.loss)),
-                    ("eval_perplexity", Self.number(r.perplexity)), ("eval_tokens", "\(r.tokens)")])
+                    ("eval_perplexity", Self.number(r.perplexity)), ("eval_tokens", "\(r.tokens)")]
+                   + Self.extraFields(r.extra, prefix: "eval_"))
   }
 
   /// Keeps only lines up to `step` (a resumed run replaces what the interrupted one logged
@@ -50,6 +52,12 @@ final class TrainingLog {
       if let l = obj["eval_loss"] as? Double { evalPoints.append((s, l)) }
     }
     try AtomicWrite.write(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsURL)
+  }
+
+  /// Task metrics as JSON fields ("rewards/chosen" → "eval_rewards/chosen" for evaluations);
+  /// keys are the tasks' own plain names (no quotes or backslashes).
+  static func extraFields(_ extra: [String: Double], prefix: String) -> [(String, String)] {
+    extra.keys.sorted().filter { $0 != "loss" }.map { (prefix + $0, number(extra[$0] ?? .nan)) }
   }
 
   private func appendLine(_ fields: [(String, String)]) throws {

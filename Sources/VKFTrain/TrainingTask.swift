@@ -21,6 +21,23 @@ public protocol TrainingTask: AnyObject {
   func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float
   /// Loss summed over the batch's trained targets (no gradients, dropout off) and their count.
   func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int)
+  /// Consecutive examples forming one unit (2 for preference pairs: chosen then rejected):
+  /// shuffled together and never split across micro-batches. Default 1.
+  var exampleGroupSize: Int { get }
+  /// What divides the step's summed loss (default: its trained targets, token-weighted SFT;
+  /// preference tasks: its pairs).
+  func lossNormalizer(for batches: [Batch]) -> Float
+  /// Task-specific means since the last call (e.g. DPO's rewards/accuracies), logged with
+  /// each progress line (`training`) or evaluation. Default none.
+  func takeMetrics(training: Bool) -> [String: Double]
+}
+
+extension TrainingTask {
+  public var exampleGroupSize: Int { 1 }
+  public func lossNormalizer(for batches: [Batch]) -> Float {
+    Float(max(batches.reduce(0) { $0 + $1.trainedTargets }, 1))
+  }
+  public func takeMetrics(training: Bool) -> [String: Double] { [:] }
 }
 
 /// Supervised fine-tuning (next-token cross-entropy on the unmasked targets) over a
