@@ -1,0 +1,245 @@
+// Direct preference optimisation: sequence log-probs of chosen and rejected answers under the
+// policy and a reference, a DPO-family loss, and its gradient as reweighted token gradients.
+import Foundation
+import VKFCore
+import VKFData
+import VKFModel
+import VKFPEFT
+
+/// Summed answer log-probs of each row of a batch: −Σ of the per-token losses over the row's
+/// trained targets (the answer), and how many targets that is.
+func rowLogProbs(tokenLosses: [Float], targets: [Int32], rows: Int) -> (logps: [Double], counts: [Int]) {
+  let t = targets.count / max(rows, 1)
+  var logps = [Double](repeating: 0, count: rows), counts = [Int](repeating: 0, count: rows)
+  for r in 0..<rows {
+    var s = 0.0, c = 0
+    for i in (r * t)..<((r + 1) * t) where targets[i] != LlamaModel.ignoreIndex {
+      s -= Double(tokenLosses[i]); c += 1
+    }
+    logps[r] = s; counts[r] = c
+  }
+  return (logps, counts)
+}
+
+/// Reference log-probs computed once (full fine-tuning has no adapter to switch off), keyed
+/// by a hash of each sequence's ids and trained targets, and saved with the run
+/// (`reference_logps.json`) so a resumed run does not recompute them.
+public struct ReferenceLogProbs: Codable, Equatable, Sendable {
+  /// Sequence key → summed answer log-prob.
+  public var values: [String: Double]
+
+  public init(values: [String: Double] = [:]) { self.values = values }
+
+  /// The file name inside the output directory.
+  public static let fileName = "reference_logps.json"
+
+  /// FNV-1a 64 of the real (unpadded) ids and the trained-target mask of one example.
+  public static func key(_ e: TokenizedExample) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    func mix(_ v: Int) {
+      var x = UInt64(bitPattern: Int64(v))
+      for _ in 0..<8 { h = (h ^ (x & 0xff)) &* 0x100_0000_01b3; x >>= 8 }
+    }
+    for (id, t) in zip(e.inputIds, e.targets) { mix(id); mix(t == TokenizedExample.ignoreIndex ? 0 : 1) }
+    mix(e.inputIds.count)
+    return String(h, radix: 16)
+  }
+
+  /// Runs `model` (as it is now: the reference) over `examples` in batches without gradients.
+  public static func compute(model: LlamaModel, examples: [TokenizedExample], batchSize: Int,
+                             padID: Int) throws -> ReferenceLogProbs {
+    var out = ReferenceLogProbs()
+    for batch in Batching.batches(examples, batchSize: max(1, batchSize), padID: padID) {
+      let (ids, targets) = try SFTTask.int32(batch)
+      guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { continue }
+      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+      let (logps, _) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize)
+      for r in 0..<batch.batchSize {
+        out.values[key(rowExample(batch, r))] = logps[r]
+      }
+    }
+    return out
+  }
+
+  /// Row r of a padded batch as the example it came from (padding stripped by its boundary).
+  static func rowExample(_ batch: Batch, _ r: Int) -> TokenizedExample {
+    let t = batch.seqLength
+    let length = batch.boundaries[r].map(\.upperBound).max() ?? t
+    let ids = Array(batch.inputIds[(r * t)..<(r * t + length)])
+    let targets = Array(batch.targets[(r * t)..<(r * t + length)])
+    return TokenizedExample(inputIds: ids, targets: targets)
+  }
+
+  /// Loads the cache written by `save`.
+  public static func load(_ url: URL) throws -> ReferenceLogProbs {
+    do { return try JSONDecoder().decode(ReferenceLogProbs.self, from: Data(contentsOf: url)) } catch {
+      throw TrainingError.invalidConfig(field: "reference log-probs", value: url.path,
+                                        requirement: "a readable \(fileName) (\(error.localizedDescription))")
+    }
+  }
+
+  /// Writes the cache atomically.
+  public func save(_ url: URL) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    try AtomicWrite.write(Array(try encoder.encode(self)), to: url)
+  }
+}
+
+/// DPO (and IPO, hinge, robust) on pairs: the trainer's examples are [chosen, rejected, …]
+/// (`PreferencePair.example(chosen:)`), grouped in twos, and each micro-batch sends chosen and
+/// rejected rows through the model together.
+///
+/// Gradient: L = (1/P)·Σ_pairs ℓ(π_c, π_r), π = Σ answer log p, so dL/dlogits of a token of row
+/// r is −(dℓ/dπ_r)/P times the cross-entropy gradient (softmax − onehot): one forward with
+/// per-token losses, a host-side loss, `scaleLogitGradients`, one backward.
+public final class DPOTask: TrainingTask {
+  /// Where the reference log-probs come from.
+  public enum Reference {
+    /// The same model with its adapter switched off by this closure (false = reference).
+    case disabledAdapter((Bool) -> Void)
+    /// Computed before training (`ReferenceLogProbs.compute`).
+    case precomputed(ReferenceLogProbs)
+  }
+
+  public let model: LlamaModel
+  public let trainableTensors: [TrainableTensor]
+  public let loss: DPOLossConfig
+  public let reference: Reference
+  private let zero: () throws -> Void
+  private let dropoutSeedSetter: (UInt64) -> Void
+  private let trainingModeSetter: (Bool) -> Void
+  private var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
+
+  public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
+              reference: Reference, loss: DPOLossConfig,
+              setDropoutSeed: @escaping (UInt64) -> Void = { _ in },
+              setTraining: @escaping (Bool) -> Void = { _ in }) throws {
+    try loss.validate()
+    self.model = model; self.trainableTensors = trainables; self.zero = zero
+    self.reference = reference; self.loss = loss
+    dropoutSeedSetter = setDropoutSeed; trainingModeSetter = setTraining
+  }
+
+  /// LoRA / QLoRA: the reference is the model with the adapter disabled, unless precomputed.
+  public convenience init(model: LlamaModel, lora: LoRAModel, loss: DPOLossConfig,
+                          precomputed: ReferenceLogProbs? = nil) throws {
+    try self.init(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
+                  reference: precomputed.map { .precomputed($0) } ?? .disabledAdapter { lora.enabled = $0 },
+                  loss: loss, setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
+  }
+
+  /// Full fine-tuning against precomputed reference log-probs.
+  public convenience init(fullFineTuning model: LlamaModel, reference: ReferenceLogProbs,
+                          loss: DPOLossConfig) throws {
+    let w = model.weights
+    try self.init(model: model, trainables: w.trainableTensors, zero: { try w.zeroGradients() },
+                  reference: .precomputed(reference), loss: loss)
+  }
+
+  public var backend: Backend { model.backend }
+  public var exampleGroupSize: Int { 2 }
+  public func zeroGradients() throws { try zero() }
+
+  /// Pairs in the step: the loss is their mean.
+  public func lossNormalizer(for batches: [Batch]) -> Float {
+    Float(max(batches.reduce(0) { $0 + $1.batchSize / 2 }, 1))
+  }
+
+  public func takeMetrics(training: Bool) -> [String: Double] {
+    defer { if training { trainMetrics = DPOStepMetrics() } else { evalMetrics = DPOStepMetrics() } }
+    let m = training ? trainMetrics : evalMetrics
+    return m.pairs > 0 ? m.metrics : [:]
+  }
+
+  public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
+    let (ids, targets) = try SFTTask.int32(batch)
+    let rows = batch.batchSize, pairsInBatch = rows / 2
+    try checkPairs(batch, targets)
+    let refs = try referenceLogProbs(batch, ids, targets)
+    dropoutSeedSetter(dropoutSeed)
+    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true)
+    let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
+    let p = Double(lossNormalizer)
+    var rowWeight = [Double](repeating: 0, count: rows)
+    var stepLoss = 0.0
+    for i in 0..<pairsInBatch {
+      let c = 2 * i, r = 2 * i + 1
+      let inputs = PairLogProbs(policyChosen: policy[c], policyRejected: policy[r], referenceChosen: refs[c],
+                                referenceRejected: refs[r], chosenTokens: counts[c], rejectedTokens: counts[r])
+      let out = PreferenceLoss.dpo(inputs, loss)
+      trainMetrics.add(out, inputs)
+      stepLoss += out.loss / p
+      // dL/dlogits = (dℓ/dπ)/P · dπ/dlogits = −(dℓ/dπ)/P · (softmax − onehot).
+      rowWeight[c] = -out.dPolicyChosen / p
+      rowWeight[r] = -out.dPolicyRejected / p
+    }
+    if let alpha = loss.rpoAlpha, alpha > 0 {
+      // SFT term α·mean NLL over this micro-batch's chosen tokens, weighted by its share of pairs.
+      let chosenTokens = stride(from: 0, to: rows, by: 2).reduce(0) { $0 + counts[$1] }
+      if chosenTokens > 0 {
+        let share = Double(pairsInBatch) / p
+        let nll = stride(from: 0, to: rows, by: 2).reduce(0.0) { $0 - policy[$1] } / Double(chosenTokens)
+        stepLoss += alpha * nll * share
+        for c in stride(from: 0, to: rows, by: 2) { rowWeight[c] += alpha * share / Double(chosenTokens) }
+      }
+    }
+    let t = batch.seqLength
+    let weights = (0..<(rows * t)).map { i in Float(rowWeight[i / t]) }
+    try model.scaleLogitGradients(weights)
+    try model.backward()
+    return Float(stepLoss)
+  }
+
+  /// Sum of pair losses and the number of pairs (so the trainer's mean is the mean pair loss).
+  public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
+    let (ids, targets) = try SFTTask.int32(batch)
+    let rows = batch.batchSize
+    try checkPairs(batch, targets)
+    trainingModeSetter(false)
+    defer { trainingModeSetter(true) }
+    let refs = try referenceLogProbs(batch, ids, targets)
+    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1)
+    let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
+    var sum = 0.0
+    for i in 0..<(rows / 2) {
+      let c = 2 * i, r = 2 * i + 1
+      let inputs = PairLogProbs(policyChosen: policy[c], policyRejected: policy[r], referenceChosen: refs[c],
+                                referenceRejected: refs[r], chosenTokens: counts[c], rejectedTokens: counts[r])
+      let out = PreferenceLoss.dpo(inputs, loss)
+      evalMetrics.add(out, inputs)
+      sum += out.loss
+    }
+    return (sum, rows / 2)
+  }
+
+  /// The reference log-prob of every row (adapter off, no gradients; or from the cache).
+  private func referenceLogProbs(_ batch: Batch, _ ids: [Int32], _ targets: [Int32]) throws -> [Double] {
+    switch reference {
+    case .disabledAdapter(let setEnabled):
+      setEnabled(false)
+      defer { setEnabled(true) }
+      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+      return rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize).logps
+    case .precomputed(let cache):
+      return try (0..<batch.batchSize).map { r in
+        let key = ReferenceLogProbs.key(ReferenceLogProbs.rowExample(batch, r))
+        guard let v = cache.values[key] else {
+          throw TrainingError.invalidBatch("no precomputed reference log-prob for a sequence of the batch "
+            + "(the data changed since \(ReferenceLogProbs.fileName) was written; delete it to recompute)")
+        }
+        return v
+      }
+    }
+  }
+
+  private func checkPairs(_ batch: Batch, _ targets: [Int32]) throws {
+    guard batch.batchSize % 2 == 0 else {
+      throw TrainingError.invalidBatch("a preference batch has \(batch.batchSize) rows; it needs chosen/rejected pairs")
+    }
+    let t = batch.seqLength
+    for r in 0..<batch.batchSize where !targets[(r * t)..<((r + 1) * t)].contains(where: { $0 != LlamaModel.ignoreIndex }) {
+      throw TrainingError.invalidBatch("row \(r) of a preference batch has no answer token")
+    }
+  }
+}

@@ -1,0 +1,141 @@
+// DPO (every loss type, and rpo) and reward-model steps on the tiny fixture model vs PyTorch +
+// PEFT + transformers (tools/make_preference_golden.py), on the CPU and on Vulkan.
+import Foundation
+import XCTest
+import VKFCore
+import VKFData
+import VKFModel
+import VKFPEFT
+import VKFTestSupport
+@testable import VKFTrain
+
+final class PreferenceGoldenTests: XCTestCase {
+  /// Loss and summed log-probs: f32 logits and log-softmax in both; sums of ≤ 7 terms.
+  static let lossRelativeTolerance = 1e-5
+  /// LoRA / score gradients: the same f32 ops in another order, as the SFT LoRA golden test
+  /// (PEFTGoldenLoRATests: measured NMSE ≤ 4e-12 there).
+  static let gradientNMSE = 1e-9, gradientMaxAbs = 1e-5
+
+  private struct Meta: Decodable {
+    struct Case: Decodable { var name, type: String; var beta, label_smoothing: Double; var rpo_alpha: Double? }
+    var cases: [Case]
+    var margin: Double
+    var seq_length: Int
+  }
+
+  private static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("Fixtures")
+
+  private func load() throws -> (Meta, SafetensorsFile) {
+    let meta = try JSONDecoder().decode(Meta.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("preference_golden.json")))
+    return (meta, try SafetensorsFile(contentsOf: Self.fixtures.appendingPathComponent("preference_golden.safetensors")))
+  }
+
+  private func model(on backend: Backend) throws -> LlamaModel {
+    let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("VKFModelTests/Fixtures/golden")
+    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
+                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
+    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
+    return try LlamaModel(weights: try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none))
+  }
+
+  private func lora(_ model: LlamaModel, _ file: SafetensorsFile) throws -> LoRAModel {
+    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
+    var init_: [String: [Float]] = [:]
+    for t in lora.trainableTensors { init_[t.name] = try file.floats("init." + t.name) }
+    try lora.load(init_)
+    return lora
+  }
+
+  private func batch(_ file: SafetensorsFile, _ t: Int) throws -> Batch {
+    let ids = try file.floats("ids").map { Int($0) }, targets = try file.floats("targets").map { Int($0) }
+    let examples = (0..<(ids.count / t)).map { r in
+      TokenizedExample(inputIds: Array(ids[(r * t)..<((r + 1) * t)]), targets: Array(targets[(r * t)..<((r + 1) * t)]))
+    }
+    return try XCTUnwrap(Batching.batches(examples, batchSize: examples.count, padID: 0).first)
+  }
+
+  private func close(_ a: Double, _ e: Double, _ what: String) {
+    XCTAssertLessThanOrEqual(abs(a - e), Self.lossRelativeTolerance * max(1, abs(e)), "\(what): \(a) vs \(e)")
+  }
+
+  private func checkGradients(_ task: TrainingTask, _ file: SafetensorsFile, prefix: String, _ what: String) throws {
+    for t in task.trainableTensors {
+      let expected = try file.floats(prefix + t.name)
+      if let why = Compare.check(expected, try task.backend.floats(t.gradient), nmse: Self.gradientNMSE,
+                                 maxAbs: Self.gradientMaxAbs) {
+        XCTFail("\(what) \(t.name): \(why)")
+      }
+    }
+  }
+
+  func test_dpo_everyLossType_matchesTorch_cpu() throws { try checkDPO(on: TestBackends.cpu) }
+  func test_dpo_everyLossType_matchesTorch_vulkan() throws { try checkDPO(on: try Tiny.vulkanOrSkip()) }
+
+  private func checkDPO(on backend: Backend) throws {
+    let (meta, file) = try load()
+    XCTAssertEqual(Set(meta.cases.map(\.type)), Set(DPOLossType.allCases.map(\.rawValue)))
+    let b = try batch(file, meta.seq_length)
+    for c in meta.cases {
+      let m = try model(on: backend)
+      let l = try lora(m, file)
+      let config = DPOLossConfig(type: try XCTUnwrap(DPOLossType(rawValue: c.type)), beta: c.beta,
+                                 labelSmoothing: c.label_smoothing, rpoAlpha: c.rpo_alpha)
+      let task = try DPOTask(model: m, lora: l, loss: config)
+      try task.zeroGradients()
+      let normalizer = task.lossNormalizer(for: [b])
+      XCTAssertEqual(normalizer, 2)
+      let loss = try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: 0)
+      close(Double(loss), Double(try file.floats(c.name + ".loss")[0]), "\(c.name) loss on \(backend.name)")
+      let policy = try file.floats(c.name + ".policy_logps").map(Double.init)
+      let reference = try file.floats(c.name + ".reference_logps").map(Double.init)
+      let metrics = task.takeMetrics(training: true)
+      close(metrics["logps/chosen"] ?? .nan, (policy[0] + policy[2]) / 2, "\(c.name) logps/chosen")
+      close(metrics["logps/rejected"] ?? .nan, (policy[1] + policy[3]) / 2, "\(c.name) logps/rejected")
+      let rewardChosen = c.beta * ((policy[0] - reference[0]) + (policy[2] - reference[2])) / 2
+      close(metrics["rewards/chosen"] ?? .nan, rewardChosen, "\(c.name) rewards/chosen")
+      try checkGradients(task, file, prefix: c.name + ".grad.", "\(c.name) on \(backend.name)")
+    }
+  }
+
+  func test_reward_scoresLossAndGradients_matchTransformers_cpu() throws { try checkReward(on: TestBackends.cpu) }
+  func test_reward_scoresLossAndGradients_matchTransformers_vulkan() throws { try checkReward(on: try Tiny.vulkanOrSkip()) }
+
+  private func checkReward(on backend: Backend) throws {
+    let (meta, file) = try load()
+    let b = try batch(file, meta.seq_length)
+    let m = try model(on: backend)
+    let l = try lora(m, file)
+    let head = try RewardHead(values: try file.floats("reward.init_score"), backend: backend)
+    let task = RewardTask(model: m, lora: l, head: head, padID: 0, margin: meta.margin)
+    let scores = try task.scores(b)
+    for (i, (s, e)) in zip(scores, try file.floats("reward.scores")).enumerated() {
+      close(s, Double(e), "score of row \(i) on \(backend.name)")
+    }
+    try task.zeroGradients()
+    let loss = try task.forwardBackward(b, lossNormalizer: task.lossNormalizer(for: [b]), dropoutSeed: 0)
+    close(Double(loss), Double(try file.floats("reward.loss")[0]), "reward loss on \(backend.name)")
+    try checkGradients(task, file, prefix: "reward.grad.", "reward on \(backend.name)")
+  }
+
+  /// A fresh adapter (B = 0) is the reference: policy and reference log-probs are equal bit
+  /// for bit, so the first sigmoid loss is exactly log 2 and every reward 0.
+  func test_freshAdapter_firstSigmoidLossIsLog2_cpu() throws { try checkFresh(on: TestBackends.cpu) }
+  func test_freshAdapter_firstSigmoidLossIsLog2_vulkan() throws { try checkFresh(on: try Tiny.vulkanOrSkip()) }
+
+  private func checkFresh(on backend: Backend) throws {
+    let (meta, file) = try load()
+    let b = try batch(file, meta.seq_length)
+    let m = try model(on: backend)
+    let l = try LoRAModel(weights: m.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 9)
+    let task = try DPOTask(model: m, lora: l, loss: DPOLossConfig())
+    try task.zeroGradients()
+    let loss = try task.forwardBackward(b, lossNormalizer: 2, dropoutSeed: 0)
+    XCTAssertEqual(Double(loss), log(2), accuracy: 1e-7)
+    let metrics = task.takeMetrics(training: true)
+    XCTAssertEqual(metrics["rewards/chosen"], 0, "policy = reference exactly")
+    XCTAssertEqual(metrics["rewards/rejected"], 0)
+    XCTAssertEqual(metrics["rewards/accuracies"], 0, "no pair is ranked yet")
+  }
+}
