@@ -10,5 +10,6 @@ struct VKFineTune: ParsableCommand {
       VKF_CHECK_RESULTS=1 replays every Vulkan op on the CPU and stops at the first \
       divergence; VKF_VALIDATION=1 enables the Vulkan validation layer.
       """,
-    subcommands: [DevicesCommand.self, BenchCommand.self, GenerateCommand.self])
+    subcommands: [DevicesCommand.self, BenchCommand.self, GenerateCommand.self, TrainCommand.self,
+                   EvalCommand.self, MergeCommand.self])
 }

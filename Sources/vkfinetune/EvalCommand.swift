@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import VKFCore
+import VKFData
+import VKFModel
+import VKFPEFT
+import VKFTokenizer
+import VKFTrain
+
+/// `vkfinetune eval`: mean loss and perplexity of a model (optionally with a PEFT adapter) on
+/// a data file, masked exactly as `train` masks it.
+struct EvalCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "eval",
+    abstract: "Loss and perplexity of a model (+ adapter) on a data file.",
+    discussion: """
+      The loss is the mean next-token cross-entropy over every trained target (assistant \
+      tokens, or all with --train-on-prompt), the same number `train` logs as eval_loss; \
+      perplexity is exp(loss).
+      """)
+
+  @OptionGroup var backendOptions: BackendOptions
+
+  @Option(help: "Model: a Hugging Face directory, a .gguf file, or org/name in the Hugging Face cache.")
+  var model: String
+
+  @Option(help: "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to apply.")
+  var adapter: String?
+
+  @Option(help: "Data file (.json / .jsonl), any format `train` reads.")
+  var data: String
+
+  @Option(help: "Longest example in tokens (longer ones are cut).")
+  var maxSeqLength = TrainSettings().maxSeqLength
+
+  @Option(help: "Rows per forward pass.")
+  var batchSize = TrainSettings().perDeviceTrainBatchSize
+
+  @Option(help: "Record format: \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var datasetFormat = "auto"
+
+  @Option(help: "Chat template: a built-in name (default: the model's own).")
+  var chatTemplate: String?
+
+  @Flag(help: "Count prompt tokens too.")
+  var trainOnPrompt = false
+
+  @Option(help: "Also write the result as JSON to this file.")
+  var json: String?
+
+  func run() throws {
+    var s = TrainSettings()
+    s.maxSeqLength = maxSeqLength
+    s.perDeviceTrainBatchSize = batchSize
+    s.trainOnPrompt = trainOnPrompt
+    s.chatTemplate = chatTemplate
+    s.datasetFormat = try RecipeKeys.format(RecipeEntry(key: "dataset_format", value: .scalar(datasetFormat),
+                                                         origin: "--dataset-format"))
+    guard maxSeqLength > 1 else { throw RecipeError("--max-seq-length must be at least 2, got \(maxSeqLength)") }
+    guard batchSize > 0 else { throw RecipeError("--batch-size must be a positive integer, got \(batchSize)") }
+    if let chatTemplate, !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
+      throw RecipeError("--chat-template must be one of \(ChatTemplate.builtinNames.joined(separator: ", "))")
+    }
+    guard FileManager.default.fileExists(atPath: data) else { throw RecipeError("--data: no such file \(data)") }
+    if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
+
+    let loaded = try ModelLoader.load(model)
+    let tokenizer = try TrainData.sftTokenizer(settings: s, model: loaded)
+    let examples = try SFTDataset.load(URL(fileURLWithPath: data), tokenizer: tokenizer).examples
+    let backend = try backendOptions.makeBackend()
+    let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
+    lora?.training = false
+    let task = SFTTask(model: try LlamaModel(weights: weights), trainables: [], zero: {})
+    var sum = 0.0, tokens = 0
+    // The SFT tokenizer already cut every example to max_seq_length, as for training.
+    for batch in Batching.batches(examples, batchSize: batchSize, padID: loaded.eosTokenIDs.first ?? 0) {
+      let r = try task.evaluate(batch)
+      sum += r.lossSum; tokens += r.tokens
+    }
+    guard tokens > 0 else {
+      throw RecipeError("\(data): no trained target in \(examples.count) example(s) (check the format, masking and --max-seq-length)")
+    }
+    let loss = sum / Double(tokens)
+    print(String(format: "eval loss %.4f | ppl %.2f | %d tokens in %d examples", loss, exp(loss), tokens, examples.count))
+    if let json {
+      let report = EvalReport(model: model, adapter: adapter, data: data, loss: loss, perplexity: exp(loss),
+                              tokens: tokens, examples: examples.count)
+      try AtomicFile.write(try JSONEncoder.pretty.encode(report), to: json)
+    }
+  }
+}
+
+/// `eval --json`.
+struct EvalReport: Codable {
+  var model: String
+  var adapter: String?
+  var data: String
+  var loss: Double
+  var perplexity: Double
+  var tokens: Int
+  var examples: Int
+}
+
+/// A base model's frozen weights with an optional PEFT adapter attached.
+enum ModelWithAdapter {
+  static func load(_ loaded: LoadedModel, adapter: String?, backend: Backend) throws -> (LlamaWeights, LoRAModel?) {
+    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    guard let adapter else { return (weights, nil) }
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
+      throw RecipeError("--adapter: no such directory \(adapter)")
+    }
+    return (weights, try PEFTAdapterFiles.load(URL(fileURLWithPath: adapter), into: weights))
+  }
+}
+
+/// Path checks done before minutes of work, not after.
+enum OutputChecks {
+  static func writableParent(of path: String, flag: String) throws {
+    let dir = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
+    guard access(dir, W_OK) == 0 else {
+      throw RecipeError("\(flag): cannot write into \(dir) (\(String(cString: strerror(errno))))")
+    }
+  }
+}

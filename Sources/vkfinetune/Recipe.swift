@@ -1,0 +1,164 @@
+import Foundation
+import VKFData
+import VKFPEFT
+import VKFTrain
+
+/// What `train` fine-tunes: low-rank adapters on a dense base, on an NF4 base, or every weight.
+enum FineTuneMethod: String, Codable, CaseIterable, Sendable {
+  /// LoRA adapters over the frozen fp32 base (PEFT adapter directory out).
+  case lora
+  /// LoRA adapters over the base quantised to NF4 (PEFT adapter directory out).
+  case qlora
+  /// Every parameter trained (Hugging Face model directory out).
+  case full
+}
+
+/// Where AdamW's moments live: on the device, in host-visible memory streamed per step, or
+/// decided from the memory budget (paged optimizer).
+enum OptimizerStateSetting: String, Codable, CaseIterable, Sendable {
+  case auto, device, host
+}
+
+/// The resolved settings of one `train` run: recipe file, then flags, then these defaults.
+///
+/// Keys are Hugging Face `TrainingArguments` / PEFT `LoraConfig` names, verbatim; axolotl and
+/// LLaMA-Factory spellings are accepted as aliases (see `RecipeKeys`). `--print-config` writes
+/// this struct back as YAML that `--config` reads again.
+struct TrainSettings: Encodable, Equatable {
+  /// `model`: HF directory, .gguf file or org/name (required).
+  var model: String?
+  /// `data`: training data file, .json / .jsonl (required).
+  var data: String?
+  /// `eval_data`: validation data file; default none (see `val_set_size`).
+  var evalData: String?
+  /// `output_dir`: where the adapter (or model), metrics and checkpoints go (required).
+  var outputDir: String?
+  /// `method`: lora (default), qlora or full.
+  var method: FineTuneMethod = .lora
+
+  /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).
+  var learningRate = 2e-4
+  /// `num_train_epochs`: whole passes over the data when `max_steps` ≤ 0. Default 1.
+  var numTrainEpochs = 1
+  /// `max_steps`: optimizer steps of the run; ≤ 0 = from `num_train_epochs` (default −1, as HF).
+  var maxSteps = -1
+  /// `per_device_train_batch_size`: rows per micro-batch. Default 4.
+  var perDeviceTrainBatchSize = 4
+  /// `gradient_accumulation_steps`: micro-batches per optimizer step. Default 1.
+  var gradientAccumulationSteps = 1
+  /// `lr_scheduler_type`: one of `LRSchedule.supportedTypes`. Default linear (as HF).
+  var lrSchedulerType = "linear"
+  /// `lr_scheduler_kwargs`: schedule extras (num_cycles, min_lr, …). Default none.
+  var lrSchedulerKwargs = LRSchedulerKwargs()
+  /// `warmup_ratio`: warmup as a fraction of the run, used when `warmup_steps` is 0. Default 0.
+  var warmupRatio = 0.0
+  /// `warmup_steps`: warmup steps (≥ 1) or a fraction of the run (< 1). Default 0.
+  var warmupSteps = 0.0
+  /// `weight_decay`: AdamW decoupled weight decay. Default 0 (as HF).
+  var weightDecay = 0.0
+  /// `max_grad_norm`: global gradient-norm clip; 0 = off. Default 1 (as HF).
+  var maxGradNorm = 1.0
+  /// `adam_beta1`. Default 0.9.
+  var adamBeta1 = 0.9
+  /// `adam_beta2`. Default 0.999.
+  var adamBeta2 = 0.999
+  /// `adam_epsilon`. Default 1e-8.
+  var adamEpsilon = 1e-8
+  /// `optimizer_state`: auto (default; host when over `memory_budget`), device or host.
+  var optimizerState = OptimizerStateSetting.auto
+  /// `memory_budget`: device bytes training may use; default none (no check).
+  var memoryBudget: Int?
+
+  /// `lora_r`: adapter rank. Default 8 (`LoRAConfig`'s, as PEFT).
+  var loraR = LoRAConfig().r
+  /// `lora_alpha`: scale numerator (s = alpha / r). Default 16 (`LoRAConfig`'s).
+  var loraAlpha = Double(LoRAConfig().alpha)
+  /// `lora_dropout`: dropout on the adapter input, in [0, 1). Default 0 (`LoRAConfig`'s, as PEFT).
+  var loraDropout = Double(LoRAConfig().dropout)
+  /// `lora_target_modules`: projections that get adapters. Default all-linear (every projection but lm_head).
+  var loraTargetModules = RecipeKeys.allLinear
+  /// `use_rslora`: s = alpha / √r. Default false.
+  var useRslora = false
+  /// `use_dora`: weight-decomposed LoRA. Default false.
+  var useDora = false
+  /// `double_quant`: QLoRA double quantisation of the NF4 scales. Default true.
+  var doubleQuant = true
+
+  /// `max_seq_length`: longest example in tokens (longer ones are cut). Default 2048.
+  var maxSeqLength = 2048
+  /// `seed`: adapter init, dropout, shuffling and the validation split. Default 42 (as HF).
+  var seed = 42
+  /// `eval_steps`: evaluate every this many optimizer steps; 0 = at the end only. Default 0.
+  var evalSteps = 0
+  /// `save_steps`: checkpoint every this many optimizer steps; 0 = at the end only. Default 0.
+  var saveSteps = 0
+  /// `save_total_limit`: keep at most this many checkpoints; 0 = all. Default 0.
+  var saveTotalLimit = 0
+  /// `logging_steps`: a metrics line every this many optimizer steps. Default 1.
+  var loggingSteps = 1
+  /// `early_stopping_patience`: stop after this many evaluations without a better loss; 0 = off.
+  var earlyStoppingPatience = 0
+  /// `val_set_size`: fraction of the data held out for validation when no `eval_data`, in [0, 1). Default 0.
+  var valSetSize = 0.0
+  /// `gradient_checkpointing`: recompute activations in the backward pass. Default false.
+  var gradientCheckpointing = false
+  /// `packing`: pack short examples into full rows. Default false.
+  var packing = false
+  /// `train_on_prompt`: train on prompt tokens too. Default false.
+  var trainOnPrompt = false
+  /// `chat_template`: built-in template name, or `alpaca` for the plain alpaca prompt; default the model's own.
+  var chatTemplate: String?
+  /// `dataset_format`: auto (default), alpaca, prompt_response, prompt_completion, messages, sharegpt, text.
+  var datasetFormat = DatasetFormat.auto
+
+  // Declaration order is `--print-config`'s order.
+  enum CodingKeys: String, CodingKey, CaseIterable {
+    case model, data, evalData = "eval_data", outputDir = "output_dir", method
+    case learningRate = "learning_rate", numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
+    case perDeviceTrainBatchSize = "per_device_train_batch_size"
+    case gradientAccumulationSteps = "gradient_accumulation_steps"
+    case lrSchedulerType = "lr_scheduler_type", lrSchedulerKwargs = "lr_scheduler_kwargs"
+    case warmupRatio = "warmup_ratio", warmupSteps = "warmup_steps", weightDecay = "weight_decay"
+    case maxGradNorm = "max_grad_norm", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2"
+    case adamEpsilon = "adam_epsilon", optimizerState = "optimizer_state", memoryBudget = "memory_budget"
+    case loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
+    case loraTargetModules = "lora_target_modules", useRslora = "use_rslora", useDora = "use_dora"
+    case doubleQuant = "double_quant", maxSeqLength = "max_seq_length", seed
+    case evalSteps = "eval_steps", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
+    case loggingSteps = "logging_steps", earlyStoppingPatience = "early_stopping_patience"
+    case valSetSize = "val_set_size", gradientCheckpointing = "gradient_checkpointing", packing
+    case trainOnPrompt = "train_on_prompt", chatTemplate = "chat_template", datasetFormat = "dataset_format"
+  }
+
+  /// The defaults above.
+  init() {}
+
+  /// The data pipeline's settings.
+  var dataConfig: DataConfig {
+    var c = DataConfig()
+    c.format = datasetFormat
+    c.maxSeqLength = maxSeqLength
+    c.trainOnPrompt = trainOnPrompt
+    c.seed = UInt64(bitPattern: Int64(seed))
+    c.validationFraction = evalData == nil ? valSetSize : 0
+    c.packing = packing
+    return c
+  }
+
+  /// The schedule for a run of `steps` optimizer steps.
+  func schedule(steps: Int) throws -> LRSchedule {
+    do {
+      return try LRSchedule(lrSchedulerType: lrSchedulerType, learningRate: learningRate, warmupSteps: warmupSteps,
+                            warmupRatio: warmupRatio, numTrainingSteps: steps, lrSchedulerKwargs: lrSchedulerKwargs)
+    } catch {
+      throw RecipeError(error.description)
+    }
+  }
+}
+
+/// A rejected setting: one line saying where, what and what to do.
+struct RecipeError: Error, CustomStringConvertible, LocalizedError {
+  var description: String
+  init(_ message: String) { description = message }
+  var errorDescription: String? { description }
+}

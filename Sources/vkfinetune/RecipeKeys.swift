@@ -1,0 +1,215 @@
+import Foundation
+import VKFData
+import VKFTrain
+
+/// Every key a recipe may hold: the canonical (Hugging Face / PEFT) name, the axolotl and
+/// LLaMA-Factory spellings accepted for it, and how its value lands in `TrainSettings`.
+struct RecipeKey: Sendable {
+  let name: String
+  let aliases: [String]
+  let apply: @Sendable (inout TrainSettings, RecipeEntry) throws -> Void
+
+  init(_ name: String, _ aliases: [String] = [], _ apply: @escaping @Sendable (inout TrainSettings, RecipeEntry) throws -> Void) {
+    self.name = name; self.aliases = aliases; self.apply = apply
+  }
+}
+
+enum RecipeKeys {
+  /// PEFT's `all-linear`: every projection of each decoder layer (not lm_head).
+  static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+  /// Modules an adapter can target on a Llama-family model.
+  static let targetableModules = allLinear + ["lm_head"]
+
+  /// The key table, in the order `--print-config` writes.
+  static let all: [RecipeKey] = [
+    RecipeKey("model", ["base_model", "model_name_or_path"]) { s, e in s.model = try e.text() },
+    RecipeKey("data", ["dataset", "train_file", "data_path", "datasets"]) { s, e in try applyData(&s, e) },
+    RecipeKey("eval_data", ["eval_file", "validation_file", "eval_dataset", "test_datasets"]) { s, e in
+      s.evalData = try dataPath(e)
+    },
+    RecipeKey("output_dir", ["output"]) { s, e in s.outputDir = try e.text() },
+    RecipeKey("method", ["finetuning_type", "adapter"]) { s, e in
+      // LLaMA-Factory's finetuning_type has `freeze`; axolotl's adapter has lora/qlora.
+      guard let m = FineTuneMethod(rawValue: try e.choice(FineTuneMethod.allCases.map(\.rawValue))) else { return }
+      s.method = m
+    },
+    RecipeKey("load_in_4bit", ["quantization_bit"]) { s, e in
+      // axolotl `load_in_4bit: true` / LLaMA-Factory `quantization_bit: 4` turn LoRA into QLoRA.
+      if e.key == "quantization_bit" {
+        guard try e.int() == 4 else {
+          throw RecipeError("\(e.origin): quantization_bit must be 4 (NF4); 8-bit bases are not supported")
+        }
+        s.method = .qlora
+      } else if try e.bool() {
+        s.method = .qlora
+      }
+    },
+    RecipeKey("learning_rate", ["lr"]) { s, e in s.learningRate = try e.double() },
+    RecipeKey("num_train_epochs", ["num_epochs", "epochs"]) { s, e in s.numTrainEpochs = try e.int() },
+    RecipeKey("max_steps") { s, e in s.maxSteps = try e.int() },
+    RecipeKey("per_device_train_batch_size", ["micro_batch_size", "batch_size"]) { s, e in
+      s.perDeviceTrainBatchSize = try e.int()
+    },
+    RecipeKey("gradient_accumulation_steps") { s, e in s.gradientAccumulationSteps = try e.int() },
+    RecipeKey("lr_scheduler_type", ["lr_scheduler"]) { s, e in s.lrSchedulerType = try e.text() },
+    RecipeKey("lr_scheduler_kwargs") { s, e in s.lrSchedulerKwargs = try schedulerKwargs(e) },
+    RecipeKey("warmup_ratio") { s, e in s.warmupRatio = try e.double() },
+    RecipeKey("warmup_steps") { s, e in s.warmupSteps = try e.double() },
+    RecipeKey("weight_decay") { s, e in s.weightDecay = try e.double() },
+    RecipeKey("max_grad_norm") { s, e in s.maxGradNorm = try e.double() },
+    RecipeKey("adam_beta1") { s, e in s.adamBeta1 = try e.double() },
+    RecipeKey("adam_beta2") { s, e in s.adamBeta2 = try e.double() },
+    RecipeKey("adam_epsilon", ["adam_eps"]) { s, e in s.adamEpsilon = try e.double() },
+    RecipeKey("optimizer_state") { s, e in
+      s.optimizerState = OptimizerStateSetting(rawValue: try e.choice(OptimizerStateSetting.allCases.map(\.rawValue))) ?? .auto
+    },
+    RecipeKey("optim", ["optimizer"]) { s, e in
+      // HF `optim` names: plain AdamW keeps the state on the device, the paged ones let it page out.
+      switch try e.choice(["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "paged_adamw_32bit", "paged_adamw"]) {
+      case "paged_adamw_32bit", "paged_adamw": s.optimizerState = .auto
+      default: s.optimizerState = .device
+      }
+    },
+    RecipeKey("memory_budget", ["max_memory"]) { s, e in s.memoryBudget = try e.bytes() },
+    RecipeKey("lora_r", ["r", "lora_rank"]) { s, e in s.loraR = try e.int() },
+    RecipeKey("lora_alpha") { s, e in s.loraAlpha = try e.double() },
+    RecipeKey("lora_dropout") { s, e in s.loraDropout = try e.double() },
+    RecipeKey("lora_target_modules", ["target_modules", "lora_target"]) { s, e in s.loraTargetModules = try targets(e) },
+    RecipeKey("lora_target_linear") { s, e in if try e.bool() { s.loraTargetModules = allLinear } },
+    RecipeKey("use_rslora", ["peft_use_rslora"]) { s, e in s.useRslora = try e.bool() },
+    RecipeKey("use_dora", ["peft_use_dora"]) { s, e in s.useDora = try e.bool() },
+    RecipeKey("double_quant", ["bnb_4bit_use_double_quant", "double_quantization"]) { s, e in
+      s.doubleQuant = try e.bool()
+    },
+    RecipeKey("max_seq_length", ["cutoff_len", "sequence_len", "max_length", "max_seq_len"]) { s, e in
+      s.maxSeqLength = try e.int()
+    },
+    RecipeKey("seed") { s, e in s.seed = try e.int() },
+    RecipeKey("eval_steps") { s, e in s.evalSteps = try e.int() },
+    RecipeKey("save_steps") { s, e in s.saveSteps = try e.int() },
+    RecipeKey("save_total_limit") { s, e in s.saveTotalLimit = try e.int() },
+    RecipeKey("logging_steps") { s, e in s.loggingSteps = try e.int() },
+    RecipeKey("early_stopping_patience") { s, e in s.earlyStoppingPatience = try e.int() },
+    RecipeKey("val_set_size", ["validation_fraction", "val_size"]) { s, e in s.valSetSize = try e.double() },
+    RecipeKey("gradient_checkpointing") { s, e in s.gradientCheckpointing = try e.bool() },
+    RecipeKey("packing", ["sample_packing"]) { s, e in s.packing = try e.bool() },
+    RecipeKey("train_on_prompt", ["train_on_inputs"]) { s, e in s.trainOnPrompt = try e.bool() },
+    RecipeKey("chat_template", ["template"]) { s, e in s.chatTemplate = try e.text() },
+    RecipeKey("dataset_format", ["format"]) { s, e in s.datasetFormat = try format(e) },
+  ]
+
+  /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.
+  static let unsupported: [String: String] = [
+    "bf16": "vkfinetune trains in fp32; remove it",
+    "fp16": "vkfinetune trains in fp32; remove it",
+    "tf32": "vkfinetune trains in fp32; remove it",
+    "load_in_8bit": "8-bit bases are not supported; use method: qlora (NF4) or lora",
+    "deepspeed": "multi-device training is not supported; remove it",
+    "fsdp": "multi-device training is not supported; remove it",
+  ]
+
+  /// Canonical name of every key and alias.
+  static let byName: [String: RecipeKey] = {
+    var map: [String: RecipeKey] = [:]
+    for key in all {
+      map[key.name] = key
+      for a in key.aliases { map[a] = key }
+    }
+    return map
+  }()
+
+  /// "did you mean …" for an unknown key: the closest known name within a third of its length.
+  static func suggestion(for key: String) -> String? {
+    let limit = max(2, key.count / 3)
+    let best = byName.keys.map { ($0, editDistance(key.lowercased(), $0)) }
+      .filter { $0.1 <= limit }.min { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }
+    return best.map { byName[$0.0]?.name ?? $0.0 }
+  }
+
+  /// Levenshtein distance.
+  static func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var row = Array(0...b.count)
+    for i in 1...max(1, a.count) where !a.isEmpty {
+      var previous = row[0]; row[0] = i
+      for j in stride(from: 1, through: b.count, by: 1) {
+        let current = row[j]
+        row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+        previous = current
+      }
+    }
+    return a.isEmpty ? b.count : row[b.count]
+  }
+
+  // MARK: - Typed values
+
+  /// `lora_target_modules`: names, a comma string, `all-linear` (PEFT) or `all` (LLaMA-Factory);
+  /// `model.layers.0.self_attn.q_proj`-style paths match by their last component, as PEFT does.
+  static func targets(_ e: RecipeEntry) throws -> [String] {
+    let names = try e.names()
+    guard !names.isEmpty else { throw RecipeError("\(e.origin): \(e.key) is empty; name at least one module or all-linear") }
+    if names.count == 1, ["all-linear", "all_linear", "all"].contains(names[0].lowercased()) { return allLinear }
+    var out: [String] = []
+    for name in names {
+      let leaf = String(name.split(separator: ".").last ?? Substring(name))
+      guard targetableModules.contains(leaf) else {
+        let hint = targetableModules.min { editDistance(leaf, $0) < editDistance(leaf, $1) }.map { " (did you mean \($0)?)" } ?? ""
+        throw RecipeError("\(e.origin): unknown target module \"\(name)\"\(hint); "
+          + "use all-linear or some of \(targetableModules.joined(separator: ", "))")
+      }
+      if !out.contains(leaf) { out.append(leaf) }
+    }
+    return out
+  }
+
+  static func format(_ e: RecipeEntry) throws -> DatasetFormat {
+    let s = try e.text().lowercased()
+    // axolotl dataset types.
+    let aliases: [String: DatasetFormat] = ["chat_template": .messages, "completion": .text, "openai": .messages]
+    if let f = DatasetFormat(rawValue: s) ?? aliases[s] { return f }
+    throw RecipeError("\(e.origin): \(e.key) must be one of \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", ")), "
+      + "got \(e.value.shortText)")
+  }
+
+  /// A data file: a path, or axolotl's `datasets: [{path, type}]` with exactly one entry.
+  static func dataPath(_ e: RecipeEntry) throws -> String {
+    switch e.value {
+    case .scalar(let s): return s
+    case .list(let items):
+      guard items.count == 1 else {
+        throw RecipeError("\(e.origin): \(e.key) lists \(items.count) datasets; vkfinetune trains on one file (concatenate them)")
+      }
+      return try dataPath(RecipeEntry(key: e.key, value: items[0], origin: e.origin))
+    case .map(let pairs):
+      guard let path = pairs.first(where: { $0.0 == "path" || $0.0 == "data_files" })?.1 else {
+        throw RecipeError("\(e.origin): \(e.key) entry needs a path")
+      }
+      return try dataPath(RecipeEntry(key: e.key, value: path, origin: e.origin))
+    case .null:
+      throw RecipeError("\(e.origin): \(e.key) is empty")
+    }
+  }
+
+  /// `data`, plus the format an axolotl `datasets` entry names in `type`.
+  static func applyData(_ s: inout TrainSettings, _ e: RecipeEntry) throws {
+    s.data = try dataPath(e)
+    var entry = e.value
+    if case let .list(items) = entry, items.count == 1 { entry = items[0] }
+    if case let .map(pairs) = entry, let type = pairs.first(where: { $0.0 == "type" })?.1 {
+      s.datasetFormat = try format(RecipeEntry(key: "\(e.key).type", value: type, origin: e.origin))
+    }
+  }
+
+  /// `lr_scheduler_kwargs`: a mapping decoded into VKFTrain's kwargs (unknown keys are kept and
+  /// rejected by name when the schedule is built).
+  static func schedulerKwargs(_ e: RecipeEntry) throws -> LRSchedulerKwargs {
+    guard case .map = e.value else { throw RecipeError("\(e.origin): \(e.key) must be a mapping such as {num_cycles: 0.5}") }
+    do {
+      let data = try JSONSerialization.data(withJSONObject: e.value.jsonObject)
+      return try JSONDecoder().decode(LRSchedulerKwargs.self, from: data)
+    } catch {
+      throw RecipeError("\(e.origin): \(e.key) has a value of the wrong type (numbers for num_cycles, min_lr, …; "
+        + "strings for warmup_type, decay_type)")
+    }
+  }
+}

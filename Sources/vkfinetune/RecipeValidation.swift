@@ -1,0 +1,106 @@
+import Foundation
+import VKFTokenizer
+import VKFTrain
+
+/// Up-front checks of a run's settings, before anything heavy loads: each failure is one line
+/// naming the key, the value and what to use instead.
+extension TrainSettings {
+  /// What to do with an output directory that already holds files.
+  enum OutputMode { case refuseExisting, overwrite, resume }
+
+  func validate(output mode: OutputMode, checkFiles: Bool = true) throws {
+    func fail(_ key: String, _ value: Any, _ requirement: String) -> RecipeError {
+      RecipeError("\(key) = \(value) is invalid: \(requirement)")
+    }
+    guard model?.isEmpty == false else { throw RecipeError("no model: pass --model or set model: in the recipe") }
+    guard let data, !data.isEmpty else { throw RecipeError("no training data: pass --data or set data: in the recipe") }
+    guard let outputDir, !outputDir.isEmpty else {
+      throw RecipeError("no output directory: pass --output or set output_dir: in the recipe")
+    }
+
+    guard learningRate > 0 else { throw fail("learning_rate", learningRate, "use a positive number such as 2e-4") }
+    guard maxSteps > 0 || numTrainEpochs > 0 else {
+      throw fail("num_train_epochs", numTrainEpochs, "use a positive number of epochs, or set max_steps")
+    }
+    guard perDeviceTrainBatchSize > 0 else {
+      throw fail("per_device_train_batch_size", perDeviceTrainBatchSize, "use a positive number of rows")
+    }
+    guard gradientAccumulationSteps > 0 else {
+      throw fail("gradient_accumulation_steps", gradientAccumulationSteps, "use a positive count")
+    }
+    guard maxSeqLength > 1 else { throw fail("max_seq_length", maxSeqLength, "use at least 2 tokens") }
+    guard weightDecay >= 0 else { throw fail("weight_decay", weightDecay, "use a number ≥ 0") }
+    guard maxGradNorm >= 0 else { throw fail("max_grad_norm", maxGradNorm, "use a number ≥ 0 (0 = no clipping)") }
+    for (key, beta) in [("adam_beta1", adamBeta1), ("adam_beta2", adamBeta2)] where !(0..<1).contains(beta) {
+      throw fail(key, beta, "use a fraction in [0, 1)")
+    }
+    guard adamEpsilon > 0 else { throw fail("adam_epsilon", adamEpsilon, "use a positive number such as 1e-8") }
+    guard (0...1).contains(warmupRatio) else { throw fail("warmup_ratio", warmupRatio, "use a fraction in [0, 1]") }
+    guard warmupSteps >= 0 else { throw fail("warmup_steps", warmupSteps, "use a step count ≥ 0") }
+    guard (0..<1).contains(valSetSize) else { throw fail("val_set_size", valSetSize, "use a fraction in [0, 1)") }
+    for (key, n) in [("eval_steps", evalSteps), ("save_steps", saveSteps), ("save_total_limit", saveTotalLimit),
+                     ("early_stopping_patience", earlyStoppingPatience)] where n < 0 {
+      throw fail(key, n, "use a count ≥ 0 (0 = off / at the end)")
+    }
+    guard seed >= 0 else { throw fail("seed", seed, "use an integer ≥ 0") }
+    guard loggingSteps > 0 else { throw fail("logging_steps", loggingSteps, "use a positive step count") }
+    if earlyStoppingPatience > 0, evalData == nil, valSetSize == 0 {
+      throw RecipeError("early_stopping_patience needs validation data: set eval_data or val_set_size")
+    }
+    if method != .full {
+      guard loraR > 0 else { throw fail("lora_r", loraR, "use a positive rank such as 8 or 16") }
+      guard loraAlpha > 0 else { throw fail("lora_alpha", loraAlpha, "use a positive number such as 16") }
+      guard (0..<1).contains(loraDropout) else { throw fail("lora_dropout", loraDropout, "use a fraction in [0, 1)") }
+      for m in loraTargetModules where !RecipeKeys.targetableModules.contains(m) {
+        throw RecipeError("unknown target module \"\(m)\"; use all-linear or some of "
+          + RecipeKeys.targetableModules.joined(separator: ", "))
+      }
+    }
+    if let chatTemplate, chatTemplate != "alpaca", !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
+      throw fail("chat_template", chatTemplate,
+                 "use alpaca or one of \(ChatTemplate.builtinNames.joined(separator: ", ")) (default: the model's own)")
+    }
+    // The schedule's name and kwargs; the real step count is known once the data is loaded.
+    _ = try schedule(steps: maxSteps > 0 ? maxSteps : 1_000_000)
+
+    if checkFiles {
+      for (key, path) in [("data", data), ("eval_data", evalData)] {
+        guard let path else { continue }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+          throw RecipeError("\(key): no such file \(path)")
+        }
+      }
+      try Self.checkOutput(outputDir, mode: mode)
+    }
+  }
+
+  /// The output directory must be creatable and writable; one that holds files is refused
+  /// unless the run overwrites it or resumes into it.
+  static func checkOutput(_ path: String, mode: OutputMode) throws {
+    let fm = FileManager.default
+    var isDir: ObjCBool = false
+    if fm.fileExists(atPath: path, isDirectory: &isDir) {
+      guard isDir.boolValue else { throw RecipeError("output_dir \(path) is a file; name a directory") }
+      let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+      switch mode {
+      case .refuseExisting where !contents.isEmpty:
+        throw RecipeError("output_dir \(path) is not empty; pass --overwrite to replace it or --resume to continue its run")
+      case .resume where contents.isEmpty:
+        throw RecipeError("--resume: \(path) is empty; there is no run to continue (drop --resume)")
+      default: break
+      }
+      guard access(path, W_OK) == 0 else {
+        throw RecipeError("output_dir: cannot write into \(path) (\(String(cString: strerror(errno))))")
+      }
+    } else {
+      if mode == .resume { throw RecipeError("--resume: \(path) does not exist; there is no run to continue") }
+      // The nearest existing ancestor must be a writable directory.
+      var parent = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent()
+      while !fm.fileExists(atPath: parent.path), parent.path != "/" { parent = parent.deletingLastPathComponent() }
+      guard fm.fileExists(atPath: parent.path, isDirectory: &isDir), isDir.boolValue, access(parent.path, W_OK) == 0 else {
+        throw RecipeError("output_dir: cannot create \(path): \(parent.path) is not a writable directory")
+      }
+    }
+  }
+}

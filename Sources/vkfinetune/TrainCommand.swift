@@ -1,0 +1,195 @@
+import ArgumentParser
+import Foundation
+import VKFData
+import VKFTrain
+
+/// `vkfinetune train`: LoRA, QLoRA or full fine-tuning of a model on an SFT data file.
+struct TrainCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "train",
+    abstract: "Fine-tune a model (LoRA, QLoRA or full) on a data file.",
+    discussion: """
+      Settings come from --config recipe.yaml (Hugging Face TrainingArguments / PEFT names; \
+      axolotl and LLaMA-Factory spellings such as micro_batch_size, cutoff_len, lora_rank, \
+      train_on_inputs are accepted), then the flags, which win. --dry-run --print-config shows \
+      the resolved settings without loading anything. LoRA and QLoRA write a PEFT adapter \
+      directory (adapter_model.safetensors + adapter_config.json) to --output, full fine-tuning \
+      a Hugging Face model directory; metrics.jsonl, the loss curve and checkpoint-<step>/ \
+      directories go there too. An existing non-empty --output is refused unless --overwrite \
+      (start again) or --resume (continue from its last checkpoint).
+      """)
+
+  @OptionGroup var backendOptions: BackendOptions
+
+  @Option(help: "Recipe file (YAML) with the run's settings; flags override it.")
+  var config: String?
+
+  // MARK: - What and where
+  @Option(help: "Model: a Hugging Face directory, a .gguf file, or org/name in the Hugging Face cache.")
+  var model: String?
+  @Option(help: "Training data: .json or .jsonl (alpaca, prompt/response, messages, sharegpt, text).")
+  var data: String?
+  @Option(help: "Validation data file (default: --val-set-size of --data, or none).")
+  var evalData: String?
+  @Option(help: "Output directory (adapter or model, metrics, checkpoints).")
+  var output: String?
+  @Option(help: "lora, qlora or full (default lora).")
+  var method: String?
+
+  // MARK: - Optimisation
+  @Option(help: "Peak learning rate (default 2e-4).")
+  var learningRate: Double?
+  @Option(help: "Passes over the data when --max-steps is not set (default 1).")
+  var epochs: Int?
+  @Option(help: "Optimizer steps of the run (overrides --epochs).")
+  var maxSteps: Int?
+  @Option(help: "Rows per micro-batch, per_device_train_batch_size (default 4).")
+  var batchSize: Int?
+  @Option(help: "Micro-batches per optimizer step (default 1).")
+  var gradientAccumulationSteps: Int?
+  @Option(help: "LR schedule: \(LRSchedule.supportedTypes.joined(separator: ", ")) (default linear).")
+  var lrScheduler: String?
+  @Option(help: "Warmup as a fraction of the run (default 0).")
+  var warmupRatio: Double?
+  @Option(help: "Warmup steps (default 0).")
+  var warmupSteps: Double?
+  @Option(help: "AdamW weight decay (default 0).")
+  var weightDecay: Double?
+  @Option(help: "Gradient-norm clip, 0 = off (default 1).")
+  var maxGradNorm: Double?
+  @Option(help: "Where AdamW's state lives: auto, device or host (default auto).")
+  var optimizerState: String?
+  @Option(help: "Device memory training may use, e.g. 6GiB; a run estimated above it is refused with advice.")
+  var memoryBudget: String?
+
+  // MARK: - Adapter
+  @Option(help: "LoRA rank r (default 8).")
+  var loraR: Int?
+  @Option(help: "LoRA alpha (default 16).")
+  var loraAlpha: Double?
+  @Option(help: "LoRA dropout in [0, 1) (default 0).")
+  var loraDropout: Double?
+  @Option(help: "Adapted projections: comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head or all-linear (default).")
+  var loraTargetModules: String?
+  @Flag(inversion: .prefixedNo, help: "rsLoRA scaling alpha/√r.")
+  var useRslora: Bool?
+  @Flag(inversion: .prefixedNo, help: "DoRA (weight-decomposed LoRA).")
+  var useDora: Bool?
+
+  // MARK: - Data
+  @Option(help: "Longest example in tokens (default 2048).")
+  var maxSeqLength: Int?
+  @Option(help: "Seed of adapter init, dropout, shuffling and the split (default 42).")
+  var seed: Int?
+  @Option(help: "Fraction of --data held out for validation, in [0, 1) (default 0).")
+  var valSetSize: Double?
+  @Option(help: "Record format: \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", ")) (default auto).")
+  var datasetFormat: String?
+  @Option(help: "Chat template: a built-in name or alpaca (default: the model's own).")
+  var chatTemplate: String?
+  @Flag(inversion: .prefixedNo, help: "Pack short examples into full rows.")
+  var packing: Bool?
+  @Flag(inversion: .prefixedNo, help: "Train on prompt tokens too (default: only the responses).")
+  var trainOnPrompt: Bool?
+  @Flag(inversion: .prefixedNo, help: "Recompute activations in the backward pass (less memory, ~30% slower).")
+  var gradientCheckpointing: Bool?
+
+  // MARK: - Logging, evaluation, checkpoints
+  @Option(help: "Evaluate every N steps; 0 = at the end (default 0).")
+  var evalSteps: Int?
+  @Option(help: "Checkpoint every N steps; 0 = at the end (default 0).")
+  var saveSteps: Int?
+  @Option(help: "Keep at most N checkpoints; 0 = all (default 0).")
+  var saveTotalLimit: Int?
+  @Option(help: "Log every N steps (default 1).")
+  var loggingSteps: Int?
+  @Option(help: "Stop after N evaluations without a lower validation loss; 0 = off (default 0).")
+  var earlyStoppingPatience: Int?
+
+  // MARK: - Run control
+  @Flag(help: "Replace a non-empty --output.")
+  var overwrite = false
+  @Flag(help: "Continue the run in --output from its last checkpoint.")
+  var resume = false
+  @Flag(help: "Check the settings and stop (nothing is loaded or written).")
+  var dryRun = false
+  @Flag(help: "Print the resolved settings (YAML that --config reads back).")
+  var printConfig = false
+  @Option(help: "Format of --print-config: yaml or json.")
+  var printFormat = "yaml"
+
+  /// The flags given, as recipe entries that override the file.
+  var flagEntries: [RecipeEntry] {
+    var out: [RecipeEntry] = []
+    func add(_ key: String, _ flag: String, _ value: Any?) {
+      guard let value else { return }
+      out.append(RecipeEntry(key: key, value: .scalar("\(value)"), origin: "--\(flag)"))
+    }
+    add("model", "model", model); add("data", "data", data); add("eval_data", "eval-data", evalData)
+    add("output_dir", "output", output); add("method", "method", method)
+    add("learning_rate", "learning-rate", learningRate); add("num_train_epochs", "epochs", epochs)
+    add("max_steps", "max-steps", maxSteps); add("per_device_train_batch_size", "batch-size", batchSize)
+    add("gradient_accumulation_steps", "gradient-accumulation-steps", gradientAccumulationSteps)
+    add("lr_scheduler_type", "lr-scheduler", lrScheduler); add("warmup_ratio", "warmup-ratio", warmupRatio)
+    add("warmup_steps", "warmup-steps", warmupSteps); add("weight_decay", "weight-decay", weightDecay)
+    add("max_grad_norm", "max-grad-norm", maxGradNorm); add("optimizer_state", "optimizer-state", optimizerState)
+    add("memory_budget", "memory-budget", memoryBudget)
+    add("lora_r", "lora-r", loraR); add("lora_alpha", "lora-alpha", loraAlpha)
+    add("lora_dropout", "lora-dropout", loraDropout)
+    add("lora_target_modules", "lora-target-modules", loraTargetModules)
+    add("use_rslora", "use-rslora", useRslora); add("use_dora", "use-dora", useDora)
+    add("max_seq_length", "max-seq-length", maxSeqLength); add("seed", "seed", seed)
+    add("val_set_size", "val-set-size", valSetSize); add("dataset_format", "dataset-format", datasetFormat)
+    add("chat_template", "chat-template", chatTemplate); add("packing", "packing", packing)
+    add("train_on_prompt", "train-on-prompt", trainOnPrompt)
+    add("gradient_checkpointing", "gradient-checkpointing", gradientCheckpointing)
+    add("eval_steps", "eval-steps", evalSteps); add("save_steps", "save-steps", saveSteps)
+    add("save_total_limit", "save-total-limit", saveTotalLimit); add("logging_steps", "logging-steps", loggingSteps)
+    add("early_stopping_patience", "early-stopping-patience", earlyStoppingPatience)
+    return out
+  }
+
+  /// The recipe file's settings overridden by the flags, validated.
+  func resolvedSettings() throws -> TrainSettings {
+    guard !(overwrite && resume) else { throw RecipeError("--overwrite and --resume contradict each other; pass one") }
+    guard ["yaml", "json"].contains(printFormat) else {
+      throw RecipeError("--print-format must be yaml or json, got \(printFormat)")
+    }
+    let file = try config.map(RecipeFile.load) ?? []
+    let settings = try RecipeFile.resolve(file: file, flags: flagEntries)
+    try settings.validate(output: resume ? .resume : overwrite ? .overwrite : .refuseExisting)
+    return settings
+  }
+
+  func run() throws {
+    let settings = try resolvedSettings()
+    if printConfig { print(try settings.rendered(as: printFormat)) }
+    if dryRun {
+      if !printConfig { print("settings OK (dry run: nothing loaded or written)") }
+      return
+    }
+    try TrainRun(settings: settings, backendOptions: backendOptions, resume: resume, overwrite: overwrite).run()
+  }
+}
+
+extension TrainSettings {
+  /// The settings as YAML (readable back by `--config`) or JSON, keys as in recipes.
+  ///
+  /// YAML is written as `key: <JSON value>` lines in `CodingKeys` order: JSON values are
+  /// valid YAML flow values, and numbers keep their shortest form (`0.0002`, not `2e-04`).
+  func rendered(as format: String) throws -> String {
+    let json = try JSONEncoder.pretty.encode(self)
+    if format == "json" { return String(decoding: json, as: UTF8.self) }
+    guard let object = try JSONSerialization.jsonObject(with: json) as? [String: Any] else {
+      throw RecipeError("cannot render the settings")
+    }
+    var lines: [String] = []
+    for key in CodingKeys.allCases {
+      guard let value = object[key.rawValue] else { continue }
+      let text = try JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys,
+                                                                              .withoutEscapingSlashes])
+      lines.append("\(key.rawValue): \(String(decoding: text, as: UTF8.self))")
+    }
+    return lines.joined(separator: "\n")
+  }
+}

@@ -1,0 +1,31 @@
+import Foundation
+import VKFModel
+import VKFPEFT
+
+/// Writes a run's result into its output directory, beside metrics and checkpoints: the PEFT
+/// adapter (LoRA, QLoRA) or a Hugging Face model directory (full fine-tuning).
+///
+/// The files are built in a hidden temporary directory inside `dir`, then each is renamed
+/// into place, so a crash leaves the previous file or the new one, never half of one.
+enum OutputWriter {
+  static func write(lora: LoRAModel?, weights: LlamaWeights, model: LoadedModel, settings: TrainSettings,
+                    into dir: URL) throws {
+    let fm = FileManager.default
+    try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+    let staging = dir.appendingPathComponent(AtomicWrite.temporaryPrefix + "output-\(getpid())")
+    try? fm.removeItem(at: staging)
+    defer { try? fm.removeItem(at: staging) }
+    if let lora {
+      let recipe = (try? settings.rendered(as: "yaml")).map { "```yaml\n\($0)\n```" }
+      try PEFTAdapterFiles.save(lora, baseModel: settings.model ?? "", to: staging, readme: recipe)
+    } else {
+      try HFModelWriter.write(weights: weights, model: model, to: staging)
+    }
+    for name in try fm.contentsOfDirectory(atPath: staging.path) {
+      let from = staging.appendingPathComponent(name), to = dir.appendingPathComponent(name)
+      guard rename(from.path, to.path) == 0 else {
+        throw RecipeError("cannot move \(name) into \(dir.path): \(String(cString: strerror(errno)))")
+      }
+    }
+  }
+}
