@@ -158,6 +158,12 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     var c = self
     c.loggingSteps = 0; c.evalSteps = 0; c.perDeviceEvalBatchSize = 0; c.earlyStoppingPatience = 0
     c.saveSteps = 0; c.saveTotalLimit = 0
+    // Under a schedule that does not depend on the run's length, steps already taken are the
+    // same whatever the length: a finished run may be extended with a larger max_steps.
+    if (c.lrSchedulerType == "constant" || c.lrSchedulerType == "constant_with_warmup"), c.warmupRatio == 0,
+       c.warmupSteps == 0 || c.warmupSteps >= 1 {
+      c.maxSteps = 0; c.numTrainEpochs = 0
+    }
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     let bytes = (try? encoder.encode(c)) ?? Data()

@@ -290,6 +290,18 @@ final class TrainerTests: XCTestCase {
     var lr = c
     lr.learningRate = 0.002
     XCTAssertNotEqual(lr.fingerprint, c.fingerprint)
+    // Run length matters to a decaying schedule, not to a constant one (a run can be extended).
+    var longer = c
+    longer.maxSteps = c.maxSteps + 10
+    XCTAssertNotEqual(longer.fingerprint, c.fingerprint, "linear decay depends on the length")
+    var constant = c, constantLonger = c
+    constant.lrSchedulerType = "constant"; constantLonger.lrSchedulerType = "constant"
+    constant.warmupRatio = 0; constantLonger.warmupRatio = 0
+    constant.warmupSteps = 3; constantLonger.warmupSteps = 3
+    constantLonger.maxSteps = c.maxSteps + 10
+    XCTAssertEqual(constantLonger.fingerprint, constant.fingerprint)
+    constantLonger.warmupRatio = 0.1; constant.warmupRatio = 0.1
+    XCTAssertNotEqual(constantLonger.fingerprint, constant.fingerprint, "a warmup ratio depends on the length")
   }
 
   func test_noTrainedTargets_throws() throws {
