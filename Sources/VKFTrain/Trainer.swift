@@ -96,6 +96,9 @@ public final class Trainer {
     var tokens = 0, windowLoss = 0.0, windowSteps = 0, lastLoss = 0.0
     var stoppedEarly = false
     let startStep = step
+    if step == 0, config.evalOnStart, !evaluationBatches.isEmpty {
+      _ = try evaluateAndTrack()
+    }
     while step < totalSteps {
       let micro = nextStepBatches()
       let normalizer = task.lossNormalizer(for: micro)

@@ -40,6 +40,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   public var packing: Bool = false
   /// Evaluate every N optimizer steps when there is validation data; 0: only at the end (default 0).
   public var evalSteps: Int = 0
+  /// Evaluate once before the first step (transformers' `eval_on_start`), so the curve has
+  /// the base model's validation loss to be read against (default true).
+  public var evalOnStart: Bool = true
   /// Validation examples per evaluation micro-batch; 0: the training micro-batch size (default 0).
   public var perDeviceEvalBatchSize: Int = 0
   /// Stop after this many evaluations without improvement; 0 disables (default 0).
@@ -71,6 +74,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     case maxSeqLength = "max_seq_length"
     case packing
     case evalSteps = "eval_steps"
+    case evalOnStart = "eval_on_start"
     case perDeviceEvalBatchSize = "per_device_eval_batch_size"
     case earlyStoppingPatience = "early_stopping_patience"
     case saveSteps = "save_steps"
@@ -104,6 +108,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     maxSeqLength = try get(.maxSeqLength, d.maxSeqLength)
     packing = try get(.packing, d.packing)
     evalSteps = try get(.evalSteps, d.evalSteps)
+    evalOnStart = try get(.evalOnStart, d.evalOnStart)
     perDeviceEvalBatchSize = try get(.perDeviceEvalBatchSize, d.perDeviceEvalBatchSize)
     earlyStoppingPatience = try get(.earlyStoppingPatience, d.earlyStoppingPatience)
     saveSteps = try get(.saveSteps, d.saveSteps)
@@ -156,7 +161,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   /// different hash is refused.
   public var fingerprint: String {
     var c = self
-    c.loggingSteps = 0; c.evalSteps = 0; c.perDeviceEvalBatchSize = 0; c.earlyStoppingPatience = 0
+    c.loggingSteps = 0; c.evalSteps = 0; c.evalOnStart = true; c.perDeviceEvalBatchSize = 0; c.earlyStoppingPatience = 0
     c.saveSteps = 0; c.saveTotalLimit = 0
     // Under a schedule that does not depend on the run's length, steps already taken are the
     // same whatever the length: a finished run may be extended with a larger max_steps.

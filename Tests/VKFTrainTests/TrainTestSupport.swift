@@ -76,6 +76,7 @@ enum Tiny {
     c.maxGradNorm = 1
     c.loggingSteps = 1
     c.seed = 7
+    c.evalOnStart = false  // tests count evaluations; TrainerTests covers the start evaluation
     return c
   }
 

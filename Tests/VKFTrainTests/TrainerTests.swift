@@ -154,6 +154,25 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(try Tiny.values(task), bestValues, "the best trainables are restored at the end")
   }
 
+  /// eval_on_start: one evaluation before any update, equal to the untrained model's loss.
+  func test_evalOnStart_evaluatesTheUntrainedModelFirst() throws {
+    let validation = try Tiny.examples(3, seed: 10)
+    var c = Tiny.config(steps: 4)
+    c.evalSteps = 2
+    c.evalOnStart = true
+    let baseline = try Trainer(task: try Tiny.fullTask(on: TestBackends.cpu), config: c,
+                               train: try Tiny.examples(12, seed: 9), validation: validation)
+    let untrained = try XCTUnwrap(try baseline.evaluate())
+    let trainer = try Trainer(task: try Tiny.fullTask(on: TestBackends.cpu), config: c,
+                              train: try Tiny.examples(12, seed: 9), validation: validation)
+    var evaluations: [EvaluationResult] = []
+    trainer.onEvent = { if case .evaluation(let r) = $0 { evaluations.append(r) } }
+    try trainer.train()
+    XCTAssertEqual(evaluations.map(\.step), [0, 2, 4])
+    XCTAssertEqual(evaluations.first?.loss, untrained.loss)
+    XCTAssertLessThan(evaluations.last?.loss ?? .infinity, untrained.loss, "training lowers the validation loss")
+  }
+
   func test_evaluation_meanLossAndPerplexity() throws {
     let task = try Tiny.fullTask(on: TestBackends.cpu)
     let validation = try Tiny.examples(5, seed: 6)
