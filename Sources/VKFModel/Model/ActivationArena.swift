@@ -54,37 +54,30 @@ final class ActivationArena {
   var ids, targets, positions: Tensor
   /// Per-token weights of the logit gradients (N), for sequence-level losses.
   var tokenWeights: Tensor
+  /// The allocations every view above points into (f32; i32 ids/targets/positions).
+  let storage: Tensor, intStorage: Tensor
 
-  init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
+  /// `previous`: an arena whose allocations are reused when large enough, so batches of
+  /// varying length (padded to their longest example) do not allocate (and page-fault in)
+  /// a new arena each step; the allocation only grows.
+  init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, previous: ActivationArena? = nil,
        backend: Backend) throws {
     self.batch = batch; self.tokens = tokens
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
-    func carve(_ c: Carver) throws -> ActivationArena.Views {
-      var v = Views()
-      v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
-      v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
-        LayerActivations(
-          h1: try c.take([n, s.hidden]), rstd1: try c.take([n]),
-          q: try c.take([batch, s.heads, tokens, s.headDim]),
-          k: try c.take([batch, s.kvHeads, tokens, s.headDim]),
-          v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
-          probs: try c.take([batch, s.heads, tokens, tokens]),
-          attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
-          h2: try c.take([n, s.hidden]), rstd2: try c.take([n]),
-          gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
-          act: try c.take([n, s.intermediate]))
-      }
-      v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [n], [batch, s.heads, tokens, tokens],
-                   [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
-                   [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
-                   [n, s.hidden], [n, s.hidden], [n, s.hidden],
-                   [n, s.intermediate], [n, s.intermediate], [n, s.intermediate]].map { try c.take($0) }
-      return v
+    func carve(_ c: Carver) throws -> Views {
+      try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
-    let arena = try backend.allocate([measure.offset])
+    let f32Count = measure.offset + LlamaWeights.aligned(n)  // + tokenWeights
+    let intCount = 3 * LlamaWeights.aligned(n)
+    if let p = previous, p.storage.count >= f32Count, p.intStorage.count >= intCount {
+      storage = p.storage; intStorage = p.intStorage
+    } else {
+      storage = try backend.allocate([f32Count]); intStorage = try backend.allocate([intCount], .i32)
+    }
+    let arena = try storage.view(offset: 0, shape: [measure.offset])
     let v = try carve(Carver(base: arena))
     residual = v.residual
     saved = v.saved
@@ -93,18 +86,51 @@ final class ActivationArena {
     (kA, kB, dkHead, dvHead) = (v.f32[9], v.f32[10], v.f32[11], v.f32[12])
     (dResidual, dHidden, dTemp) = (v.f32[13], v.f32[14], v.f32[15])
     (dAct, dGate, dUp) = (v.f32[16], v.f32[17], v.f32[18])
-    let ints = try backend.allocate([3 * LlamaWeights.aligned(n)], .i32)
+    let ints = intStorage
     ids = try ints.view(offset: 0, shape: [n])
     targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
     positions = try ints.view(offset: 2 * LlamaWeights.aligned(n), shape: [n])
-    tokenWeights = try backend.allocate([n])
+    tokenWeights = try storage.view(offset: measure.offset, shape: [n])
     try backend.fill(ones, value: 1)
     // Positions 0..T−1 in every row (no packing yet).
     try backend.upload((0..<n).map { Int32($0 % tokens) }, to: positions)
   }
 
+  /// f32 elements an arena of this shape needs (its views plus the token weights).
+  static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool) throws -> Int {
+    let measure = Carver(base: nil)
+    _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer)
+    return measure.offset + LlamaWeights.aligned(batch * tokens)
+  }
+
+  /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
+  fileprivate static func carve(_ c: Carver, _ s: TransformerShape, batch: Int, tokens: Int,
+                                savesEveryLayer: Bool) throws -> Views {
+    let n = batch * tokens
+    var v = Views()
+    v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
+    v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
+      LayerActivations(
+        h1: try c.take([n, s.hidden]), rstd1: try c.take([n]),
+        q: try c.take([batch, s.heads, tokens, s.headDim]),
+        k: try c.take([batch, s.kvHeads, tokens, s.headDim]),
+        v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
+        probs: try c.take([batch, s.heads, tokens, tokens]),
+        attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
+        h2: try c.take([n, s.hidden]), rstd2: try c.take([n]),
+        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
+        act: try c.take([n, s.intermediate]))
+    }
+    v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [n], [batch, s.heads, tokens, tokens],
+                 [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
+                 [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
+                 [n, s.hidden], [n, s.hidden], [n, s.hidden],
+                 [n, s.intermediate], [n, s.intermediate], [n, s.intermediate]].map { try c.take($0) }
+    return v
+  }
+
   /// The carved views, before they are unpacked into the arena's properties.
-  private struct Views {
+  fileprivate struct Views {
     var residual: [Tensor] = [], saved: [LayerActivations] = [], f32: [Tensor] = []
   }
 }

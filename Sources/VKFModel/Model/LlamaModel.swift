@@ -218,10 +218,15 @@ public final class LlamaModel {
   /// The arena for (batch, tokens), made when the shape changes.
   private func arena(batch: Int, tokens: Int) throws -> ActivationArena {
     if let a = arena, a.batch == batch, a.tokens == tokens { return a }
-    arena = nil  // release the old one first
-    let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens,
-                                savesEveryLayer: weights.hasGradients && !checkpointing,
-                                backend: backend)
+    // Reuse the old allocation when it is large enough; otherwise release it first.
+    let previous = arena
+    let saves = weights.hasGradients && !checkpointing
+    if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
+                                                         savesEveryLayer: saves) > p.storage.count {
+      arena = nil
+    }
+    let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
+                                previous: arena, backend: backend)
     arena = a
     return a
   }
