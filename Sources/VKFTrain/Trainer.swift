@@ -96,8 +96,15 @@ public final class Trainer {
     var tokens = 0, windowLoss = 0.0, windowSteps = 0, lastLoss = 0.0
     var stoppedEarly = false
     let startStep = step
+    // Seconds spent evaluating and checkpointing: not training, so not in tok/s or the ETA.
+    var pausedSeconds = 0.0
+    func paused<T>(_ body: () throws -> T) rethrows -> T {
+      let t0 = Date()
+      defer { pausedSeconds += Date().timeIntervalSince(t0) }
+      return try body()
+    }
     if step == 0, config.evalOnStart, !evaluationBatches.isEmpty {
-      _ = try evaluateAndTrack()
+      _ = try paused { try evaluateAndTrack() }
     }
     while step < totalSteps {
       let micro = nextStepBatches()
@@ -116,7 +123,7 @@ public final class Trainer {
       step += 1
       lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
       if step % config.loggingSteps == 0 || step == totalSteps {
-        let elapsed = Date().timeIntervalSince(started)
+        let elapsed = Date().timeIntervalSince(started) - pausedSeconds
         let done = Double(step - startStep)
         let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epochProgress, loss: windowLoss / Double(windowSteps),
                                  learningRate: lr, gradNorm: norm, tokensPerSecond: elapsed > 0 ? Double(tokens) / elapsed : 0,
@@ -127,9 +134,9 @@ public final class Trainer {
         onEvent?(.progress(p))
       }
       if config.evalSteps > 0, step % config.evalSteps == 0, !evaluationBatches.isEmpty {
-        if try evaluateAndTrack() { stoppedEarly = true }
+        if try paused({ try evaluateAndTrack() }) { stoppedEarly = true }
       }
-      if config.saveSteps > 0, step % config.saveSteps == 0 { _ = try saveCheckpoint() }
+      if config.saveSteps > 0, step % config.saveSteps == 0 { _ = try paused { try saveCheckpoint() } }
       if stoppedEarly { break }
     }
     // A final evaluation unless the last step just had one.

@@ -15,9 +15,9 @@ public struct TrainingProgress: Equatable, Sendable {
   public var learningRate: Float
   /// Global gradient norm of the last step, before clipping.
   public var gradNorm: Float
-  /// Non-padding tokens per second since training (or resuming) started.
+  /// Non-padding tokens per training second (evaluation and checkpoint time excluded).
   public var tokensPerSecond: Double
-  /// Seconds since training (or resuming) started.
+  /// Seconds spent training since the run (or resume) started; evaluations and checkpoints excluded.
   public var elapsedSeconds: Double
   /// Estimated seconds to the last step.
   public var etaSeconds: Double
