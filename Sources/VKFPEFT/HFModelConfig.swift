@@ -4,6 +4,12 @@ import VKFModel
 
 // MARK: - config.json for a written model
 
+/// Tensor names of a reward (sequence-classification) model directory.
+public enum RewardModelKeys {
+  /// The head, (num_labels = 1, hidden), as transformers names it.
+  public static let scoreWeight = "score.weight"
+}
+
 extension HFModelWriter {
   /// Relative tolerance when comparing a shape's RoPE table with one recomputed from a
   /// θ: a GGUF stores θ as f32 and the table is f32 powf, so equal tables differ by a few ulps
@@ -27,6 +33,22 @@ extension HFModelWriter {
     object["torch_dtype"] = "float32"
     object["dtype"] = "float32"
     return object
+  }
+
+  /// A causal LM's config.json object turned into a reward model's, as transformers saves
+  /// `AutoModelForSequenceClassification(num_labels=1)`: its class in `architectures`,
+  /// `id2label {"0": "LABEL_0"}` / `label2id {"LABEL_0": 0}` (one label) and `pad_token_id`.
+  static func sequenceClassificationConfig(_ object: [String: Any], modelType: String,
+                                           padTokenID: Int) throws -> [String: Any] {
+    guard let architecture = sequenceClassificationNames[modelType] else {
+      throw PEFTError("model_type \"\(modelType)\" has no transformers sequence-classification class")
+    }
+    var out = object
+    out["architectures"] = [architecture]
+    out["id2label"] = ["0": "LABEL_0"]
+    out["label2id"] = ["LABEL_0": 0]
+    out["pad_token_id"] = padTokenID
+    return out
   }
 
   /// Throws unless `config` describes exactly the architecture of the weights being written.

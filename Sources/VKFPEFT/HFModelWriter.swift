@@ -27,6 +27,21 @@ public enum HFModelWriter {
   public static let architectureNames = [
     "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
   ]
+  /// The sequence-classification class of each `model_type` (reward models).
+  public static let sequenceClassificationNames = [
+    "llama": "LlamaForSequenceClassification", "mistral": "MistralForSequenceClassification",
+    "qwen2": "Qwen2ForSequenceClassification",
+  ]
+
+  /// A reward model's head: written as `score.weight` (1, hidden) in place of the LM head, with
+  /// the `pad_token_id` whose last non-pad position the head reads (transformers' rule).
+  public struct ScoreHead {
+    /// score.weight (1, hidden).
+    public var weight: Tensor
+    /// The pad id training used (saved as `pad_token_id`).
+    public var padTokenID: Int
+    public init(weight: Tensor, padTokenID: Int) { self.weight = weight; self.padTokenID = padTokenID }
+  }
 
   /// What `write` produced.
   public struct Written: Sendable, Equatable {
@@ -51,17 +66,28 @@ public enum HFModelWriter {
   ///   - shardBytes: largest shard in bytes of tensor data; a model above it is split as
   ///     transformers does (`model-00001-of-0000N.safetensors`).
   ///   - overwrite: replace an existing non-empty `dir` (otherwise refused).
+  ///   - scoreHead: write a reward model (`<Model>ForSequenceClassification`, one label,
+  ///     `score.weight`, no LM head) instead of a causal LM.
   @discardableResult
   public static func write(weights: LlamaWeights, config: LlamaConfig?, tokenizerSource: URL?,
                            to dir: URL, shardBytes: Int = defaultShardBytes, overwrite: Bool = false,
-                           bosTokenID: Int? = nil, eosTokenIDs: [Int] = []) throws -> Written {
+                           bosTokenID: Int? = nil, eosTokenIDs: [Int] = [], scoreHead: ScoreHead? = nil) throws -> Written {
     guard shardBytes > 0 else { throw PEFTError("shardBytes must be positive, got \(shardBytes)") }
     var cfg = try config ?? synthesizedConfig(shape: weights.shape, facts: nil,
                                               bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
     try check(cfg, matches: weights.shape)
     cfg.torchDtype = "float32"
-    let tensors = try denseTensors(of: weights)
-    let configJSON = try configObject(cfg)
+    var tensors = try denseTensors(of: weights)
+    var configJSON = try configObject(cfg)
+    if let scoreHead {
+      guard scoreHead.weight.shape == [1, weights.shape.hidden] else {
+        throw PEFTError("the score head has shape \(scoreHead.weight.shape); a reward model needs [1, \(weights.shape.hidden)]")
+      }
+      tensors.removeAll { $0.name == ParameterNames.lmHead }
+      tensors.append((RewardModelKeys.scoreWeight, scoreHead.weight))
+      configJSON = try sequenceClassificationConfig(configJSON, modelType: cfg.modelType, padTokenID: scoreHead.padTokenID)
+      cfg.padTokenId = scoreHead.padTokenID
+    }
     let sources = tokenizerFiles(near: tokenizerSource)
     var weightFiles: [String] = []
     try AtomicDirectory.write(to: dir, overwrite: overwrite, what: "model directory") { tmp in
@@ -84,7 +110,8 @@ public enum HFModelWriter {
   /// from the GGUF metadata and shape), its tokenizer files, its bos/eos ids.
   @discardableResult
   public static func write(weights: LlamaWeights, model: LoadedModel, to dir: URL,
-                           shardBytes: Int = defaultShardBytes, overwrite: Bool = false) throws -> Written {
+                           shardBytes: Int = defaultShardBytes, overwrite: Bool = false,
+                           scoreHead: ScoreHead? = nil) throws -> Written {
     var config = model.config
     if config == nil {
       let facts = try (model.weights as? GGUFWeightSource).map { try GGUFModelFacts(file: $0.file) }
@@ -92,7 +119,7 @@ public enum HFModelWriter {
                                      eosTokenIDs: model.eosTokenIDs)
     }
     return try write(weights: weights, config: config, tokenizerSource: model.location.url, to: dir,
-                     shardBytes: shardBytes, overwrite: overwrite)
+                     shardBytes: shardBytes, overwrite: overwrite, scoreHead: scoreHead)
   }
 
   // MARK: - Tensors

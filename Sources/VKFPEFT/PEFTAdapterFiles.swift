@@ -9,6 +9,11 @@ import VKFModel
 /// Tensors (f32): `base_model.model.<module>.lora_A.weight` (r, in), `….lora_B.weight`
 /// (out, r), DoRA's `….lora_magnitude_vector` (out). The config carries the field set of
 /// peft `peftFormatVersion` (older peft ignores the keys it does not know).
+///
+/// A reward-model adapter is peft's sequence-classification form: `task_type: "SEQ_CLS"`,
+/// `modules_to_save: ["classifier", "score"]` (what `get_peft_model` sets for SEQ_CLS) and the
+/// fully trained head as `base_model.model.score.weight` (1, hidden), so
+/// `PeftModel.from_pretrained(AutoModelForSequenceClassification…(num_labels=1), dir)` loads it.
 public enum PEFTAdapterFiles {
   /// The adapter weights file peft reads first.
   public static let weightsFileName = "adapter_model.safetensors"
@@ -19,6 +24,11 @@ public enum PEFTAdapterFiles {
   /// The peft release whose adapter_config.json field set `save` writes (and records as
   /// `peft_version`).
   public static let peftFormatVersion = "0.21.2"
+  /// The key of a reward adapter's score head (peft strips `modules_to_save.default`).
+  public static let scoreHeadKey = "base_model.model.score.weight"
+  /// `modules_to_save` of a SEQ_CLS adapter as peft 0.21.2 writes it (`classifier` is the
+  /// head's name in other architectures; a Llama has only `score`).
+  public static let sequenceClassificationModules = ["classifier", "score"]
 
   // MARK: - Saving
 
@@ -30,14 +40,25 @@ public enum PEFTAdapterFiles {
   ///   - baseModel: `base_model_name_or_path` (the Hub id or path of the base model).
   ///   - readme: the training recipe, Markdown inserted verbatim under "Training recipe" in
   ///     the model card (e.g. a fenced YAML block); nil: a card without one.
+  ///   - scoreHead: a reward model's head `score.weight` (1, hidden): the adapter is then
+  ///     written as peft's SEQ_CLS form with the head in `modules_to_save`.
   public static func save(_ lora: LoRAModel, baseModel: String, to dir: URL, readme: String? = nil,
-                          overwrite: Bool = false) throws {
+                          overwrite: Bool = false, scoreHead: Tensor? = nil) throws {
     let be = lora.weights.backend
-    let tensors = try lora.trainableTensors.map { t in
+    var tensors = try lora.trainableTensors.filter { $0.name != scoreHeadKey }.map { t in
       try SafetensorsWriter.Tensor(name: t.name, shape: t.value.shape, floats: try be.floats(t.value))
     }
-    let config = try AtomicDirectory.jsonData(configObject(lora.config, baseModel: baseModel))
-    let card = modelCard(config: lora.config, baseModel: baseModel, recipe: readme)
+    if let scoreHead {
+      let hidden = lora.weights.shape.hidden
+      guard scoreHead.shape == [1, hidden] else {
+        throw PEFTError("the score head has shape \(scoreHead.shape); a reward adapter needs [1, \(hidden)]")
+      }
+      tensors.append(try SafetensorsWriter.Tensor(name: scoreHeadKey, shape: [1, hidden], floats: try be.floats(scoreHead)))
+    }
+    let config = try AtomicDirectory.jsonData(configObject(lora.config, baseModel: baseModel,
+                                                           sequenceClassification: scoreHead != nil))
+    let card = modelCard(config: lora.config, baseModel: baseModel, recipe: readme,
+                         sequenceClassification: scoreHead != nil)
     try AtomicDirectory.write(to: dir, overwrite: overwrite, what: "adapter directory") { tmp in
       // peft's save_pretrained writes metadata {"format": "pt"}.
       try SafetensorsWriter.write(tensors: tensors, metadata: ["format": "pt"],
@@ -48,10 +69,12 @@ public enum PEFTAdapterFiles {
   }
 
   /// adapter_config.json as peft 0.21.2's `LoraConfig.save_pretrained` writes it: every
-  /// field, the ones vkfinetune does not use at peft's defaults.
-  public static func configObject(_ config: LoRAConfig, baseModel: String) -> [String: Any] {
+  /// field, the ones vkfinetune does not use at peft's defaults. `sequenceClassification`:
+  /// a reward adapter (`task_type` SEQ_CLS, the head in `modules_to_save`).
+  public static func configObject(_ config: LoRAConfig, baseModel: String,
+                                  sequenceClassification: Bool = false) -> [String: Any] {
     let null = NSNull()
-    return [
+    var object: [String: Any] = [
       "alora_invocation_tokens": null, "alpha_pattern": [String: Any](), "arrow_config": null,
       "auto_mapping": null, "base_model_name_or_path": baseModel, "bias": "none", "corda_config": null,
       "ensure_weight_tying": false, "eva_config": null, "exclude_modules": null, "fan_in_fan_out": false,
@@ -67,6 +90,11 @@ public enum PEFTAdapterFiles {
       "use_bdlora": null, "use_dora": config.useDoRA, "use_qalora": false, "use_rslora": config.useRSLoRA,
       "velora_config": null,
     ]
+    if sequenceClassification {
+      object["task_type"] = "SEQ_CLS"
+      object["modules_to_save"] = sequenceClassificationModules
+    }
+    return object
   }
 
   /// An integral float as a JSON integer (peft writes `"lora_alpha": 16`), else its shortest
@@ -78,7 +106,8 @@ public enum PEFTAdapterFiles {
 
   /// The README.md model card: peft's front matter (so the Hub lists it as a PEFT adapter of
   /// the base), the settings, the recipe, and how to load it.
-  static func modelCard(config: LoRAConfig, baseModel: String, recipe: String?) -> String {
+  static func modelCard(config: LoRAConfig, baseModel: String, recipe: String?,
+                        sequenceClassification: Bool = false) -> String {
     // A JSON string literal is also a valid YAML double-quoted scalar and Python string literal.
     let quoted = AtomicDirectory.jsonString(baseModel)
     let method = config.useDoRA ? "DoRA" : (config.useRSLoRA ? "rsLoRA" : "LoRA")
@@ -91,7 +120,7 @@ public enum PEFTAdapterFiles {
       - vkfinetune
       ---
 
-      # \(method) adapter for \(baseModel)
+      # \(method) \(sequenceClassification ? "reward-model " : "")adapter for \(baseModel)
 
       Trained with vkfinetune. Settings: r = \(config.r), lora_alpha = \(config.alpha), \
       lora_dropout = \(config.dropout), use_rslora = \(config.useRSLoRA), use_dora = \(config.useDoRA), \
@@ -100,6 +129,24 @@ public enum PEFTAdapterFiles {
       """
     if let recipe, !recipe.isEmpty {
       s += "\n## Training recipe\n\n" + (recipe.hasSuffix("\n") ? recipe : recipe + "\n")
+    }
+    if sequenceClassification {
+      s += """
+
+        ## Use
+
+        A reward model: the score of a sequence is the head applied to its last token that is \
+        not the pad token (set `pad_token_id` as in training).
+
+        ```python
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification
+        base = AutoModelForSequenceClassification.from_pretrained(\(quoted), num_labels=1)
+        model = PeftModel.from_pretrained(base, "<this directory>")
+        ```
+
+        """
+      return s
     }
     s += """
 

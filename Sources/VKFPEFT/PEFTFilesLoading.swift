@@ -12,6 +12,24 @@ extension PEFTAdapterFiles {
   /// per-layer rank or alpha patterns, layer subsets, non-Llama target names) are refused
   /// with a one-line error rather than silently loaded as something else.
   public static func readConfig(_ dir: URL) throws -> (config: LoRAConfig, baseModel: String?) {
+    let info = try readAdapterConfig(dir)
+    return (info.config, info.baseModel)
+  }
+
+  /// What adapter_config.json describes.
+  public struct AdapterConfig: Sendable, Equatable {
+    /// The LoRA settings.
+    public var config: LoRAConfig
+    /// `base_model_name_or_path`, nil when absent or null.
+    public var baseModel: String?
+    /// True for a reward model's adapter (`task_type` SEQ_CLS): it carries the score head.
+    public var sequenceClassification: Bool
+  }
+
+  /// Reads `adapter_config.json` like `readConfig`, also telling a reward-model (SEQ_CLS)
+  /// adapter apart. A SEQ_CLS adapter may list only peft's head names in `modules_to_save`
+  /// (`classifier`, `score`); any other `modules_to_save` is refused as before.
+  public static func readAdapterConfig(_ dir: URL) throws -> AdapterConfig {
     let file = configURL(dir)
     let data: Data
     do { data = try Data(contentsOf: file) } catch {
@@ -43,9 +61,11 @@ extension PEFTAdapterFiles {
     guard peftType == "LORA" else {
       throw fail("peft_type is \"\(peftType)\"; only LORA adapters (LoRA, rsLoRA, DoRA) are supported")
     }
-    if let task = present("task_type") as? String, task != "CAUSAL_LM" {
-      throw fail("task_type is \"\(task)\"; only CAUSAL_LM adapters apply to a causal language model")
+    let task = present("task_type") as? String
+    if let task, task != "CAUSAL_LM", task != "SEQ_CLS" {
+      throw fail("task_type is \"\(task)\"; only CAUSAL_LM adapters (and SEQ_CLS reward-model adapters) are supported")
     }
+    let sequenceClassification = task == "SEQ_CLS"
     guard let r = try number("r") else { throw fail("r is missing; the LoRA rank is required") }
     guard r == r.rounded(), r > 0, r < Double(Int32.max) else { throw fail("r must be a positive integer, got \(r)") }
     guard let alpha = try number("lora_alpha") else { throw fail("lora_alpha is missing") }
@@ -60,7 +80,15 @@ extension PEFTAdapterFiles {
     }
     if try bool("lora_bias") == true { throw fail("lora_bias is true; LoRA B biases are not supported") }
     if let m = present("modules_to_save") as? [Any], !m.isEmpty {
-      throw fail("modules_to_save \(m) is set; adapters with fully trained extra modules are not supported")
+      // A reward adapter's head is the one fully trained module understood (loaded as the score head).
+      let names = m.compactMap { $0 as? String }
+      let headOnly = names.count == m.count && names.allSatisfy(sequenceClassificationModules.contains)
+      guard sequenceClassification, headOnly else {
+        throw fail("modules_to_save \(m) is set; adapters with fully trained extra modules are not supported "
+          + "(only a SEQ_CLS reward adapter's \(sequenceClassificationModules.joined(separator: "/")) head)")
+      }
+    } else if let v = present("modules_to_save"), !(v is [Any]) {
+      throw fail("modules_to_save must be a list of module names")
     }
     for key in ["rank_pattern", "alpha_pattern"] {
       if let p = present(key) as? [String: Any], !p.isEmpty {
@@ -75,7 +103,8 @@ extension PEFTAdapterFiles {
     let config = LoRAConfig(r: Int(r), alpha: Float(alpha), dropout: Float(dropout), targetModules: targets,
                             useRSLoRA: try bool("use_rslora") ?? false, useDoRA: try bool("use_dora") ?? false)
     do { try config.validate() } catch let e as PEFTError { throw fail(e.message) }
-    return (config, present("base_model_name_or_path") as? String)
+    return AdapterConfig(config: config, baseModel: present("base_model_name_or_path") as? String,
+                         sequenceClassification: sequenceClassification)
   }
 
   /// target_modules as short names: a list of short names, full module names
@@ -107,9 +136,34 @@ extension PEFTAdapterFiles {
   /// Loads the adapter in `dir` onto `weights` (the base model, f32 or QLoRA-quantised),
   /// checking every tensor's key and shape first. `seed` only seeds what the file replaces.
   ///
-  /// On any error the weights are left without adapters.
+  /// On any error the weights are left without adapters. A reward-model (SEQ_CLS) adapter is
+  /// refused here, since its score head would be dropped: use `loadAdapter`.
   public static func load(_ dir: URL, into weights: LlamaWeights, seed: UInt64 = 0) throws -> LoRAModel {
-    let (config, _) = try readConfig(dir)
+    let info = try readAdapterConfig(dir)
+    guard !info.sequenceClassification else {
+      throw PEFTError("\(configURL(dir).path): a reward-model adapter (task_type SEQ_CLS, with a score head), "
+        + "not a language-model one; score with it (vkfinetune score), or merge it into a reward model")
+    }
+    return try loadAdapter(dir, into: weights, seed: seed).lora
+  }
+
+  /// An adapter loaded onto a base model: the LoRA adapters and, for a reward model, the head.
+  public struct LoadedAdapter {
+    /// The adapters, attached to the weights.
+    public let lora: LoRAModel
+    /// `score.weight` (1, hidden) of a SEQ_CLS adapter, row-major; nil for CAUSAL_LM.
+    public let scoreHead: [Float]?
+    /// `base_model_name_or_path`.
+    public let baseModel: String?
+  }
+
+  /// Loads any supported adapter in `dir` (CAUSAL_LM or SEQ_CLS) onto `weights`, checking
+  /// every tensor's key and shape first; a SEQ_CLS adapter must carry
+  /// `base_model.model.score.weight` (1, hidden). On any error the weights are left without
+  /// adapters.
+  public static func loadAdapter(_ dir: URL, into weights: LlamaWeights, seed: UInt64 = 0) throws -> LoadedAdapter {
+    let info = try readAdapterConfig(dir)
+    let config = info.config
     let file = dir.appendingPathComponent(weightsFileName)
     guard FileManager.default.fileExists(atPath: file.path) else {
       let bin = FileManager.default.fileExists(atPath: dir.appendingPathComponent("adapter_model.bin").path)
@@ -121,7 +175,8 @@ extension PEFTAdapterFiles {
     do { st = try SafetensorsFile(contentsOf: file) } catch { throw PEFTError("\(error)") }
 
     // Expected keys and shapes, from the model, before anything is attached.
-    let expected = try expectedTensors(config: config, weights: weights)
+    var expected = try expectedTensors(config: config, weights: weights)
+    if info.sequenceClassification { expected.append((scoreHeadKey, [1, weights.shape.hidden])) }
     let present = Set(st.tensorNames)
     for (key, shape) in expected {
       guard present.contains(key) else {
@@ -145,10 +200,12 @@ extension PEFTAdapterFiles {
       do { values[key] = try st.floats(key) } catch { throw PEFTError("\(file.path): \(key): \(error)") }
     }
 
+    let scoreHead = values.removeValue(forKey: scoreHeadKey)
+    let loraExpected = expected.filter { $0.key != scoreHeadKey }
     let lora = try LoRAModel(weights: weights, config: config, seed: seed)
     do {
       let made = Dictionary(uniqueKeysWithValues: lora.trainableTensors.map { ($0.name, $0.value.shape) })
-      guard made.count == expected.count, expected.allSatisfy({ made[$0.key] == $0.shape }) else {
+      guard made.count == loraExpected.count, loraExpected.allSatisfy({ made[$0.key] == $0.shape }) else {
         throw PEFTError("internal: the LoRA model's tensors differ from the adapter file's expected keys")
       }
       try lora.load(values)
@@ -156,7 +213,7 @@ extension PEFTAdapterFiles {
       lora.detach()
       throw error
     }
-    return lora
+    return LoadedAdapter(lora: lora, scoreHead: scoreHead, baseModel: info.baseModel)
   }
 
   /// Every PEFT key and shape an adapter with `config` has on `weights`, in module order.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VKFCore
+import VKFData
 import VKFModel
 import VKFPEFT
 import VKFTrain
@@ -27,11 +28,17 @@ struct BenchTrain: ParsableCommand {
   @Option(help: "lora, qlora or full.")
   var method = "lora"
 
-  @Option(help: "Rows per step.")
+  @Option(help: "sft, dpo or reward: dpo and reward steps take --batch pairs (2 × --batch rows).")
+  var objective = "sft"
+
+  @Option(help: "Rows per step (pairs with --objective dpo|reward).")
   var batch = 4
 
-  @Option(help: "Tokens per row.")
+  @Option(help: "Tokens per row (a pair's prompt + answer: TRL's max_length).")
   var seq = 256
+
+  @Option(help: "dpo/reward: prompt tokens of each row (default seq / 2); the rest is the answer.")
+  var promptLength: Int?
 
   @Option(help: "Measured steps (after one warm-up step).")
   var steps = 5
@@ -46,6 +53,15 @@ struct BenchTrain: ParsableCommand {
   var json: String?
 
   func run() throws {
+    guard let objective = TrainObjective(rawValue: objective.lowercased()) else {
+      throw RecipeError("--objective must be one of \(TrainObjective.allCases.map(\.rawValue).joined(separator: ", ")), got \(self.objective)")
+    }
+    let prompt = promptLength ?? seq / 2
+    if objective.isPreference {
+      guard prompt >= 1, prompt < seq else {
+        throw RecipeError("--prompt-length \(prompt) must be at least 1 and below --seq \(seq)")
+      }
+    }
     guard let m = FineTuneMethod(rawValue: method.lowercased()) else {
       throw RecipeError("--method must be one of \(FineTuneMethod.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
     }
@@ -61,7 +77,8 @@ struct BenchTrain: ParsableCommand {
     print("backend: \(backend.name)")
     var settings = TrainSettings()
     settings.method = m; settings.loraR = loraR; settings.loraAlpha = Double(2 * loraR)
-    settings.perDeviceTrainBatchSize = batch; settings.gradientCheckpointing = gradientCheckpointing
+    let rows = objective.isPreference ? 2 * batch : batch
+    settings.perDeviceTrainBatchSize = rows; settings.gradientCheckpointing = gradientCheckpointing
 
     let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
                                    trainable: m == .full ? .all : .none)
@@ -73,33 +90,72 @@ struct BenchTrain: ParsableCommand {
     let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq)
 
     var rng = SplitMix64(seed: 0x5EED)
-    let tokens = batch * seq
+    let tokens = rows * seq
     let ids = (0..<tokens).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
     let targets = (0..<tokens).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] }
-    let step = {
+    var step: () throws -> Void = {
       if let lora { try lora.zeroGradients() } else { try weights.zeroGradients() }
-      try llama.forward(ids: ids, targets: targets, batch: self.batch, computeGradients: true)
+      try llama.forward(ids: ids, targets: targets, batch: rows, computeGradients: true)
       try llama.backward()
       _ = try optimizer.gradientNorm()
       try optimizer.update(lr: 1e-5)
       try backend.synchronize()
+    }
+    if objective.isPreference {
+      // Pairs sharing a prompt (prompt tokens of the chosen row), answers of seq − prompt tokens.
+      let examples = (0..<rows).map { r -> TokenizedExample in
+        let p = Int(r / 2) * 2 * seq
+        let row = Array(ids[(p)..<(p + prompt)]) + Array(ids[(r * seq + prompt)..<((r + 1) * seq)])
+        return PreferencePair(prompt: row[..<prompt].map(Int.init), chosen: row[prompt...].map(Int.init),
+                              rejected: []).example(chosen: true)
+      }
+      let batch = Batching.batches(examples, batchSize: rows, padID: 0)[0]
+      let task = try Self.preferenceTask(objective, model: llama, lora: lora, examples: examples,
+                                         padID: loaded.eosTokenIDs.first ?? 0)
+      let normalizer = task.lossNormalizer(for: [batch])
+      step = {
+        try task.zeroGradients()
+        _ = try task.forwardBackward(batch, lossNormalizer: normalizer, dropoutSeed: 0)
+        _ = try optimizer.gradientNorm()
+        try optimizer.update(lr: 1e-5)
+        try backend.synchronize()
+      }
     }
     try step()  // warm-up: arena allocation, pipelines, first touch
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<steps { try step() }
     let perStep = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
     let report = TrainBenchReport(
-      backend: backend.name, model: loaded.location.url.path, method: m.rawValue, batch: batch, seq: seq, steps: steps,
+      backend: backend.name, model: loaded.location.url.path, method: m.rawValue, objective: objective.rawValue,
+      batch: batch, seq: seq, steps: steps,
       trainableParameters: trainables.reduce(0) { $0 + $1.count }, secondsPerStep: perStep,
-      tokensPerSecond: Double(tokens) / perStep, peakResidentBytes: Self.peakResidentBytes(),
-      estimatedDeviceBytes: estimate.deviceBytes)
-    print(String(format: "%@ %d×%d: %.3f s/step, %.1f tokens/s, %@ trainable, peak RSS %@, estimated device %@",
-                 m.rawValue, batch, seq, perStep, report.tokensPerSecond, BenchModel.millions(report.trainableParameters),
+      tokensPerSecond: Double(tokens) / perStep, pairsPerSecond: objective.isPreference ? Double(batch) / perStep : nil,
+      peakResidentBytes: Self.peakResidentBytes(), estimatedDeviceBytes: estimate.deviceBytes)
+    let shape = objective.isPreference ? "\(batch) pairs × \(seq) (prompt \(prompt))" : "\(batch)×\(seq)"
+    let pairs = report.pairsPerSecond.map { String(format: "%.2f pairs/s, ", $0) } ?? ""
+    print(String(format: "%@ %@ %@: %.3f s/step, %@%.1f tokens/s, %@ trainable, peak RSS %@, estimated device %@",
+                 objective.rawValue, m.rawValue, shape, perStep, pairs, report.tokensPerSecond,
+                 BenchModel.millions(report.trainableParameters),
                  report.peakResidentBytes.map(MemoryEstimate.format) ?? "?", MemoryEstimate.format(estimate.deviceBytes)))
     if let path = json {
       try AtomicFile.write(try JSONEncoder.pretty.encode(report), to: path)
       print("wrote \(path)")
     }
+  }
+
+  /// The DPO task as `train` builds it (reference: the disabled adapter, as TRL without
+  /// precompute_ref_log_probs; full fine-tuning: log-probs precomputed before timing), or the
+  /// reward task with a fresh head.
+  static func preferenceTask(_ objective: TrainObjective, model: LlamaModel, lora: LoRAModel?,
+                             examples: [TokenizedExample], padID: Int) throws -> TrainingTask {
+    if objective == .reward {
+      let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: 0)
+      return lora.map { RewardTask(model: model, lora: $0, head: head, padID: padID) }
+        ?? RewardTask(fullFineTuning: model, head: head, padID: padID)
+    }
+    if let lora { return try DPOTask(model: model, lora: lora, loss: DPOLossConfig()) }
+    let reference = try ReferenceLogProbs.compute(model: model, examples: examples, batchSize: examples.count, padID: 0)
+    return try DPOTask(fullFineTuning: model, reference: reference, loss: DPOLossConfig())
   }
 
   /// VmHWM from /proc/self/status (Linux), in bytes.
@@ -116,12 +172,17 @@ struct TrainBenchReport: Codable {
   var backend: String
   var model: String
   var method: String
+  /// sft, dpo or reward.
+  var objective: String
+  /// Rows (sft) or pairs (dpo, reward) per step.
   var batch: Int
   var seq: Int
   var steps: Int
   var trainableParameters: Int
   var secondsPerStep: Double
   var tokensPerSecond: Double
+  /// Pairs per second (dpo, reward).
+  var pairsPerSecond: Double?
   /// Peak resident set of the process (all memory on the CPU backend).
   var peakResidentBytes: Int?
   /// `MemoryEstimate` of the run's device memory.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VKFCore
 import VKFModel
 import VKFPEFT
 
@@ -34,11 +35,23 @@ struct MergeCommand: ParsableCommand {
     try TrainSettings.checkOutput(dest.path, mode: overwrite ? .overwrite : .refuseExisting)
     let loaded = try ModelLoader.load(model)
     let backend = try backendOptions.makeBackend()
-    let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
-    guard let lora else { return }
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
+      throw RecipeError("--adapter: no such directory \(adapter)")
+    }
+    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    // A reward (SEQ_CLS) adapter merges into a reward model directory: its head replaces the LM head.
+    let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
+    let lora = a.lora
+    let scoreHead = try a.scoreHead.map {
+      HFModelWriter.ScoreHead(weight: try backend.tensor($0, shape: [1, loaded.shape.hidden]),
+                              padTokenID: TrainData.padID(objective: .reward, model: loaded))
+    }
     try Merge.merge(lora)
-    let written = try HFModelWriter.write(weights: weights, model: loaded, to: dest, overwrite: overwrite)
-    print("merged \(lora.adapters.count) adapters into \(loaded.location.url.lastPathComponent); wrote "
+    let written = try HFModelWriter.write(weights: weights, model: loaded, to: dest, overwrite: overwrite,
+                                          scoreHead: scoreHead)
+    print("merged \(lora.adapters.count) adapters into \(loaded.location.url.lastPathComponent)"
+      + (scoreHead == nil ? "" : " (a reward model: score head, pad_token_id \(scoreHead?.padTokenID ?? 0))") + "; wrote "
       + (written.weightFiles + ["config.json"] + written.copiedFiles).joined(separator: ", ") + " to \(dest.path)")
   }
 }

@@ -1,7 +1,9 @@
 import Foundation
+import VKFTrain
 
-/// The training progress line: `step 12/200 | loss 1.234 | lr 2.0e-04 | 1234 tok/s | ETA 3m12s`,
-/// redrawn in place with `\r` on a terminal, one plain line per logging step otherwise (logs, CI).
+/// The training progress line: `step 12/200 | loss 1.234 | lr 2.0e-04 | 1234 tok/s | ETA 3m12s`
+/// (preference objectives add `| acc 0.625 | margin +0.312` after the lr: rewards/accuracies and
+/// rewards/margins of the logged steps), redrawn in place with `\r` on a terminal, one plain line per logging step otherwise (logs, CI).
 final class ProgressLine {
   /// True when stdout is a terminal.
   let redraws: Bool
@@ -10,8 +12,10 @@ final class ProgressLine {
   init(redraws: Bool = isatty(STDOUT_FILENO) == 1) { self.redraws = redraws }
 
   /// Shows a step's numbers: redraws the line on a terminal, else prints it.
-  func update(step: Int, of total: Int, loss: Double, lr: Double, tokensPerSecond: Double, eta: Double?) {
-    let line = Self.format(step: step, of: total, loss: loss, lr: lr, tokensPerSecond: tokensPerSecond, eta: eta)
+  func update(step: Int, of total: Int, loss: Double, lr: Double, tokensPerSecond: Double, eta: Double?,
+              extra: [String: Double] = [:]) {
+    let line = Self.format(step: step, of: total, loss: loss, lr: lr, tokensPerSecond: tokensPerSecond, eta: eta,
+                           extra: extra)
     if redraws {
       // \r back to column 0, ESC[K clears what a longer earlier line left.
       print("\r\(line)\u{1B}[K", terminator: "")
@@ -40,11 +44,31 @@ final class ProgressLine {
 
   /// The line's text.
   static func format(step: Int, of total: Int, loss: Double, lr: Double, tokensPerSecond: Double,
-                     eta: Double?) -> String {
-    var parts = ["step \(step)/\(total)", String(format: "loss %.3f", loss), "lr " + scientific(lr),
-                 String(format: "%.0f tok/s", tokensPerSecond)]
+                     eta: Double?, extra: [String: Double] = [:]) -> String {
+    var parts = ["step \(step)/\(total)", String(format: "loss %.3f", loss), "lr " + scientific(lr)]
+    parts += rewardParts(extra)
+    parts.append(String(format: "%.0f tok/s", tokensPerSecond))
     if let eta { parts.append("ETA " + duration(eta)) }
     return parts.joined(separator: " | ")
+  }
+
+  /// `acc 0.625`, `margin +0.312` from a preference task's rewards/accuracies and
+  /// rewards/margins (nothing for SFT, whose tasks report no such metrics).
+  static func rewardParts(_ extra: [String: Double]) -> [String] {
+    var parts: [String] = []
+    if let a = extra["rewards/accuracies"] { parts.append(String(format: "acc %.3f", a)) }
+    if let m = extra["rewards/margins"] { parts.append(String(format: "margin %+.3f", m)) }
+    return parts
+  }
+
+  /// `eval step 50 | loss 0.6512 | acc 0.620 | margin +0.105 | chosen +0.051 | rejected -0.054 (best)`:
+  /// a preference evaluation (its perplexity means nothing: the loss is per pair).
+  static func preferenceEvaluation(_ r: EvaluationResult) -> String {
+    var parts = ["eval step \(r.step)", String(format: "loss %.4f", r.loss)] + rewardParts(r.extra)
+    if let c = r.extra["rewards/chosen"] { parts.append(String(format: "chosen %+.3f", c)) }
+    if let j = r.extra["rewards/rejected"] { parts.append(String(format: "rejected %+.3f", j)) }
+    parts.append("\(r.tokens) pairs")
+    return parts.joined(separator: " | ") + (r.isBest ? " (best)" : "")
   }
 
   /// `2.0e-04`: two significant digits, exponent padded to two digits as Python's `%.1e`.

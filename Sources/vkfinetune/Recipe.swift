@@ -13,6 +13,20 @@ enum FineTuneMethod: String, Codable, CaseIterable, Sendable {
   case full
 }
 
+/// What `train` optimises: next-token cross-entropy, a DPO-family preference loss, or a
+/// reward model's pairwise loss.
+enum TrainObjective: String, Codable, CaseIterable, Sendable {
+  /// Supervised fine-tuning on SFT records.
+  case sft
+  /// Direct preference optimisation on preference pairs (TRL's DPOTrainer).
+  case dpo
+  /// A scalar reward head trained on preference pairs (TRL's RewardTrainer).
+  case reward
+
+  /// True for the objectives that train on chosen/rejected pairs.
+  var isPreference: Bool { self != .sft }
+}
+
 /// Where AdamW's moments live: on the device, in host-visible memory streamed per step, or
 /// decided from the memory budget (paged optimizer).
 enum OptimizerStateSetting: String, Codable, CaseIterable, Sendable {
@@ -35,6 +49,8 @@ struct TrainSettings: Encodable, Equatable {
   var outputDir: String?
   /// `method`: lora (default), qlora or full.
   var method: FineTuneMethod = .lora
+  /// `objective`: sft (default), dpo or reward (LLaMA-Factory's `stage`: sft, dpo, rm).
+  var objective: TrainObjective = .sft
 
   /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).
   var learningRate = 2e-4
@@ -90,6 +106,8 @@ struct TrainSettings: Encodable, Equatable {
   var seed = 42
   /// `eval_steps`: evaluate every this many optimizer steps; 0 = at the end only. Default 0.
   var evalSteps = 0
+  /// `eval_on_start`: evaluate once before the first step (the curve's baseline). Default true.
+  var evalOnStart = true
   /// `save_steps`: checkpoint every this many optimizer steps; 0 = at the end only. Default 0.
   var saveSteps = 0
   /// `save_total_limit`: keep at most this many checkpoints; 0 = all. Default 0.
@@ -111,9 +129,28 @@ struct TrainSettings: Encodable, Equatable {
   /// `dataset_format`: auto (default), alpaca, prompt_response, prompt_completion, messages, sharegpt, text.
   var datasetFormat = DatasetFormat.auto
 
+  // Preference objectives (TRL DPOConfig / RewardConfig names). `max_length` is `max_seq_length`.
+  /// `beta`: DPO temperature β (rewards are β·log-ratios). Default 0.1 (TRL's).
+  var beta = 0.1
+  /// `loss_type`: sigmoid (default), hinge, ipo or robust.
+  var lossType = DPOLossType.sigmoid
+  /// `label_smoothing`: ε of the sigmoid and robust losses, in [0, 0.5). Default 0.
+  var labelSmoothing = 0.0
+  /// `rpo_alpha`: weight of an NLL term on the chosen answers; default none.
+  var rpoAlpha: Double?
+  /// `max_prompt_length`: prompt tokens kept when a pair exceeds max_length. Default 512 (TRL's),
+  /// or half of max_length when that is shorter (so a short max_length alone still leaves
+  /// the answers room); see `promptLimit`.
+  var maxPromptLength: Int?
+  /// `precompute_ref_log_probs`: LoRA/QLoRA DPO computes the reference log-probs once before
+  /// training instead of every step (full fine-tuning always does). Default false.
+  var precomputeRefLogProbs = false
+  /// `margin`: reward objective's constant margin in −log σ(r_c − r_r − margin). Default 0.
+  var margin = 0.0
+
   // Declaration order is `--print-config`'s order.
   enum CodingKeys: String, CodingKey, CaseIterable {
-    case model, data, evalData = "eval_data", outputDir = "output_dir", method
+    case model, data, evalData = "eval_data", outputDir = "output_dir", method, objective
     case learningRate = "learning_rate", numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
     case perDeviceTrainBatchSize = "per_device_train_batch_size"
     case gradientAccumulationSteps = "gradient_accumulation_steps"
@@ -124,10 +161,12 @@ struct TrainSettings: Encodable, Equatable {
     case loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
     case loraTargetModules = "lora_target_modules", useRslora = "use_rslora", useDora = "use_dora"
     case doubleQuant = "double_quant", maxSeqLength = "max_seq_length", seed
-    case evalSteps = "eval_steps", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
+    case evalSteps = "eval_steps", evalOnStart = "eval_on_start", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
     case loggingSteps = "logging_steps", earlyStoppingPatience = "early_stopping_patience"
     case valSetSize = "val_set_size", gradientCheckpointing = "gradient_checkpointing", packing
     case trainOnPrompt = "train_on_prompt", chatTemplate = "chat_template", datasetFormat = "dataset_format"
+    case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
+    case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin
   }
 
   /// The defaults above.
@@ -144,6 +183,19 @@ struct TrainSettings: Encodable, Equatable {
     c.packing = packing
     return c
   }
+
+  /// The DPO loss settings.
+  var dpoLoss: DPOLossConfig {
+    DPOLossConfig(type: lossType, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha)
+  }
+
+  /// The preference pairs' length limits (`max_length` is `max_seq_length`).
+  var preferenceLimits: PreferenceLimits {
+    PreferenceLimits(maxLength: maxSeqLength, maxPromptLength: promptLimit)
+  }
+
+  /// `max_prompt_length`, or its default: min(512, max_length / 2).
+  var promptLimit: Int { maxPromptLength ?? max(1, min(512, maxSeqLength / 2)) }
 
   /// The schedule for a run of `steps` optimizer steps.
   func schedule(steps: Int) throws -> LRSchedule {

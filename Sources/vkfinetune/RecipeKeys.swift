@@ -33,6 +33,11 @@ enum RecipeKeys {
       guard let m = FineTuneMethod(rawValue: try e.choice(FineTuneMethod.allCases.map(\.rawValue))) else { return }
       s.method = m
     },
+    RecipeKey("objective", ["stage"]) { s, e in
+      // LLaMA-Factory's stage names the reward model `rm`.
+      let choice = try e.choice(TrainObjective.allCases.map(\.rawValue) + ["rm"])
+      s.objective = choice == "rm" ? .reward : TrainObjective(rawValue: choice) ?? .sft
+    },
     RecipeKey("load_in_4bit", ["quantization_bit"]) { s, e in
       // axolotl `load_in_4bit: true` / LLaMA-Factory `quantization_bit: 4` turn LoRA into QLoRA.
       if e.key == "quantization_bit" {
@@ -86,6 +91,7 @@ enum RecipeKeys {
     },
     RecipeKey("seed") { s, e in s.seed = try e.int() },
     RecipeKey("eval_steps") { s, e in s.evalSteps = try e.int() },
+    RecipeKey("eval_on_start") { s, e in s.evalOnStart = try e.bool() },
     RecipeKey("save_steps") { s, e in s.saveSteps = try e.int() },
     RecipeKey("save_total_limit") { s, e in s.saveTotalLimit = try e.int() },
     RecipeKey("logging_steps") { s, e in s.loggingSteps = try e.int() },
@@ -96,6 +102,15 @@ enum RecipeKeys {
     RecipeKey("train_on_prompt", ["train_on_inputs"]) { s, e in s.trainOnPrompt = try e.bool() },
     RecipeKey("chat_template", ["template"]) { s, e in s.chatTemplate = try e.text() },
     RecipeKey("dataset_format", ["format"]) { s, e in s.datasetFormat = try format(e) },
+    RecipeKey("beta", ["pref_beta", "rl_beta", "dpo_beta"]) { s, e in s.beta = try e.double() },
+    RecipeKey("loss_type", ["pref_loss"]) { s, e in
+      s.lossType = DPOLossType(rawValue: try e.choice(DPOLossType.allCases.map(\.rawValue))) ?? .sigmoid
+    },
+    RecipeKey("label_smoothing", ["dpo_label_smoothing"]) { s, e in s.labelSmoothing = try e.double() },
+    RecipeKey("rpo_alpha") { s, e in s.rpoAlpha = try e.double() },
+    RecipeKey("max_prompt_length") { s, e in s.maxPromptLength = try e.int() },
+    RecipeKey("precompute_ref_log_probs") { s, e in s.precomputeRefLogProbs = try e.bool() },
+    RecipeKey("margin") { s, e in s.margin = try e.double() },
   ]
 
   /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.

@@ -56,6 +56,7 @@ extension TrainSettings {
           + RecipeKeys.targetableModules.joined(separator: ", "))
       }
     }
+    try validatePreference()
     if let chatTemplate, chatTemplate != "alpaca", !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
       throw fail("chat_template", chatTemplate,
                  "use alpaca or one of \(ChatTemplate.builtinNames.joined(separator: ", ")) (default: the model's own)")
@@ -72,6 +73,25 @@ extension TrainSettings {
         }
       }
       try Self.checkOutput(outputDir, mode: mode)
+    }
+  }
+
+  /// The DPO / reward settings (and SFT-only ones given to a preference objective).
+  func validatePreference() throws {
+    guard objective.isPreference else { return }
+    let name = objective.rawValue
+    if packing { throw RecipeError("packing applies to SFT only; --objective \(name) trains on whole pairs (drop packing)") }
+    if trainOnPrompt {
+      throw RecipeError("train_on_prompt applies to SFT only; --objective \(name) scores the answers (drop train_on_prompt)")
+    }
+    guard promptLimit >= 1, promptLimit < maxSeqLength else {
+      throw RecipeError("max_prompt_length = \(promptLimit) is invalid: it must be at least 1 and below "
+        + "max_length (max_seq_length) = \(maxSeqLength), so the answers keep some room")
+    }
+    if objective == .dpo {
+      do { try dpoLoss.validate() } catch let e as PreferenceLossError { throw RecipeError(e.description) }
+    } else {
+      guard margin.isFinite else { throw RecipeError("margin = \(margin) is invalid: use a finite number") }
     }
   }
 

@@ -7,7 +7,7 @@ import VKFTrain
 struct TrainCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "train",
-    abstract: "Fine-tune a model (LoRA, QLoRA or full) on a data file.",
+    abstract: "Fine-tune a model (LoRA, QLoRA or full): SFT, DPO or a reward model.",
     discussion: """
       Settings come from --config recipe.yaml (Hugging Face TrainingArguments / PEFT names; \
       axolotl and LLaMA-Factory spellings such as micro_batch_size, cutoff_len, lora_rank, \
@@ -16,7 +16,13 @@ struct TrainCommand: ParsableCommand {
       directory (adapter_model.safetensors + adapter_config.json) to --output, full fine-tuning \
       a Hugging Face model directory; metrics.jsonl, the loss curve and checkpoint-<step>/ \
       directories go there too. An existing non-empty --output is refused unless --overwrite \
-      (start again) or --resume (continue from its last checkpoint).
+      (start again) or --resume (continue from its last checkpoint). \
+      --objective dpo trains on preference pairs against the reference model (the adapter \
+      switched off, or log-probs precomputed once for full fine-tuning, cached in \
+      reference_logps.json); --batch-size counts pairs. --objective reward trains a scalar \
+      head on the last non-pad token and writes a PEFT SEQ_CLS adapter (with the head in \
+      modules_to_save) or a LlamaForSequenceClassification directory; score it with \
+      `vkfinetune score`.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -35,6 +41,8 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
+  @Option(help: "sft (default), dpo or reward; dpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts).")
+  var objective: String?
 
   // MARK: - Optimisation
   @Option(help: "Peak learning rate (default 2e-4).")
@@ -77,7 +85,8 @@ struct TrainCommand: ParsableCommand {
   var useDora: Bool?
 
   // MARK: - Data
-  @Option(help: "Longest example in tokens (default 2048).")
+  @Option(name: [.customLong("max-seq-length"), .customLong("max-length")],
+          help: "Longest example in tokens; for dpo/reward the prompt + longer answer (TRL max_length) (default 2048).")
   var maxSeqLength: Int?
   @Option(help: "Seed of adapter init, dropout, shuffling and the split (default 42).")
   var seed: Int?
@@ -94,9 +103,27 @@ struct TrainCommand: ParsableCommand {
   @Flag(inversion: .prefixedNo, help: "Recompute activations in the backward pass (less memory, ~30% slower).")
   var gradientCheckpointing: Bool?
 
+  // MARK: - Preference objectives (TRL names)
+  @Option(help: "DPO β: rewards are β·(policy − reference) log-ratios (default 0.1).")
+  var beta: Double?
+  @Option(help: "DPO loss: \(DPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default sigmoid).")
+  var lossType: String?
+  @Option(help: "Label smoothing ε of the sigmoid and robust DPO losses, in [0, 0.5) (default 0).")
+  var labelSmoothing: Double?
+  @Option(help: "Weight of an NLL term on the chosen answers (RPO; default none).")
+  var rpoAlpha: Double?
+  @Option(help: "Prompt tokens kept when a pair exceeds --max-length (default 512, or max-length / 2 when shorter).")
+  var maxPromptLength: Int?
+  @Flag(inversion: .prefixedNo, help: "LoRA DPO: compute the reference log-probs once before training (full fine-tuning always does).")
+  var precomputeRefLogProbs: Bool?
+  @Option(help: "Reward objective: margin m in −log σ(r_chosen − r_rejected − m) (default 0).")
+  var margin: Double?
+
   // MARK: - Logging, evaluation, checkpoints
   @Option(help: "Evaluate every N steps; 0 = at the end (default 0).")
   var evalSteps: Int?
+  @Flag(inversion: .prefixedNo, help: "Evaluate once before the first step, the curve's baseline (default on).")
+  var evalOnStart: Bool?
   @Option(help: "Checkpoint every N steps; 0 = at the end (default 0).")
   var saveSteps: Int?
   @Option(help: "Keep at most N checkpoints; 0 = all (default 0).")
@@ -127,6 +154,7 @@ struct TrainCommand: ParsableCommand {
     }
     add("model", "model", model); add("data", "data", data); add("eval_data", "eval-data", evalData)
     add("output_dir", "output", output); add("method", "method", method)
+    add("objective", "objective", objective)
     add("learning_rate", "learning-rate", learningRate); add("num_train_epochs", "epochs", epochs)
     add("max_steps", "max-steps", maxSteps); add("per_device_train_batch_size", "batch-size", batchSize)
     add("gradient_accumulation_steps", "gradient-accumulation-steps", gradientAccumulationSteps)
@@ -143,9 +171,15 @@ struct TrainCommand: ParsableCommand {
     add("chat_template", "chat-template", chatTemplate); add("packing", "packing", packing)
     add("train_on_prompt", "train-on-prompt", trainOnPrompt)
     add("gradient_checkpointing", "gradient-checkpointing", gradientCheckpointing)
-    add("eval_steps", "eval-steps", evalSteps); add("save_steps", "save-steps", saveSteps)
+    add("eval_steps", "eval-steps", evalSteps); add("eval_on_start", "eval-on-start", evalOnStart)
+    add("save_steps", "save-steps", saveSteps)
     add("save_total_limit", "save-total-limit", saveTotalLimit); add("logging_steps", "logging-steps", loggingSteps)
     add("early_stopping_patience", "early-stopping-patience", earlyStoppingPatience)
+    add("beta", "beta", beta); add("loss_type", "loss-type", lossType)
+    add("label_smoothing", "label-smoothing", labelSmoothing); add("rpo_alpha", "rpo-alpha", rpoAlpha)
+    add("max_prompt_length", "max-prompt-length", maxPromptLength)
+    add("precompute_ref_log_probs", "precompute-ref-log-probs", precomputeRefLogProbs)
+    add("margin", "margin", margin)
     return out
   }
 

@@ -40,6 +40,13 @@ struct TrainData {
   /// The tokenizer of the SFT pipeline: the model's tokenizer and chat template (or the one
   /// named), the plain alpaca prompt when the model has none.
   static func sftTokenizer(settings s: TrainSettings, model: LoadedModel) throws -> SFTTokenizer {
+    try SFTTokenizer(tokenizer: model.tokenizer, template: conversationTemplate(settings: s, model: model),
+                     config: s.dataConfig)
+  }
+
+  /// The model's chat template (or the one named in `chat_template`), the plain alpaca
+  /// prompt when the model has none.
+  static func conversationTemplate(settings s: TrainSettings, model: LoadedModel) throws -> any ConversationTemplate {
     let tok = model.tokenizer
     let bos = model.bosTokenID.flatMap { tok.token(for: $0) } ?? ""
     let eos = model.eosTokenIDs.first.flatMap { tok.token(for: $0) } ?? ""
@@ -52,6 +59,6 @@ struct TrainData {
       print("note: the model has no chat template; using the alpaca prompt (set chat_template to choose one)")
       template = AlpacaPromptTemplate()
     }
-    return try SFTTokenizer(tokenizer: tok, template: template, config: s.dataConfig)
+    return template
   }
 }

@@ -21,10 +21,13 @@ struct TrainRun {
     }
     let output = URL(fileURLWithPath: outputPath).standardizedFileURL
     let progress = ProgressLine()
+    if resume { try ObjectiveRecord.check(s, against: output) }
 
     // Model and data first: the cheap failures (bad file, bad record) come before any compute.
     let loaded = try ModelLoader.load(modelArg)
-    let data = try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
+    let data = s.objective.isPreference
+      ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
+      : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
     let backend = try backendOptions.makeBackend()
     progress.message("backend: \(backend.name)")
     progress.message("model: \(loaded.location.url.path) (\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden))")
@@ -36,20 +39,17 @@ struct TrainRun {
     if s.method == .qlora { try Quantization.quantize(weights, doubleQuant: s.doubleQuant, log: { progress.message($0) }) }
     let lora = s.method == .full ? nil : try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed))
     let model = try LlamaModel(weights: weights, checkpointing: s.gradientCheckpointing)
-    let task: SFTTask
     if let lora {
-      task = SFTTask(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
-                     setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
       progress.message("LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(lora.adapters.count) adapters on "
         + "\(s.loraConfig.resolvedTargetModules.joined(separator: ",")), \(n) trainable parameters")
-    } else {
-      task = SFTTask(fullFineTuning: model)
-      progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters")
     }
 
-    // Memory: print the estimate, refuse a run over the budget with advice.
-    let estimate = s.memoryEstimate(shape: loaded.shape, seqLength: data.longestRow)
+    // Memory: print the estimate, refuse a run over the budget with advice. A preference
+    // micro-batch holds chosen and rejected rows of each pair.
+    var rowsSettings = s
+    if s.objective.isPreference { rowsSettings.perDeviceTrainBatchSize *= 2 }
+    let estimate = rowsSettings.memoryEstimate(shape: loaded.shape, seqLength: data.longestRow)
     progress.message("estimated memory:\n" + estimate.table)
     if let budget = s.memoryBudget { try estimate.check(budget: budget) }
     let placement: OptimizerStatePlacement
@@ -60,23 +60,32 @@ struct TrainRun {
     }
 
     if overwrite { try Self.emptyDirectory(output) }
+    if !resume { try ObjectiveRecord.write(s, into: output) }
+    let made = try makeTask(model: model, lora: lora, data: data, output: output, progress: progress)
+    let task = made.task, scoreHead = made.scoreHead
+    if lora == nil {
+      progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters")
+    }
     let trainer = try Trainer(task: task, config: s.trainingConfig, train: data.train, validation: data.validation,
                               outputDirectory: output, optimizerState: placement,
                               otherDeviceBytes: estimate.deviceBytesExcludingOptimizer, padID: data.padID)
-    trainer.onEvent = { event in Self.report(event, progress) }
+    let objective = s.objective
+    trainer.onEvent = { event in Self.report(event, progress, objective: objective) }
     if !data.validation.isEmpty {
       // Best adapter (or model) so far, beside the final one.
       trainer.saveBest = { _, _ in
         try OutputWriter.write(lora: lora, weights: weights, model: loaded, settings: s,
-                               into: output.appendingPathComponent("best"))
+                               into: output.appendingPathComponent("best"), scoreHead: scoreHead)
       }
     }
     if resume {
       let from = try trainer.resume(from: output)
       progress.message("resumed from \(from.lastPathComponent) at step \(trainer.step)/\(trainer.totalSteps)")
     }
-    progress.message("training: \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s"), \(s.perDeviceTrainBatchSize) × "
-      + "\(s.gradientAccumulationSteps) rows per step, lr \(s.lrSchedulerType) \(ProgressLine.scientific(s.learningRate))")
+    let rows = s.objective.isPreference ? "pairs" : "rows"
+    progress.message("training (\(s.objective.rawValue)): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s"), "
+      + "\(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) \(rows) per step, lr \(s.lrSchedulerType) "
+      + ProgressLine.scientific(s.learningRate))
 
     let summary: TrainingSummary
     do { summary = try trainer.train() } catch {
@@ -87,21 +96,89 @@ struct TrainRun {
     progress.finishLine()
     // A final checkpoint, so `--resume` can continue this run (e.g. with a larger max_steps).
     if CheckpointLayout.checkpoints(in: output).first?.step != trainer.step { try trainer.saveCheckpoint() }
-    try OutputWriter.write(lora: lora, weights: weights, model: loaded, settings: s, into: output)
+    try OutputWriter.write(lora: lora, weights: weights, model: loaded, settings: s, into: output, scoreHead: scoreHead)
     var line = String(format: "done: %d steps, final loss %.4f", summary.steps, summary.finalLoss)
     if let best = summary.bestEvaluation { line += String(format: ", best eval loss %.4f at step %d", best.loss, best.step) }
     if summary.stoppedEarly { line += " (stopped early; the best weights were written)" }
     progress.message(line)
-    progress.message("wrote \(s.method == .full ? "model" : "adapter") to \(output.path)")
+    let what = s.objective == .reward ? (s.method == .full ? "reward model" : "reward adapter")
+      : (s.method == .full ? "model" : "adapter")
+    progress.message("wrote \(what) to \(output.path)")
+  }
+
+  // MARK: - Tasks
+
+  /// The objective's task over `model` (with `lora`, or every weight), and the reward head.
+  func makeTask(model: LlamaModel, lora: LoRAModel?, data: TrainData, output: URL,
+                progress: ProgressLine) throws -> (task: TrainingTask, scoreHead: HFModelWriter.ScoreHead?) {
+    let s = settings
+    switch s.objective {
+    case .sft:
+      if let lora {
+        return (SFTTask(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
+                        setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 }), nil)
+      }
+      return (SFTTask(fullFineTuning: model), nil)
+    case .dpo:
+      let needsCache = lora == nil || s.precomputeRefLogProbs
+      let reference = needsCache ? try referenceLogProbs(model: model, lora: lora, data: data, output: output,
+                                                         progress: progress) : nil
+      let task: DPOTask
+      do {
+        if let lora {
+          task = try DPOTask(model: model, lora: lora, loss: s.dpoLoss, precomputed: reference)
+        } else {
+          task = try DPOTask(fullFineTuning: model, reference: reference ?? ReferenceLogProbs(), loss: s.dpoLoss)
+        }
+      } catch let e as PreferenceLossError {
+        throw RecipeError(e.description)
+      }
+      progress.message("DPO: \(s.lossType.rawValue) loss, beta \(s.beta)"
+        + (s.labelSmoothing > 0 ? ", label_smoothing \(s.labelSmoothing)" : "")
+        + (s.rpoAlpha.map { ", rpo_alpha \($0)" } ?? "")
+        + ", reference: " + (reference == nil ? "the model with its adapter disabled" : "precomputed log-probs"))
+      return (task, nil)
+    case .reward:
+      let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: UInt64(s.seed))
+      let task = lora.map { RewardTask(model: model, lora: $0, head: head, padID: data.padID, margin: s.margin) }
+        ?? RewardTask(fullFineTuning: model, head: head, padID: data.padID, margin: s.margin)
+      progress.message("reward model: score head [1, \(model.weights.shape.hidden)] on the last token that is not "
+        + "pad id \(data.padID)" + (s.margin != 0 ? ", margin \(s.margin)" : ""))
+      return (task, HFModelWriter.ScoreHead(weight: head.weight, padTokenID: data.padID))
+    }
+  }
+
+  /// DPO's reference log-probs over every training and validation sequence: read back from
+  /// `reference_logps.json` when resuming, else computed now (the adapter switched off, or
+  /// the untouched weights of full fine-tuning) and saved there.
+  func referenceLogProbs(model: LlamaModel, lora: LoRAModel?, data: TrainData, output: URL,
+                         progress: ProgressLine) throws -> ReferenceLogProbs {
+    let url = output.appendingPathComponent(ReferenceLogProbs.fileName)
+    if resume, FileManager.default.fileExists(atPath: url.path) {
+      let cached = try ReferenceLogProbs.load(url)
+      progress.message("reference log-probs: \(cached.values.count) sequences read from \(ReferenceLogProbs.fileName)")
+      return cached
+    }
+    let started = Date()
+    lora?.enabled = false
+    defer { lora?.enabled = true }
+    let values = try ReferenceLogProbs.compute(model: model, examples: data.train + data.validation,
+                                               batchSize: 2 * settings.perDeviceTrainBatchSize, padID: data.padID)
+    try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+    try values.save(url)
+    progress.message(String(format: "reference log-probs: %d sequences in %.1f s, saved to %@", values.values.count,
+                            Date().timeIntervalSince(started), ReferenceLogProbs.fileName))
+    return values
   }
 
   /// Prints a trainer event.
-  static func report(_ event: TrainingEvent, _ progress: ProgressLine) {
+  static func report(_ event: TrainingEvent, _ progress: ProgressLine, objective: TrainObjective = .sft) {
     switch event {
     case .progress(let p):
       progress.update(step: p.step, of: p.totalSteps, loss: p.loss, lr: Double(p.learningRate),
-                      tokensPerSecond: p.tokensPerSecond, eta: p.etaSeconds)
-    case .evaluation(let r): progress.message(r.line)
+                      tokensPerSecond: p.tokensPerSecond, eta: p.etaSeconds, extra: p.extra)
+    case .evaluation(let r):
+      progress.message(objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
     case .checkpointSaved(let url): progress.message("saved \(url.lastPathComponent)")
     case .checkpointSkipped(let url, let reason): progress.message("skipped \(url.lastPathComponent): \(reason)")
     case .resumed(let url, let step): progress.message("resumed from \(url.lastPathComponent) at step \(step)")
@@ -142,7 +219,7 @@ extension TrainSettings {
     c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps
     c.perDeviceTrainBatchSize = perDeviceTrainBatchSize; c.gradientAccumulationSteps = gradientAccumulationSteps
     c.maxSeqLength = maxSeqLength; c.packing = packing
-    c.evalSteps = evalSteps; c.earlyStoppingPatience = earlyStoppingPatience
+    c.evalSteps = evalSteps; c.evalOnStart = evalOnStart; c.earlyStoppingPatience = earlyStoppingPatience
     c.saveSteps = saveSteps; c.saveTotalLimit = saveTotalLimit
     c.seed = UInt64(seed); c.loggingSteps = loggingSteps
     return c

@@ -97,7 +97,8 @@ final class TrainTests: XCTestCase {
     let metrics = try TrainedRun.metrics(made.output)
     XCTAssertEqual(metrics.compactMap { $0["loss"] as? Double }.count, 2, "one line per step (logging_steps 1)")
     XCTAssertTrue(metrics.compactMap { $0["loss"] as? Double }.allSatisfy { $0.isFinite && $0 > 0 })
-    XCTAssertEqual(metrics.compactMap { $0["eval_loss"] as? Double }.count, 1, "one evaluation, at the end")
+    XCTAssertEqual(metrics.filter { $0["eval_loss"] != nil }.compactMap { $0["step"] as? Int }, [0, 2],
+                   "evaluations before the first step (eval_on_start) and at the end")
   }
 
   func test_train_progressLines_arePlainLinesWhenNotATerminal() throws {
@@ -155,5 +156,26 @@ final class TrainTests: XCTestCase {
     XCTAssertEqual(a, b, "resumed adapter differs from the straight run's")
     let losses = { (dir: URL) in try TrainedRun.metrics(dir).compactMap { $0["loss"] as? Double } }
     XCTAssertEqual(try losses(resumed), try losses(straight), "metrics.jsonl continues where the checkpoint was")
+  }
+
+  /// A finished constant-LR run extended with a larger max_steps (`--resume`) ends with the same
+  /// adapter bytes and losses as one run of the larger length: under a schedule that does not
+  /// depend on the run's length the checkpoint's fingerprint accepts the new max_steps.
+  func test_resume_extendsFinishedConstantScheduleRun_equalsStraightRun() throws {
+    let made = try TrainedRun.shared()
+    let straight = made.dir.appendingPathComponent("straight-constant"), extended = made.dir.appendingPathComponent("extended")
+    let flags = TrainedRun.common(model: made.model, data: made.data) + ["--lr-scheduler", "constant", "--lora-dropout", "0.1"]
+    let r1 = try CLITests.run(flags + ["--output", straight.path, "--max-steps", "4"])
+    XCTAssertEqual(r1.status, 0, r1.stderr)
+    let r2 = try CLITests.run(flags + ["--output", extended.path, "--max-steps", "2"])
+    XCTAssertEqual(r2.status, 0, r2.stderr)
+    let r3 = try CLITests.run(flags + ["--output", extended.path, "--max-steps", "4", "--resume"])
+    XCTAssertEqual(r3.status, 0, r3.stderr)
+    XCTAssertTrue(r3.stdout.contains("resumed from checkpoint-2 at step 2/4"), r3.stdout)
+    let a = try Data(contentsOf: straight.appendingPathComponent("adapter_model.safetensors"))
+    let b = try Data(contentsOf: extended.appendingPathComponent("adapter_model.safetensors"))
+    XCTAssertEqual(a, b, "the extended run's adapter differs from the straight 4-step run's")
+    let losses = { (dir: URL) in try TrainedRun.metrics(dir).compactMap { $0["loss"] as? Double } }
+    XCTAssertEqual(try losses(extended), try losses(straight))
   }
 }

@@ -1,0 +1,48 @@
+import Foundation
+
+/// The objective settings a run started with, kept in `<output>/objective.json`: the trainer's
+/// checkpoint fingerprint covers the optimisation settings, not the loss, so a resumed run is
+/// checked here against a changed objective, beta, loss type, margin, …
+enum ObjectiveRecord {
+  static let fileName = "objective.json"
+
+  /// The settings that define the objective's loss and data, by recipe key (values as text).
+  static func values(_ s: TrainSettings) -> [String: String] {
+    var v = ["objective": s.objective.rawValue]
+    switch s.objective {
+    case .sft: break
+    case .dpo:
+      v["beta"] = "\(s.beta)"; v["loss_type"] = s.lossType.rawValue; v["label_smoothing"] = "\(s.labelSmoothing)"
+      v["rpo_alpha"] = s.rpoAlpha.map { "\($0)" } ?? "none"; v["max_prompt_length"] = "\(s.promptLimit)"
+      v["precompute_ref_log_probs"] = "\(s.precomputeRefLogProbs || s.method == .full)"
+    case .reward:
+      v["margin"] = "\(s.margin)"; v["max_prompt_length"] = "\(s.promptLimit)"
+    }
+    return v
+  }
+
+  /// Writes the record for a new run.
+  static func write(_ s: TrainSettings, into dir: URL) throws {
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let data = try JSONSerialization.data(withJSONObject: values(s), options: [.sortedKeys, .prettyPrinted])
+    try AtomicFile.write(data, to: dir.appendingPathComponent(fileName).path)
+  }
+
+  /// Throws when the run in `dir` was started with other objective settings (a run without a
+  /// record, from before it existed, is an SFT run).
+  static func check(_ s: TrainSettings, against dir: URL) throws {
+    let url = dir.appendingPathComponent(fileName)
+    var recorded = ["objective": TrainObjective.sft.rawValue]
+    if let data = FileManager.default.contents(atPath: url.path) {
+      guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: String] else {
+        throw RecipeError("--resume: \(url.path) is unreadable; start a new run (--overwrite)")
+      }
+      recorded = object
+    }
+    let now = values(s)
+    for key in Set(recorded.keys).union(now.keys).sorted() where recorded[key] != now[key] {
+      throw RecipeError("--resume: the run in \(dir.path) was started with \(key) = \(recorded[key] ?? "unset"), "
+        + "now \(now[key] ?? "unset"); resume with the same settings or start a new run (--overwrite)")
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import VKFData
+import VKFModel
+
+/// Preference data for `--objective dpo|reward`: pairs tokenized with TRL's truncation rule,
+/// laid out as the trainer's examples [chosen₀, rejected₀, chosen₁, …].
+extension TrainData {
+  /// Loads `trainFile` (and `eval_data`, or holds out `val_set_size` of the pairs with `seed`)
+  /// as preference pairs; the summary reports truncated and skipped pairs.
+  static func loadPairs(settings s: TrainSettings, model: LoadedModel, trainFile: String) throws -> TrainData {
+    let tokenizer = try preferenceTokenizer(settings: s, model: model)
+    let train = try loadPairFile(trainFile, tokenizer: tokenizer)
+    var trainPairs = train.pairs, validation: [PreferencePair] = []
+    var source = "", validationNote = ""
+    if let evalFile = s.evalData {
+      let v = try loadPairFile(evalFile, tokenizer: tokenizer)
+      validation = v.pairs
+      source = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
+      validationNote = skippedNote(v.stats)
+    } else if s.valSetSize > 0 {
+      (trainPairs, validation) = try Batching.split(trainPairs, validationFraction: s.valSetSize,
+                                                    seed: UInt64(s.seed))
+      source = String(format: " (%.0f%% held out)", s.valSetSize * 100)
+    }
+    var summary = "data: \(trainPairs.count) training pairs, \(validation.count) validation\(source)"
+    summary += "; max_length \(s.maxSeqLength), max_prompt_length \(s.promptLimit): "
+      + "\(train.stats.truncated) truncated" + skippedNote(train.stats)
+    if !validationNote.isEmpty { summary += "; validation:" + validationNote.dropFirst() }
+    if train.skippedRecords > 0 { summary += ", \(train.skippedRecords) bad records skipped" }
+    let longest = trainPairs.map { $0.prompt.count + max($0.chosen.count, $0.rejected.count) }.max() ?? 1
+    return TrainData(train: examples(trainPairs), validation: examples(validation),
+                     padID: padID(objective: s.objective, model: model), longestRow: max(longest, 1),
+                     summary: summary)
+  }
+
+  /// ", 2 skipped (1 identical, 1 empty after truncation)" or "".
+  static func skippedNote(_ stats: PreferenceStats) -> String {
+    let skipped = stats.identical + stats.empty
+    guard skipped > 0 else { return ", none skipped" }
+    return ", \(skipped) skipped (\(stats.identical) identical, \(stats.empty) empty after truncation)"
+  }
+
+  /// The pairs as [chosen, rejected, …] causal-LM examples (targets on the answers only).
+  static func examples(_ pairs: [PreferencePair]) -> [TokenizedExample] {
+    pairs.flatMap { [$0.example(chosen: true), $0.example(chosen: false)] }
+  }
+
+  /// The tokenizer of preference data: the model's chat template (or `chat_template`) with
+  /// `max_length` / `max_prompt_length`.
+  static func preferenceTokenizer(settings s: TrainSettings, model: LoadedModel) throws -> PreferenceTokenizer {
+    do {
+      return try PreferenceTokenizer(tokenizer: model.tokenizer, template: conversationTemplate(settings: s, model: model),
+                                     limits: s.preferenceLimits)
+    } catch let e as DatasetError {
+      throw RecipeError("\(e)")
+    }
+  }
+
+  /// One preference file, its errors as one line.
+  static func loadPairFile(_ path: String, tokenizer: PreferenceTokenizer) throws -> PreferenceDataset {
+    try PreferenceDataset.load(URL(fileURLWithPath: path), tokenizer: tokenizer)
+  }
+
+  /// The id that pads rows. Reward models score the last token that is not this id, as
+  /// transformers' `LlamaForSequenceClassification` does with `pad_token_id`, so it is the
+  /// model's `pad_token_id` when it has one (saved with the model), else the EOS; DPO ignores
+  /// padded targets, so any id works there (the EOS, as SFT).
+  static func padID(objective: TrainObjective, model: LoadedModel) -> Int {
+    let eos = model.eosTokenIDs.first ?? 0
+    guard objective == .reward else { return eos }
+    return model.config?.padTokenId ?? eos
+  }
+}

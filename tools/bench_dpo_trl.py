@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Reference CPU benchmark for `vkfinetune bench train --objective dpo`: TRL's DPOTrainer steps
+on SmolLM2-135M-Instruct (fp32), LoRA r=16 alpha=32 dropout 0 on the 7 projections (as
+../shared/tools/bench_lora.py), reference = the same model with the adapter disabled
+(precompute_ref_log_probs False, TRL's default with PEFT), sigmoid loss, beta 0.1.
+
+Shapes match ours: --batch pairs per step, every sequence exactly --seq tokens (a
+--prompt-length prompt shared by chosen and rejected, answers of seq − prompt tokens), seeded
+random token ids handed to the trainer already tokenized (its text pipeline is bypassed, so
+no tokenisation cost and no length drift), one optimizer step per batch (no accumulation).
+Each step = reference forward (no grad) + policy forward of chosen and rejected together +
+backward + AdamW, as ours.
+
+Prints one JSON document: steady-state s/step (steps after --warmup), pairs/s, tokens/s
+(2 · batch · seq per step), peak RSS, foreign_cpu_frac (share of the machine's CPU used by
+other processes during the timed steps; keep it < ~0.05 for a fair comparison).
+
+  $VKF_REF_VENV/bin/python tools/bench_dpo_trl.py --batch 2 --seq 256 --steps 8 --threads 2
+  vkfinetune bench train --cpu --objective dpo --model ../shared/models/smollm2-135m-instruct \\
+    --batch 2 --seq 256 --lora-r 16 --steps 8
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+DEFAULT_MODEL = os.environ.get("VKF_REF_MODEL", "/root/.cache/vkf-ref/smollm2-135m-instruct-f32")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def busy_cpu_s():
+    """Machine-wide busy CPU seconds (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - fields[3] - fields[4]) / hz
+
+
+def own_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_ARENA_MAX": "1"}
+
+
+def main():
+    # As ../shared/tools/bench_lora.py: glibc tuned never to return memory to the OS. On this VM
+    # memory the guest returns is reclaimed by the host and re-touching it costs ~3 s/GB; with
+    # plain glibc a SmolLM2 LoRA step measured 46 s instead of 0.8 s. The variables must be set
+    # before the process starts, so re-execute once with them.
+    if "--malloc-default" not in sys.argv and any(os.environ.get(k) != v for k, v in TUNED_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED_MALLOC})
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--malloc-default", action="store_true", help="plain glibc malloc (for comparison)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--batch", type=int, default=2, help="pairs per step")
+    ap.add_argument("--seq", type=int, default=256, help="tokens per sequence (prompt + answer)")
+    ap.add_argument("--prompt-length", type=int, default=None, help="default seq / 2")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    prompt = a.prompt_length if a.prompt_length is not None else a.seq // 2
+    if not 1 <= prompt < a.seq:
+        sys.exit("--prompt-length must be in [1, seq)")
+
+    import torch
+    torch.set_num_threads(a.threads)
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0x5EED)
+    n = a.batch * (a.warmup + a.steps)
+    vocab = model.config.vocab_size
+    rand = lambda k: torch.randint(3, vocab, (k,), generator=g).tolist()  # noqa: E731 (no special ids)
+    rows = [{"prompt": "", "chosen": "", "rejected": "", "prompt_ids": rand(prompt),
+             "chosen_ids": rand(a.seq - prompt), "rejected_ids": rand(a.seq - prompt)} for _ in range(n)]
+    data = Dataset.from_list(rows)
+
+    class PreTokenized(DPOTrainer):
+        """The rows already hold prompt_ids / chosen_ids / rejected_ids of the exact lengths."""
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    times = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+            if state.global_step == a.warmup:
+                self.busy0, self.own0 = busy_cpu_s(), own_cpu_s()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+            if state.global_step == a.warmup + a.steps:
+                self.busy1, self.own1 = busy_cpu_s(), own_cpu_s()
+
+    timer = Timer()
+    config = DPOConfig(
+        output_dir="/tmp/bench_dpo_trl", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
+        max_steps=a.warmup + a.steps, learning_rate=1e-5, lr_scheduler_type="constant", logging_steps=10**6,
+        save_strategy="no", report_to="none", use_cpu=True, bf16=False, fp16=False, max_length=a.seq,
+        beta=0.1, loss_type="sigmoid", precompute_ref_log_probs=False, dataloader_num_workers=0,
+        remove_unused_columns=False, seed=0, max_grad_norm=1.0,
+        # TRL 1.x turns gradient checkpointing on by default; ours is off unless asked for.
+        gradient_checkpointing=False)
+    peft_config = LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0, target_modules=TARGETS,
+                             task_type="CAUSAL_LM")
+    trainer = PreTokenized(model=model, args=config, train_dataset=data, processing_class=tok,
+                           peft_config=peft_config, callbacks=[timer])
+    trainer.train()
+    steady = times[a.warmup:]
+    per_step = sum(steady) / len(steady)
+    wall = sum(steady)
+    foreign = max(0.0, (timer.busy1 - timer.busy0) - (timer.own1 - timer.own0)) / (wall * os.cpu_count())
+    result = {
+        "tool": "trl DPOTrainer", "trl": trl.__version__, "torch": torch.__version__, "threads": a.threads,
+        "model": a.model, "method": f"lora r{a.lora_r} alpha{2 * a.lora_r} all-linear", "batch_pairs": a.batch,
+        "seq": a.seq, "prompt_length": prompt, "timed_steps": len(steady), "seconds_per_step": per_step,
+        "median_seconds_per_step": sorted(steady)[len(steady) // 2], "pairs_per_second": a.batch / per_step,
+        "tokens_per_second": 2 * a.batch * a.seq / per_step,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "foreign_cpu_frac": foreign,
+    }
+    result["malloc"] = "default" if a.malloc_default else "tuned"
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
