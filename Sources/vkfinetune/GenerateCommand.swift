@@ -25,6 +25,9 @@ struct GenerateCommand: ParsableCommand {
   @Option(help: "The prompt text.")
   var prompt: String
 
+  @Option(help: "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.")
+  var adapter: String?
+
   @Flag(help: "Render the prompt as a user turn through the model's chat template, with the assistant prompt appended.")
   var chat = false
 
@@ -74,7 +77,8 @@ struct GenerateCommand: ParsableCommand {
     let backend = try backendOptions.makeBackend()
     let tokenizer = loaded.tokenizer
     let promptIDs = try promptTokens(loaded)
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
+    lora?.training = false  // no dropout when generating
     let llama = try LlamaModel(weights: weights)
     let config = generationConfig
     var capacity = promptIDs.count + config.maxNewTokens
