@@ -129,21 +129,5 @@ enum AtomicDirectory {
   }
 
   /// `s` as a JSON string literal, non-ASCII kept as UTF-8 (`ensure_ascii=False`).
-  static func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case _ where scalar.value < 0x20:
-        let hex = String(scalar.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      default: out.unicodeScalars.append(scalar)
-      }
-    }
-    return out + "\""
-  }
+  static func jsonString(_ s: String) -> String { SafetensorsWriter.jsonString(s) }
 }

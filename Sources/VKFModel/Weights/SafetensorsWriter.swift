@@ -146,8 +146,9 @@ public enum SafetensorsWriter {
   }
 
   /// `s` as a JSON string literal, escaped exactly as serde_json does: `"` `\` and the
-  /// short escapes, other control characters as lowercase `\u00xx`, everything else raw UTF-8.
-  static func jsonString(_ s: String) -> String {
+  /// short escapes, other control characters as lowercase `\u00xx`, everything else raw UTF-8
+  /// (also what Python's `json.dumps(…, ensure_ascii=False)` writes).
+  public static func jsonString(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
       switch scalar {
