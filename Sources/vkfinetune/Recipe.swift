@@ -118,6 +118,9 @@ struct TrainSettings: Encodable, Equatable {
   var earlyStoppingPatience = 0
   /// `val_set_size`: fraction of the data held out for validation when no `eval_data`, in [0, 1). Default 0.
   var valSetSize = 0.0
+  /// `max_eval_samples`: evaluate on at most the first N validation examples (pairs for
+  /// preference objectives); 0 = all. Default 0.
+  var maxEvalSamples = 0
   /// `gradient_checkpointing`: recompute activations in the backward pass. Default false.
   var gradientCheckpointing = false
   /// `packing`: pack short examples into full rows. Default false.
@@ -163,7 +166,7 @@ struct TrainSettings: Encodable, Equatable {
     case doubleQuant = "double_quant", maxSeqLength = "max_seq_length", seed
     case evalSteps = "eval_steps", evalOnStart = "eval_on_start", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
     case loggingSteps = "logging_steps", earlyStoppingPatience = "early_stopping_patience"
-    case valSetSize = "val_set_size", gradientCheckpointing = "gradient_checkpointing", packing
+    case valSetSize = "val_set_size", maxEvalSamples = "max_eval_samples", gradientCheckpointing = "gradient_checkpointing", packing
     case trainOnPrompt = "train_on_prompt", chatTemplate = "chat_template", datasetFormat = "dataset_format"
     case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
     case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin

@@ -97,6 +97,7 @@ enum RecipeKeys {
     RecipeKey("logging_steps") { s, e in s.loggingSteps = try e.int() },
     RecipeKey("early_stopping_patience") { s, e in s.earlyStoppingPatience = try e.int() },
     RecipeKey("val_set_size", ["validation_fraction", "val_size"]) { s, e in s.valSetSize = try e.double() },
+    RecipeKey("max_eval_samples") { s, e in s.maxEvalSamples = try e.int() },
     RecipeKey("gradient_checkpointing") { s, e in s.gradientCheckpointing = try e.bool() },
     RecipeKey("packing", ["sample_packing"]) { s, e in s.packing = try e.bool() },
     RecipeKey("train_on_prompt", ["train_on_inputs"]) { s, e in s.trainOnPrompt = try e.bool() },

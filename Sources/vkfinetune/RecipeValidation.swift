@@ -39,7 +39,7 @@ extension TrainSettings {
     guard warmupSteps >= 0 else { throw fail("warmup_steps", warmupSteps, "use a step count ≥ 0") }
     guard (0..<1).contains(valSetSize) else { throw fail("val_set_size", valSetSize, "use a fraction in [0, 1)") }
     for (key, n) in [("eval_steps", evalSteps), ("save_steps", saveSteps), ("save_total_limit", saveTotalLimit),
-                     ("early_stopping_patience", earlyStoppingPatience)] where n < 0 {
+                     ("early_stopping_patience", earlyStoppingPatience), ("max_eval_samples", maxEvalSamples)] where n < 0 {
       throw fail(key, n, "use a count ≥ 0 (0 = off / at the end)")
     }
     guard seed >= 0 else { throw fail("seed", seed, "use an integer ≥ 0") }

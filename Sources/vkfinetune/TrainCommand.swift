@@ -92,6 +92,8 @@ struct TrainCommand: ParsableCommand {
   var seed: Int?
   @Option(help: "Fraction of --data held out for validation, in [0, 1) (default 0).")
   var valSetSize: Double?
+  @Option(help: "Evaluate on at most the first N validation examples (pairs), 0 = all (default 0).")
+  var maxEvalSamples: Int?
   @Option(help: "Record format: \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", ")) (default auto).")
   var datasetFormat: String?
   @Option(help: "Chat template: a built-in name or alpaca (default: the model's own).")
@@ -175,6 +177,7 @@ struct TrainCommand: ParsableCommand {
     add("save_steps", "save-steps", saveSteps)
     add("save_total_limit", "save-total-limit", saveTotalLimit); add("logging_steps", "logging-steps", loggingSteps)
     add("early_stopping_patience", "early-stopping-patience", earlyStoppingPatience)
+    add("max_eval_samples", "max-eval-samples", maxEvalSamples)
     add("beta", "beta", beta); add("loss_type", "loss-type", lossType)
     add("label_smoothing", "label-smoothing", labelSmoothing); add("rpo_alpha", "rpo-alpha", rpoAlpha)
     add("max_prompt_length", "max-prompt-length", maxPromptLength)

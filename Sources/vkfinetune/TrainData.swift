@@ -29,6 +29,10 @@ struct TrainData {
                                                        seed: UInt64(s.seed))
       source = String(format: " (%.0f%% held out)", s.valSetSize * 100)
     }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
+      validation = Array(validation.prefix(s.maxEvalSamples))
+      source += ", first \(s.maxEvalSamples) used"
+    }
     let longest = min(s.maxSeqLength, trainExamples.map(\.inputIds.count).max() ?? 0)
     var summary = "data: \(trainExamples.count) training examples, \(validation.count) validation\(source)"
     if train.stats.truncated > 0 { summary += ", \(train.stats.truncated) cut to \(s.maxSeqLength) tokens" }

@@ -22,6 +22,10 @@ extension TrainData {
                                                     seed: UInt64(s.seed))
       source = String(format: " (%.0f%% held out)", s.valSetSize * 100)
     }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
+      validation = Array(validation.prefix(s.maxEvalSamples))
+      source += ", first \(s.maxEvalSamples) used"
+    }
     var summary = "data: \(trainPairs.count) training pairs, \(validation.count) validation\(source)"
     summary += "; max_length \(s.maxSeqLength), max_prompt_length \(s.promptLimit): "
       + "\(train.stats.truncated) truncated" + skippedNote(train.stats)

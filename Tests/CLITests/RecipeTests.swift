@@ -160,6 +160,7 @@ final class RecipeTests: XCTestCase {
       (["--gradient-accumulation-steps", "0"], "gradient_accumulation_steps"),
       (["--val-set-size", "1"], "val_set_size"),
       (["--val-set-size=-0.1"], "val_set_size"),
+      (["--max-eval-samples=-1"], "max_eval_samples"),
       (["--lora-dropout", "1.5"], "lora_dropout"),
       (["--warmup-ratio", "2"], "warmup_ratio"),
       (["--max-seq-length", "1"], "max_seq_length"),
