@@ -1,4 +1,5 @@
 import Foundation
+import VKFTokenizer
 
 /// Writes `.safetensors` files the way the reference Python/Rust library does.
 ///
@@ -148,23 +149,5 @@ public enum SafetensorsWriter {
   /// `s` as a JSON string literal, escaped exactly as serde_json does: `"` `\` and the
   /// short escapes, other control characters as lowercase `\u00xx`, everything else raw UTF-8
   /// (also what Python's `json.dumps(…, ensure_ascii=False)` writes).
-  public static func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      case _ where scalar.value < 0x20:
-        let hex = String(scalar.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      default: out.unicodeScalars.append(scalar)
-      }
-    }
-    return out + "\""
-  }
+  public static func jsonString(_ s: String) -> String { JSONLiteral.string(s) }
 }

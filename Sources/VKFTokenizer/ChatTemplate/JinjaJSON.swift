@@ -49,29 +49,7 @@ enum JinjaJSON {
   }
 
   /// A JSON string literal as Python's encoder writes it.
-  static func quote(_ s: String, ascii: Bool) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-      switch u {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      default:
-        if u.value < 0x20 { out += String(format: "\\u%04x", u.value) }
-        else if ascii, u.value > 0x7e {
-          if u.value > 0xFFFF {
-            let v = u.value - 0x10000
-            out += String(format: "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF))
-          } else { out += String(format: "\\u%04x", u.value) }
-        } else { out.unicodeScalars.append(u) }
-      }
-    }
-    return out + "\""
-  }
+  static func quote(_ s: String, ascii: Bool) -> String { JSONLiteral.string(s, asciiOnly: ascii) }
 }
 
 // MARK: - Parsing
