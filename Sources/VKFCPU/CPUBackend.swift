@@ -17,6 +17,10 @@ public final class CPUBackend: Backend {
   /// sgemm to run at full speed, small enough to stay in L3 while sgemm reads it back.
   /// Tests lower it to exercise the panel seams on small weights.
   var nf4PanelElements = 1 << 21
+  /// Ops run, bytes moved and tensor memory (`statistics`).
+  let counter = StatisticsCounter()
+  /// True while a recording replays: its body must not upload or download (as on a GPU).
+  private var replaying = false
 
   /// Creates the backend; OpenBLAS initialises itself when the library loads.
   public init() {}
@@ -39,24 +43,59 @@ public final class CPUBackend: Backend {
 
   public func allocate(_ shape: [Int], _ dtype: DType, memory: MemoryKind) throws -> Tensor {
     let bytes = try ShapeCheck.allocation(shape, dtype)
-    let s = try CPUStorage(owner: ObjectIdentifier(self), byteCount: bytes, memory: memory)
+    let s = try CPUStorage(owner: ObjectIdentifier(self), byteCount: bytes, memory: memory, stats: counter)
     return Tensor(storage: s, shape: shape, dtype: dtype)
   }
 
   public func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws {
-    try validate(.copy, t)
+    try validateTensors(.copy, [t])
     try ShapeCheck.transfer("upload", bytes: bytes.count, t)
+    try checkNotReplaying("upload")
+    counter.update { $0.bytesUploaded += bytes.count }
     if let src = bytes.baseAddress, !bytes.isEmpty { raw(t).copyMemory(from: src, byteCount: bytes.count) }
   }
 
   public func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
-    try validate(.copy, t)
+    try validateTensors(.copy, [t])
     try ShapeCheck.transfer("download", bytes: bytes.count, t)
+    try checkNotReplaying("download")
+    counter.update { $0.bytesDownloaded += bytes.count }
     if let dst = bytes.baseAddress, !bytes.isEmpty { dst.copyMemory(from: raw(t), byteCount: bytes.count) }
   }
 
   /// Nothing to wait for: every op has finished when it returns.
-  public func synchronize() throws {}
+  public func synchronize() throws { try checkNotReplaying("synchronize") }
+
+  // MARK: - Recorded work
+
+  /// The body itself: ops run when they are called, so a replay calls it again.
+  public func record(_ body: @escaping () throws -> Void) throws -> Recording {
+    ClosureRecording(owner: ObjectIdentifier(self), body: body)
+  }
+
+  public func replay(_ recordings: [Recording]) throws {
+    try checkNotReplaying("replay")
+    for r in recordings {
+      guard let c = r as? ClosureRecording, c.owner == ObjectIdentifier(self) else {
+        throw VKFError.wrongBackend(op: "replay", detail: "a recording made by another backend")
+      }
+      replaying = true
+      defer { replaying = false }
+      try c.body()
+    }
+  }
+
+  private func checkNotReplaying(_ what: String) throws {
+    guard !replaying else {
+      throw VKFError.other("\(what) inside a recorded body: a recording may only queue ops "
+        + "(fill its input tensors before replaying it)")
+    }
+  }
+
+  // MARK: - Costs
+
+  public var statistics: ExecutionStatistics { counter.snapshot }
+  public func resetMemoryPeak() { counter.resetPeak() }
 
   public func fill(_ t: Tensor, value: Float) throws {
     try validate(.fill, t)

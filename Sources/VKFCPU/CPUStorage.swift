@@ -17,8 +17,10 @@ final class CPUStorage: TensorStorage {
   let memory: MemoryKind
   /// Start of the allocation.
   let base: UnsafeMutableRawPointer
+  /// The backend's counters: every tensor is "device" memory on the CPU.
+  private let stats: StatisticsCounter
 
-  init(owner: ObjectIdentifier, byteCount: Int, memory: MemoryKind) throws {
+  init(owner: ObjectIdentifier, byteCount: Int, memory: MemoryKind, stats: StatisticsCounter) throws {
     var p: UnsafeMutableRawPointer? = nil
     // posix_memalign with size 0 may return NULL legitimately; always ask for one line.
     let rc = posix_memalign(&p, Self.alignment, max(byteCount, Self.alignment))
@@ -30,9 +32,14 @@ final class CPUStorage: TensorStorage {
     self.byteCount = byteCount
     self.memory = memory
     self.base = p
+    self.stats = stats
+    stats.memory(byteCount)
   }
 
-  deinit { free(base) }
+  deinit {
+    stats.memory(-byteCount)
+    free(base)
+  }
 }
 
 /// A growable 64-byte aligned f32 buffer the backend keeps between calls. It only grows:
@@ -67,6 +74,12 @@ extension CPUBackend {
   /// Throws unless every tensor belongs to this backend and lies inside its storage
   /// (`Tensor.init` is public, so a hand-made view could point past the allocation).
   func validate(_ op: Op, _ tensors: Tensor?...) throws {
+    counter.update { $0.dispatches += 1 }
+    try validateTensors(op, tensors)
+  }
+
+  /// `validate` without counting an op (uploads and downloads).
+  func validateTensors(_ op: Op, _ tensors: [Tensor?]) throws {
     for case let t? in tensors {
       try checkOwnership(op, t)
       guard t.byteOffset >= 0, t.byteOffset + t.byteCount <= t.storage.byteCount else {

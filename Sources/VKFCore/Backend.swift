@@ -25,6 +25,25 @@ public protocol Backend: AnyObject {
   func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws
   /// Waits until every queued op has finished.
   func synchronize() throws
+
+  // MARK: - Recorded work
+  /// Captures the ops `body` queues as a recording that `replay` runs again, without
+  /// recording them anew (GPUs: one command buffer, descriptor sets made once). Nothing
+  /// runs now. The body must be self-contained: ops read every per-run value from tensors
+  /// (fill them before each replay), it must not upload, download or synchronize, and any
+  /// host state it depends on it sets itself — a backend may run it again at every replay
+  /// (the CPU does) or only once, here (Vulkan does).
+  func record(_ body: @escaping () throws -> Void) throws -> Recording
+  /// Queues the recordings' ops, in order, behind the work queued before; like any op this
+  /// does not wait. Uploads into tensors a queued recording uses wait for it first.
+  func replay(_ recordings: [Recording]) throws
+
+  // MARK: - Costs
+  /// What the backend has paid so far (submits, waits, dispatches, barriers, bytes moved,
+  /// device memory): compare two snapshots.
+  var statistics: ExecutionStatistics { get }
+  /// Starts a new device-memory high-water mark at the memory in use now.
+  func resetMemoryPeak()
   /// t[i] = value (converted to t's dtype; i32/u8 take the value truncated toward zero).
   func fill(_ t: Tensor, value: Float) throws
   /// dst = src, same dtype and element count.
@@ -104,6 +123,23 @@ public protocol Backend: AnyObject {
   /// from `sumOfSquares`, used when hyper's maxGradNorm > 0.
   func adamW(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor,
              gradSumOfSquares: Tensor?) throws
+}
+
+/// Ops captured by `Backend.record`; only the backend that made it can replay it.
+public protocol Recording: AnyObject {}
+
+/// A recording that is the body itself: backends that run ops as they are called (the CPU)
+/// replay by calling it again.
+public final class ClosureRecording: Recording {
+  /// The backend that made it.
+  public let owner: ObjectIdentifier
+  /// The recorded body.
+  public let body: () throws -> Void
+
+  public init(owner: ObjectIdentifier, body: @escaping () throws -> Void) {
+    self.owner = owner
+    self.body = body
+  }
 }
 
 // MARK: - Composite defaults

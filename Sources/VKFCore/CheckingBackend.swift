@@ -42,6 +42,21 @@ public final class CheckingBackend: Backend {
   }
   public func synchronize() throws { try primary.synchronize() }
 
+  // MARK: - Recorded work: every op is checked as it runs, so a replay runs the body again.
+  public func record(_ body: @escaping () throws -> Void) throws -> Recording {
+    ClosureRecording(owner: ObjectIdentifier(self), body: body)
+  }
+  public func replay(_ recordings: [Recording]) throws {
+    for r in recordings {
+      guard let c = r as? ClosureRecording, c.owner == ObjectIdentifier(self) else {
+        throw VKFError.wrongBackend(op: "replay", detail: "a recording made by another backend")
+      }
+      try c.body()
+    }
+  }
+  public var statistics: ExecutionStatistics { primary.statistics }
+  public func resetMemoryPeak() { primary.resetMemoryPeak() }
+
   // MARK: - Replay machinery
 
   /// Copies each tensor to the reference backend, runs `body` on both, compares `outputs`.

@@ -18,6 +18,8 @@ final class BufferBlock {
   let mapped: UnsafeMutableRawPointer?
   let coherent: Bool
   let dedicated: Bool
+  /// Device-local blocks count towards `ExecutionStatistics.deviceMemoryBytes`.
+  private let countsAsDeviceMemory: Bool
   /// Free ranges sorted by offset (pool blocks only; guarded by the pool's lock).
   var free: [Range<Int>]
 
@@ -80,9 +82,16 @@ final class BufferBlock {
     mapped = ptr
     coherent = choice.flags & coherentBit != 0
     free = dedicated ? [] : [0..<size]
+    countsAsDeviceMemory = kind == .device
+    if countsAsDeviceMemory { device.statistics.memory(Int(req.size)) }
+    allocationSize = Int(req.size)
   }
 
+  /// Bytes the driver allocated for this block.
+  let allocationSize: Int
+
   deinit {
+    if countsAsDeviceMemory { device.statistics.memory(-allocationSize) }
     if mapped != nil { vkUnmapMemory(device.handle, memory) }
     vkDestroyBuffer(device.handle, buffer, nil)
     vkFreeMemory(device.handle, memory, nil)

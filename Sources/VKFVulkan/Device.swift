@@ -10,6 +10,8 @@ final class VulkanDevice {
   let queue: VkQueue
   let queueFamily: UInt32
   let capabilities: VulkanCapabilities
+  /// What the backend on this device has paid so far (`Backend.statistics`).
+  let statistics = StatisticsCounter()
 
   var physical: VkPhysicalDevice { probe.handle }
   var limits: VkPhysicalDeviceLimits { probe.properties.limits }

@@ -11,6 +11,9 @@ struct BufferBinding {
   let range: Int
   /// (tensor start − offset) / 4.
   let wordOffset: UInt32
+  /// Bytes the kernel touches, in buffer coordinates (the tensor's words; the bound range
+  /// may be far larger). Dependencies between commands are tracked on these.
+  let touched: Range<Int>
 }
 
 extension VulkanBackend {
@@ -26,10 +29,12 @@ extension VulkanBackend {
   }
 
   /// Binds bytes [byteOffset, byteOffset + byteCount) of `storage`: the bound range starts
-  /// at the tensor's start aligned down to minStorageBufferOffsetAlignment and spans
-  /// min(rest of the buffer, maxStorageBufferRange), which must reach the tensor's end.
-  /// This is what lets a tensor deep inside a large buffer be bound although the buffer is
-  /// bigger than the largest range a descriptor may cover.
+  /// at the tensor's start aligned down to minStorageBufferOffsetAlignment and ends at the
+  /// tensor's last word, so a tensor deep inside a large buffer can be bound although the
+  /// buffer is bigger than the largest range a descriptor may cover. Binding no more than
+  /// the tensor keeps the validation layer's synchronization checks exact (it assumes a
+  /// kernel touches its whole bound range) and makes a kernel's stray access past its
+  /// tensor an error where robust buffer access is on.
   func bufferBinding(_ storage: VulkanStorage, byteOffset: Int, byteCount: Int, op: String,
                      what: @autoclosure () -> String) throws -> BufferBinding {
     let start = storage.offset + byteOffset
@@ -41,14 +46,15 @@ extension VulkanBackend {
     let align = max(capabilities.minStorageBufferOffsetAlignment, 4)
     let bound = alignDown(start, align)
     let end = alignUp(start + byteCount, 4)
-    let range = min(storage.block.size - bound, capabilities.maxStorageBufferRange)
-    guard bound + range >= end else {
+    // A zero-size tensor still binds one word (the pool reserves that slack).
+    let range = min(max(end - bound, 4), storage.block.size - bound)
+    guard range <= capabilities.maxStorageBufferRange else {
       throw VKFError.unsupported(op: op, detail: "\(what()) spans \(byteCount) bytes; the device "
         + "binds at most \(capabilities.maxStorageBufferRange) bytes (maxStorageBufferRange) per "
         + "tensor; split the tensor")
     }
     return BufferBinding(storage: storage, offset: bound, range: range,
-                         wordOffset: UInt32((start - bound) / 4))
+                         wordOffset: UInt32((start - bound) / 4), touched: alignDown(start, 4)..<end)
   }
 
   // MARK: - Recording
@@ -90,7 +96,9 @@ extension VulkanBackend {
       }
     }
 
-    let set = try recorder.allocateSet(pipeline.setLayout)
+    let pushBlock = block
+    let list = recorder.target
+    let set = try list.allocateSet(pipeline.setLayout, stats: recorder.stats)
     var infos = ranges.map { r in
       VkDescriptorBufferInfo(buffer: r.storage.buffer, offset: VkDeviceSize(r.offset),
                              range: VkDeviceSize(r.range))
@@ -108,32 +116,33 @@ extension VulkanBackend {
       }
       vkUpdateDescriptorSets(device.handle, UInt32(writes.count), &writes, 0, nil)
     }
-    for r in ranges { recorder.retain(r.storage) }
-    recorder.retain(pipeline)
-    try recorder.record { cb in
-      vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline)
+    let accesses = ranges.enumerated().map { i, r in
+      BufferAccess(r.storage.buffer, r.touched, writes: pipeline.writableBindings.contains(i))
+    }
+    let vkPipeline = pipeline.pipeline, layout = pipeline.layout
+    recorder.record(.init(accesses: accesses, isDispatch: true) { cb in
+      vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, vkPipeline)
       var sets: [VkDescriptorSet?] = [set]
-      vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &sets, 0, nil)
-      block.withUnsafeBytes { b in
-        vkCmdPushConstants(cb, pipeline.layout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0,
-                           UInt32(b.count), b.baseAddress)
+      vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets, 0, nil)
+      pushBlock.withUnsafeBytes { b in
+        vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0, UInt32(b.count), b.baseAddress)
       }
       vkCmdDispatch(cb, UInt32(groups.x), UInt32(groups.y), UInt32(groups.z))
-    }
+    }, retaining: ranges.map(\.storage) + [pipeline])
   }
 
-  /// Records vkCmdCopyBuffer of `bytes` bytes (ordered after queued work by the barrier).
+  /// Records vkCmdCopyBuffer of `bytes` bytes (ordered after earlier work on either range).
   func recordCopy(from src: VulkanStorage, _ srcOffset: Int, to dst: VulkanStorage,
                   _ dstOffset: Int, bytes: Int) throws {
     guard bytes > 0 else { return }
-    recorder.retain(src)
-    recorder.retain(dst)
-    try recorder.record { cb in
-      var region = VkBufferCopy(srcOffset: VkDeviceSize(src.offset + srcOffset),
-                                dstOffset: VkDeviceSize(dst.offset + dstOffset),
-                                size: VkDeviceSize(bytes))
-      vkCmdCopyBuffer(cb, src.buffer, dst.buffer, 1, &region)
-    }
+    let s0 = src.offset + srcOffset, d0 = dst.offset + dstOffset
+    let accesses = [BufferAccess(src.buffer, alignDown(s0, 4)..<alignUp(s0 + bytes, 4), writes: false),
+                    BufferAccess(dst.buffer, alignDown(d0, 4)..<alignUp(d0 + bytes, 4), writes: true)]
+    let srcBuffer = src.buffer, dstBuffer = dst.buffer
+    recorder.record(.init(accesses: accesses, isDispatch: false) { cb in
+      var region = VkBufferCopy(srcOffset: VkDeviceSize(s0), dstOffset: VkDeviceSize(d0), size: VkDeviceSize(bytes))
+      vkCmdCopyBuffer(cb, srcBuffer, dstBuffer, 1, &region)
+    }, retaining: [src, dst])
   }
 
   /// Workgroups (x, y) of `size` invocations covering `count` items in one dimension,

@@ -45,7 +45,9 @@ extension VulkanBackend {
   public func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws {
     let s = try vulkanStorage(t, op: "upload")
     try ShapeCheck.transfer("upload", bytes: bytes.count, t)
+    try checkNotCapturing("upload")
     guard t.byteCount > 0, let src = bytes.baseAddress else { return }
+    device.statistics.update { $0.bytesUploaded += t.byteCount }
     if let dst = s.mapped, !stagingTransfers {
       if recorder.references(s) { try recorder.submitAndWait() }
       (dst + t.byteOffset).copyMemory(from: src, byteCount: t.byteCount)
@@ -68,10 +70,12 @@ extension VulkanBackend {
   public func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
     let s = try vulkanStorage(t, op: "download")
     try ShapeCheck.transfer("download", bytes: bytes.count, t)
+    try checkNotCapturing("download")
     guard t.byteCount > 0, let dst = bytes.baseAddress else {
       try recorder.submitAndWait()
       return
     }
+    device.statistics.update { $0.bytesDownloaded += t.byteCount }
     if let src = s.mapped, !stagingTransfers {
       try recorder.submitAndWait()
       let lo = s.offset + t.byteOffset
@@ -90,6 +94,14 @@ extension VulkanBackend {
     }
   }
 
+  /// Transfers cannot be ordered inside a recording: its body may only queue ops.
+  private func checkNotCapturing(_ what: String) throws {
+    guard !recorder.isCapturing else {
+      throw VKFError.other("\(what) inside a recorded body: a recording may only queue ops "
+        + "(fill its input tensors before replaying it)")
+    }
+  }
+
   // MARK: - Fill
 
   public func fill(_ t: Tensor, value: Float) throws {
@@ -105,10 +117,10 @@ extension VulkanBackend {
     let lastMask = tailBytes == 0 ? UInt32.max : (UInt32(1) << UInt32(8 * tailBytes)) - 1
     if headBytes == 0 && tailBytes == 0 && !fillWithShader {
       // Whole words: the transfer engine's fill needs no pipeline and no range limit.
-      recorder.retain(s)
-      try recorder.record { cb in
-        vkCmdFillBuffer(cb, s.buffer, VkDeviceSize(start), VkDeviceSize(end - start), pattern)
-      }
+      let buffer = s.buffer
+      recorder.record(.init(accesses: [BufferAccess(buffer, start..<end, writes: true)], isDispatch: false) { cb in
+        vkCmdFillBuffer(cb, buffer, VkDeviceSize(start), VkDeviceSize(end - start), pattern)
+      }, retaining: [s])
       return
     }
     var chunkStart = wordStart

@@ -10,6 +10,8 @@ final class ComputePipeline {
   let setLayout: VkDescriptorSetLayout
   let layout: VkPipelineLayout
   let pipeline: VkPipeline
+  /// Bindings the shader may write (from its SPIR-V): the others are declared `readonly`.
+  let writableBindings: Set<Int>
 
   /// Bytes of the push-constant range every pipeline layout declares.
   static let pushConstantBytes = 128
@@ -21,6 +23,7 @@ final class ComputePipeline {
     self.device = device
     self.name = name
     self.bindingCount = bindingCount
+    writableBindings = SPIRVReflection.writableBindings(spirv, fallbackCount: bindingCount)
     let dev = device.handle
 
     // Descriptor set layout: bindings 0..<n, storage buffers, compute stage.
@@ -176,6 +179,7 @@ final class PipelineCache {
                                 specialization: specialization, bindingCount: bindingCount,
                                 cache: vkCache)
     pipelines[key] = p
+    device.statistics.update { $0.pipelineCreations += 1 }
     return p
   }
 }

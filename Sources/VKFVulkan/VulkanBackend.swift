@@ -16,7 +16,6 @@ public final class VulkanBackend: Backend {
   let hostPool: BufferPool
   let pipelines: PipelineCache
   let recorder: CommandRecorder
-  private var scratchTensor: Tensor?
   /// Copies through copy.comp instead of vkCmdCopyBuffer (tests exercise the shader path).
   var copyWithShader = false
   /// Fills through fill.comp even for whole-word ranges (tests exercise the shader path).
@@ -50,6 +49,7 @@ public final class VulkanBackend: Backend {
 
   deinit {
     // Nothing may still run when the pools and pipelines go away.
+    recorder.abortCapture()
     try? recorder.submitAndWait()
   }
 
@@ -101,22 +101,44 @@ public final class VulkanBackend: Backend {
                  push: push, groups: groups)
   }
 
-  /// A device-local f32 scratch tensor of at least `count` elements owned by the backend,
-  /// valid until the next call of `scratch` (kernels use it for partial reductions).
+  /// `count` f32 elements of device scratch that no other command of the current batch (or
+  /// recording) uses, valid while that work runs (kernels keep partial reductions there).
   func scratch(count: Int) throws -> Tensor {
     guard count >= 0 else {
       throw VKFError.outOfRange(op: "scratch", detail: "count \(count) < 0")
     }
-    if let s = scratchTensor, s.count >= count { return try s.view(shape: [count]) }
-    // Grow geometrically; a batch still using the old buffer keeps it alive.
-    let size = max(count, 2 * (scratchTensor?.count ?? 0), 4096)
-    let t = try allocate([size], .f32, memory: .device)
-    scratchTensor = t
-    return try t.view(shape: [count])
+    return try recorder.target.scratch(count: count) { try allocate([$0], .f32, memory: .device) }
   }
 
   // MARK: - Synchronisation
 
   /// Submits the recorded batch and waits for it.
   public func synchronize() throws { try recorder.submitAndWait() }
+
+  // MARK: - Recorded work
+
+  /// Captures `body`'s ops into one reusable command buffer (body runs now, once).
+  public func record(_ body: @escaping () throws -> Void) throws -> Recording {
+    try recorder.beginCapture()
+    do { try body() } catch {
+      recorder.abortCapture()
+      throw error
+    }
+    return try recorder.endCapture(owner: ObjectIdentifier(self))
+  }
+
+  public func replay(_ recordings: [Recording]) throws {
+    let own = try recordings.map { r -> VulkanRecording in
+      guard let v = r as? VulkanRecording, v.owner == ObjectIdentifier(self) else {
+        throw VKFError.wrongBackend(op: "replay", detail: "a recording made by another backend")
+      }
+      return v
+    }
+    try recorder.enqueue(own)
+  }
+
+  // MARK: - Costs
+
+  public var statistics: ExecutionStatistics { device.statistics.snapshot }
+  public func resetMemoryPeak() { device.statistics.resetPeak() }
 }

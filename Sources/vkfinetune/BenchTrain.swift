@@ -15,9 +15,10 @@ struct BenchTrain: ParsableCommand {
     discussion: """
       Each step is one micro-batch of --batch × --seq seeded random ids, every target trained: \
       zero gradients, forward, backward, gradient norm, AdamW update, synchronize. One warm-up \
-      step, then --steps measured. Peak memory is the process's peak resident set (VmHWM: on \
-      the CPU backend it holds every tensor) plus the run's device-memory estimate (the \
-      backends keep no allocation counter yet).
+      step, then --steps measured. Reported: peak resident set (VmHWM: on the CPU backend it \
+      holds every tensor), the device-memory high-water mark from the allocator beside the \
+      estimate, and per step the submits, host waits, dispatches, barriers, descriptor-set \
+      allocations, pipeline creations and bytes uploaded / downloaded.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -122,21 +123,25 @@ struct BenchTrain: ParsableCommand {
       }
     }
     try step()  // warm-up: arena allocation, pipelines, first touch
+    let before = backend.statistics
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<steps { try step() }
     let perStep = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+    let costs = (backend.statistics - before).per(steps)
     let report = TrainBenchReport(
       backend: backend.name, model: loaded.location.url.path, method: m.rawValue, objective: objective.rawValue,
       batch: batch, seq: seq, steps: steps,
       trainableParameters: trainables.reduce(0) { $0 + $1.count }, secondsPerStep: perStep,
       tokensPerSecond: Double(tokens) / perStep, pairsPerSecond: objective.isPreference ? Double(batch) / perStep : nil,
-      peakResidentBytes: Self.peakResidentBytes(), estimatedDeviceBytes: estimate.deviceBytes)
+      peakResidentBytes: Self.peakResidentBytes(), estimatedDeviceBytes: estimate.deviceBytes,
+      deviceMemoryPeakBytes: backend.statistics.deviceMemoryPeakBytes, perStep: costs)
     let shape = objective.isPreference ? "\(batch) pairs × \(seq) (prompt \(prompt))" : "\(batch)×\(seq)"
     let pairs = report.pairsPerSecond.map { String(format: "%.2f pairs/s, ", $0) } ?? ""
     print(String(format: "%@ %@ %@: %.3f s/step, %@%.1f tokens/s, %@ trainable, peak RSS %@, estimated device %@",
                  objective.rawValue, m.rawValue, shape, perStep, pairs, report.tokensPerSecond,
                  BenchModel.millions(report.trainableParameters),
                  report.peakResidentBytes.map(MemoryEstimate.format) ?? "?", MemoryEstimate.format(estimate.deviceBytes)))
+    print("per step: \(costs.summary); device memory peak \(MemoryEstimate.format(report.deviceMemoryPeakBytes))")
     if let path = json {
       try AtomicFile.write(try JSONEncoder.pretty.encode(report), to: path)
       print("wrote \(path)")
@@ -187,4 +192,16 @@ struct TrainBenchReport: Codable {
   var peakResidentBytes: Int?
   /// `MemoryEstimate` of the run's device memory.
   var estimatedDeviceBytes: Int
+  /// High-water mark of device memory allocated from the driver (the CPU: every tensor).
+  var deviceMemoryPeakBytes: Int
+  /// Execution costs per measured step (after the warm-up step).
+  var perStep: ExecutionCosts
+
+  enum CodingKeys: String, CodingKey {
+    case backend, model, method, objective, batch, seq, steps
+    case trainableParameters = "trainable_parameters", secondsPerStep = "seconds_per_step"
+    case tokensPerSecond = "tokens_per_second", pairsPerSecond = "pairs_per_second"
+    case peakResidentBytes = "peak_resident_bytes", estimatedDeviceBytes = "estimated_device_bytes"
+    case deviceMemoryPeakBytes = "device_memory_peak_bytes", perStep = "per_step"
+  }
 }

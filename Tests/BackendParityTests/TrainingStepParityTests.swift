@@ -1,5 +1,6 @@
 import XCTest
 import VKFCore
+import VKFCPU
 import VKFTestSupport
 import VKFVulkan
 
@@ -47,6 +48,65 @@ final class TrainingStepParityTests: XCTestCase {
   }
 }
 
+/// Recording a step once and replaying it gives the eager results bit for bit, on every
+/// backend, and a replay pays no descriptor sets or pipelines and one submit and wait.
+final class ReplayedStepTests: XCTestCase {
+  func test_replayedStep_equalsEagerStep_bitForBit() throws {
+    var backends: [Backend] = [TestBackends.cpu]
+    if let vk = TestBackends.vulkan { backends.append(vk) } else if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" {
+      return XCTFail("VKF_REQUIRE_VULKAN=1 but no Vulkan backend: \(TestBackends.vulkanResult)")
+    }
+    for b in backends {
+      let eager = try MiniBlock.train(on: b, steps: 3)
+      var replayCosts: [ExecutionStatistics] = []
+      let replayed = try MiniBlock.train(on: b, steps: 3, replayed: true) { replayCosts.append($0) }
+      XCTAssertEqual(replayed.losses, eager.losses, b.name)
+      XCTAssertEqual(replayed.firstGradients, eager.firstGradients, b.name)
+      XCTAssertEqual(replayed.parameters, eager.parameters, b.name)
+      guard let vk = b as? VulkanBackend else { continue }
+      XCTAssertEqual(vk.validationMessages, []); vk.clearValidationMessages()
+      for c in replayCosts {
+        XCTAssertEqual(c.submits, 1, "the replay and the loss read go in one submission")
+        XCTAssertEqual(c.hostWaits, 1)
+        XCTAssertEqual(c.descriptorSetAllocations, 0, "sets were made when the step was recorded")
+        XCTAssertEqual(c.pipelineCreations, 0)
+        XCTAssertEqual(c.bytesDownloaded, MiniBlock.N * 4, "the per-token losses, nothing else")
+        XCTAssertGreaterThan(c.dispatches, 50)
+        XCTAssertLessThan(Double(c.barriers), 0.8 * Double(c.dispatches))
+      }
+    }
+  }
+
+  func test_recordedBody_mayNotTransferOrWait() throws {
+    var backends: [Backend] = [TestBackends.cpu]
+    if let vk = TestBackends.vulkan { backends.append(vk) }
+    for b in backends {
+      let t = try b.allocate([4])
+      // Vulkan refuses while recording (record throws); the CPU when the body replays.
+      func refused(_ body: @escaping () throws -> Void) -> Bool {
+        do {
+          try b.replay([try b.record(body)])
+          try b.synchronize()
+          return false
+        } catch { return true }
+      }
+      XCTAssertTrue(refused { try b.upload([Float](repeating: 1, count: 4), to: t) }, b.name)
+      XCTAssertTrue(refused { _ = try b.floats(t) }, b.name)
+      XCTAssertTrue(refused { try b.synchronize() }, b.name)
+      XCTAssertFalse(refused { try b.fill(t, value: 2) }, b.name)
+      XCTAssertEqual(try b.floats(t), [2, 2, 2, 2])
+    }
+  }
+
+  func test_replay_ofAnotherBackendsRecording_throws() throws {
+    let other = CPUBackend()
+    let r = try other.record {}
+    XCTAssertThrowsError(try TestBackends.cpu.replay([r])) { e in
+      guard case VKFError.wrongBackend = e else { return XCTFail("\(e)") }
+    }
+  }
+}
+
 /// One pre-norm transformer block with a single attention head (so (B·T, C) activations are
 /// already head-major), LoRA on q, and an LM head tied to the embedding.
 /// Legend: B batch, T tokens per row, N = B·T, C model width (= head size), F MLP width,
@@ -59,7 +119,11 @@ enum MiniBlock {
 
   struct Result { var losses: [Float]; var firstGradients: [[Float]]; var parameters: [[Float]] }
 
-  static func train(on b: Backend, steps: Int) throws -> Result {
+  /// Trains `steps` steps; `replayed`: the step's ops are recorded once (`Backend.record`)
+  /// and replayed each step, only the AdamW hyper-parameters uploaded in between.
+  /// `costs` collects each step's `ExecutionStatistics`.
+  static func train(on b: Backend, steps: Int, replayed: Bool = false,
+                    costs: ((ExecutionStatistics) -> Void)? = nil) throws -> Result {
     let (N, C, F, V, R) = (self.N, self.C, self.F, self.V, self.R)
     // Parameters (seeded, identical on every backend).
     let E = try b.random([V, C], seed: 100, -0.5, 0.5)
@@ -99,7 +163,7 @@ enum MiniBlock {
     let attnScale = 1 / Float(C).squareRoot()
 
     var result = Result(losses: [], firstGradients: [], parameters: [])
-    for step in 1...steps {
+    func runStep() throws {
       // MARK: forward
       try b.embedding(ids: idT, table: E, into: x0)
       try b.rmsNorm(x0, weight: g1, eps: 1e-5, into: h1, rstd: rstd1)
@@ -151,16 +215,22 @@ enum MiniBlock {
       try b.rmsNormBackward(dh1, x: x0, weight: g1, rstd: rstd1, dx: dx0, dWeight: nil)
       try b.add(dx0, tmp, into: dx0)                                     // + residual path
       try b.embeddingBackward(ids: idT, dOut: dx0, dTable: grads[0])
-      // MARK: clip + AdamW
+      // MARK: clip + AdamW (hyper holds this step's values)
       try b.fill(sumSq, value: 0)
       for g in grads { try b.sumOfSquares(g, into: sumSq) }
-      let h = AdamWHyperParameters(lr: 1e-3, weightDecay: 0.01, step: step, maxGradNorm: 1)
-      try b.upload(h.packed, to: hyper)
       for (i, p) in trained.enumerated() {
         try b.adamW(param: p, grad: grads[i], m: moments[i].0, v: moments[i].1, hyper: hyper,
                     gradSumOfSquares: sumSq)
       }
+    }
+    let recording = replayed ? try b.record(runStep) : nil
+    for step in 1...steps {
+      let before = b.statistics
+      let h = AdamWHyperParameters(lr: 1e-3, weightDecay: 0.01, step: step, maxGradNorm: 1)
+      try b.upload(h.packed, to: hyper)
+      if let recording { try b.replay([recording]) } else { try runStep() }
       result.losses.append(try b.floats(losses).reduce(0, +))
+      costs?(b.statistics - before)
       if step == 1 { result.firstGradients = try grads.map { try b.floats($0) } }
     }
     result.parameters = try trained.map { try b.floats($0) }

@@ -43,9 +43,12 @@ public enum TestBackends {
   nonisolated(unsafe) public static let cpu = CPUBackend()
 
   /// The Vulkan backend with validation on, or the reason it is unavailable. Created once per
-  /// test process: instance and device creation cost ~100 ms on lavapipe.
+  /// test process: instance and device creation cost ~100 ms on lavapipe. The validation
+  /// layer's synchronization checks are on too: a barrier the dependency tracker misses
+  /// (a kernel reading what an unordered one writes) fails the test that recorded it.
   nonisolated(unsafe) public static let vulkanResult: Result<VulkanBackend, Error> = {
     setenv("VKF_VALIDATION", "1", 0)
+    setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", 0)
     return Result { try VulkanBackend() }
   }()
 

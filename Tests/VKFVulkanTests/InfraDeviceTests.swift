@@ -88,13 +88,21 @@ final class InfraDeviceTests: InfraTestCase {
   func testManyDispatches_areBatchedIntoOneSubmit() throws {
     let t = try vk.allocate([64], .f32)
     try vk.synchronize()
-    let before = vk.recorder.submitCount
+    vk.fillWithShader = true
+    defer { vk.fillWithShader = false }
+    let before = vk.statistics
     // More dispatches than one descriptor pool holds, so pools must grow.
-    let n = CommandRecorder.setsPerPool * 2 + 10
+    let n = CommandList.setsPerPool * 2 + 10
     for i in 0..<n { try vk.fill(t, value: Float(i)) }
-    XCTAssertEqual(vk.recorder.submitCount, before, "fill must not submit")
+    XCTAssertEqual(vk.statistics.submits, before.submits, "fill must not submit")
     try vk.synchronize()
-    XCTAssertEqual(vk.recorder.submitCount, before + 1)
+    let cost = vk.statistics - before
+    XCTAssertEqual(cost.submits, 1)
+    XCTAssertEqual(cost.hostWaits, 1)
+    XCTAssertEqual(cost.dispatches, n)
+    XCTAssertEqual(cost.descriptorSetAllocations, n)
+    // Each fill overwrites the previous one: a chain, one barrier per link (plus the host's).
+    XCTAssertEqual(cost.barriers, n + 1)
     XCTAssertEqual(try vk.floats(t), [Float](repeating: Float(n - 1), count: 64), "dispatch order")
     // A second large batch reuses the pools after their reset.
     for i in 0..<n { try vk.fill(t, value: Float(-i)) }
@@ -121,6 +129,7 @@ final class InfraDeviceTests: InfraTestCase {
     XCTAssertEqual(a.dtype, .f32)
     let b = try vk.scratch(count: 10)
     XCTAssertTrue(a.storage === b.storage)
+    XCTAssertFalse(a.overlaps(b), "each request of one batch gets its own scratch")
     let c = try vk.scratch(count: 1 << 20)
     XCTAssertGreaterThanOrEqual(c.storage.byteCount, 4 << 20)
     try vk.fill(c, value: 1)

@@ -70,10 +70,10 @@ final class MemoryTransferTests: InfraTestCase {
   func testUpload_intoUnrelatedTensor_doesNotSubmit() throws {
     let a = try vk.allocate([16], .f32), b = try vk.allocate([16], .f32)
     try vk.synchronize()
-    let before = vk.recorder.submitCount
+    let before = vk.statistics.submits
     try vk.fill(a, value: 1)
     try vk.upload([Float](repeating: 2, count: 16), to: b)
-    XCTAssertEqual(vk.recorder.submitCount, before)
+    XCTAssertEqual(vk.statistics.submits, before)
     XCTAssertEqual(try vk.floats(a), [Float](repeating: 1, count: 16))
     XCTAssertEqual(try vk.floats(b), [Float](repeating: 2, count: 16))
   }
