@@ -88,9 +88,17 @@ extension CPUBackend {
 
 extension CPUBackend {
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
-                           normalizer: Float?, losses: Tensor, dLogits: Tensor?) throws {
-    try validate(.crossEntropy, logits, targets, losses, dLogits)
-    let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
+                           normalizer normalizerKind: LossNormalizer, losses: Tensor, dLogits: Tensor?) throws {
+    var normTensor: Tensor?
+    if case .tensor(let t) = normalizerKind { normTensor = t }
+    try validate(.crossEntropy, logits, targets, losses, dLogits, normTensor)
+    let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizerKind)
+    let normalizer: Float?
+    switch normalizerKind {
+    case .targetCount: normalizer = nil
+    case .value(let v): normalizer = v
+    case .tensor(let t): normalizer = f32(t)[0]
+    }
     let pt = UncheckedSendable(UnsafePointer(i32(targets)))
     var counted = 0
     for i in 0..<N {

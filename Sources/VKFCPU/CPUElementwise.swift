@@ -42,6 +42,19 @@ extension CPUBackend {
   }
 
   /// out[0] += Σ x², each core's part summed in Double and the parts added in order.
+  public func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws {
+    try validate(.dropoutMask, seed, mask)
+    try ShapeCheck.dropoutMask(seed: seed, p: p, mask: mask)
+    let words = i32(seed)
+    let key = DropoutMask.key(seedLow: UInt32(bitPattern: words[0]), seedHigh: UInt32(bitPattern: words[1]),
+                              stream: stream)
+    let threshold = DropoutMask.threshold(p), keep = DropoutMask.keepScale(p)
+    let out = UncheckedSendable(f32(mask))
+    CPUParallel.forRanges(mask.count) { r in
+      for i in r { out.value[i] = DropoutMask.unit(key: key, UInt32(i)) < threshold ? 0 : keep }
+    }
+  }
+
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {
     try validate(.sumOfSquares, x, out)
     try ShapeCheck.sumOfSquares(x, out)

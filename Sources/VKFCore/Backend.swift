@@ -98,9 +98,8 @@ public protocol Backend: AnyObject {
   func embeddingBackward(ids: Tensor, dOut: Tensor, dTable: Tensor) throws
   /// Fused cross-entropy over logits (n, vocab) and targets (n) i32. losses (n) f32 gets
   /// −log softmax(logits)[target] / normalizer (0 for ignored rows), so Σ losses is the mean
-  /// loss; dLogits (optional, n × vocab) gets (softmax − onehot) / normalizer. normalizer nil:
-  /// the number of targets ≠ ignoreIndex.
-  func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: Float?,
+  /// loss; dLogits (optional, n × vocab) gets (softmax − onehot) / normalizer.
+  func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
                     losses: Tensor, dLogits: Tensor?) throws
 
   // MARK: - Elementwise and reductions
@@ -116,6 +115,10 @@ public protocol Backend: AnyObject {
   func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws
   /// out[0] += Σ x² (out: one f32), for global gradient-norm clipping.
   func sumOfSquares(_ x: Tensor, into out: Tensor) throws
+  /// mask[i] = 0 with probability p, else 1/(1 − p): `DropoutMask`'s draw for the 64-bit seed
+  /// in `seed` (2 i32 words, low first, read when the op runs), `stream` and element i.
+  /// mask f32, any shape; p ∈ [0, 1).
+  func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws
 
   // MARK: - Optimizer
   /// One AdamW step (PyTorch semantics) on param with grad, moments m and v (all f32, same
@@ -123,6 +126,20 @@ public protocol Backend: AnyObject {
   /// from `sumOfSquares`, used when hyper's maxGradNorm > 0.
   func adamW(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor,
              gradSumOfSquares: Tensor?) throws
+}
+
+/// What divides a summed loss (`Backend.crossEntropy`).
+public enum LossNormalizer {
+  /// The number of targets ≠ ignoreIndex: the mean over the batch (0 when there are none).
+  case targetCount
+  /// A fixed value, finite and > 0.
+  case value(Float)
+  /// The first f32 of a tensor (> 0), read when the op runs: a recorded step reads each
+  /// replay's value from it.
+  case tensor(Tensor)
+
+  /// `value` for a number, `targetCount` for nil.
+  public init(_ value: Float?) { self = value.map { .value($0) } ?? .targetCount }
 }
 
 /// Ops captured by `Backend.record`; only the backend that made it can replay it.
@@ -225,6 +242,13 @@ extension Backend {
     case .i32: return try download(t, as: Int32.self).map { Float($0) }
     case .u8: return try download(t, as: UInt8.self).map { Float($0) }
     }
+  }
+
+  /// `crossEntropy` with a fixed normalizer, or (nil) the number of targets ≠ ignoreIndex.
+  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: Float?,
+                           losses: Tensor, dLogits: Tensor?) throws {
+    try crossEntropy(logits: logits, targets: targets, ignoreIndex: ignoreIndex,
+                     normalizer: LossNormalizer(normalizer), losses: losses, dLogits: dLogits)
   }
 
   /// out = a + b.

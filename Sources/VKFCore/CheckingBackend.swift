@@ -191,11 +191,14 @@ public final class CheckingBackend: Backend {
       try b.embeddingBackward(ids: m(ids), dOut: m(dOut), dTable: m(dTable))
     }
   }
-  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: Float?,
+  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
                            losses: Tensor, dLogits: Tensor?) throws {
-    try check(.crossEntropy, inputs: [logits, targets], outputs: [losses, dLogits]) { b, m in
+    var normTensor: Tensor?
+    if case .tensor(let t) = normalizer { normTensor = t }
+    try check(.crossEntropy, inputs: [logits, targets, normTensor], outputs: [losses, dLogits]) { b, m in
       try b.crossEntropy(logits: m(logits), targets: m(targets), ignoreIndex: ignoreIndex,
-                         normalizer: normalizer, losses: m(losses), dLogits: dLogits.map(m))
+                         normalizer: normTensor.map { .tensor(m($0)) } ?? normalizer,
+                         losses: m(losses), dLogits: dLogits.map(m))
     }
   }
   public func add(_ a: Tensor, _ bt: Tensor, alpha: Float, into out: Tensor) throws {
@@ -210,6 +213,11 @@ public final class CheckingBackend: Backend {
   public func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws {
     try check(.scaleRows, inputs: [x, weights], outputs: [out]) { b, m in
       try b.scaleRows(m(x), weights: m(weights), into: m(out))
+    }
+  }
+  public func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws {
+    try check(.dropoutMask, inputs: [seed], outputs: [mask]) { b, m in
+      try b.dropoutMask(seed: m(seed), stream: stream, p: p, into: m(mask))
     }
   }
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {

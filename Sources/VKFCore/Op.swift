@@ -13,7 +13,7 @@ public enum Op: String, CaseIterable, Sendable {
   case embedding, embeddingBackward
   case crossEntropy
   // elementwise and reductions
-  case add, mul, scale, scaleRows, sumOfSquares
+  case add, mul, scale, scaleRows, sumOfSquares, dropoutMask
   // optimizer
   case adamW
 }

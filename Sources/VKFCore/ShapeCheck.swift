@@ -285,6 +285,15 @@ public enum ShapeCheck {
     try noOverlap(.sumOfSquares, output: out, inputs: x)
   }
 
+  public static func dropoutMask(seed: Tensor, p: Float, mask: Tensor) throws {
+    try dtype(.dropoutMask, .i32, seed)
+    try dtype(.dropoutMask, .f32, mask)
+    try count(.dropoutMask, 2, seed)
+    guard p >= 0, p < 1 else { throw fail(.dropoutMask, "p \(p) must lie in [0, 1)") }
+    guard mask.count <= Int(UInt32.max) else { throw fail(.dropoutMask, "\(mask.count) elements exceed 2³²") }
+    try noOverlap(.dropoutMask, output: mask, inputs: seed)
+  }
+
   public static func elementwise(_ op: Op, _ tensors: Tensor?...) throws {
     guard let first = tensors.first ?? nil else { return }
     for case let t? in tensors {
@@ -307,7 +316,7 @@ public enum ShapeCheck {
   /// Returns (n, vocab).
   /// dLogits may overwrite the logits (one pass reads a row before writing it).
   public static func crossEntropy(_ logits: Tensor, _ targets: Tensor, _ losses: Tensor,
-                                  _ dLogits: Tensor?, normalizer: Float?) throws -> (n: Int, vocab: Int) {
+                                  _ dLogits: Tensor?, normalizer: LossNormalizer) throws -> (n: Int, vocab: Int) {
     try dtype(.crossEntropy, .f32, logits, losses, dLogits)
     try dtype(.crossEntropy, .i32, targets)
     let n = logits.rowCount
@@ -315,8 +324,15 @@ public enum ShapeCheck {
     try count(.crossEntropy, logits.count, dLogits)
     try noOverlap(.crossEntropy, output: losses, inputs: logits, targets, dLogits)
     if let dLogits { try noOverlap(.crossEntropy, output: dLogits, inputs: targets) }
-    if let normalizer, !(normalizer > 0 && normalizer.isFinite) {
-      throw VKFError.outOfRange(op: "crossEntropy", detail: "normalizer \(normalizer) must be finite and > 0")
+    switch normalizer {
+    case .targetCount: break
+    case .value(let v):
+      guard v > 0, v.isFinite else {
+        throw VKFError.outOfRange(op: "crossEntropy", detail: "normalizer \(v) must be finite and > 0")
+      }
+    case .tensor(let t):
+      try dtype(.crossEntropy, .f32, t)
+      guard t.count >= 1 else { throw fail(.crossEntropy, "the normalizer tensor \(t.shape) is empty") }
     }
     return (n, logits.lastDim)
   }

@@ -145,8 +145,16 @@ public final class LoRAModel {
   /// Restarts the dropout masks from `seed`: each adapter's masks are then a pure function of
   /// (seed, adapter, number of backward passes since), so a run is reproducible and a
   /// checkpointed layer's recomputation reuses its forward's mask.
-  public func setDropoutSeed(_ seed: UInt64) {
-    workspace.dropoutSeed = seed
+  public func setDropoutSeed(_ seed: UInt64) throws {
+    try workspace.setDropoutSeed(seed)
+    for (_, a) in adapters { a.dropoutStep = 0 }
+  }
+
+  /// As `setDropoutSeed`, with the seed read from `seed` (2 i32 words, `DropoutMask.seedWords`)
+  /// when the masks are drawn: a recorded micro-batch reads its slot's seed, which the host
+  /// rewrites before each replay.
+  public func useDropoutSeed(_ seed: Tensor) throws {
+    try workspace.useDropoutSeed(seed)
     for (_, a) in adapters { a.dropoutStep = 0 }
   }
 

@@ -28,8 +28,11 @@ final class LoRAWorkspace {
   let backend: Backend
   private var buffers: [Role: Tensor] = [:]
   private var ones: [Int: Tensor] = [:]
-  /// Seed of the dropout masks (`LoRAModel.setDropoutSeed`).
-  var dropoutSeed: UInt64 = 0
+  /// The seed the dropout masks read when the op runs (2 i32 words): the workspace's own
+  /// (`setDropoutSeed` uploads into it), or one the caller supplies (`useDropoutSeed`), e.g.
+  /// one per micro-batch slot of a replayed step.
+  private var ownSeed: Tensor?
+  private var externalSeed: Tensor?
   /// Dropout applies only while training, like PEFT's `nn.Dropout` after `model.eval()`.
   var training = true
 
@@ -54,18 +57,42 @@ final class LoRAWorkspace {
     return t
   }
 
-  /// Uploads the dropout mask of adapter `index` at `step` for an (rows, cols) input into the
-  /// mask scratch: keep with probability 1 − p, scaled by 1/(1 − p) as `torch.nn.Dropout`.
-  /// The mask is a pure function of (seed, index, step), so the forward pass, a checkpointed
-  /// recomputation and the backward pass all see the same one without storing it.
+  /// Sets the seed of the next masks: uploaded into the workspace's own seed tensor (device
+  /// memory, so the upload is ordered after queued readers without a host wait).
+  func setDropoutSeed(_ seed: UInt64) throws {
+    externalSeed = nil
+    let t: Tensor
+    if let ownSeed { t = ownSeed } else {
+      t = try backend.allocate([2], .i32)
+      ownSeed = t
+    }
+    try backend.upload(DropoutMask.seedWords(seed), to: t)
+  }
+
+  /// Makes the masks read their seed from `seed` (2 i32 words) until the next
+  /// `setDropoutSeed`; the caller writes it before the ops run.
+  func useDropoutSeed(_ seed: Tensor) throws {
+    guard seed.dtype == .i32, seed.count == 2 else {
+      throw VKFError.shapeMismatch(op: "useDropoutSeed", detail: "seed must be 2 i32 words, got \(seed)")
+    }
+    externalSeed = seed
+  }
+
+  /// Draws the dropout mask of adapter `index` at `step` for an (rows, cols) input into the
+  /// mask scratch on the device: keep with probability 1 − p, scaled by 1/(1 − p) as
+  /// `torch.nn.Dropout`. The mask is a pure function of (seed, index, step), so the forward
+  /// pass, a checkpointed recomputation and the backward pass all see the same one without
+  /// storing it.
   func mask(index: Int, step: UInt64, rows: Int, cols: Int, p: Float) throws -> Tensor {
     let t = try scratch(.mask, [rows, cols])
-    var rng = SplitMix64(seed: dropoutSeed ^ (UInt64(index) &* 0xD1B5_4A32_D192_ED03)
-                           ^ (step &* 0x8CB9_2BA7_2F3D_8DD7))
-    let keep = 1 / (1 - p)
-    let threshold = Double(p)
-    let values = (0..<(rows * cols)).map { _ in rng.nextUnitDouble() < threshold ? Float(0) : keep }
-    try backend.upload(values, to: t)
+    let seed: Tensor
+    if let s = externalSeed ?? ownSeed { seed = s } else {
+      try setDropoutSeed(0)
+      guard let s = ownSeed else { throw VKFError.other("dropout seed tensor missing") }
+      seed = s
+    }
+    let stream = DropoutMask.hash(UInt32(truncatingIfNeeded: index) ^ DropoutMask.hash(UInt32(truncatingIfNeeded: step)))
+    try backend.dropoutMask(seed: seed, stream: stream, p: p, into: t)
     return t
   }
 }

@@ -107,13 +107,13 @@ public final class DPOTask: TrainingTask {
   public let loss: DPOLossConfig
   public let reference: Reference
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) -> Void
+  private let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
   private var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
 
   public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               reference: Reference, loss: DPOLossConfig,
-              setDropoutSeed: @escaping (UInt64) -> Void = { _ in },
+              setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) throws {
     try loss.validate()
     self.model = model; self.trainableTensors = trainables; self.zero = zero
@@ -126,7 +126,7 @@ public final class DPOTask: TrainingTask {
                           precomputed: ReferenceLogProbs? = nil) throws {
     try self.init(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
                   reference: precomputed.map { .precomputed($0) } ?? .disabledAdapter { lora.enabled = $0 },
-                  loss: loss, setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
+                  loss: loss, setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
   }
 
   /// Full fine-tuning against precomputed reference log-probs.
@@ -157,7 +157,7 @@ public final class DPOTask: TrainingTask {
     let rows = batch.batchSize, pairsInBatch = rows / 2
     try checkPairs(batch, targets)
     let refs = try referenceLogProbs(batch, ids, targets)
-    dropoutSeedSetter(dropoutSeed)
+    try dropoutSeedSetter(dropoutSeed)
     try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
     let p = Double(lossNormalizer)

@@ -55,7 +55,7 @@ public final class RewardTask: TrainingTask {
   /// The id that pads rows (and is never scored).
   public let padID: Int
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) -> Void
+  private let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
   private var trainMetrics = RewardMetrics(), evalMetrics = RewardMetrics()
   private var scratch: (n: Int, scores: Tensor, coefficients: Tensor)?
@@ -64,7 +64,7 @@ public final class RewardTask: TrainingTask {
   /// `RewardHead.parameterName` for full fine-tuning.
   public init(model: LlamaModel, head: RewardHead, baseTrainables: [TrainableTensor], headName: String,
               zero: @escaping () throws -> Void, padID: Int, margin: Double = 0,
-              setDropoutSeed: @escaping (UInt64) -> Void = { _ in },
+              setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) {
     self.model = model; self.head = head; self.padID = padID; self.margin = margin
     trainableTensors = baseTrainables + [TrainableTensor(name: headName, value: head.weight, gradient: head.gradient)]
@@ -77,7 +77,7 @@ public final class RewardTask: TrainingTask {
   public convenience init(model: LlamaModel, lora: LoRAModel, head: RewardHead, padID: Int, margin: Double = 0) {
     self.init(model: model, head: head, baseTrainables: lora.trainableTensors, headName: RewardHead.peftKey,
               zero: { try lora.zeroGradients() }, padID: padID, margin: margin,
-              setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
+              setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
   }
 
   /// Full fine-tuning of every parameter loaded as trainable, plus the head. The LM head takes
@@ -116,7 +116,7 @@ public final class RewardTask: TrainingTask {
     let (ids, _) = try SFTTask.int32(batch)
     let rows = batch.batchSize
     guard rows % 2 == 0 else { throw TrainingError.invalidBatch("a preference batch has \(rows) rows") }
-    dropoutSeedSetter(dropoutSeed)
+    try dropoutSeedSetter(dropoutSeed)
     let h = try model.forwardHidden(ids: ids, batch: rows, computeGradients: true)
     let positions = try scoredPositions(ids, rows: rows)
     let r = try rowScores(h, positions)

@@ -6,6 +6,6 @@ extension SFTTask {
   /// weights), with its dropout seeded per micro-batch and switched off during evaluation.
   public convenience init(model: LlamaModel, lora: LoRAModel) {
     self.init(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
-              setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
+              setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
   }
 }

@@ -48,7 +48,7 @@ public final class SFTTask: TrainingTask {
   public let model: LlamaModel
   public let trainableTensors: [TrainableTensor]
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) -> Void
+  private let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
 
   /// A task over `model` training `trainables`.
@@ -57,7 +57,7 @@ public final class SFTTask: TrainingTask {
   ///   - setDropoutSeed: called before each micro-batch (adapter dropout); ignore if none.
   ///   - setTraining: called with false around evaluation (dropout off) and true after.
   public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
-              setDropoutSeed: @escaping (UInt64) -> Void = { _ in },
+              setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) {
     self.model = model
     self.trainableTensors = trainables
@@ -80,7 +80,7 @@ public final class SFTTask: TrainingTask {
     let (ids, targets) = try Self.int32(batch)
     // A micro-batch with no trained target adds nothing to loss or gradients.
     guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return 0 }
-    dropoutSeedSetter(dropoutSeed)
+    try dropoutSeedSetter(dropoutSeed)
     try model.forward(ids: ids, targets: targets, batch: batch.batchSize,
                       lossNormalizer: lossNormalizer, computeGradients: true)
     let loss = try model.loss()

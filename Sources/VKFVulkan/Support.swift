@@ -20,7 +20,7 @@ enum VulkanSupport {
     .embedding: [.f32], .embeddingBackward: [.f32],
     .crossEntropy: [.f32],
     // elementwise and reductions
-    .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32],
+    .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32], .dropoutMask: [.f32],
     // optimizer
     .adamW: [.f32],
   ]

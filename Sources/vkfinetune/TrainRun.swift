@@ -116,7 +116,7 @@ struct TrainRun {
     case .sft:
       if let lora {
         return (SFTTask(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
-                        setDropoutSeed: { lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 }), nil)
+                        setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 }), nil)
       }
       return (SFTTask(fullFineTuning: model), nil)
     case .dpo:

@@ -214,6 +214,13 @@ enum ParityTable {
       try b.sumOfSquares(try b.random([17], seed: 66), into: out)
       return [try b.floats(out)]
     },
+    ParityCase(op: .dropoutMask, name: "p 0.1, 70 001 elements, two streams", tolerance: .exact) { b in
+      let seed = try b.tensor(DropoutMask.seedWords(0x1234_5678_9ABC_DEF0), shape: [2])
+      let m0 = try b.allocate([70_001]), m1 = try b.allocate([7, 11])
+      try b.dropoutMask(seed: seed, stream: 0, p: 0.1, into: m0)
+      try b.dropoutMask(seed: seed, stream: 5, p: 0.5, into: m1)
+      return [try b.floats(m0), try b.floats(m1)]
+    },
   ] }
 
   static var optimizer: [ParityCase] { [

@@ -14,6 +14,8 @@ final class RejectionTests: XCTestCase {
     let op: Op
     /// Shape of the operand the call replaces when it is valid (f32, seeded values).
     var good: [Int] = [4, 8]
+    /// The operand's valid dtype (f32 operands hold seeded values, i32 ones zeros).
+    var dtype: DType = .f32
     let run: (_ b: Backend, _ operand: Tensor) throws -> Void
   }
 
@@ -60,6 +62,9 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .scale) { b, bad in try b.scale(bad, by: 2, into: y) },
       BadCall(op: .scaleRows) { b, bad in try b.scaleRows(bad, weights: inv, into: y) },
       BadCall(op: .sumOfSquares, good: [1]) { b, bad in try b.sumOfSquares(x, into: bad) },
+      BadCall(op: .dropoutMask, good: [2], dtype: .i32) { b, bad in
+        try b.dropoutMask(seed: bad, stream: 0, p: 0.1, into: y)
+      },
       BadCall(op: .adamW) { b, bad in
         try b.adamW(param: bad, grad: x, m: y, v: try b.zeros([4, 8]), hyper: hyper, gradSumOfSquares: one)
       },
@@ -77,10 +82,14 @@ final class RejectionTests: XCTestCase {
       XCTAssertEqual(Set(calls.map(\.op)), Set(Op.allCases).subtracting([.fill]), "every op but fill has a bad call")
       for call in calls {
         // The valid call goes through — so the throws below are about the one bad operand.
-        XCTAssertNoThrow(try call.run(b, try b.random(call.good, seed: 9)), "\(b.name): valid \(call.op)")
+        func valid(_ on: Backend) throws -> Tensor {
+          call.dtype == .i32 ? try on.allocate(call.good, .i32) : try on.random(call.good, seed: 9)
+        }
+        XCTAssertNoThrow(try call.run(b, try valid(b)), "\(b.name): valid \(call.op)")
         // Then a wrong shape, a wrong dtype, and the right shape on another backend.
-        let wrongShape = try b.allocate([3, 5]), wrongType = try b.allocate(call.good, .i32)
-        let foreign = try foreignCPU.random(call.good, seed: 9)
+        let wrongShape = try b.allocate([3, 5], call.dtype)
+        let wrongType = try b.allocate(call.good, call.dtype == .i32 ? .f32 : .i32)
+        let foreign = try valid(foreignCPU)
         for (what, bad) in [("shape", wrongShape), ("dtype", wrongType), ("owner", foreign)] {
           XCTAssertThrowsError(try call.run(b, bad), "\(b.name): \(call.op) accepted a bad \(what)") { e in
             XCTAssertTrue(e is VKFError, "\(call.op) threw \(e)")

@@ -24,6 +24,30 @@ final class CPUElementwiseOptimizerTests: XCTestCase {
     XCTAssertEqual(try T.read(ta), a.map { 0.3 * $0 })
   }
 
+  /// The mask keeps 1 − p of the elements (within 5σ of a binomial draw) at 1/(1 − p), depends
+  /// on seed and stream, and is a pure function of them (the backward pass redraws it).
+  func test_dropoutMask_rateScaleAndDeterminism() throws {
+    let b = CPUBackend(), n = 200_000, p: Float = 0.1
+    let seed = try b.tensor(DropoutMask.seedWords(42), shape: [2])
+    let m = try b.allocate([n]), again = try b.allocate([n]), other = try b.allocate([n])
+    try b.dropoutMask(seed: seed, stream: 0, p: p, into: m)
+    try b.dropoutMask(seed: seed, stream: 0, p: p, into: again)
+    try b.dropoutMask(seed: seed, stream: 1, p: p, into: other)
+    let v = try b.floats(m)
+    XCTAssertEqual(v, try b.floats(again))
+    XCTAssertNotEqual(v, try b.floats(other))
+    let dropped = Double(v.filter { $0 == 0 }.count)
+    let sigma = (Double(n) * Double(p) * Double(1 - p)).squareRoot()
+    XCTAssertEqual(dropped, Double(n) * Double(p), accuracy: 5 * sigma)
+    XCTAssertTrue(v.allSatisfy { $0 == 0 || $0 == DropoutMask.keepScale(p) })
+    try b.upload(DropoutMask.seedWords(43), to: seed)
+    try b.dropoutMask(seed: seed, stream: 0, p: p, into: again)
+    XCTAssertNotEqual(v, try b.floats(again))
+    // p = 0 keeps every element at exactly 1.
+    try b.dropoutMask(seed: seed, stream: 0, p: 0, into: again)
+    XCTAssertTrue(try b.floats(again).allSatisfy { $0 == 1 })
+  }
+
   func test_sumOfSquares_accumulatesInDouble() throws {
     let x = TestData.uniform(200_001, seed: 84)
     let out = try T.f32([2], [1])

@@ -118,7 +118,7 @@ struct LoRATestProjection {
        dora: Bool = false, bias: Bool = true, seed: UInt64 = 1) throws {
     backend = be
     workspace = LoRAWorkspace(backend: be)
-    workspace.dropoutSeed = seed
+    try workspace.setDropoutSeed(seed)
     let w = try be.tensor(TestData.uniform(outF * inF, seed: seed &+ 1, -0.5, 0.5), shape: [outF, inF])
     let b = bias ? try be.tensor(TestData.uniform(outF, seed: seed &+ 2), shape: [outF]) : nil
     func t(_ s: [Int], _ k: UInt64, _ lo: Float = -0.5, _ hi: Float = 0.5) throws -> Tensor {

@@ -63,6 +63,7 @@ final class ElementwiseShaderTests: XCTestCase {
     XCTAssertEqual(MemoryLayout<ScalePush>.size, 2 * 4)        // scale.comp
     XCTAssertEqual(MemoryLayout<ScaleRowsPush>.size, 2 * 4)    // scale_rows.comp
     XCTAssertEqual(MemoryLayout<SumOfSquaresPush>.size, 2 * 4) // sum_of_squares.comp
+    XCTAssertEqual(MemoryLayout<DropoutMaskPush>.size, 5 * 4)  // dropout_mask.comp
   }
 
   private func binary(_ n: Int, _ nb: Int, seed: UInt64, alpha: Float = 1, inPlace: Bool = false,
@@ -83,6 +84,20 @@ final class ElementwiseShaderTests: XCTestCase {
   func testAdd_sameShapeAndBroadcast_matchesCPU() throws {
     for (n, nb) in [(1, 1), (7, 7), (1000, 1000), (67 * 3, 67), (257 * 4, 257), (1000, 1)] {
       try binary(n, nb, seed: UInt64(n + nb), { try $0.add($1, $2, alpha: -0.75, into: $3) })
+    }
+  }
+
+  /// dropout_mask.comp draws bit-identical masks to the CPU twin (integer hash only), also in
+  /// chunks past one dispatch's element count and with a seed that changes after recording.
+  func testDropoutMask_bitIdenticalToCPU() throws {
+    for (n, p) in [(1, Float(0.5)), (1000, 0.05), (65_537, 0.3)] {
+      let r = try BlockCheck.both { be in
+        let seed = try be.tensor(DropoutMask.seedWords(UInt64(n) &* 0x9E37_79B9_7F4A_7C15), shape: [2])
+        let mask = try be.allocate([n])
+        try be.dropoutMask(seed: seed, stream: 3, p: p, into: mask)
+        return [try be.floats(mask)]
+      }
+      XCTAssertEqual(r.cpu, r.vk, "n \(n) p \(p)")
     }
   }
 

@@ -27,19 +27,23 @@ extension VulkanBackend {
   /// A target outside [0, vocab) other than ignoreIndex gives a NaN loss and dLogits row
   /// (the CPU backend throws; checking here would need a download).
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
-                           normalizer: Float?, losses: Tensor, dLogits: Tensor?) throws {
+                           normalizer: LossNormalizer, losses: Tensor, dLogits: Tensor?) throws {
     let op = Op.crossEntropy
-    try checkOwnership(op, logits, targets, losses, dLogits)
+    var normTensor: Tensor?
+    if case .tensor(let t) = normalizer { normTensor = t }
+    try checkOwnership(op, logits, targets, losses, dLogits, normTensor)
     // logits, dLogits: (N, V); targets: (N) i32; losses: (N)
     let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
     guard n > 0 else { return }
     _ = try shaderUInt(logits.count, op)
+    var fixed: Float = 0
+    if case .value(let v) = normalizer { fixed = v }
     let push = CrossEntropyPush(n: try shaderUInt(n, op), vocab: try shaderUInt(vocab, op),
-                                ignoreIndex: ignoreIndex, normalizer: normalizer ?? 0,
-                                normFromBuffer: normalizer == nil ? 1 : 0)
+                                ignoreIndex: ignoreIndex, normalizer: fixed,
+                                normFromBuffer: fixed == 0 ? 1 : 0)
     // Binding 2 is only read when normFromBuffer = 1; otherwise any f32 buffer fills it.
-    var normBuffer = logits
-    if normalizer == nil {
+    var normBuffer = try (normTensor ?? logits).view(shape: [1])
+    if case .targetCount = normalizer {
       normBuffer = try scratch(count: 1)
       try dispatch("cross_entropy", defines: reductionVariant(["PASS": String(CrossEntropyPass.count.rawValue)]),
                    specialization: blockSpecialization, bindings: [targets, normBuffer],

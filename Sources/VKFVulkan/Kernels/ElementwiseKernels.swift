@@ -30,6 +30,19 @@ struct ScaleRowsPush {
   var cols: UInt32
 }
 
+/// Push constants of dropout_mask.comp.
+struct DropoutMaskPush {
+  /// Elements of this chunk.
+  var n: UInt32
+  /// Index of the chunk's first element in the whole mask (the hash's counter).
+  var first: UInt32
+  var stream: UInt32
+  /// `DropoutMask.threshold(p)`.
+  var threshold: UInt32
+  /// `DropoutMask.keepScale(p)`.
+  var keep: Float
+}
+
 // MARK: - Dispatch geometry
 
 extension VulkanBackend {
@@ -97,6 +110,25 @@ extension VulkanBackend {
     try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
                  push: ScalePush(n: try shaderUInt(x.count, .scale), alpha: alpha),
                  groups: try elementGroups(x.count, op: .scale))
+  }
+
+  /// dropout_mask.comp: the mask `DropoutMask` draws, in chunks that fit one binding.
+  public func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws {
+    let op = Op.dropoutMask
+    try checkOwnership(op, seed, mask)
+    try ShapeCheck.dropoutMask(seed: seed, p: p, mask: mask)
+    let flat = try mask.reshaped([mask.count])
+    let chunk = chunkBytes / 4
+    var first = 0
+    while first < mask.count {
+      let n = min(chunk, mask.count - first)
+      let push = DropoutMaskPush(n: try shaderUInt(n, op), first: UInt32(first), stream: stream,
+                                 threshold: DropoutMask.threshold(p), keep: DropoutMask.keepScale(p))
+      try dispatch("dropout_mask", specialization: blockSpecialization,
+                   bindings: [seed, try flat.view(offset: first, shape: [n])], push: push,
+                   groups: try elementGroups(n, op: op))
+      first += n
+    }
   }
 
   /// scale_rows.comp: out[r, c] = weights[r] · x[r, c]. Tensors past one binding (DPO's
