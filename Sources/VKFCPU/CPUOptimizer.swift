@@ -13,13 +13,17 @@ extension CPUBackend {
     let lr = h[0], beta1 = h[1], beta2 = h[2], eps = h[3], wd = h[4]
     let bc1 = h[5], bc2 = h[6], gradScale = h[7], maxGradNorm = h[8]
     var clip: Float = 1
-    if maxGradNorm > 0 {
-      guard let s = gradSumOfSquares else {
-        throw VKFError.shapeMismatch(op: "adamW",
-          detail: "maxGradNorm \(maxGradNorm) > 0 needs gradSumOfSquares from sumOfSquares")
+    if maxGradNorm > 0, gradSumOfSquares == nil {
+      throw VKFError.shapeMismatch(op: "adamW",
+        detail: "maxGradNorm \(maxGradNorm) > 0 needs gradSumOfSquares from sumOfSquares")
+    }
+    if let s = gradSumOfSquares {
+      let sum = f32(s)[0]
+      // A non-finite Σgrad² (or loss folded into it) skips the step, as adam_w.comp does.
+      guard sum.isFinite else { return }
+      if maxGradNorm > 0 {
+        clip = AdamWHyperParameters.clipFactor(sumOfSquares: sum, gradScale: gradScale, maxGradNorm: maxGradNorm)
       }
-      clip = AdamWHyperParameters.clipFactor(sumOfSquares: f32(s)[0], gradScale: gradScale,
-                                                  maxGradNorm: maxGradNorm)
     }
     let gScale = gradScale * clip
     let decay = 1 - lr * wd

@@ -123,7 +123,9 @@ public protocol Backend: AnyObject {
   // MARK: - Optimizer
   /// One AdamW step (PyTorch semantics) on param with grad, moments m and v (all f32, same
   /// count). hyper: `AdamWHyperParameters.count` f32 (see there); gradSumOfSquares: one f32
-  /// from `sumOfSquares`, used when hyper's maxGradNorm > 0.
+  /// from `sumOfSquares`, used for clipping when hyper's maxGradNorm > 0; when it is given and
+  /// not finite the step is skipped (param, m, v unchanged), so a NaN/inf found after a
+  /// recorded step leaves the previous parameters.
   func adamW(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor,
              gradSumOfSquares: Tensor?) throws
 }

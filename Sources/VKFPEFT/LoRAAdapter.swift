@@ -33,8 +33,10 @@ public final class LoRAAdapter: LinearAdapter {
   /// Position among the model's adapters: keys its dropout masks.
   let index: Int
   let workspace: LoRAWorkspace
-  /// x_d·Aᵀ (N, r) from the last forward, for the backward; reallocated when N changes.
+  /// x_d·Aᵀ (≥ N, r) from the last forward, for the backward; grows only.
   private var xa: Tensor?
+  /// Rows N of the last forward (its x_d·Aᵀ is the first N rows of `xa`).
+  private var forwardRows = 0
   /// DoRA: 1/‖W + s·B·A‖ per output row, and m ⊙ that (out), from the last forward.
   private let inverseNorm: Tensor?, magnitudeScale: Tensor?
   /// Dropout masks are drawn for (seed, index, step); step advances after each backward, so
@@ -67,6 +69,7 @@ public final class LoRAAdapter: LinearAdapter {
     let n = x.rowCount, inF = linear.inFeatures, outF = linear.outFeatures
     let x2 = try x.reshaped([n, inF]), y2 = try y.reshaped([n, outF])
     let xa = try xaBuffer(rows: n)
+    forwardRows = n
     let xd = try droppedInput(be, x: x2)
     droppedInLastForward = xd != nil
     if let magnitude, let inverseNorm, let magnitudeScale {
@@ -115,8 +118,10 @@ public final class LoRAAdapter: LinearAdapter {
     try be.mul(magnitude, inverseNorm, into: scale)
   }
 
+  /// A (n, r) view of the x_d·Aᵀ buffer, which only grows (a recorded pass keeps the buffer
+  /// it saw alive, so shapes met later must not reallocate it needlessly).
   private func xaBuffer(rows n: Int) throws -> Tensor {
-    if let xa, xa.shape[0] == n { return xa }
+    if let xa, xa.count >= n * rank { return try xa.view(shape: [n, rank]) }
     xa = nil
     let t = try workspace.backend.allocate([n, rank])
     xa = t
@@ -133,9 +138,10 @@ public final class LoRAAdapter: LinearAdapter {
     }
     defer { dropoutStep &+= 1 }
     let n = x.rowCount, inF = linear.inFeatures, outF = linear.outFeatures
-    guard let xa, xa.shape[0] == n else {
+    guard let xaAll = xa, forwardRows == n else {
       throw VKFError.other("LoRAAdapter.backward: no forward pass of \(n) rows to differentiate")
     }
+    let xa = try xaAll.view(shape: [n, rank])
     let x2 = try x.reshaped([n, inF]), dy2 = try dy.reshaped([n, outF])
     let dx2 = try dx.map { try $0.reshaped([n, inF]) }
     // Same mask as the forward: (seed, index, step) has not changed since.

@@ -84,8 +84,21 @@ public final class AdamW {
   private let m: [Tensor], v: [Tensor]
   private let window: (m: Tensor, v: Tensor)?
   private let windowElements: Int
-  /// Σgrad² over every tensor (one f32, device).
-  private let sumOfSquares: Tensor
+  /// The step's device-side metrics, P = parameters.count + 2 f32: Σgrad² of each tensor
+  /// (slots 0..<P−2, each its own so the reductions run side by side), the step's summed
+  /// loss (slot P−2, `lossSum`) and the total S (slot P−1, `sumOfSquares`).
+  public let metrics: Tensor
+  /// Slot of the summed loss the trainer accumulates (`metrics`).
+  public let lossSum: Tensor
+  /// S = Σ slots' Σgrad² + 0 · lossSum: a non-finite loss makes S NaN, and adamW skips the
+  /// update on a non-finite S — so a bad step changes nothing, with no host check between.
+  public let sumOfSquares: Tensor
+  /// [lossSum, sumOfSquares]: what the host reads after a step (one download).
+  public let lossAndSumOfSquares: Tensor
+  /// The per-tensor partial slots (`metrics[0..<P−2]`).
+  private let partials: Tensor
+  /// (1, P−1): ones for the partials, 0 for the loss.
+  private let totalWeights: Tensor
   private var sumOfSquaresFresh = false
   private let hyperDecay: Tensor, hyperNoDecay: Tensor
 
@@ -126,7 +139,14 @@ public final class AdamW {
     self.windowElements = min((windowElements + 63) / 64 * 64, (largest + 63) / 64 * 64)
     window = stateMemory == .hostVisible
       ? (try backend.allocate([self.windowElements]), try backend.allocate([self.windowElements])) : nil
-    sumOfSquares = try backend.allocate([1])
+    let slots = parameters.count
+    metrics = try backend.allocate([slots + 2])
+    try backend.fill(metrics, value: 0)
+    partials = try metrics.view(offset: 0, shape: [slots])
+    lossSum = try metrics.view(offset: slots, shape: [1])
+    sumOfSquares = try metrics.view(offset: slots + 1, shape: [1])
+    lossAndSumOfSquares = try metrics.view(offset: slots, shape: [2])
+    totalWeights = try backend.tensor([Float](repeating: 1, count: slots) + [0], shape: [1, slots + 1])
     hyperDecay = try backend.allocate([AdamWHyperParameters.count])
     hyperNoDecay = try backend.allocate([AdamWHyperParameters.count])
   }
@@ -140,7 +160,9 @@ public final class AdamW {
   /// The global gradient norm `gradScale · sqrt(Σ grad²)` over every tensor (what
   /// `clip_grad_norm_` returns), before clipping. Waits for the backend.
   public func gradientNorm(gradScale: Float = 1) throws -> Float {
-    try accumulateSumOfSquares()
+    try backend.fill(partials, value: 0)
+    try queueSumOfSquares()
+    sumOfSquaresFresh = true
     let s = try backend.floats(sumOfSquares)[0]
     return gradScale * s.squareRoot()
   }
@@ -148,8 +170,21 @@ public final class AdamW {
   /// One AdamW update at learning rate `lr` with the gradients times `gradScale`, clipped
   /// to `maxGradNorm`. Reuses the Σgrad² of a preceding `gradientNorm` call.
   public func update(lr: Float, gradScale: Float = 1) throws {
-    if !sumOfSquaresFresh { try accumulateSumOfSquares() }
+    if !sumOfSquaresFresh {
+      try backend.fill(partials, value: 0)
+      try queueSumOfSquares()
+    }
     sumOfSquaresFresh = false
+    try prepareStep(lr: lr, gradScale: gradScale)
+    try queueUpdate()
+  }
+
+  // MARK: - A step in two halves (recordable)
+
+  /// The host half of a step: counts it and uploads its hyper-parameters (bias corrections
+  /// of the new step count, `lr`, `gradScale`). Never waits. Call before the queued (or
+  /// replayed) `queueSumOfSquares` + `queueUpdate` of the same step.
+  public func prepareStep(lr: Float, gradScale: Float = 1) throws {
     step += 1
     var h = AdamWHyperParameters(lr: lr, beta1: config.beta1, beta2: config.beta2, eps: config.eps,
                                  weightDecay: config.weightDecay, step: step, gradScale: gradScale,
@@ -157,12 +192,34 @@ public final class AdamW {
     try backend.upload(h.packed, to: hyperDecay)
     h.weightDecay = 0
     try backend.upload(h.packed, to: hyperNoDecay)
-    let clipInput = config.maxGradNorm > 0 ? sumOfSquares : nil
+  }
+
+  /// Undoes `prepareStep`'s count when its step was skipped (a non-finite S).
+  public func stepSkipped() { step = max(step - 1, 0) }
+
+  /// Zeroes every metric slot (the summed loss and the Σgrad² partials): ops only.
+  public func queueResetMetrics() throws { try backend.fill(metrics, value: 0) }
+
+  /// Queues Σgrad² of each tensor into its zeroed partial slot, then S = their sum
+  /// + 0 · lossSum (one matmul): ops only, no host transfer.
+  public func queueSumOfSquares() throws {
+    for (i, p) in parameters.enumerated() {
+      try backend.sumOfSquares(p.gradient, into: try partials.view(offset: i, shape: [1]))
+    }
+    let n = parameters.count + 1
+    try backend.matmul(totalWeights, try metrics.view(offset: 0, shape: [n, 1]),
+                       into: try sumOfSquares.view(shape: [1, 1]),
+                       transposeA: false, transposeB: false, alpha: 1, beta: 0)
+  }
+
+  /// Queues the update of every tensor with the hyper-parameters of the last `prepareStep`,
+  /// clipped by (and skipped on a non-finite) S: ops only, no host transfer.
+  public func queueUpdate() throws {
     for (i, p) in parameters.enumerated() {
       let hyper = p.decays ? hyperDecay : hyperNoDecay
       let value = try p.value.reshaped([p.count]), grad = try p.gradient.reshaped([p.count])
       guard let window else {
-        try backend.adamW(param: value, grad: grad, m: m[i], v: v[i], hyper: hyper, gradSumOfSquares: clipInput)
+        try backend.adamW(param: value, grad: grad, m: m[i], v: v[i], hyper: hyper, gradSumOfSquares: sumOfSquares)
         continue
       }
       var start = 0
@@ -174,18 +231,12 @@ public final class AdamW {
         try backend.copy(hv, to: wv)
         try backend.adamW(param: try value.view(offset: start, shape: [n]),
                           grad: try grad.view(offset: start, shape: [n]),
-                          m: wm, v: wv, hyper: hyper, gradSumOfSquares: clipInput)
+                          m: wm, v: wv, hyper: hyper, gradSumOfSquares: sumOfSquares)
         try backend.copy(wm, to: hm)
         try backend.copy(wv, to: hv)
         start += n
       }
     }
-  }
-
-  private func accumulateSumOfSquares() throws {
-    try backend.fill(sumOfSquares, value: 0)
-    for p in parameters { try backend.sumOfSquares(p.gradient, into: sumOfSquares) }
-    sumOfSquaresFresh = true
   }
 
   // MARK: - State for checkpoints

@@ -56,6 +56,12 @@ struct DataPlan {
     }
   }
 
+  /// The longest row a micro-batch can have: max_seq_length when packing, else the longest
+  /// (cut) example.
+  var longestRow: Int {
+    config.packing ? config.maxSeqLength : examples.reduce(1) { max($0, $1.inputIds.count) }
+  }
+
   /// Throws unless every example has one target per id (batching indexes both alike).
   static func checkLengths(_ examples: [TokenizedExample], _ what: String) throws {
     if let i = examples.firstIndex(where: { $0.inputIds.count != $0.targets.count }) {

@@ -48,6 +48,11 @@ public final class Trainer {
   var bestTrainables: [String: [Float]]?
   var lastCheckpoint: URL?
   var log: TrainingLog?
+  /// Steps of a `StagedTrainingTask` run as replays of recorded work (`ReplayedSteps`): one
+  /// submission and one wait per optimizer step. False runs the same ops eagerly (tests).
+  public var replaysSteps = true
+  /// The step engine of a staged task, made at the first step.
+  public private(set) var replayedSteps: ReplayedSteps?
   private var epochCache: (epoch: Int, batches: [Batch])?
 
   /// A trainer; validates the config and data, builds the optimizer and schedule.
@@ -109,17 +114,30 @@ public final class Trainer {
     while step < totalSteps {
       let micro = nextStepBatches()
       let normalizer = task.lossNormalizer(for: micro)
-      try task.zeroGradients()
-      var loss: Float = 0
-      for b in micro {
-        loss += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
-        tokens += b.realTokens
-      }
-      guard loss.isFinite else { throw nonFinite("the training loss", loss) }
-      let norm = try optimizer.gradientNorm()
-      guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
       let lr = schedule.learningRate(step: step)
-      try optimizer.update(lr: lr)
+      let loss: Float, norm: Float
+      if let engine = try stepEngine() {
+        // The update is queued with the step and skipped on the device when loss or S is
+        // not finite, so the parameters still hold the previous step's values here.
+        let seeds = micro.map { _ in nextDropoutSeed() }
+        let o = try engine.step(micro, dropoutSeeds: seeds, lossNormalizer: normalizer, lr: lr)
+        guard o.loss.isFinite else { throw nonFinite("the training loss", o.loss) }
+        norm = o.sumOfSquares.squareRoot()
+        guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
+        loss = o.loss
+      } else {
+        try task.zeroGradients()
+        var sum: Float = 0
+        for b in micro {
+          sum += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
+        }
+        guard sum.isFinite else { throw nonFinite("the training loss", sum) }
+        norm = try optimizer.gradientNorm()
+        guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
+        try optimizer.update(lr: lr)
+        loss = sum
+      }
+      tokens += micro.reduce(0) { $0 + $1.realTokens }
       step += 1
       lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
       if step % config.loggingSteps == 0 || step == totalSteps {
@@ -146,6 +164,19 @@ public final class Trainer {
     if stoppedEarly, let best = bestTrainables { try restore(best) }
     try log?.writeCurve()
     return TrainingSummary(steps: step, finalLoss: lastLoss, bestEvaluation: bestEvaluation, stoppedEarly: stoppedEarly)
+  }
+
+  /// The replayed-step engine when the task is staged (made once, with room reserved for
+  /// the largest micro-batch the run can meet), else nil.
+  func stepEngine() throws -> ReplayedSteps? {
+    if let replayedSteps { return replayedSteps }
+    guard let staged = task as? StagedTrainingTask else { return nil }
+    let engine = try ReplayedSteps(task: staged, optimizer: optimizer, maxTokens: config.maxSeqLength,
+                                   replays: replaysSteps)
+    try staged.reserve(StepShape(rows: config.perDeviceTrainBatchSize * task.exampleGroupSize,
+                                 tokens: plan.longestRow, maxTokens: config.maxSeqLength))
+    replayedSteps = engine
+    return engine
   }
 
   /// The next optimizer step's micro-batches: up to `gradientAccumulationSteps`, fewer at the

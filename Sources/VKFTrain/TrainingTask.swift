@@ -48,7 +48,7 @@ public final class SFTTask: TrainingTask {
   public let model: LlamaModel
   public let trainableTensors: [TrainableTensor]
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) throws -> Void
+  let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
 
   /// A task over `model` training `trainables`.

@@ -38,18 +38,17 @@ extension VulkanBackend {
 
   // MARK: - Upload / download
 
-  /// Copies `bytes` into `t`. Mapped memory: if the pending batch uses `t`'s storage, the
-  /// batch is submitted and waited for first (a host write cannot be ordered inside a
-  /// command buffer), then memcpy. Unmapped memory: the bytes go through a staging buffer
-  /// and a recorded copy, which the batch orders after earlier work without waiting.
+  /// Copies `bytes` into `t`, never waiting. Mapped memory that no queued work uses: memcpy.
+  /// Otherwise (unmapped memory, or queued work — an eager op or a replay — still uses the
+  /// storage, and a host write cannot be ordered inside a command buffer): the bytes go
+  /// through a staging buffer and a recorded copy, which orders after that work.
   public func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws {
     let s = try vulkanStorage(t, op: "upload")
     try ShapeCheck.transfer("upload", bytes: bytes.count, t)
     try checkNotCapturing("upload")
     guard t.byteCount > 0, let src = bytes.baseAddress else { return }
     device.statistics.update { $0.bytesUploaded += t.byteCount }
-    if let dst = s.mapped, !stagingTransfers {
-      if recorder.references(s) { try recorder.submitAndWait() }
+    if let dst = s.mapped, !stagingTransfers, !recorder.references(s) {
       (dst + t.byteOffset).copyMemory(from: src, byteCount: t.byteCount)
       let lo = s.offset + t.byteOffset
       try s.block.flush(lo..<(lo + t.byteCount))

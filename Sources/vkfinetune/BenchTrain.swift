@@ -50,6 +50,9 @@ struct BenchTrain: ParsableCommand {
   @Flag(help: "Recompute activations in the backward pass.")
   var gradientCheckpointing = false
 
+  @Flag(help: "sft: run each step's ops eagerly instead of replaying its recordings (to compare the two).")
+  var eager = false
+
   @Option(help: "Also write the results as JSON to this file.")
   var json: String?
 
@@ -94,13 +97,18 @@ struct BenchTrain: ParsableCommand {
     let tokens = rows * seq
     let ids = (0..<tokens).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
     let targets = (0..<tokens).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] }
+    // SFT: the trainer's step engine — one recorded micro-batch replayed per step (or, with
+    // --eager, the same ops queued afresh), one submission and one wait.
+    let sftTask = lora.map { SFTTask(model: llama, lora: $0) } ?? SFTTask(fullFineTuning: llama)
+    let engine = try ReplayedSteps(task: sftTask, optimizer: optimizer, maxTokens: seq, replays: !eager)
+    let rowsData = (0..<rows).map { r in
+      TokenizedExample(inputIds: ids[(r * seq)..<((r + 1) * seq)].map(Int.init),
+                       targets: targets[(r * seq)..<((r + 1) * seq)].map(Int.init))
+    }
+    let sftBatch = Batching.batches(rowsData, batchSize: rows, padID: 0)[0]
+    let sftNormalizer = sftTask.lossNormalizer(for: [sftBatch])
     var step: () throws -> Void = {
-      if let lora { try lora.zeroGradients() } else { try weights.zeroGradients() }
-      try llama.forward(ids: ids, targets: targets, batch: rows, computeGradients: true)
-      try llama.backward()
-      _ = try optimizer.gradientNorm()
-      try optimizer.update(lr: 1e-5)
-      try backend.synchronize()
+      _ = try engine.step([sftBatch], dropoutSeeds: [0], lossNormalizer: sftNormalizer, lr: 1e-5)
     }
     if objective.isPreference {
       // Pairs sharing a prompt (prompt tokens of the chosen row), answers of seq − prompt tokens.

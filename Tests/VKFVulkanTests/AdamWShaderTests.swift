@@ -49,6 +49,31 @@ final class AdamWShaderTests: XCTestCase {
                            file: file, line: line)
   }
 
+  /// A non-finite Σg² (NaN, ±inf; with or without clipping) skips the step on both backends:
+  /// param, m and v keep their bits even where the gradient itself is NaN.
+  func testAdamW_nonFiniteSumOfSquares_skipsStep() throws {
+    let n = 300
+    let p0 = TestData.uniform(n, seed: 4), m0 = TestData.uniform(n, seed: 5), v0 = TestData.uniform(n, seed: 6, 0, 1)
+    for bad in [Float.nan, .infinity, -.infinity] {
+      for maxGradNorm: Float in [0, 1] {
+        let r = try BlockCheck.both { be in
+          let p = try be.tensor(p0, shape: [n]), m = try be.tensor(m0, shape: [n]), v = try be.tensor(v0, shape: [n])
+          var grad = TestData.uniform(n, seed: 7)
+          grad[3] = .nan
+          let g = try be.tensor(grad, shape: [n])
+          let hyper = try be.tensor(AdamWHyperParameters(lr: 1e-2, step: 1, maxGradNorm: maxGradNorm).packed,
+                                    shape: [AdamWHyperParameters.count])
+          let s = try be.tensor([bad], shape: [1])
+          try be.adamW(param: p, grad: g, m: m, v: v, hyper: hyper, gradSumOfSquares: s)
+          return [try be.floats(p), try be.floats(m), try be.floats(v)]
+        }
+        for (what, got) in [("cpu", r.cpu), ("vulkan", r.vk)] {
+          XCTAssertEqual(got, [p0, m0, v0], "\(what): S \(bad), maxGradNorm \(maxGradNorm)")
+        }
+      }
+    }
+  }
+
   func testAdamW_threeStepsNoClipping_matchesCPU() throws {
     for n in [1, 7, 1000] {
       try check(n: n, maxGradNorm: 0, passSumOfSquares: false, seed: UInt64(n),

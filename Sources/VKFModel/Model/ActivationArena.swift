@@ -23,8 +23,12 @@ struct LayerActivations {
 }
 
 /// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
-/// from one f32 allocation (plus one small i32 one for ids, targets and positions), made
-/// once and reused across steps (llm.c's single allocation).
+/// from one f32 allocation (plus one small i32 one for ids and targets), made once and
+/// reused across steps (llm.c's single allocation). Arenas of several shapes share one
+/// allocation sized for the largest: only one runs at a time, and nothing in the shared
+/// part outlives a forward + backward (ids and targets are uploaded before each pass). What
+/// must persist per shape — the RoPE positions — has its own small allocation, and the
+/// ones vector is the model's, shared.
 final class ActivationArena {
   let batch: Int, tokens: Int
   /// Residual stream before layer l (l < L) and after the last layer (l = L): L+1 × (N, C).
@@ -38,8 +42,8 @@ final class ActivationArena {
   var logits: Tensor
   /// Per-token loss / normalizer (N): Σ is the mean loss.
   var losses: Tensor
-  /// (N) ones: bias gradients are row sums, done as ones·dy.
-  var ones: Tensor
+  /// (N) ones: bias gradients are row sums, done as ones·dy (a view of the model's ones).
+  let ones: Tensor
   /// Scores before softmax in the forward pass, dP / dScores in the backward (B, NH, T, T).
   var scores: Tensor
   /// Scratch of N·NH·HS elements (queries before/after RoPE, attention output, dq).
@@ -50,8 +54,10 @@ final class ActivationArena {
   var dResidual, dHidden, dTemp: Tensor
   /// MLP gradients (N, F).
   var dAct, dGate, dUp: Tensor
-  /// Token ids, targets and RoPE positions (N) i32.
-  var ids, targets, positions: Tensor
+  /// Token ids and targets (N) i32, in the shared allocation.
+  var ids, targets: Tensor
+  /// RoPE positions (N) i32: 0..T−1 per row, this arena's own.
+  let positions: Tensor
   /// Per-token weights of the logit gradients (N), for sequence-level losses.
   var tokenWeights: Tensor
   /// The allocations every view above points into (f32; i32 ids/targets/positions).
@@ -59,9 +65,9 @@ final class ActivationArena {
 
   /// `previous`: an arena whose allocations are reused when large enough, so batches of
   /// varying length (padded to their longest example) do not allocate (and page-fault in)
-  /// a new arena each step; the allocation only grows.
+  /// a new arena each step; the allocation only grows. `ones`: at least B·T ones.
   init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, previous: ActivationArena? = nil,
-       backend: Backend) throws {
+       ones: Tensor, backend: Backend) throws {
     self.batch = batch; self.tokens = tokens
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
@@ -71,7 +77,7 @@ final class ActivationArena {
     let measure = Carver(base: nil)
     _ = try carve(measure)
     let f32Count = measure.offset + LlamaWeights.aligned(n)  // + tokenWeights
-    let intCount = 3 * LlamaWeights.aligned(n)
+    let intCount = 2 * LlamaWeights.aligned(n)
     if let p = previous, p.storage.count >= f32Count, p.intStorage.count >= intCount {
       storage = p.storage; intStorage = p.intStorage
     } else {
@@ -81,19 +87,18 @@ final class ActivationArena {
     let v = try carve(Carver(base: arena))
     residual = v.residual
     saved = v.saved
-    (finalNormed, finalRstd, logits, losses, ones, scores) = (v.f32[0], v.f32[1], v.f32[2], v.f32[3], v.f32[4], v.f32[5])
-    (qA, qB, dAttn) = (v.f32[6], v.f32[7], v.f32[8])
-    (kA, kB, dkHead, dvHead) = (v.f32[9], v.f32[10], v.f32[11], v.f32[12])
-    (dResidual, dHidden, dTemp) = (v.f32[13], v.f32[14], v.f32[15])
-    (dAct, dGate, dUp) = (v.f32[16], v.f32[17], v.f32[18])
+    (finalNormed, finalRstd, logits, losses, scores) = (v.f32[0], v.f32[1], v.f32[2], v.f32[3], v.f32[4])
+    self.ones = try ones.view(shape: [n])
+    (qA, qB, dAttn) = (v.f32[5], v.f32[6], v.f32[7])
+    (kA, kB, dkHead, dvHead) = (v.f32[8], v.f32[9], v.f32[10], v.f32[11])
+    (dResidual, dHidden, dTemp) = (v.f32[12], v.f32[13], v.f32[14])
+    (dAct, dGate, dUp) = (v.f32[15], v.f32[16], v.f32[17])
     let ints = intStorage
     ids = try ints.view(offset: 0, shape: [n])
     targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
-    positions = try ints.view(offset: 2 * LlamaWeights.aligned(n), shape: [n])
     tokenWeights = try storage.view(offset: measure.offset, shape: [n])
-    try backend.fill(ones, value: 1)
     // Positions 0..T−1 in every row (no packing yet).
-    try backend.upload((0..<n).map { Int32($0 % tokens) }, to: positions)
+    positions = try backend.tensor((0..<n).map { Int32($0 % tokens) }, shape: [n])
   }
 
   /// f32 elements an arena of this shape needs (its views plus the token weights).
@@ -121,7 +126,7 @@ final class ActivationArena {
         gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
         act: try c.take([n, s.intermediate]))
     }
-    v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [n], [batch, s.heads, tokens, tokens],
+    v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [batch, s.heads, tokens, tokens],
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
                  [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
                  [n, s.hidden], [n, s.hidden], [n, s.hidden],

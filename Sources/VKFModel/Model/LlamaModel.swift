@@ -19,7 +19,14 @@ public final class LlamaModel {
   public let checkpointing: Bool
   /// RoPE inverse frequencies (HS/2), shared by the training and the cached forward.
   let invFreq: Tensor
+  /// The arena of the last pass.
   private var arena: ActivationArena?
+  /// Every shape's arena met so far; all share the largest one's allocation.
+  private var arenas: [ArenaShape: ActivationArena] = [:]
+  /// At least as many ones as the largest arena's N (views of it are the arenas' `ones`).
+  private var ones: Tensor?
+  /// A (B, T) arena key.
+  private struct ArenaShape: Hashable { let batch: Int, tokens: Int }
   /// True between a forward with gradients and its backward.
   private var backwardPending = false
   /// True between a `forwardHidden` with gradients and `backwardFromHidden`.
@@ -48,44 +55,91 @@ public final class LlamaModel {
   /// step makes accumulated gradients equal those of the whole batch.
   public func forward(ids: [Int32], targets: [Int32]? = nil, batch: Int,
                       lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
-    guard batch > 0, ids.count % batch == 0, ids.count > 0 else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.forward",
-        detail: "\(ids.count) ids do not form \(batch) rows")
+    if let targets {
+      try stage(ids: ids, targets: targets, batch: batch)
+      if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
+        throw VKFError.other("LlamaModel.forward: every target is ignored (−100); "
+          + "pass lossNormalizer to run such a micro-batch")
+      }
+      try forwardStaged(lossNormalizer: lossNormalizer.map { .value($0) } ?? .targetCount,
+                        computeGradients: computeGradients)
+      return
     }
-    if let targets, targets.count != ids.count {
+    guard !computeGradients else {
+      throw VKFError.other("LlamaModel.forward: computeGradients needs targets")
+    }
+    try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
+    let ar = try arena(batch: batch, tokens: ids.count / batch)
+    try backend.upload(ids, to: ar.ids)
+    try trunk(ar)
+    try weights.lmHead.forward(backend, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
+    backwardPending = false
+  }
+
+  /// Checks ids (B, T) and targets and uploads them into the arena of their shape, which the
+  /// next `forwardStaged` uses. Uploads never wait: a replayed step stages each micro-batch
+  /// between replays of one recorded `forwardStaged` + `backward` per shape.
+  public func stage(ids: [Int32], targets: [Int32], batch: Int) throws {
+    try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
+    if targets.count != ids.count {
       throw VKFError.shapeMismatch(op: "LlamaModel.forward",
         detail: "\(targets.count) targets for \(ids.count) ids")
     }
-    if computeGradients {
-      guard targets != nil else {
-        throw VKFError.other("LlamaModel.forward: computeGradients needs targets")
-      }
-      guard weights.hasGradients else {
-        throw VKFError.other("LlamaModel.forward: no parameter is trainable "
-          + "(load the weights with trainable: .all or .named(…))")
-      }
-    }
     let vocab = Int32(shape.vocab)
-    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
-      throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "token id \(bad) ∉ [0, \(vocab))")
-    }
-    if let bad = targets?.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || $0 >= vocab) }) {
+    if let bad = targets.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || $0 >= vocab) }) {
       throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "target \(bad) ∉ [0, \(vocab)) ∪ {−100}")
     }
-    let ar = try trunk(ids: ids, batch: batch)
+    let ar = try arena(batch: batch, tokens: ids.count / batch)
+    try backend.upload(ids, to: ar.ids)
+    try backend.upload(targets, to: ar.targets)
+    stagedArena = ar
+  }
+
+  /// The arena the last `stage` filled.
+  private var stagedArena: ActivationArena?
+
+  /// Forward with loss on the inputs of the last `stage` — ops only, no host transfer, so
+  /// it can be recorded. `lossNormalizer` divides the summed loss (`.targetCount`: this
+  /// batch's trained targets; `.tensor`: read when the op runs). With `computeGradients`,
+  /// dLogits replace the logits for `backward()`.
+  public func forwardStaged(lossNormalizer: LossNormalizer, computeGradients: Bool) throws {
+    guard let ar = stagedArena else {
+      throw VKFError.other("LlamaModel.forwardStaged: stage a batch first")
+    }
+    if computeGradients, !weights.hasGradients {
+      throw VKFError.other("LlamaModel.forward: no parameter is trainable "
+        + "(load the weights with trainable: .all or .named(…))")
+    }
+    arena = ar
+    try trunk(ar)
     let be = backend
     try weights.lmHead.forward(be, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
-    backwardPending = false
-    guard let targets else { return }
-    try be.upload(targets, to: ar.targets)
-    if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
-      throw VKFError.other("LlamaModel.forward: every target is ignored (−100); "
-        + "pass lossNormalizer to run such a micro-batch")
-    }
     try be.crossEntropy(logits: ar.logits, targets: ar.targets, ignoreIndex: Self.ignoreIndex,
                         normalizer: lossNormalizer, losses: ar.losses,
                         dLogits: computeGradients ? ar.logits : nil)
     backwardPending = computeGradients
+  }
+
+  /// Per-token losses (N) of the last pass with targets, on the device: Σ is its loss.
+  public var tokenLossTensor: Tensor? { arena?.losses }
+
+  /// Ones (N) for the last pass's shape (row sums as matmuls).
+  public var onesTensor: Tensor? { arena?.ones }
+
+  /// Makes the arenas' shared allocation large enough for (batch, tokens) now, so shapes met
+  /// later reuse it instead of growing it (a recorded pass keeps the allocation it saw).
+  public func reserve(batch: Int, tokens: Int) throws {
+    _ = try arena(batch: batch, tokens: tokens)
+  }
+
+  private func checkIDs(_ ids: [Int32], batch: Int, op: String) throws {
+    guard batch > 0, ids.count % batch == 0, ids.count > 0 else {
+      throw VKFError.shapeMismatch(op: op, detail: "\(ids.count) ids do not form \(batch) rows")
+    }
+    let vocab = Int32(shape.vocab)
+    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
+      throw VKFError.outOfRange(op: op, detail: "token id \(bad) ∉ [0, \(vocab))")
+    }
   }
 
   /// The mean loss of the last forward pass with targets (Σ of the per-token losses; with a
@@ -161,18 +215,13 @@ public final class LlamaModel {
   /// (N, C), valid until the next forward: the input of a scalar head (reward model). With
   /// `computeGradients`, fill `hiddenGradient` with dL/dhidden and call `backwardFromHidden()`.
   public func forwardHidden(ids: [Int32], batch: Int, computeGradients: Bool = false) throws -> Tensor {
-    guard batch > 0, ids.count % batch == 0, ids.count > 0 else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.forwardHidden",
-        detail: "\(ids.count) ids do not form \(batch) rows")
-    }
-    let vocab = Int32(shape.vocab)
-    if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
-      throw VKFError.outOfRange(op: "LlamaModel.forwardHidden", detail: "token id \(bad) ∉ [0, \(vocab))")
-    }
+    try checkIDs(ids, batch: batch, op: "LlamaModel.forwardHidden")
     if computeGradients, !weights.hasGradients {
       throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
     }
-    let ar = try trunk(ids: ids, batch: batch)
+    let ar = try arena(batch: batch, tokens: ids.count / batch)
+    try backend.upload(ids, to: ar.ids)
+    try trunk(ar)
     backwardPending = false
     hiddenBackwardPending = computeGradients
     return ar.finalNormed
@@ -193,11 +242,10 @@ public final class LlamaModel {
 
   // MARK: - Helpers
 
-  /// Embedding → layers → final RMSNorm on ids (B, T), into the arena for that shape.
-  private func trunk(ids: [Int32], batch: Int) throws -> ActivationArena {
-    let ar = try arena(batch: batch, tokens: ids.count / batch)
+  /// Embedding → layers → final RMSNorm on the ids in `ar` (uploaded by the caller).
+  private func trunk(_ ar: ActivationArena) throws {
+    arena = ar
     let be = backend, s = shape
-    try be.upload(ids, to: ar.ids)
     try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
     for l in 0..<s.layers {
       try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1],
@@ -205,7 +253,6 @@ public final class LlamaModel {
     }
     try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
                    into: ar.finalNormed, rstd: ar.finalRstd)
-    return ar
   }
 
   /// The ignored target (PyTorch's default `ignore_index`).
@@ -215,19 +262,30 @@ public final class LlamaModel {
     DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq)
   }
 
-  /// The arena for (batch, tokens), made when the shape changes.
+  /// The arena for (batch, tokens): made on first use, then kept. Every arena views one
+  /// shared allocation, replaced (and the arenas remade on it) only when a larger shape comes.
   private func arena(batch: Int, tokens: Int) throws -> ActivationArena {
-    if let a = arena, a.batch == batch, a.tokens == tokens { return a }
-    // Reuse the old allocation when it is large enough; otherwise release it first.
-    let previous = arena
+    let key = ArenaShape(batch: batch, tokens: tokens)
+    if let a = arenas[key] { return a }
     let saves = weights.hasGradients && !checkpointing
+    let n = batch * tokens
+    var previous = arenas.values.first
     if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
-                                                         savesEveryLayer: saves) > p.storage.count {
-      arena = nil
+                                                         savesEveryLayer: saves) > p.storage.count
+                           || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
+      // Release the old allocation first (recordings still holding views keep theirs alive).
+      arenas = [:]; arena = nil; stagedArena = nil; previous = nil
     }
+    if (ones?.count ?? 0) < n {
+      ones = nil
+      let t = try backend.allocate([n])
+      try backend.fill(t, value: 1)
+      ones = t
+    }
+    guard let ones else { throw VKFError.other("LlamaModel: ones vector missing") }
     let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
-                                previous: arena, backend: backend)
-    arena = a
+                                previous: previous, ones: ones, backend: backend)
+    arenas[key] = a
     return a
   }
 }

@@ -12,6 +12,9 @@ enum ShaderSources {
 //   g = grad·gradScale·clip
 //   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
 //   p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+//   A bound S that is not finite (NaN/inf, a non-finite gradient or loss folded in) skips
+//   the update: param, m and v keep their values, so the host can stop the run after the
+//   step's only wait with the previous step's parameters intact.
 //   Per-step values live in the hyper buffer, not push constants, so recorded work replays.
 // Shapes: grad, param, m, v (n) f32; hyper (16) f32; sumSq (1) f32.
 // Bindings: 0 grad, 1 hyper, 2 sumSq (readonly; without one the host binds hyper again and
@@ -46,8 +49,11 @@ void main() {
   float gradScale = hyper[h + 7u], maxGradNorm = hyper[h + 8u];
 
   float clip = 1.0;
-  if (maxGradNorm > 0.0 && pc.hasSumSq != 0u) {
-    clip = min(1.0, maxGradNorm / (gradScale * sqrt(sumsq[pc.boff[2]]) + 1e-6));
+  if (pc.hasSumSq != 0u) {
+    float s = sumsq[pc.boff[2]];
+    // Exponent all ones: NaN or inf (a bit test no fast-math rewrite can drop).
+    if ((floatBitsToUint(s) & 0x7f800000u) == 0x7f800000u) return;
+    if (maxGradNorm > 0.0) clip = min(1.0, maxGradNorm / (gradScale * sqrt(s) + 1e-6));
   }
   // Grouped exactly as CPUBackend.adamW so the two agree to the last few ulp.
   float g = grad[pc.boff[0] + i] * (gradScale * clip);

@@ -1,0 +1,128 @@
+// Optimizer steps as replays of recorded work: one submission and one host wait per step,
+// whatever the gradient accumulation, with no descriptor set or pipeline made after warm-up.
+import VKFCore
+import VKFData
+
+/// A task whose micro-batch splits into a host half (`stage`: check and upload the inputs,
+/// set the dropout seed) and an ops-only half (`queueForwardBackward`) that can be recorded
+/// once per input shape and replayed.
+public protocol StagedTrainingTask: TrainingTask {
+  /// Checks `batch` and uploads its inputs (never waiting), padded to `shape`; sets the
+  /// dropout seed of the next pass. Returns false when the batch trains nothing (skip it).
+  func stage(_ batch: Batch, as shape: StepShape, dropoutSeed: UInt64) throws -> Bool
+  /// Makes room for the largest shape the run will meet before anything is recorded, so
+  /// later shapes reuse the same memory.
+  func reserve(_ shape: StepShape) throws
+  /// Forward and backward of the staged batch, its loss divided by `lossNormalizer` (one
+  /// f32, read when the ops run) and added into `lossSum` (one f32). Ops only.
+  func queueForwardBackward(lossNormalizer: Tensor, lossSum: Tensor) throws
+}
+
+/// The (B, T) a micro-batch runs at: T rounded up to a multiple of `StepShape.granularity`
+/// (capped at the longest row allowed), so a run meets few shapes and records each once.
+/// Right padding (ignored targets) changes no trained token's loss: attention is causal.
+public struct StepShape: Hashable, Sendable, CustomStringConvertible {
+  public let batch: Int, tokens: Int
+  /// Tokens a row is rounded up to: a run over the shared Alpaca subset meets ≤ 16 shapes
+  /// at max_seq_length 1024, and a row wastes < 64 tokens.
+  public static let granularity = 64
+
+  public init(batch: Int, tokens: Int) { self.batch = batch; self.tokens = tokens }
+
+  /// The shape `batch` runs at when rows may hold up to `maxTokens` tokens.
+  public init(for batch: Batch, maxTokens: Int) {
+    self.init(rows: batch.batchSize, tokens: batch.seqLength, maxTokens: maxTokens)
+  }
+
+  /// The shape of `rows` rows of `tokens` tokens when rows may hold up to `maxTokens`.
+  public init(rows: Int, tokens: Int, maxTokens: Int) {
+    let g = Self.granularity
+    let rounded = (tokens + g - 1) / g * g
+    self.init(batch: rows, tokens: max(tokens, min(rounded, maxTokens)))
+  }
+
+  public var description: String { "\(batch)×\(tokens)" }
+}
+
+/// Runs optimizer steps of a `StagedTrainingTask` as replays: a `begin` recording (zero the
+/// gradients and the metric slots), one recording per micro-batch shape, and an `end`
+/// recording (Σgrad², the total S, AdamW). The host stages each micro-batch's inputs between
+/// replays — uploads that never wait — and reads [loss, S] once, after the step's only
+/// submission. A non-finite loss or S skips the update on the device (see `AdamW.sumOfSquares`).
+///
+/// With `replays` false the same bodies run eagerly: the reference the replayed step is
+/// compared with, bit for bit.
+public final class ReplayedSteps {
+  public let task: StagedTrainingTask
+  public let optimizer: AdamW
+  /// Longest row (tokens) a micro-batch may be padded to.
+  public let maxTokens: Int
+  /// Record and replay (true), or run the same ops eagerly (false).
+  public let replays: Bool
+  private let backend: Backend
+  /// 1/N's N for the step (one f32, uploaded before each step).
+  private let normalizer: Tensor
+  private var begin: Recording?, end: Recording?
+  private var micro: [StepShape: Recording] = [:]
+
+  /// Shapes recorded so far (one recording each).
+  public var recordedShapes: Set<StepShape> { Set(micro.keys) }
+
+  public init(task: StagedTrainingTask, optimizer: AdamW, maxTokens: Int, replays: Bool = true) throws {
+    self.task = task
+    self.optimizer = optimizer
+    self.maxTokens = maxTokens
+    self.replays = replays
+    backend = task.backend
+    normalizer = try backend.allocate([1])
+  }
+
+  /// The outcome of one step, read after its single wait.
+  public struct Outcome: Sendable {
+    /// The step's mean loss (Σ over micro-batches of their summed loss / normaliser).
+    public let loss: Float
+    /// Σgrad² over every trained tensor, before clipping (NaN when the loss was not finite).
+    public let sumOfSquares: Float
+  }
+
+  /// One optimizer step over `batches` (each with its dropout seed) at learning rate `lr`,
+  /// the summed loss divided by `lossNormalizer`. Waits once, at the end.
+  public func step(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float) throws -> Outcome {
+    guard batches.count == dropoutSeeds.count else {
+      throw TrainingError.invalidBatch("\(batches.count) micro-batches but \(dropoutSeeds.count) dropout seeds")
+    }
+    try backend.upload([lossNormalizer], to: normalizer)
+    try run(&begin) { [task, optimizer] in
+      try task.zeroGradients()
+      try optimizer.queueResetMetrics()
+    }
+    for (b, seed) in zip(batches, dropoutSeeds) {
+      let shape = StepShape(for: b, maxTokens: maxTokens)
+      guard try task.stage(b, as: shape, dropoutSeed: seed) else { continue }
+      try run(&micro[shape]) { [task, normalizer, optimizer] in
+        try task.queueForwardBackward(lossNormalizer: normalizer, lossSum: optimizer.lossSum)
+      }
+    }
+    try optimizer.prepareStep(lr: lr)
+    try run(&end) { [optimizer] in
+      try optimizer.queueSumOfSquares()
+      try optimizer.queueUpdate()
+    }
+    // The step's only wait: the loss slot and S are adjacent.
+    let m = try backend.floats(optimizer.lossAndSumOfSquares)
+    let outcome = Outcome(loss: m[0], sumOfSquares: m[1])
+    if !outcome.loss.isFinite || !outcome.sumOfSquares.isFinite { optimizer.stepSkipped() }
+    return outcome
+  }
+
+  /// Replays `recording`, recording `body` into it first; or runs `body` eagerly.
+  private func run(_ recording: inout Recording?, _ body: @escaping () throws -> Void) throws {
+    guard replays else { return try body() }
+    let r: Recording
+    if let recording { r = recording } else {
+      r = try backend.record(body)
+      recording = r
+    }
+    try backend.replay([r])
+  }
+}
