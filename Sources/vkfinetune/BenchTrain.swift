@@ -50,6 +50,10 @@ struct BenchTrain: ParsableCommand {
   @Flag(help: "Recompute activations in the backward pass.")
   var gradientCheckpointing = false
 
+  @Option(name: .customLong("gradient-accumulation-steps"),
+          help: "sft: micro-batches of --batch rows per optimizer step (each a different random batch).")
+  var accumulation = 1
+
   @Flag(help: "sft: run each step's ops eagerly instead of replaying its recordings (to compare the two).")
   var eager = false
 
@@ -69,7 +73,8 @@ struct BenchTrain: ParsableCommand {
     guard let m = FineTuneMethod(rawValue: method.lowercased()) else {
       throw RecipeError("--method must be one of \(FineTuneMethod.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
     }
-    for (flag, v) in [("--batch", batch), ("--seq", seq), ("--steps", steps), ("--lora-r", loraR)] where v <= 0 {
+    for (flag, v) in [("--batch", batch), ("--seq", seq), ("--steps", steps), ("--lora-r", loraR),
+                      ("--gradient-accumulation-steps", accumulation)] where v <= 0 {
       throw RecipeError("\(flag) must be a positive integer, got \(v)")
     }
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
@@ -94,21 +99,32 @@ struct BenchTrain: ParsableCommand {
     let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq)
 
     var rng = SplitMix64(seed: 0x5EED)
-    let tokens = rows * seq
-    let ids = (0..<tokens).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
-    let targets = (0..<tokens).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] }
+    if objective.isPreference, accumulation != 1 {
+      throw RecipeError("--gradient-accumulation-steps applies to --objective sft only")
+    }
+    // Random rows; targets are the next id, the last of each row ignored.
+    func randomRows() -> (ids: [Int32], targets: [Int32]) {
+      let ids = (0..<(rows * seq)).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
+      return (ids, (0..<(rows * seq)).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] })
+    }
+    let (ids, targets) = randomRows()
+    let tokens = rows * seq * accumulation
     // SFT: the trainer's step engine — one recorded micro-batch replayed per step (or, with
     // --eager, the same ops queued afresh), one submission and one wait.
     let sftTask = lora.map { SFTTask(model: llama, lora: $0) } ?? SFTTask(fullFineTuning: llama)
     let engine = try ReplayedSteps(task: sftTask, optimizer: optimizer, maxTokens: seq, replays: !eager)
-    let rowsData = (0..<rows).map { r in
-      TokenizedExample(inputIds: ids[(r * seq)..<((r + 1) * seq)].map(Int.init),
-                       targets: targets[(r * seq)..<((r + 1) * seq)].map(Int.init))
+    let microBatches = (0..<accumulation).map { k -> Batch in
+      let (i, t) = k == 0 ? (ids, targets) : randomRows()
+      let rowsData = (0..<rows).map { r in
+        TokenizedExample(inputIds: i[(r * seq)..<((r + 1) * seq)].map(Int.init),
+                         targets: t[(r * seq)..<((r + 1) * seq)].map(Int.init))
+      }
+      return Batching.batches(rowsData, batchSize: rows, padID: 0)[0]
     }
-    let sftBatch = Batching.batches(rowsData, batchSize: rows, padID: 0)[0]
-    let sftNormalizer = sftTask.lossNormalizer(for: [sftBatch])
+    let sftNormalizer = sftTask.lossNormalizer(for: microBatches)
     var step: () throws -> Void = {
-      _ = try engine.step([sftBatch], dropoutSeeds: [0], lossNormalizer: sftNormalizer, lr: 1e-5)
+      _ = try engine.step(microBatches, dropoutSeeds: microBatches.indices.map(UInt64.init),
+                          lossNormalizer: sftNormalizer, lr: 1e-5)
     }
     if objective.isPreference {
       // Pairs sharing a prompt (prompt tokens of the chosen row), answers of seq − prompt tokens.
@@ -138,12 +154,13 @@ struct BenchTrain: ParsableCommand {
     let costs = (backend.statistics - before).per(steps)
     let report = TrainBenchReport(
       backend: backend.name, model: loaded.location.url.path, method: m.rawValue, objective: objective.rawValue,
-      batch: batch, seq: seq, steps: steps,
+      batch: batch, seq: seq, gradientAccumulationSteps: accumulation, eager: eager, steps: steps,
       trainableParameters: trainables.reduce(0) { $0 + $1.count }, secondsPerStep: perStep,
       tokensPerSecond: Double(tokens) / perStep, pairsPerSecond: objective.isPreference ? Double(batch) / perStep : nil,
       peakResidentBytes: Self.peakResidentBytes(), estimatedDeviceBytes: estimate.deviceBytes,
       deviceMemoryPeakBytes: backend.statistics.deviceMemoryPeakBytes, perStep: costs)
-    let shape = objective.isPreference ? "\(batch) pairs × \(seq) (prompt \(prompt))" : "\(batch)×\(seq)"
+    let shape = objective.isPreference ? "\(batch) pairs × \(seq) (prompt \(prompt))"
+      : "\(batch)×\(seq)" + (accumulation > 1 ? " × \(accumulation) micro-batches" : "")
     let pairs = report.pairsPerSecond.map { String(format: "%.2f pairs/s, ", $0) } ?? ""
     print(String(format: "%@ %@ %@: %.3f s/step, %@%.1f tokens/s, %@ trainable, peak RSS %@, estimated device %@",
                  objective.rawValue, m.rawValue, shape, perStep, pairs, report.tokensPerSecond,
@@ -190,6 +207,10 @@ struct TrainBenchReport: Codable {
   /// Rows (sft) or pairs (dpo, reward) per step.
   var batch: Int
   var seq: Int
+  /// Micro-batches per optimizer step (sft).
+  var gradientAccumulationSteps: Int
+  /// True when the step's ops ran eagerly (`--eager`) instead of replaying recordings.
+  var eager: Bool
   var steps: Int
   var trainableParameters: Int
   var secondsPerStep: Double
@@ -206,7 +227,8 @@ struct TrainBenchReport: Codable {
   var perStep: ExecutionCosts
 
   enum CodingKeys: String, CodingKey {
-    case backend, model, method, objective, batch, seq, steps
+    case backend, model, method, objective, batch, seq, steps, eager
+    case gradientAccumulationSteps = "gradient_accumulation_steps"
     case trainableParameters = "trainable_parameters", secondsPerStep = "seconds_per_step"
     case tokensPerSecond = "tokens_per_second", pairsPerSecond = "pairs_per_second"
     case peakResidentBytes = "peak_resident_bytes", estimatedDeviceBytes = "estimated_device_bytes"

@@ -1,0 +1,66 @@
+import Foundation
+import XCTest
+
+/// `bench train --json` reports per-step execution costs under "per_step" with the issue's
+/// exact keys; on lavapipe a step with 4 micro-batches costs one submission and one wait,
+/// allocates no descriptor set and compiles no pipeline after warm-up.
+final class BenchTrainTests: XCTestCase {
+  /// Barriers per dispatch at most (dependency-tracked barriers; 1.0 was a barrier per dispatch).
+  static let barriersPerDispatch = 0.6
+  /// Bytes read back per step at most: the step's [loss, Σgrad²].
+  static let bytesDownloadedPerStep = 1024.0
+
+  /// A 2-layer Llama (the PEFT interop fixture) with a 40-token byte-level tokenizer.
+  private func tinyModel(in dir: URL) throws -> URL {
+    let model = dir.appendingPathComponent("tiny")
+    try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+    let base = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../VKFPEFTTests/Fixtures/peftio/base").standardized
+    for f in ["config.json", "model.safetensors"] {
+      try FileManager.default.copyItem(at: base.appendingPathComponent(f), to: model.appendingPathComponent(f))
+    }
+    let vocab = Dictionary(uniqueKeysWithValues: (0..<40).map { (String(UnicodeScalar(UInt8(97 + $0))), $0) })
+    let tokenizer: [String: Any] = [
+      "version": "1.0", "added_tokens": [], "normalizer": NSNull(), "post_processor": NSNull(),
+      "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+      "decoder": ["type": "ByteLevel"], "model": ["type": "BPE", "vocab": vocab, "merges": []]]
+    try JSONSerialization.data(withJSONObject: tokenizer).write(to: model.appendingPathComponent("tokenizer.json"))
+    return model
+  }
+
+  func test_benchTrain_json_perStepCountersAtTheirFloorOnLavapipe() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-bench-train-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let model = try tinyModel(in: dir)
+    for method in ["lora", "full"] {
+      let json = dir.appendingPathComponent("\(method).json")
+      let r = try CLITests.run(["bench", "train", "--model", model.path, "--method", method, "--batch", "2",
+                                "--seq", "16", "--steps", "2", "--lora-r", "4",
+                                "--gradient-accumulation-steps", "4", "--json", json.path],
+                               env: ["VKF_DEVICE": "llvmpipe"])
+      guard r.status == 0 else {
+        if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" || !r.stderr.contains("Vulkan") {
+          return XCTFail(r.stdout + r.stderr)
+        }
+        throw XCTSkip("no Vulkan device: \(r.stderr)")
+      }
+      let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
+      XCTAssertTrue((report["backend"] as? String ?? "").contains("llvmpipe"), "\(report)")
+      XCTAssertEqual(report["gradient_accumulation_steps"] as? Int, 4)
+      XCTAssertGreaterThan(report["device_memory_peak_bytes"] as? Int ?? 0, 0)
+      let perStep = try XCTUnwrap(report["per_step"] as? [String: Double], "\(report)")
+      XCTAssertEqual(Set(perStep.keys), ["submits", "host_waits", "dispatches", "barriers", "descriptor_set_allocations",
+                                         "pipeline_creations", "bytes_uploaded", "bytes_downloaded"])
+      let tag = "\(method): \(perStep)"
+      XCTAssertEqual(perStep["submits"], 1, tag)
+      XCTAssertEqual(perStep["host_waits"], 1, tag)
+      XCTAssertEqual(perStep["descriptor_set_allocations"], 0, tag)
+      XCTAssertEqual(perStep["pipeline_creations"], 0, tag)
+      XCTAssertLessThanOrEqual(perStep["bytes_downloaded"] ?? .infinity, Self.bytesDownloadedPerStep, tag)
+      let dispatches = perStep["dispatches"] ?? 0
+      XCTAssertGreaterThan(dispatches, 100, tag)
+      XCTAssertLessThanOrEqual(perStep["barriers"] ?? .infinity, Self.barriersPerDispatch * dispatches, tag)
+    }
+  }
+}
