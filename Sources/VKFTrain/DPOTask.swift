@@ -110,6 +110,11 @@ public final class DPOTask: TrainingTask {
   private let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
   private var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
+  /// Reference log-probs of evaluation rows by `ReferenceLogProbs.key`, computed at the
+  /// first evaluation and reused by every later one (the reference never changes).
+  private var evaluationReferences: [String: Double] = [:]
+  /// Reference forward passes run by evaluations (tests check the cache holds).
+  public private(set) var evaluationReferencePasses = 0
 
   public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               reference: Reference, loss: DPOLossConfig,
@@ -198,7 +203,7 @@ public final class DPOTask: TrainingTask {
     try checkPairs(batch, targets)
     trainingModeSetter(false)
     defer { trainingModeSetter(true) }
-    let refs = try referenceLogProbs(batch, ids, targets)
+    let refs = try evaluationReferenceLogProbs(batch, ids, targets)
     try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
     var sum = 0.0
@@ -211,6 +216,18 @@ public final class DPOTask: TrainingTask {
       sum += out.loss
     }
     return (sum, rows / 2)
+  }
+
+  /// `referenceLogProbs` for an evaluation batch, through the evaluation cache.
+  private func evaluationReferenceLogProbs(_ batch: Batch, _ ids: [Int32], _ targets: [Int32]) throws -> [Double] {
+    guard case .disabledAdapter = reference else { return try referenceLogProbs(batch, ids, targets) }
+    let keys = (0..<batch.batchSize).map { ReferenceLogProbs.key(ReferenceLogProbs.rowExample(batch, $0)) }
+    let cached = keys.compactMap { evaluationReferences[$0] }
+    if cached.count == keys.count { return cached }
+    evaluationReferencePasses += 1
+    let refs = try referenceLogProbs(batch, ids, targets)
+    for (k, v) in zip(keys, refs) { evaluationReferences[k] = v }
+    return refs
   }
 
   /// The reference log-prob of every row (adapter off, no gradients; or from the cache).

@@ -220,9 +220,11 @@ public final class Trainer {
   public func evaluate() throws -> EvaluationResult? {
     guard !evaluationBatches.isEmpty else { return nil }
     var sum = 0.0, count = 0
-    for b in evaluationBatches {
+    let started = Date()
+    for (i, b) in evaluationBatches.enumerated() {
       let r = try task.evaluate(b)
       sum += r.lossSum; count += r.tokens
+      onEvent?(.evaluating(batch: i + 1, of: evaluationBatches.count, elapsedSeconds: Date().timeIntervalSince(started)))
     }
     let extra = task.takeMetrics(training: false)
     guard count > 0 else { return nil }

@@ -72,6 +72,9 @@ public struct EvaluationResult: Equatable, Sendable {
 public enum TrainingEvent {
   /// A logged step (every `loggingSteps` and the last).
   case progress(TrainingProgress)
+  /// An evaluation has run `batch` of its `of` batches, `elapsedSeconds` after it started
+  /// (after every batch; a front end prints a line now and then).
+  case evaluating(batch: Int, of: Int, elapsedSeconds: Double)
   /// An evaluation finished.
   case evaluation(EvaluationResult)
   /// A checkpoint was written (its directory).

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VKFCore
 import VKFData
 import VKFModel
@@ -171,13 +172,26 @@ struct TrainRun {
     return values
   }
 
+  /// Seconds between progress lines of one evaluation.
+  static let evaluationLineSeconds = 10.0
+  /// Progress lines printed by the current evaluation (slots of `evaluationLineSeconds`).
+  static let evaluationLinesPrinted = Mutex(0)
+
   /// Prints a trainer event.
   static func report(_ event: TrainingEvent, _ progress: ProgressLine, objective: TrainObjective = .sft) {
     switch event {
     case .progress(let p):
       progress.update(step: p.step, of: p.totalSteps, loss: p.loss, lr: Double(p.learningRate),
                       tokensPerSecond: p.tokensPerSecond, eta: p.etaSeconds, extra: p.extra)
+    case .evaluating(let done, let total, let elapsed):
+      // A line every `evaluationLineSeconds` of a long evaluation, so it never looks stuck.
+      let slot = Int(elapsed / evaluationLineSeconds)
+      guard done < total, slot > evaluationLinesPrinted.withLock({ $0 }) else { return }
+      evaluationLinesPrinted.withLock { $0 = slot }
+      let eta = elapsed / Double(done) * Double(total - done)
+      progress.message(String(format: "evaluating: %d/%d batches, %.0f s, ~%.0f s left", done, total, elapsed, eta))
     case .evaluation(let r):
+      evaluationLinesPrinted.withLock { $0 = 0 }
       progress.message(objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
     case .checkpointSaved(let url): progress.message("saved \(url.lastPathComponent)")
     case .checkpointSkipped(let url, let reason): progress.message("skipped \(url.lastPathComponent): \(reason)")

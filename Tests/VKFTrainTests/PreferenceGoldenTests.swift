@@ -119,6 +119,28 @@ final class PreferenceGoldenTests: XCTestCase {
     try checkGradients(task, file, prefix: "reward.grad.", "reward on \(backend.name)")
   }
 
+  /// Evaluation computes the reference log-probs of its rows once: a second evaluation after
+  /// the adapter moved runs no reference pass and gives what an uncached task gives.
+  func test_dpoEvaluation_reusesReferenceLogProbs() throws {
+    let (meta, file) = try load()
+    let b = try batch(file, meta.seq_length)
+    let m = try model(on: TestBackends.cpu)
+    let l = try lora(m, file)
+    let task = try DPOTask(model: m, lora: l, loss: DPOLossConfig())
+    let first = try task.evaluate(b)
+    XCTAssertEqual(task.evaluationReferencePasses, 1)
+    // Move the adapter: the policy changes, the reference must not.
+    try task.zeroGradients()
+    _ = try task.forwardBackward(b, lossNormalizer: task.lossNormalizer(for: [b]), dropoutSeed: 0)
+    let optimizer = try AdamW(parameters: task.trainableTensors, backend: TestBackends.cpu)
+    try optimizer.update(lr: 1e-2)
+    let second = try task.evaluate(b)
+    XCTAssertEqual(task.evaluationReferencePasses, 1, "the second evaluation reused the cache")
+    XCTAssertNotEqual(second.lossSum, first.lossSum, "the adapter moved")
+    let uncached = try DPOTask(model: m, lora: l, loss: DPOLossConfig())
+    XCTAssertEqual(try uncached.evaluate(b).lossSum, second.lossSum)
+  }
+
   /// A fresh adapter (B = 0) is the reference: policy and reference log-probs are equal bit
   /// for bit, so the first sigmoid loss is exactly log 2 and every reward 0.
   func test_freshAdapter_firstSigmoidLossIsLog2_cpu() throws { try checkFresh(on: TestBackends.cpu) }
