@@ -21,6 +21,7 @@ final class CPUStorage: TensorStorage {
   private let stats: StatisticsCounter
 
   init(owner: ObjectIdentifier, byteCount: Int, memory: MemoryKind, stats: StatisticsCounter) throws {
+    try stats.checkLimit(adding: byteCount, what: "allocating a tensor")
     var p: UnsafeMutableRawPointer? = nil
     // posix_memalign with size 0 may return NULL legitimately; always ask for one line.
     let rc = posix_memalign(&p, Self.alignment, max(byteCount, Self.alignment))

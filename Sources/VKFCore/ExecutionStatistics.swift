@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// What a backend has paid for so far: the costs a GPU charges beyond the arithmetic.
@@ -99,6 +100,21 @@ public final class StatisticsCounter: Sendable {
     value.withLock {
       $0.deviceMemoryBytes += bytes
       $0.deviceMemoryPeakBytes = max($0.deviceMemoryPeakBytes, $0.deviceMemoryBytes)
+    }
+  }
+
+  /// Device memory the process may hold, from `VKF_DEVICE_MEMORY_LIMIT` (bytes): a device
+  /// smaller than the real one, so the out-of-memory path can be exercised on any machine.
+  public static let memoryLimit: Int? = ProcessInfo.processInfo.environment["VKF_DEVICE_MEMORY_LIMIT"].flatMap { Int($0) }
+
+  /// Throws `VKFError.outOfMemory` when `bytes` more would pass `memoryLimit`: the error a
+  /// driver gives when the device is full, raised before asking it.
+  public func checkLimit(adding bytes: Int, what: String) throws {
+    guard let limit = Self.memoryLimit else { return }
+    let inUse = value.withLock { $0.deviceMemoryBytes }
+    guard inUse + bytes <= limit else {
+      throw VKFError.outOfMemory(detail: "\(what): \(bytes) bytes more than the \(limit) of VKF_DEVICE_MEMORY_LIMIT "
+        + "(\(inUse) in use)")
     }
   }
 

@@ -57,6 +57,12 @@ final class BufferBlock {
       vkDestroyBuffer(device.handle, b, nil)
       throw VKFError.device(detail: "no memory type for \(kind) buffers")
     }
+    if kind == .device {
+      do { try device.statistics.checkLimit(adding: Int(req.size), what: "allocating \(size) bytes of device memory") } catch {
+        vkDestroyBuffer(device.handle, b, nil)
+        throw error
+      }
+    }
     var alloc = VkMemoryAllocateInfo()
     alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO
     alloc.allocationSize = req.size

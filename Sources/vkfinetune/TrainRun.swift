@@ -34,25 +34,43 @@ struct TrainRun {
     progress.message("model: \(loaded.location.url.path) (\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden))")
     progress.message(data.summary)
 
+    // Memory: print the estimate, refuse a run over the budget with advice — before any
+    // upload. A preference micro-batch holds chosen and rejected rows of each pair; SFT rows
+    // run padded to their step shape (a multiple of 64 tokens).
+    var rowsSettings = s
+    if s.objective.isPreference { rowsSettings.perDeviceTrainBatchSize *= 2 }
+    let rowLength = s.objective.isPreference ? data.longestRow
+      : StepShape(rows: 1, tokens: data.longestRow, maxTokens: s.maxSeqLength).tokens
+    let estimate = rowsSettings.memoryEstimate(shape: loaded.shape, seqLength: rowLength)
+    progress.message("estimated memory:\n" + estimate.table)
+    if let budget = s.memoryBudget { try estimate.check(budget: budget) }
+    // An out-of-memory error anywhere below (loading, quantising, adapters, optimizer state,
+    // training) ends in the estimate's one line of advice.
+    func advised<T>(_ body: () throws -> T) throws -> T {
+      do { return try body() } catch {
+        progress.finishLine()
+        if let explained = estimate.explain(error) { throw explained }
+        throw error
+      }
+    }
+
     // Weights: frozen for adapters, every parameter trainable for full fine-tuning.
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
-                                   trainable: s.method == .full ? .all : .none)
-    if s.method == .qlora { try Quantization.quantize(weights, doubleQuant: s.doubleQuant, log: { progress.message($0) }) }
-    let lora = s.method == .full ? nil : try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed))
-    let model = try LlamaModel(weights: weights, checkpointing: s.gradientCheckpointing)
+    let weights = try advised {
+      try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
+                       trainable: s.method == .full ? .all : .none)
+    }
+    if s.method == .qlora {
+      try advised { try Quantization.quantize(weights, doubleQuant: s.doubleQuant, log: { progress.message($0) }) }
+    }
+    let lora = s.method == .full ? nil
+      : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
+    let model = try advised { try LlamaModel(weights: weights, checkpointing: s.gradientCheckpointing) }
     if let lora {
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
       progress.message("LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(lora.adapters.count) adapters on "
         + "\(s.loraConfig.resolvedTargetModules.joined(separator: ",")), \(n) trainable parameters")
     }
 
-    // Memory: print the estimate, refuse a run over the budget with advice. A preference
-    // micro-batch holds chosen and rejected rows of each pair.
-    var rowsSettings = s
-    if s.objective.isPreference { rowsSettings.perDeviceTrainBatchSize *= 2 }
-    let estimate = rowsSettings.memoryEstimate(shape: loaded.shape, seqLength: data.longestRow)
-    progress.message("estimated memory:\n" + estimate.table)
-    if let budget = s.memoryBudget { try estimate.check(budget: budget) }
     let placement: OptimizerStatePlacement
     switch s.optimizerState {
     case .device: placement = .device
@@ -62,14 +80,16 @@ struct TrainRun {
 
     if overwrite { try Self.emptyDirectory(output) }
     if !resume { try ObjectiveRecord.write(s, into: output) }
-    let made = try makeTask(model: model, lora: lora, data: data, output: output, progress: progress)
+    let made = try advised { try makeTask(model: model, lora: lora, data: data, output: output, progress: progress) }
     let task = made.task, scoreHead = made.scoreHead
     if lora == nil {
       progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters")
     }
-    let trainer = try Trainer(task: task, config: s.trainingConfig, train: data.train, validation: data.validation,
-                              outputDirectory: output, optimizerState: placement,
-                              otherDeviceBytes: estimate.deviceBytesExcludingOptimizer, padID: data.padID)
+    let trainer = try advised {
+      try Trainer(task: task, config: s.trainingConfig, train: data.train, validation: data.validation,
+                  outputDirectory: output, optimizerState: placement,
+                  otherDeviceBytes: estimate.deviceBytesExcludingOptimizer, padID: data.padID)
+    }
     let objective = s.objective
     trainer.onEvent = { event in Self.report(event, progress, objective: objective) }
     if !data.validation.isEmpty {
@@ -88,12 +108,7 @@ struct TrainRun {
       + "\(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) \(rows) per step, lr \(s.lrSchedulerType) "
       + ProgressLine.scientific(s.learningRate))
 
-    let summary: TrainingSummary
-    do { summary = try trainer.train() } catch {
-      progress.finishLine()
-      if let explained = estimate.explain(error) { throw explained }
-      throw error
-    }
+    let summary = try advised { try trainer.train() }
     progress.finishLine()
     // A final checkpoint, so `--resume` can continue this run (e.g. with a larger max_steps).
     if CheckpointLayout.checkpoints(in: output).first?.step != trainer.step { try trainer.saveCheckpoint() }

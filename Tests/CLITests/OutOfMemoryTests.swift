@@ -1,0 +1,39 @@
+import Foundation
+import XCTest
+
+/// Out of device memory anywhere in `train` — loading the weights, creating the optimizer
+/// state — ends in one line naming the allocation, the estimate and what to change. The
+/// device is made small with VKF_DEVICE_MEMORY_LIMIT (the error a full GPU gives, on any machine).
+final class OutOfMemoryTests: XCTestCase {
+  func test_train_outOfDeviceMemory_endsInOneLineOfAdvice() throws {
+    let model = try TrainedRun.modelDirectory()
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-oom-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let data = dir.appendingPathComponent("train.json")
+    try TrainedRun.alpaca("alpaca_train.json", count: 4, to: data)
+    // 100 MB: the first weight upload fails. 1.3 GB: the weights and gradients (1.08 GB) fit,
+    // AdamW's state does not.
+    // Last: the Vulkan backend (lavapipe), whose buffer pool checks the same limit.
+    let cpu = TrainedRun.common(model: model, data: data)
+    let vulkan = cpu.filter { $0 != "--cpu" }
+    for (limit, stage, args) in [(100_000_000, "loading", cpu), (1_300_000_000, "optimizer state", cpu),
+                                 (100_000_000, "loading on Vulkan", vulkan)] {
+      let r = try CLITests.run(args
+        + ["--method", "full", "--output", dir.appendingPathComponent("out-\(limit)").path, "--max-steps", "1"],
+        env: ["VKF_DEVICE_MEMORY_LIMIT": "\(limit)", "VKF_DEVICE": "llvmpipe"])
+      if args == vulkan, r.stderr.contains("no Vulkan"), ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] != "1" {
+        throw XCTSkip("no Vulkan device: \(r.stderr)")
+      }
+      XCTAssertNotEqual(r.status, 0, stage)
+      let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+      XCTAssertEqual(errors.count, 1, "\(stage): \(r.stderr)")
+      let line = String(errors.first ?? "")
+      XCTAssertTrue(line.contains("out of device memory"), "\(stage): \(line)")
+      XCTAssertTrue(line.contains("VKF_DEVICE_MEMORY_LIMIT"), "\(stage): names the failed allocation: \(line)")
+      XCTAssertTrue(line.contains("estimated at"), "\(stage): \(line)")
+      XCTAssertTrue(line.contains("--method lora") && line.contains("--gradient-checkpointing"), "\(stage): \(line)")
+      XCTAssertFalse(r.stderr.contains("Fatal error"), "\(stage) trapped: \(r.stderr)")
+    }
+  }
+}
