@@ -117,14 +117,7 @@ final class CommandRecorder {
   func endCapture(owner: ObjectIdentifier) throws -> VulkanRecording {
     guard let list = capturing else { throw VKFError.other("Backend.record: no recording in progress") }
     capturing = nil
-    var alloc = VkCommandBufferAllocateInfo()
-    alloc.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
-    alloc.commandPool = recordingPool
-    alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
-    alloc.commandBufferCount = 1
-    var cb: VkCommandBuffer?
-    try vkCheck(vkAllocateCommandBuffers(device.handle, &alloc, &cb), "vkAllocateCommandBuffers")
-    guard let cb else { throw VKFError.device(detail: "vkAllocateCommandBuffers returned no buffer") }
+    let cb = try allocateCommandBuffer(from: recordingPool)
     let recording = VulkanRecording(owner: owner, recorder: self, commandBuffer: cb, list: list)
     // Simultaneous use: the same recording may appear twice in one submission.
     let counts = try encode(list, into: cb, flags: VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT.rawValue)
@@ -164,15 +157,21 @@ final class CommandRecorder {
   /// An eager command buffer for this submission (allocated once, reset with the pool).
   private func eagerBuffer(_ index: Int) throws -> VkCommandBuffer {
     if index < eagerBuffers.count { return eagerBuffers[index] }
+    let cb = try allocateCommandBuffer(from: transientPool)
+    eagerBuffers.append(cb)
+    return cb
+  }
+
+  /// One primary command buffer from `pool`.
+  private func allocateCommandBuffer(from pool: VkCommandPool) throws -> VkCommandBuffer {
     var alloc = VkCommandBufferAllocateInfo()
     alloc.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
-    alloc.commandPool = transientPool
+    alloc.commandPool = pool
     alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
     alloc.commandBufferCount = 1
     var cb: VkCommandBuffer?
     try vkCheck(vkAllocateCommandBuffers(device.handle, &alloc, &cb), "vkAllocateCommandBuffers")
     guard let cb else { throw VKFError.device(detail: "vkAllocateCommandBuffers returned no buffer") }
-    eagerBuffers.append(cb)
     return cb
   }
 

@@ -159,8 +159,9 @@ final class ReplayedStepTests: XCTestCase {
   }
 }
 
-/// Hides a task's staging, so the trainer takes the plain per-micro-batch path.
-final class Unstaged: TrainingTask {
+/// Forwards a task's `TrainingTask` calls and hides its staging, so the trainer takes the
+/// plain per-micro-batch path.
+class Unstaged: TrainingTask {
   let inner: TrainingTask
   init(_ inner: TrainingTask) { self.inner = inner }
   var backend: Backend { inner.backend }
@@ -174,23 +175,16 @@ final class Unstaged: TrainingTask {
 
 /// A staged task that writes a NaN on the device before a chosen micro-batch (counted from
 /// 0): into the step's loss slot (a NaN loss) or the first gradient (a NaN gradient norm).
-final class StagedScriptedTask: StagedTrainingTask {
-  let inner: SFTTask
+final class StagedScriptedTask: Unstaged, StagedTrainingTask {
+  let sft: SFTTask
   var inject: [Int: Injection] = [:]
   private var calls = 0
   private var lossSum: Tensor?
 
   enum Injection { case nanLoss, nanGradient }
 
-  init(_ inner: SFTTask) { self.inner = inner }
-  var backend: Backend { inner.backend }
-  var trainableTensors: [TrainableTensor] { inner.trainableTensors }
-  func zeroGradients() throws { try inner.zeroGradients() }
-  func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
-    try inner.forwardBackward(batch, lossNormalizer: lossNormalizer, dropoutSeed: dropoutSeed)
-  }
-  func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) { try inner.evaluate(batch) }
-  func reserve(_ shape: StepShape) throws { try inner.reserve(shape) }
+  init(_ sft: SFTTask) { self.sft = sft; super.init(sft) }
+  func reserve(_ shape: StepShape) throws { try sft.reserve(shape) }
 
   func stage(_ batch: Batch, as shape: StepShape, dropoutSeed: UInt64) throws -> Bool {
     defer { calls += 1 }
@@ -202,11 +196,11 @@ final class StagedScriptedTask: StagedTrainingTask {
       try backend.upload([Float](repeating: .nan, count: g.count), to: g)
     case nil: break
     }
-    return try inner.stage(batch, as: shape, dropoutSeed: dropoutSeed)
+    return try sft.stage(batch, as: shape, dropoutSeed: dropoutSeed)
   }
 
   func queueForwardBackward(lossNormalizer: Tensor, lossSum: Tensor) throws {
     self.lossSum = lossSum
-    try inner.queueForwardBackward(lossNormalizer: lossNormalizer, lossSum: lossSum)
+    try sft.queueForwardBackward(lossNormalizer: lossNormalizer, lossSum: lossSum)
   }
 }
