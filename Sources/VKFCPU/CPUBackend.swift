@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -95,6 +96,7 @@ public final class CPUBackend: Backend {
   // MARK: - Costs
 
   public var statistics: ExecutionStatistics { counter.snapshot }
+  public var memoryCapacity: Int? { StatisticsCounter.capacity(Int(ProcessInfo.processInfo.physicalMemory)) }
   public func resetMemoryPeak() { counter.resetPeak() }
 
   public func fill(_ t: Tensor, value: Float) throws {

@@ -44,6 +44,9 @@ public protocol Backend: AnyObject {
   var statistics: ExecutionStatistics { get }
   /// Starts a new device-memory high-water mark at the memory in use now.
   func resetMemoryPeak()
+  /// Bytes of device memory a run may use in all: the device-local heaps (Vulkan), the
+  /// physical memory (CPU), never more than VKF_DEVICE_MEMORY_LIMIT; nil when unknown.
+  var memoryCapacity: Int? { get }
   /// t[i] = value (converted to t's dtype; i32/u8 take the value truncated toward zero).
   func fill(_ t: Tensor, value: Float) throws
   /// dst = src, same dtype and element count.

@@ -55,6 +55,7 @@ public final class CheckingBackend: Backend {
     }
   }
   public var statistics: ExecutionStatistics { primary.statistics }
+  public var memoryCapacity: Int? { primary.memoryCapacity }
   public func resetMemoryPeak() { primary.resetMemoryPeak() }
 
   // MARK: - Replay machinery

@@ -107,6 +107,12 @@ public final class StatisticsCounter: Sendable {
   /// smaller than the real one, so the out-of-memory path can be exercised on any machine.
   public static let memoryLimit: Int? = ProcessInfo.processInfo.environment["VKF_DEVICE_MEMORY_LIMIT"].flatMap { Int($0) }
 
+  /// `bytes` (a device's own capacity, nil when unknown) capped by `memoryLimit`.
+  public static func capacity(_ bytes: Int?) -> Int? {
+    guard let limit = memoryLimit else { return bytes }
+    return min(bytes ?? limit, limit)
+  }
+
   /// Throws `VKFError.outOfMemory` when `bytes` more would pass `memoryLimit`: the error a
   /// driver gives when the device is full, raised before asking it.
   public func checkLimit(adding bytes: Int, what: String) throws {

@@ -151,9 +151,9 @@ public struct MemoryEstimate: Equatable, Sendable {
 
   /// Throws `TrainingError.doesNotFit` (one line, with advice) when the device total
   /// exceeds `budget` bytes.
-  public func check(budget: Int) throws {
+  public func check(budget: Int, of what: String = "the budget") throws {
     guard deviceBytes > budget else { return }
-    throw TrainingError.doesNotFit("training needs about \(Self.format(deviceBytes)) of device memory but the budget is "
+    throw TrainingError.doesNotFit("training needs about \(Self.format(deviceBytes)) of device memory but \(what) is "
       + "\(Self.format(budget)) (\(largestCategories)); try \(advice)")
   }
 

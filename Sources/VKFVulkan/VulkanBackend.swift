@@ -140,5 +140,8 @@ public final class VulkanBackend: Backend {
   // MARK: - Costs
 
   public var statistics: ExecutionStatistics { device.statistics.snapshot }
+  public var memoryCapacity: Int? {
+    StatisticsCounter.capacity(device.capabilities.deviceLocalMemoryBytes > 0 ? device.capabilities.deviceLocalMemoryBytes : nil)
+  }
   public func resetMemoryPeak() { device.statistics.resetPeak() }
 }

@@ -37,13 +37,35 @@ struct TrainRun {
     // Memory: print the estimate, refuse a run over the budget with advice — before any
     // upload. A preference micro-batch holds chosen and rejected rows of each pair; SFT rows
     // run padded to their step shape (a multiple of 64 tokens).
-    var rowsSettings = s
-    if s.objective.isPreference { rowsSettings.perDeviceTrainBatchSize *= 2 }
+    // Without a --memory-budget the budget is the device's memory; over it, gradient
+    // checkpointing turns on by itself (said so), optimizer state `auto` pages to the host,
+    // and what still does not fit is refused with advice.
     let rowLength = s.objective.isPreference ? data.longestRow
       : StepShape(rows: 1, tokens: data.longestRow, maxTokens: s.maxSeqLength).tokens
-    let estimate = rowsSettings.memoryEstimate(shape: loaded.shape, seqLength: rowLength)
+    let deviceBudget = s.memoryBudget == nil ? backend.memoryCapacity : nil
+    var planned = s
+    planned.memoryBudget = s.memoryBudget ?? deviceBudget
+    func estimateOf(_ p: TrainSettings) -> MemoryEstimate {
+      var rows = p
+      if p.objective.isPreference { rows.perDeviceTrainBatchSize *= 2 }
+      return rows.memoryEstimate(shape: loaded.shape, seqLength: rowLength)
+    }
+    var estimate = estimateOf(planned)
+    if let budget = planned.memoryBudget, estimate.deviceBytes > budget, !planned.gradientCheckpointing {
+      var checkpointed = planned
+      checkpointed.gradientCheckpointing = true
+      let smaller = estimateOf(checkpointed)
+      if smaller.deviceBytes < estimate.deviceBytes {
+        progress.message("gradient checkpointing: on, since the estimate without it (\(MemoryEstimate.format(estimate.deviceBytes))) "
+          + "exceeds \(deviceBudget == nil ? "--memory-budget" : "the device's memory") (\(MemoryEstimate.format(budget)))")
+        planned = checkpointed
+        estimate = smaller
+      }
+    }
     progress.message("estimated memory:\n" + estimate.table)
-    if let budget = s.memoryBudget { try estimate.check(budget: budget) }
+    if let budget = planned.memoryBudget {
+      try estimate.check(budget: budget, of: deviceBudget == nil ? "the budget" : "the device's memory")
+    }
     // An out-of-memory error anywhere below (loading, quantising, adapters, optimizer state,
     // training) ends in the estimate's one line of advice.
     func advised<T>(_ body: () throws -> T) throws -> T {
@@ -64,7 +86,7 @@ struct TrainRun {
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
-    let model = try advised { try LlamaModel(weights: weights, checkpointing: s.gradientCheckpointing) }
+    let model = try advised { try LlamaModel(weights: weights, checkpointing: planned.gradientCheckpointing) }
     if let lora {
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
       progress.message("LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(lora.adapters.count) adapters on "
@@ -75,7 +97,7 @@ struct TrainRun {
     switch s.optimizerState {
     case .device: placement = .device
     case .host: placement = .host
-    case .auto: placement = s.memoryBudget.map { .auto(budgetBytes: $0) } ?? .device
+    case .auto: placement = planned.memoryBudget.map { .auto(budgetBytes: $0) } ?? .device
     }
 
     if overwrite { try Self.emptyDirectory(output) }

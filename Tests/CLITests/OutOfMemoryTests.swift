@@ -19,8 +19,11 @@ final class OutOfMemoryTests: XCTestCase {
     let vulkan = cpu.filter { $0 != "--cpu" }
     for (limit, stage, args) in [(100_000_000, "loading", cpu), (1_300_000_000, "optimizer state", cpu),
                                  (100_000_000, "loading on Vulkan", vulkan)] {
+      // --memory-budget above the limit: the up-front check passes (as when an estimate is
+      // too low), so the allocation itself fails.
       let r = try CLITests.run(args
-        + ["--method", "full", "--output", dir.appendingPathComponent("out-\(limit)").path, "--max-steps", "1"],
+        + ["--method", "full", "--output", dir.appendingPathComponent("out-\(limit)").path, "--max-steps", "1",
+           "--memory-budget", "1000GiB"],
         env: ["VKF_DEVICE_MEMORY_LIMIT": "\(limit)", "VKF_DEVICE": "llvmpipe"])
       if args == vulkan, r.stderr.contains("no Vulkan"), ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] != "1" {
         throw XCTSkip("no Vulkan device: \(r.stderr)")
@@ -35,5 +38,33 @@ final class OutOfMemoryTests: XCTestCase {
       XCTAssertTrue(line.contains("--method lora") && line.contains("--gradient-checkpointing"), "\(stage): \(line)")
       XCTAssertFalse(r.stderr.contains("Fatal error"), "\(stage) trapped: \(r.stderr)")
     }
+  }
+
+  /// Without --memory-budget the device's memory is the budget: a run that cannot fit is
+  /// refused before anything is uploaded, and one that fits only with gradient checkpointing
+  /// gets it, with a line saying so.
+  func test_train_deviceMemoryIsTheBudget_refusesOrCheckpoints() throws {
+    let model = try TrainedRun.modelDirectory()
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-fit-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let data = dir.appendingPathComponent("train.json")
+    try TrainedRun.alpaca("alpaca_train.json", count: 8, to: data)
+    let refused = try CLITests.run(TrainedRun.common(model: model, data: data)
+      + ["--method", "full", "--output", dir.appendingPathComponent("refused").path, "--max-steps", "1"],
+      env: ["VKF_DEVICE_MEMORY_LIMIT": "100000000"])
+    XCTAssertNotEqual(refused.status, 0)
+    let errors = refused.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+    XCTAssertEqual(errors.count, 1, refused.stderr)
+    XCTAssertTrue(errors.first?.contains("the device's memory is 95.4 MiB") ?? false, refused.stderr)
+    XCTAssertFalse(refused.stdout.contains("full fine-tuning:"), "refused before building the task")
+
+    // LoRA, 8 rows of up to 512 tokens: ~3.5 GiB without checkpointing, ~1.2 GiB with it.
+    let args = ["train", "--cpu", "--model", model, "--data", data.path, "--max-seq-length", "512",
+                "--batch-size", "8", "--method", "lora", "--output", dir.appendingPathComponent("ckpt").path,
+                "--max-steps", "1"]
+    let fitted = try CLITests.run(args, env: ["VKF_DEVICE_MEMORY_LIMIT": "\(2 << 30)"])
+    XCTAssertEqual(fitted.status, 0, fitted.stderr)
+    XCTAssertTrue(fitted.stdout.contains("gradient checkpointing: on, since the estimate without it"), fitted.stdout)
   }
 }
