@@ -46,10 +46,7 @@ public enum QLoRA {
   /// NF4 are left alone. The base must be frozen (`trainable: .none` for those weights).
   /// Adapters already attached stay attached.
   public static func quantize(_ weights: LlamaWeights, options: Options = .init()) throws -> QuantizationReport {
-    guard options.blockSize > 0, options.blockSize % 2 == 0 else {
-      throw PEFTError("QLoRA block size must be a positive even number (got \(options.blockSize)); "
-        + "bitsandbytes uses 64")
-    }
+    try checkBlockSize(options)
     var problem: PEFTError?
     weights.updateProjections { module, linear in
       if problem == nil, linear.weightGrad != nil {
@@ -63,27 +60,54 @@ public enum QLoRA {
     var released: [String] = []
     try weights.updateProjections { module, linear in
       guard case .dense(let w) = linear.base else { return }
-      let (rows, cols) = (linear.outFeatures, linear.inFeatures)
-      guard (rows * cols) % 2 == 0 else {
-        throw PEFTError("\(module).weight has an odd number of values (\(rows)×\(cols)); NF4 packs pairs")
-      }
-      let values = try be.floats(w)
-      var (packed, absmax) = NF4.quantize(values, blockSize: options.blockSize)
-      if options.doubleQuant { absmax = doubleQuantized(absmax).dequantized }
-      let q = NF4Weight(packed: try be.tensor(packed, shape: [packed.count], .u8),
-                        absmax: try be.tensor(absmax, shape: [absmax.count]),
-                        rows: rows, cols: cols, blockSize: options.blockSize)
-      linear.base = .nf4(q)
+      linear.base = .nf4(try quantized(module, try be.floats(w), rows: linear.outFeatures, cols: linear.inFeatures,
+                                       on: be, options: options, into: &report))
       released.append(module + ".weight")
-      report.projections += 1
-      report.denseBytes += values.count * 4
-      report.quantizedBytes += packed.count + absmax.count * 4
-      let nested = (absmax.count + nestedBlockSize - 1) / nestedBlockSize
-      report.bitsandbytesBytes += packed.count
-        + (options.doubleQuant ? absmax.count + nested * 4 + 4 : absmax.count * 4)
     }
     for name in released { weights.releaseParameter(name) }
     return report
+  }
+
+  /// Loads `source` with every projection quantised to NF4 on the host as it is read — the
+  /// dense f32 projections never reach the device (the device-memory high-water mark is the
+  /// NF4 model's) — with the same numbers `quantize` gives. Embedding, norms and LM head
+  /// stay f32; the base is frozen (attach adapters for training). `report` receives what
+  /// was quantised.
+  public static func load(from source: WeightSource, shape: TransformerShape, backend: Backend,
+                          options: Options = .init(), report: inout QuantizationReport) throws -> LlamaWeights {
+    try checkBlockSize(options)
+    var r = QuantizationReport()
+    let weights = try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none) { module, values, rows, cols in
+      .nf4(try quantized(module, values, rows: rows, cols: cols, on: backend, options: options, into: &r))
+    }
+    report = r
+    return weights
+  }
+
+  private static func checkBlockSize(_ options: Options) throws {
+    guard options.blockSize > 0, options.blockSize % 2 == 0 else {
+      throw PEFTError("QLoRA block size must be a positive even number (got \(options.blockSize)); "
+        + "bitsandbytes uses 64")
+    }
+  }
+
+  /// One projection's values as an uploaded NF4 weight, counted into `report`.
+  private static func quantized(_ module: String, _ values: [Float], rows: Int, cols: Int, on be: Backend,
+                                options: Options, into report: inout QuantizationReport) throws -> NF4Weight {
+    guard (rows * cols) % 2 == 0 else {
+      throw PEFTError("\(module).weight has an odd number of values (\(rows)×\(cols)); NF4 packs pairs")
+    }
+    var (packed, absmax) = NF4.quantize(values, blockSize: options.blockSize)
+    if options.doubleQuant { absmax = doubleQuantized(absmax).dequantized }
+    let q = NF4Weight(packed: try be.tensor(packed, shape: [packed.count], .u8),
+                      absmax: try be.tensor(absmax, shape: [absmax.count]),
+                      rows: rows, cols: cols, blockSize: options.blockSize)
+    report.projections += 1
+    report.denseBytes += values.count * 4
+    report.quantizedBytes += packed.count + absmax.count * 4
+    let nested = (absmax.count + nestedBlockSize - 1) / nestedBlockSize
+    report.bitsandbytesBytes += packed.count + (options.doubleQuant ? absmax.count + nested * 4 + 4 : absmax.count * 4)
+    return q
   }
 
   // MARK: - Double quantisation (bitsandbytes quantize_4bit(compress_statistics=True))

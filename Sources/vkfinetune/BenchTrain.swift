@@ -89,9 +89,8 @@ struct BenchTrain: ParsableCommand {
     let rows = objective.isPreference ? 2 * batch : batch
     settings.perDeviceTrainBatchSize = rows; settings.gradientCheckpointing = gradientCheckpointing
 
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
-                                   trainable: m == .full ? .all : .none)
-    if m == .qlora { try Quantization.quantize(weights, doubleQuant: settings.doubleQuant, log: { print($0) }) }
+    let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant, backend: backend,
+                                           log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
     let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing)
     let trainables = lora?.trainableTensors ?? weights.trainableTensors

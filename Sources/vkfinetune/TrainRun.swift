@@ -78,11 +78,8 @@ struct TrainRun {
 
     // Weights: frozen for adapters, every parameter trainable for full fine-tuning.
     let weights = try advised {
-      try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
-                       trainable: s.method == .full ? .all : .none)
-    }
-    if s.method == .qlora {
-      try advised { try Quantization.quantize(weights, doubleQuant: s.doubleQuant, log: { progress.message($0) }) }
+      try Quantization.weights(loaded, method: s.method, doubleQuant: s.doubleQuant, backend: backend,
+                               log: { progress.message($0) })
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }

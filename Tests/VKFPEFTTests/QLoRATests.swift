@@ -1,5 +1,6 @@
 import XCTest
 import VKFCore
+import VKFCPU
 import VKFModel
 import VKFTestSupport
 @testable import VKFPEFT
@@ -121,6 +122,51 @@ final class QLoRATests: XCTestCase {
       if let why = Compare.check(e, results[1][name] ?? [], nmse: Self.parityNMSE, maxAbs: Self.parityMaxAbs) {
         XCTFail("\(name): \(why)")
       }
+    }
+  }
+
+  /// `QLoRA.load` (NF4 made on the host while reading) gives the bytes `quantize` gives after
+  /// a dense load; on the CPU backend, which allocates exactly, its memory high-water mark is
+  /// below the dense load's by the projections' f32 bytes (they never exist as tensors).
+  func test_loadQuantizingOnHost_equalsQuantizeAfterLoad_withoutTheF32Peak_cpu() throws {
+    let source = LoRATestWeights(shape: LoRATiny.shape, seed: 5)
+    let streamingBackend = CPUBackend(), denseBackend = CPUBackend()
+    var report = QuantizationReport()
+    let streamed = try QLoRA.load(from: source, shape: LoRATiny.shape, backend: streamingBackend, report: &report)
+    let dense = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: denseBackend)
+    let quantizedReport = try QLoRA.quantize(dense)
+    XCTAssertEqual(report.projections, 14)
+    XCTAssertEqual(report.quantizedBytes, quantizedReport.quantizedBytes)
+    let streamedPeak = streamingBackend.statistics.deviceMemoryPeakBytes
+    let densePeak = denseBackend.statistics.deviceMemoryPeakBytes
+    XCTAssertLessThanOrEqual(streamedPeak + report.denseBytes, densePeak, "peaks: streamed \(streamedPeak), dense \(densePeak)")
+    try assertSameWeights(streamed, streamingBackend, dense, denseBackend)
+  }
+
+  func test_loadQuantizingOnHost_equalsQuantizeAfterLoad_vulkan() throws {
+    let vk = try LoRATiny.vulkanOrSkip()
+    let source = LoRATestWeights(shape: LoRATiny.shape, seed: 5)
+    var report = QuantizationReport()
+    let streamed = try QLoRA.load(from: source, shape: LoRATiny.shape, backend: vk, report: &report)
+    let dense = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: vk)
+    _ = try QLoRA.quantize(dense)
+    try assertSameWeights(streamed, vk, dense, vk)
+  }
+
+  private func assertSameWeights(_ a: LlamaWeights, _ ab: Backend, _ b: LlamaWeights, _ bb: Backend) throws {
+    for (la, lb) in zip(a.layers, b.layers) {
+      for path in [\LlamaLayerWeights.q, \.k, \.v, \.o, \.gate, \.up, \.down] {
+        guard case .nf4(let x) = la[keyPath: path].base, case .nf4(let y) = lb[keyPath: path].base else {
+          return XCTFail("projection not NF4")
+        }
+        XCTAssertEqual(try ab.download(x.packed, as: UInt8.self), try bb.download(y.packed, as: UInt8.self))
+        XCTAssertEqual(try ab.floats(x.absmax), try bb.floats(y.absmax))
+      }
+    }
+    XCTAssertEqual(Set(a.parameters.keys), Set(b.parameters.keys))
+    for (name, t) in a.parameters {
+      guard let u = b.parameters[name] else { continue }
+      XCTAssertEqual(try ab.floats(t), try bb.floats(u), name)
     }
   }
 

@@ -60,10 +60,16 @@ public final class LlamaWeights {
   /// The one allocation all gradients view (nil when nothing is trained).
   private let gradientArena: Tensor?
 
+  /// Makes a frozen projection's base from its f32 values on the host (QLoRA: NF4), so the
+  /// dense tensor never reaches the device: (module name, values, rows, cols) → base.
+  public typealias ProjectionBaseMaker = (_ module: String, _ values: [Float], _ rows: Int, _ cols: Int) throws -> LinearWeight
+
   /// Loads every parameter by Hugging Face name from `source`, checking names and shapes
-  /// against `shape`, and allocates gradients for `trainable`.
+  /// against `shape`, and allocates gradients for `trainable`. With `projectionBase`, each
+  /// frozen projection weight is turned into its base on the host, one tensor at a time, and
+  /// only that base is uploaded (QLoRA without the f32 model on the device).
   public init(from source: WeightSource, shape: TransformerShape, backend: Backend,
-              trainable: TrainableParameters = .none) throws {
+              trainable: TrainableParameters = .none, projectionBase: ProjectionBaseMaker? = nil) throws {
     try shape.validate()
     self.shape = shape
     self.backend = backend
@@ -77,6 +83,10 @@ public final class LlamaWeights {
       }
     }
     var params: [String: Tensor] = [:]
+    var bases: [String: LinearWeight] = [:]
+    let projectionWeights = Set((0..<shape.layers).flatMap { i in
+      Self.projectionKeys.map { ParameterNames.layerPrefix(i) + $0.prefix + ".weight" }
+    })
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -89,6 +99,10 @@ public final class LlamaWeights {
       let values = try source.floats(name)
       guard values.count == want.reduce(1, *) else {
         throw ModelWeightsError(name, "has \(values.count) values for shape \(want)")
+      }
+      if let projectionBase, projectionWeights.contains(name), !trainable.contains(name), want.count == 2 {
+        bases[name] = try projectionBase(String(name.dropLast(".weight".count)), values, want[0], want[1])
+        continue
       }
       params[name] = try backend.tensor(values, shape: want)
     }
@@ -107,8 +121,11 @@ public final class LlamaWeights {
       return t
     }
     func linear(_ p: String) throws -> Linear {
-      Linear(weight: try param(p + ".weight"), bias: params[p + ".bias"],
-             weightGrad: grads[p + ".weight"], biasGrad: grads[p + ".bias"])
+      if let base = bases[p + ".weight"] {
+        return Linear(base: base, bias: params[p + ".bias"], biasGrad: grads[p + ".bias"])
+      }
+      return Linear(weight: try param(p + ".weight"), bias: params[p + ".bias"],
+                    weightGrad: grads[p + ".weight"], biasGrad: grads[p + ".bias"])
     }
     embedding = try param(ParameterNames.embedding)
     embeddingGrad = grads[ParameterNames.embedding]
