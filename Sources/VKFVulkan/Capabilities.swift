@@ -31,6 +31,9 @@ public struct VulkanCapabilities: Sendable {
   public var maxSharedMemoryBytes: Int = 16384
   public var maxPushConstantsSize: Int = 128
   public var deviceLocalMemoryBytes: Int = 0
+  /// VK_EXT_memory_budget's budget over the device-local heaps when the device was opened
+  /// (the heaps less what other processes hold); nil without the extension.
+  public var deviceLocalBudgetBytes: Int?
   public var deviceName: String = ""
   /// "discrete", "integrated", "virtual", "cpu" or "other".
   public var deviceType: String = ""

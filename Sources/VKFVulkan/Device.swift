@@ -147,5 +147,6 @@ extension VulkanCapabilities {
     maxSharedMemoryBytes = Int(l.maxComputeSharedMemorySize)
     maxPushConstantsSize = Int(l.maxPushConstantsSize)
     deviceLocalMemoryBytes = p.deviceLocalBytes
+    deviceLocalBudgetBytes = p.deviceLocalBudget
   }
 }

@@ -11,6 +11,8 @@ public struct VulkanDeviceInfo: Sendable, Equatable {
   public var type: String
   /// Sum of the device-local memory heaps.
   public var deviceLocalMemoryBytes: Int
+  /// VK_EXT_memory_budget's budget over those heaps (nil without the extension).
+  public var deviceLocalBudgetBytes: Int? = nil
   public var supportsFloat16Arithmetic: Bool
   public var supportsStorage16Bit: Bool
   public var supportsStorage8Bit: Bool
@@ -47,6 +49,9 @@ struct PhysicalDeviceProbe {
   let computeFullSubgroups: Bool
   let extensions: Set<String>
   let memory: VkPhysicalDeviceMemoryProperties
+  /// VK_EXT_memory_budget's budget for this process over the device-local heaps (what it may
+  /// allocate there now, other processes' use taken off), when the driver has the extension.
+  let deviceLocalBudget: Int?
   let computeQueueFamily: UInt32?
 
   var name: String { cString(properties.deviceName) }
@@ -80,6 +85,28 @@ struct PhysicalDeviceProbe {
     return total
   }
 
+  /// Σ heapBudget over the device-local heaps (VK_EXT_memory_budget).
+  private static func deviceLocalBudget(_ handle: VkPhysicalDevice, _ mem: VkPhysicalDeviceMemoryProperties) -> Int? {
+    var budget = VkPhysicalDeviceMemoryBudgetPropertiesEXT()
+    budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT
+    var props = VkPhysicalDeviceMemoryProperties2()
+    props.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2
+    withUnsafeMutablePointer(to: &budget) { b in
+      props.pNext = UnsafeMutableRawPointer(b)
+      vkGetPhysicalDeviceMemoryProperties2(handle, &props)
+    }
+    var total = 0
+    withUnsafeBytes(of: mem.memoryHeaps) { heapsRaw in
+      withUnsafeBytes(of: budget.heapBudget) { budgetRaw in
+        let heaps = heapsRaw.bindMemory(to: VkMemoryHeap.self), budgets = budgetRaw.bindMemory(to: VkDeviceSize.self)
+        for i in 0..<Int(mem.memoryHeapCount) where heaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT.rawValue != 0 {
+          total += Int(budgets[i])
+        }
+      }
+    }
+    return total > 0 ? total : nil
+  }
+
   var cooperativeMatrix: Bool {
     extensions.contains("VK_KHR_cooperative_matrix") || extensions.contains("VK_NV_cooperative_matrix")
   }
@@ -103,6 +130,7 @@ struct PhysicalDeviceProbe {
   func info(selected: Bool) -> VulkanDeviceInfo {
     VulkanDeviceInfo(
       index: index, name: name, type: typeName, deviceLocalMemoryBytes: deviceLocalBytes,
+      deviceLocalBudgetBytes: deviceLocalBudget,
       supportsFloat16Arithmetic: features12.shaderFloat16 != 0,
       supportsStorage16Bit: features11.storageBuffer16BitAccess != 0,
       supportsStorage8Bit: features12.storageBuffer8BitAccess != 0,
@@ -196,6 +224,8 @@ struct PhysicalDeviceProbe {
     var mem = VkPhysicalDeviceMemoryProperties()
     vkGetPhysicalDeviceMemoryProperties(handle, &mem)
     memory = mem
+    deviceLocalBudget = exts.contains("VK_EXT_memory_budget") && properties.apiVersion >= vkAPIVersion12
+      ? Self.deviceLocalBudget(handle, mem) : nil
 
     var qn: UInt32 = 0
     vkGetPhysicalDeviceQueueFamilyProperties(handle, &qn, nil)

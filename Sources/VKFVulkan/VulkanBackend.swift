@@ -140,8 +140,11 @@ public final class VulkanBackend: Backend {
   // MARK: - Costs
 
   public var statistics: ExecutionStatistics { device.statistics.snapshot }
+  /// VK_EXT_memory_budget's budget when the driver has it (other processes' use taken off),
+  /// else the device-local heaps' size.
   public var memoryCapacity: Int? {
-    StatisticsCounter.capacity(device.capabilities.deviceLocalMemoryBytes > 0 ? device.capabilities.deviceLocalMemoryBytes : nil)
+    let c = device.capabilities
+    return StatisticsCounter.capacity(c.deviceLocalBudgetBytes ?? (c.deviceLocalMemoryBytes > 0 ? c.deviceLocalMemoryBytes : nil))
   }
   public func resetMemoryPeak() { device.statistics.resetPeak() }
 }

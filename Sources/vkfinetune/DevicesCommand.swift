@@ -21,7 +21,8 @@ struct DevicesCommand: ParsableCommand {
     for (i, d) in devices.enumerated() {
       let mark = d.isSelected ? "*" : " "
       print("\(mark) [\(i)] \(d.name) (\(d.typeName))")
-      print("      memory \(formatBytes(d.deviceLocalBytes)), fp16 \(d.float16 ? "yes" : "no"), "
+      let budget = d.deviceLocalBudgetBytes.map { " (budget \(formatBytes($0)))" } ?? ""
+      print("      memory \(formatBytes(d.deviceLocalBytes))\(budget), fp16 \(d.float16 ? "yes" : "no"), "
         + "subgroup \(d.subgroupSize), cooperative matrix \(d.cooperativeMatrix ? "yes" : "no"), "
         + "max binding \(formatBytes(d.maxStorageBufferRange)), driver \(d.driver)")
     }
