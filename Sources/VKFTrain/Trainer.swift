@@ -175,6 +175,11 @@ public final class Trainer {
                                    replays: replaysSteps)
     try staged.reserve(StepShape(rows: config.perDeviceTrainBatchSize * task.exampleGroupSize,
                                  tokens: plan.longestRow, maxTokens: config.maxSeqLength))
+    // Evaluation batches run unpadded through the same arenas: room for the largest too, so
+    // an evaluation never grows the allocation the recordings hold.
+    if let rows = evaluationBatches.map(\.batchSize).max(), let tokens = evaluationBatches.map(\.seqLength).max() {
+      try staged.reserve(StepShape(batch: rows, tokens: tokens))
+    }
     replayedSteps = engine
     return engine
   }
