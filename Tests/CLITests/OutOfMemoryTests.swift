@@ -5,13 +5,19 @@ import XCTest
 /// state — ends in one line naming the allocation, the estimate and what to change. The
 /// device is made small with VKF_DEVICE_MEMORY_LIMIT (the error a full GPU gives, on any machine).
 final class OutOfMemoryTests: XCTestCase {
-  func test_train_outOfDeviceMemory_endsInOneLineOfAdvice() throws {
+  /// The shared SmolLM2 (or a skip), a fresh directory and `records` alpaca records in it.
+  private func workspace(_ tag: String, records: Int) throws -> (model: String, dir: URL, data: URL) {
     let model = try TrainedRun.modelDirectory()
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-oom-\(UUID())")
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-\(tag)-\(UUID())")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
     let data = dir.appendingPathComponent("train.json")
-    try TrainedRun.alpaca("alpaca_train.json", count: 4, to: data)
+    try TrainedRun.alpaca("alpaca_train.json", count: records, to: data)
+    return (model, dir, data)
+  }
+
+  func test_train_outOfDeviceMemory_endsInOneLineOfAdvice() throws {
+    let (model, dir, data) = try workspace("oom", records: 4)
+    defer { try? FileManager.default.removeItem(at: dir) }
     // 100 MB: the first weight upload fails. 1.3 GB: the weights and gradients (1.08 GB) fit,
     // AdamW's state does not.
     // Last: the Vulkan backend (lavapipe), whose buffer pool checks the same limit.
@@ -44,12 +50,8 @@ final class OutOfMemoryTests: XCTestCase {
   /// refused before anything is uploaded, and one that fits only with gradient checkpointing
   /// gets it, with a line saying so.
   func test_train_deviceMemoryIsTheBudget_refusesOrCheckpoints() throws {
-    let model = try TrainedRun.modelDirectory()
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-fit-\(UUID())")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let (model, dir, data) = try workspace("fit", records: 8)
     defer { try? FileManager.default.removeItem(at: dir) }
-    let data = dir.appendingPathComponent("train.json")
-    try TrainedRun.alpaca("alpaca_train.json", count: 8, to: data)
     let refused = try CLITests.run(TrainedRun.common(model: model, data: data)
       + ["--method", "full", "--output", dir.appendingPathComponent("refused").path, "--max-steps", "1"],
       env: ["VKF_DEVICE_MEMORY_LIMIT": "100000000"])
