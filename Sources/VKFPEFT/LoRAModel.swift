@@ -150,14 +150,6 @@ public final class LoRAModel {
     for (_, a) in adapters { a.dropoutStep = 0 }
   }
 
-  /// As `setDropoutSeed`, with the seed read from `seed` (2 i32 words, `DropoutMask.seedWords`)
-  /// when the masks are drawn: a recorded micro-batch reads its slot's seed, which the host
-  /// rewrites before each replay.
-  public func useDropoutSeed(_ seed: Tensor) throws {
-    try workspace.useDropoutSeed(seed)
-    for (_, a) in adapters { a.dropoutStep = 0 }
-  }
-
   /// Replaces every adapter tensor with values by PEFT key (`lora_A.weight` [r, in],
   /// `lora_B.weight` [out, r], DoRA `lora_magnitude_vector` [out]); all are required and no
   /// other key is accepted.

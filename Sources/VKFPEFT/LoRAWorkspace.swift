@@ -28,11 +28,9 @@ final class LoRAWorkspace {
   let backend: Backend
   private var buffers: [Role: Tensor] = [:]
   private var ones: [Int: Tensor] = [:]
-  /// The seed the dropout masks read when the op runs (2 i32 words): the workspace's own
-  /// (`setDropoutSeed` uploads into it), or one the caller supplies (`useDropoutSeed`), e.g.
-  /// one per micro-batch slot of a replayed step.
-  private var ownSeed: Tensor?
-  private var externalSeed: Tensor?
+  /// The seed the dropout masks read when the op runs (2 i32 words, `setDropoutSeed`
+  /// uploads into it), so a recorded pass draws new masks each replay.
+  private var seed: Tensor?
   /// Dropout applies only while training, like PEFT's `nn.Dropout` after `model.eval()`.
   var training = true
 
@@ -57,25 +55,15 @@ final class LoRAWorkspace {
     return t
   }
 
-  /// Sets the seed of the next masks: uploaded into the workspace's own seed tensor (device
-  /// memory, so the upload is ordered after queued readers without a host wait).
-  func setDropoutSeed(_ seed: UInt64) throws {
-    externalSeed = nil
+  /// Sets the seed of the next masks: uploaded into the seed tensor (device memory, so the
+  /// upload is ordered after queued readers without a host wait).
+  func setDropoutSeed(_ value: UInt64) throws {
     let t: Tensor
-    if let ownSeed { t = ownSeed } else {
+    if let seed { t = seed } else {
       t = try backend.allocate([2], .i32)
-      ownSeed = t
+      seed = t
     }
-    try backend.upload(DropoutMask.seedWords(seed), to: t)
-  }
-
-  /// Makes the masks read their seed from `seed` (2 i32 words) until the next
-  /// `setDropoutSeed`; the caller writes it before the ops run.
-  func useDropoutSeed(_ seed: Tensor) throws {
-    guard seed.dtype == .i32, seed.count == 2 else {
-      throw VKFError.shapeMismatch(op: "useDropoutSeed", detail: "seed must be 2 i32 words, got \(seed)")
-    }
-    externalSeed = seed
+    try backend.upload(DropoutMask.seedWords(value), to: t)
   }
 
   /// Draws the dropout mask of adapter `index` at `step` for an (rows, cols) input into the
@@ -85,12 +73,8 @@ final class LoRAWorkspace {
   /// storing it.
   func mask(index: Int, step: UInt64, rows: Int, cols: Int, p: Float) throws -> Tensor {
     let t = try scratch(.mask, [rows, cols])
-    let seed: Tensor
-    if let s = externalSeed ?? ownSeed { seed = s } else {
-      try setDropoutSeed(0)
-      guard let s = ownSeed else { throw VKFError.other("dropout seed tensor missing") }
-      seed = s
-    }
+    if seed == nil { try setDropoutSeed(0) }
+    guard let seed else { throw VKFError.other("dropout seed tensor missing") }
     let stream = DropoutMask.hash(UInt32(truncatingIfNeeded: index) ^ DropoutMask.hash(UInt32(truncatingIfNeeded: step)))
     try backend.dropoutMask(seed: seed, stream: stream, p: p, into: t)
     return t
