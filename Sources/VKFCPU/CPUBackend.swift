@@ -66,6 +66,8 @@ public final class CPUBackend: Backend {
 
   /// Nothing to wait for: every op has finished when it returns.
   public func synchronize() throws { try checkNotReplaying("synchronize") }
+  /// Ops run when queued: nothing to start.
+  public func flush() throws { try checkNotReplaying("flush") }
 
   // MARK: - Recorded work
 

@@ -21,10 +21,14 @@ public protocol Backend: AnyObject {
   func allocate(_ shape: [Int], _ dtype: DType, memory: MemoryKind) throws -> Tensor
   /// Copies `bytes` (exactly `t.byteCount`) into `t`, ordered after queued work.
   func upload(_ bytes: UnsafeRawBufferPointer, to t: Tensor) throws
-  /// Waits for queued work, then copies `t` into `bytes` (exactly `t.byteCount`).
+  /// Waits for the queued and running work that uses `t` (later work may still run), then
+  /// copies `t` into `bytes` (exactly `t.byteCount`).
   func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws
   /// Waits until every queued op has finished.
   func synchronize() throws
+  /// Starts the queued ops without waiting for them (the host can prepare more work, or
+  /// read what earlier work produced, while they run). A no-op where ops run at once.
+  func flush() throws
 
   // MARK: - Recorded work
   /// Captures the ops `body` queues as a recording that `replay` runs again, without

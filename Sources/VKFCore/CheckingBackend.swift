@@ -41,6 +41,7 @@ public final class CheckingBackend: Backend {
     try primary.download(t, into: bytes)
   }
   public func synchronize() throws { try primary.synchronize() }
+  public func flush() throws { try primary.flush() }
 
   // MARK: - Recorded work: every op is checked as it runs, so a replay runs the body again.
   public func record(_ body: @escaping () throws -> Void) throws -> Recording {

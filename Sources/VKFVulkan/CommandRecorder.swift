@@ -3,18 +3,35 @@ import VKFCore
 
 /// Collects commands and submits them: eager ops go into the current batch list; between
 /// `beginCapture` and `endCapture` they go into a recording instead. `replay` queues
-/// recordings behind the eager work recorded before them; `submitAndWait` encodes the
-/// queued lists and submits everything queued as one vkQueueSubmit, then waits once.
-/// Everything queued work references stays alive until its fence signals.
+/// recordings behind the eager work recorded before them; `submit` encodes the queued lists
+/// and submits everything queued as one vkQueueSubmit without waiting, so the host can
+/// prepare the next submission while this one runs; `wait(for:)` waits only for the
+/// submissions that use a storage, `submitAndWait` for everything. Everything submitted work
+/// references stays alive until its fence signals.
 final class CommandRecorder {
   let device: VulkanDevice
   var stats: StatisticsCounter { device.statistics }
-  /// Eager command buffers, reset together after each wait.
+  /// Eager command buffers (each reset when it is begun again).
   private let transientPool: VkCommandPool
   /// Recordings' command buffers, freed one by one when a recording goes away.
   let recordingPool: VkCommandPool
-  private var eagerBuffers: [VkCommandBuffer] = []
-  private let fence: VkFence
+  /// Eager command buffers no submission uses.
+  private var freeEagerBuffers: [VkCommandBuffer] = []
+  /// Unsignalled fences no submission uses.
+  private var freeFences: [VkFence] = []
+  /// Submitted work not yet known complete, oldest first.
+  private var inFlight: [Submission] = []
+
+  /// One vkQueueSubmit: its fence, what it ran (kept alive) and its eager command buffers.
+  private struct Submission {
+    let fence: VkFence
+    let items: [Queued]
+    let eagerBuffers: [VkCommandBuffer]
+
+    func references(_ object: AnyObject) -> Bool {
+      items.contains { $0.references(object) }
+    }
+  }
   /// The list eager commands go into now.
   private var batch: CommandList
   /// Emptied eager lists, kept for their descriptor pools and scratch.
@@ -27,34 +44,33 @@ final class CommandRecorder {
   private enum Queued {
     case eager(CommandList)
     case recording(VulkanRecording)
+
+    func references(_ object: AnyObject) -> Bool {
+      switch self {
+      case .eager(let l): return l.references(object)
+      case .recording(let r): return r.list.references(object)
+      }
+    }
   }
 
   init(device: VulkanDevice) throws {
     self.device = device
-    transientPool = try Self.makeCommandPool(device, flags: VK_COMMAND_POOL_CREATE_TRANSIENT_BIT.rawValue)
+    transientPool = try Self.makeCommandPool(device, flags: VK_COMMAND_POOL_CREATE_TRANSIENT_BIT.rawValue
+                                               | VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT.rawValue)
     do {
       recordingPool = try Self.makeCommandPool(device, flags: 0)
     } catch {
       vkDestroyCommandPool(device.handle, transientPool, nil)
       throw error
     }
-    var fenceInfo = VkFenceCreateInfo()
-    fenceInfo.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO
-    var f: VkFence?
-    let fr = vkCreateFence(device.handle, &fenceInfo, nil, &f)
-    guard fr == VK_SUCCESS, let f else {
-      vkDestroyCommandPool(device.handle, transientPool, nil)
-      vkDestroyCommandPool(device.handle, recordingPool, nil)
-      throw vkError(fr, "vkCreateFence")
-    }
-    fence = f
     batch = CommandList(device: device)
   }
 
   deinit {
     vkDeviceWaitIdle(device.handle)
     queued.removeAll()
-    vkDestroyFence(device.handle, fence, nil)
+    for f in freeFences + inFlight.map(\.fence) { vkDestroyFence(device.handle, f, nil) }
+    inFlight.removeAll()
     vkDestroyCommandPool(device.handle, transientPool, nil)
     // Recordings still alive hold the device; their buffers go with the pool.
     vkDestroyCommandPool(device.handle, recordingPool, nil)
@@ -77,16 +93,13 @@ final class CommandRecorder {
   /// True while a recording is being captured.
   var isCapturing: Bool { capturing != nil }
 
-  /// True when work not yet submitted uses `object` (a storage).
+  /// True when work not yet known complete (queued or submitted) uses `object` (a storage).
   func references(_ object: AnyObject) -> Bool {
-    if batch.references(object) { return true }
-    for q in queued {
-      switch q {
-      case .eager(let l): if l.references(object) { return true }
-      case .recording(let r): if r.list.references(object) { return true }
-      }
-    }
-    return false
+    referencesUnsubmitted(object) || inFlight.contains { $0.references(object) }
+  }
+
+  private func referencesUnsubmitted(_ object: AnyObject) -> Bool {
+    batch.references(object) || queued.contains { $0.references(object) }
   }
 
   /// How new commands are placed (tests switch it; see `DependencyLevels.Mode`).
@@ -154,12 +167,10 @@ final class CommandRecorder {
     return (counts.dispatches, counts.barriers + 1)
   }
 
-  /// An eager command buffer for this submission (allocated once, reset with the pool).
-  private func eagerBuffer(_ index: Int) throws -> VkCommandBuffer {
-    if index < eagerBuffers.count { return eagerBuffers[index] }
-    let cb = try allocateCommandBuffer(from: transientPool)
-    eagerBuffers.append(cb)
-    return cb
+  /// An eager command buffer no submission uses.
+  private func eagerBuffer() throws -> VkCommandBuffer {
+    if let cb = freeEagerBuffers.popLast() { return cb }
+    return try allocateCommandBuffer(from: transientPool)
   }
 
   /// One primary command buffer from `pool`.
@@ -175,9 +186,20 @@ final class CommandRecorder {
     return cb
   }
 
-  /// Submits everything queued (eager batches and replays, in order) as one submission and
-  /// waits for it; then recycles the eager lists. Does nothing when nothing is queued.
-  func submitAndWait() throws {
+  /// An unsignalled fence no submission uses.
+  private func takeFence() throws -> VkFence {
+    if let f = freeFences.popLast() { return f }
+    var info = VkFenceCreateInfo()
+    info.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO
+    var f: VkFence?
+    try vkCheck(vkCreateFence(device.handle, &info, nil, &f), "vkCreateFence")
+    guard let f else { throw VKFError.device(detail: "vkCreateFence returned no fence") }
+    return f
+  }
+
+  /// Submits everything queued (eager batches and replays, in order) as one submission,
+  /// without waiting. Does nothing when nothing is queued.
+  func submit() throws {
     guard capturing == nil else {
       throw VKFError.other("a wait (synchronize, download, upload of busy memory) inside Backend.record: "
         + "a recorded body may only queue ops")
@@ -187,54 +209,90 @@ final class CommandRecorder {
       batch = spareLists.popLast() ?? CommandList(device: device)
     }
     guard !queued.isEmpty else { return }
-    var completed = false
-    defer { finish(waitIdle: !completed) }
-    var buffers: [VkCommandBuffer?] = []
-    var dispatches = 0, barriers = 0, eagerUsed = 0
-    for q in queued {
-      switch q {
-      case .eager(let list):
-        let cb = try eagerBuffer(eagerUsed)
-        eagerUsed += 1
-        let counts = try encode(list, into: cb, flags: VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue)
-        buffers.append(cb)
-        dispatches += counts.dispatches; barriers += counts.barriers
-      case .recording(let r):
-        buffers.append(r.commandBuffer)
-        dispatches += r.dispatches; barriers += r.barriers
+    let items = queued
+    queued.removeAll()
+    var buffers: [VkCommandBuffer?] = [], eagerUsed: [VkCommandBuffer] = []
+    var dispatches = 0, barriers = 0
+    do {
+      for q in items {
+        switch q {
+        case .eager(let list):
+          let cb = try eagerBuffer()
+          eagerUsed.append(cb)
+          let counts = try encode(list, into: cb, flags: VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue)
+          buffers.append(cb)
+          dispatches += counts.dispatches; barriers += counts.barriers
+        case .recording(let r):
+          buffers.append(r.commandBuffer)
+          dispatches += r.dispatches; barriers += r.barriers
+        }
       }
-    }
-    var submit = VkSubmitInfo()
-    submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
-    submit.commandBufferCount = UInt32(buffers.count)
-    try buffers.withUnsafeBufferPointer { bp in
-      submit.pCommandBuffers = bp.baseAddress
-      try vkCheck(vkQueueSubmit(device.queue, 1, &submit, fence), "vkQueueSubmit")
+      let fence = try takeFence()
+      var submit = VkSubmitInfo()
+      submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+      submit.commandBufferCount = UInt32(buffers.count)
+      let result = buffers.withUnsafeBufferPointer { bp in
+        submit.pCommandBuffers = bp.baseAddress
+        return vkQueueSubmit(device.queue, 1, &submit, fence)
+      }
+      guard result == VK_SUCCESS else {
+        freeFences.append(fence)
+        throw vkError(result, "vkQueueSubmit")
+      }
+      inFlight.append(Submission(fence: fence, items: items, eagerBuffers: eagerUsed))
+    } catch {
+      // Nothing of this submission runs; make sure nothing earlier does either, then recycle.
+      vkDeviceWaitIdle(device.handle)
+      recycle(items, eagerUsed)
+      throw error
     }
     stats.update {
       $0.submits += 1
       $0.dispatches += dispatches
       $0.barriers += barriers
     }
-    var f: VkFence? = fence
-    stats.update { $0.hostWaits += 1 }
-    try vkCheck(vkWaitForFences(device.handle, 1, &f, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
-    completed = true
   }
 
-  private func finish(waitIdle: Bool) {
-    // After a failed submit the fence may never signal; wait for the device instead.
-    if waitIdle { vkDeviceWaitIdle(device.handle) }
-    var f: VkFence? = fence
-    vkResetFences(device.handle, 1, &f)
-    vkResetCommandPool(device.handle, transientPool, 0)
-    for q in queued {
+  /// Submits what is queued and waits for every submission.
+  func submitAndWait() throws {
+    try submit()
+    if !inFlight.isEmpty { try wait(through: inFlight.count - 1) }
+  }
+
+  /// Waits until no work uses `object`: submits queued work that does, then waits for the
+  /// last submission that does (and so every earlier one). No wait when none uses it.
+  func wait(for object: AnyObject) throws {
+    if referencesUnsubmitted(object) { try submit() }
+    if let i = inFlight.lastIndex(where: { $0.references(object) }) { try wait(through: i) }
+  }
+
+  /// Waits for submission `index` (a queue completes in order, so for all before it too) and
+  /// retires them.
+  private func wait(through index: Int) throws {
+    var f: VkFence? = inFlight[index].fence
+    stats.update { $0.hostWaits += 1 }
+    let r = vkWaitForFences(device.handle, 1, &f, VkBool32(VK_TRUE), UInt64.max)
+    if r != VK_SUCCESS { vkDeviceWaitIdle(device.handle) }
+    let done = inFlight[0...index]
+    inFlight.removeFirst(index + 1)
+    for s in done {
+      var fence: VkFence? = s.fence
+      vkResetFences(device.handle, 1, &fence)
+      freeFences.append(s.fence)
+      recycle(s.items, s.eagerBuffers)
+    }
+    try vkCheck(r, "vkWaitForFences")
+  }
+
+  /// Returns finished work's eager lists and command buffers for reuse.
+  private func recycle(_ items: [Queued], _ eagerBuffers: [VkCommandBuffer]) {
+    freeEagerBuffers += eagerBuffers
+    for q in items {
       if case .eager(let list) = q {
         list.reset()
         spareLists.append(list)
       }
     }
-    queued.removeAll()
   }
 }
 

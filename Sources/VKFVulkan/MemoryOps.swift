@@ -64,19 +64,19 @@ extension VulkanBackend {
     }
   }
 
-  /// Waits for queued work, then copies `t` out (memcpy from mapped memory, else through a
-  /// staging buffer).
+  /// Waits for the work that uses `t` (only that: a later submission may still run), then
+  /// copies `t` out (memcpy from mapped memory, else through a staging buffer).
   public func download(_ t: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
     let s = try vulkanStorage(t, op: "download")
     try ShapeCheck.transfer("download", bytes: bytes.count, t)
     try checkNotCapturing("download")
     guard t.byteCount > 0, let dst = bytes.baseAddress else {
-      try recorder.submitAndWait()
+      try recorder.wait(for: s)
       return
     }
     device.statistics.update { $0.bytesDownloaded += t.byteCount }
     if let src = s.mapped, !stagingTransfers {
-      try recorder.submitAndWait()
+      try recorder.wait(for: s)
       let lo = s.offset + t.byteOffset
       try s.block.invalidate(lo..<(lo + t.byteCount))
       dst.copyMemory(from: src + t.byteOffset, byteCount: t.byteCount)
@@ -87,7 +87,7 @@ extension VulkanBackend {
         throw VKFError.device(detail: "download: host-visible staging memory could not be mapped")
       }
       try recordCopy(from: s, t.byteOffset, to: staging, 0, bytes: t.byteCount)
-      try recorder.submitAndWait()
+      try recorder.wait(for: staging)
       try staging.block.invalidate(staging.offset..<(staging.offset + t.byteCount))
       dst.copyMemory(from: p, byteCount: t.byteCount)
     }

@@ -115,6 +115,9 @@ public final class VulkanBackend: Backend {
   /// Submits the recorded batch and waits for it.
   public func synchronize() throws { try recorder.submitAndWait() }
 
+  /// Submits the queued work (one vkQueueSubmit) without waiting.
+  public func flush() throws { try recorder.submit() }
+
   // MARK: - Recorded work
 
   /// Captures `body`'s ops into one reusable command buffer (body runs now, once).
