@@ -84,20 +84,23 @@ public final class AdamW {
   private let m: [Tensor], v: [Tensor]
   private let window: (m: Tensor, v: Tensor)?
   private let windowElements: Int
-  /// The step's device-side metrics, P = parameters.count + 2 f32: Σgrad² of each tensor
-  /// (slots 0..<P−2, each its own so the reductions run side by side), the step's summed
-  /// loss (slot P−2, `lossSum`) and the total S (slot P−1, `sumOfSquares`).
+  /// The step's device-side metrics, n = parameters.count: Σgrad² of each tensor (slots
+  /// 0..<n, each its own so the reductions run side by side), the last S (slot n, `lastS`),
+  /// the step's summed loss (slot n+1, `lossSum`) and its total S (`sumOfSquares`, alone in
+  /// its own 256-byte line, so a kernel binding S never appears to touch the other slots).
   public let metrics: Tensor
   /// Slot of the summed loss the trainer accumulates (`metrics`).
   public let lossSum: Tensor
-  /// S = Σ slots' Σgrad² + 0 · lossSum: a non-finite loss makes S NaN, and adamW skips the
-  /// update on a non-finite S — so a bad step changes nothing, with no host check between.
+  /// S = Σ slots' Σgrad² + 0 · lastS + 0 · lossSum: a non-finite loss makes S NaN, and adamW
+  /// skips the update on a non-finite S — so a bad step changes nothing, with no host check
+  /// between. `lastS` keeps the previous step's S, so once a step is bad every later one is
+  /// skipped too until the host, reading a step late, stops the run.
   public let sumOfSquares: Tensor
-  /// [lossSum, sumOfSquares]: what the host reads after a step (one download).
-  public let lossAndSumOfSquares: Tensor
-  /// The per-tensor partial slots (`metrics[0..<P−2]`).
+  /// The per-tensor partial slots (`metrics[0..<n]`).
   private let partials: Tensor
-  /// (1, P−1): ones for the partials, 0 for the loss.
+  /// The previous update's S (slot n; not reset between steps).
+  private let lastS: Tensor
+  /// (1, n+2): ones for the partials, 0 for the last S and the loss.
   private let totalWeights: Tensor
   private var sumOfSquaresFresh = false
   private let hyperDecay: Tensor, hyperNoDecay: Tensor
@@ -140,13 +143,15 @@ public final class AdamW {
     window = stateMemory == .hostVisible
       ? (try backend.allocate([self.windowElements]), try backend.allocate([self.windowElements])) : nil
     let slots = parameters.count
-    metrics = try backend.allocate([slots + 2])
+    // 64 floats = 256 bytes, the largest minStorageBufferOffsetAlignment Vulkan allows.
+    let sOffset = (slots + 2 + 63) / 64 * 64
+    metrics = try backend.allocate([sOffset + 1])
     try backend.fill(metrics, value: 0)
     partials = try metrics.view(offset: 0, shape: [slots])
-    lossSum = try metrics.view(offset: slots, shape: [1])
-    sumOfSquares = try metrics.view(offset: slots + 1, shape: [1])
-    lossAndSumOfSquares = try metrics.view(offset: slots, shape: [2])
-    totalWeights = try backend.tensor([Float](repeating: 1, count: slots) + [0], shape: [1, slots + 1])
+    lastS = try metrics.view(offset: slots, shape: [1])
+    lossSum = try metrics.view(offset: slots + 1, shape: [1])
+    sumOfSquares = try metrics.view(offset: sOffset, shape: [1])
+    totalWeights = try backend.tensor([Float](repeating: 1, count: slots) + [0, 0], shape: [1, slots + 2])
     hyperDecay = try backend.allocate([AdamWHyperParameters.count])
     hyperNoDecay = try backend.allocate([AdamWHyperParameters.count])
   }
@@ -194,19 +199,24 @@ public final class AdamW {
     try backend.upload(h.packed, to: hyperNoDecay)
   }
 
-  /// Undoes `prepareStep`'s count when its step was skipped (a non-finite S).
-  public func stepSkipped() { step = max(step - 1, 0) }
+  /// Sets the completed-step count back to `completed` after the steps past it were skipped
+  /// on the device (a non-finite S).
+  public func rewind(to completed: Int) { step = max(min(step, completed), 0) }
 
-  /// Zeroes every metric slot (the summed loss and the Σgrad² partials): ops only.
-  public func queueResetMetrics() throws { try backend.fill(metrics, value: 0) }
+  /// Zeroes the step's metric slots (the Σgrad² partials and the summed loss; not the last
+  /// S): ops only.
+  public func queueResetMetrics() throws {
+    try backend.fill(partials, value: 0)
+    try backend.fill(lossSum, value: 0)
+  }
 
   /// Queues Σgrad² of each tensor into its zeroed partial slot, then S = their sum
-  /// + 0 · lossSum (one matmul): ops only, no host transfer.
+  /// + 0 · lastS + 0 · lossSum (one matmul): ops only, no host transfer.
   public func queueSumOfSquares() throws {
     for (i, p) in parameters.enumerated() {
       try backend.sumOfSquares(p.gradient, into: try partials.view(offset: i, shape: [1]))
     }
-    let n = parameters.count + 1
+    let n = parameters.count + 2
     try backend.matmul(totalWeights, try metrics.view(offset: 0, shape: [n, 1]),
                        into: try sumOfSquares.view(shape: [1, 1]),
                        transposeA: false, transposeB: false, alpha: 1, beta: 0)
@@ -237,6 +247,7 @@ public final class AdamW {
         start += n
       }
     }
+    try backend.copy(sumOfSquares, to: lastS)
   }
 
   // MARK: - State for checkpoints

@@ -45,10 +45,13 @@ public struct StepShape: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Runs optimizer steps of a `StagedTrainingTask` as replays: a `begin` recording (zero the
-/// gradients and the metric slots), one recording per micro-batch shape, and an `end`
-/// recording (Σgrad², the total S, AdamW). The host stages each micro-batch's inputs between
-/// replays — uploads that never wait — and reads [loss, S] once, after the step's only
-/// submission. A non-finite loss or S skips the update on the device (see `AdamW.sumOfSquares`).
+/// gradients and the metric slots), one recording per micro-batch shape, an `end` recording
+/// (Σgrad², the total S, AdamW) and a `publish` one copying [loss, S] into a host-visible
+/// slot of two, alternating. The host stages each micro-batch's inputs between replays —
+/// uploads that never wait — and `submit` starts the step without waiting; `finish` reads
+/// its slot, waiting only for that step, so the host reads step N while step N+1 runs. A
+/// non-finite loss or S skips the update on the device, and every later one until the host
+/// stops the run (see `AdamW.sumOfSquares`).
 ///
 /// With `replays` false the same bodies run eagerly: the reference the replayed step is
 /// compared with, bit for bit.
@@ -64,6 +67,11 @@ public final class ReplayedSteps {
   private let normalizer: Tensor
   private var begin: Recording?, end: Recording?
   private var micro: [StepShape: Recording] = [:]
+  /// Two host-visible [loss, S] slots, alternating between steps, and their copy recordings.
+  private let readback: [Tensor]
+  private var publish: [Recording?] = [nil, nil]
+  /// Steps submitted so far (picks the readback slot).
+  private var submitted = 0
 
   /// Shapes recorded so far (one recording each).
   public var recordedShapes: Set<StepShape> { Set(micro.keys) }
@@ -75,6 +83,8 @@ public final class ReplayedSteps {
     self.replays = replays
     backend = task.backend
     normalizer = try backend.allocate([1])
+    let be = task.backend
+    readback = try (0..<2).map { _ in try be.allocate([2], .f32, memory: .hostVisible) }
   }
 
   /// The outcome of one step, read after its single wait.
@@ -85,9 +95,19 @@ public final class ReplayedSteps {
     public let sumOfSquares: Float
   }
 
+  /// A submitted step whose outcome has not been read.
+  public struct Pending {
+    fileprivate let slot: Int
+  }
+
   /// One optimizer step over `batches` (each with its dropout seed) at learning rate `lr`,
   /// the summed loss divided by `lossNormalizer`. Waits once, at the end.
   public func step(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float) throws -> Outcome {
+    try finish(try submit(batches, dropoutSeeds: dropoutSeeds, lossNormalizer: lossNormalizer, lr: lr))
+  }
+
+  /// Queues and starts one optimizer step without waiting (see `step`); read it with `finish`.
+  public func submit(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float) throws -> Pending {
     guard batches.count == dropoutSeeds.count else {
       throw TrainingError.invalidBatch("\(batches.count) micro-batches but \(dropoutSeeds.count) dropout seeds")
     }
@@ -108,11 +128,20 @@ public final class ReplayedSteps {
       try optimizer.queueSumOfSquares()
       try optimizer.queueUpdate()
     }
-    // The step's only wait: the loss slot and S are adjacent.
-    let m = try backend.floats(optimizer.lossAndSumOfSquares)
-    let outcome = Outcome(loss: m[0], sumOfSquares: m[1])
-    if !outcome.loss.isFinite || !outcome.sumOfSquares.isFinite { optimizer.stepSkipped() }
-    return outcome
+    let slot = submitted % 2
+    submitted += 1
+    try run(&publish[slot]) { [backend, optimizer, readback] in
+      try backend.copy(optimizer.lossSum, to: try readback[slot].view(offset: 0, shape: [1]))
+      try backend.copy(optimizer.sumOfSquares, to: try readback[slot].view(offset: 1, shape: [1]))
+    }
+    try backend.flush()
+    return Pending(slot: slot)
+  }
+
+  /// The outcome of a submitted step: waits for that step only (a later one may run on).
+  public func finish(_ pending: Pending) throws -> Outcome {
+    let m = try backend.floats(readback[pending.slot])
+    return Outcome(loss: m[0], sumOfSquares: m[1])
   }
 
   /// Replays `recording`, recording `body` into it first; or runs `body` eagerly.

@@ -111,39 +111,16 @@ public final class Trainer {
     if step == 0, config.evalOnStart, !evaluationBatches.isEmpty {
       _ = try paused { try evaluateAndTrack() }
     }
-    while step < totalSteps {
-      let micro = nextStepBatches()
-      let normalizer = task.lossNormalizer(for: micro)
-      let lr = schedule.learningRate(step: step)
-      let loss: Float, norm: Float
-      if let engine = try stepEngine() {
-        // The update is queued with the step and skipped on the device when loss or S is
-        // not finite, so the parameters still hold the previous step's values here.
-        let seeds = micro.map { _ in nextDropoutSeed() }
-        let o = try engine.step(micro, dropoutSeeds: seeds, lossNormalizer: normalizer, lr: lr)
-        guard o.loss.isFinite else { throw nonFinite("the training loss", o.loss) }
-        norm = o.sumOfSquares.squareRoot()
-        guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
-        loss = o.loss
-      } else {
-        try task.zeroGradients()
-        var sum: Float = 0
-        for b in micro {
-          sum += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
-        }
-        guard sum.isFinite else { throw nonFinite("the training loss", sum) }
-        norm = try optimizer.gradientNorm()
-        guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
-        try optimizer.update(lr: lr)
-        loss = sum
-      }
-      tokens += micro.reduce(0) { $0 + $1.realTokens }
+    /// Books a finished step: counts it, logs, evaluates and checkpoints on schedule.
+    /// Returns true when early stopping ends the run.
+    func complete(loss: Float, norm: Float, lr: Float, stepTokens: Int, epoch: Double) throws -> Bool {
+      tokens += stepTokens
       step += 1
       lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
       if step % config.loggingSteps == 0 || step == totalSteps {
         let elapsed = Date().timeIntervalSince(started) - pausedSeconds
         let done = Double(step - startStep)
-        let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epochProgress, loss: windowLoss / Double(windowSteps),
+        let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epoch, loss: windowLoss / Double(windowSteps),
                                  learningRate: lr, gradNorm: norm, tokensPerSecond: elapsed > 0 ? Double(tokens) / elapsed : 0,
                                  elapsedSeconds: elapsed, etaSeconds: elapsed / done * Double(totalSteps - step),
                                  extra: task.takeMetrics(training: true))
@@ -151,12 +128,69 @@ public final class Trainer {
         try log?.append(p)
         onEvent?(.progress(p))
       }
+      var stop = false
       if config.evalSteps > 0, step % config.evalSteps == 0, !evaluationBatches.isEmpty {
-        if try paused({ try evaluateAndTrack() }) { stoppedEarly = true }
+        if try paused({ try evaluateAndTrack() }) { stop = true }
       }
       if config.saveSteps > 0, step % config.saveSteps == 0 { _ = try paused { try saveCheckpoint() } }
-      if stoppedEarly { break }
+      return stop
     }
+    /// A replayed step submitted but not yet read: read while the next one runs.
+    struct InFlight { let pending: ReplayedSteps.Pending, lr: Float, tokens: Int, epoch: Double }
+    /// Reads a replayed step; a non-finite loss or S stops the run naming it (its update and
+    /// any submitted after it were skipped on the device).
+    func finish(_ f: InFlight, _ engine: ReplayedSteps) throws -> Bool {
+      let o = try engine.finish(f.pending)
+      let norm = o.sumOfSquares.squareRoot()
+      guard o.loss.isFinite, norm.isFinite else {
+        optimizer.rewind(to: step)
+        throw o.loss.isFinite ? nonFinite("the gradient norm", norm) : nonFinite("the training loss", o.loss)
+      }
+      return try complete(loss: o.loss, norm: norm, lr: f.lr, stepTokens: f.tokens, epoch: f.epoch)
+    }
+    /// Steps whose host work (evaluation, checkpoint, the end) must see exactly their
+    /// parameters: read at once, before the next step is submitted.
+    func readAtOnce(_ n: Int) -> Bool {
+      n == totalSteps || (config.evalSteps > 0 && n % config.evalSteps == 0 && !evaluationBatches.isEmpty)
+        || (config.saveSteps > 0 && n % config.saveSteps == 0)
+    }
+    var inFlight: InFlight?
+    while step + (inFlight == nil ? 0 : 1) < totalSteps {
+      let index = step + (inFlight == nil ? 0 : 1)  // completed steps before this one
+      let micro = nextStepBatches()
+      let normalizer = task.lossNormalizer(for: micro)
+      let lr = schedule.learningRate(step: index)
+      let stepTokens = micro.reduce(0) { $0 + $1.realTokens }
+      let epoch = epochProgress
+      if let engine = try stepEngine() {
+        let seeds = micro.map { _ in nextDropoutSeed() }
+        let pending = try engine.submit(micro, dropoutSeeds: seeds, lossNormalizer: normalizer, lr: lr)
+        // The previous step is read while this one runs (it never needs host work: see
+        // readAtOnce), then this one at once if it does.
+        if let previous = inFlight {
+          inFlight = nil
+          if try finish(previous, engine) { stoppedEarly = true; break }
+        }
+        let current = InFlight(pending: pending, lr: lr, tokens: stepTokens, epoch: epoch)
+        if readAtOnce(index + 1) {
+          if try finish(current, engine) { stoppedEarly = true; break }
+        } else {
+          inFlight = current
+        }
+      } else {
+        try task.zeroGradients()
+        var sum: Float = 0
+        for b in micro {
+          sum += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
+        }
+        guard sum.isFinite else { throw nonFinite("the training loss", sum) }
+        let norm = try optimizer.gradientNorm()
+        guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
+        try optimizer.update(lr: lr)
+        if try complete(loss: sum, norm: norm, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
+      }
+    }
+    if let f = inFlight, let engine = replayedSteps, try finish(f, engine) { stoppedEarly = true }
     // A final evaluation unless the last step just had one.
     if !evaluationBatches.isEmpty, !stoppedEarly, config.evalSteps == 0 || step % config.evalSteps != 0 {
       _ = try evaluateAndTrack()

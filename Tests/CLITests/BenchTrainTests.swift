@@ -5,8 +5,12 @@ import XCTest
 /// exact keys; on lavapipe a step with 4 micro-batches costs one submission and one wait,
 /// allocates no descriptor set and compiles no pipeline after warm-up.
 final class BenchTrainTests: XCTestCase {
-  /// Barriers per dispatch at most (dependency-tracked barriers; 1.0 was a barrier per dispatch).
+  /// Barriers per dispatch at most for LoRA, the target (dependency-tracked barriers;
+  /// 1.0 was a barrier per dispatch; SmolLM2 LoRA measures 0.37, this tiny model ~0.5).
   static let barriersPerDispatch = 0.6
+  /// Full fine-tuning of this 2-layer model is mostly a chain of dependent small ops (each
+  /// weight's gradient, then its AdamW, and the step's copies): measured 0.60.
+  static let fullBarriersPerDispatch = 0.7
   /// Bytes read back per step at most: the step's [loss, Σgrad²].
   static let bytesDownloadedPerStep = 1024.0
 
@@ -60,7 +64,8 @@ final class BenchTrainTests: XCTestCase {
       XCTAssertLessThanOrEqual(perStep["bytes_downloaded"] ?? .infinity, Self.bytesDownloadedPerStep, tag)
       let dispatches = perStep["dispatches"] ?? 0
       XCTAssertGreaterThan(dispatches, 100, tag)
-      XCTAssertLessThanOrEqual(perStep["barriers"] ?? .infinity, Self.barriersPerDispatch * dispatches, tag)
+      let bound = method == "full" ? Self.fullBarriersPerDispatch : Self.barriersPerDispatch
+      XCTAssertLessThanOrEqual(perStep["barriers"] ?? .infinity, bound * dispatches, tag)
     }
   }
 }
