@@ -165,8 +165,7 @@ public final class AdamW {
   /// The global gradient norm `gradScale · sqrt(Σ grad²)` over every tensor (what
   /// `clip_grad_norm_` returns), before clipping. Waits for the backend.
   public func gradientNorm(gradScale: Float = 1) throws -> Float {
-    try backend.fill(partials, value: 0)
-    try queueSumOfSquares()
+    try queueFreshSumOfSquares()
     sumOfSquaresFresh = true
     let s = try backend.floats(sumOfSquares)[0]
     return gradScale * s.squareRoot()
@@ -175,13 +174,16 @@ public final class AdamW {
   /// One AdamW update at learning rate `lr` with the gradients times `gradScale`, clipped
   /// to `maxGradNorm`. Reuses the Σgrad² of a preceding `gradientNorm` call.
   public func update(lr: Float, gradScale: Float = 1) throws {
-    if !sumOfSquaresFresh {
-      try backend.fill(partials, value: 0)
-      try queueSumOfSquares()
-    }
+    if !sumOfSquaresFresh { try queueFreshSumOfSquares() }
     sumOfSquaresFresh = false
     try prepareStep(lr: lr, gradScale: gradScale)
     try queueUpdate()
+  }
+
+  /// S from zeroed partial slots (the eager path; a replayed step zeroes them at its start).
+  private func queueFreshSumOfSquares() throws {
+    try backend.fill(partials, value: 0)
+    try queueSumOfSquares()
   }
 
   // MARK: - A step in two halves (recordable)

@@ -77,6 +77,9 @@ struct BenchTrain: ParsableCommand {
                       ("--gradient-accumulation-steps", accumulation)] where v <= 0 {
       throw RecipeError("\(flag) must be a positive integer, got \(v)")
     }
+    if objective.isPreference, accumulation != 1 {
+      throw RecipeError("--gradient-accumulation-steps applies to --objective sft only")
+    }
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
     let loaded = try ModelLoader.load(model)
     if let context = BenchModel.contextLength(loaded), seq > context {
@@ -98,9 +101,6 @@ struct BenchTrain: ParsableCommand {
     let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq)
 
     var rng = SplitMix64(seed: 0x5EED)
-    if objective.isPreference, accumulation != 1 {
-      throw RecipeError("--gradient-accumulation-steps applies to --objective sft only")
-    }
     // Random rows; targets are the next id, the last of each row ignored.
     func randomRows() -> (ids: [Int32], targets: [Int32]) {
       let ids = (0..<(rows * seq)).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
