@@ -92,7 +92,7 @@ public struct ReferenceLogProbs: Codable, Equatable, Sendable {
 ///
 /// Gradient: L = (1/P)·Σ_pairs ℓ(π_c, π_r), π = Σ answer log p, so dL/dlogits of a token of row
 /// r is −(dℓ/dπ_r)/P times the cross-entropy gradient (softmax − onehot): one forward with
-/// per-token losses, a host-side loss, `scaleLogitGradients`, one backward.
+/// per-token losses, a host-side loss, one backward with those per-token weights.
 public final class DPOTask: TrainingTask {
   /// Where the reference log-probs come from.
   public enum Reference {
@@ -163,7 +163,8 @@ public final class DPOTask: TrainingTask {
     try checkPairs(batch, targets)
     let refs = try referenceLogProbs(batch, ids, targets)
     try dropoutSeedSetter(dropoutSeed)
-    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true)
+    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true,
+                      weightedLater: true)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
     let p = Double(lossNormalizer)
     var rowWeight = [Double](repeating: 0, count: rows)
@@ -191,8 +192,7 @@ public final class DPOTask: TrainingTask {
     }
     let t = batch.seqLength
     let weights = (0..<(rows * t)).map { i in Float(rowWeight[i / t]) }
-    try model.scaleLogitGradients(weights)
-    try model.backward()
+    try model.backward(tokenWeights: weights)
     return Float(stepLoss)
   }
 

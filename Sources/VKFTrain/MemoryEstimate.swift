@@ -92,7 +92,8 @@ public struct MemoryEstimate: Equatable, Sendable {
       + 2 * aligned(n * s.kvWidth) + probs + aligned(n * s.qWidth) + 3 * aligned(n * s.intermediate)
     let savedSets = settings.checkpointing ? 1 : s.layers
     // (+ 1 · aligned(n): the per-token logit-gradient weights of sequence-level losses)
-    let scratch = aligned(n * s.hidden) + 4 * aligned(n) + aligned(n * s.vocab) + probs + 3 * aligned(n * s.qWidth)
+    let headRows = min(n, LlamaModel.defaultHeadChunkTokens(vocab: s.vocab))  // one LM-head chunk of logits
+    let scratch = aligned(n * s.hidden) + 4 * aligned(n) + aligned(headRows * s.vocab) + probs + 3 * aligned(n * s.qWidth)
       + 4 * aligned(n * s.kvWidth) + 3 * aligned(n * s.hidden) + 3 * aligned(n * s.intermediate)
     let activationBytes = ((s.layers + 1) * aligned(n * s.hidden) + savedSets * layerSet + scratch) * f32
       + 3 * aligned(n) * 4

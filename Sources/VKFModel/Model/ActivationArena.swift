@@ -38,7 +38,8 @@ final class ActivationArena {
   var saved: [LayerActivations] = []
   /// Final RMSNorm output (N, C) and 1/rms (N).
   var finalNormed, finalRstd: Tensor
-  /// Logits (N, V); overwritten in place by dLogits when gradients are computed.
+  /// One LM-head chunk's logits (min(N, head chunk), V); overwritten in place by dLogits
+  /// when gradients are computed.
   var logits: Tensor
   /// Per-token loss / normalizer (N): Σ is the mean loss.
   var losses: Tensor
@@ -66,13 +67,14 @@ final class ActivationArena {
   /// `previous`: an arena whose allocations are reused when large enough, so batches of
   /// varying length (padded to their longest example) do not allocate (and page-fault in)
   /// a new arena each step; the allocation only grows. `ones`: at least B·T ones.
-  init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, previous: ActivationArena? = nil,
-       ones: Tensor, backend: Backend) throws {
+  /// `headTokens`: rows of one LM-head chunk.
+  init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, headTokens: Int,
+       previous: ActivationArena? = nil, ones: Tensor, backend: Backend) throws {
     self.batch = batch; self.tokens = tokens
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
     func carve(_ c: Carver) throws -> Views {
-      try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer)
+      try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer, headTokens: headTokens)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
@@ -102,15 +104,17 @@ final class ActivationArena {
   }
 
   /// f32 elements an arena of this shape needs (its views plus the token weights).
-  static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool) throws -> Int {
+  static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
+                          headTokens: Int) throws -> Int {
     let measure = Carver(base: nil)
-    _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer)
+    _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer,
+                  headTokens: headTokens)
     return measure.offset + LlamaWeights.aligned(batch * tokens)
   }
 
   /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
   fileprivate static func carve(_ c: Carver, _ s: TransformerShape, batch: Int, tokens: Int,
-                                savesEveryLayer: Bool) throws -> Views {
+                                savesEveryLayer: Bool, headTokens: Int) throws -> Views {
     let n = batch * tokens
     var v = Views()
     v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
@@ -126,7 +130,7 @@ final class ActivationArena {
         gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
         act: try c.take([n, s.intermediate]))
     }
-    v.f32 = try [[n, s.hidden], [n], [n, s.vocab], [n], [batch, s.heads, tokens, tokens],
+    v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], [batch, s.heads, tokens, tokens],
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
                  [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
                  [n, s.hidden], [n, s.hidden], [n, s.hidden],

@@ -7,6 +7,10 @@ import VKFCore
 /// Use: `forward(ids:targets:batch:computeGradients: true)`, then `backward()`; parameter
 /// gradients accumulate across calls until `weights.zeroGradients()`. Activations live in one
 /// arena per (B, T), made on first use and reused while the shape stays the same.
+///
+/// With targets, the LM head and the loss run `headChunkTokens` rows at a time (Liger's fused
+/// linear cross-entropy, over rows): a chunk's logits, its losses and — when gradients are
+/// computed — at once dL/dhidden and the head's gradients, so no pass holds N × V logits.
 /// Legend: B batch, T tokens per row, N = B·T, C hidden, V vocabulary.
 public final class LlamaModel {
   /// Parameters and gradients.
@@ -27,21 +31,55 @@ public final class LlamaModel {
   private var ones: Tensor?
   /// A (B, T) arena key.
   private struct ArenaShape: Hashable { let batch: Int, tokens: Int }
-  /// True between a forward with gradients and its backward.
-  private var backwardPending = false
+  /// What the pending backward still has to do with the LM head.
+  private enum PendingBackward {
+    case none
+    /// The head's gradients are done (in the forward pass); only the trunk remains.
+    case trunk
+    /// Per-token weights come with `backward(tokenWeights:)`; the forward computed unweighted
+    /// dL/dhidden (frozen head) or nothing (trained head: recomputed chunk by chunk).
+    case weighted
+  }
+  /// Set by a forward with gradients, cleared by its backward.
+  private var pending = PendingBackward.none
+  /// The normalizer of the last pass with targets (a weighted backward recomputes with it).
+  private var headNormalizer = LossNormalizer.value(1)
+  /// Rows of the LM head (and its logits buffer) per chunk of a pass with targets.
+  public let headChunkTokens: Int
+  /// Logits of the last forward without targets (N, V), grow-only; outside the arenas.
+  private var fullLogits: Tensor?
+  /// The last forward without targets' logits, a view of `fullLogits`.
+  private var lastLogits: Tensor?
   /// True between a `forwardHidden` with gradients and `backwardFromHidden`.
   private var hiddenBackwardPending = false
 
   /// A model over `weights`; with `checkpointing`, activations of one layer at a time.
-  public init(weights: LlamaWeights, checkpointing: Bool = false) throws {
+  /// `headChunkTokens`: rows per LM-head chunk (default `defaultHeadChunkTokens(vocab:)`;
+  /// tests pass small odd values to exercise the chunk edges).
+  public init(weights: LlamaWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil) throws {
     self.weights = weights
     self.checkpointing = checkpointing
+    self.headChunkTokens = max(1, headChunkTokens ?? Self.defaultHeadChunkTokens(vocab: weights.shape.vocab))
     invFreq = try weights.backend.tensor(weights.shape.invFreq, shape: [weights.shape.invFreq.count])
   }
 
-  /// Logits (N, V) of the last forward pass; after a forward with gradients they have been
-  /// overwritten by dLogits.
-  public var logits: Tensor? { arena?.logits }
+  /// f32 logits one LM-head chunk may hold: 2^25 (128 MiB) — 640 rows of SmolLM2's 49 152
+  /// vocabulary, 256 of Llama 3's 128 256; large enough that each chunk's matmuls stay
+  /// efficient, small beside the activations of any batch worth chunking.
+  public static let headChunkElements = 1 << 25
+
+  /// Rows per LM-head chunk for a vocabulary: `headChunkElements / vocab`, rounded down to a
+  /// multiple of 64 (chunk views then start at 256-byte-aligned offsets), at least 64.
+  public static func defaultHeadChunkTokens(vocab: Int) -> Int {
+    max(64, headChunkElements / max(vocab, 1) / 64 * 64)
+  }
+
+  /// Logits (N, V) of the last forward pass without targets (passes with targets keep only
+  /// one chunk of logits at a time).
+  public var logits: Tensor? { lastLogits }
+
+  /// The activation arenas' shared f32 allocation (tests: its identity and size).
+  public var activationStorage: TensorStorage? { arena?.storage.storage }
 
   /// Sets every parameter gradient to zero.
   public func zeroGradients() throws { try weights.zeroGradients() }
@@ -53,8 +91,10 @@ public final class LlamaModel {
   /// place of the logits, for `backward()`. `lossNormalizer`: divide the summed loss by this
   /// instead of the number of non-ignored targets — the total over every micro-batch of a
   /// step makes accumulated gradients equal those of the whole batch.
+  /// `weightedLater`: the backward takes per-token weights (`backward(tokenWeights:)`).
   public func forward(ids: [Int32], targets: [Int32]? = nil, batch: Int,
-                      lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
+                      lossNormalizer: Float? = nil, computeGradients: Bool = false,
+                      weightedLater: Bool = false) throws {
     if let targets {
       try stage(ids: ids, targets: targets, batch: batch)
       if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
@@ -62,7 +102,7 @@ public final class LlamaModel {
           + "pass lossNormalizer to run such a micro-batch")
       }
       try forwardStaged(lossNormalizer: lossNormalizer.map { .value($0) } ?? .targetCount,
-                        computeGradients: computeGradients)
+                        computeGradients: computeGradients, weightedLater: weightedLater)
       return
     }
     guard !computeGradients else {
@@ -72,8 +112,16 @@ public final class LlamaModel {
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
     try trunk(ar)
-    try weights.lmHead.forward(backend, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
-    backwardPending = false
+    let n = ids.count
+    if (fullLogits?.count ?? 0) < n * shape.vocab {
+      fullLogits = nil; lastLogits = nil
+      fullLogits = try backend.allocate([n * shape.vocab])
+    }
+    guard let full = fullLogits else { throw VKFError.other("LlamaModel.forward: logits buffer missing") }
+    let logits = try full.view(shape: [n, shape.vocab])
+    try weights.lmHead.forward(backend, ar.finalNormed, into: logits)  // (N, C) → (N, V)
+    lastLogits = logits
+    pending = .none
   }
 
   /// Checks ids (B, T) and targets and uploads them into the arena of their shape, which the
@@ -93,16 +141,22 @@ public final class LlamaModel {
     try backend.upload(ids, to: ar.ids)
     try backend.upload(targets, to: ar.targets)
     stagedArena = ar
+    stagedTargetCount = targets.reduce(0) { $0 + ($1 == Self.ignoreIndex ? 0 : 1) }
   }
 
   /// The arena the last `stage` filled.
   private var stagedArena: ActivationArena?
+  /// Trained targets of the last `stage` (what `.targetCount` means for every chunk).
+  private var stagedTargetCount = 0
 
   /// Forward with loss on the inputs of the last `stage` — ops only, no host transfer, so
-  /// it can be recorded. `lossNormalizer` divides the summed loss (`.targetCount`: this
-  /// batch's trained targets; `.tensor`: read when the op runs). With `computeGradients`,
-  /// dLogits replace the logits for `backward()`.
-  public func forwardStaged(lossNormalizer: LossNormalizer, computeGradients: Bool) throws {
+  /// it can be recorded. `lossNormalizer` divides the summed loss (`.targetCount`: the staged
+  /// batch's trained targets, fixed when recorded; `.tensor`: read when the op runs). With
+  /// `computeGradients`, each chunk's dL/dlogits go straight through the LM head into
+  /// dL/dhidden (and the head's gradients) for `backward()`; with `weightedLater` too, the
+  /// backward is `backward(tokenWeights:)`.
+  public func forwardStaged(lossNormalizer: LossNormalizer, computeGradients: Bool,
+                            weightedLater: Bool = false) throws {
     guard let ar = stagedArena else {
       throw VKFError.other("LlamaModel.forwardStaged: stage a batch first")
     }
@@ -111,13 +165,42 @@ public final class LlamaModel {
         + "(load the weights with trainable: .all or .named(…))")
     }
     arena = ar
+    pending = .none
     try trunk(ar)
-    let be = backend
-    try weights.lmHead.forward(be, ar.finalNormed, into: ar.logits)  // (N, C) → (N, V)
-    try be.crossEntropy(logits: ar.logits, targets: ar.targets, ignoreIndex: Self.ignoreIndex,
-                        normalizer: lossNormalizer, losses: ar.losses,
-                        dLogits: computeGradients ? ar.logits : nil)
-    backwardPending = computeGradients
+    if case .targetCount = lossNormalizer {
+      headNormalizer = .value(Float(max(stagedTargetCount, 1)))
+    } else {
+      headNormalizer = lossNormalizer
+    }
+    // A trained head's weighted gradients need the weights: its chunks are redone then.
+    let gradientsNow = computeGradients && !(weightedLater && weights.lmHead.isTrained)
+    for r in headChunks(ar) { try headChunk(ar, r, gradients: gradientsNow, tokenWeights: nil) }
+    pending = computeGradients ? (weightedLater ? .weighted : .trunk) : .none
+  }
+
+  /// Row ranges of the LM-head chunks of `ar`.
+  private func headChunks(_ ar: ActivationArena) -> [Range<Int>] {
+    let n = ar.batch * ar.tokens
+    return stride(from: 0, to: n, by: headChunkTokens).map { $0..<min(n, $0 + headChunkTokens) }
+  }
+
+  /// Rows `r`: logits → per-token losses; with `gradients`, dL/dlogits (scaled per token by
+  /// `tokenWeights` when given) → dL/dhidden rows and the head's own gradients.
+  private func headChunk(_ ar: ActivationArena, _ r: Range<Int>, gradients: Bool, tokenWeights: Tensor?) throws {
+    let be = backend, head = weights.lmHead
+    let x = try ar.finalNormed.rows(r)
+    let logits = try ar.logits.view(shape: [r.count, shape.vocab])
+    try head.forward(be, x, into: logits)  // (n, C) → (n, V)
+    try be.crossEntropy(logits: logits, targets: try ar.targets.rows(r), ignoreIndex: Self.ignoreIndex,
+                        normalizer: headNormalizer, losses: try ar.losses.rows(r),
+                        dLogits: gradients ? logits : nil)
+    guard gradients else { return }
+    if let tokenWeights {
+      try be.scaleRows(logits, weights: try tokenWeights.rows(r), into: logits)
+    }
+    let needsDx = weights.lowestTrainedLayer != nil || weights.finalNormGrad != nil
+    try head.backward(be, dy: logits, x: x, dx: needsDx ? try ar.dHidden.rows(r) : nil,
+                      accumulateInput: false, ones: try ar.ones.rows(r))
   }
 
   /// Per-token losses (N) of the last pass with targets, on the device: Σ is its loss.
@@ -153,18 +236,52 @@ public final class LlamaModel {
 
   /// Accumulates the gradients of the last forward pass's loss into `weights.gradients`.
   public func backward() throws {
-    guard backwardPending, let ar = arena else {
-      throw VKFError.other("LlamaModel.backward: call forward(…, computeGradients: true) first")
+    guard pending == .trunk, let ar = arena else {
+      throw VKFError.other(pending == .weighted
+        ? "LlamaModel.backward: the forward pass expects per-token weights (backward(tokenWeights:))"
+        : "LlamaModel.backward: call forward(…, computeGradients: true) first")
     }
-    backwardPending = false
-    let be = backend, ones = ar.ones
-    let lowest = weights.lowestTrainedLayer
-    // LM head: dLogits (N, V) → dNormed (N, C); then the final RMSNorm → dResidual.
-    try weights.lmHead.backward(be, dy: ar.logits, x: ar.finalNormed,
-                                dx: lowest == nil && weights.finalNormGrad == nil ? nil : ar.dHidden,
-                                accumulateInput: false, ones: ones)
-    guard weights.finalNormGrad != nil || lowest != nil else { return }
+    pending = .none
+    guard weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil else { return }
     try backwardBelowHead(ar)
+  }
+
+  /// The backward of a forward with `weightedLater`: the loss is Σ_i w_i·loss_i (w: N values
+  /// in (B, T) order, on the device), so a sequence-level objective (DPO) whose gradient is the
+  /// cross-entropy's reweighted per token runs without ever holding N × V logits.
+  public func backward(tokenWeights w: Tensor) throws {
+    guard pending == .weighted, let ar = arena else {
+      throw VKFError.other("LlamaModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
+        + "weightedLater: true) first")
+    }
+    guard w.count == ar.batch * ar.tokens else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.backward(tokenWeights:)",
+        detail: "\(w.count) weights for \(ar.batch * ar.tokens) tokens")
+    }
+    pending = .none
+    let w = try w.reshaped([w.count])
+    let below = weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil
+    if weights.lmHead.isTrained {
+      for r in headChunks(ar) { try headChunk(ar, r, gradients: true, tokenWeights: w) }
+    } else if below {
+      // dL/dhidden_i = w_i · (dlogits_i · W): the forward's unweighted rows, scaled.
+      try backend.scaleRows(ar.dHidden, weights: w, into: ar.dHidden)
+    }
+    if below { try backwardBelowHead(ar) }
+  }
+
+  /// `backward(tokenWeights:)` with host weights, uploaded into the arena's weight buffer.
+  public func backward(tokenWeights: [Float]) throws {
+    guard pending == .weighted, let ar = arena else {
+      throw VKFError.other("LlamaModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
+        + "weightedLater: true) first")
+    }
+    guard tokenWeights.count == ar.batch * ar.tokens else {
+      throw VKFError.shapeMismatch(op: "LlamaModel.backward(tokenWeights:)",
+        detail: "\(tokenWeights.count) weights for \(ar.batch * ar.tokens) tokens")
+    }
+    try backend.upload(tokenWeights, to: ar.tokenWeights)
+    try backward(tokenWeights: ar.tokenWeights)
   }
 
   /// From dL/d(final normed hidden) in `ar.dHidden` down to every trained parameter.
@@ -196,21 +313,6 @@ public final class LlamaModel {
     return try backend.floats(ar.losses)
   }
 
-  /// Multiplies each token's logit gradient by `weights[i]` (N values, (B, T) order) between
-  /// `forward(…, computeGradients: true)` and `backward()`: a sequence-level loss (DPO) is a
-  /// weighted sum of token log-probs, so its gradient is the cross-entropy's, reweighted.
-  public func scaleLogitGradients(_ weights: [Float]) throws {
-    guard backwardPending, let ar = arena else {
-      throw VKFError.other("LlamaModel.scaleLogitGradients: call forward(…, computeGradients: true) first")
-    }
-    guard weights.count == ar.batch * ar.tokens else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.scaleLogitGradients",
-        detail: "\(weights.count) weights for \(ar.batch * ar.tokens) tokens")
-    }
-    try backend.upload(weights, to: ar.tokenWeights)
-    try backend.scaleRows(ar.logits, weights: ar.tokenWeights, into: ar.logits)
-  }
-
   /// Runs the model up to the final RMSNorm (no LM head) and returns the normed hidden states
   /// (N, C), valid until the next forward: the input of a scalar head (reward model). With
   /// `computeGradients`, fill `hiddenGradient` with dL/dhidden and call `backwardFromHidden()`.
@@ -222,7 +324,7 @@ public final class LlamaModel {
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
     try trunk(ar)
-    backwardPending = false
+    pending = .none
     hiddenBackwardPending = computeGradients
     return ar.finalNormed
   }
@@ -271,7 +373,8 @@ public final class LlamaModel {
     let n = batch * tokens
     var previous = arenas.values.first
     if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
-                                                         savesEveryLayer: saves) > p.storage.count
+                                                         savesEveryLayer: saves,
+                                                         headTokens: headChunkTokens) > p.storage.count
                            || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
@@ -284,7 +387,7 @@ public final class LlamaModel {
     }
     guard let ones else { throw VKFError.other("LlamaModel: ones vector missing") }
     let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
-                                previous: previous, ones: ones, backend: backend)
+                                headTokens: headChunkTokens, previous: previous, ones: ones, backend: backend)
     arenas[key] = a
     return a
   }
