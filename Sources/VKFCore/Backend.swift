@@ -108,6 +108,14 @@ public protocol Backend: AnyObject {
   /// loss; dLogits (optional, n × vocab) gets (softmax − onehot) / normalizer.
   func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
                     losses: Tensor, dLogits: Tensor?) throws
+  /// A DPO-family loss (`PreferenceLossMath.batch`) of rows/2 pairs, rows 2i chosen and
+  /// 2i+1 rejected: policy, reference (rows) summed answer log-probs; answerTokens (rows)
+  /// answer lengths as f32; pairsInStep (1) the step's pair count, the loss's divisor.
+  /// Writes tokenWeights (rows, T): each row's −dL/dπ on every token; adds the micro-batch's
+  /// share of L into lossSum[0] and the metric sums into metrics (`metricCount`).
+  func preferenceLoss(policy: Tensor, reference: Tensor, answerTokens: Tensor, pairsInStep: Tensor,
+                      parameters: PreferenceLossParameters, tokenWeights: Tensor, lossSum: Tensor,
+                      metrics: Tensor) throws
 
   // MARK: - Elementwise and reductions
   /// out = a + α·b; b is a's shape or repeats over a's rows (b.count divides a.count).

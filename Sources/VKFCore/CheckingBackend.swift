@@ -203,6 +203,16 @@ public final class CheckingBackend: Backend {
                          losses: m(losses), dLogits: dLogits.map(m))
     }
   }
+  public func preferenceLoss(policy: Tensor, reference: Tensor, answerTokens: Tensor, pairsInStep: Tensor,
+                             parameters: PreferenceLossParameters, tokenWeights: Tensor, lossSum: Tensor,
+                             metrics: Tensor) throws {
+    try check(.preferenceLoss, inputs: [policy, reference, answerTokens, pairsInStep],
+              outputs: [tokenWeights, lossSum, metrics]) { b, m in
+      try b.preferenceLoss(policy: m(policy), reference: m(reference), answerTokens: m(answerTokens),
+                           pairsInStep: m(pairsInStep), parameters: parameters, tokenWeights: m(tokenWeights),
+                           lossSum: m(lossSum), metrics: m(metrics))
+    }
+  }
   public func add(_ a: Tensor, _ bt: Tensor, alpha: Float, into out: Tensor) throws {
     try check(.add, inputs: [a, bt], outputs: [out]) { b, m in try b.add(m(a), m(bt), alpha: alpha, into: m(out)) }
   }

@@ -11,7 +11,7 @@ public enum Op: String, CaseIterable, Sendable {
   case causalSoftmax, causalSoftmaxBackward
   case swiglu, swigluBackward
   case embedding, embeddingBackward
-  case crossEntropy
+  case crossEntropy, preferenceLoss
   // elementwise and reductions
   case add, mul, scale, scaleRows, sumOfSquares, dropoutMask
   // optimizer

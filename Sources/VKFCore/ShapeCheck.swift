@@ -278,6 +278,33 @@ public enum ShapeCheck {
     return (x.rowCount, x.lastDim)
   }
 
+  /// Returns (rows, tokens per row) of `Backend.preferenceLoss`.
+  public static func preferenceLoss(policy: Tensor, reference: Tensor, answerTokens: Tensor, pairsInStep: Tensor,
+                                    parameters p: PreferenceLossParameters, tokenWeights: Tensor, lossSum: Tensor,
+                                    metrics: Tensor) throws -> (rows: Int, tokens: Int) {
+    let op = Op.preferenceLoss
+    try dtype(op, .f32, policy, reference, answerTokens, pairsInStep, tokenWeights, lossSum, metrics)
+    let rows = policy.count
+    guard rows > 0, rows % 2 == 0, rows / 2 <= PreferenceLossParameters.maxPairs else {
+      throw fail(op, "\(rows) rows: need chosen/rejected pairs, at most \(PreferenceLossParameters.maxPairs)")
+    }
+    try count(op, rows, reference, answerTokens)
+    try count(op, 1, pairsInStep, lossSum)
+    try count(op, PreferenceLossParameters.metricCount, metrics)
+    guard tokenWeights.count % rows == 0, tokenWeights.count > 0 else {
+      throw fail(op, "\(tokenWeights.count) token weights do not form \(rows) rows")
+    }
+    guard p.beta > 0, p.beta.isFinite, p.labelSmoothing >= 0, p.labelSmoothing < 0.5, p.rpoAlpha >= 0 else {
+      throw fail(op, "beta \(p.beta), label smoothing \(p.labelSmoothing), rpo α \(p.rpoAlpha) out of range")
+    }
+    let outputs = [tokenWeights, lossSum, metrics]
+    for (i, o) in outputs.enumerated() {
+      try noOverlap(op, output: o, inputs: policy, reference, answerTokens, pairsInStep)
+      for other in outputs[(i + 1)...] where o.overlaps(other) { throw fail(op, "outputs overlap") }
+    }
+    return (rows, tokenWeights.count / rows)
+  }
+
   /// out[0] += Σx²: x any f32 tensor, out one f32.
   public static func sumOfSquares(_ x: Tensor, _ out: Tensor) throws {
     try dtype(.sumOfSquares, .f32, x, out)

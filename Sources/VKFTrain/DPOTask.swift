@@ -107,7 +107,7 @@ public final class DPOTask: TrainingTask {
   public let loss: DPOLossConfig
   public let reference: Reference
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) throws -> Void
+  let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
   private var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
   /// Reference log-probs of evaluation rows by `ReferenceLogProbs.key`, computed at the
@@ -115,6 +115,33 @@ public final class DPOTask: TrainingTask {
   private var evaluationReferences: [String: Double] = [:]
   /// Reference forward passes run by evaluations (tests check the cache holds).
   public private(set) var evaluationReferencePasses = 0
+  /// Staged steps (`DPOTask+Staged`): per row count, a device buffer [policy | reference |
+  /// answer tokens] of summed log-probs; the rows of the last staged batch; the step's
+  /// metric sums (`PreferenceLossParameters.Metric`).
+  private var sequenceBuffersByRows: [Int: Tensor] = [:]
+  var stagedRows = 0
+  private var deviceMetrics: Tensor?
+
+  /// The [policy | reference | answer tokens] buffer for `rows` rows (made once per count,
+  /// so recordings keep valid views).
+  func sequenceBuffers(rows: Int) throws -> Tensor {
+    if let b = sequenceBuffersByRows[rows] { return b }
+    let b = try backend.allocate([3 * rows])
+    sequenceBuffersByRows[rows] = b
+    return b
+  }
+
+  /// The device metric sums of a staged step.
+  func stepMetricsTensor() throws -> Tensor {
+    if let m = deviceMetrics { return m }
+    let m = try backend.allocate([PreferenceLossParameters.metricCount])
+    try backend.fill(m, value: 0)
+    deviceMetrics = m
+    return m
+  }
+
+  /// Adds a staged step's metric sums to the training metrics.
+  func addTrainingMetrics(sums: [Float]) { trainMetrics.add(sums: sums) }
 
   public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               reference: Reference, loss: DPOLossConfig,
@@ -231,7 +258,7 @@ public final class DPOTask: TrainingTask {
   }
 
   /// The reference log-prob of every row (adapter off, no gradients; or from the cache).
-  private func referenceLogProbs(_ batch: Batch, _ ids: [Int32], _ targets: [Int32]) throws -> [Double] {
+  func referenceLogProbs(_ batch: Batch, _ ids: [Int32], _ targets: [Int32]) throws -> [Double] {
     switch reference {
     case .disabledAdapter(let setEnabled):
       setEnabled(false)
@@ -250,7 +277,7 @@ public final class DPOTask: TrainingTask {
     }
   }
 
-  private func checkPairs(_ batch: Batch, _ targets: [Int32]) throws {
+  func checkPairs(_ batch: Batch, _ targets: [Int32]) throws {
     guard batch.batchSize % 2 == 0 else {
       throw TrainingError.invalidBatch("a preference batch has \(batch.batchSize) rows; it needs chosen/rejected pairs")
     }

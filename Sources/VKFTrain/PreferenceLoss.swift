@@ -1,5 +1,6 @@
 // DPO-family and reward-model losses on sequence log-probs / scores, with their gradients.
 import Foundation
+import VKFCore
 
 /// TRL's DPO loss types (`loss_type`).
 public enum DPOLossType: String, Codable, Sendable, CaseIterable {
@@ -27,6 +28,18 @@ public struct DPOLossConfig: Codable, Sendable, Equatable {
   public init(type: DPOLossType = .sigmoid, beta: Double = 0.1, labelSmoothing: Double = 0,
               rpoAlpha: Double? = nil) {
     self.type = type; self.beta = beta; self.labelSmoothing = labelSmoothing; self.rpoAlpha = rpoAlpha
+  }
+
+  /// The settings as the backends' `preferenceLoss` op takes them.
+  public var parameters: PreferenceLossParameters {
+    let kind: PreferenceLossKind
+    switch type {
+    case .sigmoid: kind = .sigmoid
+    case .hinge: kind = .hinge
+    case .ipo: kind = .ipo
+    case .robust: kind = .robust
+    }
+    return PreferenceLossParameters(kind: kind, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha ?? 0)
   }
 
   /// One-line reasons for values that cannot work.
@@ -76,39 +89,19 @@ public struct PairLoss: Sendable, Equatable {
 /// The DPO-family losses of `DPOLossConfig` and the reward-model loss.
 public enum PreferenceLoss {
   /// log σ(x), stable for large |x|.
-  static func logSigmoid(_ x: Double) -> Double { x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)) }
+  static func logSigmoid(_ x: Double) -> Double { PreferenceLossMath.logSigmoid(x) }
   /// σ(x).
-  static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
+  static func sigmoid(_ x: Double) -> Double { PreferenceLossMath.sigmoid(x) }
 
-  /// The loss of one pair under `config` (formulas in REFERENCE.md, TRL's semantics).
+  /// The loss of one pair under `config` (formulas in REFERENCE.md, TRL's semantics; the
+  /// same math as the backends' `preferenceLoss` op).
   public static func dpo(_ p: PairLogProbs, _ config: DPOLossConfig) -> PairLoss {
-    let beta = config.beta, eps = config.labelSmoothing
-    // ipo works on length-averaged log-probs; the chain rule brings 1/length back.
-    let lc = config.type == .ipo ? Double(max(p.chosenTokens, 1)) : 1
-    let lr = config.type == .ipo ? Double(max(p.rejectedTokens, 1)) : 1
-    let chosenRatio = (p.policyChosen - p.referenceChosen) / lc
-    let rejectedRatio = (p.policyRejected - p.referenceRejected) / lr
-    let delta = chosenRatio - rejectedRatio
-    let x = beta * delta
-    let loss: Double, dDelta: Double
-    switch config.type {
-    case .sigmoid:
-      loss = -(1 - eps) * logSigmoid(x) - eps * logSigmoid(-x)
-      dDelta = beta * (-(1 - eps) * sigmoid(-x) + eps * sigmoid(x))
-    case .hinge:
-      loss = max(0, 1 - x)
-      dDelta = 1 - x > 0 ? -beta : 0
-    case .ipo:
-      let d = delta - 1 / (2 * beta)
-      loss = d * d
-      dDelta = 2 * d
-    case .robust:
-      loss = (-(1 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1 - 2 * eps)
-      dDelta = -beta * ((1 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1 - 2 * eps)
-    }
-    return PairLoss(loss: loss, dPolicyChosen: dDelta / lc, dPolicyRejected: -dDelta / lr,
-                    rewardChosen: beta * (p.policyChosen - p.referenceChosen),
-                    rewardRejected: beta * (p.policyRejected - p.referenceRejected))
+    let out = PreferenceLossMath.pair(policyChosen: p.policyChosen, policyRejected: p.policyRejected,
+                                      referenceChosen: p.referenceChosen, referenceRejected: p.referenceRejected,
+                                      chosenTokens: p.chosenTokens, rejectedTokens: p.rejectedTokens,
+                                      config.parameters)
+    return PairLoss(loss: out.loss, dPolicyChosen: out.dPolicyChosen, dPolicyRejected: out.dPolicyRejected,
+                    rewardChosen: out.rewardChosen, rewardRejected: out.rewardRejected)
   }
 
   /// Reward-model loss −log σ(r_c − r_r − margin) and its gradients (d/dr_c, d/dr_r).
@@ -145,6 +138,16 @@ public struct DPOStepMetrics: Sendable, Equatable {
     m.loss /= n; m.rewardsChosen /= n; m.rewardsRejected /= n; m.rewardsAccuracy /= n
     m.logpsChosen /= n; m.logpsRejected /= n
     return m
+  }
+
+  /// Adds the sums of a `preferenceLoss` op's metrics vector (`PreferenceLossParameters.Metric`).
+  public mutating func add(sums m: [Float]) {
+    typealias M = PreferenceLossParameters.Metric
+    func v(_ k: M) -> Double { k.rawValue < m.count ? Double(m[k.rawValue]) : 0 }
+    loss += v(.loss)
+    rewardsChosen += v(.rewardsChosen); rewardsRejected += v(.rewardsRejected); rewardsAccuracy += v(.accuracy)
+    logpsChosen += v(.logpsChosen); logpsRejected += v(.logpsRejected)
+    pairs += Int(v(.pairs).rounded())
   }
 
   /// rewards/margins.

@@ -16,6 +16,16 @@ public protocol StagedTrainingTask: TrainingTask {
   /// Forward and backward of the staged batch, its loss divided by `lossNormalizer` (one
   /// f32, read when the ops run) and added into `lossSum` (one f32). Ops only.
   func queueForwardBackward(lossNormalizer: Tensor, lossSum: Tensor) throws
+  /// Task metrics summed on the device over a step's micro-batches (zeroed when the step
+  /// begins, read back with the loss), or nil for none.
+  var stepMetrics: Tensor? { get }
+  /// Takes one step's `stepMetrics` values (for `takeMetrics(training: true)`).
+  func absorbStepMetrics(_ values: [Float])
+}
+
+extension StagedTrainingTask {
+  public var stepMetrics: Tensor? { nil }
+  public func absorbStepMetrics(_ values: [Float]) {}
 }
 
 /// The (B, T) a micro-batch runs at: T rounded up to a multiple of `StepShape.granularity`
@@ -84,7 +94,8 @@ public final class ReplayedSteps {
     backend = task.backend
     normalizer = try backend.allocate([1])
     let be = task.backend
-    readback = try (0..<2).map { _ in try be.allocate([2], .f32, memory: .hostVisible) }
+    let slotCount = 2 + (task.stepMetrics?.count ?? 0)
+    readback = try (0..<2).map { _ in try be.allocate([slotCount], .f32, memory: .hostVisible) }
   }
 
   /// The outcome of one step, read after its single wait.
@@ -93,6 +104,8 @@ public final class ReplayedSteps {
     public let loss: Float
     /// Σgrad² over every trained tensor, before clipping (NaN when the loss was not finite).
     public let sumOfSquares: Float
+    /// The task's `stepMetrics` after the step (empty when it has none).
+    public let taskMetrics: [Float]
   }
 
   /// A submitted step whose outcome has not been read.
@@ -112,9 +125,10 @@ public final class ReplayedSteps {
       throw TrainingError.invalidBatch("\(batches.count) micro-batches but \(dropoutSeeds.count) dropout seeds")
     }
     try backend.upload([lossNormalizer], to: normalizer)
-    try run(&begin) { [task, optimizer] in
+    try run(&begin) { [task, optimizer, backend] in
       try task.zeroGradients()
       try optimizer.queueResetMetrics()
+      if let m = task.stepMetrics { try backend.fill(m, value: 0) }
     }
     for (b, seed) in zip(batches, dropoutSeeds) {
       let shape = StepShape(for: b, maxTokens: maxTokens)
@@ -130,9 +144,12 @@ public final class ReplayedSteps {
     }
     let slot = submitted % 2
     submitted += 1
-    try run(&publish[slot]) { [backend, optimizer, readback] in
+    try run(&publish[slot]) { [backend, optimizer, readback, task] in
       try backend.copy(optimizer.lossSum, to: try readback[slot].view(offset: 0, shape: [1]))
       try backend.copy(optimizer.sumOfSquares, to: try readback[slot].view(offset: 1, shape: [1]))
+      if let m = task.stepMetrics {
+        try backend.copy(m, to: try readback[slot].view(offset: 2, shape: [m.count]))
+      }
     }
     try backend.flush()
     return Pending(slot: slot)
@@ -141,7 +158,7 @@ public final class ReplayedSteps {
   /// The outcome of a submitted step: waits for that step only (a later one may run on).
   public func finish(_ pending: Pending) throws -> Outcome {
     let m = try backend.floats(readback[pending.slot])
-    return Outcome(loss: m[0], sumOfSquares: m[1])
+    return Outcome(loss: m[0], sumOfSquares: m[1], taskMetrics: Array(m.dropFirst(2)))
   }
 
   /// Replays `recording`, recording `body` into it first; or runs `body` eagerly.

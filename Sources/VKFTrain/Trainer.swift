@@ -141,6 +141,7 @@ public final class Trainer {
     /// any submitted after it were skipped on the device).
     func finish(_ f: InFlight, _ engine: ReplayedSteps) throws -> Bool {
       let o = try engine.finish(f.pending)
+      engine.task.absorbStepMetrics(o.taskMetrics)
       let norm = o.sumOfSquares.squareRoot()
       guard o.loss.isFinite, norm.isFinite else {
         optimizer.rewind(to: step)

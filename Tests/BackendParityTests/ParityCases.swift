@@ -25,6 +25,9 @@ struct Tolerance {
   /// A scalar sum of ~1e5 squares (≈ 3.3e4): f32 tree sums carry ~1e-7 relative error, the
   /// CPU sums in Double, so ~3e-3 absolute.
   static let scalarSum = Tolerance(nmse: 1e-10, maxAbs: 1e-2)
+  /// The DPO-family loss: the kernel's f32 logσ/σ against the CPU's Double (~1e-7 relative),
+  /// and metric sums of ~40 log-probs of magnitude ≤ 60 (|Σ| ≤ 2400, f32 ulp 2.4e-4).
+  static let preference = Tolerance(nmse: 1e-10, maxAbs: 1e-3)
   /// Exact data movement and casts (round to nearest even on both sides).
   static let exact = Tolerance(nmse: 0, maxAbs: 0)
 }
@@ -42,7 +45,36 @@ extension Backend {
 
 /// Every op's cases. Shapes stay small: lavapipe runs ~40× slower than OpenBLAS.
 enum ParityTable {
-  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer }
+  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference }
+
+  /// `preferenceLoss` for each kind, with label smoothing and RPO, 37 pairs of 13 tokens;
+  /// called twice so the sums accumulate. Log-probs like real answers' (−60…−2), the
+  /// references within ±8 of them, so every branch of σ and the hinge is taken.
+  static var preference: [ParityCase] {
+    let cases: [(PreferenceLossKind, Double, Double)] = [
+      (.sigmoid, 0, 0), (.sigmoid, 0.1, 0.5), (.hinge, 0, 0), (.ipo, 0, 0), (.robust, 0.2, 0), (.ipo, 0, 1),
+    ]
+    return cases.enumerated().map { i, c in
+      ParityCase(op: .preferenceLoss, name: "\(c.0) ε \(c.1) rpo \(c.2), 37 pairs × 13", tolerance: .preference) { b in
+        let rows = 74, tokens = 13
+        let policy = TestData.uniform(rows, seed: 90 + UInt64(i), -60, -2)
+        let offsets = TestData.uniform(rows, seed: 110 + UInt64(i), -8, 8)
+        let lengths = TestData.uniform(rows, seed: 130 + UInt64(i), 1, 40).map { $0.rounded() }
+        let p = try b.tensor(policy, shape: [rows])
+        let r = try b.tensor(zip(policy, offsets).map { $0 + $1 }, shape: [rows])
+        let len = try b.tensor(lengths, shape: [rows])
+        let d = try b.tensor([Float(50)], shape: [1])
+        let w = try b.allocate([rows, tokens]), loss = try b.tensor([Float(0.25)], shape: [1])
+        let m = try b.zeros([PreferenceLossParameters.metricCount])
+        let params = PreferenceLossParameters(kind: c.0, beta: i == 3 ? 0.5 : 0.1, labelSmoothing: c.1, rpoAlpha: c.2)
+        for _ in 0..<2 {
+          try b.preferenceLoss(policy: p, reference: r, answerTokens: len, pairsInStep: d, parameters: params,
+                               tokenWeights: w, lossSum: loss, metrics: m)
+        }
+        return [try b.floats(w), try b.floats(loss), try b.floats(m)]
+      }
+    }
+  }
 
   static var memory: [ParityCase] { [
     ParityCase(op: .fill, name: "f32 1000", tolerance: .exact) { b in

@@ -57,6 +57,12 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .crossEntropy) { b, bad in
         try b.crossEntropy(logits: bad, targets: ids, ignoreIndex: -100, normalizer: nil, losses: r4, dLogits: nil)
       },
+      BadCall(op: .preferenceLoss, good: [4]) { b, bad in
+        try b.preferenceLoss(policy: bad, reference: inv, answerTokens: inv, pairsInStep: one,
+                             parameters: PreferenceLossParameters(kind: .sigmoid, beta: 0.1),
+                             tokenWeights: y, lossSum: try b.zeros([1]),
+                             metrics: try b.zeros([PreferenceLossParameters.metricCount]))
+      },
       BadCall(op: .add) { b, bad in try b.add(bad, w8, alpha: 1, into: y) },
       BadCall(op: .mul) { b, bad in try b.mul(bad, x, into: y) },
       BadCall(op: .scale) { b, bad in try b.scale(bad, by: 2, into: y) },

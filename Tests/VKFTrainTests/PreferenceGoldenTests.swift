@@ -119,6 +119,52 @@ final class PreferenceGoldenTests: XCTestCase {
     try checkGradients(task, file, prefix: "reward.grad.", "reward on \(backend.name)")
   }
 
+  func test_dpo_replayedStep_matchesTorch_cpu() throws { try checkReplayedDPO(on: TestBackends.cpu) }
+  func test_dpo_replayedStep_matchesTorch_vulkan() throws { try checkReplayedDPO(on: try Tiny.vulkanOrSkip()) }
+
+  /// The replayed step — reference forward (adapter off) or precomputed reference log-probs,
+  /// policy forward, the loss on the device (`preferenceLoss`), the weighted backward, AdamW
+  /// at lr 0 — in one recording, rows padded to 64 tokens, matches the same goldens: loss,
+  /// logged metrics (read back with the loss) and gradients.
+  private func checkReplayedDPO(on backend: Backend) throws {
+    let (meta, file) = try load()
+    let b = try batch(file, meta.seq_length)
+    XCTAssertLessThan(b.seqLength, StepShape.granularity, "the step pads the rows")
+    for c in meta.cases {
+      for precompute in [false, true] {
+        let m = try model(on: backend)
+        let l = try lora(m, file)
+        var precomputed: ReferenceLogProbs?
+        if precompute {
+          l.enabled = false
+          precomputed = try ReferenceLogProbs.compute(
+            model: m, examples: (0..<b.batchSize).map { ReferenceLogProbs.rowExample(b, $0) }, batchSize: 4, padID: 0)
+          l.enabled = true
+        }
+        let config = DPOLossConfig(type: try XCTUnwrap(DPOLossType(rawValue: c.type)), beta: c.beta,
+                                   labelSmoothing: c.label_smoothing, rpoAlpha: c.rpo_alpha)
+        let task = try DPOTask(model: m, lora: l, loss: config, precomputed: precomputed)
+        let optimizer = try AdamW(parameters: task.trainableTensors, backend: backend)
+        let engine = try ReplayedSteps(task: task, optimizer: optimizer, maxTokens: StepShape.granularity)
+        let what = "\(c.name), reference \(precompute ? "precomputed" : "adapter off") on \(backend.name)"
+        let out = try engine.step([b], dropoutSeeds: [0], lossNormalizer: task.lossNormalizer(for: [b]), lr: 0)
+        XCTAssertEqual(engine.recordedShapes, [StepShape(batch: b.batchSize, tokens: StepShape.granularity)], what)
+        task.absorbStepMetrics(out.taskMetrics)
+        close(Double(out.loss), Double(try file.floats(c.name + ".loss")[0]), "\(what) loss")
+        let policy = try file.floats(c.name + ".policy_logps").map(Double.init)
+        let reference = try file.floats(c.name + ".reference_logps").map(Double.init)
+        let metrics = task.takeMetrics(training: true)
+        close(metrics["logps/chosen"] ?? .nan, (policy[0] + policy[2]) / 2, "\(what) logps/chosen")
+        close(metrics["logps/rejected"] ?? .nan, (policy[1] + policy[3]) / 2, "\(what) logps/rejected")
+        let rewardChosen = c.beta * ((policy[0] - reference[0]) + (policy[2] - reference[2])) / 2
+        close(metrics["rewards/chosen"] ?? .nan, rewardChosen, "\(what) rewards/chosen")
+        let rewardRejected = c.beta * ((policy[1] - reference[1]) + (policy[3] - reference[3])) / 2
+        close(metrics["rewards/rejected"] ?? .nan, rewardRejected, "\(what) rewards/rejected")
+        try checkGradients(task, file, prefix: c.name + ".grad.", what)
+      }
+    }
+  }
+
   /// Evaluation computes the reference log-probs of its rows once: a second evaluation after
   /// the adapter moved runs no reference pass and gives what an uncached task gives.
   func test_dpoEvaluation_reusesReferenceLogProbs() throws {

@@ -198,6 +198,9 @@ class Unstaged: TrainingTask {
     try inner.forwardBackward(batch, lossNormalizer: lossNormalizer, dropoutSeed: dropoutSeed)
   }
   func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) { try inner.evaluate(batch) }
+  var exampleGroupSize: Int { inner.exampleGroupSize }
+  func lossNormalizer(for batches: [Batch]) -> Float { inner.lossNormalizer(for: batches) }
+  func takeMetrics(training: Bool) -> [String: Double] { inner.takeMetrics(training: training) }
 }
 
 /// A staged task that writes a NaN on the device before a chosen micro-batch (counted from

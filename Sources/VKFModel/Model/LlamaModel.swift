@@ -206,6 +206,10 @@ public final class LlamaModel {
   /// Per-token losses (N) of the last pass with targets, on the device: Σ is its loss.
   public var tokenLossTensor: Tensor? { arena?.losses }
 
+  /// Per-token weights (N) for `backward(tokenWeights:)` of the last pass's shape, on the
+  /// device: a sequence-level loss computed on the device writes them here.
+  public var tokenWeightTensor: Tensor? { arena?.tokenWeights }
+
   /// Ones (N) for the last pass's shape (row sums as matmuls).
   public var onesTensor: Tensor? { arena?.ones }
 

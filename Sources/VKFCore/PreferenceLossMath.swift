@@ -1,0 +1,126 @@
+// The DPO family's per-pair loss and gradient: one definition for the host (VKFTrain's
+// PreferenceLoss) and the CPU twin of the backends' `preferenceLoss` op.
+import Foundation
+
+/// TRL's DPO loss types, as the `preferenceLoss` op encodes them.
+public enum PreferenceLossKind: UInt32, Sendable, CaseIterable {
+  /// −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ).
+  case sigmoid = 0
+  /// relu(1 − βΔ).
+  case hinge = 1
+  /// (Δ̄ − 1/(2β))² on length-averaged log-probs.
+  case ipo = 2
+  /// [−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)] / (1 − 2ε).
+  case robust = 3
+}
+
+/// Fixed settings of a `preferenceLoss` op (recorded with it).
+public struct PreferenceLossParameters: Sendable, Equatable {
+  public var kind: PreferenceLossKind
+  public var beta: Double
+  /// ε of sigmoid and robust.
+  public var labelSmoothing: Double
+  /// RPO's α (an SFT term on the chosen answers), 0 for none.
+  public var rpoAlpha: Double
+
+  public init(kind: PreferenceLossKind, beta: Double, labelSmoothing: Double = 0, rpoAlpha: Double = 0) {
+    self.kind = kind; self.beta = beta; self.labelSmoothing = labelSmoothing; self.rpoAlpha = rpoAlpha
+  }
+
+  /// Pairs one op call may take (the kernel's shared-memory arrays).
+  public static let maxPairs = 256
+
+  /// Slots of the metrics vector the op adds into, each a sum over pairs.
+  public enum Metric: Int, CaseIterable {
+    case loss = 0, rewardsChosen, rewardsRejected, accuracy, logpsChosen, logpsRejected, pairs
+  }
+  /// f32 elements of the metrics vector (`Metric` slots, padded).
+  public static let metricCount = 8
+}
+
+/// One pair's loss (without RPO), d loss / d(summed policy log-prob) of each answer, and the
+/// rewards β·(π − ref) TRL logs.
+public struct PreferencePairLoss: Sendable, Equatable {
+  public var loss: Double
+  public var dPolicyChosen: Double, dPolicyRejected: Double
+  public var rewardChosen: Double, rewardRejected: Double
+}
+
+/// The math of `Backend.preferenceLoss`.
+public enum PreferenceLossMath {
+  /// log σ(x), stable for large |x|.
+  public static func logSigmoid(_ x: Double) -> Double { x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)) }
+  /// σ(x).
+  public static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
+
+  /// The loss of one pair from summed answer log-probs (π policy, ref reference) and answer
+  /// lengths (formulas in REFERENCE.md, TRL's semantics).
+  public static func pair(policyChosen: Double, policyRejected: Double, referenceChosen: Double,
+                          referenceRejected: Double, chosenTokens: Int, rejectedTokens: Int,
+                          _ p: PreferenceLossParameters) -> PreferencePairLoss {
+    let beta = p.beta, eps = p.labelSmoothing
+    // ipo works on length-averaged log-probs; the chain rule brings 1/length back.
+    let lc = p.kind == .ipo ? Double(max(chosenTokens, 1)) : 1
+    let lr = p.kind == .ipo ? Double(max(rejectedTokens, 1)) : 1
+    let delta = (policyChosen - referenceChosen) / lc - (policyRejected - referenceRejected) / lr
+    let x = beta * delta
+    let loss: Double, dDelta: Double
+    switch p.kind {
+    case .sigmoid:
+      loss = -(1 - eps) * logSigmoid(x) - eps * logSigmoid(-x)
+      dDelta = beta * (-(1 - eps) * sigmoid(-x) + eps * sigmoid(x))
+    case .hinge:
+      loss = max(0, 1 - x)
+      dDelta = 1 - x > 0 ? -beta : 0
+    case .ipo:
+      let d = delta - 1 / (2 * beta)
+      loss = d * d
+      dDelta = 2 * d
+    case .robust:
+      loss = (-(1 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1 - 2 * eps)
+      dDelta = -beta * ((1 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1 - 2 * eps)
+    }
+    return PreferencePairLoss(loss: loss, dPolicyChosen: dDelta / lc, dPolicyRejected: -dDelta / lr,
+                              rewardChosen: beta * (policyChosen - referenceChosen),
+                              rewardRejected: beta * (policyRejected - referenceRejected))
+  }
+
+  /// The whole op on host arrays (rows = 2 × pairs, chosen first in each pair): per-row
+  /// token weights −(dL/dπ_row) with L = (Σ_pairs ℓ + RPO)/`pairsInStep`, the micro-batch's
+  /// share of L, and the metric sums (`PreferenceLossParameters.Metric`).
+  public static func batch(policy: [Double], reference: [Double], answerTokens: [Int], pairsInStep: Double,
+                           _ p: PreferenceLossParameters) -> (rowWeights: [Double], loss: Double, metrics: [Double]) {
+    let rows = policy.count, pairs = rows / 2
+    var w = [Double](repeating: 0, count: rows)
+    var m = [Double](repeating: 0, count: PreferenceLossParameters.metricCount)
+    var loss = 0.0
+    typealias M = PreferenceLossParameters.Metric
+    for i in 0..<pairs {
+      let c = 2 * i, r = c + 1
+      let out = pair(policyChosen: policy[c], policyRejected: policy[r], referenceChosen: reference[c],
+                     referenceRejected: reference[r], chosenTokens: answerTokens[c], rejectedTokens: answerTokens[r], p)
+      loss += out.loss / pairsInStep
+      // dL/dloss_token = −dL/dπ: the cross-entropy gradient's weight.
+      w[c] = -out.dPolicyChosen / pairsInStep
+      w[r] = -out.dPolicyRejected / pairsInStep
+      m[M.loss.rawValue] += out.loss
+      m[M.rewardsChosen.rawValue] += out.rewardChosen
+      m[M.rewardsRejected.rawValue] += out.rewardRejected
+      m[M.accuracy.rawValue] += out.rewardChosen > out.rewardRejected ? 1 : 0
+      m[M.logpsChosen.rawValue] += policy[c]
+      m[M.logpsRejected.rawValue] += policy[r]
+      m[M.pairs.rawValue] += 1
+    }
+    if p.rpoAlpha > 0 {
+      // α · mean NLL over this micro-batch's chosen tokens, weighted by its share of pairs.
+      let chosenTokens = stride(from: 0, to: rows, by: 2).reduce(0) { $0 + answerTokens[$1] }
+      if chosenTokens > 0 {
+        let share = Double(pairs) / pairsInStep
+        let nll = stride(from: 0, to: rows, by: 2).reduce(0.0) { $0 - policy[$1] } / Double(chosenTokens)
+        loss += p.rpoAlpha * nll * share
+        for c in stride(from: 0, to: rows, by: 2) { w[c] += p.rpoAlpha * share / Double(chosenTokens) }
+      }
+    }
+    return (w, loss, m)
+  }
+}
