@@ -98,6 +98,8 @@ public final class CPUBackend: Backend {
   // MARK: - Costs
 
   public var statistics: ExecutionStatistics { counter.snapshot }
+  /// A CPU recording is its body, run again at every replay.
+  public var recordingSavesWork: Bool { false }
   public var memoryCapacity: Int? { StatisticsCounter.capacity(Int(ProcessInfo.processInfo.physicalMemory)) }
   public func resetMemoryPeak() { counter.resetPeak() }
 

@@ -38,6 +38,11 @@ public protocol Backend: AnyObject {
   /// host state it depends on it sets itself — a backend may run it again at every replay
   /// (the CPU does) or only once, here (Vulkan does).
   func record(_ body: @escaping () throws -> Void) throws -> Recording
+  /// True when replaying a recording costs less than queueing its ops afresh (GPUs: command
+  /// buffers, descriptor sets and barriers made once). The CPU runs a recording's body again
+  /// at every replay, so it gains nothing, and callers skip what recording costs (padding
+  /// batches to a few fixed shapes).
+  var recordingSavesWork: Bool { get }
   /// Queues the recordings' ops, in order, behind the work queued before; like any op this
   /// does not wait. Uploads into tensors a queued recording uses wait for it first.
   func replay(_ recordings: [Recording]) throws

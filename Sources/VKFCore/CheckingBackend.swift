@@ -57,6 +57,7 @@ public final class CheckingBackend: Backend {
   }
   public var statistics: ExecutionStatistics { primary.statistics }
   public var memoryCapacity: Int? { primary.memoryCapacity }
+  public var recordingSavesWork: Bool { primary.recordingSavesWork }
   public func resetMemoryPeak() { primary.resetMemoryPeak() }
 
   // MARK: - Replay machinery

@@ -31,6 +31,7 @@ extension StagedTrainingTask {
 /// The (B, T) a micro-batch runs at: T rounded up to a multiple of `StepShape.granularity`
 /// (capped at the longest row allowed), so a run meets few shapes and records each once.
 /// Right padding (ignored targets) changes no trained token's loss: attention is causal.
+/// Where recording saves nothing (the CPU) rows are not padded (granularity 1).
 public struct StepShape: Hashable, Sendable, CustomStringConvertible {
   public let batch: Int, tokens: Int
   /// Tokens a row is rounded up to: a run over the shared Alpaca subset meets ≤ 16 shapes
@@ -39,14 +40,20 @@ public struct StepShape: Hashable, Sendable, CustomStringConvertible {
 
   public init(batch: Int, tokens: Int) { self.batch = batch; self.tokens = tokens }
 
+  /// The granularity a run on `backend` pads to: `granularity` where replaying a recording
+  /// saves work, else 1 (exact shapes: padding would only add arithmetic).
+  public static func granularity(for backend: Backend) -> Int {
+    backend.recordingSavesWork ? granularity : 1
+  }
+
   /// The shape `batch` runs at when rows may hold up to `maxTokens` tokens.
-  public init(for batch: Batch, maxTokens: Int) {
-    self.init(rows: batch.batchSize, tokens: batch.seqLength, maxTokens: maxTokens)
+  public init(for batch: Batch, maxTokens: Int, granularity: Int = Self.granularity) {
+    self.init(rows: batch.batchSize, tokens: batch.seqLength, maxTokens: maxTokens, granularity: granularity)
   }
 
   /// The shape of `rows` rows of `tokens` tokens when rows may hold up to `maxTokens`.
-  public init(rows: Int, tokens: Int, maxTokens: Int) {
-    let g = Self.granularity
+  public init(rows: Int, tokens: Int, maxTokens: Int, granularity: Int = Self.granularity) {
+    let g = max(1, granularity)
     let rounded = (tokens + g - 1) / g * g
     self.init(batch: rows, tokens: max(tokens, min(rounded, maxTokens)))
   }
@@ -72,6 +79,8 @@ public final class ReplayedSteps {
   public let maxTokens: Int
   /// Record and replay (true), or run the same ops eagerly (false).
   public let replays: Bool
+  /// Tokens a row is padded to a multiple of (`StepShape.granularity(for:)` by default).
+  public let shapeGranularity: Int
   private let backend: Backend
   /// 1/N's N for the step (one f32, uploaded before each step).
   private let normalizer: Tensor
@@ -86,12 +95,14 @@ public final class ReplayedSteps {
   /// Shapes recorded so far (one recording each).
   public var recordedShapes: Set<StepShape> { Set(micro.keys) }
 
-  public init(task: StagedTrainingTask, optimizer: AdamW, maxTokens: Int, replays: Bool = true) throws {
+  public init(task: StagedTrainingTask, optimizer: AdamW, maxTokens: Int, replays: Bool = true,
+              shapeGranularity: Int? = nil) throws {
     self.task = task
     self.optimizer = optimizer
     self.maxTokens = maxTokens
     self.replays = replays
     backend = task.backend
+    self.shapeGranularity = shapeGranularity ?? StepShape.granularity(for: task.backend)
     normalizer = try backend.allocate([1])
     let be = task.backend
     let slotCount = 2 + (task.stepMetrics?.count ?? 0)
@@ -131,7 +142,7 @@ public final class ReplayedSteps {
       if let m = task.stepMetrics { try backend.fill(m, value: 0) }
     }
     for (b, seed) in zip(batches, dropoutSeeds) {
-      let shape = StepShape(for: b, maxTokens: maxTokens)
+      let shape = StepShape(for: b, maxTokens: maxTokens, granularity: shapeGranularity)
       guard try task.stage(b, as: shape, dropoutSeed: seed) else { continue }
       try run(&micro[shape]) { [task, normalizer, optimizer] in
         try task.queueForwardBackward(lossNormalizer: normalizer, lossSum: optimizer.lossSum)

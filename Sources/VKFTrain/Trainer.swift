@@ -51,6 +51,9 @@ public final class Trainer {
   /// Steps of a `StagedTrainingTask` run as replays of recorded work (`ReplayedSteps`): one
   /// submission and one wait per optimizer step. False runs the same ops eagerly (tests).
   public var replaysSteps = true
+  /// Tokens the staged rows are padded to a multiple of; nil: `StepShape.granularity(for:)`
+  /// of the task's backend (tests pad on the CPU too).
+  public var stepShapeGranularity: Int?
   /// The step engine of a staged task, made at the first step.
   public private(set) var replayedSteps: ReplayedSteps?
   private var epochCache: (epoch: Int, batches: [Batch])?
@@ -207,9 +210,10 @@ public final class Trainer {
     if let replayedSteps { return replayedSteps }
     guard let staged = task as? StagedTrainingTask else { return nil }
     let engine = try ReplayedSteps(task: staged, optimizer: optimizer, maxTokens: config.maxSeqLength,
-                                   replays: replaysSteps)
+                                   replays: replaysSteps, shapeGranularity: stepShapeGranularity)
     try staged.reserve(StepShape(rows: config.perDeviceTrainBatchSize * task.exampleGroupSize,
-                                 tokens: plan.longestRow, maxTokens: config.maxSeqLength))
+                                 tokens: plan.longestRow, maxTokens: config.maxSeqLength,
+                                 granularity: engine.shapeGranularity))
     // Evaluation batches run unpadded through the same arenas: room for the largest too, so
     // an evaluation never grows the allocation the recordings hold.
     if let rows = evaluationBatches.map(\.batchSize).max(), let tokens = evaluationBatches.map(\.seqLength).max() {

@@ -145,6 +145,10 @@ public final class VulkanBackend: Backend {
   public var statistics: ExecutionStatistics { device.statistics.snapshot }
   /// VK_EXT_memory_budget's budget when the driver has it (other processes' use taken off),
   /// else the device-local heaps' size.
+  /// A replay submits the recorded command buffer: no descriptor set, barrier or command
+  /// is made again.
+  public var recordingSavesWork: Bool { true }
+
   public var memoryCapacity: Int? {
     let c = device.capabilities
     return StatisticsCounter.capacity(c.deviceLocalBudgetBytes ?? (c.deviceLocalMemoryBytes > 0 ? c.deviceLocalMemoryBytes : nil))

@@ -145,7 +145,8 @@ final class PreferenceGoldenTests: XCTestCase {
                                    labelSmoothing: c.label_smoothing, rpoAlpha: c.rpo_alpha)
         let task = try DPOTask(model: m, lora: l, loss: config, precomputed: precomputed)
         let optimizer = try AdamW(parameters: task.trainableTensors, backend: backend)
-        let engine = try ReplayedSteps(task: task, optimizer: optimizer, maxTokens: StepShape.granularity)
+        let engine = try ReplayedSteps(task: task, optimizer: optimizer, maxTokens: StepShape.granularity,
+                                       shapeGranularity: StepShape.granularity)
         let what = "\(c.name), reference \(precompute ? "precomputed" : "adapter off") on \(backend.name)"
         let out = try engine.step([b], dropoutSeeds: [0], lossNormalizer: task.lossNormalizer(for: [b]), lr: 0)
         XCTAssertEqual(engine.recordedShapes, [StepShape(batch: b.batchSize, tokens: StepShape.granularity)], what)

@@ -71,7 +71,8 @@ final class ReplayedDPOTests: XCTestCase {
     let staged = try task(on: backend, dropout: 0), host = try task(on: backend, dropout: 0)
     let normalizer = staged.lossNormalizer(for: batches)
     let engine = try ReplayedSteps(task: staged, optimizer: try AdamW(parameters: staged.trainableTensors,
-                                                                     backend: backend), maxTokens: 16)
+                                                                     backend: backend), maxTokens: 16,
+                                   shapeGranularity: StepShape.granularity)
     let out = try engine.step(batches, dropoutSeeds: seeds, lossNormalizer: normalizer, lr: 0)
     try host.zeroGradients()
     var hostLoss: Float = 0
