@@ -70,6 +70,21 @@ final class PreferenceGoldenTests: XCTestCase {
     }
   }
 
+  /// One DPO step's loss, logged metrics (pairs 0/1 and 2/3) and gradients against case `c`.
+  private func checkStep(_ task: DPOTask, loss: Float, _ file: SafetensorsFile, _ c: Meta.Case, _ what: String) throws {
+    close(Double(loss), Double(try file.floats(c.name + ".loss")[0]), "\(what) loss")
+    let policy = try file.floats(c.name + ".policy_logps").map(Double.init)
+    let reference = try file.floats(c.name + ".reference_logps").map(Double.init)
+    let metrics = task.takeMetrics(training: true)
+    close(metrics["logps/chosen"] ?? .nan, (policy[0] + policy[2]) / 2, "\(what) logps/chosen")
+    close(metrics["logps/rejected"] ?? .nan, (policy[1] + policy[3]) / 2, "\(what) logps/rejected")
+    let rewardChosen = c.beta * ((policy[0] - reference[0]) + (policy[2] - reference[2])) / 2
+    close(metrics["rewards/chosen"] ?? .nan, rewardChosen, "\(what) rewards/chosen")
+    let rewardRejected = c.beta * ((policy[1] - reference[1]) + (policy[3] - reference[3])) / 2
+    close(metrics["rewards/rejected"] ?? .nan, rewardRejected, "\(what) rewards/rejected")
+    try checkGradients(task, file, prefix: c.name + ".grad.", what)
+  }
+
   func test_dpo_everyLossType_matchesTorch_cpu() throws { try checkDPO(on: TestBackends.cpu) }
   func test_dpo_everyLossType_matchesTorch_vulkan() throws { try checkDPO(on: try Tiny.vulkanOrSkip()) }
 
@@ -87,15 +102,7 @@ final class PreferenceGoldenTests: XCTestCase {
       let normalizer = task.lossNormalizer(for: [b])
       XCTAssertEqual(normalizer, 2)
       let loss = try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: 0)
-      close(Double(loss), Double(try file.floats(c.name + ".loss")[0]), "\(c.name) loss on \(backend.name)")
-      let policy = try file.floats(c.name + ".policy_logps").map(Double.init)
-      let reference = try file.floats(c.name + ".reference_logps").map(Double.init)
-      let metrics = task.takeMetrics(training: true)
-      close(metrics["logps/chosen"] ?? .nan, (policy[0] + policy[2]) / 2, "\(c.name) logps/chosen")
-      close(metrics["logps/rejected"] ?? .nan, (policy[1] + policy[3]) / 2, "\(c.name) logps/rejected")
-      let rewardChosen = c.beta * ((policy[0] - reference[0]) + (policy[2] - reference[2])) / 2
-      close(metrics["rewards/chosen"] ?? .nan, rewardChosen, "\(c.name) rewards/chosen")
-      try checkGradients(task, file, prefix: c.name + ".grad.", "\(c.name) on \(backend.name)")
+      try checkStep(task, loss: loss, file, c, "\(c.name) on \(backend.name)")
     }
   }
 
@@ -151,17 +158,7 @@ final class PreferenceGoldenTests: XCTestCase {
         let out = try engine.step([b], dropoutSeeds: [0], lossNormalizer: task.lossNormalizer(for: [b]), lr: 0)
         XCTAssertEqual(engine.recordedShapes, [StepShape(batch: b.batchSize, tokens: StepShape.granularity)], what)
         task.absorbStepMetrics(out.taskMetrics)
-        close(Double(out.loss), Double(try file.floats(c.name + ".loss")[0]), "\(what) loss")
-        let policy = try file.floats(c.name + ".policy_logps").map(Double.init)
-        let reference = try file.floats(c.name + ".reference_logps").map(Double.init)
-        let metrics = task.takeMetrics(training: true)
-        close(metrics["logps/chosen"] ?? .nan, (policy[0] + policy[2]) / 2, "\(what) logps/chosen")
-        close(metrics["logps/rejected"] ?? .nan, (policy[1] + policy[3]) / 2, "\(what) logps/rejected")
-        let rewardChosen = c.beta * ((policy[0] - reference[0]) + (policy[2] - reference[2])) / 2
-        close(metrics["rewards/chosen"] ?? .nan, rewardChosen, "\(what) rewards/chosen")
-        let rewardRejected = c.beta * ((policy[1] - reference[1]) + (policy[3] - reference[3])) / 2
-        close(metrics["rewards/rejected"] ?? .nan, rewardRejected, "\(what) rewards/rejected")
-        try checkGradients(task, file, prefix: c.name + ".grad.", what)
+        try checkStep(task, loss: out.loss, file, c, what)
       }
     }
   }

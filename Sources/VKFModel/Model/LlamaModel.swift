@@ -254,14 +254,7 @@ public final class LlamaModel {
   /// in (B, T) order, on the device), so a sequence-level objective (DPO) whose gradient is the
   /// cross-entropy's reweighted per token runs without ever holding N × V logits.
   public func backward(tokenWeights w: Tensor) throws {
-    guard pending == .weighted, let ar = arena else {
-      throw VKFError.other("LlamaModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
-        + "weightedLater: true) first")
-    }
-    guard w.count == ar.batch * ar.tokens else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.backward(tokenWeights:)",
-        detail: "\(w.count) weights for \(ar.batch * ar.tokens) tokens")
-    }
+    let ar = try weightedArena(weights: w.count)
     pending = .none
     let w = try w.reshaped([w.count])
     let below = weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil
@@ -276,16 +269,22 @@ public final class LlamaModel {
 
   /// `backward(tokenWeights:)` with host weights, uploaded into the arena's weight buffer.
   public func backward(tokenWeights: [Float]) throws {
+    let ar = try weightedArena(weights: tokenWeights.count)
+    try backend.upload(tokenWeights, to: ar.tokenWeights)
+    try backward(tokenWeights: ar.tokenWeights)
+  }
+
+  /// The arena of a pending weighted backward, checked against `count` token weights.
+  private func weightedArena(weights count: Int) throws -> ActivationArena {
     guard pending == .weighted, let ar = arena else {
       throw VKFError.other("LlamaModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
         + "weightedLater: true) first")
     }
-    guard tokenWeights.count == ar.batch * ar.tokens else {
+    guard count == ar.batch * ar.tokens else {
       throw VKFError.shapeMismatch(op: "LlamaModel.backward(tokenWeights:)",
-        detail: "\(tokenWeights.count) weights for \(ar.batch * ar.tokens) tokens")
+        detail: "\(count) weights for \(ar.batch * ar.tokens) tokens")
     }
-    try backend.upload(tokenWeights, to: ar.tokenWeights)
-    try backward(tokenWeights: ar.tokenWeights)
+    return ar
   }
 
   /// From dL/d(final normed hidden) in `ar.dHidden` down to every trained parameter.
