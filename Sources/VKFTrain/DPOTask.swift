@@ -141,7 +141,7 @@ public final class DPOTask: TrainingTask {
   }
 
   /// Adds a staged step's metric sums to the training metrics.
-  func addTrainingMetrics(sums: [Float]) { trainMetrics.add(sums: sums) }
+  func addTrainingMetrics(sums: [Float]) { trainMetrics.add(sums: sums.map(Double.init)) }
 
   public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               reference: Reference, loss: DPOLossConfig,
@@ -186,41 +186,21 @@ public final class DPOTask: TrainingTask {
 
   public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
     let (ids, targets) = try SFTTask.int32(batch)
-    let rows = batch.batchSize, pairsInBatch = rows / 2
+    let rows = batch.batchSize
     try checkPairs(batch, targets)
     let refs = try referenceLogProbs(batch, ids, targets)
     try dropoutSeedSetter(dropoutSeed)
     try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true,
                       weightedLater: true)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
-    let p = Double(lossNormalizer)
-    var rowWeight = [Double](repeating: 0, count: rows)
-    var stepLoss = 0.0
-    for i in 0..<pairsInBatch {
-      let c = 2 * i, r = 2 * i + 1
-      let inputs = PairLogProbs(policyChosen: policy[c], policyRejected: policy[r], referenceChosen: refs[c],
-                                referenceRejected: refs[r], chosenTokens: counts[c], rejectedTokens: counts[r])
-      let out = PreferenceLoss.dpo(inputs, loss)
-      trainMetrics.add(out, inputs)
-      stepLoss += out.loss / p
-      // dL/dlogits = (dℓ/dπ)/P · dπ/dlogits = −(dℓ/dπ)/P · (softmax − onehot).
-      rowWeight[c] = -out.dPolicyChosen / p
-      rowWeight[r] = -out.dPolicyRejected / p
-    }
-    if let alpha = loss.rpoAlpha, alpha > 0 {
-      // SFT term α·mean NLL over this micro-batch's chosen tokens, weighted by its share of pairs.
-      let chosenTokens = stride(from: 0, to: rows, by: 2).reduce(0) { $0 + counts[$1] }
-      if chosenTokens > 0 {
-        let share = Double(pairsInBatch) / p
-        let nll = stride(from: 0, to: rows, by: 2).reduce(0.0) { $0 - policy[$1] } / Double(chosenTokens)
-        stepLoss += alpha * nll * share
-        for c in stride(from: 0, to: rows, by: 2) { rowWeight[c] += alpha * share / Double(chosenTokens) }
-      }
-    }
+    // dL/dlogits = (dℓ/dπ)/P · dπ/dlogits = −(dℓ/dπ)/P · (softmax − onehot): the row weights.
+    let out = PreferenceLossMath.batch(policy: policy, reference: refs, answerTokens: counts,
+                                       pairsInStep: Double(lossNormalizer), loss.parameters)
+    trainMetrics.add(sums: out.metrics)
     let t = batch.seqLength
-    let weights = (0..<(rows * t)).map { i in Float(rowWeight[i / t]) }
+    let weights = (0..<(rows * t)).map { i in Float(out.rowWeights[i / t]) }
     try model.backward(tokenWeights: weights)
-    return Float(stepLoss)
+    return Float(out.loss)
   }
 
   /// Sum of pair losses and the number of pairs (so the trainer's mean is the mean pair loss).
@@ -233,15 +213,11 @@ public final class DPOTask: TrainingTask {
     let refs = try evaluationReferenceLogProbs(batch, ids, targets)
     try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
-    var sum = 0.0
-    for i in 0..<(rows / 2) {
-      let c = 2 * i, r = 2 * i + 1
-      let inputs = PairLogProbs(policyChosen: policy[c], policyRejected: policy[r], referenceChosen: refs[c],
-                                referenceRejected: refs[r], chosenTokens: counts[c], rejectedTokens: counts[r])
-      let out = PreferenceLoss.dpo(inputs, loss)
-      evalMetrics.add(out, inputs)
-      sum += out.loss
-    }
+    let out = PreferenceLossMath.batch(policy: policy, reference: refs, answerTokens: counts, pairsInStep: 1,
+                                       loss.parameters)
+    evalMetrics.add(sums: out.metrics)
+    // The pairs' DPO losses without the RPO term (its metric sum).
+    let sum = out.metrics[PreferenceLossParameters.Metric.loss.rawValue]
     return (sum, rows / 2)
   }
 

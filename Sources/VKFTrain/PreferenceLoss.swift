@@ -141,9 +141,9 @@ public struct DPOStepMetrics: Sendable, Equatable {
   }
 
   /// Adds the sums of a `preferenceLoss` op's metrics vector (`PreferenceLossParameters.Metric`).
-  public mutating func add(sums m: [Float]) {
+  public mutating func add(sums m: [Double]) {
     typealias M = PreferenceLossParameters.Metric
-    func v(_ k: M) -> Double { k.rawValue < m.count ? Double(m[k.rawValue]) : 0 }
+    func v(_ k: M) -> Double { k.rawValue < m.count ? m[k.rawValue] : 0 }
     loss += v(.loss)
     rewardsChosen += v(.rewardsChosen); rewardsRejected += v(.rewardsRejected); rewardsAccuracy += v(.accuracy)
     logpsChosen += v(.logpsChosen); logpsRejected += v(.logpsRejected)
