@@ -8,14 +8,21 @@
 //   The K loop runs over the k columns of x / W, then over the r columns of xa / B into the
 //   same accumulators; xa is multiplied by scale as it is staged. y is only written.
 // Bindings, dense base: 0 x, 1 xa, 2 W, 3 B (readonly), 4 y.
-//           NF4 base:   0 x, 1 xa, 2 packed (uint words), 3 absmax, 4 B (readonly), 5 y.
-// Push (after boff[8]): m, n, k, r, blockSize (NF4 only), scale → Swift `LoRAForwardPush`.
+//           NF4 base:   0 x, 1 xa, 2 packed (uint words), 3 absmax f32 or codes, 4 B (readonly),
+//                       5 y, 6 nested scales (NF4_DQ = 1 only; absmax as in dequantize_nf4.comp).
+// Push (after boff[8]): m, n, k, r, blockSize, scale, nestedBlock, absmaxOffset (the NF4
+//   fields unused by the dense variant) → Swift `LoRAForwardPush`.
 // Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
 //   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
-// Variant defines: NF4_BASE 0|1 (dense or NF4 frozen weight).
+// Variant defines: NF4_BASE 0|1 (dense or NF4 frozen weight); NF4_DQ 0|1 (with NF4_BASE = 1:
+//   f32 or double-quantised absmax).
 // variant: NF4_BASE=1
+// variant: NF4_BASE=1 NF4_DQ=1
 #ifndef NF4_BASE
 #define NF4_BASE 0
+#endif
+#ifndef NF4_DQ
+#define NF4_DQ 0
 #endif
 
 #include "common/push.glsl"
@@ -25,7 +32,6 @@ layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(set = 0, binding = 1) readonly buffer BufXA { float xa[]; };
 #if NF4_BASE
 layout(set = 0, binding = 2) readonly buffer Packed { uint packed[]; };
-layout(set = 0, binding = 3) readonly buffer Absmax { float absmax[]; };
 layout(set = 0, binding = 4) readonly buffer BufB { float lb[]; };
 layout(set = 0, binding = 5) writeonly buffer BufY { float y[]; };
 #define B_SLOT 4
@@ -45,7 +51,21 @@ PUSH_BEGIN
   uint r;
   uint blockSize;
   float scale;
+  uint nestedBlock;
+  float absmaxOffset;
 PUSH_END
+
+#if NF4_BASE && NF4_DQ
+layout(set = 0, binding = 3) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
+layout(set = 0, binding = 6) readonly buffer NestedScales { float nestedScales[]; };
+float block_absmax(uint b) {
+  return nf4_dq_absmax(absmaxCodes[pc.boff[3] + (b >> 2u)], b,
+                       nestedScales[pc.boff[6] + b / pc.nestedBlock], pc.absmaxOffset);
+}
+#elif NF4_BASE
+layout(set = 0, binding = 3) readonly buffer Absmax { float absmax[]; };
+float block_absmax(uint b) { return absmax[pc.boff[3] + b]; }
+#endif
 
 // Both phases read A and B k-contiguously: x, xa row-major; W (n, k) and B (n, r).
 #define MM_A_K_FAST 1
@@ -62,7 +82,7 @@ float base_weight(uint col, uint kk) {
 #if NF4_BASE
   uint e = col * pc.k + kk;
   uint word = packed[pc.boff[2] + (e >> 3u)];
-  return NF4_CODE[nf4_index(word, e & 7u)] * absmax[pc.boff[3] + e / pc.blockSize];
+  return NF4_CODE[nf4_index(word, e & 7u)] * block_absmax(e / pc.blockSize);
 #else
   return w[pc.boff[2] + col * pc.k + kk];
 #endif

@@ -8,14 +8,21 @@
 //   TRANS_B = 0 (input gradient):   y (m, n) = x (m, k)·W  with W (k, n), cols = n.
 //   W is dequantised while its tile is staged into shared memory (code · absmax, f32), so the
 //   dense weight never exists in device memory. beta = 0 never reads y.
-// Bindings: 0 x (readonly), 1 packed (readonly, uint words), 2 absmax (readonly), 3 y.
-// Push (after boff[8]): m, n, k, cols, blockSize, alpha, beta → Swift `MatmulNF4Push`.
+// Bindings: 0 x (readonly), 1 packed (readonly, uint words), 2 absmax f32 or codes (readonly),
+//   3 y, 4 nested scales (NF4_DQ = 1 only, readonly); absmax as in dequantize_nf4.comp.
+// Push (after boff[8]): m, n, k, cols, blockSize, alpha, beta, nestedBlock, absmaxOffset
+//   → Swift `MatmulNF4Push`.
 // Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
 //   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
-// Variant defines: TRANS_B 0|1 (see above).
+// Variant defines: TRANS_B 0|1 (see above); NF4_DQ 0|1 (f32 or double-quantised absmax).
 // variant: TRANS_B=0
+// variant: NF4_DQ=1
+// variant: TRANS_B=0 NF4_DQ=1
 #ifndef TRANS_B
 #define TRANS_B 1
+#endif
+#ifndef NF4_DQ
+#define NF4_DQ 0
 #endif
 
 #include "common/push.glsl"
@@ -23,7 +30,6 @@
 
 layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(set = 0, binding = 1) readonly buffer Packed { uint packed[]; };
-layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
 layout(set = 0, binding = 3) buffer BufY { float y[]; };
 
 PUSH_BEGIN
@@ -34,7 +40,21 @@ PUSH_BEGIN
   uint blockSize;
   float alpha;
   float beta;
+  uint nestedBlock;
+  float absmaxOffset;
 PUSH_END
+
+#if NF4_DQ
+layout(set = 0, binding = 2) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
+layout(set = 0, binding = 4) readonly buffer NestedScales { float nestedScales[]; };
+float block_absmax(uint b) {
+  return nf4_dq_absmax(absmaxCodes[pc.boff[2] + (b >> 2u)], b,
+                       nestedScales[pc.boff[4] + b / pc.nestedBlock], pc.absmaxOffset);
+}
+#else
+layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
+float block_absmax(uint b) { return absmax[pc.boff[2] + b]; }
+#endif
 
 #define MM_A_K_FAST 1
 #define MM_B_K_FAST TRANS_B
@@ -46,7 +66,7 @@ float mm_load_a(uint row, uint kk) { return x[pc.boff[0] + row * pc.k + kk]; }
 float nf4_weight(uint r, uint c) {
   uint e = r * pc.cols + c;
   uint word = packed[pc.boff[1] + (e >> 3u)];
-  return NF4_CODE[nf4_index(word, e & 7u)] * absmax[pc.boff[2] + e / pc.blockSize];
+  return NF4_CODE[nf4_index(word, e & 7u)] * block_absmax(e / pc.blockSize);
 }
 
 float mm_load_b(uint kk, uint col) {

@@ -43,23 +43,45 @@ extension CPUBackend {
   // MARK: - NF4
 
   public func dequantizeNF4(_ w: NF4Weight, into out: Tensor) throws {
-    try validate(.dequantizeNF4, w.packed, w.absmax, out)
+    try validateTensors(.dequantizeNF4, w.tensors + [out])
     try ShapeCheck.dequantizeNF4(w, out)
     let n = w.rows * w.cols
     let o = UncheckedSendable(f32(out))
     let packed = UncheckedSendable(UnsafePointer(u8(w.packed)))
-    let absmax = UncheckedSendable(UnsafePointer(f32(w.absmax)))
-    // Parallel over even-sized element ranges so no byte is split between chunks.
-    CPUParallel.forRanges(n / 2, cost: 2) { r in
-      NF4Kernel.dequantize(packed.value, absmax.value, blockSize: w.blockSize,
-                           elements: (2 * r.lowerBound)..<(2 * r.upperBound),
-                           into: o.value + 2 * r.lowerBound)
+    withAbsmax(w) { a in
+      let absmax = UncheckedSendable(a)
+      // Parallel over even-sized element ranges so no byte is split between chunks.
+      CPUParallel.forRanges(n / 2, cost: 2) { r in
+        NF4Kernel.dequantize(packed.value, absmax.value, blockSize: w.blockSize,
+                             elements: (2 * r.lowerBound)..<(2 * r.upperBound),
+                             into: o.value + 2 * r.lowerBound)
+      }
+    }
+  }
+
+  /// Calls `body` with w's per-block f32 absmax: the tensor itself, or the double-quantised
+  /// codes decoded into a temporary array (one float per block, 1/64 of the weight).
+  private func withAbsmax<R>(_ w: NF4Weight, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+    switch w.scales {
+    case .f32(let absmax):
+      return try body(UnsafePointer(f32(absmax)))
+    case .doubleQuantized(let codes, let scales, let offset):
+      var decoded = [Float](repeating: 0, count: max(w.blockCount, 1))
+      decoded.withUnsafeMutableBufferPointer { d in
+        guard let out = d.baseAddress else { return }
+        NF4DoubleQuant.decode(codes: UnsafePointer(u8(codes)), scales: UnsafePointer(f32(scales)),
+                              offset: offset, count: w.blockCount, into: out)
+      }
+      return try decoded.withUnsafeBufferPointer { d in
+        // Non-empty by construction (count ≥ 1 above).
+        try body(d.baseAddress.unsafelyUnwrapped)
+      }
     }
   }
 
   public func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
                         alpha: Float, beta: Float) throws {
-    try validate(.matmulNF4, x, w.packed, w.absmax, y)
+    try validateTensors(.matmulNF4, [x] + w.tensors + [y])
     let (m, n, k) = try ShapeCheck.matmulNF4(x, w, y, transposeB: transposeB)
     // W (R, C) is processed in panels of whole rows: R = n (forward, y = x·Wᵀ, a panel of
     // rows gives a block of y's columns) or R = k (input gradient, y = x·W, a panel of rows
@@ -68,23 +90,25 @@ extension CPUBackend {
     let panelRows = max(1, min(rowsW, nf4PanelElements / max(colsW, 1)))
     let buffer = try scratch.floats(panelRows * colsW)
     let px = f32(x), py = f32(y)
-    let packed = UnsafePointer(u8(w.packed)), absmax = UnsafePointer(f32(w.absmax))
-    var r0 = 0
-    repeat {
-      let rows = min(panelRows, rowsW - r0)
-      NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
-                                   elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
-      if transposeB {
-        // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
-        CPUBackend.sgemm(false, true, m: m, n: rows, k: k, alpha: alpha, a: px, lda: k,
-                         b: buffer, ldb: colsW, beta: beta, c: py + r0, ldc: n)
-      } else {
-        // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
-        CPUBackend.sgemm(false, false, m: m, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
-                         b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: py, ldc: n)
-      }
-      r0 += rows
-    } while r0 < rowsW
+    let packed = UnsafePointer(u8(w.packed))
+    withAbsmax(w) { absmax in
+      var r0 = 0
+      repeat {
+        let rows = min(panelRows, rowsW - r0)
+        NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
+                                     elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
+        if transposeB {
+          // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
+          CPUBackend.sgemm(false, true, m: m, n: rows, k: k, alpha: alpha, a: px, lda: k,
+                           b: buffer, ldb: colsW, beta: beta, c: py + r0, ldc: n)
+        } else {
+          // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
+          CPUBackend.sgemm(false, false, m: m, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
+                           b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: py, ldc: n)
+        }
+        r0 += rows
+      } while r0 < rowsW
+    }
   }
 }
 

@@ -289,6 +289,11 @@ extension Backend {
 
   /// Throws `wrongBackend` unless every tensor was allocated by this backend.
   public func checkOwnership(_ op: Op, _ tensors: Tensor?...) throws {
+    try checkOwnership(op, tensors)
+  }
+
+  /// `checkOwnership` over an array (e.g. an NF4 weight's `tensors`).
+  public func checkOwnership(_ op: Op, _ tensors: [Tensor?]) throws {
     for case let t? in tensors where !owns(t) {
       throw VKFError.wrongBackend(op: op.rawValue, detail: "\(t) is not owned by \(name)")
     }

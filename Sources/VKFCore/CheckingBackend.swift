@@ -93,11 +93,11 @@ public final class CheckingBackend: Backend {
   }
 
   private func mapNF4(_ w: NF4Weight, _ f: (Tensor) -> Tensor) -> NF4Weight {
-    NF4Weight(packed: f(w.packed), absmax: f(w.absmax), rows: w.rows, cols: w.cols, blockSize: w.blockSize)
+    w.mapped(f)
   }
 
   private func tensors(of w: LinearWeight) -> [Tensor] {
-    switch w { case .dense(let t): return [t]; case .nf4(let q): return [q.packed, q.absmax] }
+    switch w { case .dense(let t): return [t]; case .nf4(let q): return q.tensors }
   }
 
   private func mapLinear(_ w: LinearWeight, _ f: (Tensor) -> Tensor) -> LinearWeight {
@@ -125,13 +125,13 @@ public final class CheckingBackend: Backend {
     }
   }
   public func dequantizeNF4(_ w: NF4Weight, into out: Tensor) throws {
-    try check(.dequantizeNF4, inputs: [w.packed, w.absmax], outputs: [out]) { b, m in
+    try check(.dequantizeNF4, inputs: w.tensors, outputs: [out]) { b, m in
       try b.dequantizeNF4(mapNF4(w, m), into: m(out))
     }
   }
   public func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
                         alpha: Float, beta: Float) throws {
-    try check(.matmulNF4, inputs: [x, w.packed, w.absmax], outputs: [y]) { b, m in
+    try check(.matmulNF4, inputs: [x] + w.tensors, outputs: [y]) { b, m in
       try b.matmulNF4(m(x), mapNF4(w, m), into: m(y), transposeB: transposeB, alpha: alpha, beta: beta)
     }
   }

@@ -66,13 +66,22 @@ public enum NF4 {
   }
 }
 
+/// An NF4 weight's per-block scales on a backend.
+public enum NF4Scales: Sendable {
+  /// One f32 absmax per block (`bnb_4bit_use_double_quant=False`).
+  case f32(Tensor)
+  /// Double-quantised (`NF4DoubleQuant`): u8 `codes`, one per block; f32 `scales`, one per
+  /// `NF4DoubleQuant.blockSize` codes; absmax = dynamicMap[code]·scale + offset, decoded in
+  /// the kernels.
+  case doubleQuantized(codes: Tensor, scales: Tensor, offset: Float)
+}
+
 /// A frozen NF4 weight on a backend: W (rows, cols) = codebook[q] · absmax[block].
 public struct NF4Weight: Sendable {
   /// Packed indices: u8, rows·cols/2 bytes, high nibble first.
   public var packed: Tensor
-  /// Per-block scale: f32, ceil(rows·cols / blockSize) values (double quantisation is
-  /// undone at load, so kernels read f32).
-  public var absmax: Tensor
+  /// Per-block scales, plain or double-quantised.
+  public var scales: NF4Scales
   /// Output features (rows of W).
   public var rows: Int
   /// Input features (columns of W).
@@ -80,24 +89,68 @@ public struct NF4Weight: Sendable {
   /// Elements per absmax block.
   public var blockSize: Int
 
-  public init(packed: Tensor, absmax: Tensor, rows: Int, cols: Int,
+  public init(packed: Tensor, scales: NF4Scales, rows: Int, cols: Int,
               blockSize: Int = NF4.defaultBlockSize) {
-    self.packed = packed; self.absmax = absmax
+    self.packed = packed; self.scales = scales
     self.rows = rows; self.cols = cols; self.blockSize = blockSize
   }
 
-  /// Quantises an f32 weight (rows, cols) on the CPU and uploads it to `backend`.
+  /// Absmax blocks: ceil(rows·cols / blockSize).
+  public var blockCount: Int { (rows * cols + blockSize - 1) / blockSize }
+
+  /// Every tensor the weight holds (packed first), for ownership checks and residency.
+  public var tensors: [Tensor] {
+    switch scales {
+    case .f32(let a): return [packed, a]
+    case .doubleQuantized(let codes, let s, _): return [packed, codes, s]
+    }
+  }
+
+  /// Device bytes of the weight (packed codes and scales).
+  public var bytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
+
+  /// The same weight with each tensor replaced by `f(tensor)` (views, copies on another backend).
+  public func mapped(_ f: (Tensor) throws -> Tensor) rethrows -> NF4Weight {
+    let s: NF4Scales
+    switch scales {
+    case .f32(let a): s = .f32(try f(a))
+    case .doubleQuantized(let codes, let sc, let offset):
+      s = .doubleQuantized(codes: try f(codes), scales: try f(sc), offset: offset)
+    }
+    return NF4Weight(packed: try f(packed), scales: s, rows: rows, cols: cols, blockSize: blockSize)
+  }
+
+  /// The per-block absmax values the kernels use, read back from `backend`.
+  public func absmax(on backend: Backend) throws -> [Float] {
+    switch scales {
+    case .f32(let a): return try backend.floats(a)
+    case .doubleQuantized(let codes, let s, let offset):
+      return NF4DoubleQuant.Encoded(codes: try backend.download(codes, as: UInt8.self),
+                                    scales: try backend.floats(s), offset: offset).decoded
+    }
+  }
+
+  /// Quantises an f32 weight (rows, cols) on the CPU and uploads it to `backend`, with the
+  /// block scales double-quantised when `doubleQuant` (as bitsandbytes' QLoRA default).
   public static func quantizing(_ values: [Float], rows: Int, cols: Int, on backend: Backend,
-                                blockSize: Int = NF4.defaultBlockSize) throws -> NF4Weight {
-    guard values.count == rows * cols, values.count % 2 == 0, blockSize % 2 == 0 else {
+                                blockSize: Int = NF4.defaultBlockSize,
+                                doubleQuant: Bool = false) throws -> NF4Weight {
+    guard values.count == rows * cols, values.count % 2 == 0, blockSize > 0, blockSize % 2 == 0 else {
       throw VKFError.shapeMismatch(op: "quantizeNF4",
         detail: "\(values.count) values for (\(rows), \(cols)), block \(blockSize)")
     }
     let (packed, absmax) = NF4.quantize(values, blockSize: blockSize)
-    return NF4Weight(
-      packed: try backend.tensor(packed, shape: [packed.count], .u8),
-      absmax: try backend.tensor(absmax, shape: [absmax.count]),
-      rows: rows, cols: cols, blockSize: blockSize)
+    let scales: NF4Scales
+    if doubleQuant {
+      let e = NF4DoubleQuant.encode(absmax)
+      scales = .doubleQuantized(codes: try backend.tensor(e.codes, shape: [e.codes.count], .u8),
+                                scales: try backend.tensor(e.scales, shape: [e.scales.count]),
+                                offset: e.offset)
+    } else {
+      scales = .f32(try backend.tensor(absmax, shape: [absmax.count]))
+    }
+    return NF4Weight(packed: try backend.tensor(packed, shape: [packed.count], .u8),
+                     scales: scales, rows: rows, cols: cols, blockSize: blockSize)
   }
 }
 

@@ -146,13 +146,22 @@ public enum ShapeCheck {
 
   public static func nf4(_ op: Op, _ w: NF4Weight) throws {
     try dtype(op, .u8, w.packed)
-    try dtype(op, .f32, w.absmax)
     let n = w.rows * w.cols
     guard w.blockSize > 0, w.blockSize % 2 == 0, n % 2 == 0 else {
       throw fail(op, "NF4 \(w.rows)×\(w.cols) block \(w.blockSize): even sizes required")
     }
     try count(op, n / 2, w.packed)
-    try count(op, (n + w.blockSize - 1) / w.blockSize, w.absmax)
+    switch w.scales {
+    case .f32(let absmax):
+      try dtype(op, .f32, absmax)
+      try count(op, w.blockCount, absmax)
+    case .doubleQuantized(let codes, let scales, let offset):
+      try dtype(op, .u8, codes)
+      try dtype(op, .f32, scales)
+      try count(op, w.blockCount, codes)
+      try count(op, (w.blockCount + NF4DoubleQuant.blockSize - 1) / NF4DoubleQuant.blockSize, scales)
+      guard offset.isFinite else { throw fail(op, "NF4 absmax offset \(offset) is not finite") }
+    }
   }
 
   public static func dequantizeNF4(_ w: NF4Weight, _ out: Tensor) throws {

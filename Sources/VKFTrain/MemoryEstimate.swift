@@ -42,6 +42,9 @@ public struct MemoryEstimate: Equatable, Sendable {
     public var checkpointing: Bool
     /// The seven projections of each layer are NF4 (QLoRA).
     public var nf4Projections: Bool
+    /// NF4 block scales are double-quantised (u8 codes + one f32 per 256 blocks, instead of
+    /// one f32 per block).
+    public var nf4DoubleQuant: Bool
     /// Every model parameter trains (no adapters).
     public var fullFineTuning: Bool
     /// Trained adapter elements (LoRA A and B, DoRA magnitudes); 0 for full fine-tuning.
@@ -52,10 +55,11 @@ public struct MemoryEstimate: Equatable, Sendable {
     public var optimizerWindowElements: Int
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
+                nf4DoubleQuant: Bool = true,
                 fullFineTuning: Bool = false, adapterElements: Int = 0, optimizerState: MemoryKind = .device,
                 optimizerWindowElements: Int = AdamW.defaultWindowElements) {
       self.microBatchSize = microBatchSize; self.seqLength = seqLength; self.checkpointing = checkpointing
-      self.nf4Projections = nf4Projections; self.fullFineTuning = fullFineTuning
+      self.nf4Projections = nf4Projections; self.nf4DoubleQuant = nf4DoubleQuant; self.fullFineTuning = fullFineTuning
       self.adapterElements = adapterElements; self.optimizerState = optimizerState
       self.optimizerWindowElements = optimizerWindowElements
     }
@@ -66,7 +70,7 @@ public struct MemoryEstimate: Equatable, Sendable {
     self.settings = settings
     func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
     let f32 = 4
-    // Weights: NF4 projections take 4 bits + one f32 absmax per 64-element block.
+    // Weights: NF4 projections take 4 bits + their block scales (NF4Weight.bytes).
     var weightBytes = 0, parameterElements = 0
     let projectionSuffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
                               "gate_proj.weight", "up_proj.weight", "down_proj.weight"]
@@ -74,7 +78,9 @@ public struct MemoryEstimate: Equatable, Sendable {
       let n = shape.reduce(1, *)
       parameterElements += aligned(n)
       if settings.nf4Projections, projectionSuffixes.contains(where: { name.hasSuffix($0) }) {
-        weightBytes += (n + 1) / 2 + (n + NF4.defaultBlockSize - 1) / NF4.defaultBlockSize * f32
+        let blocks = (n + NF4.defaultBlockSize - 1) / NF4.defaultBlockSize
+        let nested = (blocks + NF4DoubleQuant.blockSize - 1) / NF4DoubleQuant.blockSize
+        weightBytes += (n + 1) / 2 + (settings.nf4DoubleQuant ? blocks + nested * f32 : blocks * f32)
       } else {
         weightBytes += n * f32
       }

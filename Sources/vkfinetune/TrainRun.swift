@@ -288,13 +288,13 @@ extension TrainSettings {
       // Mirrors OptimizerStatePlacement.auto: paged when the state does not fit beside the rest.
       let base = MemoryEstimate(shape: shape, settings: .init(
         microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
-        nf4Projections: method == .qlora, fullFineTuning: method == .full, adapterElements: adapterElements))
+        nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements))
       let fits = memoryBudget.map { base.deviceBytesExcludingOptimizer + AdamW.stateBytes(elements: trained) <= $0 } ?? true
       state = fits ? .device : .hostVisible
     }
     return MemoryEstimate(shape: shape, settings: .init(
       microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
-      nf4Projections: method == .qlora, fullFineTuning: method == .full, adapterElements: adapterElements,
+      nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
       optimizerState: state))
   }
 }

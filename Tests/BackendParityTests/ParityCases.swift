@@ -124,24 +124,31 @@ enum ParityTable {
       try b.matmul(a, w, into: c, transposeA: false, transposeB: true, alpha: 1, beta: 0)
       return [try b.floats(c)]
     })
-    cases.append(ParityCase(op: .dequantizeNF4, name: "24×64", tolerance: .exact) { b in
-      let w = try NF4Weight.quantizing(TestData.uniform(24 * 64, seed: 15), rows: 24, cols: 64, on: b)
-      let out = try b.allocate([24, 64]); try b.dequantizeNF4(w, into: out); return [try b.floats(out)]
-    })
-    for tb in [true, false] {
-      cases.append(ParityCase(op: .matmulNF4, name: "x·W\(tb ? "ᵀ" : "") 37×(48×64)", tolerance: .matmul) { b in
-        let w = try NF4Weight.quantizing(TestData.uniform(48 * 64, seed: 16), rows: 48, cols: 64, on: b)
-        let x = try b.random([37, tb ? 64 : 48], seed: 17), y = try b.random([37, tb ? 48 : 64], seed: 18)
-        try b.matmulNF4(x, w, into: y, transposeB: tb, alpha: 1, beta: 1)
-        return [try b.floats(y)]
+    // Block size 6 gives 256 blocks: one whole nested block of double-quantised scales.
+    for dq in [false, true] {
+      let tag = dq ? ", double quant" : ""
+      cases.append(ParityCase(op: .dequantizeNF4, name: "24×64\(tag)", tolerance: .exact) { b in
+        let w = try NF4Weight.quantizing(TestData.uniform(24 * 64, seed: 15), rows: 24, cols: 64, on: b,
+                                         blockSize: dq ? 6 : 64, doubleQuant: dq)
+        let out = try b.allocate([24, 64]); try b.dequantizeNF4(w, into: out); return [try b.floats(out)]
       })
+      for tb in [true, false] {
+        cases.append(ParityCase(op: .matmulNF4, name: "x·W\(tb ? "ᵀ" : "") 37×(48×64)\(tag)", tolerance: .matmul) { b in
+          let w = try NF4Weight.quantizing(TestData.uniform(48 * 64, seed: 16), rows: 48, cols: 64, on: b,
+                                           doubleQuant: dq)
+          let x = try b.random([37, tb ? 64 : 48], seed: 17), y = try b.random([37, tb ? 48 : 64], seed: 18)
+          try b.matmulNF4(x, w, into: y, transposeB: tb, alpha: 1, beta: 1)
+          return [try b.floats(y)]
+        })
+      }
     }
-    for nf4 in [false, true] {
-      cases.append(ParityCase(op: .loraForward, name: "\(nf4 ? "NF4" : "dense") base, r 8", tolerance: .matmul) { b in
+    for (nf4, dq) in [(false, false), (true, false), (true, true)] {
+      let name = "\(nf4 ? "NF4" : "dense")\(dq ? " double-quantised" : "") base, r 8"
+      cases.append(ParityCase(op: .loraForward, name: name, tolerance: .matmul) { b in
         let (m, inF, outF, r) = (29, 64, 40, 8)
         let wv = TestData.uniform(outF * inF, seed: 19)
         let base: LinearWeight = nf4
-          ? .nf4(try NF4Weight.quantizing(wv, rows: outF, cols: inF, on: b))
+          ? .nf4(try NF4Weight.quantizing(wv, rows: outF, cols: inF, on: b, doubleQuant: dq))
           : .dense(try b.tensor(wv, shape: [outF, inF]))
         let x = try b.random([m, inF], seed: 20), xd = try b.random([m, inF], seed: 21)
         let a = try b.random([r, inF], seed: 22), bm = try b.random([outF, r], seed: 23)

@@ -106,14 +106,17 @@ final class CPULinearAlgebraTests: XCTestCase {
 
   func test_dequantizeNF4_equalsNF4Dequantize() throws {
     // A partial last block (2000 = 31·64 + 16) and block size 32 exercise the block walk.
-    for (rows, cols, block) in [(40, 50, 64), (40, 50, 32), (7, 2, 64)] {
+    // Double quantisation: 40×50 / 6 = 334 blocks, two nested scales.
+    for (rows, cols, block, dq) in [(40, 50, 64, false), (40, 50, 32, false), (7, 2, 64, false),
+                                    (40, 50, 6, true), (7, 2, 64, true)] {
       let w = TestData.uniform(rows * cols, seed: 21, -3, 3)
-      let q = try NF4Weight.quantizing(w, rows: rows, cols: cols, on: T.cpu, blockSize: block)
+      let q = try NF4Weight.quantizing(w, rows: rows, cols: cols, on: T.cpu, blockSize: block, doubleQuant: dq)
       let out = try T.zeros([rows, cols])
       try T.cpu.dequantizeNF4(q, into: out)
-      let (packed, absmax) = NF4.quantize(w, blockSize: block)
+      let (packed, plain) = NF4.quantize(w, blockSize: block)
+      let absmax = dq ? NF4DoubleQuant.encode(plain).decoded : plain
       XCTAssertEqual(try T.read(out), NF4.dequantize(packed: packed, absmax: absmax,
-                                                     count: w.count, blockSize: block))
+                                                     count: w.count, blockSize: block), "block \(block) dq \(dq)")
     }
   }
 

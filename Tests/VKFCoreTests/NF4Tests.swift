@@ -52,4 +52,31 @@ final class NF4Tests: XCTestCase {
       .split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     XCTAssertEqual(values.compactMap { $0 }, NF4.codebook)
   }
+
+  /// The shader's dynamic map (f32 bit patterns) is NF4DoubleQuant.dynamicMap bit for bit.
+  func test_shaderDynamicMap_matchesSwiftMap() throws {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../../Shaders/common/nf4.glsl")
+    let text = try String(contentsOf: url, encoding: .utf8)
+    guard let open = text.range(of: "uint[256]("), let close = text.range(of: ");", range: open.upperBound..<text.endIndex) else {
+      return XCTFail("NF4_DQ_MAP array not found in nf4.glsl")
+    }
+    let bits = text[open.upperBound..<close.lowerBound].split(separator: ",").map {
+      UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst(2).dropLast(), radix: 16)
+    }
+    XCTAssertEqual(bits.compactMap { $0 }.map(Float.init(bitPattern:)), NF4DoubleQuant.dynamicMap)
+  }
+
+  /// decode is map[code]·scale + offset with one nested scale per 256 codes.
+  func test_doubleQuant_decodeUsesNestedBlocks() {
+    let absmax = (0..<600).map { Float($0 % 97) * 0.01 + 0.05 }
+    let e = NF4DoubleQuant.encode(absmax)
+    XCTAssertEqual(e.scales.count, 3)
+    let decoded = e.decoded
+    for i in [0, 255, 256, 511, 512, 599] {
+      XCTAssertEqual(decoded[i], NF4DoubleQuant.dynamicMap[Int(e.codes[i])] * e.scales[i / 256] + e.offset)
+      // 8-bit codes of values within [0.05, 1.01]: within 1 % of the range.
+      XCTAssertEqual(decoded[i], absmax[i], accuracy: 0.01)
+    }
+  }
 }

@@ -41,7 +41,7 @@ final class PEFTGoldenQLoRATests: XCTestCase {
     let weights = try g.baseWeights(on: TestBackends.cpu, trainable: .none)
     _ = try QLoRA.quantize(weights, options: .init(blockSize: 64, doubleQuant: false))
     for (module, q) in try nf4Bases(weights) {
-      XCTAssertEqual(try TestBackends.cpu.floats(q.absmax), try g.file.floats("nf4.\(module).weight.absmax_fp32"),
+      XCTAssertEqual(try q.absmax(on: TestBackends.cpu), try g.file.floats("nf4.\(module).weight.absmax_fp32"),
                      module)
     }
   }
@@ -49,11 +49,11 @@ final class PEFTGoldenQLoRATests: XCTestCase {
   /// The double-quantisation state itself (codes, nested scales, offset) from the f32 absmax.
   func test_qlora_doubleQuantState_equalsReference() throws {
     let g = try PEFTGoldenCase.load("qlora_llama_untied")
-    XCTAssertEqual(QLoRA.dynamicMap, try g.file.floats("dynamic_map"), "bitsandbytes' signed dynamic map")
+    XCTAssertEqual(NF4DoubleQuant.dynamicMap, try g.file.floats("dynamic_map"), "bitsandbytes' signed dynamic map")
     let names = try XCTUnwrap(g.meta.quantized)
     XCTAssertEqual(names.count, 14)
     for name in names {
-      let dq = QLoRA.doubleQuantized(try g.file.floats("nf4.\(name).absmax_fp32"))
+      let dq = NF4DoubleQuant.encode(try g.file.floats("nf4.\(name).absmax_fp32"))
       XCTAssertEqual(dq.codes.map(Float.init), try g.file.floats("nf4.\(name).absmax_q"), "\(name) nested codes")
       let scales = try g.file.floats("nf4.\(name).nested_absmax")
       XCTAssertEqual(dq.scales.count, scales.count, "\(name) nested scales")
@@ -66,7 +66,7 @@ final class PEFTGoldenQLoRATests: XCTestCase {
     // The fixture records where bitsandbytes' CPU kernel (a lookup table) took the farther code;
     // the reference codes above are the nearest ones there too.
     for d in g.meta.bitsandbytesCpuDoubleQuantDifferences ?? [] {
-      let codes = QLoRA.doubleQuantized(try g.file.floats("nf4.\(d.weight).absmax_fp32")).codes
+      let codes = NF4DoubleQuant.encode(try g.file.floats("nf4.\(d.weight).absmax_fp32")).codes
       XCTAssertEqual(Int(codes[d.block]), d.nearest, "\(d.weight) block \(d.block)")
       XCTAssertNotEqual(d.nearest, d.bitsandbytesCpu)
     }
@@ -93,7 +93,7 @@ final class PEFTGoldenQLoRATests: XCTestCase {
       XCTAssertTrue(wrong.isEmpty, "\(name): \(wrong.count) packed bytes differ from bitsandbytes, first at "
         + "\(wrong.first.map { "byte \($0.offset): \($0.element.0) vs \($0.element.1)" } ?? "")")
       gr.compare(name + " absmax", group: "absmax", try g.file.floats("nf4.\(name).absmax"),
-                 try backend.floats(q.absmax), Self.absmaxTolerance)
+                 try q.absmax(on: backend), Self.absmaxTolerance)
     }
     gr.print()
     if let vk = backend as? VulkanBackend {

@@ -33,14 +33,26 @@ final class MemoryEstimateTests: XCTestCase {
   func test_nf4Projections_shrinkWeights() {
     let s = Self.smol
     let dense = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, adapterElements: 1000))
-    let nf4 = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, nf4Projections: true,
-                                                        adapterElements: 1000))
-    let projections = s.layers * (s.hidden * s.qWidth * 2 + s.hidden * s.kvWidth * 2 + 3 * s.hidden * s.intermediate)
+    func estimate(doubleQuant: Bool) -> MemoryEstimate {
+      MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, nf4Projections: true,
+                                               nf4DoubleQuant: doubleQuant, adapterElements: 1000))
+    }
+    let nf4 = estimate(doubleQuant: false), dq = estimate(doubleQuant: true)
+    let sizes = [s.hidden * s.qWidth, s.hidden * s.kvWidth, s.hidden * s.kvWidth, s.hidden * s.qWidth,
+                 s.hidden * s.intermediate, s.hidden * s.intermediate, s.hidden * s.intermediate]
+    let projections = s.layers * sizes.reduce(0, +)
     // 4 bytes → 0.5 byte + 4 bytes per 64-element block.
     XCTAssertEqual(bytes(dense, .weights).device - bytes(nf4, .weights).device,
                    projections * 4 - projections / 2 - projections / 64 * 4)
-    XCTAssertEqual(bytes(nf4, .adapters).device, 4000)
-    XCTAssertEqual(bytes(nf4, .gradients).device, 4000)
+    // Double-quantised scales: 1 byte per block + 4 bytes per 256 blocks of each projection
+    // (SmolLM2's q_proj has 5184 blocks: 21 nested scales).
+    let nested = s.layers * sizes.reduce(0) { $0 + ($1 / 64 + 255) / 256 }
+    XCTAssertEqual(bytes(dense, .weights).device - bytes(dq, .weights).device,
+                   projections * 4 - projections / 2 - projections / 64 - nested * 4)
+    for e in [nf4, dq] {
+      XCTAssertEqual(bytes(e, .adapters).device, 4000)
+      XCTAssertEqual(bytes(e, .gradients).device, 4000)
+    }
   }
 
   func test_checkpointing_keepsOneLayerOfActivations() {

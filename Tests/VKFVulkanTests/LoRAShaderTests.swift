@@ -14,12 +14,14 @@ final class LoRAShaderTests: LinearShaderTestCase {
   static let sameOrderNMSE = 1e-12
 
   func testLoRAForwardPush_sizeMatchesShaderBlock() {
-    XCTAssertEqual(MemoryLayout<LoRAForwardPush>.size, 6 * 4)  // m n k r blockSize scale
+    XCTAssertEqual(MemoryLayout<LoRAForwardPush>.size, 8 * 4)  // m n k r blockSize scale + absmax
   }
 
   private struct Case {
     var m = 21, inF = 70, outF = 45, r = 8
     var nf4 = false, dropout = false, zeroB = false
+    /// NF4 block scales double-quantised (only with nf4).
+    var doubleQuant = false
     var scale: Float = 2
   }
 
@@ -32,7 +34,7 @@ final class LoRAShaderTests: LinearShaderTestCase {
       ? try backend.tensor(TestData.uniform(c.m * c.inF, seed: 32), shape: [c.m, c.inF]) : nil
     let wv = TestData.uniform(c.outF * c.inF, seed: 33, -0.5, 0.5)
     let base: LinearWeight = c.nf4
-      ? .nf4(try NF4Weight.quantizing(wv, rows: c.outF, cols: c.inF, on: backend))
+      ? .nf4(try NF4Weight.quantizing(wv, rows: c.outF, cols: c.inF, on: backend, doubleQuant: c.doubleQuant))
       : .dense(try backend.tensor(wv, shape: [c.outF, c.inF]))
     let a = try backend.tensor(TestData.uniform(c.r * c.inF, seed: 34), shape: [c.r, c.inF])
     let bv = c.zeroB ? [Float](repeating: 0, count: c.outF * c.r) : TestData.uniform(c.outF * c.r, seed: 35)
@@ -65,7 +67,7 @@ final class LoRAShaderTests: LinearShaderTestCase {
   private func checkAgainstComposed(_ c: Case, file: StaticString = #filePath, line: UInt = #line) throws {
     let vk = try LinearCheck.vulkan()
     let got = try fused(c, on: vk)
-    let label = "loraForward nf4 \(c.nf4) dropout \(c.dropout)"
+    let label = "loraForward nf4 \(c.nf4) double quant \(c.doubleQuant) dropout \(c.dropout)"
     for (name, ref) in [("vulkan composed", try composed(c, on: vk)),
                         ("cpu composed", try composed(c, on: TestBackends.cpu)),
                         ("cpu loraForward", try fused(c, on: TestBackends.cpu))] {
@@ -84,6 +86,11 @@ final class LoRAShaderTests: LinearShaderTestCase {
 
   func testLoRAForward_nf4Base_loraX_equalsComposed() throws {
     try checkAgainstComposed(Case(m: 67, inF: 130, outF: 66, r: 16, nf4: true, dropout: true, scale: 0.5))
+  }
+
+  /// 140×130 / 64 = 285 double-quantised blocks: two nested scales.
+  func testLoRAForward_nf4DoubleQuantBase_equalsComposed() throws {
+    try checkAgainstComposed(Case(m: 19, inF: 130, outF: 140, r: 8, nf4: true, dropout: true, doubleQuant: true))
   }
 
   /// scale = 0 and B = 0 (PEFT's initial state) both give y = base(x).

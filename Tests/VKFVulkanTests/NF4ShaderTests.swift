@@ -10,43 +10,54 @@ final class NF4ShaderTests: LinearShaderTestCase {
   static let dequantTolerance = 0.0
 
   func testNF4Push_sizesMatchShaderBlocks() {
-    XCTAssertEqual(MemoryLayout<DequantizeNF4Push>.size, 2 * 4)  // count, blockSize
-    XCTAssertEqual(MemoryLayout<MatmulNF4Push>.size, 7 * 4)      // m n k cols blockSize α β
+    XCTAssertEqual(MemoryLayout<NF4AbsmaxPush>.size, 2 * 4)      // nestedBlock, offset
+    XCTAssertEqual(MemoryLayout<DequantizeNF4Push>.size, 4 * 4)  // count, blockSize + absmax
+    XCTAssertEqual(MemoryLayout<MatmulNF4Push>.size, 9 * 4)      // m n k cols blockSize α β + absmax
   }
 
   /// Quantised weight (rows, cols) on `backend` from seeded values, plus the values it encodes.
-  private func weight(rows: Int, cols: Int, blockSize: Int, seed: UInt64, on backend: Backend)
-    throws -> (NF4Weight, [Float])
+  /// With `doubleQuant` the block scales are u8 codes + nested scales, decoded in the kernels.
+  private func weight(rows: Int, cols: Int, blockSize: Int, seed: UInt64, on backend: Backend,
+                      doubleQuant: Bool = false) throws -> (NF4Weight, [Float])
   {
     let values = TestData.uniform(rows * cols, seed: seed, -0.5, 0.5)
-    let q = try NF4Weight.quantizing(values, rows: rows, cols: cols, on: backend, blockSize: blockSize)
-    let (packed, absmax) = NF4.quantize(values, blockSize: blockSize)
+    let q = try NF4Weight.quantizing(values, rows: rows, cols: cols, on: backend, blockSize: blockSize,
+                                     doubleQuant: doubleQuant)
+    let (packed, plain) = NF4.quantize(values, blockSize: blockSize)
+    let absmax = doubleQuant ? NF4DoubleQuant.encode(plain).decoded : plain
     return (q, NF4.dequantize(packed: packed, absmax: absmax, count: values.count, blockSize: blockSize))
   }
 
   func testDequantizeNF4_equalsCPUDequantize() throws {
     let vk = try LinearCheck.vulkan()
     // 37×22 = 814 elements: not a multiple of 8 (partial last word) nor of either block size.
-    for (rows, cols, block) in [(37, 22, 64), (37, 22, 6), (1, 2, 2), (64, 64, 64)] {
-      let (q, expected) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: vk)
+    // Double-quantised: 37×22 / 2 = 407 blocks (two nested scales, a partial code word),
+    // 100×200 / 64 = 313 blocks, 1×2 / 2 = 1 block.
+    for (rows, cols, block, dq) in [(37, 22, 64, false), (37, 22, 6, false), (1, 2, 2, false), (64, 64, 64, false),
+                                    (37, 22, 2, true), (100, 200, 64, true), (1, 2, 2, true)] {
+      let (q, expected) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: vk, doubleQuant: dq)
       let out = try vk.allocate([rows, cols])
       try vk.dequantizeNF4(q, into: out)
       let got = try vk.floats(out)
+      let label = "\(rows)×\(cols) block \(block) double quant \(dq)"
       XCTAssertNil(Compare.check(expected, got, nmse: Self.dequantTolerance,
-                                 maxAbs: Self.dequantTolerance), "\(rows)×\(cols) block \(block)")
+                                 maxAbs: Self.dequantTolerance), label)
       // The CPU backend's op agrees too.
-      let (qc, _) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: TestBackends.cpu)
+      let (qc, _) = try weight(rows: rows, cols: cols, blockSize: block, seed: 5, on: TestBackends.cpu,
+                               doubleQuant: dq)
       let outc = try TestBackends.cpu.allocate([rows, cols])
       try TestBackends.cpu.dequantizeNF4(qc, into: outc)
-      XCTAssertEqual(try TestBackends.cpu.floats(outc), got, "cpu vs vulkan \(rows)×\(cols)")
+      XCTAssertEqual(try TestBackends.cpu.floats(outc), got, "cpu vs vulkan " + label)
     }
+    XCTAssertEqual(vk.validationMessages, [])
   }
 
   /// matmulNF4 on Vulkan vs the CPU's dense matmul with the dequantised weight.
   private func checkMatmulNF4(m: Int, rows: Int, cols: Int, transposeB: Bool, alpha: Float,
-                              beta: Float, blockSize: Int = 64) throws {
+                              beta: Float, blockSize: Int = 64, doubleQuant: Bool = false) throws {
     let vk = try LinearCheck.vulkan(), cpu = TestBackends.cpu
-    let (q, dense) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: vk)
+    let (q, dense) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: vk,
+                                doubleQuant: doubleQuant)
     let (k, n) = transposeB ? (cols, rows) : (rows, cols)
     let xv = TestData.uniform(m * k, seed: 22), yv = TestData.uniform(m * n, seed: 23)
     let x = try vk.tensor(xv, shape: [m, k]), y = try vk.tensor(yv, shape: [m, n])
@@ -56,11 +67,12 @@ final class NF4ShaderTests: LinearShaderTestCase {
     let xc = try cpu.tensor(xv, shape: [m, k]), yc = try cpu.tensor(yv, shape: [m, n])
     let wc = try cpu.tensor(dense, shape: [rows, cols])
     try cpu.matmul(xc, wc, into: yc, transposeA: false, transposeB: transposeB, alpha: alpha, beta: beta)
-    let label = "matmulNF4 \(m)×(\(rows),\(cols)) tB \(transposeB)"
+    let label = "matmulNF4 \(m)×(\(rows),\(cols)) tB \(transposeB) double quant \(doubleQuant)"
     LinearCheck.assertClose(try cpu.floats(yc), got, k: k, label + " vs cpu dense")
 
     // And the CPU's own matmulNF4.
-    let (qc, _) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: cpu)
+    let (qc, _) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: cpu,
+                             doubleQuant: doubleQuant)
     let yc2 = try cpu.tensor(yv, shape: [m, n])
     try cpu.matmulNF4(xc, qc, into: yc2, transposeB: transposeB, alpha: alpha, beta: beta)
     LinearCheck.assertClose(try cpu.floats(yc2), got, k: k, label + " vs cpu matmulNF4")
@@ -74,6 +86,14 @@ final class NF4ShaderTests: LinearShaderTestCase {
   func testMatmulNF4_inputGradient_untransposed_equalsDequantizedMatmul() throws {
     try checkMatmulNF4(m: 13, rows: 70, cols: 90, transposeB: false, alpha: 1, beta: 0)
     try checkMatmulNF4(m: 5, rows: 66, cols: 33, transposeB: false, alpha: 2, beta: 1, blockSize: 6)
+  }
+
+  /// Double-quantised block scales decoded inside the tile loads: 70×90 / 6 = 1050 blocks
+  /// (five nested scales), both orientations.
+  func testMatmulNF4_doubleQuant_equalsDequantizedMatmul() throws {
+    try checkMatmulNF4(m: 13, rows: 70, cols: 90, transposeB: true, alpha: 1, beta: 0, blockSize: 6,
+                       doubleQuant: true)
+    try checkMatmulNF4(m: 5, rows: 66, cols: 130, transposeB: false, alpha: 2, beta: 1, doubleQuant: true)
   }
 
   /// Grids clamped to one or two workgroups per dimension: the grid-stride loops cover the rest.

@@ -7,6 +7,8 @@ struct LoRAForwardPush {
   /// NF4 block size (unused by the dense variant).
   var blockSize: UInt32
   var scale: Float
+  /// Double-quantised absmax fields (NF4 base only).
+  var absmax = NF4AbsmaxPush()
 }
 
 extension VulkanBackend {
@@ -17,7 +19,7 @@ extension VulkanBackend {
     try ShapeCheck.loraForward(x, loraX: loraX, base: base, a: a, b: b, y: y, xa: xa)
     switch base {
     case .dense(let w): try checkOwnership(.loraForward, x, loraX, w, a, b, y, xa)
-    case .nf4(let q): try checkOwnership(.loraForward, x, loraX, q.packed, q.absmax, a, b, y, xa)
+    case .nf4(let q): try checkOwnership(.loraForward, [x, loraX, a, b, y, xa] + q.tensors)
     }
     // x, loraX (m, in); A (r, in); B (out, r); y (m, out); xa (m, r).
     let m = x.rowCount, inF = base.inFeatures, outF = base.outFeatures, r = a.shape[0]
@@ -33,15 +35,18 @@ extension VulkanBackend {
       k: try shaderUInt(inF, .loraForward), r: try shaderUInt(r, .loraForward),
       blockSize: 0, scale: scale)
     let bindings: [Tensor]
+    var defines = ["NF4_BASE": "0"]
     switch base {
     case .dense(let w):
       bindings = [x, xa, w, b, y]
     case .nf4(let q):
+      let abs = nf4Absmax(q)
       push.blockSize = try shaderUInt(q.blockSize, .loraForward)
-      bindings = [x, xa, q.packed, q.absmax, b, y]
+      push.absmax = abs.push
+      bindings = [x, xa, q.packed, abs.absmax, b, y] + abs.nested
+      defines = ["NF4_BASE": "1", "NF4_DQ": abs.define]
     }
-    let nf4: Bool = if case .nf4 = base { true } else { false }
-    try dispatch("lora_forward", defines: ["NF4_BASE": nf4 ? "1" : "0"],
+    try dispatch("lora_forward", defines: defines,
                  specialization: t.specialization, bindings: bindings, push: push,
                  groups: t.groups(m: m, n: outF, limits: gridLimits))
   }
