@@ -35,10 +35,12 @@ final class CPUStorage: TensorStorage {
     self.base = p
     self.stats = stats
     stats.memory(byteCount)
+    stats.tensorMemory(byteCount)
   }
 
   deinit {
     stats.memory(-byteCount)
+    stats.tensorMemory(-byteCount)
     free(base)
   }
 }

@@ -31,6 +31,12 @@ public struct ExecutionStatistics: Equatable, Sendable {
   /// The high-water mark of `deviceMemoryBytes` since the backend was made (or
   /// `resetPeak`); a difference keeps the later snapshot's value.
   public var deviceMemoryPeakBytes = 0
+  /// Of `deviceMemoryBytes`, the bytes tensors hold now (their ranges of the pool's blocks,
+  /// and blocks dedicated to one tensor); the rest is free space in pool blocks.
+  public var tensorMemoryBytes = 0
+  /// The high-water mark of `tensorMemoryBytes` (reset with `deviceMemoryPeakBytes`): what
+  /// `MemoryEstimate` predicts, without the allocator's block granularity.
+  public var tensorMemoryPeakBytes = 0
 
   public init() {}
 
@@ -47,6 +53,8 @@ public struct ExecutionStatistics: Equatable, Sendable {
     d.bytesDownloaded = a.bytesDownloaded - b.bytesDownloaded
     d.deviceMemoryBytes = a.deviceMemoryBytes
     d.deviceMemoryPeakBytes = a.deviceMemoryPeakBytes
+    d.tensorMemoryBytes = a.tensorMemoryBytes
+    d.tensorMemoryPeakBytes = a.tensorMemoryPeakBytes
     return d
   }
 
@@ -103,6 +111,14 @@ public final class StatisticsCounter: Sendable {
     }
   }
 
+  /// Adds `bytes` (negative: frees) to the memory tensors hold, raising its peak.
+  public func tensorMemory(_ bytes: Int) {
+    value.withLock {
+      $0.tensorMemoryBytes += bytes
+      $0.tensorMemoryPeakBytes = max($0.tensorMemoryPeakBytes, $0.tensorMemoryBytes)
+    }
+  }
+
   /// Device memory the process may hold, from `VKF_DEVICE_MEMORY_LIMIT` (bytes): a device
   /// smaller than the real one, so the out-of-memory path can be exercised on any machine.
   public static let memoryLimit: Int? = ProcessInfo.processInfo.environment["VKF_DEVICE_MEMORY_LIMIT"].flatMap { Int($0) }
@@ -125,5 +141,10 @@ public final class StatisticsCounter: Sendable {
   }
 
   /// Starts a new high-water mark at the memory in use now.
-  public func resetPeak() { value.withLock { $0.deviceMemoryPeakBytes = $0.deviceMemoryBytes } }
+  public func resetPeak() {
+    value.withLock {
+      $0.deviceMemoryPeakBytes = $0.deviceMemoryBytes
+      $0.tensorMemoryPeakBytes = $0.tensorMemoryBytes
+    }
+  }
 }

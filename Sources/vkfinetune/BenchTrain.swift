@@ -163,7 +163,8 @@ struct BenchTrain: ParsableCommand {
       trainableParameters: trainables.reduce(0) { $0 + $1.count }, secondsPerStep: perStep,
       tokensPerSecond: Double(tokens) / perStep, pairsPerSecond: objective.isPreference ? Double(batch) / perStep : nil,
       peakResidentBytes: Self.peakResidentBytes(), estimatedDeviceBytes: estimate.deviceBytes,
-      deviceMemoryPeakBytes: backend.statistics.deviceMemoryPeakBytes, perStep: costs)
+      deviceMemoryPeakBytes: backend.statistics.deviceMemoryPeakBytes,
+      tensorMemoryPeakBytes: backend.statistics.tensorMemoryPeakBytes, perStep: costs)
     let shape = objective.isPreference ? "\(batch) pairs × \(seq) (prompt \(prompt))"
       : "\(batch)×\(seq)" + (accumulation > 1 ? " × \(accumulation) micro-batches" : "")
     let pairs = report.pairsPerSecond.map { String(format: "%.2f pairs/s, ", $0) } ?? ""
@@ -171,7 +172,8 @@ struct BenchTrain: ParsableCommand {
                  objective.rawValue, m.rawValue, shape, perStep, pairs, report.tokensPerSecond,
                  BenchModel.millions(report.trainableParameters),
                  report.peakResidentBytes.map(MemoryEstimate.format) ?? "?", MemoryEstimate.format(estimate.deviceBytes)))
-    print("per step: \(costs.summary); device memory peak \(MemoryEstimate.format(report.deviceMemoryPeakBytes))")
+    print("per step: \(costs.summary); device memory peak \(MemoryEstimate.format(report.deviceMemoryPeakBytes)) "
+      + "allocated, \(MemoryEstimate.format(report.tensorMemoryPeakBytes)) in tensors")
     if let path = json {
       try AtomicFile.write(try JSONEncoder.pretty.encode(report), to: path)
       print("wrote \(path)")
@@ -228,6 +230,9 @@ struct TrainBenchReport: Codable {
   var estimatedDeviceBytes: Int
   /// High-water mark of device memory allocated from the driver (the CPU: every tensor).
   var deviceMemoryPeakBytes: Int
+  /// High-water mark of the device memory tensors held (the estimate's subject; the
+  /// allocated peak adds the free space of the allocator's blocks).
+  var tensorMemoryPeakBytes: Int
   /// Execution costs per measured step (after the warm-up step).
   var perStep: ExecutionCosts
 
@@ -237,6 +242,7 @@ struct TrainBenchReport: Codable {
     case trainableParameters = "trainable_parameters", secondsPerStep = "seconds_per_step"
     case tokensPerSecond = "tokens_per_second", pairsPerSecond = "pairs_per_second"
     case peakResidentBytes = "peak_resident_bytes", estimatedDeviceBytes = "estimated_device_bytes"
-    case deviceMemoryPeakBytes = "device_memory_peak_bytes", perStep = "per_step"
+    case deviceMemoryPeakBytes = "device_memory_peak_bytes"
+    case tensorMemoryPeakBytes = "tensor_memory_peak_bytes", perStep = "per_step"
   }
 }

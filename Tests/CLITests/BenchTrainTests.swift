@@ -68,4 +68,47 @@ final class BenchTrainTests: XCTestCase {
       XCTAssertLessThanOrEqual(perStep["barriers"] ?? .infinity, bound * dispatches, tag)
     }
   }
+
+  /// The bound: the estimate within 10 % of the measured high-water mark.
+  static let estimateRelativeTolerance = 0.10
+  /// QLoRA's peak below LoRA's by the projections' saved bytes: both runs allocate the same
+  /// tensors otherwise (measured to the byte: 0 % apart); 0.1 % leaves room for an allocation
+  /// whose size depends on the method without hiding a lost saving (~353 MiB).
+  static let savingRelativeTolerance = 0.001
+
+  /// SmolLM2-135M b1×64 on the CPU backend (which counts every tensor, in host memory):
+  /// MemoryEstimate is within 10 % of the tensors' high-water mark for LoRA, QLoRA and full
+  /// fine-tuning, and QLoRA's peak is LoRA's less the bytes NF4 saved — the projections
+  /// never exist in f32 (on lavapipe the same run measures the same tensor peaks).
+  func test_benchTrain_estimateMatchesTensorPeak_loraQLoRAFull_smolLM2() throws {
+    let model = try TrainedRun.modelDirectory()
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-bench-mem-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    var peaks: [String: Int] = [:]
+    for method in ["lora", "qlora", "full"] {
+      let json = dir.appendingPathComponent("\(method).json")
+      let r = try CLITests.run(["bench", "train", "--cpu", "--model", model, "--method", method, "--batch", "1",
+                                "--seq", "64", "--steps", "1", "--json", json.path])
+      XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+      let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
+      let estimate = try XCTUnwrap(report["estimated_device_bytes"] as? Int)
+      let tensors = try XCTUnwrap(report["tensor_memory_peak_bytes"] as? Int)
+      let allocated = try XCTUnwrap(report["device_memory_peak_bytes"] as? Int)
+      XCTAssertGreaterThanOrEqual(allocated, tensors, method)
+      XCTAssertEqual(Double(estimate), Double(tensors), accuracy: Self.estimateRelativeTolerance * Double(tensors),
+                     "\(method): estimate \(estimate), tensor peak \(tensors)")
+      peaks[method] = tensors
+    }
+    // SmolLM2: 30 layers of q, o (576×576), k, v (192×576), gate, up, down (1536×576).
+    let sizes = [576 * 576, 192 * 576, 192 * 576, 576 * 576, 1536 * 576, 1536 * 576, 1536 * 576]
+    let nf4Bytes = sizes.reduce(0) { total, n in
+      let blocks = n / 64
+      return total + n / 2 + blocks + (blocks + 255) / 256 * 4
+    }
+    let saved = 30 * (sizes.reduce(0, +) * 4 - nf4Bytes)
+    let measured = try XCTUnwrap(peaks["lora"]) - XCTUnwrap(peaks["qlora"])
+    XCTAssertEqual(Double(measured), Double(saved), accuracy: Self.savingRelativeTolerance * Double(saved),
+                   "LoRA − QLoRA peak \(measured), NF4 saves \(saved)")
+  }
 }
