@@ -45,8 +45,8 @@ enum PreferenceRuns {
     if let made { return try made.get() }
     let result = Result { () throws -> Made in
       let model = try TrainedRun.modelDirectory()
-      let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-pref-\(UUID())")
-      try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+      let dir = try SharedTemporaryDirectories.make(
+        FileManager.default.temporaryDirectory.appendingPathComponent("vkf-pref-\(UUID())"))
       let train = dir.appendingPathComponent("train.jsonl"), validation = dir.appendingPathComponent("val.jsonl")
       try pairs(0..<6, to: train)
       try pairs(100..<102, to: validation)

@@ -53,8 +53,8 @@ enum TrainedRun {
     if let made { return try made.get() }
     let result = Result { () throws -> Made in
       let model = try modelDirectory()
-      let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-train-\(UUID())")
-      try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+      let dir = try SharedTemporaryDirectories.make(
+        FileManager.default.temporaryDirectory.appendingPathComponent("vkf-train-\(UUID())"))
       let data = dir.appendingPathComponent("train.json"), validation = dir.appendingPathComponent("val.json")
       try alpaca("alpaca_train.json", count: 8, to: data)
       try alpaca("alpaca_val.json", count: 4, to: validation)
