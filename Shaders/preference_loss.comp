@@ -1,16 +1,20 @@
 #version 450
 // preference_loss: a DPO-family loss of P = rows/2 pairs.    CPU twin: CPUBackend.preferenceLoss
 //   Pair i: rows 2i (chosen) and 2i+1 (rejected); π policy, ref reference summed answer
-//   log-probs, len answer tokens. kind 0 sigmoid, 1 hinge, 2 ipo, 3 robust (PreferenceLossKind):
+//   log-probs, len answer tokens. kind 0 sigmoid, 1 hinge, 2 ipo, 3 robust, 4 reward
+//   (PreferenceLossKind):
 //     Δ = (π_c − ref_c)/l_c − (π_r − ref_r)/l_r   (l = len for ipo, else 1),  x = β·Δ
 //     sigmoid: ℓ = −(1−ε)·logσ(x) − ε·logσ(−x),   dℓ/dΔ = β·(−(1−ε)·σ(−x) + ε·σ(x))
 //     hinge:   ℓ = max(0, 1 − x),                  dℓ/dΔ = 1 − x > 0 ? −β : 0
 //     ipo:     ℓ = (Δ − 1/(2β))²,                  dℓ/dΔ = 2·(Δ − 1/(2β))
 //     robust:  ℓ = (−(1−ε)·logσ(x) + ε·logσ(−x))/(1−2ε), dℓ/dΔ = −β·((1−ε)·σ(−x) + ε·σ(x))/(1−2ε)
+//   kind 4 reward (Bradley–Terry; π are scores, ref margins; β, ε unused):
+//              ℓ = −logσ(Δ),                       dℓ/dΔ = −σ(−Δ);  reward_x = π_x
 //   With D = pairsInStep[0]: row weight w_c = −(dℓ/dΔ)/(l_c·D), w_r = (dℓ/dΔ)/(l_r·D);
 //   lossSum[0] += Σℓ/D. RPO (alpha > 0, Lc = Σ len of chosen rows > 0, s = P/D):
 //   lossSum[0] += α·s·(−Σπ_c)/Lc and w_c += α·s/Lc. tokenWeights[r·T + t] = w_r.
-//   metrics[0..6] += Σℓ, Σβ(π_c−ref_c), Σβ(π_r−ref_r), #(reward_c > reward_r), Σπ_c, Σπ_r, P.
+//   metrics[0..6] += Σℓ, Σreward_c, Σreward_r, #(reward_c > reward_r), Σπ_c, Σπ_r, P with
+//   reward_x = β(π_x − ref_x) (kinds 0–3).
 //   Sums run in pair order on one invocation (deterministic); f32 throughout.
 // Shapes: policy, reference, answerTokens (rows) f32, rows ≤ 512; pairsInStep, lossSum (1);
 //   tokenWeights (rows·T); metrics (8).
@@ -74,9 +78,12 @@ void main() {
       float m = delta - 1.0 / (2.0 * beta);
       loss = m * m;
       dDelta = 2.0 * m;
-    } else {
+    } else if (pc.kind == 3u) {
       loss = (-(1.0 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1.0 - 2.0 * eps);
       dDelta = -beta * ((1.0 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1.0 - 2.0 * eps);
+    } else {
+      loss = -logSigmoid(delta);
+      dDelta = -sigmoid(-delta);
     }
     pairLoss[i] = loss;
     rowW[c] = -dDelta / lc / d;
@@ -88,7 +95,9 @@ void main() {
     for (uint i = 0u; i < pairs; ++i) {
       uint c = 2u * i, r = c + 1u;
       float pc_ = policy[pc.boff[0] + c], pr = policy[pc.boff[0] + r];
-      float rc = beta * (pc_ - ref[pc.boff[1] + c]), rr = beta * (pr - ref[pc.boff[1] + r]);
+      bool scores = pc.kind == 4u;
+      float rc = scores ? pc_ : beta * (pc_ - ref[pc.boff[1] + c]);
+      float rr = scores ? pr : beta * (pr - ref[pc.boff[1] + r]);
       sLoss += pairLoss[i]; sRc += rc; sRr += rr; sAcc += rc > rr ? 1.0 : 0.0;
       sPc += pc_; sPr += pr; chosenLen += len[pc.boff[2] + c];
     }

@@ -12,6 +12,10 @@ public enum PreferenceLossKind: UInt32, Sendable, CaseIterable {
   case ipo = 2
   /// [−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)] / (1 − 2ε).
   case robust = 3
+  /// A reward model's Bradley–Terry loss −log σ(Δ) on scores (TRL's RewardTrainer): the
+  /// policy values are the pair's scores, the reference values their margin (m_c − m_r is
+  /// subtracted; 0 for none); β and ε are not used; the logged rewards are the scores.
+  case reward = 4
 }
 
 /// Fixed settings of a `preferenceLoss` op (recorded with it).
@@ -79,6 +83,13 @@ public enum PreferenceLossMath {
     case .robust:
       loss = (-(1 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1 - 2 * eps)
       dDelta = -beta * ((1 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1 - 2 * eps)
+    case .reward:
+      loss = -logSigmoid(delta)
+      dDelta = -sigmoid(-delta)
+    }
+    if p.kind == .reward {
+      return PreferencePairLoss(loss: loss, dPolicyChosen: dDelta, dPolicyRejected: -dDelta,
+                                rewardChosen: policyChosen, rewardRejected: policyRejected)
     }
     return PreferencePairLoss(loss: loss, dPolicyChosen: dDelta / lc, dPolicyRejected: -dDelta / lr,
                               rewardChosen: beta * (policyChosen - referenceChosen),

@@ -55,10 +55,16 @@ public final class RewardTask: TrainingTask {
   /// The id that pads rows (and is never scored).
   public let padID: Int
   private let zero: () throws -> Void
-  private let dropoutSeedSetter: (UInt64) throws -> Void
+  let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
-  private var trainMetrics = RewardMetrics(), evalMetrics = RewardMetrics()
+  var trainMetrics = RewardMetrics()
+  private var evalMetrics = RewardMetrics()
   private var scratch: (n: Int, scores: Tensor, coefficients: Tensor)?
+  /// Staged steps (`RewardTask+Staged`): device buffers per step shape (recordings keep
+  /// views of them), the shape of the last staged batch and the step's metric sums.
+  var stepBuffersByShape: [StepShape: RewardStepBuffers] = [:]
+  var stagedShape: StepShape?
+  var deviceMetrics: Tensor?
 
   /// `headName` names the head among the trainables: `RewardHead.peftKey` for adapters,
   /// `RewardHead.parameterName` for full fine-tuning.
@@ -184,6 +190,14 @@ struct RewardMetrics {
 
   mutating func add(chosen c: Double, rejected r: Double, loss l: Double) {
     loss += l; chosen += c; rejected += r; correct += c > r ? 1 : 0; pairs += 1
+  }
+
+  /// Adds the sums of a staged step (`PreferenceLossParameters.Metric` slots).
+  mutating func add(sums: [Float]) {
+    typealias M = PreferenceLossParameters.Metric
+    func v(_ m: M) -> Double { m.rawValue < sums.count ? Double(sums[m.rawValue]) : 0 }
+    loss += v(.loss); chosen += v(.rewardsChosen); rejected += v(.rewardsRejected)
+    correct += v(.accuracy); pairs += Int(v(.pairs).rounded())
   }
 
   var metrics: [String: Double] {

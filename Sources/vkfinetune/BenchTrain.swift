@@ -54,7 +54,7 @@ struct BenchTrain: ParsableCommand {
           help: "sft: micro-batches of --batch rows per optimizer step (each a different random batch).")
   var accumulation = 1
 
-  @Flag(help: "sft and dpo: run each step's ops eagerly instead of replaying its recordings (to compare the two).")
+  @Flag(help: "Run each step's ops eagerly instead of replaying its recordings (to compare the two).")
   var eager = false
 
   @Option(help: "Also write the results as JSON to this file.")
@@ -137,19 +137,13 @@ struct BenchTrain: ParsableCommand {
       let task = try Self.preferenceTask(objective, model: llama, lora: lora, examples: examples,
                                          padID: loaded.eosTokenIDs.first ?? 0)
       let normalizer = task.lossNormalizer(for: [batch])
-      if let staged = task as? StagedTrainingTask {
-        // DPO: the trainer's step engine too (reference pass, policy pass, loss on the device).
-        let dpoEngine = try ReplayedSteps(task: staged, optimizer: optimizer, maxTokens: seq, replays: !eager)
-        step = { _ = try dpoEngine.step([batch], dropoutSeeds: [0], lossNormalizer: normalizer, lr: 1e-5) }
-      } else {
-        step = {
-          try task.zeroGradients()
-          _ = try task.forwardBackward(batch, lossNormalizer: normalizer, dropoutSeed: 0)
-          _ = try optimizer.gradientNorm()
-          try optimizer.update(lr: 1e-5)
-          try backend.synchronize()
-        }
+      guard let staged = task as? StagedTrainingTask else {
+        throw ValidationError("bench train: the \(objective.rawValue) task has no staged step")
       }
+      // The trainer's step engine too (DPO: reference pass, policy pass; reward: trunk and
+      // scalar head; the loss on the device).
+      let preferenceEngine = try ReplayedSteps(task: staged, optimizer: optimizer, maxTokens: seq, replays: !eager)
+      step = { _ = try preferenceEngine.step([batch], dropoutSeeds: [0], lossNormalizer: normalizer, lr: 1e-5) }
     }
     try step()  // warm-up: arena allocation, pipelines, first touch
     let before = backend.statistics

@@ -35,14 +35,13 @@ struct TrainRun {
     progress.message(data.summary)
 
     // Memory: print the estimate, refuse a run over the budget with advice — before any
-    // upload. A preference micro-batch holds chosen and rejected rows of each pair; SFT and
-    // DPO rows run padded to their step shape (a multiple of 64 tokens on a GPU).
+    // upload. A preference micro-batch holds chosen and rejected rows of each pair; rows
+    // run padded to their step shape (a multiple of 64 tokens on a GPU).
     // Without a --memory-budget the budget is the device's memory; over it, gradient
     // checkpointing turns on by itself (said so), optimizer state `auto` pages to the host,
     // and what still does not fit is refused with advice.
-    let rowLength = s.objective == .reward ? data.longestRow
-      : StepShape(rows: 1, tokens: data.longestRow, maxTokens: s.maxSeqLength,
-                  granularity: StepShape.granularity(for: backend)).tokens
+    let rowLength = StepShape(rows: 1, tokens: data.longestRow, maxTokens: s.maxSeqLength,
+                              granularity: StepShape.granularity(for: backend)).tokens
     let deviceBudget = s.memoryBudget == nil ? backend.memoryCapacity : nil
     var planned = s
     planned.memoryBudget = s.memoryBudget ?? deviceBudget

@@ -126,6 +126,42 @@ final class PreferenceGoldenTests: XCTestCase {
     try checkGradients(task, file, prefix: "reward.grad.", "reward on \(backend.name)")
   }
 
+  func test_reward_replayedStep_matchesTransformers_cpu() throws { try checkReplayedReward(on: TestBackends.cpu) }
+  func test_reward_replayedStep_matchesTransformers_vulkan() throws {
+    try checkReplayedReward(on: try Tiny.vulkanOrSkip())
+  }
+
+  /// The replayed reward step — trunk, scalar head, Bradley–Terry loss on the device, the
+  /// backward through the head, AdamW at lr 0 — in one recording with rows padded to 64
+  /// tokens, matches the same goldens: loss, gradients (head included) and the logged
+  /// rewards (the pairs' mean scores, read back with the loss).
+  private func checkReplayedReward(on backend: Backend) throws {
+    let (meta, file) = try load()
+    let b = try batch(file, meta.seq_length)
+    XCTAssertLessThan(b.seqLength, StepShape.granularity, "the step pads the rows")
+    let m = try model(on: backend)
+    let l = try lora(m, file)
+    let head = try RewardHead(values: try file.floats("reward.init_score"), backend: backend)
+    let task = RewardTask(model: m, lora: l, head: head, padID: 0, margin: meta.margin)
+    let optimizer = try AdamW(parameters: task.trainableTensors, backend: backend)
+    let engine = try ReplayedSteps(task: task, optimizer: optimizer, maxTokens: StepShape.granularity,
+                                   shapeGranularity: StepShape.granularity)
+    let what = "replayed reward step on \(backend.name)"
+    let out = try engine.step([b], dropoutSeeds: [0], lossNormalizer: task.lossNormalizer(for: [b]), lr: 0)
+    XCTAssertEqual(engine.recordedShapes, [StepShape(batch: b.batchSize, tokens: StepShape.granularity)], what)
+    close(Double(out.loss), Double(try file.floats("reward.loss")[0]), what + " loss")
+    try checkGradients(task, file, prefix: "reward.grad.", what)
+    task.absorbStepMetrics(out.taskMetrics)
+    let metrics = task.takeMetrics(training: true)
+    let scores = try file.floats("reward.scores").map(Double.init)
+    let chosen = stride(from: 0, to: scores.count, by: 2).map { scores[$0] }
+    let rejected = stride(from: 1, to: scores.count, by: 2).map { scores[$0] }
+    close(metrics["rewards/chosen"] ?? .nan, chosen.reduce(0, +) / Double(chosen.count), what + " rewards/chosen")
+    close(metrics["rewards/rejected"] ?? .nan, rejected.reduce(0, +) / Double(rejected.count), what + " rewards/rejected")
+    let correct = zip(chosen, rejected).filter { $0 > $1 }.count
+    XCTAssertEqual(metrics["rewards/accuracies"] ?? .nan, Double(correct) / Double(chosen.count), what)
+  }
+
   func test_dpo_replayedStep_matchesTorch_cpu() throws { try checkReplayedDPO(on: TestBackends.cpu) }
   func test_dpo_replayedStep_matchesTorch_vulkan() throws { try checkReplayedDPO(on: try Tiny.vulkanOrSkip()) }
 

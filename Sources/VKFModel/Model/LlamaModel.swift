@@ -332,6 +332,21 @@ public final class LlamaModel {
     return ar.finalNormed
   }
 
+  /// `forwardHidden` on the inputs of the last `stage` (its targets unused) — ops only, so
+  /// it can be recorded and replayed (a reward model's staged step).
+  public func forwardHiddenStaged(computeGradients: Bool) throws -> Tensor {
+    guard let ar = stagedArena else {
+      throw VKFError.other("LlamaModel.forwardHiddenStaged: stage a batch first")
+    }
+    if computeGradients, !weights.hasGradients {
+      throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
+    }
+    try trunk(ar)
+    pending = .none
+    hiddenBackwardPending = computeGradients
+    return ar.finalNormed
+  }
+
   /// The (N, C) buffer for dL/d(hidden) of the last `forwardHidden`; overwrite it entirely.
   public var hiddenGradient: Tensor? { arena?.dHidden }
 
