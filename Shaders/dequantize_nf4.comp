@@ -35,17 +35,7 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_DQ
-layout(set = 0, binding = 1) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 3) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[1] + (b >> 2u)], b,
-                       nestedScales[pc.boff[3] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#else
-layout(set = 0, binding = 1) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[1] + b]; }
-#endif
+NF4_ABSMAX(1, 3)
 
 void main() {
   const uint words = (pc.count + 7u) / 8u;

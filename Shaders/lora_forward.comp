@@ -55,16 +55,8 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_BASE && NF4_DQ
-layout(set = 0, binding = 3) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 6) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[3] + (b >> 2u)], b,
-                       nestedScales[pc.boff[6] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#elif NF4_BASE
-layout(set = 0, binding = 3) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[3] + b]; }
+#if NF4_BASE
+NF4_ABSMAX(3, 6)
 #endif
 
 // Both phases read A and B k-contiguously: x, xa row-major; W (n, k) and B (n, r).

@@ -44,17 +44,7 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_DQ
-layout(set = 0, binding = 2) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 4) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[2] + (b >> 2u)], b,
-                       nestedScales[pc.boff[4] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#else
-layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[2] + b]; }
-#endif
+NF4_ABSMAX(2, 4)
 
 #define MM_A_K_FAST 1
 #define MM_B_K_FAST TRANS_B

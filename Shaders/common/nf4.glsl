@@ -59,3 +59,21 @@ float nf4_dq_absmax(uint codeWord, uint b, float nestedScale, float offset) {
   precise float absmaxValue = scaled + offset;
   return absmaxValue;
 }
+
+// NF4_ABSMAX(slot, nestedSlot) declares the absmax bindings of a kernel and
+// `float block_absmax(uint b)`: the f32 absmax at binding `slot`, or (NF4_DQ = 1) the u8 codes
+// at `slot` and the nested f32 scales at `nestedSlot`, decoded with nf4_dq_absmax. The kernel's
+// push block must end with `uint nestedBlock; float absmaxOffset;` (Swift `NF4AbsmaxPush`).
+#if defined(NF4_DQ) && NF4_DQ
+#define NF4_ABSMAX(slot, nestedSlot) \
+  layout(set = 0, binding = slot) readonly buffer AbsmaxCodes { uint absmaxCodes[]; }; \
+  layout(set = 0, binding = nestedSlot) readonly buffer NestedScales { float nestedScales[]; }; \
+  float block_absmax(uint b) { \
+    return nf4_dq_absmax(absmaxCodes[pc.boff[slot] + (b >> 2u)], b, \
+                         nestedScales[pc.boff[nestedSlot] + b / pc.nestedBlock], pc.absmaxOffset); \
+  }
+#else
+#define NF4_ABSMAX(slot, nestedSlot) \
+  layout(set = 0, binding = slot) readonly buffer Absmax { float absmax[]; }; \
+  float block_absmax(uint b) { return absmax[pc.boff[slot] + b]; }
+#endif

@@ -131,11 +131,9 @@ public final class DPOTask: TrainingTask {
     return b
   }
 
-  /// The device metric sums of a staged step.
+  /// The device metric sums of a staged step (made once).
   func stepMetricsTensor() throws -> Tensor {
-    if let m = deviceMetrics { return m }
-    let m = try backend.allocate([PreferenceLossParameters.metricCount])
-    try backend.fill(m, value: 0)
+    let m = try deviceMetrics ?? backend.preferenceMetricSums()
     deviceMetrics = m
     return m
   }

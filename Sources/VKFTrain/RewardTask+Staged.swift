@@ -97,12 +97,19 @@ extension RewardTask: StagedTrainingTask {
     return b
   }
 
-  /// The device metric sums of a staged step.
+  /// The step's metric sums on the device (made once).
   func stepMetricsTensor() throws -> Tensor {
-    if let m = deviceMetrics { return m }
-    let m = try backend.allocate([PreferenceLossParameters.metricCount])
-    try backend.fill(m, value: 0)
+    let m = try deviceMetrics ?? backend.preferenceMetricSums()
     deviceMetrics = m
+    return m
+  }
+}
+
+extension Backend {
+  /// Zeroed f32 sums of a staged preference step's metrics (`PreferenceLossParameters.Metric`).
+  func preferenceMetricSums() throws -> Tensor {
+    let m = try allocate([PreferenceLossParameters.metricCount])
+    try fill(m, value: 0)
     return m
   }
 }

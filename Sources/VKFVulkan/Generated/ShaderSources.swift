@@ -511,6 +511,24 @@ float nf4_dq_absmax(uint codeWord, uint b, float nestedScale, float offset) {
   precise float absmaxValue = scaled + offset;
   return absmaxValue;
 }
+
+// NF4_ABSMAX(slot, nestedSlot) declares the absmax bindings of a kernel and
+// `float block_absmax(uint b)`: the f32 absmax at binding `slot`, or (NF4_DQ = 1) the u8 codes
+// at `slot` and the nested f32 scales at `nestedSlot`, decoded with nf4_dq_absmax. The kernel's
+// push block must end with `uint nestedBlock; float absmaxOffset;` (Swift `NF4AbsmaxPush`).
+#if defined(NF4_DQ) && NF4_DQ
+#define NF4_ABSMAX(slot, nestedSlot) \
+  layout(set = 0, binding = slot) readonly buffer AbsmaxCodes { uint absmaxCodes[]; }; \
+  layout(set = 0, binding = nestedSlot) readonly buffer NestedScales { float nestedScales[]; }; \
+  float block_absmax(uint b) { \
+    return nf4_dq_absmax(absmaxCodes[pc.boff[slot] + (b >> 2u)], b, \
+                         nestedScales[pc.boff[nestedSlot] + b / pc.nestedBlock], pc.absmaxOffset); \
+  }
+#else
+#define NF4_ABSMAX(slot, nestedSlot) \
+  layout(set = 0, binding = slot) readonly buffer Absmax { float absmax[]; }; \
+  float block_absmax(uint b) { return absmax[pc.boff[slot] + b]; }
+#endif
 """#,
     "common/push.glsl": #"""
 // Push-constant block shared by every shader (see Shaders/README.md).
@@ -788,17 +806,7 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_DQ
-layout(set = 0, binding = 1) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 3) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[1] + (b >> 2u)], b,
-                       nestedScales[pc.boff[3] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#else
-layout(set = 0, binding = 1) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[1] + b]; }
-#endif
+NF4_ABSMAX(1, 3)
 
 void main() {
   const uint words = (pc.count + 7u) / 8u;
@@ -1073,16 +1081,8 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_BASE && NF4_DQ
-layout(set = 0, binding = 3) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 6) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[3] + (b >> 2u)], b,
-                       nestedScales[pc.boff[6] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#elif NF4_BASE
-layout(set = 0, binding = 3) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[3] + b]; }
+#if NF4_BASE
+NF4_ABSMAX(3, 6)
 #endif
 
 // Both phases read A and B k-contiguously: x, xa row-major; W (n, k) and B (n, r).
@@ -1270,17 +1270,7 @@ PUSH_BEGIN
   float absmaxOffset;
 PUSH_END
 
-#if NF4_DQ
-layout(set = 0, binding = 2) readonly buffer AbsmaxCodes { uint absmaxCodes[]; };
-layout(set = 0, binding = 4) readonly buffer NestedScales { float nestedScales[]; };
-float block_absmax(uint b) {
-  return nf4_dq_absmax(absmaxCodes[pc.boff[2] + (b >> 2u)], b,
-                       nestedScales[pc.boff[4] + b / pc.nestedBlock], pc.absmaxOffset);
-}
-#else
-layout(set = 0, binding = 2) readonly buffer Absmax { float absmax[]; };
-float block_absmax(uint b) { return absmax[pc.boff[2] + b]; }
-#endif
+NF4_ABSMAX(2, 4)
 
 #define MM_A_K_FAST 1
 #define MM_B_K_FAST TRANS_B
