@@ -31,7 +31,7 @@ public final class Tokenizer: Sendable {
   public let eosTokenID: Int?
 
   /// Loads `tokenizer.json` at `url`, and `tokenizer_config.json` beside it if present
-  /// (only for `bos_token` / `eos_token`).
+  /// (only for `bos_token` / `eos_token`; present but not a JSON object is an error).
   public convenience init(contentsOf url: URL) throws {
     let data: Data
     do {
@@ -41,8 +41,7 @@ public final class Tokenizer: Sendable {
     }
     let configURL = url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
     var names: (bos: String?, eos: String?) = (nil, nil)
-    if let configData = try? Data(contentsOf: configURL),
-       let config = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] {
+    if let config = try JSONSideFile.object(at: configURL) {
       names = (Self.tokenName(config["bos_token"]), Self.tokenName(config["eos_token"]))
     }
     try self.init(json: data, bosToken: names.bos, eosToken: names.eos)

@@ -14,6 +14,9 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
   case unknownMergeToken(merge: String, token: String)
   /// A regex pattern could not be compiled.
   case badPattern(pattern: String, reason: String)
+  /// A JSON file read beside the tokenizer (tokenizer_config.json, generation_config.json)
+  /// that exists but is not a JSON object of the expected shape.
+  case invalidSideFile(path: String, reason: String)
 
   /// A sentence for the user: what is wrong and what to do.
   public var description: String {
@@ -32,6 +35,9 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
         + "The file is corrupt or was edited by hand; re-export it with `tokenizers`."
     case let .badPattern(pattern, reason):
       return "tokenizer.json regex '\(pattern)' does not compile: \(reason)."
+    case let .invalidSideFile(path, reason):
+      return "\(path) \(reason). Fix or remove the file: what it sets (special tokens, chat "
+        + "template, stop ids) would otherwise be lost without a word."
     }
   }
 }

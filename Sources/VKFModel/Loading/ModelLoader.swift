@@ -61,11 +61,13 @@ public enum ModelLoader {
     }
     let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
     let template = try siblingChatTemplate(in: directory)
+    let bos = tokenizer.bosTokenID ?? config.bosTokenId
+    let eos = unique(try generationEOS(in: directory) + config.eosTokenIds + [tokenizer.eosTokenID])
+    try checkTokenIDs(tokenizer, bos: bos, eos: eos, vocab: shape.vocab, tokenizerPath: tokenizerURL.path,
+                      weightsPath: directory.path)
     return LoadedModel(
       location: location, shape: shape, weights: weights, tokenizer: tokenizer, chatTemplate: template,
-      bosTokenID: tokenizer.bosTokenID ?? config.bosTokenId,
-      eosTokenIDs: unique(generationEOS(in: directory) + config.eosTokenIds + [tokenizer.eosTokenID]),
-      config: config)
+      bosTokenID: bos, eosTokenIDs: eos, config: config)
   }
 
   // MARK: - GGUF
@@ -106,12 +108,15 @@ public enum ModelLoader {
     if template == nil, let source = ggufTokenizer?.chatTemplate {
       template = try ChatTemplate(source: source)
     }
-    var eos = useSiblingFiles ? generationEOS(in: directory) : []
+    var eos = useSiblingFiles ? try generationEOS(in: directory) : []
     eos += (config?.eosTokenIds ?? []) + [tokenizer.eosTokenID, ggufTokenizer?.eosTokenID].compactMap { $0 }
+    let bos = tokenizer.bosTokenID ?? config?.bosTokenId ?? ggufTokenizer?.bosTokenID
+    let tokenizerPath = useSiblingFiles && fm.fileExists(atPath: tokenizerURL.path) ? tokenizerURL.path : file.path
+    try checkTokenIDs(tokenizer, bos: bos, eos: unique(eos), vocab: shape.vocab, tokenizerPath: tokenizerPath,
+                      weightsPath: file.path)
     return LoadedModel(
       location: location, shape: shape, weights: weights, tokenizer: tokenizer, chatTemplate: template,
-      bosTokenID: tokenizer.bosTokenID ?? config?.bosTokenId ?? ggufTokenizer?.bosTokenID,
-      eosTokenIDs: unique(eos), config: config)
+      bosTokenID: bos, eosTokenIDs: unique(eos), config: config)
   }
 
   // MARK: - Sibling files
@@ -122,20 +127,47 @@ public enum ModelLoader {
     let fm = FileManager.default
     let jinja = directory.appendingPathComponent("chat_template.jinja")
     let tokenizerConfig = directory.appendingPathComponent("tokenizer_config.json")
-    if fm.fileExists(atPath: jinja.path) { return try ChatTemplate.load(modelDirectory: directory) }
-    guard let data = fm.contents(atPath: tokenizerConfig.path),
-          let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-          object["chat_template"] != nil else { return nil }
-    return try ChatTemplate.fromTokenizerConfig(data)
+    if fm.fileExists(atPath: jinja.path) {
+      do { return try ChatTemplate.load(modelDirectory: directory) } catch {
+        throw ModelFileError(jinja.path, "\(error)")
+      }
+    }
+    guard let object = try JSONSideFile.object(at: tokenizerConfig), object["chat_template"] != nil,
+          let data = fm.contents(atPath: tokenizerConfig.path) else { return nil }
+    do { return try ChatTemplate.fromTokenizerConfig(data) } catch {
+      throw ModelFileError(tokenizerConfig.path, "\(error)")
+    }
   }
 
-  /// `eos_token_id` of generation_config.json (an int or a list), or [] when absent.
-  static func generationEOS(in directory: URL) -> [Int] {
+  /// `eos_token_id` of generation_config.json (an int or a list of ints), or [] when the file
+  /// or the key is absent; anything else is an error naming the file.
+  static func generationEOS(in directory: URL) throws -> [Int] {
     let url = directory.appendingPathComponent("generation_config.json")
-    guard let data = FileManager.default.contents(atPath: url.path),
-          let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return [] }
-    if let one = object["eos_token_id"] as? Int { return [one] }
-    return object["eos_token_id"] as? [Int] ?? []
+    guard let object = try JSONSideFile.object(at: url) else { return [] }
+    switch object["eos_token_id"] {
+    case nil, is NSNull: return []
+    case let one as Int: return [one]
+    case let many as [Int]: return many
+    case let other?:
+      throw ModelFileError(url.path, "eos_token_id must be an integer or a list of integers (got \(other))")
+    }
+  }
+
+  /// Every id the tokenizer can produce, and the BOS / EOS ids, must index the model's
+  /// embedding rows; otherwise the embedding lookup reads out of bounds.
+  static func checkTokenIDs(_ tokenizer: Tokenizer, bos: Int?, eos: [Int], vocab: Int,
+                            tokenizerPath: String, weightsPath: String) throws {
+    if tokenizer.vocabularySize > vocab {
+      let id = (vocab..<tokenizer.vocabularySize).first { tokenizer.token(for: $0) != nil } ?? vocab
+      throw ModelFileError(tokenizerPath, "token id \(id) (\(tokenizer.token(for: id).map { "\"\($0)\"" } ?? "?")) "
+        + "is outside the model's vocabulary of \(vocab) embeddings (\(weightsPath)); the tokenizer "
+        + "belongs to another model")
+    }
+    for (what, id) in [("BOS", bos)] + eos.map({ ("EOS", Optional($0)) }) {
+      guard let id, id < 0 || id >= vocab else { continue }
+      throw ModelFileError(tokenizerPath, "the \(what) token id \(id) (from the tokenizer, config.json or "
+        + "generation_config.json) is outside the model's vocabulary of \(vocab) embeddings (\(weightsPath))")
+    }
   }
 
   /// The non-nil ids in first-seen order.

@@ -100,6 +100,10 @@ public final class LlamaWeights {
       guard values.count == want.reduce(1, *) else {
         throw ModelWeightsError(name, "has \(values.count) values for shape \(want)")
       }
+      if let i = values.firstIndex(where: { !$0.isFinite }) {
+        throw ModelWeightsError(name, "holds \(values[i]) at element \(i) of \(values.count); the checkpoint "
+          + "is corrupt or was saved from a diverged run, and training on it gives a NaN loss")
+      }
       if let projectionBase, projectionWeights.contains(name), !trainable.contains(name), want.count == 2 {
         bases[name] = try projectionBase(String(name.dropLast(".weight".count)), values, want[0], want[1])
         continue
