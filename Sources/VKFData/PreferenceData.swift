@@ -20,12 +20,22 @@ public struct PreferenceRecord: Sendable, Equatable {
   /// message lists sharing their prompt turns, and hh-rlhf's `{chosen, rejected}` transcripts
   /// ("\n\nHuman: …\n\nAssistant: …", the prompt being the shared prefix up to the last
   /// "\n\nAssistant:").
+  /// The preference formats `normalise` understands, for messages.
+  public static let supportedFormats = "{prompt, chosen, rejected} (strings or message lists), {chosen, rejected} "
+    + "message lists sharing their prompt, or hh-rlhf {chosen, rejected} transcripts"
+
   public static func normalise(_ record: DatasetRecord, file: String = "", index: Int = 0) throws -> PreferenceRecord {
     func fail(_ problem: String) -> DatasetError {
       DatasetError.invalidRecord(file: file, record: index, problem: problem)
     }
     guard let chosenValue = record["chosen"], let rejectedValue = record["rejected"] else {
-      throw DatasetError.unknownShape(file: file, record: index, keys: Array(record.keys))
+      let missing = ["chosen", "rejected"].filter { record[$0] == nil }.map { "\"\($0)\"" }
+      let keys = record.keys.sorted().joined(separator: ", ")
+      let sft = DatasetFormat.detect(keys: Set(record.keys)).map {
+        " (an SFT record, format \($0.rawValue): train it without --objective dpo/reward)"
+      } ?? ""
+      throw fail("has keys [\(keys)] but no \(missing.joined(separator: " and "))\(sft); preference records are "
+        + Self.supportedFormats)
     }
     if let promptValue = record["prompt"] {
       let prompt: Conversation

@@ -61,7 +61,7 @@ struct EvalCommand: ParsableCommand {
     if let chatTemplate, !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
       throw RecipeError("--chat-template must be one of \(ChatTemplate.builtinNames.joined(separator: ", "))")
     }
-    guard FileManager.default.fileExists(atPath: data) else { throw RecipeError("--data: no such file \(data)") }
+    try TrainSettings.checkDataFile(data, key: "--data")
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
 
     let loaded = try ModelLoader.load(model)

@@ -67,12 +67,24 @@ extension TrainSettings {
     if checkFiles {
       for (key, path) in [("data", data), ("eval_data", evalData)] {
         guard let path else { continue }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
-          throw RecipeError("\(key): no such file \(path)")
-        }
+        try Self.checkDataFile(path, key: key)
       }
       try Self.checkOutput(outputDir, mode: mode)
+    }
+  }
+
+  /// A dataset path must be a readable regular file; a directory or a missing path is named
+  /// as what it is.
+  static func checkDataFile(_ path: String, key: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+      throw RecipeError("\(key): no such file \(path)")
+    }
+    guard !isDir.boolValue else {
+      throw RecipeError("\(key): \(path) is a directory; give a JSON or JSONL file (the dataset itself)")
+    }
+    guard FileManager.default.isReadableFile(atPath: path) else {
+      throw RecipeError("\(key): \(path) is not readable; check its permissions")
     }
   }
 

@@ -60,7 +60,7 @@ struct ScoreCommand: ParsableCommand {
     guard s.promptLimit >= 1, s.promptLimit < maxLength else {
       throw RecipeError("--max-prompt-length \(s.promptLimit) must be at least 1 and below --max-length \(maxLength)")
     }
-    guard FileManager.default.fileExists(atPath: data) else { throw RecipeError("--data: no such file \(data)") }
+    try TrainSettings.checkDataFile(data, key: "--data")
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
 
     let loaded = try ModelLoader.load(model)

@@ -269,6 +269,32 @@ final class PreferenceSettingsTests: XCTestCase {
     }
   }
 
+  /// Records a preference objective cannot use name the missing key and the preference
+  /// formats (SFT records are called SFT records), and nothing is written.
+  func test_recordsWithoutPairs_nameTheMissingKey() throws {
+    let model = try TrainedRun.modelDirectory()
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-prefkeys-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let cases: [(objective: String, record: String, expected: String)] = [
+      ("dpo", #"{"instruction": "Say hi", "input": "", "output": "hi"}"#, "an SFT record, format alpaca"),
+      ("reward", #"{"messages": [{"role": "user", "content": "hi"}]}"#, "an SFT record, format messages"),
+      ("dpo", #"{"prompt": "p", "chosen": "a"}"#, "has keys [chosen, prompt] but no \"rejected\""),
+    ]
+    for (i, c) in cases.enumerated() {
+      let data = dir.appendingPathComponent("data\(i).jsonl"), out = dir.appendingPathComponent("out\(i)")
+      try Data((c.record + "\n").utf8).write(to: data)
+      let r = try CLITests.run(["train", "--cpu", "--objective", c.objective, "--model", model, "--data", data.path,
+                                "--output", out.path])
+      XCTAssertNotEqual(r.status, 0, "\(c.record) was accepted")
+      let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+      XCTAssertEqual(errors.count, 1, r.stderr)
+      XCTAssertTrue(errors.first?.contains("data\(i).jsonl: record 0: ") == true, r.stderr)
+      XCTAssertTrue(errors.first?.contains(c.expected) == true, "\(c.expected) → \(r.stderr)")
+      XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "nothing written for \(c.record)")
+    }
+  }
+
   /// TRL's DPOConfig names and LLaMA-Factory's `stage` / `pref_*` in a recipe.
   func test_trlNamesInRecipe_resolve() throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-prefrecipe-\(UUID())")

@@ -182,6 +182,12 @@ final class RecipeTests: XCTestCase {
     XCTAssertTrue(try rejected(["--model", "m", "--data", dataFile.path, "--dry-run"]).contains("output"))
     XCTAssertTrue(try rejected(["--model", "m", "--data", dir.path + "/none.json", "--output", dir.path + "/o",
                                 "--dry-run"]).contains("no such file"))
+    // A directory is named as one, for --data and --eval-data.
+    for key in ["--data", "--eval-data"] {
+      let args = key == "--data" ? ["--data", dir.path] : ["--data", dataFile.path, "--eval-data", dir.path]
+      let line = try rejected(["--model", "m", "--output", dir.path + "/o", "--dry-run"] + args)
+      XCTAssertTrue(line.contains("\(dir.path) is a directory; give a JSON or JSONL file"), line)
+    }
     // Under a regular file nothing can be created, even as root.
     let line = try rejected(["--model", "m", "--data", dataFile.path, "--output", dataFile.path + "/out", "--dry-run"])
     XCTAssertTrue(line.contains("output_dir"), line)

@@ -58,8 +58,23 @@ final class PreferenceDataTests: XCTestCase {
   }
 
   func test_badShapes_oneLineErrors() {
-    XCTAssertThrowsError(try PreferenceRecord.normalise(["prompt": "x", "chosen": "y"])) { e in
-      XCTAssertTrue("\(e)".contains("match no supported format"), "\(e)")
+    // Missing keys are named, with the preference formats (not the SFT ones); SFT records
+    // are recognised as such.
+    let cases: [(DatasetRecord, [String])] = [
+      (["prompt": "x", "chosen": "y"], ["f: record 2: has keys [chosen, prompt] but no \"rejected\"",
+                                         "{prompt, chosen, rejected}"]),
+      (["prompt": "x", "rejected": "y"], ["but no \"chosen\";"]),
+      (["question": "x"], ["has keys [question] but no \"chosen\" and \"rejected\";"]),
+      (["text": "x"], ["an SFT record, format text"]),
+      (["instruction": "x", "input": "", "output": "y"], ["an SFT record, format alpaca",
+                                                          "without --objective dpo/reward"]),
+      (["messages": [["role": "user", "content": "x"]]], ["an SFT record, format messages"]),
+    ]
+    for (record, fragments) in cases {
+      XCTAssertThrowsError(try PreferenceRecord.normalise(record, file: "f", index: 2)) { e in
+        for f in fragments { XCTAssertTrue("\(e)".contains(f), "\(e) lacks \(f)") }
+        XCTAssertFalse("\(e)".contains("alpaca {instruction"), "no SFT format list: \(e)")
+      }
     }
     XCTAssertThrowsError(try PreferenceRecord.normalise(["prompt": 3, "chosen": "a", "rejected": "b"], file: "f", index: 4)) { e in
       XCTAssertEqual("\(e)", "f: record 4: \"prompt\" must be a string or a list of messages")
