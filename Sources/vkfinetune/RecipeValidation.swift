@@ -19,6 +19,12 @@ extension TrainSettings {
     }
 
     guard learningRate > 0 else { throw fail("learning_rate", learningRate, "use a positive number such as 2e-4") }
+    // transformers reads max_steps −1 as "unset" (train num_train_epochs epochs); any other
+    // value ≤ 0 is a mistake, not a request for a full epoch.
+    guard maxSteps > 0 || maxSteps == -1 else {
+      throw fail("max_steps", maxSteps, "use a positive number of optimizer steps, or -1 (as in transformers: "
+        + "unset, train num_train_epochs epochs)")
+    }
     guard maxSteps > 0 || numTrainEpochs > 0 else {
       throw fail("num_train_epochs", numTrainEpochs, "use a positive number of epochs, or set max_steps")
     }

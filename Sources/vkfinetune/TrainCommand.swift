@@ -49,7 +49,7 @@ struct TrainCommand: ParsableCommand {
   var learningRate: Double?
   @Option(help: "Passes over the data when --max-steps is not set (default 1).")
   var epochs: Int?
-  @Option(help: "Optimizer steps of the run (overrides --epochs).")
+  @Option(help: "Optimizer steps of the run (overrides --epochs); -1, as in transformers, leaves it unset.")
   var maxSteps: Int?
   @Option(help: "Rows per micro-batch, per_device_train_batch_size (default 4).")
   var batchSize: Int?

@@ -123,7 +123,11 @@ struct TrainRun {
       progress.message("resumed from \(from.lastPathComponent) at step \(trainer.step)/\(trainer.totalSteps)")
     }
     let rows = s.objective.isPreference ? "pairs" : "rows"
-    progress.message("training (\(s.objective.rawValue)): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s"), "
+    // Where the step count comes from, so a max_steps of −1 (transformers' "unset") is visible.
+    let origin = s.maxSteps > 0 ? "max_steps \(s.maxSteps)"
+      : "\(s.numTrainEpochs) epoch\(s.numTrainEpochs == 1 ? "" : "s"), max_steps unset"
+    progress.message("training (\(s.objective.rawValue)): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s") "
+      + "(\(origin)), "
       + "\(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) \(rows) per step, lr \(s.lrSchedulerType) "
       + ProgressLine.scientific(s.learningRate))
 

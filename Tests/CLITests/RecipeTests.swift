@@ -169,11 +169,21 @@ final class RecipeTests: XCTestCase {
       (["--memory-budget", "lots"], "memory_budget"),
       (["--early-stopping-patience", "2"], "validation data"),
       (["--overwrite", "--resume"], "--overwrite and --resume"),
+      // max_steps ≤ 0 other than transformers' −1 ("unset") is a mistake, not a full epoch.
+      (["--max-steps", "0"], "max_steps = 0 is invalid"),
+      (["--max-steps=-5"], "max_steps = -5 is invalid"),
     ]
     for (args, expected) in cases {
       let line = try rejected(required + args)
       XCTAssertTrue(line.contains(expected), "\(args): expected \(expected) in \(line)")
     }
+  }
+
+  /// max_steps −1 is transformers' "unset": accepted, training num_train_epochs epochs.
+  func test_maxStepsMinusOne_meansUnsetAsInTransformers() throws {
+    let settings = try resolved(required + ["--max-steps=-1", "--epochs", "2"])
+    XCTAssertEqual(settings["max_steps"] as? Int, -1)
+    XCTAssertEqual(settings["num_train_epochs"] as? Int, 2)
   }
 
   func test_missingInputsAndUnwritableOutput_rejected() throws {

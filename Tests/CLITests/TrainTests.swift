@@ -107,6 +107,8 @@ final class TrainTests: XCTestCase {
     let pattern = #"(?m)^step 2/2 \| loss \d+\.\d{3} \| lr \d\.\de-\d\d \| \d+ tok/s \| ETA \d+s$"#
     XCTAssertNotNil(made.run.stdout.range(of: pattern, options: .regularExpression), made.run.stdout)
     XCTAssertTrue(made.run.stdout.contains("estimated memory:"), made.run.stdout)
+    // The plan line says where its step count comes from.
+    XCTAssertTrue(made.run.stdout.contains("training (sft): 2 optimizer steps (max_steps 2), "), made.run.stdout)
   }
 
   func test_train_intoExistingOutput_refusedBeforeLoading() throws {
