@@ -46,6 +46,10 @@ public enum CheckpointLayout {
   /// Directory name prefix; a `.tmp` suffix marks one being written.
   public static let prefix = "checkpoint-"
 
+  /// The trainer's logs beside the checkpoints (metrics lines and the loss curve), which a
+  /// resumed run continues.
+  public static let logFiles = [TrainingLog.metricsFile, TrainingLog.curveFile]
+
   /// Complete checkpoints in `directory` (`checkpoint-<step>`, no `.tmp`), newest first.
   public static func checkpoints(in directory: URL) -> [(step: Int, url: URL)] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []

@@ -35,6 +35,9 @@ public final class Trainer {
   /// Test seam: called after each file of a checkpoint is written, before the directory is
   /// renamed into place (a throw aborts the save like a crash would, minus the leftovers).
   public var checkpointFileWritten: ((String) throws -> Void)?
+  /// Asked before each optimizer step; true stops the run with `TrainingError.interrupted`
+  /// (the CLI's Ctrl-C / SIGTERM).
+  public var shouldStop: (() -> Bool)?
 
   var plan: DataPlan
   let evaluationBatches: [Batch]
@@ -160,6 +163,14 @@ public final class Trainer {
     }
     var inFlight: InFlight?
     while step + (inFlight == nil ? 0 : 1) < totalSteps {
+      if shouldStop?() == true {
+        // The step in flight is sound: book it, then stop between steps.
+        if let f = inFlight, let engine = replayedSteps {
+          inFlight = nil
+          _ = try finish(f, engine)
+        }
+        throw TrainingError.interrupted(step: step, lastCheckpoint: lastCheckpoint?.path)
+      }
       let index = step + (inFlight == nil ? 0 : 1)  // completed steps before this one
       let micro = nextStepBatches()
       let normalizer = task.lossNormalizer(for: micro)

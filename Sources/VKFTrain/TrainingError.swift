@@ -10,6 +10,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
   case noTrainingData(String)
   /// The loss or gradient norm became NaN/inf at this optimizer step (1-based).
   case nonFinite(step: Int, what: String, value: Float, lastCheckpoint: String?)
+  /// The run was asked to stop (Ctrl-C, SIGTERM) after `step` optimizer steps.
+  case interrupted(step: Int, lastCheckpoint: String?)
   /// The estimated memory exceeds the budget (the message carries the advice).
   case doesNotFit(String)
   /// A checkpoint is missing, incomplete or does not belong to this run.
@@ -21,9 +23,15 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     case .invalidBatch(let d): return "invalid batch: \(d)"
     case .noTrainingData(let d): return "no training data: \(d)"
     case .nonFinite(let step, let what, let value, let last):
-      let resume = last.map { "; the last good checkpoint is \($0) (resume from it with a lower learning rate)" }
+      // A resumed run must keep the checkpoint's settings (its fingerprint): a lower learning
+      // rate means starting over.
+      let resume = last.map { "; the last good checkpoint is \($0) (--resume retries from it with the same settings; "
+        + "a lower learning rate or max grad norm means starting over with --overwrite)" }
         ?? "; no checkpoint was saved yet (lower the learning rate or set a max grad norm)"
       return "training stopped at step \(step): \(what) is \(value)\(resume)"
+    case .interrupted(let step, let last):
+      return "interrupted after step \(step)" + (last.map { "; the last checkpoint is \($0) (--resume continues from it)" }
+        ?? "; no checkpoint was saved yet")
     case .doesNotFit(let d): return d
     case .checkpoint(let p, let d): return "checkpoint \(p): \(d)"
     }

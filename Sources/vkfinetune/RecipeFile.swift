@@ -63,6 +63,12 @@ enum RecipeFile {
     }
   }
 
+  /// The line swift-argument-parser prints for `error`: a LocalizedError's description, else
+  /// the error as text.
+  static func message(_ error: Error) -> String {
+    (error as? LocalizedError)?.errorDescription ?? String(describing: error)
+  }
+
   static func reason(_ error: Error) -> String {
     (error as NSError).localizedFailureReason ?? (error as NSError).localizedDescription
   }

@@ -30,6 +30,7 @@ enum OutputWriter {
       guard rename(from.path, to.path) == 0 else {
         throw RecipeError("cannot move \(name) into \(dir.path): \(String(cString: strerror(errno)))")
       }
+      CrashSeam.written(name)
     }
   }
 }

@@ -68,13 +68,7 @@ struct TrainRun {
     }
     // An out-of-memory error anywhere below (loading, quantising, adapters, optimizer state,
     // training) ends in the estimate's one line of advice.
-    func advised<T>(_ body: () throws -> T) throws -> T {
-      do { return try body() } catch {
-        progress.finishLine()
-        if let explained = estimate.explain(error) { throw explained }
-        throw error
-      }
-    }
+    func advised<T>(_ body: () throws -> T) throws -> T { try Self.advised(estimate, progress, body) }
 
     // Weights: frozen for adapters, every parameter trainable for full fine-tuning.
     let weights = try advised {
@@ -97,7 +91,31 @@ struct TrainRun {
     case .auto: placement = planned.memoryBudget.map { .auto(budgetBytes: $0) } ?? .device
     }
 
-    if overwrite { try Self.emptyDirectory(output) }
+    // From here the run writes into its output directory: a failure puts it back as it was,
+    // or keeps the run's checkpoints (and says so).
+    let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
+    do {
+      try Interrupts.installed {
+        try train(loaded: loaded, data: data, weights: weights, lora: lora, model: model, placement: placement,
+                  estimate: estimate, output: output, progress: progress)
+      }
+      transaction.commit()
+    } catch {
+      progress.finishLine()
+      guard let kept = transaction.rollback() else { throw error }
+      let message = RecipeFile.message(error)
+      // The trainer's own line may already name the checkpoint left.
+      if message.contains(kept.name) { throw error }
+      throw RecipeError(message + "; " + kept.clause)
+    }
+  }
+
+  /// The part of `run` that writes into the output directory.
+  private func train(loaded: LoadedModel, data: TrainData, weights: LlamaWeights, lora: LoRAModel?, model: LlamaModel,
+                     placement: OptimizerStatePlacement, estimate: MemoryEstimate, output: URL,
+                     progress: ProgressLine) throws {
+    let s = settings
+    func advised<T>(_ body: () throws -> T) throws -> T { try Self.advised(estimate, progress, body) }
     if !resume { try ObjectiveRecord.write(s, into: output) }
     let made = try advised { try makeTask(model: model, lora: lora, data: data, output: output, progress: progress) }
     let task = made.task, scoreHead = made.scoreHead
@@ -111,11 +129,15 @@ struct TrainRun {
     }
     let objective = s.objective
     trainer.onEvent = { event in Self.report(event, progress, objective: objective) }
+    trainer.shouldStop = { Interrupts.requested }
+    if CrashSeam.target != nil {
+      trainer.checkpointFileWritten = { [unowned trainer] in CrashSeam.written("\(CheckpointLayout.prefix)\(trainer.step)/\($0)") }
+    }
     if !data.validation.isEmpty {
       // Best adapter (or model) so far, beside the final one.
       trainer.saveBest = { _, _ in
         try OutputWriter.write(lora: lora, weights: weights, model: loaded, settings: s,
-                               into: output.appendingPathComponent("best"), scoreHead: scoreHead)
+                               into: output.appendingPathComponent(OutputTransaction.bestName), scoreHead: scoreHead)
       }
     }
     if resume {
@@ -143,6 +165,15 @@ struct TrainRun {
     let what = s.objective == .reward ? (s.method == .full ? "reward model" : "reward adapter")
       : (s.method == .full ? "model" : "adapter")
     progress.message("wrote \(what) to \(output.path)")
+  }
+
+  /// Runs `body`; an out-of-memory error ends in `estimate`'s one line of advice.
+  private static func advised<T>(_ estimate: MemoryEstimate, _ progress: ProgressLine, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch {
+      progress.finishLine()
+      if let explained = estimate.explain(error) { throw explained }
+      throw error
+    }
   }
 
   // MARK: - Tasks
@@ -236,17 +267,6 @@ struct TrainRun {
     case .resumed(let url, let step): progress.message("resumed from \(url.lastPathComponent) at step \(step)")
     case .earlyStopped(let step, let best):
       progress.message("early stopping at step \(step): no improvement since step \(best)")
-    }
-  }
-
-  /// Removes everything inside `dir` (for --overwrite), keeping the directory.
-  static func emptyDirectory(_ dir: URL) throws {
-    let fm = FileManager.default
-    for name in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] {
-      do { try fm.removeItem(at: dir.appendingPathComponent(name)) } catch {
-        throw RecipeError("--overwrite: cannot remove \(dir.appendingPathComponent(name).path) "
-          + "(\(RecipeFile.reason(error)))")
-      }
     }
   }
 }
