@@ -66,6 +66,10 @@ public struct TokenizedExample: Sendable, Equatable {
 public struct RenderStats: Sendable, Equatable {
   /// Examples cut to `maxSeqLength`.
   public var truncated = 0
+  /// Tokens the cuts dropped, over all cut examples.
+  public var droppedTokens = 0
+  /// The longest cut example's length before the cut (0 when none was cut).
+  public var longestCut = 0
   /// Multi-turn examples whose template broke prefix-ness, so only the last turn was trained.
   public var lastTurnOnly = 0
   /// Makes zeroed counts.

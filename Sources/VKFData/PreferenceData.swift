@@ -179,6 +179,10 @@ public struct PreferencePair: Sendable, Equatable {
 public struct PreferenceStats: Sendable, Equatable {
   /// Pairs shortened to `maxLength`.
   public var truncated = 0
+  /// Tokens the cuts dropped (prompt, chosen and rejected together).
+  public var droppedTokens = 0
+  /// The longest cut pair's prompt + longer answer before the cut (0 when none was cut).
+  public var longestCut = 0
   /// Pairs skipped because both answers were the same tokens after truncation.
   public var identical = 0
   /// Pairs skipped because an answer was empty after truncation.
@@ -223,9 +227,12 @@ public struct PreferenceTokenizer {
     var rejected = try answerIDs(messages, record.rejected, promptText: promptText, index: index)
     if prompt.count + max(chosen.count, rejected.count) > limits.maxLength {
       stats.truncated += 1
+      let before = prompt.count + chosen.count + rejected.count
+      stats.longestCut = max(stats.longestCut, prompt.count + max(chosen.count, rejected.count))
       if prompt.count > limits.maxPromptLength { prompt = Array(prompt.suffix(limits.maxPromptLength)) }
       let room = limits.maxLength - prompt.count
       chosen = Array(chosen.prefix(room)); rejected = Array(rejected.prefix(room))
+      stats.droppedTokens += before - (prompt.count + chosen.count + rejected.count)
     }
     if chosen.isEmpty || rejected.isEmpty { stats.empty += 1; return nil }
     if chosen == rejected { stats.identical += 1; return nil }

@@ -43,6 +43,8 @@ public struct SFTTokenizer {
       (ids, trained) = try tokenizeConversation(conversation, index: index, stats: &stats)
     }
     if ids.count > config.maxSeqLength {
+      stats.droppedTokens += ids.count - config.maxSeqLength
+      stats.longestCut = max(stats.longestCut, ids.count)
       ids.removeLast(ids.count - config.maxSeqLength)
       trained.removeLast(trained.count - config.maxSeqLength)
       stats.truncated += 1

@@ -34,6 +34,13 @@ final class ProgressLine {
     fflush(nil)
   }
 
+  /// Prints `warning: <text>` on stderr, on its own line.
+  func warning(_ text: String) {
+    finishLine()
+    fflush(nil)
+    FileHandle.standardError.write(Data("warning: \(text)\n".utf8))
+  }
+
   /// Ends the redrawn line (so the next output starts on a fresh line).
   func finishLine() {
     if redraws, drawn {

@@ -13,6 +13,18 @@ struct TrainData {
   var longestRow: Int
   /// "data: 120 examples (…)" for the log.
   var summary: String
+  /// What the user should know about the data (cut records), one line each.
+  var warnings: [String] = []
+
+  /// The warning for `count` of `total` records cut to `limit` tokens (nil when none was):
+  /// how many, how many tokens went, the longest record's length.
+  static func truncationWarning(_ what: String, count: Int, of total: Int, limit: String, dropped: Int,
+                                longest: Int, advice: String) -> String? {
+    guard count > 0 else { return nil }
+    let share = String(format: "%.1f%%", 100 * Double(count) / Double(max(total, 1)))
+    return "\(count) of \(total) \(what) (\(share)) are longer than \(limit) and were cut: \(dropped) tokens dropped, "
+      + "the longest had \(longest); \(advice)"
+  }
 
   /// Loads `trainFile` (and `eval_data`, or holds out `val_set_size`) with the model's chat
   /// template (or `chat_template`), masking prompts unless `train_on_prompt`.
@@ -21,8 +33,11 @@ struct TrainData {
     let train = try SFTDataset.load(URL(fileURLWithPath: trainFile), tokenizer: tokenizer)
     var trainExamples = train.examples, validation: [TokenizedExample] = []
     var source = ""
+    var evaluation: SFTDataset?
     if let evalFile = s.evalData {
-      validation = try SFTDataset.load(URL(fileURLWithPath: evalFile), tokenizer: tokenizer).examples
+      let loaded = try SFTDataset.load(URL(fileURLWithPath: evalFile), tokenizer: tokenizer)
+      evaluation = loaded
+      validation = loaded.examples
       source = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
     } else if s.valSetSize > 0 {
       (trainExamples, validation) = try Batching.split(trainExamples, validationFraction: s.valSetSize,
@@ -37,8 +52,16 @@ struct TrainData {
     var summary = "data: \(trainExamples.count) training examples, \(validation.count) validation\(source)"
     if train.stats.truncated > 0 { summary += ", \(train.stats.truncated) cut to \(s.maxSeqLength) tokens" }
     if train.skippedRecords > 0 { summary += ", \(train.skippedRecords) bad records skipped" }
+    let advice = "raise --max-seq-length (now \(s.maxSeqLength)) or split those records"
+    let warnings = [truncationWarning("training records", count: train.stats.truncated, of: train.examples.count,
+                                      limit: "max_seq_length \(s.maxSeqLength)", dropped: train.stats.droppedTokens,
+                                      longest: train.stats.longestCut, advice: advice),
+                    evaluation.flatMap { e in
+                      truncationWarning("validation records", count: e.stats.truncated, of: e.examples.count,
+                                        limit: "max_seq_length \(s.maxSeqLength)", dropped: e.stats.droppedTokens,
+                                        longest: e.stats.longestCut, advice: advice) }].compactMap { $0 }
     return TrainData(train: trainExamples, validation: validation, padID: model.eosTokenIDs.first ?? 0,
-                     longestRow: s.packing ? s.maxSeqLength : max(longest, 1), summary: summary)
+                     longestRow: s.packing ? s.maxSeqLength : max(longest, 1), summary: summary, warnings: warnings)
   }
 
   /// The tokenizer of the SFT pipeline: the model's tokenizer and chat template (or the one

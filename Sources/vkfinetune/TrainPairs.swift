@@ -12,8 +12,10 @@ extension TrainData {
     let train = try loadPairFile(trainFile, tokenizer: tokenizer)
     var trainPairs = train.pairs, validation: [PreferencePair] = []
     var source = "", validationNote = ""
+    var evaluation: PreferenceDataset?
     if let evalFile = s.evalData {
       let v = try loadPairFile(evalFile, tokenizer: tokenizer)
+      evaluation = v
       validation = v.pairs
       source = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
       validationNote = skippedNote(v.stats)
@@ -32,9 +34,17 @@ extension TrainData {
     if !validationNote.isEmpty { summary += "; validation:" + validationNote.dropFirst() }
     if train.skippedRecords > 0 { summary += ", \(train.skippedRecords) bad records skipped" }
     let longest = trainPairs.map { $0.prompt.count + max($0.chosen.count, $0.rejected.count) }.max() ?? 1
+    let limit = "max_length \(s.maxSeqLength)"
+    let advice = "raise --max-seq-length (now \(s.maxSeqLength)) or --max-prompt-length (now \(s.promptLimit))"
+    let recordCount = { (d: PreferenceDataset) in d.pairs.count + d.stats.identical + d.stats.empty }
+    let warnings = [truncationWarning("training pairs", count: train.stats.truncated, of: recordCount(train), limit: limit,
+                                      dropped: train.stats.droppedTokens, longest: train.stats.longestCut, advice: advice),
+                    evaluation.flatMap { e in
+                      truncationWarning("validation pairs", count: e.stats.truncated, of: recordCount(e), limit: limit,
+                                        dropped: e.stats.droppedTokens, longest: e.stats.longestCut, advice: advice) }]
     return TrainData(train: examples(trainPairs), validation: examples(validation),
                      padID: padID(objective: s.objective, model: model), longestRow: max(longest, 1),
-                     summary: summary)
+                     summary: summary, warnings: warnings.compactMap { $0 })
   }
 
   /// ", 2 skipped (1 identical, 1 empty after truncation)" or "".

@@ -33,6 +33,7 @@ struct TrainRun {
     progress.message("backend: \(backend.name)")
     progress.message("model: \(loaded.location.url.path) (\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden))")
     progress.message(data.summary)
+    for w in data.warnings { progress.warning(w) }
 
     // Memory: print the estimate, refuse a run over the budget with advice — before any
     // upload. A preference micro-batch holds chosen and rejected rows of each pair; rows

@@ -109,6 +109,12 @@ final class TrainTests: XCTestCase {
     XCTAssertTrue(made.run.stdout.contains("estimated memory:"), made.run.stdout)
     // The plan line says where its step count comes from.
     XCTAssertTrue(made.run.stdout.contains("training (sft): 2 optimizer steps (max_steps 2), "), made.run.stdout)
+    // Records cut to max_seq_length are a warning saying how many and by how much (the 8
+    // alpaca records, 64-token rows; the validation file's 4 records as well).
+    XCTAssertTrue(made.run.stderr.contains("warning: 7 of 8 training records (87.5%) are longer than max_seq_length 64 "
+      + "and were cut: 539 tokens dropped, the longest had 222; raise --max-seq-length (now 64)"), made.run.stderr)
+    XCTAssertTrue(made.run.stderr.contains("warning: ") && made.run.stderr.contains(" of 4 validation records"),
+                  made.run.stderr)
   }
 
   func test_train_intoExistingOutput_refusedBeforeLoading() throws {

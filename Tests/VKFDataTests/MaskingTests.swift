@@ -82,11 +82,20 @@ final class MaskingTests: XCTestCase {
     config.maxSeqLength = 8
     let sft = try smol(config)
     var stats = RenderStats()
-    let long = try sft.tokenize(.text(String(repeating: "word ", count: 50)), stats: &stats)
+    let text = String(repeating: "word ", count: 50)
+    let full = sft.tokenizer.encode(text).count + 1  // + EOS
+    let long = try sft.tokenize(.text(text), stats: &stats)
     _ = try sft.tokenize(.text("hi"), stats: &stats)
     XCTAssertEqual(long.inputIds.count, 8)
     XCTAssertEqual(long.targets.count, 8)
     XCTAssertEqual(stats.truncated, 1)
+    // What the warning line reports: the tokens dropped and the longest cut record.
+    XCTAssertEqual(stats.droppedTokens, full - 8)
+    XCTAssertEqual(stats.longestCut, full)
+    _ = try sft.tokenize(.text(text + text), stats: &stats)
+    XCTAssertEqual(stats.truncated, 2)
+    XCTAssertGreaterThan(stats.longestCut, full)
+    XCTAssertEqual(stats.droppedTokens, full - 8 + stats.longestCut - 8)
   }
 
   func test_realAlpaca_200RecordsLoadAndTokenize() throws {

@@ -108,6 +108,15 @@ final class PreferenceDataTests: XCTestCase {
     XCTAssertEqual(pair.prompt.count + max(pair.chosen.count, pair.rejected.count), 24)
     XCTAssertTrue(tok.tokenizer.decode(pair.chosen).hasPrefix("alpha beta"), "answers keep their start")
     XCTAssertEqual(stats.truncated, 1)
+    // What the warning line reports: every token cut from the prompt and both answers, and
+    // the uncut prompt + longer answer.
+    var uncut = PreferenceStats()
+    let wide = try smol(PreferenceLimits(maxLength: 4096, maxPromptLength: 2048))
+    let whole = try XCTUnwrap(try wide.tokenize(rec, stats: &uncut))
+    XCTAssertEqual(uncut.truncated, 0)
+    XCTAssertEqual(stats.longestCut, whole.prompt.count + max(whole.chosen.count, whole.rejected.count))
+    XCTAssertEqual(stats.droppedTokens, whole.prompt.count + whole.chosen.count + whole.rejected.count
+      - (pair.prompt.count + pair.chosen.count + pair.rejected.count))
     // Answers equal in their first tokens become identical once cut: skipped and counted.
     let same = PreferenceRecord(prompt: rec.prompt, chosen: long + "A", rejected: long + "B")
     XCTAssertNil(try tok.tokenize(same, stats: &stats))
