@@ -59,6 +59,9 @@ let package = Package(
     .testTarget(name: "VKFTrainTests", dependencies: ["VKFTrain", "VKFPEFT", "VKFModel", "VKFData", "VKFCore",
                                                      "VKFCPU", "VKFVulkan", "VKFTestSupport"],
                 resources: [.copy("Fixtures")]),
+    // Seeded fuzzing of every file loader (tools/fuzz runs it for longer).
+    .testTarget(name: "FuzzTests", dependencies: ["VKFModel", "VKFData", "VKFTokenizer", "VKFCore"],
+                exclude: ["Regressions"]),
     // Runs the built `vkfinetune` binary as a user would (the dependency makes SwiftPM build it).
     .testTarget(name: "CLITests", dependencies: ["vkfinetune"]),
   ]

@@ -52,6 +52,7 @@ public enum ModelLocator {
       let url = URL(fileURLWithPath: path)
       if isDirectory.boolValue { return try checkDirectory(url, argument: argument) }
       if path.lowercased().hasSuffix(".gguf") { return .gguf(url) }
+      if isPickle(url.lastPathComponent) { throw ModelFileError(path, pickleAdvice) }
       throw ModelFileError(path, "--model must be a model directory (config.json + *.safetensors), "
         + "a .gguf file or a Hugging Face repo id; for a .safetensors file pass its directory")
     }
@@ -73,6 +74,18 @@ public enum ModelLocator {
 
   // MARK: - Directories
 
+  /// Whether `name` is a PyTorch pickle checkpoint (`pytorch_model.bin`, shards, `.pt`, `.pth`,
+  /// `.ckpt`), which vkfinetune never reads.
+  static func isPickle(_ name: String) -> Bool {
+    let lower = name.lowercased()
+    return [".bin", ".pt", ".pth", ".ckpt", ".pkl"].contains { lower.hasSuffix($0) }
+  }
+
+  /// Why pickles are refused and what to do instead.
+  static let pickleAdvice = "pickle files can run arbitrary code when loaded, so vkfinetune does not read them; "
+    + "download the model's .safetensors files, or convert once in a trusted Python with "
+    + "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)"
+
   /// A directory must hold config.json and safetensors weights, or exactly one .gguf file.
   static func checkDirectory(_ url: URL, argument: String) throws -> ModelLocation {
     let fm = FileManager.default
@@ -84,6 +97,11 @@ public enum ModelLocator {
     if ggufs.count > 1 {
       throw ModelFileError(url.path, "holds several .gguf files (\(ggufs.joined(separator: ", "))); "
         + "pass the one you want as --model")
+    }
+    let pickles = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).filter(isPickle).sorted()
+    if hasConfig, !pickles.isEmpty {
+      throw ModelFileError(url.path, "holds only PyTorch pickle weights (\(pickles.joined(separator: ", "))): "
+        + pickleAdvice)
     }
     let missing = hasConfig
       ? "has config.json but no weights (looked for \(SafetensorsCheckpoint.singleFileName), "

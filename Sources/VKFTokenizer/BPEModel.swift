@@ -25,6 +25,9 @@ final class BPEModel: @unchecked Sendable {
   private let byteIDs: [Int]
   private var cache: [[UInt8]: [Int]] = [:]
   private let lock = NSLock()
+  /// How far past the entry count a vocabulary id may be.
+  static let idSlack = 65_536
+
   /// Words cached at most; the cache is cleared when it grows past this (HF uses 10,000).
   private static let cacheCapacity = 50_000
 
@@ -34,8 +37,15 @@ final class BPEModel: @unchecked Sendable {
     var vocab: [[UInt8]: Int] = [:]
     vocab.reserveCapacity(vocabRaw.count)
     var maxID = -1
+    // Ids are dense in every real vocabulary; one far past the entry count would size the
+    // id → token table by a corrupt number (a resource cap, checked before allocating).
+    let idLimit = max(2 * vocabRaw.count, vocabRaw.count + Self.idSlack)
     for (token, v) in vocabRaw {
       guard let n = v as? NSNumber, n.intValue >= 0 else { throw json.missing("vocab[\(token)]", "an id ≥ 0") }
+      guard n.intValue < idLimit else {
+        throw json.missing("vocab[\(token)]", "an id below \(idLimit) (the vocabulary has \(vocabRaw.count) entries; "
+          + "got \(n.intValue))")
+      }
       vocab[Array(token.utf8)] = n.intValue
       maxID = max(maxID, n.intValue)
     }

@@ -72,9 +72,28 @@ final class ModelLocatorTests: XCTestCase {
     assertError(empty.path, contains: ["no config.json"])
     try Data("{}".utf8).write(to: empty.appendingPathComponent("config.json"))
     assertError(empty.path, contains: ["no weights", "model.safetensors.index.json"])
-    let other = dir.file("weights.bin")
+    let other = dir.file("weights.npz")
     try Data([0]).write(to: other)
     assertError(other.path, contains: ["model directory"])
+  }
+
+  /// PyTorch pickles can execute code on load: never read, refused with the way to safetensors,
+  /// whether named directly or the only weights of a directory (single file, shards, .pt/.pth).
+  func test_pickleCheckpoints_areRefusedWithTheSafetensorsRoute() throws {
+    for names in [["pytorch_model.bin"], ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"],
+                  ["model.pt"], ["consolidated.00.pth"]] {
+      let model = dir.file("pickled-\(names[0])")
+      try FileManager.default.createDirectory(at: model, withIntermediateDirectories: false)
+      try Data("{}".utf8).write(to: model.appendingPathComponent("config.json"))
+      // The pickle's bytes: a real one would run code from this opcode stream if unpickled.
+      for n in names { try Data([0x80, 0x02, 0x63]).write(to: model.appendingPathComponent(n)) }
+      assertError(model.path, contains: ["pickle weights", names[0], "run arbitrary code", "safe_serialization=True"])
+      assertError(model.appendingPathComponent(names[0]).path, contains: ["pickle files can run arbitrary code"])
+    }
+    // Beside safetensors weights a pickle is simply not read.
+    let both = try makeModelDirectory(dir.file("both"))
+    try Data([0x80]).write(to: both.appendingPathComponent("pytorch_model.bin"))
+    XCTAssertEqual(try ModelLocator.resolve(both.path), .huggingFaceDirectory(both))
   }
 
   func test_hubCache_usesRevisionNamedInRefsMain() throws {

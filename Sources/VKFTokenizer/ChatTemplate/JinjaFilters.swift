@@ -71,11 +71,11 @@ extension JinjaBuiltins {
       switch v {
       case let .int(i): return .int(i)
       case let .bool(b): return .int(b ? 1 : 0)
-      case let .double(d): return d.isFinite ? .int(Int(d)) : fallback
+      case let .double(d): return Int(exactly: d.rounded(.towardZero)).map(JinjaValue.int) ?? fallback
       case let .string(s):
         let t = s.trimmingCharacters(in: .whitespaces)
         if let i = Int(t) { return .int(i) }
-        if let d = Double(t), d.isFinite { return .int(Int(d)) }
+        if let d = Double(t), let i = Int(exactly: d.rounded(.towardZero)) { return .int(i) }
         return fallback
       default: return fallback
       }
@@ -124,7 +124,8 @@ extension JinjaBuiltins {
                             first: arg(a, 1, "first")?.isTruthy ?? false, blank: arg(a, 2, "blank")?.isTruthy ?? false))
     case "wordcount": return .int(v.pythonString.split(whereSeparator: { $0.isWhitespace }).count)
     case "center":
-      let s = v.pythonString, width = arg(a, 0, "width")?.integer ?? 80
+      let s = v.pythonString
+      let width = min(max(arg(a, 0, "width")?.integer ?? 80, 0), JinjaLimits.outputBytes)
       let pad = max(width - s.unicodeScalars.count, 0), left = pad / 2 + (pad % 2 & width % 2)
       return .string(String(repeating: " ", count: left) + s + String(repeating: " ", count: pad - left))
     case "batch":
@@ -187,10 +188,16 @@ extension JinjaBuiltins {
     }
   }
 
+  /// The widest `indent` (characters); real templates indent by 2–8.
+  static let indentLimit = 4096
+
   /// jinja2 `do_indent` (3.x), including its "append a newline, then splitlines" quirk.
   static func indent(_ s: String, width: JinjaValue, first: Bool, blank: Bool) -> String {
     let pad: String
-    if case let .string(w) = width { pad = w } else { pad = String(repeating: " ", count: width.integer ?? 4) }
+    // Widths past `indentLimit` (or below 0) are clamped: a hostile width × many lines
+    // would otherwise allocate without bound.
+    if case let .string(w) = width { pad = String(w.prefix(indentLimit)) }
+    else { pad = String(repeating: " ", count: min(max(width.integer ?? 4, 0), indentLimit)) }
     var lines = (s + "\n").components(separatedBy: "\n")
     lines.removeLast()
     var rv: String

@@ -7,6 +7,10 @@ final class JinjaInterpreter {
   private var scopes: [[String: JinjaValue]]
   private var out = ""
   var line = 1
+  /// Statements and expressions run so far (`JinjaLimits.steps`).
+  private var steps = 0
+  /// Macro calls in progress (`JinjaLimits.callDepth`).
+  private var calls = 0
 
   private enum Flow { case normal, breakLoop, continueLoop }
 
@@ -48,12 +52,28 @@ final class JinjaInterpreter {
 
   // MARK: - Statements
 
+  /// Counts one step of work; past `JinjaLimits.steps` the render stops.
+  private func step() throws {
+    steps += 1
+    guard steps <= JinjaLimits.steps else {
+      throw fail("rendering took more than \(JinjaLimits.steps) steps (an endless or enormous loop?)")
+    }
+  }
+
+  /// Throws when `text` (a string built while rendering) is past `JinjaLimits.outputBytes`.
+  func checkSize(_ text: String) throws {
+    guard text.utf8.count <= JinjaLimits.outputBytes else {
+      throw fail("the rendered text passed \(JinjaLimits.outputBytes >> 20) MiB")
+    }
+  }
+
   private func execute(_ nodes: [JinjaNode]) throws -> Flow {
     for node in nodes {
       line = node.line
+      try step()
       switch node.kind {
-      case let .text(t): out += t
-      case let .output(e): out += try evaluate(e).pythonString
+      case let .text(t): out += t; try checkSize(out)
+      case let .output(e): out += try evaluate(e).pythonString; try checkSize(out)
       case let .ifChain(branches, otherwise):
         var taken = false
         for (condition, body) in branches where try evaluate(condition).isTruthy {
@@ -141,9 +161,13 @@ final class JinjaInterpreter {
         else { frame[p] = .undefined(p) }
       }
       frame["varargs"] = .array(Array(args.dropFirst(parameters.count)))
+      guard self.calls < JinjaLimits.callDepth else {
+        throw self.fail("macro '\(name)' nested more than \(JinjaLimits.callDepth) calls deep (endless recursion?)")
+      }
       let savedScopes = self.scopes, savedLine = self.line
       self.scopes = [self.scopes[0], frame]
-      defer { self.scopes = savedScopes; self.line = savedLine }
+      self.calls += 1
+      defer { self.scopes = savedScopes; self.line = savedLine; self.calls -= 1 }
       return .string(try self.capture(body))
     }
   }
@@ -155,6 +179,7 @@ final class JinjaInterpreter {
   }
 
   func evaluate(_ e: JinjaExpr) throws -> JinjaValue {
+    try step()
     switch e {
     case let .literal(v): return v
     case let .name(n): return lookup(n)

@@ -82,30 +82,61 @@ extension JinjaBuiltins {
 extension JinjaBuiltins {
   /// Arithmetic and `~`, with Python's int/float rules.
   static func binary(_ op: String, _ a: JinjaValue, _ b: JinjaValue, _ ip: JinjaInterpreter) throws -> JinjaValue {
-    if op == "~" { return .string(a.pythonString + b.pythonString) }
+    if op == "~" {
+      let joined = a.pythonString + b.pythonString
+      try ip.checkSize(joined)
+      return .string(joined)
+    }
     if case let .undefined(n) = a { throw ip.fail("'\(n)' is undefined (used with '\(op)')") }
     if case let .undefined(n) = b { throw ip.fail("'\(n)' is undefined (used with '\(op)')") }
     switch (op, a, b) {
-    case let ("+", .string(x), .string(y)): return .string(x + y)
-    case let ("+", .array(x), .array(y)): return .array(x + y)
-    case let ("*", .string(x), _) where b.integer != nil: return .string(String(repeating: x, count: max(b.integer ?? 0, 0)))
+    case let ("+", .string(x), .string(y)):
+      try ip.checkSize(x + y)
+      return .string(x + y)
+    case let ("+", .array(x), .array(y)):
+      guard x.count + y.count <= JinjaLimits.steps else { throw ip.fail("a list past \(JinjaLimits.steps) items") }
+      return .array(x + y)
+    case let ("*", .string(x), _) where b.integer != nil:
+      let n = max(b.integer ?? 0, 0)
+      guard x.isEmpty || n <= JinjaLimits.outputBytes / x.utf8.count else {
+        throw ip.fail("'\(x.prefix(20))' * \(n) would pass \(JinjaLimits.outputBytes >> 20) MiB")
+      }
+      return .string(String(repeating: x, count: n))
     case let ("*", .array(x), _) where b.integer != nil:
-      return .array(Array(repeating: x, count: max(b.integer ?? 0, 0)).flatMap { $0 })
+      let n = max(b.integer ?? 0, 0)
+      guard x.isEmpty || n <= JinjaLimits.steps / x.count else {
+        throw ip.fail("a list of \(x.count) * \(n) would pass \(JinjaLimits.steps) items")
+      }
+      return .array(Array(repeating: x, count: n).flatMap { $0 })
     default: break
     }
     if let x = a.integer, let y = b.integer {
+      // Python's ints are unbounded; past 64 bits the template is refused (never a trap).
+      func checked(_ r: (partialValue: Int, overflow: Bool)) throws -> JinjaValue {
+        guard !r.overflow else { throw ip.fail("integer overflow in \(x) \(op) \(y)") }
+        return .int(r.partialValue)
+      }
       switch op {
-      case "+": return .int(x + y)
-      case "-": return .int(x - y)
-      case "*": return .int(x * y)
+      case "+": return try checked(x.addingReportingOverflow(y))
+      case "-": return try checked(x.subtractingReportingOverflow(y))
+      case "*": return try checked(x.multipliedReportingOverflow(by: y))
       case "/":
         guard y != 0 else { throw ip.fail("division by zero") }
         return .double(Double(x) / Double(y))
       case "//", "%":
         guard y != 0 else { throw ip.fail("integer division or modulo by zero") }
-        let q = Int((Double(x) / Double(y)).rounded(.down))
+        guard !(x == .min && y == -1) else { throw ip.fail("integer overflow in \(x) \(op) \(y)") }
+        // Python floors (toward −∞); Swift truncates toward zero.
+        var q = x / y
+        if (x % y != 0) && ((x < 0) != (y < 0)) { q -= 1 }
         return op == "//" ? .int(q) : .int(x - q * y)
-      case "**": return y >= 0 ? .int(Int(pow(Double(x), Double(y)))) : .double(pow(Double(x), Double(y)))
+      case "**":
+        let p = pow(Double(x), Double(y))
+        guard y >= 0 else { return .double(p) }
+        guard let i = Int(exactly: p.rounded()), abs(p) < 9.0e15 else {
+          throw ip.fail("integer overflow in \(x) ** \(y)")
+        }
+        return .int(i)
       default: break
       }
     }

@@ -8,6 +8,8 @@ struct JinjaParser {
   private var tokens: [JinjaToken] = []
   private var pos = 0
   private var tagLine = 1
+  /// Blocks and expressions open around the current position (`JinjaLimits.nesting`).
+  private var depth = 0
 
   init(chunks: [JinjaChunk]) { self.chunks = chunks }
 
@@ -22,18 +24,20 @@ struct JinjaParser {
 
   /// Nodes up to one of `until` (returned, with its tag's tokens loaded) or the end.
   private mutating func parseBody(until: Set<String>, openedAt: Int = 0) throws -> ([JinjaNode], String?) {
+    try enter()
+    defer { depth -= 1 }
     var nodes: [JinjaNode] = []
     while index < chunks.count {
       let chunk = chunks[index]; index += 1
       switch chunk {
       case let .text(t): nodes.append(JinjaNode(kind: .text(t), line: tagLine))
       case let .output(toks, line):
-        load(toks, line)
+        try load(toks, line)
         let e = try parseExpression()
         try expectEnd()
         nodes.append(JinjaNode(kind: .output(e), line: line))
       case let .statement(toks, line):
-        load(toks, line)
+        try load(toks, line)
         guard case let .name(keyword)? = peek?.kind else {
           throw ChatTemplateError.syntax("expected a statement name after '{%'", line: line)
         }
@@ -159,7 +163,12 @@ struct JinjaParser {
 
   // MARK: - Token helpers
 
-  private mutating func load(_ toks: [JinjaToken], _ line: Int) { tokens = toks; pos = 0; tagLine = line }
+  private mutating func load(_ toks: [JinjaToken], _ line: Int) throws {
+    tokens = toks; pos = 0; tagLine = line
+    guard toks.count <= JinjaLimits.tagTokens else {
+      throw ChatTemplateError.syntax("a tag of \(toks.count) tokens (at most \(JinjaLimits.tagTokens))", line: line)
+    }
+  }
   private var peek: JinjaToken? { pos < tokens.count ? tokens[pos] : nil }
   private func peekOp(_ op: String) -> Bool { peek?.kind == .op(op) }
   private func peekName(_ n: String) -> Bool { peek?.kind == .name(n) }
@@ -195,7 +204,17 @@ struct JinjaParser {
 
   // MARK: - Expressions
 
+  /// One level deeper; past `JinjaLimits.nesting` the template is refused.
+  private mutating func enter() throws {
+    depth += 1
+    guard depth <= JinjaLimits.nesting else {
+      throw ChatTemplateError.syntax("blocks or expressions nested more than \(JinjaLimits.nesting) deep", line: tagLine)
+    }
+  }
+
   mutating func parseExpression(allowConditional: Bool = true) throws -> JinjaExpr {
+    try enter()
+    defer { depth -= 1 }
     let e = try parseOr()
     guard allowConditional, acceptName("if") else { return e }
     let condition = try parseOr()
@@ -216,7 +235,11 @@ struct JinjaParser {
   }
 
   private mutating func parseNot() throws -> JinjaExpr {
-    if acceptName("not") { return .not(try parseNot()) }
+    if acceptName("not") {
+      try enter()
+      defer { depth -= 1 }
+      return .not(try parseNot())
+    }
     return try parseCompare()
   }
 
@@ -262,6 +285,8 @@ struct JinjaParser {
   }
 
   private mutating func parseUnary(withFilter: Bool = true) throws -> JinjaExpr {
+    try enter()
+    defer { depth -= 1 }
     var e: JinjaExpr
     if acceptOp("-") { e = .negate(try parseUnary(withFilter: false)) }
     else if acceptOp("+") { e = try parseUnary(withFilter: false) }
