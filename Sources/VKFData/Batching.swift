@@ -33,15 +33,21 @@ public enum Batching {
     return out
   }
 
-  /// Shuffles with `seed` and holds out `fraction` (0..<1) of items as validation (at least one when fraction > 0).
+  /// Shuffles with `seed` and holds out `fraction` (0..<1) of items as validation (at least one
+  /// when fraction > 0); a whole number ≥ 1 holds out that many items, as `datasets`'
+  /// `train_test_split(test_size=)` reads an int (axolotl's val_set_size, LLaMA-Factory's val_size).
   public static func split<T>(_ items: [T], validationFraction fraction: Double,
                               seed: UInt64) throws -> (train: [T], validation: [T]) {
-    guard fraction >= 0, fraction < 1 else {
-      throw DatasetError.invalidConfig("validation_fraction is \(fraction); use a value in [0, 1)")
+    guard fraction >= 0, fraction < 1 || (fraction == fraction.rounded() && fraction < 1e15) else {
+      throw DatasetError.invalidConfig("validation_fraction is \(fraction); use a fraction in [0, 1) or a whole count of examples")
     }
     let order = shuffled(items, seed: seed)
     guard fraction > 0 else { return (order, []) }
-    let count = min(max(1, Int((Double(items.count) * fraction).rounded())), items.count - 1)
+    if fraction >= 1, Int(fraction) >= items.count {
+      throw DatasetError.invalidConfig("a validation split of \(Int(fraction)) example(s) leaves none of the "
+        + "\(items.count) to train on; hold out fewer")
+    }
+    let count = fraction >= 1 ? Int(fraction) : min(max(1, Int((Double(items.count) * fraction).rounded())), items.count - 1)
     guard count > 0 else {
       throw DatasetError.invalidConfig("\(items.count) example(s) are too few to hold out a validation split")
     }

@@ -107,10 +107,16 @@ struct DataPlan {
     return (microBatchCount(epoch: epoch) + a - 1) / a
   }
 
-  /// Total optimizer steps of the run: maxSteps when set, else the sum over the epochs.
+  /// Total optimizer steps of the run: maxSteps when set, else the sum over the epochs; a
+  /// fractional last epoch runs ⌈fraction × its steps⌉ of them (transformers rounds the whole
+  /// run's product up the same way when every epoch has the same length).
   mutating func totalSteps() -> Int {
     if config.maxSteps > 0 { return config.maxSteps }
-    return (0..<config.numTrainEpochs).reduce(0) { $0 + steps(epoch: $1) }
+    let whole = Int(config.numTrainEpochs.rounded(.down))
+    var total = (0..<whole).reduce(0) { $0 + steps(epoch: $1) }
+    let fraction = config.numTrainEpochs - Double(whole)
+    if fraction > 0 { total += max(1, Int((fraction * Double(steps(epoch: whole))).rounded(.up))) }
+    return total
   }
 
   /// Batches for evaluation: validation examples in file order, cut to maxSeqLength.

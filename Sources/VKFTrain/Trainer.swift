@@ -23,6 +23,9 @@ public final class Trainer {
   public let schedule: LRSchedule
   /// Optimizer steps of the whole run.
   public let totalSteps: Int
+  /// `eval_steps`, `save_steps` and `logging_steps` in optimizer steps for this run (a
+  /// fraction of the run resolved against `totalSteps`; 0 = not by steps).
+  public let evalInterval: Int, saveInterval: Int, logInterval: Int
   /// Where metrics.jsonl, loss-curve.svg and checkpoint-<step>/ go (nil: nowhere).
   public let outputDirectory: URL?
   /// Completed optimizer steps.
@@ -72,7 +75,7 @@ public final class Trainer {
               windowElements: Int = AdamW.defaultWindowElements) throws {
     try config.validate()
     if config.saveSteps > 0, outputDirectory == nil {
-      throw TrainingError.invalidConfig(field: "save_steps", value: "\(config.saveSteps)",
+      throw TrainingError.invalidConfig(field: "save_steps", value: StepInterval.formatted(config.saveSteps),
                                         requirement: "checkpoints need an output directory")
     }
     self.task = task
@@ -87,6 +90,9 @@ public final class Trainer {
                                                    groupSize: task.exampleGroupSize)
     totalSteps = plan.totalSteps()
     schedule = try config.schedule(totalSteps: totalSteps)
+    evalInterval = StepInterval.steps(config.evalSteps, totalSteps: totalSteps)
+    saveInterval = StepInterval.steps(config.saveSteps, totalSteps: totalSteps)
+    logInterval = StepInterval.steps(config.loggingSteps, totalSteps: totalSteps)
     optimizer = try AdamW(parameters: task.trainableTensors, config: config.adamW, placement: optimizerState,
                           otherDeviceBytes: otherDeviceBytes, windowElements: windowElements, backend: task.backend)
     rngState = config.seed
@@ -123,7 +129,7 @@ public final class Trainer {
       tokens += stepTokens
       step += 1
       lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
-      if step % config.loggingSteps == 0 || step == totalSteps {
+      if step % logInterval == 0 || step == totalSteps {
         let elapsed = Date().timeIntervalSince(started) - pausedSeconds
         let done = Double(step - startStep)
         let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epoch, loss: windowLoss / Double(windowSteps),
@@ -135,10 +141,10 @@ public final class Trainer {
         onEvent?(.progress(p))
       }
       var stop = false
-      if config.evalSteps > 0, step % config.evalSteps == 0, !evaluationBatches.isEmpty {
+      if evalInterval > 0, step % evalInterval == 0, !evaluationBatches.isEmpty {
         if try paused({ try evaluateAndTrack() }) { stop = true }
       }
-      if config.saveSteps > 0, step % config.saveSteps == 0 { _ = try paused { try saveCheckpoint() } }
+      if saveInterval > 0, step % saveInterval == 0 { _ = try paused { try saveCheckpoint() } }
       return stop
     }
     /// A replayed step submitted but not yet read: read while the next one runs.
@@ -158,8 +164,8 @@ public final class Trainer {
     /// Steps whose host work (evaluation, checkpoint, the end) must see exactly their
     /// parameters: read at once, before the next step is submitted.
     func readAtOnce(_ n: Int) -> Bool {
-      n == totalSteps || (config.evalSteps > 0 && n % config.evalSteps == 0 && !evaluationBatches.isEmpty)
-        || (config.saveSteps > 0 && n % config.saveSteps == 0)
+      n == totalSteps || (evalInterval > 0 && n % evalInterval == 0 && !evaluationBatches.isEmpty)
+        || (saveInterval > 0 && n % saveInterval == 0)
     }
     var inFlight: InFlight?
     while step + (inFlight == nil ? 0 : 1) < totalSteps {
@@ -207,7 +213,7 @@ public final class Trainer {
     }
     if let f = inFlight, let engine = replayedSteps, try finish(f, engine) { stoppedEarly = true }
     // A final evaluation unless the last step just had one.
-    if !evaluationBatches.isEmpty, !stoppedEarly, config.evalSteps == 0 || step % config.evalSteps != 0 {
+    if !evaluationBatches.isEmpty, !stoppedEarly, evalInterval == 0 || step % evalInterval != 0 {
       _ = try evaluateAndTrack()
     }
     if stoppedEarly, let best = bestTrainables { try restore(best) }

@@ -26,8 +26,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   public var warmupRatio: Double = 0
   /// Schedule extras (num_cycles, min_lr, …; default none).
   public var lrSchedulerKwargs: LRSchedulerKwargs = .init()
-  /// Passes over the training set (default 1); ignored when maxSteps > 0.
-  public var numTrainEpochs: Int = 1
+  /// Passes over the training set (default 1); ignored when maxSteps > 0. A fraction, as in
+  /// transformers, ends the last pass early: ⌈fraction × that epoch's steps⌉ of it run.
+  public var numTrainEpochs: Double = 1
   /// Total optimizer steps when > 0, cycling epochs as needed (default −1: use epochs).
   public var maxSteps: Int = -1
   /// Examples (or packed rows) per micro-batch (default 1).
@@ -38,8 +39,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   public var maxSeqLength: Int = 1024
   /// Pack examples into rows of maxSeqLength (default false).
   public var packing: Bool = false
-  /// Evaluate every N optimizer steps when there is validation data; 0: only at the end (default 0).
-  public var evalSteps: Int = 0
+  /// Evaluate every N optimizer steps when there is validation data, or every fraction of
+  /// the run when in (0, 1) (`StepInterval`); 0: only at the end (default 0).
+  public var evalSteps: Double = 0
   /// Evaluate once before the first step (transformers' `eval_on_start`), so the curve has
   /// the base model's validation loss to be read against (default true).
   public var evalOnStart: Bool = true
@@ -47,14 +49,16 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   public var perDeviceEvalBatchSize: Int = 0
   /// Stop after this many evaluations without improvement; 0 disables (default 0).
   public var earlyStoppingPatience: Int = 0
-  /// Checkpoint every N optimizer steps; 0 disables (default 0).
-  public var saveSteps: Int = 0
+  /// Checkpoint every N optimizer steps, or every fraction of the run when in (0, 1); 0
+  /// disables (default 0).
+  public var saveSteps: Double = 0
   /// Keep at most this many checkpoints, deleting the oldest; 0 keeps all (default 0).
   public var saveTotalLimit: Int = 0
   /// Seed for data order and dropout (default 42, as transformers).
   public var seed: UInt64 = 42
-  /// Log (progress event, metrics.jsonl line) every N optimizer steps (default 10).
-  public var loggingSteps: Int = 10
+  /// Log (progress event, metrics.jsonl line) every N optimizer steps, or every fraction of
+  /// the run when in (0, 1) (default 10).
+  public var loggingSteps: Double = 10
 
   enum CodingKeys: String, CodingKey, CaseIterable {
     case learningRate = "learning_rate"
@@ -128,18 +132,20 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     guard adamEpsilon > 0 else { throw bad(.adamEpsilon, adamEpsilon, "use a positive number") }
     guard weightDecay >= 0, weightDecay.isFinite else { throw bad(.weightDecay, weightDecay, "use a number ≥ 0") }
     guard maxGradNorm >= 0, maxGradNorm.isFinite else { throw bad(.maxGradNorm, maxGradNorm, "use a number ≥ 0 (0 disables clipping)") }
-    guard maxSteps > 0 || numTrainEpochs > 0 else {
-      throw bad(.numTrainEpochs, numTrainEpochs, "use ≥ 1 epoch, or set max_steps")
+    guard maxSteps > 0 || (numTrainEpochs > 0 && numTrainEpochs.isFinite) else {
+      throw bad(.numTrainEpochs, numTrainEpochs, "use a positive number of epochs, or set max_steps")
     }
     guard perDeviceTrainBatchSize > 0 else { throw bad(.perDeviceTrainBatchSize, perDeviceTrainBatchSize, "use ≥ 1") }
     guard gradientAccumulationSteps > 0 else { throw bad(.gradientAccumulationSteps, gradientAccumulationSteps, "use ≥ 1") }
     guard maxSeqLength > 1 else { throw bad(.maxSeqLength, maxSeqLength, "use ≥ 2 tokens") }
-    for (k, v) in [(CodingKeys.evalSteps, evalSteps), (.perDeviceEvalBatchSize, perDeviceEvalBatchSize),
-                   (.earlyStoppingPatience, earlyStoppingPatience), (.saveSteps, saveSteps),
-                   (.saveTotalLimit, saveTotalLimit)] where v < 0 {
+    for (k, v) in [(CodingKeys.perDeviceEvalBatchSize, perDeviceEvalBatchSize),
+                   (.earlyStoppingPatience, earlyStoppingPatience), (.saveTotalLimit, saveTotalLimit)] where v < 0 {
       throw bad(k, v, "use a count ≥ 0 (0 disables)")
     }
-    guard loggingSteps > 0 else { throw bad(.loggingSteps, loggingSteps, "use ≥ 1") }
+    for (k, v) in [(CodingKeys.evalSteps, evalSteps), (.saveSteps, saveSteps), (.loggingSteps, loggingSteps)] {
+      if let problem = StepInterval.problem(v) { throw bad(k, StepInterval.formatted(v), problem) }
+    }
+    guard loggingSteps > 0 else { throw bad(.loggingSteps, loggingSteps, "use ≥ 1 step or a fraction of the run in (0, 1)") }
     // The schedule validates its own fields (name, warmup, kwargs).
     _ = try schedule(totalSteps: 1)
   }

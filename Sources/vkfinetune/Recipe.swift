@@ -54,8 +54,9 @@ struct TrainSettings: Encodable, Equatable {
 
   /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).
   var learningRate = 2e-4
-  /// `num_train_epochs`: whole passes over the data when `max_steps` ≤ 0. Default 1.
-  var numTrainEpochs = 1
+  /// `num_train_epochs`: passes over the data when `max_steps` is unset; a fraction ends the
+  /// last pass early, as in transformers. Default 1.
+  var numTrainEpochs = 1.0
   /// `max_steps`: optimizer steps of the run; ≤ 0 = from `num_train_epochs` (default −1, as HF).
   var maxSteps = -1
   /// `per_device_train_batch_size`: rows per micro-batch. Default 4.
@@ -104,19 +105,23 @@ struct TrainSettings: Encodable, Equatable {
   var maxSeqLength = 2048
   /// `seed`: adapter init, dropout, shuffling and the validation split. Default 42 (as HF).
   var seed = 42
-  /// `eval_steps`: evaluate every this many optimizer steps; 0 = at the end only. Default 0.
-  var evalSteps = 0
+  /// `eval_steps`: evaluate every this many optimizer steps, or every fraction of the run in
+  /// (0, 1) as transformers reads it; 0 = at the end only. Default 0.
+  var evalSteps = 0.0
   /// `eval_on_start`: evaluate once before the first step (the curve's baseline). Default true.
   var evalOnStart = true
-  /// `save_steps`: checkpoint every this many optimizer steps; 0 = at the end only. Default 0.
-  var saveSteps = 0
+  /// `save_steps`: checkpoint every this many optimizer steps, or every fraction of the run in
+  /// (0, 1); 0 = at the end only. Default 0.
+  var saveSteps = 0.0
   /// `save_total_limit`: keep at most this many checkpoints; 0 = all. Default 0.
   var saveTotalLimit = 0
-  /// `logging_steps`: a metrics line every this many optimizer steps. Default 1.
-  var loggingSteps = 1
+  /// `logging_steps`: a metrics line every this many optimizer steps, or every fraction of the
+  /// run in (0, 1). Default 1.
+  var loggingSteps = 1.0
   /// `early_stopping_patience`: stop after this many evaluations without a better loss; 0 = off.
   var earlyStoppingPatience = 0
-  /// `val_set_size`: fraction of the data held out for validation when no `eval_data`, in [0, 1). Default 0.
+  /// `val_set_size`: fraction of the data held out for validation when no `eval_data`, in
+  /// [0, 1), or a whole count of examples (pairs) ≥ 1 as `datasets` reads an int. Default 0.
   var valSetSize = 0.0
   /// `max_eval_samples`: evaluate on at most the first N validation examples (pairs for
   /// preference objectives); 0 = all. Default 0.

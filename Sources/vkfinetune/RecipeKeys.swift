@@ -50,7 +50,7 @@ enum RecipeKeys {
       }
     },
     RecipeKey("learning_rate", ["lr"]) { s, e in s.learningRate = try e.double() },
-    RecipeKey("num_train_epochs", ["num_epochs", "epochs"]) { s, e in s.numTrainEpochs = try e.int() },
+    RecipeKey("num_train_epochs", ["num_epochs", "epochs"]) { s, e in s.numTrainEpochs = try e.double() },
     RecipeKey("max_steps") { s, e in s.maxSteps = try e.int() },
     RecipeKey("per_device_train_batch_size", ["micro_batch_size", "batch_size"]) { s, e in
       s.perDeviceTrainBatchSize = try e.int()
@@ -90,11 +90,11 @@ enum RecipeKeys {
       s.maxSeqLength = try e.int()
     },
     RecipeKey("seed") { s, e in s.seed = try e.int() },
-    RecipeKey("eval_steps") { s, e in s.evalSteps = try e.int() },
+    RecipeKey("eval_steps") { s, e in s.evalSteps = try e.double() },
     RecipeKey("eval_on_start") { s, e in s.evalOnStart = try e.bool() },
-    RecipeKey("save_steps") { s, e in s.saveSteps = try e.int() },
+    RecipeKey("save_steps") { s, e in s.saveSteps = try e.double() },
     RecipeKey("save_total_limit") { s, e in s.saveTotalLimit = try e.int() },
-    RecipeKey("logging_steps") { s, e in s.loggingSteps = try e.int() },
+    RecipeKey("logging_steps") { s, e in s.loggingSteps = try e.double() },
     RecipeKey("early_stopping_patience") { s, e in s.earlyStoppingPatience = try e.int() },
     RecipeKey("val_set_size", ["validation_fraction", "val_size"]) { s, e in s.valSetSize = try e.double() },
     RecipeKey("max_eval_samples") { s, e in s.maxEvalSamples = try e.int() },

@@ -26,7 +26,7 @@ extension TrainSettings {
         + "unset, train num_train_epochs epochs)")
     }
     guard maxSteps > 0 || numTrainEpochs > 0 else {
-      throw fail("num_train_epochs", numTrainEpochs, "use a positive number of epochs, or set max_steps")
+      throw fail("num_train_epochs", StepInterval.formatted(numTrainEpochs), "use a positive number of epochs, or set max_steps")
     }
     guard perDeviceTrainBatchSize > 0 else {
       throw fail("per_device_train_batch_size", perDeviceTrainBatchSize, "use a positive number of rows")
@@ -43,13 +43,24 @@ extension TrainSettings {
     guard adamEpsilon > 0 else { throw fail("adam_epsilon", adamEpsilon, "use a positive number such as 1e-8") }
     guard (0...1).contains(warmupRatio) else { throw fail("warmup_ratio", warmupRatio, "use a fraction in [0, 1]") }
     guard warmupSteps >= 0 else { throw fail("warmup_steps", warmupSteps, "use a step count ≥ 0") }
-    guard (0..<1).contains(valSetSize) else { throw fail("val_set_size", valSetSize, "use a fraction in [0, 1)") }
-    for (key, n) in [("eval_steps", evalSteps), ("save_steps", saveSteps), ("save_total_limit", saveTotalLimit),
-                     ("early_stopping_patience", earlyStoppingPatience), ("max_eval_samples", maxEvalSamples)] where n < 0 {
-      throw fail(key, n, "use a count ≥ 0 (0 = off / at the end)")
+    // As datasets' train_test_split reads test_size: a fraction below 1, or a whole count.
+    guard valSetSize >= 0, valSetSize < 1 || (valSetSize == valSetSize.rounded() && valSetSize < 1e15) else {
+      throw fail("val_set_size", StepInterval.formatted(valSetSize), "use a fraction in [0, 1) or a whole count of examples")
+    }
+    // transformers reads save_total_limit ≤ 0 as "keep all" and axolotl early_stopping_patience
+    // 0 as "off"; ours say 0 for both and refuse negatives rather than guess.
+    for (key, n) in [("save_total_limit", saveTotalLimit), ("early_stopping_patience", earlyStoppingPatience),
+                     ("max_eval_samples", maxEvalSamples)] where n < 0 {
+      throw fail(key, n, "use a count ≥ 0 (0 = off / all)")
+    }
+    // Step intervals as transformers reads them: a whole count, or a fraction of the run in (0, 1).
+    for (key, v) in [("eval_steps", evalSteps), ("save_steps", saveSteps), ("logging_steps", loggingSteps)] {
+      if let problem = StepInterval.problem(v) { throw fail(key, StepInterval.formatted(v), problem) }
     }
     guard seed >= 0 else { throw fail("seed", seed, "use an integer ≥ 0") }
-    guard loggingSteps > 0 else { throw fail("logging_steps", loggingSteps, "use a positive step count") }
+    guard loggingSteps > 0 else {
+      throw fail("logging_steps", StepInterval.formatted(loggingSteps), "use a positive step count or a fraction of the run in (0, 1)")
+    }
     if earlyStoppingPatience > 0, evalData == nil, valSetSize == 0 {
       throw RecipeError("early_stopping_patience needs validation data: set eval_data or val_set_size")
     }

@@ -47,8 +47,8 @@ struct TrainCommand: ParsableCommand {
   // MARK: - Optimisation
   @Option(help: "Peak learning rate (default 2e-4).")
   var learningRate: Double?
-  @Option(help: "Passes over the data when --max-steps is not set (default 1).")
-  var epochs: Int?
+  @Option(help: "Passes over the data when --max-steps is not set; a fraction ends the last one early (default 1).")
+  var epochs: Double?
   @Option(help: "Optimizer steps of the run (overrides --epochs); -1, as in transformers, leaves it unset.")
   var maxSteps: Int?
   @Option(help: "Rows per micro-batch, per_device_train_batch_size (default 4).")
@@ -90,7 +90,7 @@ struct TrainCommand: ParsableCommand {
   var maxSeqLength: Int?
   @Option(help: "Seed of adapter init, dropout, shuffling and the split (default 42).")
   var seed: Int?
-  @Option(help: "Fraction of --data held out for validation, in [0, 1) (default 0).")
+  @Option(help: "Fraction of --data held out for validation in [0, 1), or a whole count of examples (default 0).")
   var valSetSize: Double?
   @Option(help: "Evaluate on at most the first N validation examples (pairs), 0 = all (default 0).")
   var maxEvalSamples: Int?
@@ -122,16 +122,16 @@ struct TrainCommand: ParsableCommand {
   var margin: Double?
 
   // MARK: - Logging, evaluation, checkpoints
-  @Option(help: "Evaluate every N steps; 0 = at the end (default 0).")
-  var evalSteps: Int?
+  @Option(help: "Evaluate every N steps, or every fraction of the run in (0, 1); 0 = at the end (default 0).")
+  var evalSteps: Double?
   @Flag(inversion: .prefixedNo, help: "Evaluate once before the first step, the curve's baseline (default on).")
   var evalOnStart: Bool?
-  @Option(help: "Checkpoint every N steps; 0 = at the end (default 0).")
-  var saveSteps: Int?
+  @Option(help: "Checkpoint every N steps, or every fraction of the run in (0, 1); 0 = at the end (default 0).")
+  var saveSteps: Double?
   @Option(help: "Keep at most N checkpoints; 0 = all (default 0).")
   var saveTotalLimit: Int?
-  @Option(help: "Log every N steps (default 1).")
-  var loggingSteps: Int?
+  @Option(help: "Log every N steps, or every fraction of the run in (0, 1) (default 1).")
+  var loggingSteps: Double?
   @Option(help: "Stop after N evaluations without a lower validation loss; 0 = off (default 0).")
   var earlyStoppingPatience: Int?
 
@@ -152,7 +152,8 @@ struct TrainCommand: ParsableCommand {
     var out: [RecipeEntry] = []
     func add(_ key: String, _ flag: String, _ value: Any?) {
       guard let value else { return }
-      out.append(RecipeEntry(key: key, value: .scalar("\(value)"), origin: "--\(flag)"))
+      let text = (value as? Double).map(StepInterval.formatted) ?? "\(value)"
+      out.append(RecipeEntry(key: key, value: .scalar(text), origin: "--\(flag)"))
     }
     add("model", "model", model); add("data", "data", data); add("eval_data", "eval-data", evalData)
     add("output_dir", "output", output); add("method", "method", method)

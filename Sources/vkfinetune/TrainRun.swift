@@ -147,12 +147,14 @@ struct TrainRun {
     }
     let rows = s.objective.isPreference ? "pairs" : "rows"
     // Where the step count comes from, so a max_steps of −1 (transformers' "unset") is visible.
+    let epochs = StepInterval.formatted(s.numTrainEpochs)
     let origin = s.maxSteps > 0 ? "max_steps \(s.maxSteps)"
-      : "\(s.numTrainEpochs) epoch\(s.numTrainEpochs == 1 ? "" : "s"), max_steps unset"
+      : "\(epochs) epoch\(s.numTrainEpochs == 1 ? "" : "s"), max_steps unset"
     progress.message("training (\(s.objective.rawValue)): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s") "
       + "(\(origin)), "
       + "\(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) \(rows) per step, lr \(s.lrSchedulerType) "
       + ProgressLine.scientific(s.learningRate))
+    progress.message(Self.scheduleLine(s, totalSteps: trainer.totalSteps, validation: data.validation.count))
 
     let summary = try advised { try trainer.train() }
     progress.finishLine()
@@ -166,6 +168,26 @@ struct TrainRun {
     let what = s.objective == .reward ? (s.method == .full ? "reward model" : "reward adapter")
       : (s.method == .full ? "model" : "adapter")
     progress.message("wrote \(what) to \(output.path)")
+  }
+
+  /// When the run evaluates, checkpoints and logs, with the value each came from: a fraction
+  /// of the run (transformers' reading of eval_steps < 1) shows the step count it became, and
+  /// the 0s that mean "at the end" / "all" / "off" are spelled out.
+  static func scheduleLine(_ s: TrainSettings, totalSteps: Int, validation: Int) -> String {
+    func every(_ key: String, _ value: Double) -> String? { StepInterval.describe(key, value, totalSteps: totalSteps) }
+    var parts: [String] = []
+    if validation > 0 {
+      let unit = s.objective.isPreference ? "pairs" : "examples"
+      let count = s.objective.isPreference ? validation / 2 : validation
+      parts.append("evaluate on \(count) \(unit) " + (every("eval_steps", s.evalSteps).map { "\($0) and at the end" } ?? "at the end")
+        + (s.earlyStoppingPatience > 0 ? ", stopping after \(s.earlyStoppingPatience) without a better loss" : ""))
+    } else {
+      parts.append("no validation data")
+    }
+    let kept = s.saveTotalLimit > 0 ? ", keeping the last \(s.saveTotalLimit)" : ""
+    parts.append("checkpoint " + (every("save_steps", s.saveSteps).map { "\($0) and at the end" } ?? "at the end") + kept)
+    parts.append("log " + (every("logging_steps", s.loggingSteps) ?? "every step"))
+    return "schedule: " + parts.joined(separator: "; ")
   }
 
   /// Runs `body`; an out-of-memory error ends in `estimate`'s one line of advice.

@@ -158,7 +158,7 @@ final class RecipeTests: XCTestCase {
       (["--lora-target-modules", "q_prj"], "did you mean q_proj"),
       (["--batch-size", "0"], "per_device_train_batch_size"),
       (["--gradient-accumulation-steps", "0"], "gradient_accumulation_steps"),
-      (["--val-set-size", "1"], "val_set_size"),
+      (["--val-set-size", "1.5"], "val_set_size = 1.5 is invalid: use a fraction in [0, 1) or a whole count"),
       (["--val-set-size=-0.1"], "val_set_size"),
       (["--max-eval-samples=-1"], "max_eval_samples"),
       (["--lora-dropout", "1.5"], "lora_dropout"),
@@ -172,6 +172,12 @@ final class RecipeTests: XCTestCase {
       // max_steps ≤ 0 other than transformers' −1 ("unset") is a mistake, not a full epoch.
       (["--max-steps", "0"], "max_steps = 0 is invalid"),
       (["--max-steps=-5"], "max_steps = -5 is invalid"),
+      // Step intervals: a whole count or, as transformers reads them, a fraction of the run.
+      (["--eval-steps", "2.5"], "eval_steps = 2.5 is invalid: use a whole step count, or a fraction"),
+      (["--save-steps=-1"], "save_steps = -1 is invalid"),
+      (["--logging-steps", "0"], "logging_steps = 0 is invalid"),
+      (["--epochs", "0"], "num_train_epochs = 0 is invalid"),
+      (["--save-total-limit=-1"], "save_total_limit = -1 is invalid"),
     ]
     for (args, expected) in cases {
       let line = try rejected(required + args)
@@ -184,6 +190,22 @@ final class RecipeTests: XCTestCase {
     let settings = try resolved(required + ["--max-steps=-1", "--epochs", "2"])
     XCTAssertEqual(settings["max_steps"] as? Int, -1)
     XCTAssertEqual(settings["num_train_epochs"] as? Int, 2)
+  }
+
+  /// transformers reads eval_steps / save_steps / logging_steps below 1 as fractions of the run
+  /// and num_train_epochs as a float: the same values resolve here (the step counts they become
+  /// are pinned in VKFTrainTests.StepIntervalTests and printed by the schedule line).
+  func test_fractionalIntervalsAndEpochs_acceptedAsInTransformers() throws {
+    let path = try recipe("num_train_epochs: 2.5\neval_steps: 0.1\nsave_steps: 0.5\nlogging_steps: 0.05\nval_set_size: 0.2\n")
+    let settings = try resolved(required + ["--config", path])
+    XCTAssertEqual(settings["num_train_epochs"] as? Double, 2.5)
+    XCTAssertEqual(settings["eval_steps"] as? Double, 0.1)
+    XCTAssertEqual(settings["save_steps"] as? Double, 0.5)
+    XCTAssertEqual(settings["logging_steps"] as? Double, 0.05)
+    // Whole values stay whole.
+    let flags = try resolved(required + ["--eval-steps", "20", "--epochs", "3"])
+    XCTAssertEqual(flags["eval_steps"] as? Int, 20)
+    XCTAssertEqual(flags["num_train_epochs"] as? Int, 3)
   }
 
   func test_missingInputsAndUnwritableOutput_rejected() throws {

@@ -109,6 +109,9 @@ final class TrainTests: XCTestCase {
     XCTAssertTrue(made.run.stdout.contains("estimated memory:"), made.run.stdout)
     // The plan line says where its step count comes from.
     XCTAssertTrue(made.run.stdout.contains("training (sft): 2 optimizer steps (max_steps 2), "), made.run.stdout)
+    // The schedule line spells out what the 0s (eval_steps, save_steps) mean.
+    XCTAssertTrue(made.run.stdout.contains(
+      "schedule: evaluate on 4 examples at the end; checkpoint at the end; log every step\n"), made.run.stdout)
     // Records cut to max_seq_length are a warning saying how many and by how much (the 8
     // alpaca records, 64-token rows; the validation file's 4 records as well).
     XCTAssertTrue(made.run.stderr.contains("warning: 7 of 8 training records (87.5%) are longer than max_seq_length 64 "

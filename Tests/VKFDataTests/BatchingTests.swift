@@ -27,6 +27,20 @@ final class BatchingTests: XCTestCase {
     XCTAssertThrowsError(try Batching.split([1], validationFraction: 1.5, seed: 0))
   }
 
+  /// A whole number ≥ 1 is a count of examples, as datasets' train_test_split reads an int
+  /// test_size (axolotl val_set_size, LLaMA-Factory val_size); it must leave some to train on.
+  func test_split_wholeNumberIsACount() throws {
+    let (train, validation) = try Batching.split(Array(0..<20), validationFraction: 3, seed: 7)
+    XCTAssertEqual(validation.count, 3)
+    XCTAssertEqual(train.count, 17)
+    XCTAssertEqual(Set(train + validation), Set(0..<20))
+    XCTAssertEqual(try Batching.split(Array(0..<20), validationFraction: 1, seed: 7).validation.count, 1)
+    XCTAssertThrowsError(try Batching.split(Array(0..<3), validationFraction: 3, seed: 7)) { error in
+      XCTAssertTrue("\(error)".contains("leaves none of the 3"), "\(error)")
+    }
+    XCTAssertThrowsError(try Batching.split(Array(0..<20), validationFraction: 2.5, seed: 7))
+  }
+
   private func example(_ ids: [Int]) -> TokenizedExample {
     TokenizedExample(inputIds: ids, targets: Array(ids.dropFirst()) + [TokenizedExample.ignoreIndex])
   }

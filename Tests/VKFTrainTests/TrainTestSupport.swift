@@ -68,7 +68,7 @@ enum Tiny {
     c.lrSchedulerType = "linear"
     c.warmupSteps = 2
     c.maxSteps = steps
-    c.numTrainEpochs = epochs
+    c.numTrainEpochs = Double(epochs)
     c.perDeviceTrainBatchSize = micro
     c.gradientAccumulationSteps = accumulation
     c.maxSeqLength = 10
