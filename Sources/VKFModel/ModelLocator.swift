@@ -140,7 +140,9 @@ public enum ModelLocator {
       let named = snapshots.appendingPathComponent(revision)
       tried.append(named.path)
       var isDirectory: ObjCBool = false
-      if !revision.isEmpty, fm.fileExists(atPath: named.path, isDirectory: &isDirectory), isDirectory.boolValue {
+      // A revision is a commit hash: one plain name inside snapshots/, never a path out of it.
+      let plain = !revision.isEmpty && !revision.contains("/") && revision != "." && revision != ".."
+      if plain, fm.fileExists(atPath: named.path, isDirectory: &isDirectory), isDirectory.boolValue {
         return named
       }
     }

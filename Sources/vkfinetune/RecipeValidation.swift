@@ -137,6 +137,16 @@ extension TrainSettings {
         throw RecipeError("output_dir \(path) is not empty; pass --overwrite to replace it or --resume to continue its run")
       case .resume where contents.isEmpty:
         throw RecipeError("--resume: \(path) is empty; there is no run to continue (drop --resume)")
+      case .resume:
+        // A resumed run appends to metrics.jsonl and rewrites files in place: a symbolic link
+        // there would carry those writes outside the output directory.
+        for name in contents.sorted() {
+          let entry = (path as NSString).appendingPathComponent(name)
+          if let target = try? fm.destinationOfSymbolicLink(atPath: entry) {
+            throw RecipeError("--resume: \(entry) is a symbolic link (to \(target)); a run writes only inside its "
+              + "output directory: replace the link with the file or directory itself")
+          }
+        }
       default: break
       }
       guard access(path, W_OK) == 0 else {

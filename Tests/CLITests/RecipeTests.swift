@@ -225,6 +225,25 @@ final class RecipeTests: XCTestCase {
     XCTAssertTrue(line.contains("output_dir"), line)
   }
 
+  /// --resume appends to metrics.jsonl and rewrites files in place: a symbolic link in the
+  /// output directory (file or directory) would send those writes elsewhere, so it is refused
+  /// naming the entry; nothing is written or followed.
+  func test_resume_refusesSymbolicLinksInTheOutputDirectory() throws {
+    let out = dir.appendingPathComponent("out"), outside = dir.appendingPathComponent("outside")
+    let fm = FileManager.default
+    try fm.createDirectory(at: out, withIntermediateDirectories: true)
+    try fm.createDirectory(at: outside, withIntermediateDirectories: true)
+    try Data("keep".utf8).write(to: outside.appendingPathComponent("victim.txt"))
+    for (name, target) in [("metrics.jsonl", outside.appendingPathComponent("victim.txt")),
+                           ("checkpoint-1", outside)] {
+      try fm.createSymbolicLink(at: out.appendingPathComponent(name), withDestinationURL: target)
+      let line = try rejected(required + ["--resume", "--dry-run"])
+      XCTAssertTrue(line.contains("\(out.path)/\(name) is a symbolic link (to \(target.path))"), line)
+      try fm.removeItem(at: out.appendingPathComponent(name))
+    }
+    XCTAssertEqual(try String(contentsOf: outside.appendingPathComponent("victim.txt"), encoding: .utf8), "keep")
+  }
+
   func test_existingOutputDirectory_refusedUnlessOverwriteOrResume() throws {
     let out = dir.appendingPathComponent("out")
     try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)

@@ -108,6 +108,21 @@ final class ModelLocatorTests: XCTestCase {
     XCTAssertEqual(try ModelLocator.resolve("org/name"), .huggingFaceDirectory(named))
   }
 
+  /// refs/main holds a commit hash; one that is a path ("../../elsewhere") does not lead out
+  /// of snapshots/: the newest snapshot is used as when refs/main is missing.
+  func test_refsMainNamingAPath_staysInsideSnapshots() throws {
+    let cache = dir.file("hub")
+    setenv("HF_HUB_CACHE", cache.path, 1)
+    let only = try makeSnapshot(cache: cache, revision: "abc123", age: 10)
+    try FileManager.default.createDirectory(at: dir.file("hub/elsewhere"), withIntermediateDirectories: true)
+    let refs = cache.appendingPathComponent("models--org--name/refs")
+    try FileManager.default.createDirectory(at: refs, withIntermediateDirectories: true)
+    for revision in ["../../elsewhere", "..", "abc123/../../../elsewhere"] {
+      try Data(revision.utf8).write(to: refs.appendingPathComponent("main"))
+      XCTAssertEqual(try ModelLocator.resolve("org/name"), .huggingFaceDirectory(only), revision)
+    }
+  }
+
   func test_hfHome_withoutRefs_usesNewestSnapshot() throws {
     let home = dir.file("hf-home")
     setenv("HF_HOME", home.path, 1)

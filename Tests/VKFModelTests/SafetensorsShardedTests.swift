@@ -80,6 +80,12 @@ final class SafetensorsShardedTests: XCTestCase {
     assertError(try ShardedCheckpoint(index: url), "weight_map")
     try Data("garbage".utf8).write(to: url)
     assertError(try ShardedCheckpoint(index: url), "not a JSON object")
+    // Shard names are plain file names beside the index: none reaches outside its directory.
+    for name in ["../outside.safetensors", "sub/../../x.safetensors", "..", "a\\..\\b.safetensors", "/etc/passwd"] {
+      let index: [String: Any] = ["weight_map": ["a": name]]
+      try JSONSerialization.data(withJSONObject: index).write(to: url)
+      assertError(try ShardedCheckpoint(index: url), "weight_map entry for \"a\"")
+    }
   }
 
   func test_openDirectory_prefersSingleFileThenFallsBackToAllFiles() throws {

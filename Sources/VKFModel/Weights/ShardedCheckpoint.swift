@@ -41,6 +41,12 @@ public final class ShardedCheckpoint: SafetensorsSource, @unchecked Sendable {
       guard let file = file as? String, !file.isEmpty, !file.hasPrefix("/") else {
         throw ModelFileError(path, "weight_map entry for \"\(tensor)\" is not a relative file name")
       }
+      // Shards sit beside the index: a name with a directory part ("../x", "sub/x") would
+      // read outside the checkpoint directory.
+      guard !file.contains("/"), !file.contains("\\"), file != ".", file != "..", !file.contains("\0") else {
+        throw ModelFileError(path, "weight_map entry for \"\(tensor)\" names \"\(file)\", which is not a file beside "
+          + "the index; shard names are plain file names")
+      }
       shardOf[tensor] = file
     }
     var meta: [String: String] = [:]
