@@ -30,7 +30,7 @@ let package = Package(
     .target(name: "VKFCore"),
     .target(name: "VKFCPU", dependencies: ["VKFCore", "COpenBLAS"]),
     .target(name: "VKFVulkan", dependencies: ["VKFCore", "CVulkan", "CGlslang"]),
-    .target(name: "VKFTokenizer"),
+    .target(name: "VKFTokenizer", dependencies: ["VKFCore"]),
     .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
     .target(name: "VKFData", dependencies: ["VKFCore", "VKFTokenizer"]),
     .target(name: "VKFPEFT", dependencies: ["VKFCore", "VKFModel"]),

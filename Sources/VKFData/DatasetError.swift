@@ -19,6 +19,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
   case templateFailed(record: Int, problem: String)
   /// A configuration value is out of range.
   case invalidConfig(String)
+  /// The file or one record is too large to read (`DatasetLimits`); `problem` says by how much.
+  case tooLarge(file: String, problem: String)
 
   /// One line naming the formats `DatasetFormat.detect` understands.
   public static let supportedFormats =
@@ -47,6 +49,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
       return "record \(record): the chat template failed (\(problem)); check the roles or pick another template"
     case let .invalidConfig(message):
       return "invalid data config: \(message)"
+    case let .tooLarge(file, problem):
+      return "\(file): \(problem)"
     }
   }
 }

@@ -16,8 +16,15 @@ public struct LoadedRecords {
 
 /// Loads dataset files; the container (JSON array vs JSONL) is detected from the content.
 public enum DatasetLoader {
-  /// Reads `url`: a JSON array when the first non-blank character is `[`, else JSONL.
+  /// Reads `url`: a JSON array when the first non-blank character is `[`, else JSONL. A file
+  /// whose records would not fit in this machine's memory is refused before it is read
+  /// (`DatasetLimits`).
   public static func load(_ url: URL, skipBadRecords: Bool = false) throws -> LoadedRecords {
+    var info = stat()
+    if stat(url.path, &info) == 0 {
+      try DatasetLimits.checkFits(fileBytes: Int(info.st_size), file: url.lastPathComponent,
+                                  physicalMemory: ProcessInfo.processInfo.physicalMemory)
+    }
     let data: Data
     do {
       data = try Data(contentsOf: url)
@@ -29,14 +36,13 @@ public enum DatasetLoader {
 
   /// Parses in-memory bytes; `file` names the source in errors.
   public static func parse(_ data: Data, file: String, skipBadRecords: Bool = false) throws -> LoadedRecords {
-    let bytes = [UInt8](data)
-    let first = bytes.first { !isBlank($0) }
+    let first = data.first { !isBlank($0) }
     guard let first else { throw DatasetError.empty(file: file) }
     let result: LoadedRecords
     if first == UInt8(ascii: "[") {
       result = try parseArray(data, file: file, skipBadRecords: skipBadRecords)
     } else {
-      result = try parseLines(bytes, file: file, skipBadRecords: skipBadRecords)
+      result = try parseLines(data, file: file, skipBadRecords: skipBadRecords)
     }
     if result.records.isEmpty { throw DatasetError.empty(file: file) }
     return result
@@ -70,12 +76,18 @@ public enum DatasetLoader {
     return LoadedRecords(file: file, records: records, skippedRecords: skipped)
   }
 
-  private static func parseLines(_ bytes: [UInt8], file: String, skipBadRecords: Bool) throws -> LoadedRecords {
+  private static func parseLines(_ bytes: Data, file: String, skipBadRecords: Bool) throws -> LoadedRecords {
     var records: [DatasetRecord] = []
     var skipped = 0
     var lineNumber = 0
     for line in bytes.split(separator: 0x0A, omittingEmptySubsequences: false) {
       lineNumber += 1
+      // Not skippable: a record this size is a broken file (or an attack), not a bad line.
+      if line.count > DatasetLimits.maxRecordBytes {
+        throw DatasetError.tooLarge(file: file, problem: "line \(lineNumber) is a record of "
+          + DatasetLimits.size(line.count) + ", over the " + DatasetLimits.size(DatasetLimits.maxRecordBytes)
+          + " one record may be (no training row holds more than max_seq_length tokens); split or drop it")
+      }
       guard line.contains(where: { !isBlank($0) }) else { continue }
       do {
         let parsed = try JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])

@@ -96,7 +96,7 @@ public enum HFModelWriter {
                                     to: tmp.appendingPathComponent("config.json"))
       for file in sources {
         let data: Data
-        do { data = try Data(contentsOf: file) } catch {
+        do { data = try BoundedFile.read(file, BoundedFile.tokenizer) } catch {
           throw PEFTError("cannot read \(file.path) to copy it beside the model: \(error.localizedDescription)")
         }
         try AtomicDirectory.writeFile(data, to: tmp.appendingPathComponent(file.lastPathComponent))

@@ -32,7 +32,7 @@ extension PEFTAdapterFiles {
   public static func readAdapterConfig(_ dir: URL) throws -> AdapterConfig {
     let file = configURL(dir)
     let data: Data
-    do { data = try Data(contentsOf: file) } catch {
+    do { data = try BoundedFile.read(file, BoundedFile.settings) } catch {
       throw PEFTError("\(file.path): cannot read the adapter config (\(error.localizedDescription)); "
         + "an adapter directory holds \(configFileName) and \(weightsFileName)")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 
 /// The JSON files read beside a tokenizer.json or a model (tokenizer_config.json,
 /// generation_config.json): absent is fine, present must parse — a file silently skipped
@@ -14,7 +15,7 @@ public enum JSONSideFile {
     }
     let data: Data
     do {
-      data = try Data(contentsOf: url)
+      data = try BoundedFile.read(url, BoundedFile.settings)
     } catch {
       throw TokenizerError.unreadable(path: url.path, reason: error.localizedDescription)
     }

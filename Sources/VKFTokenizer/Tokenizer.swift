@@ -1,5 +1,6 @@
 // The public tokenizer: a Hugging Face tokenizer.json pipeline reproduced exactly.
 import Foundation
+import VKFCore
 
 /// A Hugging Face `tokenizer.json` tokenizer (BPE model) whose ids equal HF `tokenizers`.
 ///
@@ -35,7 +36,7 @@ public final class Tokenizer: Sendable {
   public convenience init(contentsOf url: URL) throws {
     let data: Data
     do {
-      data = try Data(contentsOf: url)
+      data = try BoundedFile.read(url, BoundedFile.tokenizer)
     } catch {
       throw TokenizerError.unreadable(path: url.path, reason: error.localizedDescription)
     }

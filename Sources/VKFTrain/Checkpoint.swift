@@ -173,7 +173,11 @@ extension Trainer {
     let path = dir.path
     func fail(_ d: String) -> TrainingError { .checkpoint(path: path, detail: d) }
     let stateURL = dir.appendingPathComponent(CheckpointLayout.state)
-    guard let data = FileManager.default.contents(atPath: stateURL.path) else { throw fail("missing \(CheckpointLayout.state)") }
+    guard FileManager.default.fileExists(atPath: stateURL.path) else { throw fail("missing \(CheckpointLayout.state)") }
+    let data: Data
+    do { data = try BoundedFile.read(stateURL, BoundedFile.settings) } catch {
+      throw fail("\(CheckpointLayout.state) is unreadable: \(error.localizedDescription)")
+    }
     let state: TrainerState
     do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
       throw fail("\(CheckpointLayout.state) is unreadable: \(error)")

@@ -72,7 +72,7 @@ public struct ReferenceLogProbs: Codable, Equatable, Sendable {
 
   /// Loads the cache written by `save`.
   public static func load(_ url: URL) throws -> ReferenceLogProbs {
-    do { return try JSONDecoder().decode(ReferenceLogProbs.self, from: Data(contentsOf: url)) } catch {
+    do { return try JSONDecoder().decode(ReferenceLogProbs.self, from: BoundedFile.read(url, BoundedFile.runCache)) } catch {
       throw TrainingError.invalidConfig(field: "reference log-probs", value: url.path,
                                         requirement: "a readable \(fileName) (\(error.localizedDescription))")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 import Yams
 
 /// Reads a recipe (`--config recipe.yaml`) into entries and resolves entries into settings.
@@ -6,7 +7,11 @@ enum RecipeFile {
   /// The top-level keys of `path`, each with its line; a bad file is one line naming the line.
   static func load(_ path: String) throws -> [RecipeEntry] {
     let text: String
-    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+    do {
+      let data = try BoundedFile.read(URL(fileURLWithPath: path), BoundedFile.settings)
+      guard let decoded = String(data: data, encoding: .utf8) else { throw RecipeError("the file is not UTF-8 text") }
+      text = decoded
+    } catch {
       throw RecipeError("--config: cannot read \(path) (\(Self.reason(error)))")
     }
     return try parse(text, file: path)

@@ -146,3 +146,27 @@ final class MetricsInfinityTests: XCTestCase {
     XCTAssertNotNil(Metrics.mismatch([.infinity, 1], [3, 1], nmse: 1, maxAbs: 1))
   }
 }
+
+/// `BoundedFile`: the size cap is checked by stat before reading (a sparse 1 TiB file costs
+/// nothing to refuse), and files within it read as `Data(contentsOf:)` does.
+final class BoundedFileTests: XCTestCase {
+  func test_capCheckedBeforeReading_smallFilesRead() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-bounded-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let small = dir.appendingPathComponent("small.json"), huge = dir.appendingPathComponent("huge.json")
+    try Data("{}".utf8).write(to: small)
+    XCTAssertEqual(try BoundedFile.read(small, BoundedFile.settings), Data("{}".utf8))
+    FileManager.default.createFile(atPath: huge.path, contents: nil)
+    let handle = try FileHandle(forWritingTo: huge)
+    try handle.truncate(atOffset: 1 << 40)
+    try handle.close()
+    XCTAssertThrowsError(try BoundedFile.read(huge, BoundedFile.tokenizer)) { error in
+      XCTAssertEqual(error.localizedDescription,
+                     "it is 1024.0 GiB, over the 1.0 GiB a tokenizer.json may be; it is not one, or it is corrupt")
+    }
+    XCTAssertThrowsError(try BoundedFile.read(dir.appendingPathComponent("absent"), BoundedFile.settings)) { error in
+      XCTAssertFalse(error is FileTooLargeError, "a missing file is Foundation's error")
+    }
+  }
+}

@@ -84,6 +84,33 @@ final class ModelFilesConsistencyTests: XCTestCase {
     }
   }
 
+  /// Files parsed whole are size-checked before they are read: an oversized (here sparse, so
+  /// nothing is really written) config.json, tokenizer_config.json, generation_config.json,
+  /// chat_template.jinja, safetensors index or tokenizer.json stops the load naming the file
+  /// and the cap, without reading it.
+  func test_oversizedFiles_areRefusedBeforeReading() throws {
+    let cases: [(file: String, size: Int, cap: String)] = [
+      ("config.json", BoundedFile.settings.bytes + 1, "64.0 MiB a settings file may be"),
+      ("tokenizer_config.json", BoundedFile.settings.bytes + 1, "64.0 MiB a settings file may be"),
+      ("generation_config.json", 1 << 40, "1024.0 GiB, over the 64.0 MiB"),
+      ("chat_template.jinja", BoundedFile.settings.bytes + 1, "settings file"),
+      ("tokenizer.json", BoundedFile.tokenizer.bytes + 1, "1.0 GiB a tokenizer.json may be"),
+      (SafetensorsCheckpoint.indexFileName, BoundedFile.settings.bytes + 1, "settings file"),
+    ]
+    for c in cases {
+      let model = try makeModel()
+      let url = model.appendingPathComponent(c.file)
+      if c.file == SafetensorsCheckpoint.indexFileName {
+        try FileManager.default.removeItem(at: model.appendingPathComponent(SafetensorsCheckpoint.singleFileName))
+      }
+      FileManager.default.createFile(atPath: url.path, contents: nil)
+      let handle = try FileHandle(forWritingTo: url)
+      try handle.truncate(atOffset: UInt64(c.size))
+      try handle.close()
+      assertRefused(model, [c.file, c.cap, "it is not one, or it is corrupt"])
+    }
+  }
+
   /// Ids the tokenizer or the configs can produce beyond the 61 embedding rows.
   func test_tokenIDsOutsideTheEmbedding_areRefused() throws {
     assertRefused(try makeModel(added: [("<|im_end|>", 70)]), ["tokenizer.json", "token id 70", "\"<|im_end|>\"",

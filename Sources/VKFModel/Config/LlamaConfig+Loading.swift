@@ -12,7 +12,7 @@ extension LlamaConfig {
       file = url.appendingPathComponent("config.json")
     }
     let data: Data
-    do { data = try Data(contentsOf: file) } catch {
+    do { data = try BoundedFile.read(file, BoundedFile.settings) } catch {
       throw ConfigError.unreadable(file: file.path, reason: error.localizedDescription)
     }
     return try decode(data, file: file.path)

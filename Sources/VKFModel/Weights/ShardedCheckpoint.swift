@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 
 /// A checkpoint split over several `.safetensors` shards, each opened (mapped) once.
 ///
@@ -26,7 +27,7 @@ public final class ShardedCheckpoint: SafetensorsSource, @unchecked Sendable {
     let path = url.path
     let data: Data
     do {
-      data = try Data(contentsOf: url)
+      data = try BoundedFile.read(url, BoundedFile.settings)
     } catch {
       throw ModelFileError(path, "cannot read the shard index: \(error.localizedDescription)")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 
 /// One chat turn in the shape transformers' `apply_chat_template` expects.
 public struct ChatMessage: Sendable, Equatable {
@@ -129,13 +130,16 @@ extension ChatTemplate {
   /// transformers saves it there), else `tokenizer_config.json`'s `chat_template`.
   public static func load(modelDirectory: URL, name: String = "default") throws -> ChatTemplate {
     let jinja = modelDirectory.appendingPathComponent("chat_template.jinja")
-    if name == "default", let data = FileManager.default.contents(atPath: jinja.path) {
+    let fm = FileManager.default
+    if name == "default", fm.isReadableFile(atPath: jinja.path) {
+      let data = try BoundedFile.read(jinja, BoundedFile.settings)
       return try ChatTemplate(source: String(decoding: data, as: UTF8.self))
     }
     let config = modelDirectory.appendingPathComponent("tokenizer_config.json")
-    guard let data = FileManager.default.contents(atPath: config.path) else {
+    guard fm.isReadableFile(atPath: config.path) else {
       throw ChatTemplateError.notFound("\(modelDirectory.path) has neither chat_template.jinja nor tokenizer_config.json")
     }
+    let data = try BoundedFile.read(config, BoundedFile.settings)
     return try fromTokenizerConfig(data, name: name)
   }
 
