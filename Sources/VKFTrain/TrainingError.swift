@@ -28,7 +28,9 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
       let resume = last.map { "; the last good checkpoint is \($0) (--resume retries from it with the same settings; "
         + "a lower learning rate or max grad norm means starting over with --overwrite)" }
         ?? "; no checkpoint was saved yet (lower the learning rate or set a max grad norm)"
-      return "training stopped at step \(step): \(what) is \(value)\(resume)"
+      // Python's spelling: "-nan" is a sign bit, not a different failure.
+      let shown = value.isNaN ? "NaN" : value.isInfinite ? (value < 0 ? "-inf" : "inf") : "\(value)"
+      return "training stopped at step \(step): \(what) is \(shown)\(resume)"
     case .interrupted(let step, let last):
       return "interrupted after step \(step)" + (last.map { "; the last checkpoint is \($0) (--resume continues from it)" }
         ?? "; no checkpoint was saved yet")
