@@ -130,6 +130,55 @@ final class BadInputTableTests: XCTestCase {
     ])
   }
 
+  /// eval, score, merge and generate read the same files: the same faults end the same way,
+  /// and what they would write (merge's directory, eval's --json report) stays as it was.
+  func test_otherCommands() throws {
+    let baseline = try makeInputs("baseline")
+    XCTAssertEqual(try CLITests.run(command(baseline, [])).status, 0, "the baseline must train")
+    let adapter = output.path, merged = dir.appendingPathComponent("merged"), report = dir.appendingPathComponent("report.json")
+    XCTAssertEqual(try CLITests.run(["merge", "--cpu", "--model", baseline.model.path, "--adapter", adapter,
+                                     "--output", merged.path]).status, 0, "the baseline must merge")
+    try Data("{\"earlier\": true}".utf8).write(to: report)
+    // (command line with MODEL / DATA / ADAPTER placeholders, break, fragments)
+    typealias Row = (name: String, args: [String], fragments: [String], breakInputs: (Inputs) throws -> Void)
+    let rows: [Row] = [
+      ("eval: config.json", ["eval", "--model", "MODEL", "--data", "DATA", "--json", report.path], ["config.json"],
+       { try $0.write("[]", to: "model/config.json") }),
+      ("eval: 1 TiB data", ["eval", "--model", "MODEL", "--data", "DATA", "--json", report.path], ["data.jsonl", "split it"],
+       { try Self.sparse($0.data, bytes: 1 << 40) }),
+      ("eval: adapter_config.json", ["eval", "--model", "MODEL", "--adapter", "ADAPTER", "--data", "DATA", "--json", report.path],
+       ["adapter_config.json"], { try $0.write("{", to: "adapter/adapter_config.json") }),
+      ("eval: adapter for another model", ["eval", "--model", "MODEL", "--adapter", "ADAPTER", "--data", "DATA"],
+       ["adapter_model.safetensors", "has shape [8, 32] but this model needs [4, 32]"], { try Self.editJSON($0.file("adapter/adapter_config.json")) { $0["r"] = 4 } }),
+      ("score: SFT records", ["score", "--model", "MODEL", "--data", "DATA"], ["data.jsonl", "SFT record"], { _ in }),
+      ("merge: broken adapter", ["merge", "--model", "MODEL", "--adapter", "ADAPTER", "--output", merged.path, "--overwrite"],
+       ["adapter_model.safetensors"], { inputs in
+         let url = inputs.file("adapter/adapter_model.safetensors")
+         try Data(try Data(contentsOf: url).prefix(100)).write(to: url)
+       }),
+      ("generate: pickle", ["generate", "--model", "MODEL", "--prompt", "AB"], ["pickle"], { inputs in
+        try FileManager.default.removeItem(at: inputs.file("model/model.safetensors"))
+        try inputs.write("x", to: "model/pytorch_model.bin")
+      }),
+    ]
+    let guarded = try (Self.snapshot(merged), Data(contentsOf: report))
+    for (i, row) in rows.enumerated() {
+      let inputs = try makeInputs("other-\(i)")
+      try FileManager.default.copyItem(at: output, to: inputs.file("adapter"))
+      try row.breakInputs(inputs)
+      let args = row.args.map { ["MODEL": inputs.model.path, "DATA": inputs.data.path, "ADAPTER": inputs.file("adapter").path][$0] ?? $0 }
+      let r = try CLITests.run([args[0], "--cpu"] + args.dropFirst())
+      let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+      print("\(row.name) → \(errors.first ?? "no Error line")")
+      XCTAssertNotEqual(r.status, 0, "\(row.name) was accepted: \(r.stdout)")
+      XCTAssertFalse(r.stderr.contains("Fatal error") || r.status > 128, "\(row.name) trapped: \(r.stderr)")
+      XCTAssertEqual(errors.count, 1, "\(row.name): \(r.stderr)")
+      for f in row.fragments { XCTAssertTrue(errors.first?.contains(f) == true, "\(row.name): \"\(f)\" missing from \(errors)") }
+      XCTAssertEqual(try Self.snapshot(merged), guarded.0, "\(row.name) changed the merged model")
+      XCTAssertEqual(try Data(contentsOf: report), guarded.1, "\(row.name) changed the --json report")
+    }
+  }
+
   // MARK: - Running a table
 
   /// Runs every case against a fresh copy of the inputs, with `--overwrite` into `output`,
