@@ -28,6 +28,18 @@ final class ChatTemplateLimitsTests: XCTestCase {
     assertRefused("{{ [1, 2] * 99999999999 }}", "items")
   }
 
+  /// A template cannot read files: Jinja's loader tags are refused when parsed, and the
+  /// functions that exist do not touch the file system.
+  func test_fileAccessTags_areRefused() {
+    for source in ["{% include '/etc/passwd' %}", "{% import '/etc/passwd' as p %}", "{% extends '/etc/passwd' %}",
+                   "{% from '/etc/passwd' import x %}"] {
+      XCTAssertThrowsError(try render(source), source) { error in
+        XCTAssertTrue("\(error)".contains("unsupported tag"), "\(error)")
+        XCTAssertFalse("\(error)".contains("\n"), "one line")
+      }
+    }
+  }
+
   func test_deepNesting_isASyntaxError() {
     assertRefused("{{ " + String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200) + " }}", "nested")
     assertRefused("{{ " + String(repeating: "not ", count: 200) + "x }}", "nested")
