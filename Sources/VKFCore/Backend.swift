@@ -100,6 +100,17 @@ public protocol Backend: AnyObject {
   func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws
   /// dx = scale · y ⊙ (dy − Σ dy⊙y), from the forward output y.
   func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws
+  /// Causal attention without the T×T matrix (flash-attention style, online softmax over key
+  /// blocks): q (B, NH, T, HS) head-major, k and v (B, KVH, T, HS) with NH a multiple of KVH
+  /// (query head h reads kv head h / (NH / KVH), repeat_kv's order). out (B, NH, T, HS) =
+  /// softmax(scale·q·kᵀ, key j ≤ query i)·v; lse (B, NH, T) = log Σ_visible exp(scale·q·kᵀ),
+  /// kept for the backward.
+  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws
+  /// dq (B, NH, T, HS), dk and dv (B, KVH, T, HS), overwritten, from dOut and the forward's
+  /// out and lse; the probabilities are recomputed block by block. `delta` (B, NH, T) is
+  /// scratch (rowsum(dOut ⊙ out)).
+  func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                         scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws
   /// out = silu(gate) ⊙ up.
   func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws
   /// dGate, dUp (overwritten) from dOut.

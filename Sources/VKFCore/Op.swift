@@ -9,6 +9,7 @@ public enum Op: String, CaseIterable, Sendable {
   case rmsNorm, rmsNormBackward
   case rope, ropeBackward
   case causalSoftmax, causalSoftmaxBackward
+  case attention, attentionBackward
   case swiglu, swigluBackward
   case embedding, embeddingBackward
   case crossEntropy, preferenceLoss
@@ -39,4 +40,14 @@ public struct GemmShape: Equatable, Sendable {
 
   /// Floating-point operations of the whole batch.
   public var flops: Double { 2 * Double(batch) * Double(m) * Double(n) * Double(k) }
+}
+
+/// The geometry of fused attention (`ShapeCheck.attention`).
+public struct AttentionShape: Equatable, Sendable {
+  public var batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int
+  public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int) {
+    self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.tokens = tokens; self.headDim = headDim
+  }
+  /// Query heads per kv head.
+  public var group: Int { heads / kvHeads }
 }

@@ -247,6 +247,44 @@ public enum ShapeCheck {
     return (x.rowCount, tq, tk)
   }
 
+  /// The geometry of fused attention: q (B, NH, T, HS), k and v (B, KVH, T, HS) with NH a
+  /// multiple of KVH, out like q, lse (B·NH·T elements); outputs overlap no input.
+  public static func attention(_ op: Op, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor)
+    throws -> AttentionShape
+  {
+    try dtype(op, .f32, q, k, v, out, lse)
+    guard q.rank == 4, k.rank == 4, v.rank == 4 else { throw fail(op, "q \(q), k \(k), v \(v): (B, heads, T, HS) required") }
+    let (b, nh, t, hs) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+    let kvh = k.shape[1]
+    guard k.shape == [b, kvh, t, hs], v.shape == k.shape else {
+      throw fail(op, "k \(k) and v \(v) must be (\(b), KVH, \(t), \(hs)) for q \(q)")
+    }
+    guard kvh > 0, nh % kvh == 0 else { throw fail(op, "\(nh) query heads are not a multiple of \(kvh) kv heads") }
+    try count(op, q.count, out)
+    try count(op, b * nh * t, lse)
+    for o in [out, lse] { try noOverlap(op, output: o, inputs: q, k, v) }
+    try noOverlap(op, output: out, inputs: lse)
+    return AttentionShape(batch: b, heads: nh, kvHeads: kvh, tokens: t, headDim: hs)
+  }
+
+  /// Fused attention's backward: the forward's geometry, dq like q, dk and dv like k, delta
+  /// like lse; no output overlaps an input or another output.
+  public static func attentionBackward(dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                                       delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws -> AttentionShape {
+    let op = Op.attentionBackward
+    let g = try attention(op, q: q, k: k, v: v, out: out, lse: lse)
+    try dtype(op, .f32, dOut, delta, dq, dk, dv)
+    try count(op, q.count, dOut, dq)
+    try count(op, k.count, dk, dv)
+    try count(op, lse.count, delta)
+    let outputs = [delta, dq, dk, dv]
+    for (i, o) in outputs.enumerated() {
+      try noOverlap(op, output: o, inputs: dOut, q, k, v, out, lse)
+      for other in outputs[(i + 1)...] { try noOverlap(op, output: o, inputs: other) }
+    }
+    return g
+  }
+
   /// dx of the softmax backward may overwrite dOut but not the forward output y.
   public static func causalSoftmaxBackward(_ dOut: Tensor, _ y: Tensor, _ dx: Tensor) throws
     -> (rows: Int, tq: Int, tk: Int)

@@ -53,15 +53,18 @@ public struct MemoryEstimate: Equatable, Sendable {
     public var optimizerState: MemoryKind
     /// Device window of paged optimizer state, in elements.
     public var optimizerWindowElements: Int
+    /// Attention through `Backend.attention` (one log-sum-exp per row instead of T
+    /// probabilities), as `LlamaModel.fusedAttention`.
+    public var fusedAttention: Bool
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
                 nf4DoubleQuant: Bool = true,
                 fullFineTuning: Bool = false, adapterElements: Int = 0, optimizerState: MemoryKind = .device,
-                optimizerWindowElements: Int = AdamW.defaultWindowElements) {
+                optimizerWindowElements: Int = AdamW.defaultWindowElements, fusedAttention: Bool = true) {
       self.microBatchSize = microBatchSize; self.seqLength = seqLength; self.checkpointing = checkpointing
       self.nf4Projections = nf4Projections; self.nf4DoubleQuant = nf4DoubleQuant; self.fullFineTuning = fullFineTuning
       self.adapterElements = adapterElements; self.optimizerState = optimizerState
-      self.optimizerWindowElements = optimizerWindowElements
+      self.optimizerWindowElements = optimizerWindowElements; self.fusedAttention = fusedAttention
     }
   }
 
@@ -93,7 +96,9 @@ public struct MemoryEstimate: Equatable, Sendable {
 
     // Activations, as the arena carves them (see the type's comment).
     let b = settings.microBatchSize, t = settings.seqLength, n = b * t
-    let probs = aligned(b * s.heads * t * t)
+    // Attention statistics per row: T probabilities, or one log-sum-exp when fused (the T²
+    // term of both the saved probabilities and the scores scratch).
+    let probs = aligned(b * s.heads * t * (settings.fusedAttention ? 1 : t))
     let layerSet = 4 * aligned(n * s.hidden) - aligned(n * s.hidden) + 2 * aligned(n) + aligned(n * s.qWidth)
       + 2 * aligned(n * s.kvWidth) + probs + aligned(n * s.qWidth) + 3 * aligned(n * s.intermediate)
     let savedSets = settings.checkpointing ? 1 : s.layers

@@ -16,6 +16,7 @@ enum VulkanSupport {
     .rmsNorm: [.f32], .rmsNormBackward: [.f32],
     .rope: [.f32], .ropeBackward: [.f32],
     .causalSoftmax: [.f32], .causalSoftmaxBackward: [.f32],
+    .attention: [.f32], .attentionBackward: [.f32],
     .swiglu: [.f32], .swigluBackward: [.f32],
     .embedding: [.f32], .embeddingBackward: [.f32],
     .crossEntropy: [.f32], .preferenceLoss: [.f32],

@@ -57,6 +57,9 @@ struct BenchTrain: ParsableCommand {
   @Flag(help: "Run each step's ops eagerly instead of replaying its recordings (to compare the two).")
   var eager = false
 
+  @Flag(help: "Attention through scores, softmax and (B, NH, T, T) probabilities instead of the fused op (to compare).")
+  var unfusedAttention = false
+
   @Option(help: "Also write the results as JSON to this file.")
   var json: String?
 
@@ -95,10 +98,10 @@ struct BenchTrain: ParsableCommand {
     let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant, backend: backend,
                                            log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
-    let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing)
+    let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing, fusedAttention: !unfusedAttention)
     let trainables = lora?.trainableTensors ?? weights.trainableTensors
     let optimizer = try AdamW(parameters: trainables, config: settings.trainingConfig.adamW, backend: backend)
-    let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq)
+    let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq, fusedAttention: !unfusedAttention)
 
     var rng = SplitMix64(seed: 0x5EED)
     // Random rows; targets are the next id, the last of each row ignored.

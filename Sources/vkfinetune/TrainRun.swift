@@ -320,8 +320,9 @@ extension TrainSettings {
     return c
   }
 
-  /// The memory estimate of this run on `shape` with rows of at most `seqLength` tokens.
-  func memoryEstimate(shape: TransformerShape, seqLength: Int) -> MemoryEstimate {
+  /// The memory estimate of this run on `shape` with rows of at most `seqLength` tokens
+  /// (`fusedAttention` as the model's: the default).
+  func memoryEstimate(shape: TransformerShape, seqLength: Int, fusedAttention: Bool = true) -> MemoryEstimate {
     let adapterElements = method == .full ? 0
       : MemoryEstimate.loraElements(shape: shape, rank: loraR, targetModules: Set(loraConfig.resolvedTargetModules),
                                     dora: useDora)
@@ -334,13 +335,14 @@ extension TrainSettings {
       // Mirrors OptimizerStatePlacement.auto: paged when the state does not fit beside the rest.
       let base = MemoryEstimate(shape: shape, settings: .init(
         microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
-        nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements))
+        nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
+        fusedAttention: fusedAttention))
       let fits = memoryBudget.map { base.deviceBytesExcludingOptimizer + AdamW.stateBytes(elements: trained) <= $0 } ?? true
       state = fits ? .device : .hostVisible
     }
     return MemoryEstimate(shape: shape, settings: .init(
       microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
       nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
-      optimizerState: state))
+      optimizerState: state, fusedAttention: fusedAttention))
   }
 }

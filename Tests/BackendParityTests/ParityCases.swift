@@ -200,6 +200,20 @@ enum ParityTable {
       let dy = try b.random([3, 67, 67], seed: 40), dx = try b.allocate([3, 67, 67])
       try b.causalSoftmaxBackward(dy, out: y, scale: 0.3, into: dx); return [try b.floats(dx)]
     },
+    ParityCase(op: .attention, name: "2×(4 heads over 2 kv)×37×8", tolerance: .matmul) { b in
+      let q = try b.random([2, 4, 37, 8], seed: 90, -2, 2), k = try b.random([2, 2, 37, 8], seed: 91, -2, 2)
+      let v = try b.random([2, 2, 37, 8], seed: 92), out = try b.allocate([2, 4, 37, 8]), lse = try b.allocate([2, 4, 37])
+      try b.attention(q: q, k: k, v: v, scale: 0.35, into: out, lse: lse); return [try b.floats(out), try b.floats(lse)]
+    },
+    ParityCase(op: .attentionBackward, name: "1×(3 heads over 1 kv)×21×16", tolerance: .matmul) { b in
+      let q = try b.random([1, 3, 21, 16], seed: 93, -2, 2), k = try b.random([1, 1, 21, 16], seed: 94, -2, 2)
+      let v = try b.random([1, 1, 21, 16], seed: 95), out = try b.allocate([1, 3, 21, 16]), lse = try b.allocate([1, 3, 21])
+      try b.attention(q: q, k: k, v: v, scale: 0.25, into: out, lse: lse)
+      let d = try b.random([1, 3, 21, 16], seed: 96), delta = try b.allocate([1, 3, 21])
+      let dq = try b.allocate([1, 3, 21, 16]), dk = try b.allocate([1, 1, 21, 16]), dv = try b.allocate([1, 1, 21, 16])
+      try b.attentionBackward(d, q: q, k: k, v: v, out: out, lse: lse, scale: 0.25, delta: delta, dq: dq, dk: dk, dv: dv)
+      return try [delta, dq, dk, dv].map { try b.floats($0) }
+    },
     ParityCase(op: .swiglu, name: "1000", tolerance: .elementwise) { b in
       let g = try b.random([1000], seed: 41, -6, 6), u = try b.random([1000], seed: 42)
       let out = try b.allocate([1000]); try b.swiglu(gate: g, up: u, into: out); return [try b.floats(out)]

@@ -48,6 +48,18 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .causalSoftmaxBackward, good: [8, 8]) { b, bad in
         let sq = try b.allocate([8, 8]); try b.causalSoftmaxBackward(bad, out: sq, scale: 1, into: try b.allocate([8, 8]))
       },
+      // q (1, 2, 4, 8) over one kv head; the bad operand replaces q, then dOut.
+      BadCall(op: .attention, good: [1, 2, 4, 8]) { b, bad in
+        try b.attention(q: bad, k: try b.allocate([1, 1, 4, 8]), v: try b.allocate([1, 1, 4, 8]), scale: 1,
+                        into: try b.allocate([1, 2, 4, 8]), lse: try b.allocate([1, 2, 4]))
+      },
+      BadCall(op: .attentionBackward, good: [1, 2, 4, 8]) { b, bad in
+        let kv = try b.allocate([1, 1, 4, 8])
+        try b.attentionBackward(bad, q: try b.allocate([1, 2, 4, 8]), k: kv, v: kv, out: try b.allocate([1, 2, 4, 8]),
+                                lse: try b.allocate([1, 2, 4]), scale: 1, delta: try b.allocate([1, 2, 4]),
+                                dq: try b.allocate([1, 2, 4, 8]), dk: try b.allocate([1, 1, 4, 8]),
+                                dv: try b.allocate([1, 1, 4, 8]))
+      },
       BadCall(op: .swiglu) { b, bad in try b.swiglu(gate: bad, up: x, into: y) },
       BadCall(op: .swigluBackward) { b, bad in
         try b.swigluBackward(bad, gate: x, up: x, dGate: y, dUp: try b.allocate([4, 8]))

@@ -34,9 +34,11 @@ struct GoldenCase {
 
   /// A model on `backend` with every parameter trainable unless told otherwise.
   func model(on backend: Backend, trainable: TrainableParameters = .all,
-             checkpointing: Bool = false, headChunkTokens: Int? = nil) throws -> LlamaModel {
+             checkpointing: Bool = false, headChunkTokens: Int? = nil,
+             fusedAttention: Bool = true) throws -> LlamaModel {
     let w = try LlamaWeights(from: weights, shape: shape, backend: backend, trainable: trainable)
-    return try LlamaModel(weights: w, checkpointing: checkpointing, headChunkTokens: headChunkTokens)
+    return try LlamaModel(weights: w, checkpointing: checkpointing, headChunkTokens: headChunkTokens,
+                          fusedAttention: fusedAttention)
   }
 }
 

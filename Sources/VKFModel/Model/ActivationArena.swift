@@ -10,7 +10,8 @@ struct LayerActivations {
   var q: Tensor
   /// Roped keys and the values, head-major (B, KVH, T, HS).
   var k, v: Tensor
-  /// Attention probabilities (B, NH, T, T).
+  /// Attention probabilities (B, NH, T, T), or with fused attention each row's
+  /// log-sum-exp (B, NH, T).
   var probs: Tensor
   /// Attention output, token-major (N, NH·HS): o_proj's input.
   var attn: Tensor
@@ -45,7 +46,8 @@ final class ActivationArena {
   var losses: Tensor
   /// (N) ones: bias gradients are row sums, done as ones·dy (a view of the model's ones).
   let ones: Tensor
-  /// Scores before softmax in the forward pass, dP / dScores in the backward (B, NH, T, T).
+  /// Scores before softmax in the forward pass, dP / dScores in the backward (B, NH, T, T);
+  /// with fused attention the backward's rowsum(dO ⊙ O) scratch (B, NH, T).
   var scores: Tensor
   /// Scratch of N·NH·HS elements (queries before/after RoPE, attention output, dq).
   var qA, qB, dAttn: Tensor
@@ -69,12 +71,13 @@ final class ActivationArena {
   /// a new arena each step; the allocation only grows. `ones`: at least B·T ones.
   /// `headTokens`: rows of one LM-head chunk.
   init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, headTokens: Int,
-       previous: ActivationArena? = nil, ones: Tensor, backend: Backend) throws {
+       fusedAttention: Bool, previous: ActivationArena? = nil, ones: Tensor, backend: Backend) throws {
     self.batch = batch; self.tokens = tokens
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
     func carve(_ c: Carver) throws -> Views {
-      try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer, headTokens: headTokens)
+      try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer, headTokens: headTokens,
+                     fusedAttention: fusedAttention)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
@@ -105,17 +108,19 @@ final class ActivationArena {
 
   /// f32 elements an arena of this shape needs (its views plus the token weights).
   static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
-                          headTokens: Int) throws -> Int {
+                          headTokens: Int, fusedAttention: Bool) throws -> Int {
     let measure = Carver(base: nil)
     _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer,
-                  headTokens: headTokens)
+                  headTokens: headTokens, fusedAttention: fusedAttention)
     return measure.offset + LlamaWeights.aligned(batch * tokens)
   }
 
   /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
   fileprivate static func carve(_ c: Carver, _ s: TransformerShape, batch: Int, tokens: Int,
-                                savesEveryLayer: Bool, headTokens: Int) throws -> Views {
+                                savesEveryLayer: Bool, headTokens: Int, fusedAttention: Bool) throws -> Views {
     let n = batch * tokens
+    // Per-row attention statistics: T probabilities, or one log-sum-exp when fused.
+    let attentionRow = fusedAttention ? [batch, s.heads, tokens] : [batch, s.heads, tokens, tokens]
     var v = Views()
     v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
     v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
@@ -124,13 +129,13 @@ final class ActivationArena {
         q: try c.take([batch, s.heads, tokens, s.headDim]),
         k: try c.take([batch, s.kvHeads, tokens, s.headDim]),
         v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
-        probs: try c.take([batch, s.heads, tokens, tokens]),
+        probs: try c.take(attentionRow),
         attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
         h2: try c.take([n, s.hidden]), rstd2: try c.take([n]),
         gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
         act: try c.take([n, s.intermediate]))
     }
-    v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], [batch, s.heads, tokens, tokens],
+    v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], attentionRow,
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
                  [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
                  [n, s.hidden], [n, s.hidden], [n, s.hidden],

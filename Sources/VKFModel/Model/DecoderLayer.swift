@@ -18,6 +18,8 @@ struct DecoderLayer {
   let weights: LlamaLayerWeights
   let arena: ActivationArena
   let invFreq: Tensor
+  /// `Backend.attention` (no T×T buffers) instead of scores → causal softmax → P·v.
+  var fused = true
 
   private var b: Int { arena.batch }
   private var t: Int { arena.tokens }
@@ -45,13 +47,20 @@ struct DecoderLayer {
     try be.permute(try arena.kB.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.k)
     try w.v.forward(be, a.h1, into: arena.kA)
     try be.permute(try arena.kA.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.v)
-    // scores (B·KVH, G·T, T) = q (B·KVH, G·T, HS) · kᵀ; softmax over (B·NH, T, T)
-    try be.matmul(try grouped(a.q), try perKV(a.k), into: try groupedScores(arena.scores),
-                  transposeA: false, transposeB: true, alpha: 1, beta: 0)
-    try be.causalSoftmax(arena.scores, scale: attentionScale, into: a.probs)
-    // out (B·KVH, G·T, HS) = P · v → (B, NH, T, HS) permuted to (B, T, NH, HS) = (N, NH·HS)
-    try be.matmul(try groupedScores(a.probs), try perKV(a.v), into: try grouped(arena.qA),
-                  transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    if fused {
+      // out (B, NH, T, HS) and each row's log-sum-exp, key block by key block.
+      try be.attention(q: a.q, k: a.k, v: a.v, scale: attentionScale, into: try arena.qA.reshaped([b, nh, t, hs]),
+                       lse: a.probs)
+    } else {
+      // scores (B·KVH, G·T, T) = q (B·KVH, G·T, HS) · kᵀ; softmax over (B·NH, T, T)
+      try be.matmul(try grouped(a.q), try perKV(a.k), into: try groupedScores(arena.scores),
+                    transposeA: false, transposeB: true, alpha: 1, beta: 0)
+      try be.causalSoftmax(arena.scores, scale: attentionScale, into: a.probs)
+      // out (B·KVH, G·T, HS) = P · v
+      try be.matmul(try groupedScores(a.probs), try perKV(a.v), into: try grouped(arena.qA),
+                    transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    }
+    // out (B, NH, T, HS) permuted to (B, T, NH, HS) = (N, NH·HS)
     try be.permute(try arena.qA.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3],
                    into: try a.attn.reshaped([b, t, nh, hs]))
     try w.o.forward(be, a.attn, into: a.x1)
@@ -86,17 +95,26 @@ struct DecoderLayer {
     try w.o.backward(be, dy: dRes, x: a.attn, dx: ar.dAttn, accumulateInput: false, ones: ones)
     let dOut = try ar.qA.reshaped([b, nh, t, hs])
     try be.permute(try ar.dAttn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: dOut)
-    // dP = dO·vᵀ, dv = Pᵀ·dO (summed over each kv group)
-    try be.matmul(try grouped(dOut), try perKV(a.v), into: try groupedScores(ar.scores),
-                  transposeA: false, transposeB: true, alpha: 1, beta: 0)
-    try be.matmul(try groupedScores(a.probs), try grouped(dOut), into: try perKV(ar.dvHead),
-                  transposeA: true, transposeB: false, alpha: 1, beta: 0)
-    try be.causalSoftmaxBackward(ar.scores, out: a.probs, scale: attentionScale, into: ar.scores)
-    // dq = dS·k, dk = dSᵀ·q (head-major)
-    try be.matmul(try groupedScores(ar.scores), try perKV(a.k), into: try grouped(ar.qB),
-                  transposeA: false, transposeB: false, alpha: 1, beta: 0)
-    try be.matmul(try groupedScores(ar.scores), try grouped(a.q), into: try perKV(ar.dkHead),
-                  transposeA: true, transposeB: false, alpha: 1, beta: 0)
+    if fused {
+      // The forward's output, head-major, in dAttn (free once dOut is permuted out of it).
+      let out = try ar.dAttn.reshaped([b, nh, t, hs])
+      try be.permute(try a.attn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: out)
+      try be.attentionBackward(dOut, q: a.q, k: a.k, v: a.v, out: out, lse: a.probs, scale: attentionScale,
+                               delta: ar.scores, dq: try ar.qB.reshaped([b, nh, t, hs]),
+                               dk: try ar.dkHead.reshaped([b, kvh, t, hs]), dv: try ar.dvHead.reshaped([b, kvh, t, hs]))
+    } else {
+      // dP = dO·vᵀ, dv = Pᵀ·dO (summed over each kv group)
+      try be.matmul(try grouped(dOut), try perKV(a.v), into: try groupedScores(ar.scores),
+                    transposeA: false, transposeB: true, alpha: 1, beta: 0)
+      try be.matmul(try groupedScores(a.probs), try grouped(dOut), into: try perKV(ar.dvHead),
+                    transposeA: true, transposeB: false, alpha: 1, beta: 0)
+      try be.causalSoftmaxBackward(ar.scores, out: a.probs, scale: attentionScale, into: ar.scores)
+      // dq = dS·k, dk = dSᵀ·q (head-major)
+      try be.matmul(try groupedScores(ar.scores), try perKV(a.k), into: try grouped(ar.qB),
+                    transposeA: false, transposeB: false, alpha: 1, beta: 0)
+      try be.matmul(try groupedScores(ar.scores), try grouped(a.q), into: try perKV(ar.dkHead),
+                    transposeA: true, transposeB: false, alpha: 1, beta: 0)
+    }
     // Back to token-major and through RoPE: dq → dAttn (N, NH·HS), dk → kB, dv → kA (N, KVH·HS)
     try be.permute(try ar.qB.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3],
                    into: try ar.qA.reshaped([b, t, nh, hs]))

@@ -21,6 +21,10 @@ public final class LlamaModel {
   public var backend: Backend { weights.backend }
   /// Keep only each layer's input and recompute the layer in the backward pass.
   public let checkpointing: Bool
+  /// Attention through the fused op (`Backend.attention`: no T×T buffers, the default), or
+  /// through scores, causal softmax and probabilities (B, NH, T, T) per layer — the
+  /// reference path, kept for tests.
+  public let fusedAttention: Bool
   /// RoPE inverse frequencies (HS/2), shared by the training and the cached forward.
   let invFreq: Tensor
   /// The arena of the last pass.
@@ -56,9 +60,11 @@ public final class LlamaModel {
   /// A model over `weights`; with `checkpointing`, activations of one layer at a time.
   /// `headChunkTokens`: rows per LM-head chunk (default `defaultHeadChunkTokens(vocab:)`;
   /// tests pass small odd values to exercise the chunk edges).
-  public init(weights: LlamaWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil) throws {
+  public init(weights: LlamaWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil,
+              fusedAttention: Bool = true) throws {
     self.weights = weights
     self.checkpointing = checkpointing
+    self.fusedAttention = fusedAttention
     self.headChunkTokens = max(1, headChunkTokens ?? Self.defaultHeadChunkTokens(vocab: weights.shape.vocab))
     invFreq = try weights.backend.tensor(weights.shape.invFreq, shape: [weights.shape.invFreq.count])
   }
@@ -379,7 +385,7 @@ public final class LlamaModel {
   public static let ignoreIndex: Int32 = -100
 
   private func layer(_ l: Int, _ ar: ActivationArena) throws -> DecoderLayer {
-    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq)
+    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq, fused: fusedAttention)
   }
 
   /// The arena for (batch, tokens): made on first use, then kept. Every arena views one
@@ -391,8 +397,8 @@ public final class LlamaModel {
     let n = batch * tokens
     var previous = arenas.values.first
     if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
-                                                         savesEveryLayer: saves,
-                                                         headTokens: headChunkTokens) > p.storage.count
+                                                         savesEveryLayer: saves, headTokens: headChunkTokens,
+                                                         fusedAttention: fusedAttention) > p.storage.count
                            || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
@@ -405,7 +411,8 @@ public final class LlamaModel {
     }
     guard let ones else { throw VKFError.other("LlamaModel: ones vector missing") }
     let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
-                                headTokens: headChunkTokens, previous: previous, ones: ones, backend: backend)
+                                headTokens: headChunkTokens, fusedAttention: fusedAttention, previous: previous,
+                                ones: ones, backend: backend)
     arenas[key] = a
     return a
   }

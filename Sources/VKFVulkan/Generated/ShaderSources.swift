@@ -97,6 +97,304 @@ void main() {
   o[pc.boff[2] + i] = a[pc.boff[0] + i] + pc.alpha * b[pc.boff[1] + i % pc.nb];
 }
 """#,
+    "attention.comp": #"""
+#version 450
+// variant: HEAD_DIM=128 ATT_TILE=8
+// variant: HEAD_DIM=5 ATT_TILE=32
+// attention: fused causal attention forward (flash-attention style, online softmax).
+//                                                        CPU twin: CPUBackend.attention
+//   q (B, NH, T, HS), k, v (B, KVH, T, HS) → out (B, NH, T, HS) = softmax(scale·q·kᵀ,
+//   j ≤ i)·v and lse (B, NH, T) = m + log l, the row's log-sum-exp, for the backward.
+//   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
+//   and output o, rescaled by exp(m_old − m_new) when the max grows.
+// Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
+#include "common/attention.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufQ { float q[]; };
+layout(set = 0, binding = 1) readonly buffer BufK { float k[]; };
+layout(set = 0, binding = 2) readonly buffer BufV { float v[]; };
+layout(set = 0, binding = 3) buffer BufOut { float o[]; };
+layout(set = 0, binding = 4) buffer BufLse { float lse[]; };
+
+shared float qs[ATT_TILE][HEAD_DIM];
+shared float kvs[ATT_TILE][HEAD_DIM];
+shared float ps[ATT_TILE][ATT_TILE];
+shared float row_m[ATT_TILE], row_l[ATT_TILE], row_alpha[ATT_TILE];
+
+void main() {
+  uint id = wg_linear_id();
+  uint bh = id / pc.tiles, qt = id % pc.tiles;
+  if (bh >= pc.batch * pc.heads) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint group = pc.heads / pc.kv_heads;
+  uint kv = (bh / pc.heads) * pc.kv_heads + (bh % pc.heads) / group;
+  uint q0 = qt * ATT_TILE;
+  uint qbase = pc.boff[0] + bh * pc.tokens * HEAD_DIM;
+  uint kbase = pc.boff[1] + kv * pc.tokens * HEAD_DIM;
+  uint vbase = pc.boff[2] + kv * pc.tokens * HEAD_DIM;
+
+  ATT_LOAD_TILE(qs, q, qbase, q0)
+  if (t < ATT_TILE) { row_m[t] = ATT_NEG_BIG; row_l[t] = 0.0; }
+  float acc[ATT_PER];
+  for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
+
+  // Key tiles 0 … qt: the diagonal tile is the last any row of this tile sees.
+  for (uint kt = 0u; kt <= qt; kt++) {
+    uint k0 = kt * ATT_TILE;
+    ATT_LOAD_TILE(kvs, k, kbase, k0)
+    memoryBarrierShared();
+    barrier();
+    for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
+      uint r = e / ATT_TILE, c = e % ATT_TILE;
+      float s;
+      ATT_DOT(qs, r, kvs, c, s)
+      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens;
+      ps[r][c] = visible ? pc.scale * s : ATT_NEG_BIG;
+    }
+    memoryBarrierShared();
+    barrier();
+    if (t < ATT_TILE) {
+      float m_old = row_m[t], m_new = m_old;
+      for (uint c = 0u; c < ATT_TILE; c++) m_new = max(m_new, ps[t][c]);
+      float sum = 0.0;
+      for (uint c = 0u; c < ATT_TILE; c++) {
+        float p = ps[t][c] > ATT_NEG_BIG ? exp(ps[t][c] - m_new) : 0.0;
+        ps[t][c] = p;
+        sum += p;
+      }
+      // A row past T sees nothing: m stays at the sentinel and alpha is 1.
+      float alpha = m_old > ATT_NEG_BIG ? exp(m_old - m_new) : 1.0;
+      row_l[t] = row_l[t] * alpha + sum;
+      row_m[t] = m_new;
+      row_alpha[t] = alpha;
+    }
+    ATT_LOAD_TILE(kvs, v, vbase, k0)  // keys are done: the tile now holds the values
+    memoryBarrierShared();
+    barrier();
+    for (uint u = 0u; u < ATT_PER; u++) {
+      uint e = t + u * ATT_WG;
+      if (e < ATT_TILE * HEAD_DIM) {
+        uint r = e / HEAD_DIM, d = e % HEAD_DIM;
+        float s = acc[u] * row_alpha[r];
+        for (uint c = 0u; c < ATT_TILE; c++) s += ps[r][c] * kvs[c][d];
+        acc[u] = s;
+      }
+    }
+    barrier();  // the next tile overwrites kvs and ps
+  }
+
+  uint obase = pc.boff[3] + bh * pc.tokens * HEAD_DIM;
+  for (uint u = 0u; u < ATT_PER; u++) {
+    uint e = t + u * ATT_WG;
+    if (e < ATT_TILE * HEAD_DIM) {
+      uint r = e / HEAD_DIM, d = e % HEAD_DIM;
+      if (q0 + r < pc.tokens) o[obase + (q0 + r) * HEAD_DIM + d] = acc[u] / row_l[r];
+    }
+  }
+  if (t < ATT_TILE && q0 + t < pc.tokens) lse[pc.boff[4] + bh * pc.tokens + q0 + t] = row_m[t] + log(row_l[t]);
+}
+"""#,
+    "attention_back_dkdv.comp": #"""
+#version 450
+// variant: HEAD_DIM=128 ATT_TILE=8
+// variant: HEAD_DIM=5 ATT_TILE=32
+// attention_back_dkdv: fused causal attention backward, second pass: dk and dv.
+//                                          CPU twin: CPUBackend.attentionBackward (dk, dv)
+//   For key j of kv head g: dv_j = Σ_{h in g} Σ_{i ≥ j} p_ij dOut_i and
+//   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i, with p and dS recomputed from lse and delta
+//   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
+//   head, so the sums over the group's query heads need no atomics.
+// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
+#include "common/attention.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
+layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
+layout(set = 0, binding = 2) readonly buffer BufK { float k[]; };
+layout(set = 0, binding = 3) readonly buffer BufV { float v[]; };
+layout(set = 0, binding = 4) readonly buffer BufLse { float lse[]; };
+layout(set = 0, binding = 5) readonly buffer BufDelta { float delta[]; };
+layout(set = 0, binding = 6) buffer BufDk { float dk[]; };
+layout(set = 0, binding = 7) buffer BufDv { float dv[]; };
+
+shared float qs[ATT_TILE][HEAD_DIM];
+shared float dos[ATT_TILE][HEAD_DIM];
+shared float ks[ATT_TILE][HEAD_DIM];
+shared float vs[ATT_TILE][HEAD_DIM];
+shared float ps[ATT_TILE][ATT_TILE];
+shared float ds[ATT_TILE][ATT_TILE];
+shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
+
+void main() {
+  uint id = wg_linear_id();
+  uint bkv = id / pc.tiles, kt = id % pc.tiles;
+  if (bkv >= pc.batch * pc.kv_heads) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint group = pc.heads / pc.kv_heads;
+  uint b = bkv / pc.kv_heads, g = bkv % pc.kv_heads;
+  uint k0 = kt * ATT_TILE;
+  uint kvbase = bkv * pc.tokens * HEAD_DIM;
+
+  ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
+  ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
+  float acc_k[ATT_PER], acc_v[ATT_PER];
+  for (uint u = 0u; u < ATT_PER; u++) { acc_k[u] = 0.0; acc_v[u] = 0.0; }
+
+  for (uint member = 0u; member < group; member++) {
+    uint bh = b * pc.heads + g * group + member;
+    uint rowbase = bh * pc.tokens * HEAD_DIM;
+    // Query tiles from the diagonal on: earlier queries see none of these keys.
+    for (uint qt = kt; qt < pc.tiles; qt++) {
+      uint q0 = qt * ATT_TILE;
+      ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
+      ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)
+      if (t < ATT_TILE) {
+        uint i = q0 + t;
+        row_lse[t] = i < pc.tokens ? lse[pc.boff[4] + bh * pc.tokens + i] : 0.0;
+        row_delta[t] = i < pc.tokens ? delta[pc.boff[5] + bh * pc.tokens + i] : 0.0;
+      }
+      memoryBarrierShared();
+      barrier();
+      for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
+        uint r = e / ATT_TILE, c = e % ATT_TILE;
+        bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
+        float s, dp;
+        ATT_DOT(qs, r, ks, c, s)
+        ATT_DOT(dos, r, vs, c, dp)
+        float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
+        ps[r][c] = p;
+        ds[r][c] = pc.scale * p * (dp - row_delta[r]);
+      }
+      memoryBarrierShared();
+      barrier();
+      for (uint u = 0u; u < ATT_PER; u++) {
+        uint e = t + u * ATT_WG;
+        if (e < ATT_TILE * HEAD_DIM) {
+          uint c = e / HEAD_DIM, d = e % HEAD_DIM;  // key row c of this tile
+          float sk = acc_k[u], sv = acc_v[u];
+          for (uint r = 0u; r < ATT_TILE; r++) {
+            sk += ds[r][c] * qs[r][d];
+            sv += ps[r][c] * dos[r][d];
+          }
+          acc_k[u] = sk;
+          acc_v[u] = sv;
+        }
+      }
+      barrier();  // the next query tile overwrites qs, dos, ps and ds
+    }
+  }
+
+  for (uint u = 0u; u < ATT_PER; u++) {
+    uint e = t + u * ATT_WG;
+    if (e < ATT_TILE * HEAD_DIM) {
+      uint c = e / HEAD_DIM, d = e % HEAD_DIM;
+      if (k0 + c < pc.tokens) {
+        dk[pc.boff[6] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_k[u];
+        dv[pc.boff[7] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_v[u];
+      }
+    }
+  }
+}
+"""#,
+    "attention_back_dq.comp": #"""
+#version 450
+// variant: HEAD_DIM=128 ATT_TILE=8
+// variant: HEAD_DIM=5 ATT_TILE=32
+// attention_back_dq: fused causal attention backward, first pass: delta and dq.
+//                                          CPU twin: CPUBackend.attentionBackward (dq, delta)
+//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j: p_ij = exp(scale·q_i·k_j − lse_i),
+//   dS_ij = scale · p_ij · (dOut_i·v_j − delta_i), dq_i = Σ_j dS_ij k_j. The probabilities
+//   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
+//   reads delta.
+// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
+#include "common/attention.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
+layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
+layout(set = 0, binding = 2) readonly buffer BufK { float k[]; };
+layout(set = 0, binding = 3) readonly buffer BufV { float v[]; };
+layout(set = 0, binding = 4) readonly buffer BufOut { float o[]; };
+layout(set = 0, binding = 5) readonly buffer BufLse { float lse[]; };
+layout(set = 0, binding = 6) buffer BufDelta { float delta[]; };
+layout(set = 0, binding = 7) buffer BufDq { float dq[]; };
+
+shared float qs[ATT_TILE][HEAD_DIM];
+shared float dos[ATT_TILE][HEAD_DIM];
+shared float ks[ATT_TILE][HEAD_DIM];
+shared float vs[ATT_TILE][HEAD_DIM];
+shared float ds[ATT_TILE][ATT_TILE];
+shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
+
+void main() {
+  uint id = wg_linear_id();
+  uint bh = id / pc.tiles, qt = id % pc.tiles;
+  if (bh >= pc.batch * pc.heads) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  uint group = pc.heads / pc.kv_heads;
+  uint kv = (bh / pc.heads) * pc.kv_heads + (bh % pc.heads) / group;
+  uint q0 = qt * ATT_TILE;
+  uint rowbase = bh * pc.tokens * HEAD_DIM;
+  uint kvbase = kv * pc.tokens * HEAD_DIM;
+
+  ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
+  ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)
+  if (t < ATT_TILE) {
+    uint i = q0 + t;
+    float d = 0.0;
+    if (i < pc.tokens) {
+      for (uint c = 0u; c < HEAD_DIM; c++) d += dout[pc.boff[0] + rowbase + i * HEAD_DIM + c]
+                                                * o[pc.boff[4] + rowbase + i * HEAD_DIM + c];
+      delta[pc.boff[6] + bh * pc.tokens + i] = d;
+    }
+    row_delta[t] = d;
+    row_lse[t] = i < pc.tokens ? lse[pc.boff[5] + bh * pc.tokens + i] : 0.0;
+  }
+  float acc[ATT_PER];
+  for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
+
+  for (uint kt = 0u; kt <= qt; kt++) {
+    uint k0 = kt * ATT_TILE;
+    ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
+    ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
+    memoryBarrierShared();
+    barrier();
+    for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
+      uint r = e / ATT_TILE, c = e % ATT_TILE;
+      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
+      float s, dp;
+      ATT_DOT(qs, r, ks, c, s)
+      ATT_DOT(dos, r, vs, c, dp)
+      float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
+      ds[r][c] = pc.scale * p * (dp - row_delta[r]);
+    }
+    memoryBarrierShared();
+    barrier();
+    for (uint u = 0u; u < ATT_PER; u++) {
+      uint e = t + u * ATT_WG;
+      if (e < ATT_TILE * HEAD_DIM) {
+        uint r = e / HEAD_DIM, d = e % HEAD_DIM;
+        float s = acc[u];
+        for (uint c = 0u; c < ATT_TILE; c++) s += ds[r][c] * ks[c][d];
+        acc[u] = s;
+      }
+    }
+    barrier();  // the next tile overwrites ks, vs and ds
+  }
+
+  for (uint u = 0u; u < ATT_PER; u++) {
+    uint e = t + u * ATT_WG;
+    if (e < ATT_TILE * HEAD_DIM) {
+      uint r = e / HEAD_DIM, d = e % HEAD_DIM;
+      if (q0 + r < pc.tokens) dq[pc.boff[7] + rowbase + (q0 + r) * HEAD_DIM + d] = acc[u];
+    }
+  }
+}
+"""#,
     "cast.comp": #"""
 #version 450
 // cast: dst[k] = convert(src[k]) between f32, f16 and bf16, round to nearest even.
@@ -321,6 +619,58 @@ void main() {
     dx[xb + j] = j < visible ? pc.scale * y[yb + j] * (dy[db + j] - dot) : 0.0;
   }
 }
+"""#,
+    "common/attention.glsl": #"""
+// Shared pieces of the fused attention kernels (attention.comp, attention_back_dq.comp,
+// attention_back_dkdv.comp).
+//
+// Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
+// delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i. The host picks
+// ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
+// variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
+// equal it); invocation t owns tile elements t, t + ATT_WG, …
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 64  // the host always defines it; the default lets tools/check-shaders compile the file
+#endif
+#ifndef ATT_TILE
+#define ATT_TILE 16
+#endif
+#define ATT_WG 64
+// Elements of a (ATT_TILE, HEAD_DIM) tile each invocation owns.
+#define ATT_PER ((ATT_TILE * HEAD_DIM + ATT_WG - 1) / ATT_WG)
+#define ATT_NEG_BIG -3.402823466e38
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint batch;      // B
+  uint heads;      // NH
+  uint kv_heads;   // KVH
+  uint tokens;     // T
+  uint tiles;      // ceil(T / ATT_TILE)
+  float scale;     // softmax scale (1/√HS)
+PUSH_END
+
+// Copies rows [row0, row0 + ATT_TILE) of a (T, HEAD_DIM) slab starting at word `base` of
+// `src` into tile `dst`, zero past T. Every invocation must call it (no barrier inside).
+#define ATT_LOAD_TILE(dst, src, base, row0)                                      \
+  for (uint e_ = gl_LocalInvocationID.x; e_ < ATT_TILE * HEAD_DIM; e_ += ATT_WG) { \
+    uint r_ = e_ / HEAD_DIM, c_ = e_ % HEAD_DIM;                                 \
+    uint row_ = (row0) + r_;                                                     \
+    dst[r_][c_] = row_ < pc.tokens ? src[(base) + row_ * HEAD_DIM + c_] : 0.0;   \
+  }
+
+// Σ_d a[ra][d] · b[rb][d] over two shared tiles.
+#define ATT_DOT(a, ra, b, rb, result)                                            \
+  {                                                                              \
+    float s_ = 0.0;                                                              \
+    for (uint d_ = 0u; d_ < HEAD_DIM; d_++) s_ += a[ra][d_] * b[rb][d_];         \
+    result = s_;                                                                 \
+  }
 """#,
     "common/grid.glsl": #"""
 // Workgroup size and flat indices over 2D dispatch grids.

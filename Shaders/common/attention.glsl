@@ -1,0 +1,50 @@
+// Shared pieces of the fused attention kernels (attention.comp, attention_back_dq.comp,
+// attention_back_dkdv.comp).
+//
+// Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
+// delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i. The host picks
+// ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
+// variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
+// equal it); invocation t owns tile elements t, t + ATT_WG, …
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 64  // the host always defines it; the default lets tools/check-shaders compile the file
+#endif
+#ifndef ATT_TILE
+#define ATT_TILE 16
+#endif
+#define ATT_WG 64
+// Elements of a (ATT_TILE, HEAD_DIM) tile each invocation owns.
+#define ATT_PER ((ATT_TILE * HEAD_DIM + ATT_WG - 1) / ATT_WG)
+#define ATT_NEG_BIG -3.402823466e38
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint batch;      // B
+  uint heads;      // NH
+  uint kv_heads;   // KVH
+  uint tokens;     // T
+  uint tiles;      // ceil(T / ATT_TILE)
+  float scale;     // softmax scale (1/√HS)
+PUSH_END
+
+// Copies rows [row0, row0 + ATT_TILE) of a (T, HEAD_DIM) slab starting at word `base` of
+// `src` into tile `dst`, zero past T. Every invocation must call it (no barrier inside).
+#define ATT_LOAD_TILE(dst, src, base, row0)                                      \
+  for (uint e_ = gl_LocalInvocationID.x; e_ < ATT_TILE * HEAD_DIM; e_ += ATT_WG) { \
+    uint r_ = e_ / HEAD_DIM, c_ = e_ % HEAD_DIM;                                 \
+    uint row_ = (row0) + r_;                                                     \
+    dst[r_][c_] = row_ < pc.tokens ? src[(base) + row_ * HEAD_DIM + c_] : 0.0;   \
+  }
+
+// Σ_d a[ra][d] · b[rb][d] over two shared tiles.
+#define ATT_DOT(a, ra, b, rb, result)                                            \
+  {                                                                              \
+    float s_ = 0.0;                                                              \
+    for (uint d_ = 0u; d_ < HEAD_DIM; d_++) s_ += a[ra][d_] * b[rb][d_];         \
+    result = s_;                                                                 \
+  }

@@ -1,0 +1,57 @@
+import Foundation
+
+/// Causal attention in Double, the textbook way (full T×T probabilities per head): the
+/// reference the fused kernels are checked against. Layouts as `Backend.attention`: q, dOut
+/// (B, NH, T, HS); k, v (B, KVH, T, HS); query head h reads kv head h / (NH / KVH).
+public enum AttentionReference {
+  public struct Shape {
+    public var batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int
+    public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int) {
+      self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.tokens = tokens; self.headDim = headDim
+    }
+    public var qCount: Int { batch * heads * tokens * headDim }
+    public var kvCount: Int { batch * kvHeads * tokens * headDim }
+  }
+
+  /// out, lse, and the gradients dq, dk, dv of Σ dOut ⊙ out.
+  public static func run(_ s: Shape, q: [Float], k: [Float], v: [Float], dOut: [Float], scale: Float)
+    -> (out: [Float], lse: [Float], dq: [Float], dk: [Float], dv: [Float])
+  {
+    let (t, hs, g) = (s.tokens, s.headDim, s.heads / s.kvHeads)
+    var out = [Float](repeating: 0, count: s.qCount), lse = [Float](repeating: 0, count: s.batch * s.heads * t)
+    var dq = [Float](repeating: 0, count: s.qCount)
+    var dk = [Double](repeating: 0, count: s.kvCount), dv = [Double](repeating: 0, count: s.kvCount)
+    for bh in 0..<(s.batch * s.heads) {
+      let kv = (bh / s.heads) * s.kvHeads + (bh % s.heads) / g
+      let qb = bh * t * hs, kb = kv * t * hs
+      for i in 0..<t {
+        var scores = [Double](repeating: 0, count: i + 1)
+        for j in 0...i {
+          var d = 0.0
+          for c in 0..<hs { d += Double(q[qb + i * hs + c]) * Double(k[kb + j * hs + c]) }
+          scores[j] = Double(scale) * d
+        }
+        let m = scores.max() ?? 0
+        let l = scores.reduce(0) { $0 + exp($1 - m) }
+        let p = scores.map { exp($0 - m) / l }
+        lse[bh * t + i] = Float(m + log(l))
+        var o = [Double](repeating: 0, count: hs)
+        for j in 0...i { for c in 0..<hs { o[c] += p[j] * Double(v[kb + j * hs + c]) } }
+        for c in 0..<hs { out[qb + i * hs + c] = Float(o[c]) }
+        // Backward of Σ dOut·out through this row.
+        var dp = [Double](repeating: 0, count: i + 1)
+        for j in 0...i { for c in 0..<hs { dp[j] += Double(dOut[qb + i * hs + c]) * Double(v[kb + j * hs + c]) } }
+        let dot = zip(p, dp).reduce(0) { $0 + $1.0 * $1.1 }
+        for j in 0...i {
+          let ds = Double(scale) * p[j] * (dp[j] - dot)
+          for c in 0..<hs {
+            dq[qb + i * hs + c] += Float(ds * Double(k[kb + j * hs + c]))
+            dk[kb + j * hs + c] += ds * Double(q[qb + i * hs + c])
+            dv[kb + j * hs + c] += p[j] * Double(dOut[qb + i * hs + c])
+          }
+        }
+      }
+    }
+    return (out, lse, dq, dk.map { Float($0) }, dv.map { Float($0) })
+  }
+}
