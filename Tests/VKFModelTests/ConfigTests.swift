@@ -170,6 +170,22 @@ final class ConfigErrorTests: XCTestCase {
     }
   }
 
+  /// Dimensions beyond any real model are refused before anything is sized from them (the
+  /// fuzzer's head_dim of 6·10¹⁴ sized the RoPE table at 10¹⁵ bytes: a fatal allocation).
+  func test_absurdDimensions_areInvalidValues() {
+    for (key, value) in [("head_dim", "610995116277764"), ("hidden_size", "1000000000"), ("vocab_size", "99999999999"),
+                         ("num_hidden_layers", "100000"), ("intermediate_size", "4611686018427387904")] {
+      var fields = ["\"model_type\": \"llama\"", "\"hidden_size\": 64", "\"intermediate_size\": 128",
+                    "\"num_hidden_layers\": 2", "\"num_attention_heads\": 4", "\"vocab_size\": 10"]
+      fields.removeAll { $0.hasPrefix("\"\(key)\"") }
+      fields.append("\"\(key)\": \(value)")
+      XCTAssertThrowsError(try LlamaConfig.decode(Data(("{" + fields.joined(separator: ", ") + "}").utf8)), key) { e in
+        guard case .invalidValue(key, _, _)? = e as? ConfigError else { return XCTFail("\(key): got \(e)") }
+        XCTAssertTrue("\(e)".contains("beyond any model"), "\(e)")
+      }
+    }
+  }
+
   func test_missingFile_isUnreadable() {
     XCTAssertThrowsError(try LlamaConfig.load(from: URL(fileURLWithPath: "/nonexistent/config.json"))) { e in
       guard case .unreadable? = e as? ConfigError else { return XCTFail("got \(e)") }

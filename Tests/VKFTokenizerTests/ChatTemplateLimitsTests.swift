@@ -25,6 +25,8 @@ final class ChatTemplateLimitsTests: XCTestCase {
     // Doubling a string 64 times.
     assertRefused("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "MiB")
     assertRefused("{{ 'x' * 9999999999 }}", "MiB")
+    // One repetition stops at 1 MiB (the fuzzer's 'x' * 99999999 took over a second).
+    assertRefused("{{ 'x' * 99999999 }}", "would pass 1 MiB")
     assertRefused("{{ [1, 2] * 99999999999 }}", "items")
   }
 
@@ -55,6 +57,7 @@ final class ChatTemplateLimitsTests: XCTestCase {
                    String(repeating: "(", count: 30) + "1" + String(repeating: ")", count: 30))
     XCTAssertEqual(try render("{{ " + String(repeating: "(", count: 30) + "2" + String(repeating: ")", count: 30) + " }}"), "2")
     XCTAssertEqual(try render("{{ 1" + String(repeating: " + 1", count: 400) + " }}"), "401")
+    XCTAssertEqual(try render("{{ '-' * 80 }}"), String(repeating: "-", count: 80))
     XCTAssertEqual(try render("{% for i in range(3) %}{% for j in range(2) %}{{ i * j }}{% endfor %}{% endfor %}"), "000102")
     XCTAssertEqual(try render("{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(5) }}"),
                    "54321")

@@ -38,6 +38,13 @@ extension LlamaConfig {
     return config
   }
 
+  /// Upper bounds on the dimensions, checked before anything is sized from them (a corrupt
+  /// head_dim of 6·10¹⁴ would size the RoPE table at 10¹⁵ bytes). Each is ≥ 4× the largest
+  /// open model's (Llama 3.1 405B: hidden 16,384, MLP 53,248, 126 layers, 128 heads; Gemma:
+  /// head_dim 256, vocabulary 262,144).
+  public static let dimensionCaps = (hidden: 1 << 16, intermediate: 1 << 18, layers: 1 << 10, heads: 1 << 10,
+                                     headDim: 1 << 10, vocab: 1 << 22)
+
   /// Checks the relations between fields that the attention and MLP code rely on.
   public func validate(file: String = "<memory>") throws {
     for (key, value) in [("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
@@ -45,6 +52,16 @@ extension LlamaConfig {
                          ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim),
                          ("vocab_size", vocabSize)] where value <= 0 {
       throw ConfigError.invalidValue(key, reason: "must be positive, got \(value)", file: file)
+    }
+    for (key, value, cap) in [("hidden_size", hiddenSize, Self.dimensionCaps.hidden),
+                              ("intermediate_size", intermediateSize, Self.dimensionCaps.intermediate),
+                              ("num_hidden_layers", numHiddenLayers, Self.dimensionCaps.layers),
+                              ("num_attention_heads", numAttentionHeads, Self.dimensionCaps.heads),
+                              ("num_key_value_heads", numKeyValueHeads, Self.dimensionCaps.heads),
+                              ("head_dim", headDim, Self.dimensionCaps.headDim),
+                              ("vocab_size", vocabSize, Self.dimensionCaps.vocab)] where value > cap {
+      throw ConfigError.invalidValue(key, reason: "\(value) is beyond any model this trainer can hold (at most \(cap)); "
+        + "the config is corrupt", file: file)
     }
     if numAttentionHeads % numKeyValueHeads != 0 {
       throw ConfigError.invalidValue(

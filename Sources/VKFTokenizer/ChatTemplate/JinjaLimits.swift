@@ -17,4 +17,7 @@ enum JinjaLimits {
   /// Characters of one rendered conversation (and of any string built while rendering):
   /// `"x" * 10**9` stops here instead of exhausting memory.
   static let outputBytes = 256 << 20
+  /// Characters one repetition (`'-' * 80`, `[x] * n`) may produce: real templates repeat a
+  /// separator or an indent; `'x' * 99999999` only burns time (the fuzzer found it at > 1 s).
+  static let repeatBytes = 1 << 20
 }

@@ -98,8 +98,8 @@ extension JinjaBuiltins {
       return .array(x + y)
     case let ("*", .string(x), _) where b.integer != nil:
       let n = max(b.integer ?? 0, 0)
-      guard x.isEmpty || n <= JinjaLimits.outputBytes / x.utf8.count else {
-        throw ip.fail("'\(x.prefix(20))' * \(n) would pass \(JinjaLimits.outputBytes >> 20) MiB")
+      guard x.isEmpty || n <= JinjaLimits.repeatBytes / x.utf8.count else {
+        throw ip.fail("'\(x.prefix(20))' * \(n) would pass \(JinjaLimits.repeatBytes >> 20) MiB")
       }
       return .string(String(repeating: x, count: n))
     case let ("*", .array(x), _) where b.integer != nil:
