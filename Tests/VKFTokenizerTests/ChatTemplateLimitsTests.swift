@@ -58,6 +58,11 @@ final class ChatTemplateLimitsTests: XCTestCase {
     XCTAssertEqual(try render("{{ " + String(repeating: "(", count: 30) + "2" + String(repeating: ")", count: 30) + " }}"), "2")
     XCTAssertEqual(try render("{{ 1" + String(repeating: " + 1", count: 400) + " }}"), "401")
     XCTAssertEqual(try render("{{ '-' * 80 }}"), String(repeating: "-", count: 80))
+    // tojson's indent: negative is Python's 0 spaces; a huge one is clamped, never a trap.
+    XCTAssertEqual(try render("{{ [1] | tojson(indent=-3) }}"), "[\n1\n]")
+    XCTAssertNoThrow(try render("{{ [[1]] | tojson(indent=9223372036854775807) }}"))
+    // Empty repeated any number of times is empty, at once (the fuzzer's '' * 99999999 took > 1 s).
+    XCTAssertEqual(try render("{{ '' * 99999999 }}{{ ([] * 99999999) | length }}"), "0")
     XCTAssertEqual(try render("{% for i in range(3) %}{% for j in range(2) %}{{ i * j }}{% endfor %}{% endfor %}"), "000102")
     XCTAssertEqual(try render("{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(5) }}"),
                    "54321")

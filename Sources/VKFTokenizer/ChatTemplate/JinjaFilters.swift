@@ -57,7 +57,9 @@ extension JinjaBuiltins {
       guard case let .object(o) = v else { return try failType(name, v, ip) }
       return .array(o.keys.sorted { $0.lowercased() < $1.lowercased() }.map { .array([.string($0), o[$0] ?? .none]) })
     case "tojson":
-      let indent = arg(a, 0, "indent")?.integer
+      // Python reads a negative indent as 0 spaces; widths are clamped like `indent`'s (a
+      // negative count or indent × depth past 64 bits would trap).
+      let indent = arg(a, 0, "indent")?.integer.map { min(max($0, 0), indentLimit) }
       let sortKeys = a.1.first { $0.0 == "sort_keys" }?.1.isTruthy ?? false
       let ascii = a.1.first { $0.0 == "ensure_ascii" }?.1.isTruthy ?? false
       var separators: (String, String)? = nil
@@ -125,7 +127,7 @@ extension JinjaBuiltins {
     case "wordcount": return .int(v.pythonString.split(whereSeparator: { $0.isWhitespace }).count)
     case "center":
       let s = v.pythonString
-      let width = min(max(arg(a, 0, "width")?.integer ?? 80, 0), JinjaLimits.outputBytes)
+      let width = min(max(arg(a, 0, "width")?.integer ?? 80, 0), JinjaLimits.repeatBytes)
       let pad = max(width - s.unicodeScalars.count, 0), left = pad / 2 + (pad % 2 & width % 2)
       return .string(String(repeating: " ", count: left) + s + String(repeating: " ", count: pad - left))
     case "batch":
