@@ -11,6 +11,7 @@
 // Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
+#include "common/attention_back.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
@@ -20,14 +21,6 @@ layout(set = 0, binding = 4) readonly buffer BufLse { float lse[]; };
 layout(set = 0, binding = 5) readonly buffer BufDelta { float delta[]; };
 layout(set = 0, binding = 6) buffer BufDk { float dk[]; };
 layout(set = 0, binding = 7) buffer BufDv { float dv[]; };
-
-shared float qs[ATT_TILE][HEAD_DIM];
-shared float dos[ATT_TILE][HEAD_DIM];
-shared float ks[ATT_TILE][HEAD_DIM];
-shared float vs[ATT_TILE][HEAD_DIM];
-shared float ps[ATT_TILE][ATT_TILE];
-shared float ds[ATT_TILE][ATT_TILE];
-shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 void main() {
   uint id = wg_linear_id();
@@ -59,16 +52,7 @@ void main() {
       }
       memoryBarrierShared();
       barrier();
-      for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
-        uint r = e / ATT_TILE, c = e % ATT_TILE;
-        bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
-        float s, dp;
-        ATT_DOT(qs, r, ks, c, s)
-        ATT_DOT(dos, r, vs, c, dp)
-        float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
-        ps[r][c] = p;
-        ds[r][c] = pc.scale * p * (dp - row_delta[r]);
-      }
+      att_tile_grads(q0, k0);
       memoryBarrierShared();
       barrier();
       for (uint u = 0u; u < ATT_PER; u++) {

@@ -11,6 +11,7 @@
 // Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
+#include "common/attention_back.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
@@ -20,13 +21,6 @@ layout(set = 0, binding = 4) readonly buffer BufOut { float o[]; };
 layout(set = 0, binding = 5) readonly buffer BufLse { float lse[]; };
 layout(set = 0, binding = 6) buffer BufDelta { float delta[]; };
 layout(set = 0, binding = 7) buffer BufDq { float dq[]; };
-
-shared float qs[ATT_TILE][HEAD_DIM];
-shared float dos[ATT_TILE][HEAD_DIM];
-shared float ks[ATT_TILE][HEAD_DIM];
-shared float vs[ATT_TILE][HEAD_DIM];
-shared float ds[ATT_TILE][ATT_TILE];
-shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 void main() {
   uint id = wg_linear_id();
@@ -61,15 +55,7 @@ void main() {
     ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
     memoryBarrierShared();
     barrier();
-    for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
-      uint r = e / ATT_TILE, c = e % ATT_TILE;
-      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
-      float s, dp;
-      ATT_DOT(qs, r, ks, c, s)
-      ATT_DOT(dos, r, vs, c, dp)
-      float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
-      ds[r][c] = pc.scale * p * (dp - row_delta[r]);
-    }
+    att_tile_grads(q0, k0);
     memoryBarrierShared();
     barrier();
     for (uint u = 0u; u < ATT_PER; u++) {

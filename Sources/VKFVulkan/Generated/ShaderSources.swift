@@ -210,6 +210,7 @@ void main() {
 // Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
+#include "common/attention_back.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
@@ -219,14 +220,6 @@ layout(set = 0, binding = 4) readonly buffer BufLse { float lse[]; };
 layout(set = 0, binding = 5) readonly buffer BufDelta { float delta[]; };
 layout(set = 0, binding = 6) buffer BufDk { float dk[]; };
 layout(set = 0, binding = 7) buffer BufDv { float dv[]; };
-
-shared float qs[ATT_TILE][HEAD_DIM];
-shared float dos[ATT_TILE][HEAD_DIM];
-shared float ks[ATT_TILE][HEAD_DIM];
-shared float vs[ATT_TILE][HEAD_DIM];
-shared float ps[ATT_TILE][ATT_TILE];
-shared float ds[ATT_TILE][ATT_TILE];
-shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 void main() {
   uint id = wg_linear_id();
@@ -258,16 +251,7 @@ void main() {
       }
       memoryBarrierShared();
       barrier();
-      for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
-        uint r = e / ATT_TILE, c = e % ATT_TILE;
-        bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
-        float s, dp;
-        ATT_DOT(qs, r, ks, c, s)
-        ATT_DOT(dos, r, vs, c, dp)
-        float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
-        ps[r][c] = p;
-        ds[r][c] = pc.scale * p * (dp - row_delta[r]);
-      }
+      att_tile_grads(q0, k0);
       memoryBarrierShared();
       barrier();
       for (uint u = 0u; u < ATT_PER; u++) {
@@ -313,6 +297,7 @@ void main() {
 // Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
+#include "common/attention_back.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
@@ -322,13 +307,6 @@ layout(set = 0, binding = 4) readonly buffer BufOut { float o[]; };
 layout(set = 0, binding = 5) readonly buffer BufLse { float lse[]; };
 layout(set = 0, binding = 6) buffer BufDelta { float delta[]; };
 layout(set = 0, binding = 7) buffer BufDq { float dq[]; };
-
-shared float qs[ATT_TILE][HEAD_DIM];
-shared float dos[ATT_TILE][HEAD_DIM];
-shared float ks[ATT_TILE][HEAD_DIM];
-shared float vs[ATT_TILE][HEAD_DIM];
-shared float ds[ATT_TILE][ATT_TILE];
-shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 void main() {
   uint id = wg_linear_id();
@@ -363,15 +341,7 @@ void main() {
     ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
     memoryBarrierShared();
     barrier();
-    for (uint e = t; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
-      uint r = e / ATT_TILE, c = e % ATT_TILE;
-      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
-      float s, dp;
-      ATT_DOT(qs, r, ks, c, s)
-      ATT_DOT(dos, r, vs, c, dp)
-      float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
-      ds[r][c] = pc.scale * p * (dp - row_delta[r]);
-    }
+    att_tile_grads(q0, k0);
     memoryBarrierShared();
     barrier();
     for (uint u = 0u; u < ATT_PER; u++) {
@@ -671,6 +641,38 @@ PUSH_END
     for (uint d_ = 0u; d_ < HEAD_DIM; d_++) s_ += a[ra][d_] * b[rb][d_];         \
     result = s_;                                                                 \
   }
+"""#,
+    "common/attention_back.glsl": #"""
+// The tiles and the probability / score-gradient step shared by the two backward kernels
+// of fused attention (attention_back_dq.comp, attention_back_dkdv.comp); include after
+// common/attention.glsl.
+//
+// qs, dos: a query tile's q and dOut rows; ks, vs: a key tile's k and v rows; row_lse,
+// row_delta: the query rows' log-sum-exp and delta (rowsum(dOut ⊙ out)).
+
+shared float qs[ATT_TILE][HEAD_DIM];
+shared float dos[ATT_TILE][HEAD_DIM];
+shared float ks[ATT_TILE][HEAD_DIM];
+shared float vs[ATT_TILE][HEAD_DIM];
+shared float ps[ATT_TILE][ATT_TILE];
+shared float ds[ATT_TILE][ATT_TILE];
+shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
+
+// For the query tile at q0 and the key tile at k0: ps = p_ij = exp(scale·q_i·k_j − lse_i) and
+// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i (j > i)
+// or either lies past T. Every invocation must call it; the caller places the barriers.
+void att_tile_grads(uint q0, uint k0) {
+  for (uint e = gl_LocalInvocationID.x; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
+    uint r = e / ATT_TILE, c = e % ATT_TILE;
+    bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
+    float s, dp;
+    ATT_DOT(qs, r, ks, c, s)
+    ATT_DOT(dos, r, vs, c, dp)
+    float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
+    ps[r][c] = p;
+    ds[r][c] = pc.scale * p * (dp - row_delta[r]);
+  }
+}
 """#,
     "common/grid.glsl": #"""
 // Workgroup size and flat indices over 2D dispatch grids.
