@@ -2,9 +2,10 @@
 // lora_forward: y = x·Wᵀ + scale·xa·Bᵀ in one pass (the fused LoRA / QLoRA forward).
 //          CPU twin: Backend.loraForward's default (linear, then matmul with alpha = scale)
 //
-// Shapes: x (m, k) with k = in features; W (n, k) with n = out features, dense f32 or NF4
-//   (NF4_BASE = 1; packing as in dequantize_nf4.comp); xa (m, r) = loraX·Aᵀ, computed before
-//   this dispatch by matmul.comp; B (n, r); y (m, n). All f32 row-major, contiguous.
+// Shapes: x (m, k) with k = in features; W (n, k) with n = out features, dense (f32, or
+//   f16 / bf16 with W_TYPE 1 / 2, as in matmul.comp) or NF4 (NF4_BASE = 1; packing as in
+//   dequantize_nf4.comp); xa (m, r) = loraX·Aᵀ, computed before this dispatch by
+//   matmul.comp; B (n, r); y (m, n). The rest f32; all row-major, contiguous.
 //   The K loop runs over the k columns of x / W, then over the r columns of xa / B into the
 //   same accumulators; xa is multiplied by scale as it is staged. y is only written.
 // Bindings, dense base: 0 x, 1 xa, 2 W, 3 B (readonly), 4 y.
@@ -15,7 +16,9 @@
 // Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
 //   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
 // Variant defines: NF4_BASE 0|1 (dense or NF4 frozen weight); NF4_DQ 0|1 (with NF4_BASE = 1:
-//   f32 or double-quantised absmax).
+//   f32 or double-quantised absmax); W_TYPE 0|1|2 (dense base stored f32, f16 or bf16).
+// variant: W_TYPE=1
+// variant: W_TYPE=2
 // variant: NF4_BASE=1
 // variant: NF4_BASE=1 NF4_DQ=1
 #ifndef NF4_BASE
@@ -24,8 +27,12 @@
 #ifndef NF4_DQ
 #define NF4_DQ 0
 #endif
+#ifndef W_TYPE
+#define W_TYPE 0
+#endif
 
 #include "common/push.glsl"
+#include "common/half.glsl"
 #include "common/nf4.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
@@ -36,8 +43,14 @@ layout(set = 0, binding = 4) readonly buffer BufB { float lb[]; };
 layout(set = 0, binding = 5) writeonly buffer BufY { float y[]; };
 #define B_SLOT 4
 #define Y_SLOT 5
-#else
+#elif W_TYPE == 0
 layout(set = 0, binding = 2) readonly buffer BufW { float w[]; };
+layout(set = 0, binding = 3) readonly buffer BufB { float lb[]; };
+layout(set = 0, binding = 4) writeonly buffer BufY { float y[]; };
+#define B_SLOT 3
+#define Y_SLOT 4
+#else
+layout(set = 0, binding = 2) readonly buffer BufW { uint w[]; };
 layout(set = 0, binding = 3) readonly buffer BufB { float lb[]; };
 layout(set = 0, binding = 4) writeonly buffer BufY { float y[]; };
 #define B_SLOT 3
@@ -75,8 +88,11 @@ float base_weight(uint col, uint kk) {
   uint e = col * pc.k + kk;
   uint word = packed[pc.boff[2] + (e >> 3u)];
   return NF4_CODE[nf4_index(word, e & 7u)] * block_absmax(e / pc.blockSize);
-#else
+#elif W_TYPE == 0
   return w[pc.boff[2] + col * pc.k + kk];
+#else
+  uint e = 2u * pc.boff[2] + col * pc.k + kk;
+  return HALF_TO_F32(W_TYPE, half_bits(w[e >> 1], e));
 #endif
 }
 

@@ -18,6 +18,9 @@ public final class CPUBackend: Backend {
   /// sgemm to run at full speed, small enough to stay in L3 while sgemm reads it back.
   /// Tests lower it to exercise the panel seams on small weights.
   var nf4PanelElements = 1 << 21
+  /// Elements of a 16-bit matmul operand widened to f32 per sgemm panel (8 MiB of f32, as
+  /// for NF4); tests lower it to exercise the panel seams.
+  var widenPanelElements = 1 << 21
   /// Ops run, bytes moved and tensor memory (`statistics`).
   let counter = StatisticsCounter()
   /// True while a recording replays: its body must not upload or download (as on a GPU).
@@ -36,6 +39,8 @@ public final class CPUBackend: Backend {
     switch op {
     case .fill, .copy: return true
     case .cast: return dtype.isFloat
+    // 16-bit operands are widened per panel (CPUWideningMatmul); the output is f32.
+    case .matmul, .loraForward: return dtype.isFloat
     default: return dtype == .f32
     }
   }

@@ -14,6 +14,10 @@ extension CPUBackend {
       g = GemmShape(batch: 1, m: g.batch * g.m, n: g.n, k: g.k, strideA: 0, strideB: 0,
                     strideC: 0, lda: g.lda, ldb: g.ldb)
     }
+    if a.dtype != .f32 || b.dtype != .f32 {
+      return try wideningMatmul(a, b, into: c, g, transposeA: transposeA, transposeB: transposeB,
+                                alpha: alpha, beta: beta)
+    }
     let pa = f32(a), pb = f32(b), pc = f32(c)
     for i in 0..<g.batch {
       CPUBackend.sgemm(transposeA, transposeB, m: g.m, n: g.n, k: g.k, alpha: alpha,

@@ -121,7 +121,12 @@ public enum ShapeCheck {
   /// Validates a (batched) matmul and returns its geometry.
   public static func matmul(_ a: Tensor, _ b: Tensor, _ c: Tensor, transposeA: Bool,
                             transposeB: Bool) throws -> GemmShape {
-    try dtype(.matmul, .f32, a, b, c)
+    // A and B may be stored 16-bit (frozen weights, saved activations); C and the
+    // accumulation are f32.
+    try dtype(.matmul, .f32, c)
+    for t in [a, b] where !t.dtype.isFloat {
+      throw VKFError.dtypeMismatch(op: Op.matmul.rawValue, detail: "\(t) where f32, f16 or bf16 is required")
+    }
     for t in [a, b, c] where t.rank < 2 || t.rank > 3 {
       throw fail(.matmul, "\(t): operands are rank 2 or 3 (batch first)")
     }
@@ -196,7 +201,9 @@ public enum ShapeCheck {
       throw fail(.loraForward, "x \(x.shape), base (\(outF), \(inF)), A \(a.shape), "
         + "B \(b.shape), y \(y.shape), xa \(xa.shape)")
     }
-    if case .dense(let w) = base { try dtype(.loraForward, .f32, w) }
+    if case .dense(let w) = base, !w.dtype.isFloat {
+      throw VKFError.dtypeMismatch(op: Op.loraForward.rawValue, detail: "base \(w) where f32, f16 or bf16 is required")
+    }
     if case .nf4(let q) = base { try nf4(.loraForward, q) }
     try noOverlap(.loraForward, output: y, inputs: x, loraX, a, b, xa)
   }

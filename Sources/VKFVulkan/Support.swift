@@ -8,10 +8,10 @@ enum VulkanSupport {
     .copy: Set(DType.allCases),
     .cast: [.f32, .f16, .bf16],
     .permute: [.f32],
-    .matmul: [.f32],
+    .matmul: [.f32, .f16, .bf16],  // A and B may be 16-bit; C is f32
     .dequantizeNF4: [.f32],  // keyed by the f32 output / compute dtype, as on the CPU
     .matmulNF4: [.f32],
-    .loraForward: [.f32],
+    .loraForward: [.f32, .f16, .bf16],  // keyed by the dense base's storage
     // transformer blocks (f32; embedding's main operand is the table, its ids are i32)
     .rmsNorm: [.f32], .rmsNormBackward: [.f32],
     .rope: [.f32], .ropeBackward: [.f32],

@@ -131,7 +131,8 @@ final class CPUMemoryTests: XCTestCase {
     XCTAssertTrue(T.cpu.supports(.cast, .bf16))
     XCTAssertFalse(T.cpu.supports(.cast, .i32))
     XCTAssertTrue(T.cpu.supports(.copy, .u8))
-    XCTAssertFalse(T.cpu.supports(.matmul, .f16))
+    XCTAssertTrue(T.cpu.supports(.matmul, .f16))
+    XCTAssertFalse(T.cpu.supports(.rmsNorm, .f16))
   }
 
   func test_name_mentionsOpenBLASCore() {

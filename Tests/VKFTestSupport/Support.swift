@@ -19,6 +19,14 @@ public enum TestData {
     return (0..<count).map { _ in Float.random(in: lo..<hi, using: &rng) }
   }
 
+  /// `values` rounded to `dtype` (f16 or bf16, round to nearest even): the bit patterns a
+  /// 16-bit tensor holds and the exact f32 values they stand for.
+  public static func half(_ values: [Float], _ dtype: DType) -> (bits: [UInt16], values: [Float]) {
+    let bits = values.map { dtype == .bf16 ? BFloat16.fromFloat($0) : Float16($0).bitPattern }
+    let exact = bits.map { dtype == .bf16 ? BFloat16.toFloat($0) : Float(Float16(bitPattern: $0)) }
+    return (bits, exact)
+  }
+
   /// `count` int32 values in [0, upper).
   public static func ints(_ count: Int, seed: UInt64, upper: Int32) -> [Int32] {
     var rng = SeededRNG(seed: seed)

@@ -20,6 +20,8 @@ final class LoRAShaderTests: LinearShaderTestCase {
   private struct Case {
     var m = 21, inF = 70, outF = 45, r = 8
     var nf4 = false, dropout = false, zeroB = false
+    /// Storage of the dense base (f16/bf16: frozen weights kept 16-bit).
+    var baseType = DType.f32
     /// NF4 block scales double-quantised (only with nf4).
     var doubleQuant = false
     var scale: Float = 2
@@ -35,7 +37,8 @@ final class LoRAShaderTests: LinearShaderTestCase {
     let wv = TestData.uniform(c.outF * c.inF, seed: 33, -0.5, 0.5)
     let base: LinearWeight = c.nf4
       ? .nf4(try NF4Weight.quantizing(wv, rows: c.outF, cols: c.inF, on: backend, doubleQuant: c.doubleQuant))
-      : .dense(try backend.tensor(wv, shape: [c.outF, c.inF]))
+      : c.baseType == .f32 ? .dense(try backend.tensor(wv, shape: [c.outF, c.inF]))
+      : .dense(try backend.tensor(TestData.half(wv, c.baseType).bits, shape: [c.outF, c.inF], c.baseType))
     let a = try backend.tensor(TestData.uniform(c.r * c.inF, seed: 34), shape: [c.r, c.inF])
     let bv = c.zeroB ? [Float](repeating: 0, count: c.outF * c.r) : TestData.uniform(c.outF * c.r, seed: 35)
     let b = try backend.tensor(bv, shape: [c.outF, c.r])
@@ -67,7 +70,7 @@ final class LoRAShaderTests: LinearShaderTestCase {
   private func checkAgainstComposed(_ c: Case, file: StaticString = #filePath, line: UInt = #line) throws {
     let vk = try LinearCheck.vulkan()
     let got = try fused(c, on: vk)
-    let label = "loraForward nf4 \(c.nf4) double quant \(c.doubleQuant) dropout \(c.dropout)"
+    let label = "loraForward nf4 \(c.nf4) double quant \(c.doubleQuant) dropout \(c.dropout) base \(c.baseType)"
     for (name, ref) in [("vulkan composed", try composed(c, on: vk)),
                         ("cpu composed", try composed(c, on: TestBackends.cpu)),
                         ("cpu loraForward", try fused(c, on: TestBackends.cpu))] {
@@ -77,6 +80,14 @@ final class LoRAShaderTests: LinearShaderTestCase {
   }
 
   func testLoRAForward_denseBase_equalsComposed() throws { try checkAgainstComposed(Case()) }
+
+  /// A frozen base stored f16 or bf16 (W_TYPE): widened as staged, like matmul.comp's.
+  func testLoRAForward_halfBase_equalsComposed() throws {
+    for t in [DType.f16, .bf16] {
+      try checkAgainstComposed(Case(baseType: t))
+      try checkAgainstComposed(Case(m: 9, inF: 33, outF: 17, r: 4, dropout: true, baseType: t))
+    }
+  }
 
   func testLoRAForward_denseBase_loraX_equalsComposed() throws {
     try checkAgainstComposed(Case(dropout: true))

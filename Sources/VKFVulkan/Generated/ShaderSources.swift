@@ -371,9 +371,7 @@ void main() {
 // SRC_TYPE / DST_TYPE: 0 = f32, 1 = f16, 2 = bf16 (the #define table is castDefines in
 // Sources/VKFVulkan/MemoryOps.swift). 16-bit data is packed two per uint, element 2p in
 // the low half of word p; 16-bit views start on a 4-byte boundary (the host checks).
-// Conversions are done by bit manipulation, not packHalf2x16/unpackHalf2x16, because
-// GLSL leaves their rounding and denormal handling to the implementation; these match
-// Swift's Float16(Float) / Float(Float16) and BFloat16.fromFloat / toFloat exactly.
+// Conversions by bit manipulation (common/half.glsl), matching Swift's exactly.
 // Mirrors CPUBackend.cast.
 // Bindings: 0 src (uint words, readonly), 1 dst (uint words, written).
 // Push: n (elements).
@@ -388,6 +386,7 @@ void main() {
 // variant: SRC_TYPE=2 DST_TYPE=1
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/half.glsl"
 
 #ifndef SRC_TYPE
 #define SRC_TYPE 0
@@ -405,61 +404,11 @@ PUSH_BEGIN
   uint n;
 PUSH_END
 
-// f16 bits → f32, exact (denormals included).
-float f16_to_f32(uint h) {
-  uint sign = (h & 0x8000u) << 16;
-  uint e = (h >> 10) & 0x1Fu;
-  uint m = h & 0x3FFu;
-  if (e == 0u) {
-    float v = float(m) * exp2(-24.0);   // exact: m < 2^10
-    return sign != 0u ? -v : v;
-  }
-  if (e == 31u) return uintBitsToFloat(sign | 0x7F800000u | (m << 13));
-  return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
-}
-
-// f32 → f16 bits, round to nearest even; overflow → inf, NaN → quiet NaN.
-uint f32_to_f16(float v) {
-  uint x = floatBitsToUint(v);
-  uint sign = (x >> 16) & 0x8000u;
-  uint ax = x & 0x7FFFFFFFu;
-  if (ax > 0x7F800000u) return sign | 0x7E00u;
-  if (ax >= 0x47800000u) return sign | 0x7C00u;        // ≥ 65536 (and inf)
-  if (ax < 0x38800000u) {                               // below 2^-14: subnormal or 0
-    if (ax < 0x33000000u) return sign;                  // < 2^-25 rounds to 0
-    uint e = ax >> 23;
-    uint m = (ax & 0x7FFFFFu) | 0x800000u;
-    uint shift = 126u - e;                              // 14 … 24
-    uint q = m >> shift;
-    uint rem = m & ((1u << shift) - 1u);
-    uint half_ = 1u << (shift - 1u);
-    if (rem > half_ || (rem == half_ && (q & 1u) != 0u)) q += 1u;
-    return sign | q;
-  }
-  uint h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7FFFFFu) >> 13);
-  uint rem = ax & 0x1FFFu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) != 0u)) h += 1u;  // carry may reach inf
-  return sign | h;
-}
-
-// f32 → bf16 bits, round to nearest even; NaN stays a quiet NaN (BFloat16.fromFloat).
-uint f32_to_bf16(float v) {
-  uint b = floatBitsToUint(v);
-  if (isnan(v)) return ((b >> 16) | 0x40u) & 0xFFFFu;
-  return ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16) & 0xFFFFu;
-}
-
 float load(uint k) {
 #if SRC_TYPE == 0
   return uintBitsToFloat(s[pc.boff[0] + k]);
 #else
-  uint w = s[pc.boff[0] + (k >> 1)];
-  uint h = (k & 1u) == 0u ? (w & 0xFFFFu) : (w >> 16);
-#if SRC_TYPE == 1
-  return f16_to_f32(h);
-#else
-  return uintBitsToFloat(h << 16);
-#endif
+  return HALF_TO_F32(SRC_TYPE, half_bits(s[pc.boff[0] + (k >> 1)], k));
 #endif
 }
 
@@ -696,6 +645,70 @@ uint wg_linear_id() {
 uint global_linear_id() {
   return wg_linear_id() * WG_SIZE + gl_LocalInvocationID.x;
 }
+"""#,
+    "common/half.glsl": #"""
+// 16-bit floats packed two per uint word (element 2p in the low half of word p), converted
+// by bit manipulation, so no float16 / int16 device feature is needed and the results are
+// the same on every device: these match Swift's Float16(Float) / Float(Float16) and
+// BFloat16.fromFloat / toFloat exactly (GLSL leaves packHalf2x16's rounding and denormals to
+// the implementation). Used by cast.comp and the 16-bit operands of matmul.comp and
+// lora_forward.comp.
+//
+// Storage type codes (the shaders' *_TYPE defines and Swift's `ShaderFloatType`):
+//   0 = f32, 1 = f16, 2 = bf16.
+
+// f16 bits → f32, exact (denormals included).
+float f16_to_f32(uint h) {
+  uint sign = (h & 0x8000u) << 16;
+  uint e = (h >> 10) & 0x1Fu;
+  uint m = h & 0x3FFu;
+  if (e == 0u) {
+    float v = float(m) * exp2(-24.0);   // exact: m < 2^10
+    return sign != 0u ? -v : v;
+  }
+  if (e == 31u) return uintBitsToFloat(sign | 0x7F800000u | (m << 13));
+  return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// f32 → f16 bits, round to nearest even; overflow → inf, NaN → quiet NaN.
+uint f32_to_f16(float v) {
+  uint x = floatBitsToUint(v);
+  uint sign = (x >> 16) & 0x8000u;
+  uint ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return sign | 0x7E00u;
+  if (ax >= 0x47800000u) return sign | 0x7C00u;        // ≥ 65536 (and inf)
+  if (ax < 0x38800000u) {                               // below 2^-14: subnormal or 0
+    if (ax < 0x33000000u) return sign;                  // < 2^-25 rounds to 0
+    uint e = ax >> 23;
+    uint m = (ax & 0x7FFFFFu) | 0x800000u;
+    uint shift = 126u - e;                              // 14 … 24
+    uint q = m >> shift;
+    uint rem = m & ((1u << shift) - 1u);
+    uint half_ = 1u << (shift - 1u);
+    if (rem > half_ || (rem == half_ && (q & 1u) != 0u)) q += 1u;
+    return sign | q;
+  }
+  uint h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7FFFFFu) >> 13);
+  uint rem = ax & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) != 0u)) h += 1u;  // carry may reach inf
+  return sign | h;
+}
+
+// f32 → bf16 bits, round to nearest even; NaN stays a quiet NaN (BFloat16.fromFloat).
+uint f32_to_bf16(float v) {
+  uint b = floatBitsToUint(v);
+  if (isnan(v)) return ((b >> 16) | 0x40u) & 0xFFFFu;
+  return ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16) & 0xFFFFu;
+}
+
+// bf16 bits → f32 (exact).
+float bf16_to_f32(uint h) { return uintBitsToFloat(h << 16); }
+
+// Half `e & 1` of a packed word (the low half holds the even element).
+uint half_bits(uint word, uint e) { return (e & 1u) == 0u ? (word & 0xFFFFu) : (word >> 16); }
+
+// A 16-bit element's f32 value, from its word: TYPE 1 f16, 2 bf16.
+#define HALF_TO_F32(TYPE, bits) ((TYPE) == 1 ? f16_to_f32(bits) : bf16_to_f32(bits))
 """#,
     "common/matmul_tile.glsl": #"""
 // Shared-memory tiled GEMM core used by matmul.comp, matmul_nf4.comp and lora_forward.comp.
@@ -1380,9 +1393,10 @@ void main() {
 // lora_forward: y = x·Wᵀ + scale·xa·Bᵀ in one pass (the fused LoRA / QLoRA forward).
 //          CPU twin: Backend.loraForward's default (linear, then matmul with alpha = scale)
 //
-// Shapes: x (m, k) with k = in features; W (n, k) with n = out features, dense f32 or NF4
-//   (NF4_BASE = 1; packing as in dequantize_nf4.comp); xa (m, r) = loraX·Aᵀ, computed before
-//   this dispatch by matmul.comp; B (n, r); y (m, n). All f32 row-major, contiguous.
+// Shapes: x (m, k) with k = in features; W (n, k) with n = out features, dense (f32, or
+//   f16 / bf16 with W_TYPE 1 / 2, as in matmul.comp) or NF4 (NF4_BASE = 1; packing as in
+//   dequantize_nf4.comp); xa (m, r) = loraX·Aᵀ, computed before this dispatch by
+//   matmul.comp; B (n, r); y (m, n). The rest f32; all row-major, contiguous.
 //   The K loop runs over the k columns of x / W, then over the r columns of xa / B into the
 //   same accumulators; xa is multiplied by scale as it is staged. y is only written.
 // Bindings, dense base: 0 x, 1 xa, 2 W, 3 B (readonly), 4 y.
@@ -1393,7 +1407,9 @@ void main() {
 // Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
 //   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
 // Variant defines: NF4_BASE 0|1 (dense or NF4 frozen weight); NF4_DQ 0|1 (with NF4_BASE = 1:
-//   f32 or double-quantised absmax).
+//   f32 or double-quantised absmax); W_TYPE 0|1|2 (dense base stored f32, f16 or bf16).
+// variant: W_TYPE=1
+// variant: W_TYPE=2
 // variant: NF4_BASE=1
 // variant: NF4_BASE=1 NF4_DQ=1
 #ifndef NF4_BASE
@@ -1402,8 +1418,12 @@ void main() {
 #ifndef NF4_DQ
 #define NF4_DQ 0
 #endif
+#ifndef W_TYPE
+#define W_TYPE 0
+#endif
 
 #include "common/push.glsl"
+#include "common/half.glsl"
 #include "common/nf4.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
@@ -1414,8 +1434,14 @@ layout(set = 0, binding = 4) readonly buffer BufB { float lb[]; };
 layout(set = 0, binding = 5) writeonly buffer BufY { float y[]; };
 #define B_SLOT 4
 #define Y_SLOT 5
-#else
+#elif W_TYPE == 0
 layout(set = 0, binding = 2) readonly buffer BufW { float w[]; };
+layout(set = 0, binding = 3) readonly buffer BufB { float lb[]; };
+layout(set = 0, binding = 4) writeonly buffer BufY { float y[]; };
+#define B_SLOT 3
+#define Y_SLOT 4
+#else
+layout(set = 0, binding = 2) readonly buffer BufW { uint w[]; };
 layout(set = 0, binding = 3) readonly buffer BufB { float lb[]; };
 layout(set = 0, binding = 4) writeonly buffer BufY { float y[]; };
 #define B_SLOT 3
@@ -1453,8 +1479,11 @@ float base_weight(uint col, uint kk) {
   uint e = col * pc.k + kk;
   uint word = packed[pc.boff[2] + (e >> 3u)];
   return NF4_CODE[nf4_index(word, e & 7u)] * block_absmax(e / pc.blockSize);
-#else
+#elif W_TYPE == 0
   return w[pc.boff[2] + col * pc.k + kk];
+#else
+  uint e = 2u * pc.boff[2] + col * pc.k + kk;
+  return HALF_TO_F32(W_TYPE, half_bits(w[e >> 1], e));
 #endif
 }
 
@@ -1482,12 +1511,14 @@ void main() {
 #version 450
 // matmul: C = alpha·op(A)·op(B) + beta·C, batched.          CPU twin: CPUBackend.matmul (cblas_sgemm)
 //
-// Shapes (per batch entry z): op(A) (m, k), op(B) (k, n), C (m, n), all f32 row-major.
+// Shapes (per batch entry z): op(A) (m, k), op(B) (k, n), C (m, n), row-major; C is f32,
+//   A and B f32, f16 or bf16 (A_TYPE / B_TYPE), accumulated in f32 whatever they hold.
 //   A stored (m, k) with row length lda, or (k, m) when TRANS_A = 1;
 //   B stored (k, n) with row length ldb, or (n, k) when TRANS_B = 1; C row length ldc = n.
 //   Entry z starts at z·strideA / z·strideB / z·strideC elements (stride 0 = broadcast).
 // beta = 0 never reads C (it may hold NaN garbage).
-// Bindings: 0 A (readonly), 1 B (readonly), 2 C (read when beta != 0, written).
+// Bindings: 0 A (readonly), 1 B (readonly), 2 C (read when beta != 0, written); a 16-bit
+//   operand is bound as uint words (common/half.glsl), its elements counted from 2·boff.
 // Push (after boff[8]): m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batch, alpha, beta
 //   → Swift `MatmulPush`.
 // Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = batch, each clamped to the device's
@@ -1498,23 +1529,41 @@ void main() {
 // Variant defines (the Swift `MatmulVariant` table mirrors this list):
 //   TRANS_A 0|1   A stored (k, m) instead of (m, k)
 //   TRANS_B 0|1   B stored (n, k) instead of (k, n)
-//   Reserved for later: A_TYPE/B_TYPE float16_t (fp16 storage, needs storage16Bit),
-//   COOPMAT 1 (KHR_cooperative_matrix tiles) — each as a new define here, chosen in Swift
-//   from VulkanCapabilities; the default below stays the portable f32 path.
+//   A_TYPE, B_TYPE 0|1|2  f32, f16 or bf16 storage (converted by bit manipulation as it is
+//                         staged: no float16 device feature needed)
 // variant: TRANS_A=1 TRANS_B=0
 // variant: TRANS_A=0 TRANS_B=1
 // variant: TRANS_A=1 TRANS_B=1
+// variant: TRANS_A=0 TRANS_B=1 B_TYPE=2
+// variant: TRANS_A=0 TRANS_B=0 B_TYPE=1
+// variant: TRANS_A=1 TRANS_B=0 A_TYPE=2 B_TYPE=1
+// variant: TRANS_A=0 TRANS_B=1 A_TYPE=1 B_TYPE=2
 #ifndef TRANS_A
 #define TRANS_A 0
 #endif
 #ifndef TRANS_B
 #define TRANS_B 0
 #endif
+#ifndef A_TYPE
+#define A_TYPE 0
+#endif
+#ifndef B_TYPE
+#define B_TYPE 0
+#endif
 
 #include "common/push.glsl"
+#include "common/half.glsl"
 
+#if A_TYPE == 0
 layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+#else
+layout(set = 0, binding = 0) readonly buffer BufA { uint a[]; };
+#endif
+#if B_TYPE == 0
 layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+#else
+layout(set = 0, binding = 1) readonly buffer BufB { uint b[]; };
+#endif
 layout(set = 0, binding = 2) buffer BufC { float c[]; };
 
 PUSH_BEGIN
@@ -1538,19 +1587,35 @@ PUSH_END
 
 uint baseA, baseB, baseC;  // this batch entry's first element in each buffer
 
+float a_at(uint e) {
+#if A_TYPE == 0
+  return a[e];
+#else
+  return HALF_TO_F32(A_TYPE, half_bits(a[e >> 1], e));
+#endif
+}
+
+float b_at(uint e) {
+#if B_TYPE == 0
+  return b[e];
+#else
+  return HALF_TO_F32(B_TYPE, half_bits(b[e >> 1], e));
+#endif
+}
+
 float mm_load_a(uint row, uint kk) {
 #if TRANS_A
-  return a[baseA + kk * pc.lda + row];
+  return a_at(baseA + kk * pc.lda + row);
 #else
-  return a[baseA + row * pc.lda + kk];
+  return a_at(baseA + row * pc.lda + kk);
 #endif
 }
 
 float mm_load_b(uint kk, uint col) {
 #if TRANS_B
-  return b[baseB + col * pc.ldb + kk];
+  return b_at(baseB + col * pc.ldb + kk);
 #else
-  return b[baseB + kk * pc.ldb + col];
+  return b_at(baseB + kk * pc.ldb + col);
 #endif
 }
 
@@ -1562,8 +1627,8 @@ void mm_write(uint row, uint col, float acc) {
 void main() {
   const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
   for (uint z = gl_WorkGroupID.z; z < pc.batch; z += gl_NumWorkGroups.z) {
-    baseA = pc.boff[0] + z * pc.strideA;
-    baseB = pc.boff[1] + z * pc.strideB;
+    baseA = (A_TYPE == 0 ? pc.boff[0] : 2u * pc.boff[0]) + z * pc.strideA;
+    baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + z * pc.strideB;
     baseC = pc.boff[2] + z * pc.strideC;
     for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
       for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {

@@ -39,6 +39,7 @@ extension VulkanBackend {
     switch base {
     case .dense(let w):
       bindings = [x, xa, w, b, y]
+      defines["W_TYPE"] = castTypeCodes[w.dtype] ?? "0"
     case .nf4(let q):
       let abs = nf4Absmax(q)
       push.blockSize = try shaderUInt(q.blockSize, .loraForward)

@@ -64,11 +64,13 @@ struct MatmulPush {
   var alpha: Float, beta: Float
 }
 
-/// The `#define` variants of matmul.comp, one table (fp16 / cooperative-matrix rows go here).
+/// The `#define` variants of matmul.comp, one table (cooperative-matrix rows go here).
 enum MatmulVariant {
-  /// Defines for the transposes; `TRANS_A`/`TRANS_B` are the only variants so far.
-  static func defines(transposeA: Bool, transposeB: Bool) -> [String: String] {
-    ["TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0"]
+  /// Defines for the transposes and the operands' storage types (`castTypeCodes`: f32,
+  /// f16 or bf16, converted as they are staged).
+  static func defines(transposeA: Bool, transposeB: Bool, a: DType = .f32, b: DType = .f32) -> [String: String] {
+    ["TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0",
+     "A_TYPE": castTypeCodes[a] ?? "0", "B_TYPE": castTypeCodes[b] ?? "0"]
   }
 }
 
@@ -91,7 +93,8 @@ extension VulkanBackend {
       strideA: try shaderUInt(g.strideA, .matmul), strideB: try shaderUInt(g.strideB, .matmul),
       strideC: try shaderUInt(g.strideC, .matmul), batch: try shaderUInt(g.batch, .matmul),
       alpha: alpha, beta: beta)
-    try dispatch("matmul", defines: MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB),
+    try dispatch("matmul", defines: MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB,
+                                                          a: a.dtype, b: b.dtype),
                  specialization: t.specialization, bindings: [a, b, c], push: push,
                  groups: t.groups(m: g.m, n: g.n, batch: g.batch,
                                   limits: gridLimits))
@@ -105,15 +108,18 @@ extension VulkanBackend {
                       transposeB: Bool, alpha: Float, beta: Float) throws {
     let a2 = try a.reshaped([a.rowCount, a.lastDim]), b2 = try b.reshaped([b.rowCount, b.lastDim])
     let c2 = try c.reshaped([g.m, g.n])
+    // Chunks of an even row count keep a 16-bit operand's slices 4-byte aligned.
+    let pairs = a.dtype.size == 2 || b.dtype.size == 2 ? 2 : 1
     if !transposeA, fitsBinding(b) {
       // Rows of A (m, k) and C (m, n) together.
-      for r in try rowChunks(rows: g.m, rowBytes: max(g.k, g.n) * 4, op: .matmul) {
+      for r in try rowChunks(rows: g.m, rowBytes: max(g.k, g.n) * 4, multiple: pairs, op: .matmul) {
         try matmul(a2.rows(r), b2, into: c2.rows(r), transposeA: false, transposeB: transposeB,
                    alpha: alpha, beta: beta)
       }
     } else if transposeA, !transposeB, fitsBinding(c) {
       // A stored (k, m) and B stored (k, n): slices of k, accumulated.
-      for (i, r) in try rowChunks(rows: g.k, rowBytes: max(g.m, g.n) * 4, op: .matmul).enumerated() {
+      for (i, r) in try rowChunks(rows: g.k, rowBytes: max(g.m, g.n) * 4, multiple: pairs,
+                                  op: .matmul).enumerated() {
         try matmul(a2.rows(r), b2.rows(r), into: c2, transposeA: true, transposeB: false,
                    alpha: alpha, beta: i == 0 ? beta : 1)
       }
