@@ -59,7 +59,23 @@ extension CPUBackend {
     let N = ids.count, V = table.shape[0], C = table.shape[1]
     let pid = UncheckedSendable(UnsafePointer(i32(ids)))
     try checkIDs(.embedding, pid.value, N, vocab: V)
-    let t = UncheckedSendable(UnsafePointer(f32(table))), o = UncheckedSendable(f32(out))
+    let o = UncheckedSendable(f32(out))
+    if table.dtype != .f32 {
+      // A frozen 16-bit table: each looked-up row widened to f32.
+      let t = UncheckedSendable(UnsafePointer(u16(table))), bf16 = table.dtype == .bf16
+      CPUParallel.forRanges(N, cost: C) { r in
+        for i in r {
+          let src = t.value + Int(pid.value[i]) * C, dst = o.value + i * C
+          if bf16 {
+            for j in 0..<C { dst[j] = BFloat16.toFloat(src[j]) }
+          } else {
+            for j in 0..<C { dst[j] = Float(Float16(bitPattern: src[j])) }
+          }
+        }
+      }
+      return
+    }
+    let t = UncheckedSendable(UnsafePointer(f32(table)))
     CPUParallel.forRanges(N, cost: C) { r in
       for i in r { (o.value + i * C).update(from: t.value + Int(pid.value[i]) * C, count: C) }
     }

@@ -39,8 +39,9 @@ public final class CPUBackend: Backend {
     switch op {
     case .fill, .copy: return true
     case .cast: return dtype.isFloat
-    // 16-bit operands are widened per panel (CPUWideningMatmul); the output is f32.
-    case .matmul, .loraForward: return dtype.isFloat
+    // 16-bit operands (frozen weights) are widened per panel (CPUWideningMatmul) or row
+    // (embedding); outputs are f32.
+    case .matmul, .loraForward, .embedding: return dtype.isFloat
     default: return dtype == .f32
     }
   }

@@ -385,7 +385,10 @@ public enum ShapeCheck {
 
   public static func embedding(_ op: Op, _ ids: Tensor, _ table: Tensor, _ rows: Tensor) throws {
     try dtype(op, .i32, ids)
-    try dtype(op, .f32, table, rows)
+    try dtype(op, .f32, rows)
+    // The forward's table may be a frozen one stored f16/bf16; a trained table (the
+    // backward's) accumulates in f32.
+    if op == .embedding, table.dtype == .f16 || table.dtype == .bf16 {} else { try dtype(op, .f32, table) }
     guard table.rank == 2 else { throw fail(op, "table \(table.shape) must be (vocab, c)") }
     guard rows.rowCount == ids.count, rows.lastDim == table.shape[1] else {
       throw fail(op, "ids \(ids.shape), table \(table.shape), rows \(rows.shape)")

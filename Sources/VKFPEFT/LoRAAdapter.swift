@@ -108,7 +108,7 @@ public final class LoRAAdapter: LinearAdapter {
     let (outF, inF) = (linear.outFeatures, linear.inFeatures)
     let w = try workspace.scratch(.weight, [outF, inF])
     switch linear.base {
-    case .dense(let t): try be.copy(t, to: w)
+    case .dense(let t): try be.cast(t, to: w)  // a 16-bit frozen base is widened
     case .nf4(let q): try be.dequantizeNF4(q, into: w)
     }
     try be.matmul(b, a, into: w, transposeA: false, transposeB: false, alpha: scaling, beta: 1)

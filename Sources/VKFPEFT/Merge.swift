@@ -25,8 +25,12 @@ public enum Merge {
         throw PEFTError("\(module) has an NF4 (QLoRA) base; merging into 4-bit weights would lose the update: "
           + "load the base model in f32, load the adapter into it (PEFTAdapterFiles.load), then merge")
       }
-      guard bases[module] != nil else {
+      guard let w = bases[module] else {
         throw PEFTError("\(module): no dense projection of that name in the model to merge into")
+      }
+      guard w.dtype == .f32 else {
+        throw PEFTError("\(module) has a \(w.dtype) base (mixed-precision training keeps frozen weights 16-bit); "
+          + "merge into the f32 base: load the model without --bf16/--fp16, load the adapter into it, then merge")
       }
     }
     for (module, adapter) in lora.adapters {

@@ -72,10 +72,12 @@ public enum QLoRA {
   /// stay f32; the base is frozen (attach adapters for training). `report` receives what
   /// was quantised.
   public static func load(from source: WeightSource, shape: TransformerShape, backend: Backend,
-                          options: Options = .init(), report: inout QuantizationReport) throws -> LlamaWeights {
+                          options: Options = .init(), frozenStorage: DType = .f32,
+                          report: inout QuantizationReport) throws -> LlamaWeights {
     try checkBlockSize(options)
     var r = QuantizationReport()
-    let weights = try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none) { module, values, rows, cols in
+    let weights = try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none,
+                                   frozenStorage: frozenStorage) { module, values, rows, cols in
       .nf4(try quantized(module, values, rows: rows, cols: cols, on: backend, options: options, into: &r))
     }
     report = r

@@ -56,15 +56,22 @@ public struct MemoryEstimate: Equatable, Sendable {
     /// Attention through `Backend.attention` (one log-sum-exp per row instead of T
     /// probabilities), as `LlamaModel.fusedAttention`.
     public var fusedAttention: Bool
+    /// Storage of the frozen matrices (mixed precision: f16 / bf16), as
+    /// `LlamaWeights.frozenStorage`; trained parameters, norms and biases stay f32.
+    public var frozenStorage: DType
+    /// Rows per LM-head chunk (`LlamaModel.headChunkTokens`); nil: the model's default.
+    public var headChunkTokens: Int?
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
                 nf4DoubleQuant: Bool = true,
                 fullFineTuning: Bool = false, adapterElements: Int = 0, optimizerState: MemoryKind = .device,
-                optimizerWindowElements: Int = AdamW.defaultWindowElements, fusedAttention: Bool = true) {
+                optimizerWindowElements: Int = AdamW.defaultWindowElements, fusedAttention: Bool = true,
+                frozenStorage: DType = .f32, headChunkTokens: Int? = nil) {
       self.microBatchSize = microBatchSize; self.seqLength = seqLength; self.checkpointing = checkpointing
       self.nf4Projections = nf4Projections; self.nf4DoubleQuant = nf4DoubleQuant; self.fullFineTuning = fullFineTuning
       self.adapterElements = adapterElements; self.optimizerState = optimizerState
       self.optimizerWindowElements = optimizerWindowElements; self.fusedAttention = fusedAttention
+      self.frozenStorage = frozenStorage; self.headChunkTokens = headChunkTokens
     }
   }
 
@@ -84,6 +91,8 @@ public struct MemoryEstimate: Equatable, Sendable {
         let blocks = (n + NF4.defaultBlockSize - 1) / NF4.defaultBlockSize
         let nested = (blocks + NF4DoubleQuant.blockSize - 1) / NF4DoubleQuant.blockSize
         weightBytes += (n + 1) / 2 + (settings.nf4DoubleQuant ? blocks + nested * f32 : blocks * f32)
+      } else if !settings.fullFineTuning, shape.count == 2 {
+        weightBytes += n * settings.frozenStorage.size  // a frozen matrix
       } else {
         weightBytes += n * f32
       }
@@ -103,7 +112,8 @@ public struct MemoryEstimate: Equatable, Sendable {
       + 2 * aligned(n * s.kvWidth) + probs + aligned(n * s.qWidth) + 3 * aligned(n * s.intermediate)
     let savedSets = settings.checkpointing ? 1 : s.layers
     // (+ 1 · aligned(n): the per-token logit-gradient weights of sequence-level losses)
-    let headRows = min(n, LlamaModel.defaultHeadChunkTokens(vocab: s.vocab))  // one LM-head chunk of logits
+    // One LM-head chunk of logits.
+    let headRows = min(n, max(1, settings.headChunkTokens ?? LlamaModel.defaultHeadChunkTokens(vocab: s.vocab)))
     let scratch = aligned(n * s.hidden) + 4 * aligned(n) + aligned(headRows * s.vocab) + probs + 3 * aligned(n * s.qWidth)
       + 4 * aligned(n * s.kvWidth) + 3 * aligned(n * s.hidden) + 3 * aligned(n * s.intermediate)
     let activationBytes = ((s.layers + 1) * aligned(n * s.hidden) + savedSets * layerSet + scratch) * f32

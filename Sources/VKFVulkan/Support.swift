@@ -18,7 +18,7 @@ enum VulkanSupport {
     .causalSoftmax: [.f32], .causalSoftmaxBackward: [.f32],
     .attention: [.f32], .attentionBackward: [.f32],
     .swiglu: [.f32], .swigluBackward: [.f32],
-    .embedding: [.f32], .embeddingBackward: [.f32],
+    .embedding: [.f32, .f16, .bf16], .embeddingBackward: [.f32],  // a frozen table may be 16-bit
     .crossEntropy: [.f32], .preferenceLoss: [.f32],
     // elementwise and reductions
     .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32], .dropoutMask: [.f32],

@@ -60,10 +60,21 @@ struct BenchTrain: ParsableCommand {
   @Flag(help: "Attention through scores, softmax and (B, NH, T, T) probabilities instead of the fused op (to compare).")
   var unfusedAttention = false
 
+  @Option(help: ArgumentHelp("Rows per LM-head chunk: logits of this many tokens are held at once (default from "
+    + "the vocabulary, 128 MiB of logits; a value ≥ rows × seq holds them all, as without the fused head, to compare)."))
+  var headChunkTokens: Int?
+
+  @Flag(help: "Mixed precision: frozen weights stored bfloat16 (as train --bf16).")
+  var bf16 = false
+
+  @Flag(help: "Mixed precision: frozen weights stored float16 (as train --fp16).")
+  var fp16 = false
+
   @Option(help: "Also write the results as JSON to this file.")
   var json: String?
 
   func run() throws {
+    if bf16 && fp16 { throw RecipeError("--bf16 and --fp16 contradict each other; pass one") }
     guard let objective = TrainObjective(rawValue: objective.lowercased()) else {
       throw RecipeError("--objective must be one of \(TrainObjective.allCases.map(\.rawValue).joined(separator: ", ")), got \(self.objective)")
     }
@@ -77,7 +88,8 @@ struct BenchTrain: ParsableCommand {
       throw RecipeError("--method must be one of \(FineTuneMethod.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
     }
     for (flag, v) in [("--batch", batch), ("--seq", seq), ("--steps", steps), ("--lora-r", loraR),
-                      ("--gradient-accumulation-steps", accumulation)] where v <= 0 {
+                      ("--gradient-accumulation-steps", accumulation), ("--head-chunk-tokens", headChunkTokens ?? 1)]
+    where v <= 0 {
       throw RecipeError("\(flag) must be a positive integer, got \(v)")
     }
     if objective.isPreference, accumulation != 1 {
@@ -94,14 +106,17 @@ struct BenchTrain: ParsableCommand {
     settings.method = m; settings.loraR = loraR; settings.loraAlpha = Double(2 * loraR)
     let rows = objective.isPreference ? 2 * batch : batch
     settings.perDeviceTrainBatchSize = rows; settings.gradientCheckpointing = gradientCheckpointing
+    settings.bf16 = bf16; settings.fp16 = fp16
 
-    let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant, backend: backend,
-                                           log: { print($0) })
+    let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant,
+                                           frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
-    let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing, fusedAttention: !unfusedAttention)
+    let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing, headChunkTokens: headChunkTokens,
+                               fusedAttention: !unfusedAttention)
     let trainables = lora?.trainableTensors ?? weights.trainableTensors
     let optimizer = try AdamW(parameters: trainables, config: settings.trainingConfig.adamW, backend: backend)
-    let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq, fusedAttention: !unfusedAttention)
+    let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq, fusedAttention: !unfusedAttention,
+                                           headChunkTokens: headChunkTokens)
 
     var rng = SplitMix64(seed: 0x5EED)
     // Random rows; targets are the next id, the last of each row ignored.

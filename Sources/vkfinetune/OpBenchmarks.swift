@@ -23,6 +23,12 @@ enum OpBenchmarks {
       var g = SystemRandomNumberGenerator()
       return try b.tensor((0..<shape.reduce(1, *)).map { _ in Float.random(in: -scale...scale, using: &g) }, shape: shape)
     }
+    /// A frozen weight stored 16-bit (mixed precision), random in [−1, 1].
+    func half(_ b: Backend, _ shape: [Int], _ dtype: DType) throws -> Tensor {
+      let f = try rand(b, shape), h = try b.allocate(shape, dtype)
+      try b.cast(f, to: h)
+      return h
+    }
     func gemm(_ m: Int, _ n: Int, _ k: Int) -> Double { 2 * Double(m) * Double(n) * Double(k) }
     var list: [OpBenchCase] = []
     for n in [1024, 2048] {
@@ -35,6 +41,18 @@ enum OpBenchmarks {
       OpBenchCase(name: "matmul x·Wᵀ (up_proj)", shape: "\(t)×\(c) · (\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
         let x = try rand(b, [t, c]), w = try rand(b, [f, c]), y = try b.allocate([t, f])
         return { try b.matmul(x, w, into: y, transposeB: true) }
+      },
+      OpBenchCase(name: "matmul x·Wᵀ, W bf16 (up_proj)", shape: "\(t)×\(c) · (\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
+        let x = try rand(b, [t, c]), w = try half(b, [f, c], .bf16), y = try b.allocate([t, f])
+        return { try b.matmul(x, w, into: y, transposeB: true) }
+      },
+      OpBenchCase(name: "matmul x·Wᵀ, W f16 (up_proj)", shape: "\(t)×\(c) · (\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
+        let x = try rand(b, [t, c]), w = try half(b, [f, c], .f16), y = try b.allocate([t, f])
+        return { try b.matmul(x, w, into: y, transposeB: true) }
+      },
+      OpBenchCase(name: "matmul dY·W, W bf16 (dx)", shape: "\(t)×\(f) · \(f)×\(c)", flops: gemm(t, c, f)) { b in
+        let dy = try rand(b, [t, f]), w = try half(b, [f, c], .bf16), dx = try b.allocate([t, c])
+        return { try b.matmul(dy, w, into: dx) }
       },
       OpBenchCase(name: "matmul dYᵀ·X (dW)", shape: "(\(t)×\(f))ᵀ · \(t)×\(c)", flops: gemm(f, c, t)) { b in
         let dy = try rand(b, [t, f]), x = try rand(b, [t, c]), dw = try b.allocate([f, c])
@@ -82,6 +100,11 @@ enum OpBenchmarks {
       },
       OpBenchCase(name: "embedding", shape: "\(t) of \(vocab)×\(c)", bytes: Double(8 * t * c)) { b in
         let table = try rand(b, [vocab, c]), out = try b.allocate([t, c])
+        let ids = try b.tensor((0..<t).map { Int32(($0 * 7919) % vocab) }, shape: [t])
+        return { try b.embedding(ids: ids, table: table, into: out) }
+      },
+      OpBenchCase(name: "embedding, table bf16", shape: "\(t) of \(vocab)×\(c)", bytes: Double(6 * t * c)) { b in
+        let table = try half(b, [vocab, c], .bf16), out = try b.allocate([t, c])
         let ids = try b.tensor((0..<t).map { Int32(($0 * 7919) % vocab) }, shape: [t])
         return { try b.embedding(ids: ids, table: table, into: out) }
       },

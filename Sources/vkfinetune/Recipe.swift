@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 import VKFData
 import VKFPEFT
 import VKFTrain
@@ -100,6 +101,15 @@ struct TrainSettings: Encodable, Equatable {
   var useDora = false
   /// `double_quant`: QLoRA double quantisation of the NF4 scales. Default true.
   var doubleQuant = true
+  /// `bf16`: mixed precision with bfloat16 storage — the frozen weights (projections,
+  /// embedding, LM head) are kept 16-bit on the device and every kernel accumulates in f32;
+  /// trained parameters and AdamW state stay f32 (master weights). Default false.
+  var bf16 = false
+  /// `fp16`: as `bf16` with IEEE half storage (range ±65504). Default false.
+  var fp16 = false
+  /// `bnb_4bit_compute_dtype`: QLoRA's compute dtype as bitsandbytes names it (float32,
+  /// bfloat16, float16); it must agree with `bf16` / `fp16`, which it implies. Default unset.
+  var bnb4bitComputeDtype: String?
 
   /// `max_seq_length`: longest example in tokens (longer ones are cut). Default 2048.
   var maxSeqLength = 2048
@@ -168,7 +178,8 @@ struct TrainSettings: Encodable, Equatable {
     case adamEpsilon = "adam_epsilon", optimizerState = "optimizer_state", memoryBudget = "memory_budget"
     case loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
     case loraTargetModules = "lora_target_modules", useRslora = "use_rslora", useDora = "use_dora"
-    case doubleQuant = "double_quant", maxSeqLength = "max_seq_length", seed
+    case doubleQuant = "double_quant", bf16, fp16, bnb4bitComputeDtype = "bnb_4bit_compute_dtype"
+    case maxSeqLength = "max_seq_length", seed
     case evalSteps = "eval_steps", evalOnStart = "eval_on_start", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
     case loggingSteps = "logging_steps", earlyStoppingPatience = "early_stopping_patience"
     case valSetSize = "val_set_size", maxEvalSamples = "max_eval_samples", gradientCheckpointing = "gradient_checkpointing", packing
@@ -190,6 +201,13 @@ struct TrainSettings: Encodable, Equatable {
     c.validationFraction = evalData == nil ? valSetSize : 0
     c.packing = packing
     return c
+  }
+
+  /// Storage of the frozen weights: bf16 / f16 under mixed precision, else f32.
+  var frozenStorage: DType {
+    if bf16 || bnb4bitComputeDtype == "bfloat16" { return .bf16 }
+    if fp16 || bnb4bitComputeDtype == "float16" { return .f16 }
+    return .f32
   }
 
   /// The DPO loss settings.

@@ -89,7 +89,7 @@ enum RecipeFile {
       for entry in source {
         guard let key = RecipeKeys.byName[entry.key] else {
           if let why = RecipeKeys.unsupported[entry.key] {
-            // `bf16: false` asks for nothing vkfinetune lacks.
+            // `tf32: false` asks for nothing vkfinetune lacks.
             if (try? entry.bool()) == false || entry.value == .null { continue }
             throw RecipeError("\(entry.origin): \(entry.key) is not supported: \(why)")
           }

@@ -49,6 +49,18 @@ enum RecipeKeys {
         s.method = .qlora
       }
     },
+    RecipeKey("bf16") { s, e in
+      // axolotl's `bf16: auto` means "when the hardware has it": bf16 storage needs no device
+      // feature here (bit conversion in the shaders), so auto is on.
+      if case .scalar(let t) = e.value, t.lowercased() == "auto" { s.bf16 = true } else { s.bf16 = try e.bool() }
+    },
+    RecipeKey("fp16", ["float16"]) { s, e in s.fp16 = try e.bool() },
+    RecipeKey("bnb_4bit_compute_dtype", ["compute_dtype"]) { s, e in
+      let names = ["float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                   "float16": "float16", "fp16": "float16", "half": "float16"]
+      let choice = try e.choice(names.keys.sorted())
+      s.bnb4bitComputeDtype = names[choice] ?? choice
+    },
     RecipeKey("learning_rate", ["lr"]) { s, e in s.learningRate = try e.double() },
     RecipeKey("num_train_epochs", ["num_epochs", "epochs"]) { s, e in s.numTrainEpochs = try e.double() },
     RecipeKey("max_steps") { s, e in s.maxSteps = try e.int() },
@@ -116,9 +128,8 @@ enum RecipeKeys {
 
   /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.
   static let unsupported: [String: String] = [
-    "bf16": "vkfinetune trains in fp32; remove it",
-    "fp16": "vkfinetune trains in fp32; remove it",
-    "tf32": "vkfinetune trains in fp32; remove it",
+    "tf32": "TF32 is a CUDA matmul mode; vkfinetune accumulates in fp32 (use bf16 or fp16 for mixed precision)",
+    "pure_bf16": "pure bf16 (no fp32 master weights) is not supported; use bf16: true (fp32 masters, bf16 frozen weights)",
     "load_in_8bit": "8-bit bases are not supported; use method: qlora (NF4) or lora",
     "deepspeed": "multi-device training is not supported; remove it",
     "fsdp": "multi-device training is not supported; remove it",

@@ -1,4 +1,5 @@
 import Foundation
+import VKFCore
 import VKFTokenizer
 import VKFTrain
 
@@ -18,6 +19,15 @@ extension TrainSettings {
       throw RecipeError("no output directory: pass --output or set output_dir: in the recipe")
     }
 
+    if bf16 && fp16 { throw RecipeError("bf16 and fp16 are both on; mixed precision uses one 16-bit type: keep one") }
+    if let c = bnb4bitComputeDtype {
+      let implied: DType = c == "bfloat16" ? .bf16 : c == "float16" ? .f16 : .f32
+      let asked: DType? = bf16 ? .bf16 : fp16 ? .f16 : nil
+      if let asked, asked != implied {
+        throw RecipeError("bnb_4bit_compute_dtype = \(c) disagrees with \(asked == .bf16 ? "bf16" : "fp16") = true; "
+          + "make them name the same type")
+      }
+    }
     guard learningRate > 0 else { throw fail("learning_rate", learningRate, "use a positive number such as 2e-4") }
     // transformers reads max_steps −1 as "unset" (train num_train_epochs epochs); any other
     // value ≤ 0 is a mistake, not a request for a full epoch.

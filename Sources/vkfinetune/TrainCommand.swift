@@ -104,6 +104,10 @@ struct TrainCommand: ParsableCommand {
   var trainOnPrompt: Bool?
   @Flag(inversion: .prefixedNo, help: "Recompute activations in the backward pass (less memory, ~30% slower).")
   var gradientCheckpointing: Bool?
+  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights stored bfloat16, f32 accumulation and master weights.")
+  var bf16: Bool?
+  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights stored float16 (±65504), f32 accumulation and master weights.")
+  var fp16: Bool?
 
   // MARK: - Preference objectives (TRL names)
   @Option(help: "DPO β: rewards are β·(policy − reference) log-ratios (default 0.1).")
@@ -174,6 +178,7 @@ struct TrainCommand: ParsableCommand {
     add("chat_template", "chat-template", chatTemplate); add("packing", "packing", packing)
     add("train_on_prompt", "train-on-prompt", trainOnPrompt)
     add("gradient_checkpointing", "gradient-checkpointing", gradientCheckpointing)
+    add("bf16", "bf16", bf16); add("fp16", "fp16", fp16)
     add("eval_steps", "eval-steps", evalSteps); add("eval_on_start", "eval-on-start", evalOnStart)
     add("save_steps", "save-steps", saveSteps)
     add("save_total_limit", "save-total-limit", saveTotalLimit); add("logging_steps", "logging-steps", loggingSteps)

@@ -10,15 +10,22 @@ import VKFTrain
 enum Quantization {
   /// Loads `loaded`'s weights for `method` (full: every parameter trainable) and, for QLoRA,
   /// logs the memory saved.
-  static func weights(_ loaded: LoadedModel, method: FineTuneMethod, doubleQuant: Bool, backend: Backend,
-                      log: (String) -> Void) throws -> LlamaWeights {
+  /// `frozenStorage` f16 / bf16 (mixed precision) keeps the frozen matrices 16-bit.
+  static func weights(_ loaded: LoadedModel, method: FineTuneMethod, doubleQuant: Bool,
+                      frozenStorage: DType = .f32, backend: Backend, log: (String) -> Void) throws -> LlamaWeights {
+    if frozenStorage != .f32 {
+      log(method == .full
+        ? "mixed precision: every parameter trains, so all stay f32 (only frozen weights are stored \(frozenStorage))"
+        : "mixed precision: frozen weights stored \(frozenStorage) on the device; f32 accumulation, "
+          + "f32 trained parameters and AdamW state")
+    }
     guard method == .qlora else {
       return try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
-                              trainable: method == .full ? .all : .none)
+                              trainable: method == .full ? .all : .none, frozenStorage: frozenStorage)
     }
     var r = QuantizationReport()
     let weights = try QLoRA.load(from: loaded.weights, shape: loaded.shape, backend: backend,
-                                 options: .init(doubleQuant: doubleQuant), report: &r)
+                                 options: .init(doubleQuant: doubleQuant), frozenStorage: frozenStorage, report: &r)
     log("QLoRA: \(r.projections) projections to NF4 on the host\(doubleQuant ? " (double-quantised scales)" : ""): "
       + "\(MemoryEstimate.format(r.denseBytes)) → \(MemoryEstimate.format(r.quantizedBytes)) on the device, "
       + "saved \(MemoryEstimate.format(r.savedBytes))")

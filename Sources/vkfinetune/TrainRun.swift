@@ -73,8 +73,8 @@ struct TrainRun {
 
     // Weights: frozen for adapters, every parameter trainable for full fine-tuning.
     let weights = try advised {
-      try Quantization.weights(loaded, method: s.method, doubleQuant: s.doubleQuant, backend: backend,
-                               log: { progress.message($0) })
+      try Quantization.weights(loaded, method: s.method, doubleQuant: s.doubleQuant,
+                               frozenStorage: s.frozenStorage, backend: backend, log: { progress.message($0) })
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
@@ -322,7 +322,8 @@ extension TrainSettings {
 
   /// The memory estimate of this run on `shape` with rows of at most `seqLength` tokens
   /// (`fusedAttention` as the model's: the default).
-  func memoryEstimate(shape: TransformerShape, seqLength: Int, fusedAttention: Bool = true) -> MemoryEstimate {
+  func memoryEstimate(shape: TransformerShape, seqLength: Int, fusedAttention: Bool = true,
+                      headChunkTokens: Int? = nil) -> MemoryEstimate {
     let adapterElements = method == .full ? 0
       : MemoryEstimate.loraElements(shape: shape, rank: loraR, targetModules: Set(loraConfig.resolvedTargetModules),
                                     dora: useDora)
@@ -336,13 +337,14 @@ extension TrainSettings {
       let base = MemoryEstimate(shape: shape, settings: .init(
         microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
         nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
-        fusedAttention: fusedAttention))
+        fusedAttention: fusedAttention, frozenStorage: frozenStorage, headChunkTokens: headChunkTokens))
       let fits = memoryBudget.map { base.deviceBytesExcludingOptimizer + AdamW.stateBytes(elements: trained) <= $0 } ?? true
       state = fits ? .device : .hostVisible
     }
     return MemoryEstimate(shape: shape, settings: .init(
       microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
       nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
-      optimizerState: state, fusedAttention: fusedAttention))
+      optimizerState: state, fusedAttention: fusedAttention, frozenStorage: frozenStorage,
+      headChunkTokens: headChunkTokens))
   }
 }

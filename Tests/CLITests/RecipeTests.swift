@@ -271,13 +271,33 @@ final class RecipeTests: XCTestCase {
     XCTAssertTrue(line.contains("recipe.yaml:1") && line.contains("integer"), line)
     line = try rejected(["--config", try recipe("lr: 1e-4\nlearning_rate: 2e-4\n")] + required)
     XCTAssertTrue(line.contains("learning_rate") && line.contains("already set"), line)
-    line = try rejected(["--config", try recipe("bf16: true\n")] + required)
-    XCTAssertTrue(line.contains("bf16") && line.contains("fp32"), line)
+    line = try rejected(["--config", try recipe("pure_bf16: true\n")] + required)
+    XCTAssertTrue(line.contains("pure_bf16") && line.contains("bf16: true"), line)
     line = try rejected(["--config", try recipe("- a\n- b\n")] + required)
     XCTAssertTrue(line.contains("mapping"), line)
     line = try rejected(["--config", try recipe("lr_scheduler_type: cosine\nlr_scheduler_kwargs: {min_lr: 1e-6}\n")] + required)
     XCTAssertTrue(line.contains("min_lr"), line)
     line = try rejected(["--config", dir.appendingPathComponent("absent.yaml").path] + required)
     XCTAssertTrue(line.contains("absent.yaml"), line)
+  }
+
+  /// Mixed precision under Hugging Face's names (and axolotl's `bf16: auto`, bitsandbytes'
+  /// compute dtype); contradictions are refused naming both keys.
+  func test_mixedPrecision_keysFlagsAndConflicts() throws {
+    var s = try resolved(["--config", try recipe("bf16: auto\n")] + required)
+    XCTAssertEqual(s["bf16"] as? Bool, true)
+    XCTAssertEqual(s["fp16"] as? Bool, false)
+    s = try resolved(["--fp16"] + required)
+    XCTAssertEqual(s["fp16"] as? Bool, true)
+    s = try resolved(["--config", try recipe("load_in_4bit: true\nbnb_4bit_compute_dtype: bfloat16\n")] + required)
+    XCTAssertEqual(s["bnb_4bit_compute_dtype"] as? String, "bfloat16")
+    s = try resolved(["--config", try recipe("bf16: true\n"), "--no-bf16"] + required)
+    XCTAssertEqual(s["bf16"] as? Bool, false, "the flag overrides the file")
+    var line = try rejected(["--bf16", "--fp16", "--dry-run"] + required)
+    XCTAssertTrue(line.contains("bf16") && line.contains("fp16") && line.contains("keep one"), line)
+    line = try rejected(["--config", try recipe("fp16: true\nbnb_4bit_compute_dtype: bfloat16\n"), "--dry-run"] + required)
+    XCTAssertTrue(line.contains("bnb_4bit_compute_dtype") && line.contains("fp16"), line)
+    line = try rejected(["--config", try recipe("bnb_4bit_compute_dtype: float64\n"), "--dry-run"] + required)
+    XCTAssertTrue(line.contains("recipe.yaml:1") && line.contains("bnb_4bit_compute_dtype"), line)
   }
 }

@@ -9,8 +9,9 @@ final class CPURejectionTests: XCTestCase {
   func test_matmul_wrongShapesAndDTypes_throw() throws {
     let a = try T.zeros([3, 4]), b = try T.zeros([5, 6]), c = try T.zeros([3, 6])
     XCTAssertThrowsError(try T.cpu.matmul(a, b, into: c))
-    let h = try T.cpu.allocate([4, 6], .f16)
-    XCTAssertThrowsError(try T.cpu.matmul(a, h, into: c))
+    let h = try T.cpu.allocate([3, 6], .f16), ints = try T.cpu.allocate([4, 6], .i32)
+    XCTAssertThrowsError(try T.cpu.matmul(a, try T.zeros([4, 6]), into: h))  // 16-bit C
+    XCTAssertThrowsError(try T.cpu.matmul(a, ints, into: c))  // integer B
     XCTAssertThrowsError(try T.cpu.matmul(a, try T.zeros([4, 6]), into: a))  // C shape
     let b3 = try T.zeros([2, 4, 6]), c3 = try T.zeros([3, 3, 6])
     XCTAssertThrowsError(try T.cpu.matmul(a, b3, into: c3))  // batch 2 vs 3

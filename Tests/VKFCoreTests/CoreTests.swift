@@ -49,7 +49,14 @@ final class ShapeCheckTests: XCTestCase {
                                                transposeA: false, transposeB: false))
     XCTAssertThrowsError(try ShapeCheck.matmul(dummy([2, 5, 7]), dummy([3, 7, 2]), dummy([2, 5, 2]),
                                                transposeA: false, transposeB: false))
-    XCTAssertThrowsError(try ShapeCheck.matmul(dummy([5, 7], .f16), dummy([7, 2]), dummy([5, 2]),
+    // 16-bit A and B are widened (mixed precision); C is f32 and operands are floats.
+    XCTAssertNoThrow(try ShapeCheck.matmul(dummy([5, 7], .f16), dummy([7, 2], .bf16), dummy([5, 2]),
+                                           transposeA: false, transposeB: false))
+    XCTAssertThrowsError(try ShapeCheck.matmul(dummy([5, 7]), dummy([7, 2]), dummy([5, 2], .bf16),
+                                               transposeA: false, transposeB: false)) { e in
+      guard case VKFError.dtypeMismatch = e else { return XCTFail("\(e)") }
+    }
+    XCTAssertThrowsError(try ShapeCheck.matmul(dummy([5, 7], .i32), dummy([7, 2]), dummy([5, 2]),
                                                transposeA: false, transposeB: false)) { e in
       guard case VKFError.dtypeMismatch = e else { return XCTFail("\(e)") }
     }

@@ -30,6 +30,22 @@ final class MemoryEstimateTests: XCTestCase {
     XCTAssertEqual(bytes(e, .adapters).device, 0)
   }
 
+  /// Mixed precision stores frozen matrices in 2 bytes (norms stay f32); full fine-tuning
+  /// trains every matrix, so its f32 masters are all there is.
+  func test_halfFrozenStorage_halvesFrozenMatrices() {
+    let s = Self.smol
+    let matrices = s.parameterShapes.filter { $0.shape.count == 2 }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    let vectors = s.parameterShapes.filter { $0.shape.count == 1 }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    for t in [DType.bf16, .f16] {
+      let e = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, adapterElements: 1000,
+                                                       frozenStorage: t))
+      XCTAssertEqual(bytes(e, .weights).device, 2 * matrices + 4 * vectors, "\(t)")
+      let full = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, fullFineTuning: true,
+                                                          frozenStorage: t))
+      XCTAssertEqual(bytes(full, .weights).device, 4 * (matrices + vectors), "\(t), full fine-tuning")
+    }
+  }
+
   func test_nf4Projections_shrinkWeights() {
     let s = Self.smol
     let dense = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, adapterElements: 1000))

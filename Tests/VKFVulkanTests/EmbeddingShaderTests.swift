@@ -48,6 +48,25 @@ final class EmbeddingShaderTests: XCTestCase {
     try check(n: 67, vocab: 1000, cols: 257, seed: 3)
   }
 
+  /// A frozen table stored f16 / bf16: rows widened exactly to the values the bits hold, on
+  /// both backends (odd column counts, so rows start mid-word).
+  func testEmbedding_halfTable_widensExactly() throws {
+    for t in [DType.f16, .bf16] {
+      let (n, vocab, cols) = (37, 53, 67)
+      let ids = TestData.ints(n, seed: 6, upper: Int32(vocab))
+      let table = TestData.half(TestData.uniform(vocab * cols, seed: 7), t)
+      let expected = ids.flatMap { Array(table.values[(Int($0) * cols)..<((Int($0) + 1) * cols)]) }
+      let r = try BlockCheck.both { be in
+        let out = try be.allocate([n, cols])
+        try be.embedding(ids: try be.tensor(ids, shape: [n]),
+                         table: try be.tensor(table.bits, shape: [vocab, cols], t), into: out)
+        return [try be.floats(out)]
+      }
+      XCTAssertEqual(r.cpu[0], expected, "cpu \(t)")
+      XCTAssertEqual(r.vk[0], expected, "vulkan \(t)")
+    }
+  }
+
   /// Many tokens share few ids; 300 tokens span two 256-token scan chunks.
   func testEmbeddingBackward_repeatedIds_accumulatesInTokenOrder() throws {
     try check(n: 40, vocab: 7, cols: 67, idUpper: 5, seed: 4)

@@ -67,9 +67,16 @@ public final class LlamaWeights {
   /// Loads every parameter by Hugging Face name from `source`, checking names and shapes
   /// against `shape`, and allocates gradients for `trainable`. With `projectionBase`, each
   /// frozen projection weight is turned into its base on the host, one tensor at a time, and
-  /// only that base is uploaded (QLoRA without the f32 model on the device).
+  /// only that base is uploaded (QLoRA without the f32 model on the device). `frozenStorage`
+  /// f16 / bf16 keeps every frozen matrix (projections, embedding, LM head) 16-bit on the
+  /// device — mixed precision's half-size weights, read by matmul and embedding with f32
+  /// accumulation; trained parameters, norms and biases stay f32.
   public init(from source: WeightSource, shape: TransformerShape, backend: Backend,
-              trainable: TrainableParameters = .none, projectionBase: ProjectionBaseMaker? = nil) throws {
+              trainable: TrainableParameters = .none, frozenStorage: DType = .f32,
+              projectionBase: ProjectionBaseMaker? = nil) throws {
+    guard frozenStorage.isFloat else {
+      throw ModelWeightsError("", "frozen weights are stored f32, f16 or bf16, not \(frozenStorage)")
+    }
     try shape.validate()
     self.shape = shape
     self.backend = backend
@@ -106,6 +113,10 @@ public final class LlamaWeights {
       }
       if let projectionBase, projectionWeights.contains(name), !trainable.contains(name), want.count == 2 {
         bases[name] = try projectionBase(String(name.dropLast(".weight".count)), values, want[0], want[1])
+        continue
+      }
+      if frozenStorage != .f32, want.count == 2, !trainable.contains(name) {
+        params[name] = try Self.upload16(values, shape: want, frozenStorage, name: name, on: backend)
         continue
       }
       params[name] = try backend.tensor(values, shape: want)
@@ -208,6 +219,31 @@ public final class LlamaWeights {
   var lowestTrainedLayer: Int? {
     if embeddingGrad != nil { return 0 }
     return layers.firstIndex { $0.isTrained }
+  }
+
+  /// A frozen matrix rounded to `dtype` (f16 / bf16, nearest even) on the host and uploaded.
+  /// f16 holds at most 65504: a larger weight would become inf, so it is refused by name.
+  static func upload16(_ values: [Float], shape: [Int], _ dtype: DType, name: String,
+                       on backend: Backend) throws -> Tensor {
+    let bits: [UInt16]
+    if dtype == .f16 {
+      if let i = values.firstIndex(where: { abs($0) > Float(Float16.greatestFiniteMagnitude) }) {
+        throw ModelWeightsError(name, "holds \(values[i]) at element \(i), beyond fp16's range (±65504); "
+          + "train with bf16 (same range as f32) or in f32")
+      }
+      bits = values.map { Float16($0).bitPattern }
+    } else {
+      bits = values.map { BFloat16.fromFloat($0) }
+    }
+    return try backend.tensor(bits, shape: shape, dtype)
+  }
+
+  /// Storage of the frozen matrices (f32 unless loaded with a 16-bit `frozenStorage`).
+  public var frozenStorage: DType {
+    if !embedding.dtype.isFloat { return .f32 }
+    if embedding.dtype != .f32 { return embedding.dtype }
+    for layer in layers { if let w = layer.q.denseWeight, w.dtype != .f32 { return w.dtype } }
+    return .f32
   }
 
   /// n rounded up to a multiple of 64 elements.

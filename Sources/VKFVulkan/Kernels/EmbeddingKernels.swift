@@ -23,7 +23,8 @@ extension VulkanBackend {
     let push = try embeddingPush(.embedding, ids, table)
     guard out.count > 0 else { return }
     _ = try shaderUInt(out.count, .embedding)  // the shader's flat element index
-    try dispatch("embedding", specialization: blockSpecialization, bindings: [ids, table, out],
+    try dispatch("embedding", defines: ["TABLE_TYPE": castTypeCodes[table.dtype] ?? "0"],
+                 specialization: blockSpecialization, bindings: [ids, table, out],
                  push: push, groups: try elementGroups(out.count, op: .embedding))
   }
 

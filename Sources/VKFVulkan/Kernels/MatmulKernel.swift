@@ -55,6 +55,15 @@ func shaderUInt(_ v: Int, _ op: Op) throws -> UInt32 {
 
 // MARK: - matmul
 
+/// What `devices` reports about the matmul kernels.
+public enum MatmulVariants {
+  /// The tiling in force, e.g. "64×64×8 (8×8 per invocation)".
+  public static var tileDescription: String {
+    let t = MatmulTiling.current
+    return "\(t.bm)×\(t.bn)×\(t.bk) (\(t.tm)×\(t.tn) per invocation)"
+  }
+}
+
 /// Push constants of `Shaders/matmul.comp`, after the 8 binding offsets (field order matters).
 struct MatmulPush {
   var m: UInt32, n: UInt32, k: UInt32
