@@ -23,8 +23,20 @@ enum CPUCast {
   /// Float(Float16(bitPattern: h)) for every h.
   static let f16Table: [Float] = (0...0xFFFF).map { Float(Float16(bitPattern: UInt16($0))) }
 
+  /// BFloat16.fromFloat written out on the bits (no closure per element) so the loop
+  /// vectorises: mixed precision stores every layer's activations through it.
   static func f32ToBF16(_ s: UnsafePointer<Float>, _ d: UnsafeMutablePointer<UInt16>, _ n: Int) {
-    map(s, d, n) { BFloat16.fromFloat($0) }
+    let src = UncheckedSendable(UnsafeRawPointer(s).assumingMemoryBound(to: UInt32.self))
+    let dst = UncheckedSendable(d)
+    CPUParallel.forRanges(n) { r in
+      let s = src.value, d = dst.value
+      for i in r {
+        let bits = s[i]
+        let rounded = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16)
+        let quietNaN = UInt16(truncatingIfNeeded: bits &>> 16) | 0x0040
+        d[i] = (bits & 0x7FFF_FFFF) > 0x7F80_0000 ? quietNaN : rounded
+      }
+    }
   }
 
   /// A 16-bit shift per element, written out as integers (no closure per element) so the

@@ -205,6 +205,15 @@ public final class AdamW {
   /// on the device (a non-finite S).
   public func rewind(to completed: Int) { step = max(min(step, completed), 0) }
 
+  /// Forgets the last prepared step after the device skipped its update (fp16's loss
+  /// scaler goes on after an inf/NaN step): the step count goes back by one and the last S —
+  /// non-finite, which would skip every later update too — is cleared. Ops only; call after
+  /// reading the skipped step and before the next is queued.
+  public func discardSkippedStep() throws {
+    step = max(step - 1, 0)
+    try backend.fill(lastS, value: 0)
+  }
+
   /// Zeroes the step's metric slots (the Σgrad² partials and the summed loss; not the last
   /// S): ops only.
   public func queueResetMetrics() throws {

@@ -23,6 +23,8 @@ struct TrainerState: Codable, Equatable {
   var bestTokens: Int?
   var evaluationsWithoutImprovement: Int
   var hasBestTrainables: Bool
+  /// fp16's loss scaler (`GradScaler.state`: scale, growth tracker); nil otherwise.
+  var lossScaler: [Double]? = nil
 
   enum CodingKeys: String, CodingKey {
     case step, optimizerStep = "optimizer_step", schedulerStep = "scheduler_step", rngState = "rng_state"
@@ -30,6 +32,7 @@ struct TrainerState: Codable, Equatable {
     case bestStep = "best_step", bestLoss = "best_eval_loss", bestTokens = "best_eval_tokens"
     case evaluationsWithoutImprovement = "evaluations_without_improvement"
     case hasBestTrainables = "has_best_trainables"
+    case lossScaler = "loss_scaler"
   }
 }
 
@@ -100,7 +103,7 @@ extension Trainer {
                                trainables: task.trainableTensors.map(\.name), bestStep: bestEvaluation?.step,
                                bestLoss: bestEvaluation?.loss, bestTokens: bestEvaluation?.tokens,
                                evaluationsWithoutImprovement: evaluationsWithoutImprovement,
-                               hasBestTrainables: bestTrainables != nil)
+                               hasBestTrainables: bestTrainables != nil, lossScaler: gradScaler?.state)
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
       try AtomicWrite.write(Array(try encoder.encode(state)), to: tmp.appendingPathComponent(CheckpointLayout.state))
@@ -217,6 +220,7 @@ extension Trainer {
     step = state.step
     cursor = state.cursor
     rngState = state.rngState
+    if let saved = state.lossScaler { gradScaler?.restore(saved) }
     evaluationsWithoutImprovement = state.evaluationsWithoutImprovement
     bestTrainables = best
     if let s = state.bestStep, let l = state.bestLoss {

@@ -61,17 +61,21 @@ public struct MemoryEstimate: Equatable, Sendable {
     public var frozenStorage: DType
     /// Rows per LM-head chunk (`LlamaModel.headChunkTokens`); nil: the model's default.
     public var headChunkTokens: Int?
+    /// Storage of the saved activations (`LlamaModel.activationType`; 16-bit only matters
+    /// without checkpointing).
+    public var activationType: DType
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
                 nf4DoubleQuant: Bool = true,
                 fullFineTuning: Bool = false, adapterElements: Int = 0, optimizerState: MemoryKind = .device,
                 optimizerWindowElements: Int = AdamW.defaultWindowElements, fusedAttention: Bool = true,
-                frozenStorage: DType = .f32, headChunkTokens: Int? = nil) {
+                frozenStorage: DType = .f32, headChunkTokens: Int? = nil, activationType: DType = .f32) {
       self.microBatchSize = microBatchSize; self.seqLength = seqLength; self.checkpointing = checkpointing
       self.nf4Projections = nf4Projections; self.nf4DoubleQuant = nf4DoubleQuant; self.fullFineTuning = fullFineTuning
       self.adapterElements = adapterElements; self.optimizerState = optimizerState
       self.optimizerWindowElements = optimizerWindowElements; self.fusedAttention = fusedAttention
       self.frozenStorage = frozenStorage; self.headChunkTokens = headChunkTokens
+      self.activationType = activationType
     }
   }
 
@@ -108,15 +112,27 @@ public struct MemoryEstimate: Equatable, Sendable {
     // Attention statistics per row: T probabilities, or one log-sum-exp when fused (the T²
     // term of both the saved probabilities and the scores scratch).
     let probs = aligned(b * s.heads * t * (settings.fusedAttention ? 1 : t))
-    let layerSet = 4 * aligned(n * s.hidden) - aligned(n * s.hidden) + 2 * aligned(n) + aligned(n * s.qWidth)
-      + 2 * aligned(n * s.kvWidth) + probs + aligned(n * s.qWidth) + 3 * aligned(n * s.intermediate)
+    // The tensors a mixed-precision arena keeps 16-bit per layer (h1, x1, h2, q, attn, k, v,
+    // gate, up), in f32 slots of `slots`; 1/rms and the row statistics stay f32. silu(gate)·up
+    // is one f32 buffer for every layer (recomputed in the backward).
+    func roundedSet(_ slots: (Int) -> Int) -> Int {
+      3 * slots(n * s.hidden) + 2 * slots(n * s.qWidth) + 2 * slots(n * s.kvWidth) + 2 * slots(n * s.intermediate)
+    }
+    let sharedAct = aligned(n * s.intermediate)
+    let f32Parts = 2 * aligned(n) + probs
+    let layerSet = f32Parts + roundedSet(aligned)
     let savedSets = settings.checkpointing ? 1 : s.layers
+    let half = !settings.checkpointing && settings.activationType.size == 2
+    // 16-bit: each layer's rounded tensors in half the slots, plus one f32 working set.
+    let savedBytes = half
+      ? s.layers * (f32Parts + roundedSet { aligned(($0 + 1) / 2) }) + roundedSet(aligned)
+      : savedSets * layerSet
     // (+ 1 · aligned(n): the per-token logit-gradient weights of sequence-level losses)
     // One LM-head chunk of logits.
     let headRows = min(n, max(1, settings.headChunkTokens ?? LlamaModel.defaultHeadChunkTokens(vocab: s.vocab)))
     let scratch = aligned(n * s.hidden) + 4 * aligned(n) + aligned(headRows * s.vocab) + probs + 3 * aligned(n * s.qWidth)
       + 4 * aligned(n * s.kvWidth) + 3 * aligned(n * s.hidden) + 3 * aligned(n * s.intermediate)
-    let activationBytes = ((s.layers + 1) * aligned(n * s.hidden) + savedSets * layerSet + scratch) * f32
+    let activationBytes = ((s.layers + 1) * aligned(n * s.hidden) + sharedAct + savedBytes + scratch) * f32
       + 3 * aligned(n) * 4
 
     lines = [

@@ -126,12 +126,17 @@ public final class ReplayedSteps {
 
   /// One optimizer step over `batches` (each with its dropout seed) at learning rate `lr`,
   /// the summed loss divided by `lossNormalizer`. Waits once, at the end.
-  public func step(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float) throws -> Outcome {
-    try finish(try submit(batches, dropoutSeeds: dropoutSeeds, lossNormalizer: lossNormalizer, lr: lr))
+  public func step(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float,
+                   gradScale: Float = 1) throws -> Outcome {
+    try finish(try submit(batches, dropoutSeeds: dropoutSeeds, lossNormalizer: lossNormalizer, lr: lr,
+                          gradScale: gradScale))
   }
 
   /// Queues and starts one optimizer step without waiting (see `step`); read it with `finish`.
-  public func submit(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float) throws -> Pending {
+  /// `gradScale` multiplies the gradients in the update and the clip norm (a loss scale's
+  /// inverse).
+  public func submit(_ batches: [Batch], dropoutSeeds: [UInt64], lossNormalizer: Float, lr: Float,
+                     gradScale: Float = 1) throws -> Pending {
     guard batches.count == dropoutSeeds.count else {
       throw TrainingError.invalidBatch("\(batches.count) micro-batches but \(dropoutSeeds.count) dropout seeds")
     }
@@ -148,7 +153,7 @@ public final class ReplayedSteps {
         try task.queueForwardBackward(lossNormalizer: normalizer, lossSum: optimizer.lossSum)
       }
     }
-    try optimizer.prepareStep(lr: lr)
+    try optimizer.prepareStep(lr: lr, gradScale: gradScale)
     try run(&end) { [optimizer] in
       try optimizer.queueSumOfSquares()
       try optimizer.queueUpdate()

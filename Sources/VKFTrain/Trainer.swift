@@ -62,6 +62,10 @@ public final class Trainer {
   public var stepShapeGranularity: Int?
   /// The step engine of a staged task, made at the first step.
   public private(set) var replayedSteps: ReplayedSteps?
+  /// fp16's dynamic loss scale (`config.fp16`), else nil.
+  public internal(set) var gradScaler: GradScaler?
+  /// Steps (1-based) whose update was skipped for inf/NaN gradients under fp16.
+  public private(set) var skippedSteps: [Int] = []
   private var epochCache: (epoch: Int, batches: [Batch])?
 
   /// A trainer; validates the config and data, builds the optimizer and schedule.
@@ -96,6 +100,7 @@ public final class Trainer {
     optimizer = try AdamW(parameters: task.trainableTensors, config: config.adamW, placement: optimizerState,
                           otherDeviceBytes: otherDeviceBytes, windowElements: windowElements, backend: task.backend)
     rngState = config.seed
+    gradScaler = config.fp16 ? GradScaler() : nil
     if let outputDirectory {
       try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
       log = TrainingLog(directory: outputDirectory)
@@ -125,11 +130,12 @@ public final class Trainer {
     }
     /// Books a finished step: counts it, logs, evaluates and checkpoints on schedule.
     /// Returns true when early stopping ends the run.
-    func complete(loss: Float, norm: Float, lr: Float, stepTokens: Int, epoch: Double) throws -> Bool {
+    /// `loss` nil: a step fp16's loss scaler skipped (no loss or norm to log).
+    func complete(loss: Float?, norm: Float, lr: Float, stepTokens: Int, epoch: Double) throws -> Bool {
       tokens += stepTokens
       step += 1
-      lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1
-      if step % logInterval == 0 || step == totalSteps {
+      if let loss { lastLoss = Double(loss); windowLoss += Double(loss); windowSteps += 1 }
+      if (step % logInterval == 0 || step == totalSteps) && windowSteps > 0 {
         let elapsed = Date().timeIntervalSince(started) - pausedSeconds
         let done = Double(step - startStep)
         let p = TrainingProgress(step: step, totalSteps: totalSteps, epoch: epoch, loss: windowLoss / Double(windowSteps),
@@ -147,24 +153,40 @@ public final class Trainer {
       if saveInterval > 0, step % saveInterval == 0 { _ = try paused { try saveCheckpoint() } }
       return stop
     }
+    /// fp16: the loss is multiplied by the scale (through the normalizer) and the gradients
+    /// divided by it in the update — powers of two, so with f32 gradients no bit changes.
+    func lossScale() -> Float { Float(gradScaler?.scale ?? 1) }
+    /// A step with inf/NaN loss or gradients under fp16: the device skipped its update; the
+    /// scale backs off and the run goes on (GradScaler's semantics).
+    func skip(lr: Float, stepTokens: Int, epoch: Double) throws -> Bool {
+      try optimizer.discardSkippedStep()
+      let before = gradScaler?.scale ?? 1
+      gradScaler?.update(foundInf: true)
+      skippedSteps.append(step + 1)
+      onEvent?(.stepSkipped(step: step + 1, scale: before, newScale: gradScaler?.scale ?? 1))
+      return try complete(loss: nil, norm: .nan, lr: lr, stepTokens: stepTokens, epoch: epoch)
+    }
     /// A replayed step submitted but not yet read: read while the next one runs.
-    struct InFlight { let pending: ReplayedSteps.Pending, lr: Float, tokens: Int, epoch: Double }
+    struct InFlight { let pending: ReplayedSteps.Pending, lr: Float, tokens: Int, epoch: Double, scale: Float }
     /// Reads a replayed step; a non-finite loss or S stops the run naming it (its update and
-    /// any submitted after it were skipped on the device).
+    /// any submitted after it were skipped on the device) — under fp16 the step is skipped.
     func finish(_ f: InFlight, _ engine: ReplayedSteps) throws -> Bool {
       let o = try engine.finish(f.pending)
       engine.task.absorbStepMetrics(o.taskMetrics)
-      let norm = o.sumOfSquares.squareRoot()
-      guard o.loss.isFinite, norm.isFinite else {
+      let loss = o.loss / f.scale, norm = o.sumOfSquares.squareRoot() / f.scale
+      guard loss.isFinite, norm.isFinite else {
+        if gradScaler != nil { return try skip(lr: f.lr, stepTokens: f.tokens, epoch: f.epoch) }
         optimizer.rewind(to: step)
-        throw o.loss.isFinite ? nonFinite("the gradient norm", norm) : nonFinite("the training loss", o.loss)
+        throw loss.isFinite ? nonFinite("the gradient norm", norm) : nonFinite("the training loss", loss)
       }
-      return try complete(loss: o.loss, norm: norm, lr: f.lr, stepTokens: f.tokens, epoch: f.epoch)
+      gradScaler?.update(foundInf: false)
+      return try complete(loss: loss, norm: norm, lr: f.lr, stepTokens: f.tokens, epoch: f.epoch)
     }
     /// Steps whose host work (evaluation, checkpoint, the end) must see exactly their
-    /// parameters: read at once, before the next step is submitted.
+    /// parameters: read at once, before the next step is submitted. Under fp16 every step:
+    /// the next one's scale (and whether the skipped one's state is cleared) depends on it.
     func readAtOnce(_ n: Int) -> Bool {
-      n == totalSteps || (evalInterval > 0 && n % evalInterval == 0 && !evaluationBatches.isEmpty)
+      gradScaler != nil || n == totalSteps || (evalInterval > 0 && n % evalInterval == 0 && !evaluationBatches.isEmpty)
         || (saveInterval > 0 && n % saveInterval == 0)
     }
     var inFlight: InFlight?
@@ -183,16 +205,18 @@ public final class Trainer {
       let lr = schedule.learningRate(step: index)
       let stepTokens = micro.reduce(0) { $0 + $1.realTokens }
       let epoch = epochProgress
+      let scale = lossScale()
       if let engine = try stepEngine() {
         let seeds = micro.map { _ in nextDropoutSeed() }
-        let pending = try engine.submit(micro, dropoutSeeds: seeds, lossNormalizer: normalizer, lr: lr)
+        let pending = try engine.submit(micro, dropoutSeeds: seeds, lossNormalizer: normalizer / scale, lr: lr,
+                                        gradScale: 1 / scale)
         // The previous step is read while this one runs (it never needs host work: see
         // readAtOnce), then this one at once if it does.
         if let previous = inFlight {
           inFlight = nil
           if try finish(previous, engine) { stoppedEarly = true; break }
         }
-        let current = InFlight(pending: pending, lr: lr, tokens: stepTokens, epoch: epoch)
+        let current = InFlight(pending: pending, lr: lr, tokens: stepTokens, epoch: epoch, scale: scale)
         if readAtOnce(index + 1) {
           if try finish(current, engine) { stoppedEarly = true; break }
         } else {
@@ -202,12 +226,23 @@ public final class Trainer {
         try task.zeroGradients()
         var sum: Float = 0
         for b in micro {
-          sum += try task.forwardBackward(b, lossNormalizer: normalizer, dropoutSeed: nextDropoutSeed())
+          sum += try task.forwardBackward(b, lossNormalizer: normalizer / scale, dropoutSeed: nextDropoutSeed())
+        }
+        sum /= scale
+        let norm = sum.isFinite ? try optimizer.gradientNorm(gradScale: 1 / scale) : .nan
+        if !(sum.isFinite && norm.isFinite), gradScaler != nil {
+          // Nothing was updated: no update was queued (so no step to discard on the device).
+          let before = gradScaler?.scale ?? 1
+          gradScaler?.update(foundInf: true)
+          skippedSteps.append(step + 1)
+          onEvent?(.stepSkipped(step: step + 1, scale: before, newScale: gradScaler?.scale ?? 1))
+          if try complete(loss: nil, norm: .nan, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
+          continue
         }
         guard sum.isFinite else { throw nonFinite("the training loss", sum) }
-        let norm = try optimizer.gradientNorm()
         guard norm.isFinite else { throw nonFinite("the gradient norm", norm) }
-        try optimizer.update(lr: lr)
+        try optimizer.update(lr: lr, gradScale: 1 / scale)
+        gradScaler?.update(foundInf: false)
         if try complete(loss: sum, norm: norm, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
       }
     }

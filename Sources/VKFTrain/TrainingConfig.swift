@@ -59,6 +59,11 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
   /// Log (progress event, metrics.jsonl line) every N optimizer steps, or every fraction of
   /// the run when in (0, 1) (default 10).
   public var loggingSteps: Double = 10
+  /// fp16 mixed precision: dynamic loss scaling with torch GradScaler's semantics
+  /// (`GradScaler`): steps with inf/NaN gradients are skipped and the run goes on. Not a
+  /// coding key, so not in `fingerprint`: a run may resume in another precision (the master
+  /// weights and moments are f32 either way).
+  public var fp16: Bool = false
 
   enum CodingKeys: String, CodingKey, CaseIterable {
     case learningRate = "learning_rate"

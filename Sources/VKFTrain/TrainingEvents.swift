@@ -83,6 +83,9 @@ public enum TrainingEvent {
   case checkpointSkipped(URL, reason: String)
   /// Training resumed from this checkpoint at this step.
   case resumed(URL, step: Int)
+  /// fp16: this step's loss or gradients were inf/NaN, so its update was skipped and the
+  /// loss scale went from `scale` to `newScale` (torch GradScaler's backoff).
+  case stepSkipped(step: Int, scale: Double, newScale: Double)
   /// Early stopping: `patience` evaluations without improvement; best was at `bestStep`.
   case earlyStopped(step: Int, bestStep: Int)
 }

@@ -112,7 +112,7 @@ struct BenchTrain: ParsableCommand {
                                            frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
     let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing, headChunkTokens: headChunkTokens,
-                               fusedAttention: !unfusedAttention)
+                               fusedAttention: !unfusedAttention, activationType: settings.frozenStorage)
     let trainables = lora?.trainableTensors ?? weights.trainableTensors
     let optimizer = try AdamW(parameters: trainables, config: settings.trainingConfig.adamW, backend: backend)
     let estimate = settings.memoryEstimate(shape: loaded.shape, seqLength: seq, fusedAttention: !unfusedAttention,

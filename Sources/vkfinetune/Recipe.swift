@@ -102,8 +102,9 @@ struct TrainSettings: Encodable, Equatable {
   /// `double_quant`: QLoRA double quantisation of the NF4 scales. Default true.
   var doubleQuant = true
   /// `bf16`: mixed precision with bfloat16 storage — the frozen weights (projections,
-  /// embedding, LM head) are kept 16-bit on the device and every kernel accumulates in f32;
-  /// trained parameters and AdamW state stay f32 (master weights). Default false.
+  /// embedding, LM head) and the saved activations (without checkpointing) are kept 16-bit on
+  /// the device and every kernel accumulates in f32; trained parameters and AdamW state stay
+  /// f32 (master weights). Default false.
   var bf16 = false
   /// `fp16`: as `bf16` with IEEE half storage (range ±65504). Default false.
   var fp16 = false

@@ -104,9 +104,9 @@ struct TrainCommand: ParsableCommand {
   var trainOnPrompt: Bool?
   @Flag(inversion: .prefixedNo, help: "Recompute activations in the backward pass (less memory, ~30% slower).")
   var gradientCheckpointing: Bool?
-  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights stored bfloat16, f32 accumulation and master weights.")
+  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights and saved activations stored bfloat16, f32 accumulation and master weights.")
   var bf16: Bool?
-  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights stored float16 (±65504), f32 accumulation and master weights.")
+  @Flag(inversion: .prefixedNo, help: "Mixed precision: frozen weights and saved activations stored float16 (±65504), f32 accumulation and master weights.")
   var fp16: Bool?
 
   // MARK: - Preference objectives (TRL names)

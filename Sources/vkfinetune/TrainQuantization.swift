@@ -15,9 +15,10 @@ enum Quantization {
                       frozenStorage: DType = .f32, backend: Backend, log: (String) -> Void) throws -> LlamaWeights {
     if frozenStorage != .f32 {
       log(method == .full
-        ? "mixed precision: every parameter trains, so all stay f32 (only frozen weights are stored \(frozenStorage))"
-        : "mixed precision: frozen weights stored \(frozenStorage) on the device; f32 accumulation, "
-          + "f32 trained parameters and AdamW state")
+        ? "mixed precision: saved activations stored \(frozenStorage) (without gradient checkpointing); every "
+          + "parameter trains, so the weights stay f32; f32 accumulation and AdamW state"
+        : "mixed precision: frozen weights and saved activations (without gradient checkpointing) stored "
+          + "\(frozenStorage) on the device; f32 accumulation, f32 trained parameters and AdamW state")
     }
     guard method == .qlora else {
       return try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,

@@ -78,7 +78,9 @@ struct TrainRun {
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
-    let model = try advised { try LlamaModel(weights: weights, checkpointing: planned.gradientCheckpointing) }
+    let model = try advised {
+      try LlamaModel(weights: weights, checkpointing: planned.gradientCheckpointing, activationType: s.frozenStorage)
+    }
     if let lora {
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
       progress.message("LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(lora.adapters.count) adapters on "
@@ -290,6 +292,9 @@ struct TrainRun {
     case .resumed(let url, let step): progress.message("resumed from \(url.lastPathComponent) at step \(step)")
     case .earlyStopped(let step, let best):
       progress.message("early stopping at step \(step): no improvement since step \(best)")
+    case .stepSkipped(let step, let scale, let newScale):
+      progress.message(String(format: "step %d: inf/NaN gradients under fp16, update skipped; loss scale %g → %g",
+                              step, scale, newScale))
     }
   }
 }
@@ -317,6 +322,7 @@ extension TrainSettings {
     c.evalSteps = evalSteps; c.evalOnStart = evalOnStart; c.earlyStoppingPatience = earlyStoppingPatience
     c.saveSteps = saveSteps; c.saveTotalLimit = saveTotalLimit
     c.seed = UInt64(seed); c.loggingSteps = loggingSteps
+    c.fp16 = frozenStorage == .f16
     return c
   }
 
@@ -337,7 +343,8 @@ extension TrainSettings {
       let base = MemoryEstimate(shape: shape, settings: .init(
         microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
         nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
-        fusedAttention: fusedAttention, frozenStorage: frozenStorage, headChunkTokens: headChunkTokens))
+        fusedAttention: fusedAttention, frozenStorage: frozenStorage, headChunkTokens: headChunkTokens,
+        activationType: frozenStorage))
       let fits = memoryBudget.map { base.deviceBytesExcludingOptimizer + AdamW.stateBytes(elements: trained) <= $0 } ?? true
       state = fits ? .device : .hostVisible
     }
@@ -345,6 +352,6 @@ extension TrainSettings {
       microBatchSize: perDeviceTrainBatchSize, seqLength: seqLength, checkpointing: gradientCheckpointing,
       nf4Projections: method == .qlora, nf4DoubleQuant: doubleQuant, fullFineTuning: method == .full, adapterElements: adapterElements,
       optimizerState: state, fusedAttention: fusedAttention, frozenStorage: frozenStorage,
-      headChunkTokens: headChunkTokens))
+      headChunkTokens: headChunkTokens, activationType: frozenStorage))
   }
 }

@@ -46,6 +46,22 @@ final class MemoryEstimateTests: XCTestCase {
     }
   }
 
+  /// 16-bit saved activations at SmolLM2's shape: 10 of each layer's 13 saved tensors (all but
+  /// 1/rms and the row statistics) in half the bytes, plus one f32 working set — over a third
+  /// off the whole, as the residual stream, the scratch and the logits chunk stay f32; nothing
+  /// changes with checkpointing.
+  func test_halfActivations_shrinkSavedLayers() {
+    let s = Self.smol
+    func activations(_ type: DType, checkpointing: Bool = false) -> Int {
+      bytes(MemoryEstimate(shape: s, settings: .init(microBatchSize: 4, seqLength: 256, checkpointing: checkpointing,
+                                                     adapterElements: 1000, activationType: type)), .activations).device
+    }
+    let f32 = activations(.f32), bf16 = activations(.bf16)
+    XCTAssertLessThan(Double(bf16), 2.0 / 3.0 * Double(f32), "\(bf16) vs \(f32)")
+    XCTAssertEqual(bf16, activations(.f16))
+    XCTAssertEqual(activations(.bf16, checkpointing: true), activations(.f32, checkpointing: true))
+  }
+
   func test_nf4Projections_shrinkWeights() {
     let s = Self.smol
     let dense = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 128, adapterElements: 1000))
@@ -135,21 +151,22 @@ final class MemoryEstimateTests: XCTestCase {
 /// The activation estimate against the arena the model really allocates.
 final class MemoryEstimateArenaTests: XCTestCase {
   func test_activations_equalModelArena() throws {
-    for checkpointing in [false, true] {
+    for (checkpointing, type) in [(false, DType.f32), (true, .f32), (false, .bf16), (true, .f16)] {
       let w = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu, trainable: .all)
-      let model = try LlamaModel(weights: w, checkpointing: checkpointing)
+      let model = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
       let batch = 3, tokens = 7
       let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(Tiny.shape.vocab))
       try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)
       let arena = try XCTUnwrap(model.activationStorage).byteCount
       let e = MemoryEstimate(shape: Tiny.shape, settings: .init(microBatchSize: batch, seqLength: tokens,
-                                                                 checkpointing: checkpointing, fullFineTuning: true))
+                                                                 checkpointing: checkpointing, fullFineTuning: true,
+                                                                 activationType: type))
       // The estimate also counts ids, targets and positions (i32) and the model's ones
       // vector, which live outside the shared f32 arena.
       let aligned = (batch * tokens + 63) / 64 * 64
       let ints = 3 * aligned * 4, ones = aligned * 4
       let activations = e.lines.first { $0.category == .activations }?.deviceBytes ?? -1
-      XCTAssertEqual(activations - ints - ones, arena, "checkpointing \(checkpointing)")
+      XCTAssertEqual(activations - ints - ones, arena, "checkpointing \(checkpointing), \(type)")
     }
   }
 }

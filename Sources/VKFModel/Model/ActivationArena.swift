@@ -19,13 +19,21 @@ struct LayerActivations {
   var x1: Tensor
   /// RMSNorm(x1) before the MLP (N, C) and its 1/rms (N).
   var h2, rstd2: Tensor
-  /// MLP gate and up projections and silu(gate)·up (N, F).
+  /// MLP gate and up projections (N, F), and silu(gate)·up (N, F) — one buffer shared by
+  /// every layer: the backward recomputes it from gate and up (as Liger's SwiGLU does), so
+  /// no layer keeps its own.
   var gate, up, act: Tensor
 }
 
 /// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
 /// from one f32 allocation (plus one small i32 one for ids and targets), made once and
-/// reused across steps (llm.c's single allocation). Arenas of several shapes share one
+/// reused across steps (llm.c's single allocation).
+///
+/// Mixed precision (`activationType` f16 / bf16, every layer saved): each layer's saved
+/// tensors (h1, q, k, v, attn, x1, h2, gate, up) are kept 16-bit; a layer runs in one
+/// f32 working set and is cast into its 16-bit copy after its forward and back before its
+/// backward. The forward itself is f32 throughout (the residual stream is never rounded);
+/// only what the backward reads is. 1/rms and the attention row statistics stay f32. Arenas of several shapes share one
 /// allocation sized for the largest: only one runs at a time, and nothing in the shared
 /// part outlives a forward + backward (ids and targets are uploaded before each pass). What
 /// must persist per shape — the RoPE positions — has its own small allocation, and the
@@ -35,8 +43,13 @@ final class ActivationArena {
   /// Residual stream before layer l (l < L) and after the last layer (l = L): L+1 × (N, C).
   var residual: [Tensor] = []
   /// Saved activations: one per layer, or a single reused set when layers are recomputed
-  /// in the backward pass (checkpointing) or nothing is trained.
+  /// in the backward pass (checkpointing) or nothing is trained. With 16-bit activations the
+  /// per-layer sets hold the 16-bit copies (see `layerSet`).
   var saved: [LayerActivations] = []
+  /// True when every layer keeps its activations (training without checkpointing).
+  let savesEveryLayer: Bool
+  /// The f32 set a layer runs in when the saved sets are 16-bit (nil otherwise).
+  private(set) var working: LayerActivations?
   /// Final RMSNorm output (N, C) and 1/rms (N).
   var finalNormed, finalRstd: Tensor
   /// One LM-head chunk's logits (min(N, head chunk), V); overwritten in place by dLogits
@@ -70,14 +83,18 @@ final class ActivationArena {
   /// varying length (padded to their longest example) do not allocate (and page-fault in)
   /// a new arena each step; the allocation only grows. `ones`: at least B·T ones.
   /// `headTokens`: rows of one LM-head chunk.
+  /// `activationType` f16 / bf16: saved activations kept 16-bit (only when
+  /// `savesEveryLayer`).
   init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, headTokens: Int,
-       fusedAttention: Bool, previous: ActivationArena? = nil, ones: Tensor, backend: Backend) throws {
+       fusedAttention: Bool, activationType: DType = .f32, previous: ActivationArena? = nil, ones: Tensor,
+       backend: Backend) throws {
     self.batch = batch; self.tokens = tokens
+    self.savesEveryLayer = savesEveryLayer
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
     func carve(_ c: Carver) throws -> Views {
       try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer, headTokens: headTokens,
-                     fusedAttention: fusedAttention)
+                     fusedAttention: fusedAttention, activationType: activationType)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
@@ -92,6 +109,7 @@ final class ActivationArena {
     let v = try carve(Carver(base: arena))
     residual = v.residual
     saved = v.saved
+    working = v.working
     (finalNormed, finalRstd, logits, losses, scores) = (v.f32[0], v.f32[1], v.f32[2], v.f32[3], v.f32[4])
     self.ones = try ones.view(shape: [n])
     (qA, qB, dAttn) = (v.f32[5], v.f32[6], v.f32[7])
@@ -106,34 +124,77 @@ final class ActivationArena {
     positions = try backend.tensor((0..<n).map { Int32($0 % tokens) }, shape: [n])
   }
 
+  /// The set layer `l` runs in and saves into: its own, the single reused one, or with
+  /// 16-bit activations the f32 working set with layer `l`'s f32 parts (1/rms, row
+  /// statistics).
+  func layerSet(_ l: Int) -> LayerActivations {
+    guard var w = working else { return saved[savesEveryLayer ? l : 0] }
+    let own = saved[l]
+    w.rstd1 = own.rstd1; w.probs = own.probs; w.rstd2 = own.rstd2
+    return w
+  }
+
+  /// The tensors a 16-bit saved set rounds, as (f32 working, 16-bit saved) pairs of layer `l`.
+  private func roundedPairs(_ l: Int) -> [(Tensor, Tensor)] {
+    guard let w = working else { return [] }
+    let h = saved[l]
+    return [(w.h1, h.h1), (w.q, h.q), (w.k, h.k), (w.v, h.v), (w.attn, h.attn), (w.x1, h.x1), (w.h2, h.h2),
+            (w.gate, h.gate), (w.up, h.up)]
+  }
+
+  /// After layer `l`'s forward: its working activations into its 16-bit copies (no-op in f32).
+  func store(_ l: Int, _ be: Backend) throws {
+    for (f, h) in roundedPairs(l) { try be.cast(f, to: h) }
+  }
+
+  /// Before layer `l`'s backward: its 16-bit copies widened into the working set (no-op in f32).
+  func load(_ l: Int, _ be: Backend) throws {
+    for (f, h) in roundedPairs(l) { try be.cast(h, to: f) }
+  }
+
   /// f32 elements an arena of this shape needs (its views plus the token weights).
   static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
-                          headTokens: Int, fusedAttention: Bool) throws -> Int {
+                          headTokens: Int, fusedAttention: Bool, activationType: DType = .f32) throws -> Int {
     let measure = Carver(base: nil)
     _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer,
-                  headTokens: headTokens, fusedAttention: fusedAttention)
+                  headTokens: headTokens, fusedAttention: fusedAttention, activationType: activationType)
     return measure.offset + LlamaWeights.aligned(batch * tokens)
   }
 
   /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
   fileprivate static func carve(_ c: Carver, _ s: TransformerShape, batch: Int, tokens: Int,
-                                savesEveryLayer: Bool, headTokens: Int, fusedAttention: Bool) throws -> Views {
+                                savesEveryLayer: Bool, headTokens: Int, fusedAttention: Bool,
+                                activationType: DType) throws -> Views {
     let n = batch * tokens
     // Per-row attention statistics: T probabilities, or one log-sum-exp when fused.
     let attentionRow = fusedAttention ? [batch, s.heads, tokens] : [batch, s.heads, tokens, tokens]
+    let half = savesEveryLayer && activationType != .f32
+    // The rounded tensors' type: 16-bit in the per-layer sets of a mixed-precision arena.
+    func rounded(_ shape: [Int]) throws -> Tensor { half ? try c.take(shape, activationType) : try c.take(shape) }
     var v = Views()
     v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
+    let act = try c.take([n, s.intermediate])  // every layer's silu(gate)·up, recomputed in the backward
     v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
       LayerActivations(
-        h1: try c.take([n, s.hidden]), rstd1: try c.take([n]),
+        h1: try rounded([n, s.hidden]), rstd1: try c.take([n]),
+        q: try rounded([batch, s.heads, tokens, s.headDim]),
+        k: try rounded([batch, s.kvHeads, tokens, s.headDim]),
+        v: try rounded([batch, s.kvHeads, tokens, s.headDim]),
+        probs: try c.take(attentionRow),
+        attn: try rounded([n, s.qWidth]), x1: try rounded([n, s.hidden]),
+        h2: try rounded([n, s.hidden]), rstd2: try c.take([n]),
+        gate: try rounded([n, s.intermediate]), up: try rounded([n, s.intermediate]), act: act)
+    }
+    if half, let first = v.saved.first {
+      // The f32 working set: the rounded tensors only (layerSet supplies the rest per layer).
+      v.working = LayerActivations(
+        h1: try c.take([n, s.hidden]), rstd1: first.rstd1,
         q: try c.take([batch, s.heads, tokens, s.headDim]),
         k: try c.take([batch, s.kvHeads, tokens, s.headDim]),
         v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
-        probs: try c.take(attentionRow),
-        attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
-        h2: try c.take([n, s.hidden]), rstd2: try c.take([n]),
-        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]),
-        act: try c.take([n, s.intermediate]))
+        probs: first.probs, attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
+        h2: try c.take([n, s.hidden]), rstd2: first.rstd2,
+        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]), act: act)
     }
     v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], attentionRow,
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
@@ -146,6 +207,7 @@ final class ActivationArena {
   /// The carved views, before they are unpacked into the arena's properties.
   fileprivate struct Views {
     var residual: [Tensor] = [], saved: [LayerActivations] = [], f32: [Tensor] = []
+    var working: LayerActivations?
   }
 }
 
@@ -165,6 +227,18 @@ private final class Carver {
       return Tensor(storage: Self.placeholder, shape: shape, dtype: .f32, byteOffset: offset * 4)
     }
     return try base.view(offset: offset, shape: shape)
+  }
+
+  /// A view of another element type (f16 / bf16: two per f32 slot), 256-byte aligned too.
+  func take(_ shape: [Int], _ dtype: DType) throws -> Tensor {
+    let count = shape.reduce(1, *)
+    let slots = (count * dtype.size + 3) / 4
+    defer { offset += LlamaWeights.aligned(slots) }
+    guard let base else {
+      return Tensor(storage: Self.placeholder, shape: shape, dtype: dtype, byteOffset: offset * 4)
+    }
+    let slot = try base.view(offset: offset, shape: [slots])
+    return Tensor(storage: slot.storage, shape: shape, dtype: dtype, byteOffset: slot.byteOffset)
   }
 }
 

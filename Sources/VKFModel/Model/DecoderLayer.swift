@@ -83,7 +83,8 @@ struct DecoderLayer {
     let s = shape, w = weights, ar = arena, ones = arena.ones
     let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
     let dRes = ar.dResidual
-    // MLP: y = x1 + down(act)
+    // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
+    try be.swiglu(gate: a.gate, up: a.up, into: a.act)
     try w.down.backward(be, dy: dRes, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
     try be.swigluBackward(ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
     try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)

@@ -21,6 +21,9 @@ public final class LlamaModel {
   public var backend: Backend { weights.backend }
   /// Keep only each layer's input and recompute the layer in the backward pass.
   public let checkpointing: Bool
+  /// Storage of the saved activations when every layer keeps them (mixed precision: f16 /
+  /// bf16 copies of each layer's matmul inputs and outputs; see `ActivationArena`).
+  public let activationType: DType
   /// Attention through the fused op (`Backend.attention`: no T×T buffers, the default), or
   /// through scores, causal softmax and probabilities (B, NH, T, T) per layer — the
   /// reference path, kept for tests.
@@ -60,10 +63,15 @@ public final class LlamaModel {
   /// A model over `weights`; with `checkpointing`, activations of one layer at a time.
   /// `headChunkTokens`: rows per LM-head chunk (default `defaultHeadChunkTokens(vocab:)`;
   /// tests pass small odd values to exercise the chunk edges).
+  /// `activationType` f16 / bf16 keeps the saved activations 16-bit (mixed precision).
   public init(weights: LlamaWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil,
-              fusedAttention: Bool = true) throws {
+              fusedAttention: Bool = true, activationType: DType = .f32) throws {
+    guard activationType.isFloat else {
+      throw VKFError.other("LlamaModel: activations are stored f32, f16 or bf16, not \(activationType)")
+    }
     self.weights = weights
     self.checkpointing = checkpointing
+    self.activationType = activationType
     self.fusedAttention = fusedAttention
     self.headChunkTokens = max(1, headChunkTokens ?? Self.defaultHeadChunkTokens(vocab: weights.shape.vocab))
     invFreq = try weights.backend.tensor(weights.shape.invFreq, shape: [weights.shape.invFreq.count])
@@ -302,9 +310,11 @@ public final class LlamaModel {
     guard let lowest else { return }
     for l in stride(from: s.layers - 1, through: lowest, by: -1) {
       let layer = try layer(l, ar)
-      let saved = ar.saved[ar.saved.count == 1 ? 0 : l]
-      if ar.saved.count == 1 {
+      let saved = ar.layerSet(l)
+      if !ar.savesEveryLayer {
         try layer.forward(be, x: ar.residual[l], y: ar.residual[l + 1], saving: saved, recomputing: true)
+      } else {
+        try ar.load(l, be)  // 16-bit activations widened into the working set (f32: nothing)
       }
       try layer.backward(be, x: ar.residual[l], saved: saved)
     }
@@ -374,8 +384,8 @@ public final class LlamaModel {
     let be = backend, s = shape
     try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
     for l in 0..<s.layers {
-      try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1],
-                               saving: ar.saved[ar.saved.count == 1 ? 0 : l])
+      try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1], saving: ar.layerSet(l))
+      if ar.savesEveryLayer { try ar.store(l, be) }  // 16-bit copies (f32: nothing)
     }
     try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
                    into: ar.finalNormed, rstd: ar.finalRstd)
@@ -398,7 +408,8 @@ public final class LlamaModel {
     var previous = arenas.values.first
     if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
                                                          savesEveryLayer: saves, headTokens: headChunkTokens,
-                                                         fusedAttention: fusedAttention) > p.storage.count
+                                                         fusedAttention: fusedAttention,
+                                                         activationType: activationType) > p.storage.count
                            || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
@@ -411,7 +422,8 @@ public final class LlamaModel {
     }
     guard let ones else { throw VKFError.other("LlamaModel: ones vector missing") }
     let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
-                                headTokens: headChunkTokens, fusedAttention: fusedAttention, previous: previous,
+                                headTokens: headChunkTokens, fusedAttention: fusedAttention,
+                                activationType: activationType, previous: previous,
                                 ones: ones, backend: backend)
     arenas[key] = a
     return a
