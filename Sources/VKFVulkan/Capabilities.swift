@@ -38,5 +38,14 @@ public struct VulkanCapabilities: Sendable {
   /// "discrete", "integrated", "virtual", "cpu" or "other".
   public var deviceType: String = ""
   public var driverName: String = ""
+  /// Largest reduction length one matmul dispatch may loop over, or nil for no limit.
+  /// llvmpipe (lavapipe) stops every shader invocation's loops after 65535 iterations in
+  /// all (gallivm's loop limiter, against hangs) and then carries on silently: a product
+  /// whose K loop runs longer returns partial sums (found as an LM-head gradient, k = the
+  /// vocabulary, that was zero in 7/8 of its outputs). 4096 keeps a tile's loops near a
+  /// quarter of the limit; longer products are dispatched as K slices accumulated with β.
+  public var matmulMaxK: Int? {
+    driverName.lowercased().contains("llvmpipe") || deviceName.lowercased().contains("llvmpipe") ? 4096 : nil
+  }
   public init() {}
 }

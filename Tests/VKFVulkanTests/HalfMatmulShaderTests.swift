@@ -55,6 +55,12 @@ final class HalfMatmulShaderTests: LinearShaderTestCase {
     }
   }
 
+  /// 16-bit operands over a K sliced on llvmpipe (slices start at even elements).
+  func testHalfMatmul_longK() throws {
+    try check(m: 6, n: 5, k: 12_345, ta: .bf16, tb: .f16, transposeA: false, transposeB: true)
+    try check(m: 6, n: 5, k: 12_345, ta: .f32, tb: .bf16, transposeA: true, transposeB: false)
+  }
+
   /// Batched with a broadcast 16-bit B (per-head products over a shared weight).
   func testHalfMatmul_batched_broadcastHalfB() throws {
     try check(m: 19, n: 23, k: 17, batch: 3, batchB: 1, ta: .f32, tb: .bf16, transposeA: false, transposeB: true)

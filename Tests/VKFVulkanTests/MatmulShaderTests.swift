@@ -144,6 +144,18 @@ final class MatmulShaderTests: LinearShaderTestCase {
     try check(m: 129, n: 200, k: 33, batch: 5, transposeB: true)
   }
 
+  /// A reduction longer than llvmpipe lets one invocation loop (65535 iterations in all, then
+  /// it silently stops: k = 20000 came back 7/8 zero) is dispatched in K slices there; every
+  /// layout, a batch and β accumulation. On other drivers it is one dispatch.
+  func testMatmul_longK_slicedWhereLoopsAreCapped() throws {
+    let vk = try LinearCheck.vulkan()
+    if vk.capabilities.matmulMaxK == nil { print("no loop cap on \(vk.name): one dispatch") }
+    for tA in [false, true] {
+      for tB in [false, true] { try check(m: 9, n: 7, k: 20_003, transposeA: tA, transposeB: tB, alpha: 0.5, beta: 2) }
+    }
+    try check(m: 5, n: 3, k: 9_000, batch: 2, transposeB: true)
+  }
+
   func testMatmul_alphaBeta_accumulatesIntoC() throws {
     try check(m: 37, n: 41, k: 29, alpha: 0.5, beta: 0.25)
   }

@@ -95,18 +95,32 @@ extension VulkanBackend {
                                 alpha: alpha, beta: beta)
     }
     let t = MatmulTiling.current
-    let push = MatmulPush(
+    var push = MatmulPush(
       m: try shaderUInt(g.m, .matmul), n: try shaderUInt(g.n, .matmul),
       k: try shaderUInt(g.k, .matmul), lda: try shaderUInt(g.lda, .matmul),
       ldb: try shaderUInt(g.ldb, .matmul), ldc: try shaderUInt(g.ldc, .matmul),
       strideA: try shaderUInt(g.strideA, .matmul), strideB: try shaderUInt(g.strideB, .matmul),
       strideC: try shaderUInt(g.strideC, .matmul), batch: try shaderUInt(g.batch, .matmul),
       alpha: alpha, beta: beta)
-    try dispatch("matmul", defines: MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB,
-                                                          a: a.dtype, b: b.dtype),
-                 specialization: t.specialization, bindings: [a, b, c], push: push,
-                 groups: t.groups(m: g.m, n: g.n, batch: g.batch,
-                                  limits: gridLimits))
+    let defines = MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB, a: a.dtype, b: b.dtype)
+    let groups = t.groups(m: g.m, n: g.n, batch: g.batch, limits: gridLimits)
+    // K slices on drivers that cap a shader's loop iterations (`matmulMaxK`): each slice's
+    // operands are views starting at its first k (a column offset within each row, or whole
+    // rows, by layout), with the full row lengths, accumulated through β. A multiple of 64
+    // keeps 16-bit views 4-byte aligned.
+    let slice = capabilities.matmulMaxK.map { max(64, $0 / 64 * 64) } ?? g.k
+    var k0 = 0
+    repeat {
+      let kc = min(slice, g.k - k0)
+      let offsetA = transposeA ? k0 * g.lda : k0, offsetB = transposeB ? k0 : k0 * g.ldb
+      let av = k0 == 0 ? a : try a.view(offset: offsetA, shape: [a.count - offsetA])
+      let bv = k0 == 0 ? b : try b.view(offset: offsetB, shape: [b.count - offsetB])
+      push.k = try shaderUInt(kc, .matmul)
+      push.beta = k0 == 0 ? beta : 1
+      try dispatch("matmul", defines: defines, specialization: t.specialization, bindings: [av, bv, c], push: push,
+                   groups: groups)
+      k0 += kc
+    } while k0 < g.k
   }
 
   /// A product with an operand past the binding limit (the LM head: logits (N, V) = x·Eᵀ,
