@@ -156,10 +156,11 @@ public final class Trainer {
     /// fp16: the loss is multiplied by the scale (through the normalizer) and the gradients
     /// divided by it in the update — powers of two, so with f32 gradients no bit changes.
     func lossScale() -> Float { Float(gradScaler?.scale ?? 1) }
-    /// A step with inf/NaN loss or gradients under fp16: the device skipped its update; the
-    /// scale backs off and the run goes on (GradScaler's semantics).
-    func skip(lr: Float, stepTokens: Int, epoch: Double) throws -> Bool {
-      try optimizer.discardSkippedStep()
+    /// A step with inf/NaN loss or gradients under fp16: its update was skipped (on the
+    /// device when `queued`, else never queued); the scale backs off and the run goes on
+    /// (GradScaler's semantics).
+    func skip(lr: Float, stepTokens: Int, epoch: Double, queued: Bool) throws -> Bool {
+      if queued { try optimizer.discardSkippedStep() }
       let before = gradScaler?.scale ?? 1
       gradScaler?.update(foundInf: true)
       skippedSteps.append(step + 1)
@@ -175,7 +176,7 @@ public final class Trainer {
       engine.task.absorbStepMetrics(o.taskMetrics)
       let loss = o.loss / f.scale, norm = o.sumOfSquares.squareRoot() / f.scale
       guard loss.isFinite, norm.isFinite else {
-        if gradScaler != nil { return try skip(lr: f.lr, stepTokens: f.tokens, epoch: f.epoch) }
+        if gradScaler != nil { return try skip(lr: f.lr, stepTokens: f.tokens, epoch: f.epoch, queued: true) }
         optimizer.rewind(to: step)
         throw loss.isFinite ? nonFinite("the gradient norm", norm) : nonFinite("the training loss", loss)
       }
@@ -231,12 +232,7 @@ public final class Trainer {
         sum /= scale
         let norm = sum.isFinite ? try optimizer.gradientNorm(gradScale: 1 / scale) : .nan
         if !(sum.isFinite && norm.isFinite), gradScaler != nil {
-          // Nothing was updated: no update was queued (so no step to discard on the device).
-          let before = gradScaler?.scale ?? 1
-          gradScaler?.update(foundInf: true)
-          skippedSteps.append(step + 1)
-          onEvent?(.stepSkipped(step: step + 1, scale: before, newScale: gradScaler?.scale ?? 1))
-          if try complete(loss: nil, norm: .nan, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
+          if try skip(lr: lr, stepTokens: stepTokens, epoch: epoch, queued: false) { stoppedEarly = true; break }
           continue
         }
         guard sum.isFinite else { throw nonFinite("the training loss", sum) }
