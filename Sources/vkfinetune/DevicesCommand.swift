@@ -27,7 +27,7 @@ struct DevicesCommand: ParsableCommand {
         + "max binding \(formatBytes(d.maxStorageBufferRange)), driver \(d.driver)")
       // Every device runs the same variants: 16-bit operands are widened by bit conversion
       // as tiles are staged, so they need no float16 feature.
-      print("      matmul: shared-memory tiles \(MatmulVariants.tileDescription), f32 accumulation; "
+      print("      matmul: shared-memory tiles \(MatmulVariant.tileDescription), f32 accumulation; "
         + "operands f32, f16 or bf16 (--bf16/--fp16 weights); NF4 weights decoded in the kernel")
     }
     print("* = picked (override with VKF_DEVICE=<index or name substring>)")

@@ -57,6 +57,8 @@ public final class LlamaWeights {
   public private(set) var parameters: [String: Tensor] = [:]
   /// Every gradient by Hugging Face name (trained parameters only).
   public private(set) var gradients: [String: Tensor] = [:]
+  /// Storage of the frozen matrices (f32 unless loaded with a 16-bit `frozenStorage`).
+  public let frozenStorage: DType
   /// The one allocation all gradients view (nil when nothing is trained).
   private let gradientArena: Tensor?
 
@@ -79,6 +81,7 @@ public final class LlamaWeights {
     }
     try shape.validate()
     self.shape = shape
+    self.frozenStorage = frozenStorage
     self.backend = backend
     let expected = shape.parameterShapes
     let available = Set(source.tensorNames)
@@ -238,13 +241,6 @@ public final class LlamaWeights {
     return try backend.tensor(bits, shape: shape, dtype)
   }
 
-  /// Storage of the frozen matrices (f32 unless loaded with a 16-bit `frozenStorage`).
-  public var frozenStorage: DType {
-    if !embedding.dtype.isFloat { return .f32 }
-    if embedding.dtype != .f32 { return embedding.dtype }
-    for layer in layers { if let w = layer.q.denseWeight, w.dtype != .f32 { return w.dtype } }
-    return .f32
-  }
 
   /// n rounded up to a multiple of 64 elements.
   static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }

@@ -55,15 +55,6 @@ func shaderUInt(_ v: Int, _ op: Op) throws -> UInt32 {
 
 // MARK: - matmul
 
-/// What `devices` reports about the matmul kernels.
-public enum MatmulVariants {
-  /// The tiling in force, e.g. "64×64×8 (8×8 per invocation)".
-  public static var tileDescription: String {
-    let t = MatmulTiling.current
-    return "\(t.bm)×\(t.bn)×\(t.bk) (\(t.tm)×\(t.tn) per invocation)"
-  }
-}
-
 /// Push constants of `Shaders/matmul.comp`, after the 8 binding offsets (field order matters).
 struct MatmulPush {
   var m: UInt32, n: UInt32, k: UInt32
@@ -73,8 +64,15 @@ struct MatmulPush {
   var alpha: Float, beta: Float
 }
 
-/// The `#define` variants of matmul.comp, one table (cooperative-matrix rows go here).
-enum MatmulVariant {
+/// The `#define` variants of matmul.comp, one table (cooperative-matrix rows go here), and
+/// what `devices` reports about them.
+public enum MatmulVariant {
+  /// The tiling in force, e.g. "64×64×8 (8×8 per invocation)".
+  public static var tileDescription: String {
+    let t = MatmulTiling.current
+    return "\(t.bm)×\(t.bn)×\(t.bk) (\(t.tm)×\(t.tn) per invocation)"
+  }
+
   /// Defines for the transposes and the operands' storage types (`castTypeCodes`: f32,
   /// f16 or bf16, converted as they are staged).
   static func defines(transposeA: Bool, transposeB: Bool, a: DType = .f32, b: DType = .f32) -> [String: String] {
