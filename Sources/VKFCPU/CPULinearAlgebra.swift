@@ -92,26 +92,43 @@ extension CPUBackend {
     // is a slice of the reduction, accumulated with β = 1 after the first).
     let rowsW = w.rows, colsW = w.cols
     let panelRows = max(1, min(rowsW, nf4PanelElements / max(colsW, 1)))
-    let buffer = try scratch.floats(panelRows * colsW)
-    let px = f32(x), py = f32(y)
+    // A 16-bit x (QLoRA's compute dtype) is widened in chunks of rows, at most
+    // `widenPanelElements` at a time, each multiplied by every panel of W.
+    let xHalf = x.dtype.size == 2
+    let xRows = xHalf ? max(1, min(m, widenPanelElements / max(k, 1))) : max(m, 1)
+    let buffer = try scratch.floats(panelRows * colsW + (xHalf ? xRows * k : 0))
+    let wideX = buffer + panelRows * colsW
+    let py = f32(y)
     let packed = UnsafePointer(u8(w.packed))
     withAbsmax(w) { absmax in
-      var r0 = 0
-      repeat {
-        let rows = min(panelRows, rowsW - r0)
-        NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
-                                     elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
-        if transposeB {
-          // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
-          CPUBackend.sgemm(false, true, m: m, n: rows, k: k, alpha: alpha, a: px, lda: k,
-                           b: buffer, ldb: colsW, beta: beta, c: py + r0, ldc: n)
+      for x0 in stride(from: 0, to: max(m, 1), by: xRows) {
+        let mr = min(m, x0 + xRows) - x0
+        let px: UnsafePointer<Float>
+        if xHalf {
+          let src = UnsafePointer(u16(x)) + x0 * k
+          if x.dtype == .bf16 { CPUCast.bf16ToF32(src, wideX, mr * k) } else { CPUCast.f16ToF32(src, wideX, mr * k) }
+          px = UnsafePointer(wideX)
         } else {
-          // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
-          CPUBackend.sgemm(false, false, m: m, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
-                           b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: py, ldc: n)
+          px = UnsafePointer(f32(x)) + x0 * k
         }
-        r0 += rows
-      } while r0 < rowsW
+        let pyc = py + x0 * n
+        var r0 = 0
+        repeat {
+          let rows = min(panelRows, rowsW - r0)
+          NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
+                                       elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
+          if transposeB {
+            // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
+            CPUBackend.sgemm(false, true, m: mr, n: rows, k: k, alpha: alpha, a: px, lda: k,
+                             b: buffer, ldb: colsW, beta: beta, c: pyc + r0, ldc: n)
+          } else {
+            // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
+            CPUBackend.sgemm(false, false, m: mr, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
+                             b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: pyc, ldc: n)
+          }
+          r0 += rows
+        } while r0 < rowsW
+      }
     }
   }
 }

@@ -180,7 +180,11 @@ public enum ShapeCheck {
     throws -> (m: Int, n: Int, k: Int)
   {
     try nf4(.matmulNF4, w)
-    try dtype(.matmulNF4, .f32, x, y)
+    // x may be stored 16-bit (QLoRA's bnb_4bit_compute_dtype activations); y accumulates f32.
+    try dtype(.matmulNF4, .f32, y)
+    guard x.dtype.isFloat else {
+      throw VKFError.dtypeMismatch(op: Op.matmulNF4.rawValue, detail: "\(x) where f32, f16 or bf16 is required")
+    }
     let (k, n) = transposeB ? (w.cols, w.rows) : (w.rows, w.cols)
     guard x.lastDim == k, y.lastDim == n, x.rowCount == y.rowCount else {
       throw fail(.matmulNF4, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")

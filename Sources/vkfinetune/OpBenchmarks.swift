@@ -69,6 +69,11 @@ enum OpBenchmarks {
         let x = try rand(b, [t, c]), y = try b.allocate([t, f])
         return { try b.matmulNF4(x, w, into: y, transposeB: true, alpha: 1, beta: 0) }
       },
+      OpBenchCase(name: "matmulNF4 x·Wᵀ, x bf16", shape: "\(t)×\(c) · NF4(\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
+        let w = try NF4Weight.quantizing((0..<(f * c)).map { _ in Float.random(in: -1...1) }, rows: f, cols: c, on: b)
+        let x = try half(b, [t, c], .bf16), y = try b.allocate([t, f])
+        return { try b.matmulNF4(x, w, into: y, transposeB: true, alpha: 1, beta: 0) }
+      },
       OpBenchCase(name: "loraForward r16", shape: "\(t)×\(c) → \(f)", flops: gemm(t, f, c) + gemm(t, r, c) + gemm(t, f, r)) { b in
         let x = try rand(b, [t, c]), w = try rand(b, [f, c]), a = try rand(b, [r, c]), bm = try rand(b, [f, r])
         let y = try b.allocate([t, f]), xa = try b.allocate([t, r])

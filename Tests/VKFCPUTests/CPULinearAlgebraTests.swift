@@ -180,6 +180,32 @@ final class CPULinearAlgebraTests: XCTestCase {
     }
   }
 
+  /// A 16-bit x widened in chunks of rows (tiny `widenPanelElements`: 3 chunks, the last
+  /// partial) over several NF4 panels equals the dense product of the rounded x.
+  func test_matmulNF4_halfActivations_rowChunks_matchDense() throws {
+    let cpu = CPUBackend()
+    cpu.nf4PanelElements = 600
+    let (rows, cols, m) = (40, 37, 11)
+    cpu.widenPanelElements = 4 * max(rows, cols)
+    let q = try NF4Weight.quantizing(TestData.uniform(rows * cols, seed: 32), rows: rows, cols: cols,
+                                     on: cpu, blockSize: 16)
+    let dense = try cpu.allocate([rows, cols])
+    try cpu.dequantizeNF4(q, into: dense)
+    for type in [DType.bf16, .f16] {
+      for transposeB in [true, false] {
+        let (k, n) = transposeB ? (cols, rows) : (rows, cols)
+        let h = TestData.half(TestData.uniform(m * k, seed: 33), type)
+        let x = try cpu.tensor(h.bits, shape: [m, k], type), xr = try cpu.tensor(h.values, shape: [m, k])
+        let y0 = TestData.uniform(m * n, seed: 34)
+        let y = try cpu.tensor(y0, shape: [m, n]), ref = try cpu.tensor(y0, shape: [m, n])
+        try cpu.matmulNF4(x, q, into: y, transposeB: transposeB, alpha: 0.5, beta: 2)
+        try cpu.matmul(xr, dense, into: ref, transposeA: false, transposeB: transposeB, alpha: 0.5, beta: 2)
+        T.assertClose(try cpu.floats(ref), try cpu.floats(y), nmse: Tol.f32NMSE,
+                      maxAbs: Tol.f32MaxAbs, "\(type) transposeB \(transposeB)")
+      }
+    }
+  }
+
   /// Forward y = x·Wᵀ; its input gradient R·W is matmulNF4 without transposeB.
   func test_matmulNF4_inputGradientOrientation_matchesFiniteDifferences() throws {
     let (m, rows, cols) = (3, 8, 16)

@@ -53,21 +53,31 @@ final class NF4ShaderTests: LinearShaderTestCase {
   }
 
   /// matmulNF4 on Vulkan vs the CPU's dense matmul with the dequantised weight.
+  /// x stored `xType` (f16/bf16: QLoRA's 16-bit compute dtype, the X_TYPE variants); the
+  /// dense reference multiplies the values the rounded x holds, so f32 tolerances apply.
   private func checkMatmulNF4(m: Int, rows: Int, cols: Int, transposeB: Bool, alpha: Float,
-                              beta: Float, blockSize: Int = 64, doubleQuant: Bool = false) throws {
+                              beta: Float, blockSize: Int = 64, doubleQuant: Bool = false,
+                              xType: DType = .f32) throws {
     let vk = try LinearCheck.vulkan(), cpu = TestBackends.cpu
     let (q, dense) = try weight(rows: rows, cols: cols, blockSize: blockSize, seed: 21, on: vk,
                                 doubleQuant: doubleQuant)
     let (k, n) = transposeB ? (cols, rows) : (rows, cols)
-    let xv = TestData.uniform(m * k, seed: 22), yv = TestData.uniform(m * n, seed: 23)
-    let x = try vk.tensor(xv, shape: [m, k]), y = try vk.tensor(yv, shape: [m, n])
+    let raw = TestData.uniform(m * k, seed: 22), yv = TestData.uniform(m * n, seed: 23)
+    let half = xType == .f32 ? nil : TestData.half(raw, xType)
+    let xv = half?.values ?? raw
+    func xTensor(_ b: Backend) throws -> Tensor {
+      if let half { return try b.tensor(half.bits, shape: [m, k], xType) }
+      return try b.tensor(xv, shape: [m, k])
+    }
+    let x = try xTensor(vk), y = try vk.tensor(yv, shape: [m, n])
     try vk.matmulNF4(x, q, into: y, transposeB: transposeB, alpha: alpha, beta: beta)
     let got = try vk.floats(y)
 
-    let xc = try cpu.tensor(xv, shape: [m, k]), yc = try cpu.tensor(yv, shape: [m, n])
+    let xc = try xTensor(cpu), yc = try cpu.tensor(yv, shape: [m, n])
+    let xDense = try cpu.tensor(xv, shape: [m, k])
     let wc = try cpu.tensor(dense, shape: [rows, cols])
-    try cpu.matmul(xc, wc, into: yc, transposeA: false, transposeB: transposeB, alpha: alpha, beta: beta)
-    let label = "matmulNF4 \(m)×(\(rows),\(cols)) tB \(transposeB) double quant \(doubleQuant)"
+    try cpu.matmul(xDense, wc, into: yc, transposeA: false, transposeB: transposeB, alpha: alpha, beta: beta)
+    let label = "matmulNF4 x \(xType) \(m)×(\(rows),\(cols)) tB \(transposeB) double quant \(doubleQuant)"
     LinearCheck.assertClose(try cpu.floats(yc), got, k: k, label + " vs cpu dense")
 
     // And the CPU's own matmulNF4.
@@ -94,6 +104,30 @@ final class NF4ShaderTests: LinearShaderTestCase {
     try checkMatmulNF4(m: 13, rows: 70, cols: 90, transposeB: true, alpha: 1, beta: 0, blockSize: 6,
                        doubleQuant: true)
     try checkMatmulNF4(m: 5, rows: 66, cols: 130, transposeB: false, alpha: 2, beta: 1, doubleQuant: true)
+  }
+
+  /// 16-bit activations (X_TYPE 1/2) in both orientations, with odd k so rows start mid-word,
+  /// and a view at an even element offset.
+  func testMatmulNF4_halfActivations_equalDequantizedMatmul() throws {
+    try checkMatmulNF4(m: 13, rows: 70, cols: 91, transposeB: true, alpha: 1, beta: 0, xType: .bf16)
+    try checkMatmulNF4(m: 7, rows: 45, cols: 130, transposeB: true, alpha: 0.5, beta: 0.25, xType: .f16)
+    try checkMatmulNF4(m: 5, rows: 66, cols: 35, transposeB: false, alpha: 2, beta: 1, blockSize: 6,
+                       doubleQuant: true, xType: .bf16)
+    try checkMatmulNF4(m: 9, rows: 66, cols: 40, transposeB: false, alpha: 1, beta: 0, xType: .f16)
+    // A view starting at element 2·k into a bf16 buffer: the shader counts from 2·boff.
+    let vk = try LinearCheck.vulkan(), cpu = TestBackends.cpu
+    let (rows, cols, m) = (24, 33, 4)
+    let (q, dense) = try weight(rows: rows, cols: cols, blockSize: 64, seed: 5, on: vk)
+    let h = TestData.half(TestData.uniform((m + 2) * cols, seed: 6), .bf16)
+    let whole = try vk.tensor(h.bits, shape: [m + 2, cols], .bf16)
+    let x = try whole.view(offset: 2 * cols, shape: [m, cols])
+    let y = try vk.allocate([m, rows])
+    try vk.matmulNF4(x, q, into: y, transposeB: true, alpha: 1, beta: 0)
+    let xc = try cpu.tensor(Array(h.values[(2 * cols)...]), shape: [m, cols])
+    let ref = try cpu.allocate([m, rows])
+    try cpu.matmul(xc, try cpu.tensor(dense, shape: [rows, cols]), into: ref, transposeA: false,
+                   transposeB: true, alpha: 1, beta: 0)
+    LinearCheck.assertClose(try cpu.floats(ref), try vk.floats(y), k: cols, "bf16 x view at 2·k")
   }
 
   /// Grids clamped to one or two workgroups per dimension: the grid-stride loops cover the rest.

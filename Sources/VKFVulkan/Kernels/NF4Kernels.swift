@@ -59,7 +59,8 @@ extension VulkanBackend {
 
   // MARK: - matmulNF4
 
-  /// y = α·x·op(W) + β·y with W NF4, dequantised tile by tile on `matmul_nf4.comp`.
+  /// y = α·x·op(W) + β·y with W NF4, dequantised tile by tile on `matmul_nf4.comp`; x may
+  /// be stored f16/bf16 (widened as it is staged).
   public func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
                         alpha: Float, beta: Float) throws {
     try checkOwnership(.matmulNF4, [x] + w.tensors + [y])
@@ -71,7 +72,8 @@ extension VulkanBackend {
       m: try shaderUInt(m, .matmulNF4), n: try shaderUInt(n, .matmulNF4),
       k: try shaderUInt(k, .matmulNF4), cols: try shaderUInt(w.cols, .matmulNF4),
       blockSize: try shaderUInt(w.blockSize, .matmulNF4), alpha: alpha, beta: beta, absmax: a.push)
-    try dispatch("matmul_nf4", defines: ["TRANS_B": transposeB ? "1" : "0", "NF4_DQ": a.define],
+    let defines = ["TRANS_B": transposeB ? "1" : "0", "NF4_DQ": a.define, "X_TYPE": castTypeCodes[x.dtype] ?? "0"]
+    try dispatch("matmul_nf4", defines: defines,
                  specialization: t.specialization, bindings: [x, w.packed, a.absmax, y] + a.nested,
                  push: push, groups: t.groups(m: m, n: n, limits: gridLimits))
   }
