@@ -9,6 +9,10 @@ Each case: fp32 LlamaForCausalLM on cuda; LoRA = PEFT r 16, alpha 32, dropout 0 
 gate,up,down with AdamW(lr 1e-4) on the adapters; full = every parameter, AdamW(lr 1e-5).
 Random ids, labels = ids (transformers shifts them). One warm-up step, then `--steps` timed
 steps with torch.cuda.synchronize() around the loop. Prints one JSON document.
+
+`--gemm N`: cuBLAS through torch.matmul on N×N fp16 operands with fp32 accumulation
+(allow_fp16_reduced_precision_reduction off), the reference for vkfinetune's cooperative-
+matrix kernel on the same shape (`bench ops`, row "matmul f16·f16"); and fp32 (TF32 off).
 """
 import argparse
 import json
@@ -82,6 +86,29 @@ def run_case(directory, method, batch, seq, steps):
                 device=torch.cuda.get_device_name(0), torch=torch.__version__)
 
 
+def gemm(n, seconds=1.0):
+    """TFLOP/s of torch.matmul on N×N operands, fp16 (fp32 accumulate) and fp32 (no TF32)."""
+    import torch
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    out = {"n": n, "device": torch.cuda.get_device_name(0)}
+    for name, dtype in [("fp16", torch.float16), ("fp32", torch.float32)]:
+        a = torch.rand(n, n, device="cuda", dtype=dtype) * 2 - 1
+        b = torch.rand(n, n, device="cuda", dtype=dtype) * 2 - 1
+        for _ in range(3):
+            torch.matmul(a, b)
+        torch.cuda.synchronize()
+        calls, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(10):
+                torch.matmul(a, b)
+            calls += 10
+            torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / calls
+        out[name + "_tflops"] = 2 * n ** 3 / dt / 1e12
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--make-model", metavar="DIR")
@@ -92,7 +119,11 @@ def main():
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seq", type=int)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--gemm", type=int, metavar="N", help="time torch.matmul on N×N fp16 and fp32")
     a = ap.parse_args()
+    if a.gemm:
+        print(json.dumps(gemm(a.gemm), indent=2))
+        return
     if a.make_model:
         if not (a.shape and a.tokenizer):
             sys.exit("--make-model needs --shape and --tokenizer")

@@ -19,8 +19,10 @@ public struct VulkanCapabilities: Sendable {
   public var supportsInt8Arithmetic = false
   /// shaderInt16, enabled when true.
   public var supportsInt16Arithmetic = false
-  /// VK_KHR_cooperative_matrix is exposed (not enabled yet).
+  /// VK_KHR_cooperative_matrix or VK_NV_cooperative_matrix is exposed.
   public var supportsCooperativeMatrix = false
+  /// The shapes offered and the one f16 × f16 products run on (enabled at device creation).
+  public var cooperativeMatrix = CooperativeMatrixSupport()
   /// Largest range one storage-buffer binding may cover (lavapipe: 128 MiB).
   public var maxStorageBufferRange: Int = 128 << 20
   /// Binding offsets are multiples of this.

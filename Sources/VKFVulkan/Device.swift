@@ -51,35 +51,55 @@ final class VulkanDevice {
     // comes from its extension (probe only reports it when the extension is listed).
     var extensions: [String] = []
     if probe.subgroupSizeControl { extensions.append("VK_EXT_subgroup_size_control") }
+    // The cooperative-matrix flavour matmul_coopmat.comp was compiled for, when one was chosen.
+    let coopmat = probe.coopmat.chosen?.flavour
+    if let coopmat, coopmat != .emulated { extensions.append(coopmat.rawValue) }
+    var fnv = VkPhysicalDeviceCooperativeMatrixFeaturesNV()
+    fnv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV
+    fnv.cooperativeMatrix = 1
+    var fkhr = VkfPhysicalDeviceCooperativeMatrixFeaturesKHR()
+    fkhr.sType = VkStructureType(rawValue: UInt32(VKF_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR))
+    fkhr.cooperativeMatrix = 1
+
+    // The feature structs, copied to the heap for the call and linked in order:
+    // 1.1 → 1.2 → [subgroup size control] → [cooperative matrix].
+    func heap<T>(_ value: T) -> UnsafeMutableRawPointer {
+      let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
+      p.initialize(to: value)
+      return UnsafeMutableRawPointer(p)
+    }
+    var chain = [heap(f11), heap(f12)]
+    if probe.subgroupSizeControl { chain.append(heap(fsc)) }
+    switch coopmat {
+    case .khr?: chain.append(heap(fkhr))
+    case .nv?: chain.append(heap(fnv))
+    case .emulated?, nil: break
+    }
+    defer { chain.forEach { $0.deallocate() } }
+    for (a, b) in zip(chain, chain.dropFirst()) {
+      a.assumingMemoryBound(to: VkBaseOutStructure.self).pointee.pNext = b.assumingMemoryBound(to: VkBaseOutStructure.self)
+    }
 
     var device: VkDevice?
     var priority: Float = 1
-    let result: VkResult = withUnsafeMutablePointer(to: &fsc) { sc in
-      withUnsafeMutablePointer(to: &f12) { p12 in
-        withUnsafeMutablePointer(to: &f11) { p11 in
-          withUnsafePointer(to: &features) { pf in
-            withUnsafePointer(to: &priority) { prio in
-              withCStrings(extensions) { extPtrs in
-                p11.pointee.pNext = UnsafeMutableRawPointer(p12)
-                if probe.subgroupSizeControl { p12.pointee.pNext = UnsafeMutableRawPointer(sc) }
-                var q = VkDeviceQueueCreateInfo()
-                q.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
-                q.queueFamilyIndex = family
-                q.queueCount = 1
-                q.pQueuePriorities = prio
-                return withUnsafePointer(to: &q) { qp in
-                  var info = VkDeviceCreateInfo()
-                  info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
-                  info.pNext = UnsafeRawPointer(p11)
-                  info.queueCreateInfoCount = 1
-                  info.pQueueCreateInfos = qp
-                  info.pEnabledFeatures = pf
-                  info.enabledExtensionCount = UInt32(extensions.count)
-                  info.ppEnabledExtensionNames = extPtrs
-                  return vkCreateDevice(probe.handle, &info, nil, &device)
-                }
-              }
-            }
+    let result: VkResult = withUnsafePointer(to: &features) { pf in
+      withUnsafePointer(to: &priority) { prio in
+        withCStrings(extensions) { extPtrs in
+          var q = VkDeviceQueueCreateInfo()
+          q.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
+          q.queueFamilyIndex = family
+          q.queueCount = 1
+          q.pQueuePriorities = prio
+          return withUnsafePointer(to: &q) { qp in
+            var info = VkDeviceCreateInfo()
+            info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
+            info.pNext = UnsafeRawPointer(chain[0])
+            info.queueCreateInfoCount = 1
+            info.pQueueCreateInfos = qp
+            info.pEnabledFeatures = pf
+            info.enabledExtensionCount = UInt32(extensions.count)
+            info.ppEnabledExtensionNames = extPtrs
+            return vkCreateDevice(probe.handle, &info, nil, &device)
           }
         }
       }
@@ -137,6 +157,7 @@ extension VulkanCapabilities {
     supportsInt8Arithmetic = p.features12.shaderInt8 != 0
     supportsInt16Arithmetic = p.features.shaderInt16 != 0
     supportsCooperativeMatrix = p.cooperativeMatrix
+    cooperativeMatrix = p.coopmat
     maxStorageBufferRange = Int(l.maxStorageBufferRange)
     minStorageBufferOffsetAlignment = Int(l.minStorageBufferOffsetAlignment)
     maxWorkgroupCount = (Int(l.maxComputeWorkGroupCount.0), Int(l.maxComputeWorkGroupCount.1),

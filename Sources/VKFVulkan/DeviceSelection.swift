@@ -21,6 +21,8 @@ public struct VulkanDeviceInfo: Sendable, Equatable {
   public var subgroupOperations: [String]
   /// VK_KHR_cooperative_matrix (or the NV variant) is exposed.
   public var supportsCooperativeMatrix: Bool
+  /// What f16 × f16 products run on: the chosen cooperative-matrix shape, or why none.
+  public var cooperativeMatrixKernel: String = ""
   public var maxStorageBufferRange: Int
   public var driverName: String
   /// The driver's own version string (e.g. "Mesa 22.3.6"), or the raw number.
@@ -48,6 +50,8 @@ struct PhysicalDeviceProbe {
   let subgroupSizeControl: Bool
   let computeFullSubgroups: Bool
   let extensions: Set<String>
+  /// The cooperative-matrix shapes offered and the one matmul_coopmat.comp would use.
+  let coopmat: CooperativeMatrixSupport
   let memory: VkPhysicalDeviceMemoryProperties
   /// VK_EXT_memory_budget's budget for this process over the device-local heaps (what it may
   /// allocate there now, other processes' use taken off), when the driver has the extension.
@@ -136,6 +140,8 @@ struct PhysicalDeviceProbe {
       supportsStorage8Bit: features12.storageBuffer8BitAccess != 0,
       subgroupSize: subgroupSize, subgroupOperations: subgroupOperationNames,
       supportsCooperativeMatrix: cooperativeMatrix,
+      cooperativeMatrixKernel: coopmat.chosen.map { "cooperative matrix \($0)" }
+        ?? "no cooperative matrix: \(coopmat.note)",
       maxStorageBufferRange: Int(properties.limits.maxStorageBufferRange),
       driverName: driverName,
       driverVersion: driverInfo.isEmpty ? String(properties.driverVersion) : driverInfo,
@@ -144,7 +150,7 @@ struct PhysicalDeviceProbe {
 
   // MARK: - Probing
 
-  init(_ handle: VkPhysicalDevice, index: Int) {
+  init(_ handle: VkPhysicalDevice, index: Int, instance: VkInstance) {
     self.handle = handle
     self.index = index
     var props = VkPhysicalDeviceProperties()
@@ -220,6 +226,9 @@ struct PhysicalDeviceProbe {
     features12 = f12
     subgroupSizeControl = sizeControl && fsc.subgroupSizeControl != 0
     computeFullSubgroups = sizeControl && fsc.computeFullSubgroups != 0
+    coopmat = CooperativeMatrixProbe.probe(
+      instance: instance, physical: handle, extensions: exts, float16: f12.shaderFloat16 != 0,
+      fixedSubgroup: !sizeControl || sizeProps.minSubgroupSize == sizeProps.maxSubgroupSize)
 
     var mem = VkPhysicalDeviceMemoryProperties()
     vkGetPhysicalDeviceMemoryProperties(handle, &mem)
@@ -250,7 +259,7 @@ enum DeviceSelection {
     var handles = [VkPhysicalDevice?](repeating: nil, count: Int(n))
     try vkCheck(vkEnumeratePhysicalDevices(instance, &n, &handles), "vkEnumeratePhysicalDevices")
     return handles.prefix(Int(n)).enumerated().compactMap { i, h in
-      h.map { PhysicalDeviceProbe($0, index: i) }
+      h.map { PhysicalDeviceProbe($0, index: i, instance: instance) }
     }
   }
 

@@ -7,6 +7,9 @@ struct DevicesCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "devices", abstract: "List Vulkan devices and the one that would be picked.")
 
+  @Flag(help: "Also run the picked device's matmul variants (cooperative matrix included) against the CPU.")
+  var verify = false
+
   func run() throws {
     let devices: [VulkanDeviceInfo]
     do { devices = try VulkanBackend.listDevices() } catch {
@@ -29,8 +32,17 @@ struct DevicesCommand: ParsableCommand {
       // as tiles are staged, so they need no float16 feature.
       print("      matmul: shared-memory tiles \(MatmulVariant.tileDescription), f32 accumulation; "
         + "operands f32, f16 or bf16 (--bf16/--fp16 weights); NF4 weights decoded in the kernel")
+      print("      f16·f16 matmul: \(d.cooperativeMatrixKernel)")
     }
     print("* = picked (override with VKF_DEVICE=<index or name substring>)")
+    if verify {
+      let device = try VulkanBackend()
+      print("verify on \(device.name): each product on the device and on the CPU, same inputs")
+      guard try DeviceVerify.run(device) else {
+        print("error: the device's results differ from the CPU's (above)")
+        throw ExitCode(1)
+      }
+    }
   }
 }
 

@@ -37,7 +37,18 @@ enum OpBenchmarks {
         return { try b.matmul(a, w, into: out) }
       })
     }
+    // Both operands f16: cooperative matrices (tensor cores, WMMA, XMX) where the device has
+    // them (`devices` says), else the tiled kernel; tools/bench-gpu sets cuBLAS beside it.
+    list.append(OpBenchCase(name: "matmul f16·f16", shape: "2048³", flops: gemm(2048, 2048, 2048)) { b in
+      let a = try half(b, [2048, 2048], .f16), w = try half(b, [2048, 2048], .f16)
+      let out = try b.allocate([2048, 2048])
+      return { try b.matmul(a, w, into: out) }
+    })
     list += [
+      OpBenchCase(name: "matmul x·Wᵀ, x and W f16 (up_proj)", shape: "\(t)×\(c) · (\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
+        let x = try half(b, [t, c], .f16), w = try half(b, [f, c], .f16), y = try b.allocate([t, f])
+        return { try b.matmul(x, w, into: y, transposeB: true) }
+      },
       OpBenchCase(name: "matmul x·Wᵀ (up_proj)", shape: "\(t)×\(c) · (\(f)×\(c))ᵀ", flops: gemm(t, f, c)) { b in
         let x = try rand(b, [t, c]), w = try rand(b, [f, c]), y = try b.allocate([t, f])
         return { try b.matmul(x, w, into: y, transposeB: true) }

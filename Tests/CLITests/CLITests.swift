@@ -40,6 +40,22 @@ final class CLITests: XCTestCase {
     }
     XCTAssertTrue(r.stdout.contains("* [0]"), r.stdout)
     XCTAssertTrue(r.stdout.contains("subgroup"), r.stdout)
+    // Which kernel f16 × f16 products get, or why no cooperative matrix.
+    XCTAssertTrue(r.stdout.contains("f16·f16 matmul: "), r.stdout)
+  }
+
+  /// `devices --verify` runs every case on the device and the CPU and prints one verdict
+  /// each; all agree here (the kernels are the ones the shader tests check).
+  func test_devices_verify_everyProductAgreesWithTheCPU() throws {
+    let r = try Self.run(["devices", "--verify"])
+    guard r.status == 0 || r.stdout.contains("verify on") else {
+      if ProcessInfo.processInfo.environment["VKF_REQUIRE_VULKAN"] == "1" { return XCTFail(r.stdout + r.stderr) }
+      throw XCTSkip("no Vulkan device: \(r.stdout)")
+    }
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") || $0.hasPrefix("FAIL") }
+    XCTAssertEqual(verdicts.count, 8, r.stdout)
+    XCTAssertTrue(verdicts.allSatisfy { $0.hasPrefix("ok ") }, r.stdout)
   }
 
   func test_devices_withoutDriver_saysUseCPUAndExitsNonZero() throws {

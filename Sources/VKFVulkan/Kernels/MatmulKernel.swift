@@ -64,8 +64,8 @@ struct MatmulPush {
   var alpha: Float, beta: Float
 }
 
-/// The `#define` variants of matmul.comp, one table (cooperative-matrix rows go here), and
-/// what `devices` reports about them.
+/// The `#define` variants of matmul.comp and matmul_coopmat.comp, and what `devices`
+/// reports about them.
 public enum MatmulVariant {
   /// The tiling in force, e.g. "64×64×8 (8×8 per invocation)".
   public static var tileDescription: String {
@@ -82,7 +82,9 @@ public enum MatmulVariant {
 }
 
 extension VulkanBackend {
-  /// C = α·op(A)·op(B) + β·C on `matmul.comp` (tiled, register-blocked, batched over z).
+  /// C = α·op(A)·op(B) + β·C on `matmul.comp` (tiled, register-blocked, batched over z), or
+  /// on `matmul_coopmat.comp` when both operands are f16 and the device has cooperative
+  /// matrices (`coopmatTiling`).
   public func matmul(_ a: Tensor, _ b: Tensor, into c: Tensor, transposeA: Bool, transposeB: Bool,
                      alpha: Float, beta: Float) throws {
     try checkOwnership(.matmul, a, b, c)
@@ -100,6 +102,12 @@ extension VulkanBackend {
       strideA: try shaderUInt(g.strideA, .matmul), strideB: try shaderUInt(g.strideB, .matmul),
       strideC: try shaderUInt(g.strideC, .matmul), batch: try shaderUInt(g.batch, .matmul),
       alpha: alpha, beta: beta)
+    // Both operands f16 on a device with cooperative matrices: tensor cores / WMMA / XMX,
+    // exact products of the stored values accumulated in f32 (no K slicing: llvmpipe has none).
+    if a.dtype == .f16, b.dtype == .f16, let ct = coopmatTiling {
+      return try matmulCoopmat(ct, bindings: [a, b, c], push: push, g: g, transposeA: transposeA,
+                               transposeB: transposeB)
+    }
     let defines = MatmulVariant.defines(transposeA: transposeA, transposeB: transposeB, a: a.dtype, b: b.dtype)
     let groups = t.groups(m: g.m, n: g.n, batch: g.batch, limits: gridLimits)
     // K slices on drivers that cap a shader's loop iterations (`matmulMaxK`): each slice's
