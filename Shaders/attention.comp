@@ -4,11 +4,12 @@
 // attention: fused causal attention forward (flash-attention style, online softmax).
 //                                                        CPU twin: CPUBackend.attention
 //   q (B, NH, T, HS), k, v (B, KVH, T, HS) → out (B, NH, T, HS) = softmax(scale·q·kᵀ,
-//   j ≤ i)·v and lse (B, NH, T) = m + log l, the row's log-sum-exp, for the backward.
+//   j ≤ i, and i − j < window when window > 0)·v and lse (B, NH, T) = m + log l, the row's
+//   log-sum-exp, for the backward.
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
 // Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -40,8 +41,9 @@ void main() {
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  // Key tiles 0 … qt: the diagonal tile is the last any row of this tile sees.
-  for (uint kt = 0u; kt <= qt; kt++) {
+  // Key tiles from the window's first (0 without one) to qt: the diagonal tile is the last
+  // any row of this tile sees.
+  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(kvs, k, kbase, k0)
     memoryBarrierShared();
@@ -50,7 +52,7 @@ void main() {
       uint r = e / ATT_TILE, c = e % ATT_TILE;
       float s;
       ATT_DOT(qs, r, kvs, c, s)
-      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens;
+      bool visible = att_visible(q0 + r, k0 + c);
       ps[r][c] = visible ? pc.scale * s : ATT_NEG_BIG;
     }
     memoryBarrierShared();

@@ -4,11 +4,11 @@
 // attention_back_dkdv: fused causal attention backward, second pass: dk and dv.
 //                                          CPU twin: CPUBackend.attentionBackward (dk, dv)
 //   For key j of kv head g: dv_j = Σ_{h in g} Σ_{i ≥ j} p_ij dOut_i and
-//   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i, with p and dS recomputed from lse and delta
+//   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i (i − j < window with one), with p and dS recomputed from lse and delta
 //   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
 //   head, so the sums over the group's query heads need no atomics.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -40,8 +40,9 @@ void main() {
   for (uint member = 0u; member < group; member++) {
     uint bh = b * pc.heads + g * group + member;
     uint rowbase = bh * pc.tokens * HEAD_DIM;
-    // Query tiles from the diagonal on: earlier queries see none of these keys.
-    for (uint qt = kt; qt < pc.tiles; qt++) {
+    // Query tiles from the diagonal on (earlier queries see none of these keys) to the last
+    // one the window lets see them.
+    for (uint qt = kt; qt < att_end_query_tile(k0); qt++) {
       uint q0 = qt * ATT_TILE;
       ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
       ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)

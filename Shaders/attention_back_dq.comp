@@ -3,12 +3,12 @@
 // variant: HEAD_DIM=5 ATT_TILE=32
 // attention_back_dq: fused causal attention backward, first pass: delta and dq.
 //                                          CPU twin: CPUBackend.attentionBackward (dq, delta)
-//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j: p_ij = exp(scale·q_i·k_j − lse_i),
+//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j (causal, within the window): p_ij = exp(scale·q_i·k_j − lse_i),
 //   dS_ij = scale · p_ij · (dOut_i·v_j − delta_i), dq_i = Σ_j dS_ij k_j. The probabilities
 //   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
 //   reads delta.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -49,7 +49,7 @@ void main() {
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  for (uint kt = 0u; kt <= qt; kt++) {
+  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
     ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)

@@ -3,12 +3,13 @@
 // causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
 //                                                        CPU twin: CPUBackend.causalSoftmax
 //   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query
-//   i = r mod tq and sees keys j ≤ i + (tk − tq) (a KV cache of tk − tq earlier tokens).
+//   i = r mod tq, at position p = i + (tk − tq) (a KV cache of tk − tq earlier tokens), and
+//   sees keys j ≤ p, and only j > p − window when window > 0 (a sliding window).
 //   out[r, j] = exp(scale·x[r,j] − m) / Σ_visible exp(scale·x − m), m = max_visible scale·x;
 //   masked entries are 0 (and never read, so they may hold −inf or garbage).
 // Bindings: 0 x (readonly), 1 out. In place (out == x) is fine: each invocation reads its
 //   own elements only before the last reduction and writes them after.
-// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxPush`.
+// Push (after boff[8]): rows, tq, tk, scale, window → Swift `CausalSoftmaxPush`.
 // Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
 #include "common/push.glsl"
 #include "common/grid.glsl"
@@ -24,6 +25,7 @@ PUSH_BEGIN
   uint tq;
   uint tk;
   float scale;
+  uint window;  // sliding window: keys p − window < j ≤ p for query position p; 0 = none
 PUSH_END
 
 void main() {
@@ -32,18 +34,19 @@ void main() {
   uint t = gl_LocalInvocationID.x;
   uint xb = pc.boff[0] + row * pc.tk;
   uint ob = pc.boff[1] + row * pc.tk;
-  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys 0 ..< visible
+  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys first ..< visible
+  uint first = (pc.window == 0u || visible <= pc.window) ? 0u : visible - pc.window;
 
   float m = -3.402823466e38;
-  for (uint j = t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
+  for (uint j = first + t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
   m = wg_reduce_max(m);
 
   float s = 0.0;
-  for (uint j = t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
+  for (uint j = first + t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
   s = wg_reduce_sum(s);
   float inv = 1.0 / s;
 
   for (uint j = t; j < pc.tk; j += RED_WG) {
-    o[ob + j] = j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
+    o[ob + j] = j >= first && j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
   }
 }

@@ -24,6 +24,7 @@ PUSH_BEGIN
   uint tq;
   uint tk;
   float scale;
+  uint window;  // the forward's sliding window: unused (masked outputs are 0, so their dx is)
 PUSH_END
 
 void main() {

@@ -11,7 +11,8 @@ For each tiny random-weight config this writes, into Tests/VKFModelTests/Fixture
 The loss is F.cross_entropy over the given targets (ids shifted left, a few -100), mean over
 non-ignored targets: the model's own shift-by-one loss is not used.
 
-Run with the reference venv:  $VKF_REF_VENV/bin/python tools/make_fixtures.py
+Run with the reference venv:  $VKF_REF_VENV/bin/python tools/make_fixtures.py [NAME …]
+(names: only those fixtures; the committed ones are byte-stable only for one torch version).
 """
 import json
 import os
@@ -20,7 +21,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "Tests", "VKFModelTests", "Fixtures", "golden")
@@ -37,6 +39,12 @@ CONFIGS = {
     "llama_tied": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True), 2),
     "qwen2_tied": (Qwen2Config, Qwen2ForCausalLM,
                    dict(tie_word_embeddings=True, use_sliding_window=False), 3),
+    # Sliding-window attention at T = 7 > window 3: every layer (mistral), and only layers
+    # from max_window_layers on (qwen2: layer 0 full, layer 1 windowed).
+    "mistral_window": (MistralConfig, MistralForCausalLM, dict(tie_word_embeddings=False, sliding_window=3), 4),
+    "qwen2_window": (Qwen2Config, Qwen2ForCausalLM,
+                     dict(tie_word_embeddings=True, use_sliding_window=True, sliding_window=3,
+                          max_window_layers=1), 5),
 }
 
 
@@ -89,5 +97,10 @@ def make(name, config_cls, model_cls, extra, seed):
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.use_deterministic_algorithms(True)
+    only = set(sys.argv[1:])
+    unknown = only - set(CONFIGS)
+    if unknown:
+        sys.exit(f"unknown fixture(s) {sorted(unknown)}; known: {sorted(CONFIGS)}")
     for name, (c, m, extra, seed) in CONFIGS.items():
-        make(name, c, m, extra, seed)
+        if not only or name in only:
+            make(name, c, m, extra, seed)

@@ -3,7 +3,8 @@
 //
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
-// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i. The host picks
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
+// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
@@ -30,7 +31,24 @@ PUSH_BEGIN
   uint tokens;     // T
   uint tiles;      // ceil(T / ATT_TILE)
   float scale;     // softmax scale (1/√HS)
+  uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
 PUSH_END
+
+// Whether query i sees key j (both must lie before T).
+bool att_visible(uint i, uint j) {
+  return j <= i && i < pc.tokens && j < pc.tokens && (pc.window == 0u || i - j < pc.window);
+}
+
+// The first key tile any row of the query tile at q0 sees (0 without a window).
+uint att_first_key_tile(uint q0) {
+  return (pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
+}
+
+// One past the last query tile that sees any key of the key tile at k0.
+uint att_end_query_tile(uint k0) {
+  if (pc.window == 0u) return pc.tiles;
+  return min(pc.tiles, (k0 + ATT_TILE - 1u + pc.window - 1u) / ATT_TILE + 1u);
+}
 
 // Copies rows [row0, row0 + ATT_TILE) of a (T, HEAD_DIM) slab starting at word `base` of
 // `src` into tile `dst`, zero past T. Every invocation must call it (no barrier inside).

@@ -14,12 +14,12 @@ shared float ds[ATT_TILE][ATT_TILE];
 shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 // For the query tile at q0 and the key tile at k0: ps = p_ij = exp(scale·q_i·k_j − lse_i) and
-// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i (j > i)
-// or either lies past T. Every invocation must call it; the caller places the barriers.
+// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i
+// (`att_visible`: causal, window, T). Every invocation must call it; the caller places the barriers.
 void att_tile_grads(uint q0, uint k0) {
   for (uint e = gl_LocalInvocationID.x; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
     uint r = e / ATT_TILE, c = e % ATT_TILE;
-    bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
+    bool visible = att_visible(q0 + r, k0 + c);
     float s, dp;
     ATT_DOT(qs, r, ks, c, s)
     ATT_DOT(dos, r, vs, c, dp)

@@ -2,25 +2,29 @@ import VKFCore
 
 // MARK: - Causal softmax over attention scores
 // Legend: x (…, TQ, TK); row r of the flattened (rows, TK) view is query q = r % TQ, which
-// sees keys j ≤ q + (TK − TQ) (queries are the last TQ positions of TK).
+// sees keys j ≤ p = q + (TK − TQ) (queries are the last TQ positions of TK), and with a
+// sliding window only j > p − window.
 
 extension CPUBackend {
-  public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
     try validate(.causalSoftmax, x, out)
     let (rows, TQ, TK) = try ShapeCheck.causalSoftmax(.causalSoftmax, x, out)
+    try ShapeCheck.window(.causalSoftmax, window)
     guard TK > 0 else { return }
     let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
     CPUParallel.forRanges(rows, cost: 2 * TK) { range in
       for r in range {
         let xr = px.value + r * TK, o = po.value + r * TK
-        let visible = r % TQ + (TK - TQ) + 1
+        let vis = Self.visibleKeys(r % TQ + (TK - TQ), window: window)
+        let (lo, n) = (vis.lowerBound, vis.count)
         // Scale first, into the output (x may alias out), then subtract the max so exp ≤ 1.
-        for j in 0..<visible { o[j] = scale * xr[j] }
-        let m = CPUMath.max(o, visible)
-        for j in 0..<visible { o[j] = CPUMath.exp(o[j] - m) }
-        let inv = Float(1 / CPUMath.sum(o, visible))
-        for j in 0..<visible { o[j] *= inv }
-        (o + visible).update(repeating: 0, count: TK - visible)
+        for j in vis { o[j] = scale * xr[j] }
+        let m = CPUMath.max(o + lo, n)
+        for j in vis { o[j] = CPUMath.exp(o[j] - m) }
+        let inv = Float(1 / CPUMath.sum(o + lo, n))
+        for j in vis { o[j] *= inv }
+        o.update(repeating: 0, count: lo)
+        (o + vis.upperBound).update(repeating: 0, count: TK - vis.upperBound)
       }
     }
   }

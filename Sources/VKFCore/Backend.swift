@@ -96,21 +96,23 @@ public protocol Backend: AnyObject {
   /// dx = rotation by −angle of dOut (the rotation is orthogonal).
   func ropeBackward(_ dOut: Tensor, positions: Tensor, invFreq: Tensor, into dx: Tensor) throws
   /// out = softmax(scale·x) over the last dim with a causal mask: x (…, tq, tk), tk ≥ tq,
-  /// row i sees keys j ≤ i + (tk − tq). Masked entries are 0.
-  func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws
+  /// row i (position p = i + (tk − tq)) sees keys j ≤ p, and with `window` > 0 only
+  /// j > p − window (a sliding window: transformers' `kv_idx > q_idx − sliding_window`).
+  /// Masked entries are 0.
+  func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws
   /// dx = scale · y ⊙ (dy − Σ dy⊙y), from the forward output y.
   func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws
   /// Causal attention without the T×T matrix (flash-attention style, online softmax over key
   /// blocks): q (B, NH, T, HS) head-major, k and v (B, KVH, T, HS) with NH a multiple of KVH
   /// (query head h reads kv head h / (NH / KVH), repeat_kv's order). out (B, NH, T, HS) =
-  /// softmax(scale·q·kᵀ, key j ≤ query i)·v; lse (B, NH, T) = log Σ_visible exp(scale·q·kᵀ),
-  /// kept for the backward.
-  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws
+  /// softmax(scale·q·kᵀ, key j ≤ query i, and i − j < window when `window` > 0)·v;
+  /// lse (B, NH, T) = log Σ_visible exp(scale·q·kᵀ), kept for the backward.
+  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor, lse: Tensor) throws
   /// dq (B, NH, T, HS), dk and dv (B, KVH, T, HS), overwritten, from dOut and the forward's
   /// out and lse; the probabilities are recomputed block by block. `delta` (B, NH, T) is
   /// scratch (rowsum(dOut ⊙ out)).
   func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                         scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws
+                         scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws
   /// out = silu(gate) ⊙ up.
   func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws
   /// dGate, dUp (overwritten) from dOut.
@@ -217,6 +219,23 @@ extension Backend {
 
 // MARK: - Conveniences
 extension Backend {
+  /// `causalSoftmax` without a sliding window.
+  public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
+    try causalSoftmax(x, scale: scale, window: 0, into: out)
+  }
+
+  /// `attention` without a sliding window.
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws {
+    try attention(q: q, k: k, v: v, scale: scale, window: 0, into: out, lse: lse)
+  }
+
+  /// `attentionBackward` without a sliding window.
+  public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                                scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws {
+    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: 0, delta: delta,
+                          dq: dq, dk: dk, dv: dv)
+  }
+
   /// Allocates device memory.
   public func allocate(_ shape: [Int], _ dtype: DType = .f32) throws -> Tensor {
     try allocate(shape, dtype, memory: .device)

@@ -164,9 +164,9 @@ public final class CheckingBackend: Backend {
       try b.ropeBackward(m(dOut), positions: m(positions), invFreq: m(invFreq), into: m(dx))
     }
   }
-  public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
     try check(.causalSoftmax, inputs: [x], outputs: [out]) { b, m in
-      try b.causalSoftmax(m(x), scale: scale, into: m(out))
+      try b.causalSoftmax(m(x), scale: scale, window: window, into: m(out))
     }
   }
   public func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws {
@@ -174,16 +174,18 @@ public final class CheckingBackend: Backend {
       try b.causalSoftmaxBackward(m(dOut), out: m(y), scale: scale, into: m(dx))
     }
   }
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws {
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
+                        lse: Tensor) throws {
     try check(.attention, inputs: [q, k, v], outputs: [out, lse]) { b, m in
-      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, into: m(out), lse: m(lse))
+      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, window: window, into: m(out), lse: m(lse))
     }
   }
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws {
+                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
+                                dv: Tensor) throws {
     try check(.attentionBackward, inputs: [dOut, q, k, v, out, lse], outputs: [delta, dq, dk, dv]) { b, m in
       try b.attentionBackward(m(dOut), q: m(q), k: m(k), v: m(v), out: m(out), lse: m(lse), scale: scale,
-                              delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
+                              window: window, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
     }
   }
   public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {

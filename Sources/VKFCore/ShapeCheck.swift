@@ -244,6 +244,13 @@ public enum ShapeCheck {
     try count(op, x.shape[2] / 2, invFreq)
   }
 
+  /// A sliding window: 0 (none) or a positive number of keys that fits a shader `uint`.
+  public static func window(_ op: Op, _ window: Int) throws {
+    guard window >= 0, window <= Int(UInt32.max) else {
+      throw fail(op, "sliding window \(window): 0 (none) or a positive key count required")
+    }
+  }
+
   /// Returns (rows, tq, tk) of a causal softmax over x (…, tq, tk).
   public static func causalSoftmax(_ op: Op, _ x: Tensor, _ out: Tensor, _ extra: Tensor?...)
     throws -> (rows: Int, tq: Int, tk: Int)

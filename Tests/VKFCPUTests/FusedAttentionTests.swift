@@ -21,10 +21,11 @@ final class FusedAttentionTests: XCTestCase {
     let qShape = [s.batch, s.heads, s.tokens, s.headDim], kvShape = [s.batch, s.kvHeads, s.tokens, s.headDim]
     let q = try be.tensor(qv, shape: qShape), k = try be.tensor(kv, shape: kvShape), v = try be.tensor(vv, shape: kvShape)
     let out = try be.allocate(qShape), lse = try be.allocate([s.batch, s.heads, s.tokens])
-    try be.attention(q: q, k: k, v: v, scale: scale, into: out, lse: lse)
+    try be.attention(q: q, k: k, v: v, scale: scale, window: s.window, into: out, lse: lse)
     let dOut = try be.tensor(dov, shape: qShape), delta = try be.allocate([s.batch, s.heads, s.tokens])
     let dq = try be.allocate(qShape), dk = try be.allocate(kvShape), dv = try be.allocate(kvShape)
-    try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, delta: delta, dq: dq, dk: dk, dv: dv)
+    try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: s.window,
+                             delta: delta, dq: dq, dk: dk, dv: dv)
     for (name, e, a) in [("out", expected.out, try be.floats(out)), ("lse", expected.lse, try be.floats(lse)),
                          ("dq", expected.dq, try be.floats(dq)), ("dk", expected.dk, try be.floats(dk)),
                          ("dv", expected.dv, try be.floats(dv))] {
@@ -39,6 +40,35 @@ final class FusedAttentionTests: XCTestCase {
     try check(.init(batch: 1, heads: 3, kvHeads: 1, tokens: 5, headDim: 4), seed: 11)    // G = 3
     try check(.init(batch: 1, heads: 2, kvHeads: 2, tokens: 2, headDim: 16), seed: 21)   // two tokens
     try check(.init(batch: 1, heads: 1, kvHeads: 1, tokens: 257, headDim: 3), seed: 31)  // 3 blocks, short last
+  }
+
+  /// Sliding windows (Mistral, Qwen2's upper layers): two keys, a window inside one query
+  /// block, one that crosses the 128-row blocks, one as long as T (= causal). (Window 1 is
+  /// the one-token case below for every query: dq = dk = 0 up to rounding.)
+  func test_slidingWindow_matchesTheT2Reference() throws {
+    try check(.init(batch: 1, heads: 2, kvHeads: 1, tokens: 9, headDim: 4, window: 2), seed: 41)
+    try check(.init(batch: 2, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, window: 5), seed: 51)
+    try check(.init(batch: 1, heads: 2, kvHeads: 1, tokens: 300, headDim: 6, window: 150), seed: 61)
+    try check(.init(batch: 1, heads: 1, kvHeads: 1, tokens: 20, headDim: 8, window: 20), seed: 71)
+  }
+
+  /// The unfused path's causal softmax with a window equals the fused op's probabilities
+  /// (out · reconstructed): rows sum to 1 over exactly the window, 0 elsewhere, KV cache
+  /// offsets (tk > tq) included.
+  func test_causalSoftmax_window_masksOutsideTheWindow() throws {
+    let be = TestBackends.cpu
+    let (tq, tk, window) = (4, 9, 3)
+    let x = try be.tensor(TestData.uniform(2 * tq * tk, seed: 81), shape: [2, tq, tk])
+    let out = try be.allocate([2, tq, tk])
+    try be.causalSoftmax(x, scale: 0.7, window: window, into: out)
+    let o = try be.floats(out), xv = try be.floats(x)
+    for r in 0..<(2 * tq) {
+      let p = r % tq + (tk - tq), lo = p + 1 - window
+      let row = Array(o[(r * tk)..<((r + 1) * tk)])
+      for j in 0..<tk where j < lo || j > p { XCTAssertEqual(row[j], 0, "row \(r) key \(j)") }
+      let e = (lo...p).map { exp(0.7 * Double(xv[r * tk + $0])) }, sum = e.reduce(0, +)
+      for j in lo...p { XCTAssertEqual(Double(row[j]), e[j - lo] / sum, accuracy: 1e-6, "row \(r) key \(j)") }
+    }
   }
 
   /// One token: its only key has probability 1, so out = v, dv = dOut, and dq = dk = 0 up to

@@ -22,6 +22,16 @@ final class GenerationCacheTests: XCTestCase {
     try check("qwen2_tied", on: try ModelFixtures.vulkanOrSkip())
   }
   /// A prompt longer than the prefill chunk runs in several passes with the same result.
+  /// Past the window the cache keeps every key and the mask hides the old ones: decoding
+  /// token by token equals the windowed full forward (itself equal to transformers).
+  func test_cachedSteps_equalFullForward_slidingWindow_cpu() throws {
+    try check("mistral_window", on: TestBackends.cpu)
+    try check("qwen2_window", on: TestBackends.cpu)
+  }
+  func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {
+    try check("mistral_window", on: try ModelFixtures.vulkanOrSkip())
+  }
+
   func test_chunkedPrefill_equalsFullForward_cpu() throws {
     try check("llama_tied", on: TestBackends.cpu, prompt: 5, chunk: 2)
   }

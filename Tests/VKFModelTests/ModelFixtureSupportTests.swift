@@ -12,20 +12,26 @@ struct GoldenCase {
   let expected: SafetensorsFile
   let batch = 2
 
-  /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras).
+  /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras); the sliding-window
+  /// cases read their shape from the config.json transformers wrote, through the loader's
+  /// own path (`LlamaConfig` → `layerWindows` → `TransformerShape`).
   static func load(_ name: String) throws -> GoldenCase {
     let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
       .appendingPathComponent("Fixtures/golden")
     let tied = name.hasSuffix("_tied"), bias = name.hasPrefix("qwen2")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96,
+    var shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96,
                                  vocab: 97, rmsNormEps: 1e-6, ropeTheta: 10000,
                                  tiedEmbeddings: tied, qkvBias: bias)
+    if name.hasSuffix("_window") {
+      let url = dir.appendingPathComponent("\(name).config.json")
+      shape = try TransformerShape(config: try LlamaConfig.load(from: url), file: url.path)
+    }
     return GoldenCase(name: name, shape: shape,
                       weights: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).weights.safetensors")),
                       expected: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).expected.safetensors")))
   }
 
-  static let names = ["llama_untied", "llama_tied", "qwen2_tied"]
+  static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window"]
 
   /// Token ids (B, T), stored I32 (exact through f32: |id| < 2²⁴).
   var ids: [Int32] { get throws { try expected.floats("ids").map { Int32($0) } } }

@@ -23,14 +23,39 @@ final class ModelGoldenTests: XCTestCase {
   func test_golden_llamaUntied_cpu() throws { try check("llama_untied", on: TestBackends.cpu) }
   func test_golden_llamaTied_cpu() throws { try check("llama_tied", on: TestBackends.cpu) }
   func test_golden_qwen2TiedBias_cpu() throws { try check("qwen2_tied", on: TestBackends.cpu) }
+  /// Sliding-window attention (T 7 > window 3) against transformers' masks: every layer
+  /// (mistral), and qwen2's layers from max_window_layers on (layer 0 full, layer 1 windowed).
+  func test_golden_mistralSlidingWindow_cpu() throws { try check("mistral_window", on: TestBackends.cpu) }
+  func test_golden_qwen2SlidingWindowUpperLayers_cpu() throws { try check("qwen2_window", on: TestBackends.cpu) }
+  func test_golden_mistralSlidingWindow_vulkan() throws { try check("mistral_window", on: try ModelFixtures.vulkanOrSkip()) }
+  func test_golden_qwen2SlidingWindowUpperLayers_vulkan() throws {
+    try check("qwen2_window", on: try ModelFixtures.vulkanOrSkip())
+  }
+  /// The unfused reference path (scores → windowed causal softmax → P·v) on the same goldens.
+  func test_golden_slidingWindow_unfusedAttention_cpu() throws {
+    try check("mistral_window", on: TestBackends.cpu, fusedAttention: false)
+    try check("qwen2_window", on: TestBackends.cpu, fusedAttention: false)
+  }
+  /// The window is what makes these match: without it the logits move far past tolerance.
+  func test_golden_slidingWindow_ignoringTheWindowFails() throws {
+    var g = try GoldenCase.load("mistral_window")
+    XCTAssertEqual(g.shape.slidingWindows, [3, 3])
+    XCTAssertEqual(try GoldenCase.load("qwen2_window").shape.slidingWindows, [0, 3])
+    g = GoldenCase(name: g.name, shape: { var s = g.shape; s.slidingWindows = []; return s }(),
+                   weights: g.weights, expected: g.expected)
+    let model = try g.model(on: TestBackends.cpu)
+    try model.forward(ids: try g.ids, batch: g.batch)
+    let e = try g.expected.floats("logits"), a = try TestBackends.cpu.floats(try XCTUnwrap(model.logits))
+    XCTAssertGreaterThan(Compare.nmse(e, a), 1e-4, "full attention should not match the windowed golden")
+  }
   func test_golden_llamaUntied_vulkan() throws { try check("llama_untied", on: try ModelFixtures.vulkanOrSkip()) }
   func test_golden_llamaTied_vulkan() throws { try check("llama_tied", on: try ModelFixtures.vulkanOrSkip()) }
   func test_golden_qwen2TiedBias_vulkan() throws { try check("qwen2_tied", on: try ModelFixtures.vulkanOrSkip()) }
 
   /// Logits (inference forward), loss and every gradient (training forward + backward).
-  private func check(_ name: String, on backend: Backend) throws {
+  private func check(_ name: String, on backend: Backend, fusedAttention: Bool = true) throws {
     let g = try GoldenCase.load(name)
-    let model = try g.model(on: backend)
+    let model = try g.model(on: backend, fusedAttention: fusedAttention)
     let ids = try g.ids, targets = try g.targets
     var report: [String] = []
     func compare(_ what: String, _ e: [Float], _ a: [Float], _ tol: ModelTolerance) {

@@ -6,8 +6,11 @@ import Foundation
 public enum AttentionReference {
   public struct Shape {
     public var batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int
-    public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int) {
+    /// Sliding window: query i sees keys i − window < j ≤ i; 0 = every j ≤ i.
+    public var window: Int
+    public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int, window: Int = 0) {
       self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.tokens = tokens; self.headDim = headDim
+      self.window = window
     }
     public var qCount: Int { batch * heads * tokens * headDim }
     public var kvCount: Int { batch * kvHeads * tokens * headDim }
@@ -25,29 +28,31 @@ public enum AttentionReference {
       let kv = (bh / s.heads) * s.kvHeads + (bh % s.heads) / g
       let qb = bh * t * hs, kb = kv * t * hs
       for i in 0..<t {
-        var scores = [Double](repeating: 0, count: i + 1)
-        for j in 0...i {
+        // Visible keys lo...i, kept at index j − lo.
+        let lo = s.window > 0 ? max(0, i + 1 - s.window) : 0
+        var scores = [Double](repeating: 0, count: i + 1 - lo)
+        for j in lo...i {
           var d = 0.0
           for c in 0..<hs { d += Double(q[qb + i * hs + c]) * Double(k[kb + j * hs + c]) }
-          scores[j] = Double(scale) * d
+          scores[j - lo] = Double(scale) * d
         }
         let m = scores.max() ?? 0
         let l = scores.reduce(0) { $0 + exp($1 - m) }
         let p = scores.map { exp($0 - m) / l }
         lse[bh * t + i] = Float(m + log(l))
         var o = [Double](repeating: 0, count: hs)
-        for j in 0...i { for c in 0..<hs { o[c] += p[j] * Double(v[kb + j * hs + c]) } }
+        for j in lo...i { for c in 0..<hs { o[c] += p[j - lo] * Double(v[kb + j * hs + c]) } }
         for c in 0..<hs { out[qb + i * hs + c] = Float(o[c]) }
         // Backward of Σ dOut·out through this row.
-        var dp = [Double](repeating: 0, count: i + 1)
-        for j in 0...i { for c in 0..<hs { dp[j] += Double(dOut[qb + i * hs + c]) * Double(v[kb + j * hs + c]) } }
+        var dp = [Double](repeating: 0, count: i + 1 - lo)
+        for j in lo...i { for c in 0..<hs { dp[j - lo] += Double(dOut[qb + i * hs + c]) * Double(v[kb + j * hs + c]) } }
         let dot = zip(p, dp).reduce(0) { $0 + $1.0 * $1.1 }
-        for j in 0...i {
-          let ds = Double(scale) * p[j] * (dp[j] - dot)
+        for j in lo...i {
+          let ds = Double(scale) * p[j - lo] * (dp[j - lo] - dot)
           for c in 0..<hs {
             dq[qb + i * hs + c] += Float(ds * Double(k[kb + j * hs + c]))
             dk[kb + j * hs + c] += ds * Double(q[qb + i * hs + c])
-            dv[kb + j * hs + c] += p[j] * Double(dOut[qb + i * hs + c])
+            dv[kb + j * hs + c] += p[j - lo] * Double(dOut[qb + i * hs + c])
           }
         }
       }

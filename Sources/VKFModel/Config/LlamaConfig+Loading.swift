@@ -75,6 +75,43 @@ extension LlamaConfig {
       throw ConfigError.invalidValue("hidden_act", reason: "only \"silu\" is implemented, got \"\(hiddenAct)\"",
                                      file: file)
     }
+    _ = try layerWindows(file: file)
+  }
+
+  /// Each layer's sliding attention window (0 = full causal attention), as transformers
+  /// decides it: `layer_types` when present ("sliding_attention" layers use the window in
+  /// force, none when it is null or off); else mistral applies `sliding_window` to every layer, qwen2 (with
+  /// `use_sliding_window`) to layers from `max_window_layers` (default 28) on, llama to none.
+  /// Throws `invalidValue` naming the key for a malformed `layer_types` or window.
+  public func layerWindows(file: String = "<memory>") throws -> [Int] {
+    if let w = slidingWindow, w <= 0 {
+      throw ConfigError.invalidValue("sliding_window", reason: "must be positive or null, got \(w)", file: file)
+    }
+    if let types = layerTypes {
+      guard types.count == numHiddenLayers else {
+        throw ConfigError.invalidValue("layer_types", reason: "\(types.count) entries for \(numHiddenLayers) layers",
+                                       file: file)
+      }
+      return try types.map { type -> Int in
+        switch type {
+        case "full_attention": return 0
+        // Without a window in force (null, or use_sliding_window false) transformers masks
+        // these layers causally only.
+        case "sliding_attention": return effectiveSlidingWindow ?? 0
+        default:
+          throw ConfigError.invalidValue("layer_types", reason: "\"\(type)\" is not full_attention or "
+            + "sliding_attention (the attention kinds vkfinetune implements)", file: file)
+        }
+      }
+    }
+    guard let w = effectiveSlidingWindow else { return Array(repeating: 0, count: numHiddenLayers) }
+    switch modelType {
+    case "mistral": return Array(repeating: w, count: numHiddenLayers)
+    case "qwen2":
+      let from = maxWindowLayers ?? 28
+      return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }
+    default: return Array(repeating: 0, count: numHiddenLayers)
+    }
   }
 }
 

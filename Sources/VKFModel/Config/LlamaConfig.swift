@@ -44,11 +44,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `mlp_bias`: gate/up/down projections carry biases. Default: false.
   public var mlpBias: Bool
   /// `sliding_window`: attention window (mistral v0.1; qwen2 records one it rarely uses).
-  /// Default: nil (full attention).
+  /// Default, as transformers: 4096 for mistral and qwen2 when the key is absent (an explicit
+  /// null means none), nil for llama (whose transformers class has no window).
   public var slidingWindow: Int?
   /// `use_sliding_window` (qwen2): whether `slidingWindow` applies. Default: true for
   /// mistral when a window is given, false for qwen2, as transformers does.
   public var useSlidingWindow: Bool
+  /// `max_window_layers` (qwen2): layers from this index on use the window. Default: 28.
+  public var maxWindowLayers: Int?
+  /// `layer_types`: per layer "full_attention" or "sliding_attention" (newer transformers
+  /// configs); when present it decides which layers use the window. Default: nil.
+  public var layerTypes: [String]?
   /// `hidden_act`: MLP activation. Default: "silu" (the only one implemented).
   public var hiddenAct: String
   /// `bos_token_id`. Default: nil.
@@ -80,6 +86,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     case ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
     case attentionBias = "attention_bias", mlpBias = "mlp_bias"
     case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
+    case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
     case hiddenAct = "hidden_act", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
     case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
   }
@@ -109,9 +116,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-    slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+    if c.contains(.slidingWindow) || modelType == "llama" {
+      slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+    } else {
+      slidingWindow = 4096  // MistralConfig / Qwen2Config's default
+    }
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
       ?? (modelType == "mistral" && slidingWindow != nil)
+    maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
+    layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
     bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
     if let one = try? c.decodeIfPresent(Int.self, forKey: .eosTokenIds) {
@@ -161,7 +174,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     try c.encode(attentionBias, forKey: .attentionBias)
     try c.encode(mlpBias, forKey: .mlpBias)
     try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
+    if slidingWindow == nil, modelType != "llama" { try c.encodeNil(forKey: .slidingWindow) }
     try c.encode(useSlidingWindow, forKey: .useSlidingWindow)
+    try c.encodeIfPresent(maxWindowLayers, forKey: .maxWindowLayers)
+    try c.encodeIfPresent(layerTypes, forKey: .layerTypes)
     try c.encode(hiddenAct, forKey: .hiddenAct)
     try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
     if eosTokenIds.count == 1 { try c.encode(eosTokenIds[0], forKey: .eosTokenIds) }

@@ -19,6 +19,12 @@ extension TransformerShape {
               intermediate: config.intermediateSize, vocab: config.vocabSize,
               rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
+    do {
+      let windows = try config.layerWindows(file: file)
+      slidingWindows = windows.contains { $0 > 0 } ? windows : []
+    } catch {
+      throw ModelFileError(file, "\(error)")
+    }
   }
 }
 

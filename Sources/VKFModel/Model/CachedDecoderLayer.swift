@@ -9,7 +9,9 @@ import VKFCore
 /// NH/KVH query/kv heads, G = NH/KVH, HS head size, F MLP width.
 ///
 /// The causal mask needs no offset: `causalSoftmax` over (…, Tn, Tk) lets query row i see
-/// keys j ≤ i + (Tk − Tn) = past + i, exactly its own position and every earlier one.
+/// keys j ≤ i + (Tk − Tn) = past + i, exactly its own position and every earlier one (within
+/// the layer's sliding window, when it has one: the cache keeps every key, the mask hides
+/// the old ones).
 struct CachedDecoderLayer {
   let shape: TransformerShape
   let weights: LlamaLayerWeights
@@ -17,6 +19,8 @@ struct CachedDecoderLayer {
   /// This layer's cache, (P, B, KVH·HS) each.
   let keys, values: Tensor
   let scratch: InferenceScratch
+  /// This layer's sliding window, 0 = none.
+  var window = 0
 
   /// x (N, C) in scratch.x ← x + attention + MLP, in place; the new keys/values are stored
   /// in rows [past, past+Tn) of the cache. `scratch.positions` must hold past + t per token.
@@ -49,7 +53,7 @@ struct CachedDecoderLayer {
     try be.matmul(try sc.qA.leading([b * kvh, g * tn, hs]), try kHead.reshaped([b * kvh, tk, hs]),
                   into: scores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
     try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: 1 / Float(hs).squareRoot(),
-                         into: try probs.reshaped([b * nh, tn, tk]))
+                         window: window, into: try probs.reshaped([b * nh, tn, tk]))
     // out (B·KVH, G·Tn, HS) = P · v → (B, NH, Tn, HS) permuted to (B, Tn, NH, HS) = (N, NH·HS)
     try be.matmul(probs, try vHead.reshaped([b * kvh, tk, hs]), into: try sc.qB.leading([b * kvh, g * tn, hs]),
                   transposeA: false, transposeB: false, alpha: 1, beta: 0)

@@ -20,6 +20,8 @@ struct DecoderLayer {
   let invFreq: Tensor
   /// `Backend.attention` (no T×T buffers) instead of scores → causal softmax → P·v.
   var fused = true
+  /// This layer's sliding window (keys i − window < j ≤ i), 0 = full causal attention.
+  var window = 0
 
   private var b: Int { arena.batch }
   private var t: Int { arena.tokens }
@@ -49,13 +51,13 @@ struct DecoderLayer {
     try be.permute(try arena.kA.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.v)
     if fused {
       // out (B, NH, T, HS) and each row's log-sum-exp, key block by key block.
-      try be.attention(q: a.q, k: a.k, v: a.v, scale: attentionScale, into: try arena.qA.reshaped([b, nh, t, hs]),
-                       lse: a.probs)
+      try be.attention(q: a.q, k: a.k, v: a.v, scale: attentionScale, window: window,
+                       into: try arena.qA.reshaped([b, nh, t, hs]), lse: a.probs)
     } else {
       // scores (B·KVH, G·T, T) = q (B·KVH, G·T, HS) · kᵀ; softmax over (B·NH, T, T)
       try be.matmul(try grouped(a.q), try perKV(a.k), into: try groupedScores(arena.scores),
                     transposeA: false, transposeB: true, alpha: 1, beta: 0)
-      try be.causalSoftmax(arena.scores, scale: attentionScale, into: a.probs)
+      try be.causalSoftmax(arena.scores, scale: attentionScale, window: window, into: a.probs)
       // out (B·KVH, G·T, HS) = P · v
       try be.matmul(try groupedScores(a.probs), try perKV(a.v), into: try grouped(arena.qA),
                     transposeA: false, transposeB: false, alpha: 1, beta: 0)
@@ -101,7 +103,7 @@ struct DecoderLayer {
       let out = try ar.dAttn.reshaped([b, nh, t, hs])
       try be.permute(try a.attn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: out)
       try be.attentionBackward(dOut, q: a.q, k: a.k, v: a.v, out: out, lse: a.probs, scale: attentionScale,
-                               delta: ar.scores, dq: try ar.qB.reshaped([b, nh, t, hs]),
+                               window: window, delta: ar.scores, dq: try ar.qB.reshaped([b, nh, t, hs]),
                                dk: try ar.dkHead.reshaped([b, kvh, t, hs]), dv: try ar.dvHead.reshaped([b, kvh, t, hs]))
     } else {
       // dP = dO·vᵀ, dv = Pᵀ·dO (summed over each kv group)

@@ -59,7 +59,8 @@ extension LlamaModel {
     try be.embedding(ids: try sc.ids.leading([n]), table: weights.embedding, into: x)
     for l in 0..<s.layers {
       let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: invFreq,
-                                     keys: cache.keys[l], values: cache.values[l], scratch: sc)
+                                     keys: cache.keys[l], values: cache.values[l], scratch: sc,
+                                     window: s.window(layer: l))
       try layer.forward(be, batch: b, newTokens: tn, past: past)
     }
     cache.length = past + tn

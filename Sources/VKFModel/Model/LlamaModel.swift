@@ -395,7 +395,8 @@ public final class LlamaModel {
   public static let ignoreIndex: Int32 = -100
 
   private func layer(_ l: Int, _ ar: ActivationArena) throws -> DecoderLayer {
-    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq, fused: fusedAttention)
+    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq, fused: fusedAttention,
+                 window: shape.window(layer: l))
   }
 
   /// The arena for (batch, tokens): made on first use, then kept. Every arena views one

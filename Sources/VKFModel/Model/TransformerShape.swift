@@ -25,6 +25,12 @@ public struct TransformerShape: Equatable, Sendable {
   public var tiedEmbeddings: Bool
   /// q/k/v projections have biases (Qwen2).
   public var qkvBias: Bool
+  /// Each layer's sliding attention window (keys i − window < j ≤ i; 0 = full causal), or
+  /// empty when no layer has one (`LlamaConfig.layerWindows`: Mistral, Qwen2's upper layers).
+  public var slidingWindows: [Int] = []
+
+  /// Layer `l`'s sliding window, 0 for full causal attention.
+  public func window(layer l: Int) -> Int { l < slidingWindows.count ? slidingWindows[l] : 0 }
 
   /// A shape with an explicit RoPE table.
   public init(hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int? = nil,
@@ -67,6 +73,9 @@ public struct TransformerShape: Equatable, Sendable {
       throw bad("headDim \(headDim) must be even with headDim/2 RoPE frequencies (got \(invFreq.count))")
     }
     guard rmsNormEps > 0 else { throw bad("rmsNormEps \(rmsNormEps) must be > 0") }
+    guard slidingWindows.isEmpty || (slidingWindows.count == layers && slidingWindows.allSatisfy({ $0 >= 0 })) else {
+      throw bad("slidingWindows \(slidingWindows): one window ≥ 0 per layer (\(layers)) or none")
+    }
   }
 
   // MARK: - Parameter names (Hugging Face layout)

@@ -104,11 +104,12 @@ void main() {
 // attention: fused causal attention forward (flash-attention style, online softmax).
 //                                                        CPU twin: CPUBackend.attention
 //   q (B, NH, T, HS), k, v (B, KVH, T, HS) → out (B, NH, T, HS) = softmax(scale·q·kᵀ,
-//   j ≤ i)·v and lse (B, NH, T) = m + log l, the row's log-sum-exp, for the backward.
+//   j ≤ i, and i − j < window when window > 0)·v and lse (B, NH, T) = m + log l, the row's
+//   log-sum-exp, for the backward.
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
 // Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -140,8 +141,9 @@ void main() {
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  // Key tiles 0 … qt: the diagonal tile is the last any row of this tile sees.
-  for (uint kt = 0u; kt <= qt; kt++) {
+  // Key tiles from the window's first (0 without one) to qt: the diagonal tile is the last
+  // any row of this tile sees.
+  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(kvs, k, kbase, k0)
     memoryBarrierShared();
@@ -150,7 +152,7 @@ void main() {
       uint r = e / ATT_TILE, c = e % ATT_TILE;
       float s;
       ATT_DOT(qs, r, kvs, c, s)
-      bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens;
+      bool visible = att_visible(q0 + r, k0 + c);
       ps[r][c] = visible ? pc.scale * s : ATT_NEG_BIG;
     }
     memoryBarrierShared();
@@ -203,11 +205,11 @@ void main() {
 // attention_back_dkdv: fused causal attention backward, second pass: dk and dv.
 //                                          CPU twin: CPUBackend.attentionBackward (dk, dv)
 //   For key j of kv head g: dv_j = Σ_{h in g} Σ_{i ≥ j} p_ij dOut_i and
-//   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i, with p and dS recomputed from lse and delta
+//   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i (i − j < window with one), with p and dS recomputed from lse and delta
 //   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
 //   head, so the sums over the group's query heads need no atomics.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -239,8 +241,9 @@ void main() {
   for (uint member = 0u; member < group; member++) {
     uint bh = b * pc.heads + g * group + member;
     uint rowbase = bh * pc.tokens * HEAD_DIM;
-    // Query tiles from the diagonal on: earlier queries see none of these keys.
-    for (uint qt = kt; qt < pc.tiles; qt++) {
+    // Query tiles from the diagonal on (earlier queries see none of these keys) to the last
+    // one the window lets see them.
+    for (uint qt = kt; qt < att_end_query_tile(k0); qt++) {
       uint q0 = qt * ATT_TILE;
       ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
       ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)
@@ -289,12 +292,12 @@ void main() {
 // variant: HEAD_DIM=5 ATT_TILE=32
 // attention_back_dq: fused causal attention backward, first pass: delta and dq.
 //                                          CPU twin: CPUBackend.attentionBackward (dq, delta)
-//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j: p_ij = exp(scale·q_i·k_j − lse_i),
+//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j (causal, within the window): p_ij = exp(scale·q_i·k_j − lse_i),
 //   dS_ij = scale · p_ij · (dOut_i·v_j − delta_i), dq_i = Σ_j dS_ij k_j. The probabilities
 //   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
 //   reads delta.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -335,7 +338,7 @@ void main() {
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  for (uint kt = 0u; kt <= qt; kt++) {
+  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
     ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
@@ -447,12 +450,13 @@ void main() {
 // causal_softmax: out = softmax(scale·x) over the last dim with a causal mask.
 //                                                        CPU twin: CPUBackend.causalSoftmax
 //   x, out (…, tq, tk) f32, tk ≥ tq, viewed as rows = count / tk rows of tk. Row r is query
-//   i = r mod tq and sees keys j ≤ i + (tk − tq) (a KV cache of tk − tq earlier tokens).
+//   i = r mod tq, at position p = i + (tk − tq) (a KV cache of tk − tq earlier tokens), and
+//   sees keys j ≤ p, and only j > p − window when window > 0 (a sliding window).
 //   out[r, j] = exp(scale·x[r,j] − m) / Σ_visible exp(scale·x − m), m = max_visible scale·x;
 //   masked entries are 0 (and never read, so they may hold −inf or garbage).
 // Bindings: 0 x (readonly), 1 out. In place (out == x) is fine: each invocation reads its
 //   own elements only before the last reduction and writes them after.
-// Push (after boff[8]): rows, tq, tk, scale → Swift `CausalSoftmaxPush`.
+// Push (after boff[8]): rows, tq, tk, scale, window → Swift `CausalSoftmaxPush`.
 // Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
 #include "common/push.glsl"
 #include "common/grid.glsl"
@@ -468,6 +472,7 @@ PUSH_BEGIN
   uint tq;
   uint tk;
   float scale;
+  uint window;  // sliding window: keys p − window < j ≤ p for query position p; 0 = none
 PUSH_END
 
 void main() {
@@ -476,19 +481,20 @@ void main() {
   uint t = gl_LocalInvocationID.x;
   uint xb = pc.boff[0] + row * pc.tk;
   uint ob = pc.boff[1] + row * pc.tk;
-  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys 0 ..< visible
+  uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys first ..< visible
+  uint first = (pc.window == 0u || visible <= pc.window) ? 0u : visible - pc.window;
 
   float m = -3.402823466e38;
-  for (uint j = t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
+  for (uint j = first + t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);
   m = wg_reduce_max(m);
 
   float s = 0.0;
-  for (uint j = t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
+  for (uint j = first + t; j < visible; j += RED_WG) s += exp(pc.scale * x[xb + j] - m);
   s = wg_reduce_sum(s);
   float inv = 1.0 / s;
 
   for (uint j = t; j < pc.tk; j += RED_WG) {
-    o[ob + j] = j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
+    o[ob + j] = j >= first && j < visible ? exp(pc.scale * x[xb + j] - m) * inv : 0.0;
   }
 }
 """#,
@@ -519,6 +525,7 @@ PUSH_BEGIN
   uint tq;
   uint tk;
   float scale;
+  uint window;  // the forward's sliding window: unused (masked outputs are 0, so their dx is)
 PUSH_END
 
 void main() {
@@ -545,7 +552,8 @@ void main() {
 //
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
-// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i. The host picks
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
+// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
@@ -572,7 +580,24 @@ PUSH_BEGIN
   uint tokens;     // T
   uint tiles;      // ceil(T / ATT_TILE)
   float scale;     // softmax scale (1/√HS)
+  uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
 PUSH_END
+
+// Whether query i sees key j (both must lie before T).
+bool att_visible(uint i, uint j) {
+  return j <= i && i < pc.tokens && j < pc.tokens && (pc.window == 0u || i - j < pc.window);
+}
+
+// The first key tile any row of the query tile at q0 sees (0 without a window).
+uint att_first_key_tile(uint q0) {
+  return (pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
+}
+
+// One past the last query tile that sees any key of the key tile at k0.
+uint att_end_query_tile(uint k0) {
+  if (pc.window == 0u) return pc.tiles;
+  return min(pc.tiles, (k0 + ATT_TILE - 1u + pc.window - 1u) / ATT_TILE + 1u);
+}
 
 // Copies rows [row0, row0 + ATT_TILE) of a (T, HEAD_DIM) slab starting at word `base` of
 // `src` into tile `dst`, zero past T. Every invocation must call it (no barrier inside).
@@ -608,12 +633,12 @@ shared float ds[ATT_TILE][ATT_TILE];
 shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 // For the query tile at q0 and the key tile at k0: ps = p_ij = exp(scale·q_i·k_j − lse_i) and
-// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i (j > i)
-// or either lies past T. Every invocation must call it; the caller places the barriers.
+// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i
+// (`att_visible`: causal, window, T). Every invocation must call it; the caller places the barriers.
 void att_tile_grads(uint q0, uint k0) {
   for (uint e = gl_LocalInvocationID.x; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
     uint r = e / ATT_TILE, c = e % ATT_TILE;
-    bool visible = k0 + c <= q0 + r && k0 + c < pc.tokens && q0 + r < pc.tokens;
+    bool visible = att_visible(q0 + r, k0 + c);
     float s, dp;
     ATT_DOT(qs, r, ks, c, s)
     ATT_DOT(dos, r, vs, c, dp)

@@ -9,12 +9,16 @@ struct CausalSoftmaxPush {
   var tq: UInt32
   var tk: UInt32
   var scale: Float
+  /// Sliding window (0 = none); the backward ignores it.
+  var window: UInt32 = 0
 }
 
 extension VulkanBackend {
-  /// causal_softmax.comp: out = softmax(scale·x) with row i seeing keys j ≤ i + (tk − tq).
-  public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
+  /// causal_softmax.comp: out = softmax(scale·x) with row i seeing keys j ≤ p = i + (tk − tq)
+  /// (and j > p − window with a window).
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
     try checkOwnership(.causalSoftmax, x, out)
+    try ShapeCheck.window(.causalSoftmax, window)
     // x, out: (…, TQ, TK)
     let (rows, tq, tk) = try ShapeCheck.causalSoftmax(.causalSoftmax, x, out)
     guard rows > 0, tq > 0 else { return }
@@ -23,7 +27,7 @@ extension VulkanBackend {
     // Whole (tq, tk) matrices per chunk keep each row's query index (row % tq).
     for r in try rowChunks(rows: rows, rowBytes: tk * 4, multiple: tq, op: op) {
       let push = CausalSoftmaxPush(rows: try shaderUInt(r.count, op), tq: try shaderUInt(tq, op),
-                                   tk: try shaderUInt(tk, op), scale: scale)
+                                   tk: try shaderUInt(tk, op), scale: scale, window: try shaderUInt(window, op))
       try dispatch("causal_softmax", defines: reductionVariant(), specialization: blockSpecialization,
                    bindings: [try x.rowSlice(r), try out.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))

@@ -1,0 +1,68 @@
+import Foundation
+import VKFCore
+import XCTest
+@testable import VKFModel
+
+/// Which layers attend through a sliding window, decided from config.json as transformers
+/// decides it, and malformed window settings refused by key (never ignored).
+final class SlidingWindowConfigTests: XCTestCase {
+  private func config(_ type: String, layers: Int = 4, _ extra: String = "") throws -> LlamaConfig {
+    let json = #"{"model_type": ""# + type + #"", "hidden_size": 64, "intermediate_size": 128,"#
+      + #" "num_hidden_layers": "# + "\(layers)" + #", "num_attention_heads": 4, "vocab_size": 10"#
+      + (extra.isEmpty ? "" : ", " + extra) + "}"
+    return try LlamaConfig.decode(Data(json.utf8))
+  }
+
+  func test_mistral_windowOnEveryLayer_defaulting4096LikeTransformers() throws {
+    XCTAssertEqual(try config("mistral", #""sliding_window": 16"#).layerWindows(), [16, 16, 16, 16])
+    // MistralConfig's default when the key is absent; an explicit null (v0.2+) is none.
+    XCTAssertEqual(try config("mistral").layerWindows(), [4096, 4096, 4096, 4096])
+    XCTAssertEqual(try config("mistral", #""sliding_window": null"#).layerWindows(), [0, 0, 0, 0])
+  }
+
+  func test_qwen2_windowFromMaxWindowLayers_onlyWithUseSlidingWindow() throws {
+    XCTAssertEqual(try config("qwen2", #""sliding_window": 8"#).layerWindows(), [0, 0, 0, 0])
+    XCTAssertEqual(try config("qwen2", #""use_sliding_window": true, "sliding_window": 8, "max_window_layers": 1"#)
+      .layerWindows(), [0, 8, 8, 8])
+    // Qwen2Config's default max_window_layers (28) is past these 4 layers.
+    XCTAssertEqual(try config("qwen2", #""use_sliding_window": true, "sliding_window": 8"#).layerWindows(),
+                   [0, 0, 0, 0])
+  }
+
+  func test_llama_hasNoWindowEvenWithTheKey() throws {
+    XCTAssertEqual(try config("llama", #""sliding_window": 8"#).layerWindows(), [0, 0, 0, 0])
+  }
+
+  func test_layerTypes_decideWhenPresent_andRoundTrip() throws {
+    let c = try config("mistral", layers: 3,
+                       #""sliding_window": 5, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]"#)
+    XCTAssertEqual(try c.layerWindows(), [5, 0, 5])
+    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+    // A sliding layer with no window in force attends causally, as in transformers.
+    XCTAssertEqual(try config("qwen2", layers: 2, #""layer_types": ["sliding_attention", "full_attention"]"#)
+      .layerWindows(), [0, 0])
+  }
+
+  func test_shape_carriesTheWindows_orNoneWhenAllFull() throws {
+    let windowed = try TransformerShape(config: try config("qwen2", #""use_sliding_window": true, "sliding_window": 8, "max_window_layers": 2"#))
+    XCTAssertEqual(windowed.slidingWindows, [0, 0, 8, 8])
+    XCTAssertEqual(windowed.window(layer: 3), 8)
+    XCTAssertEqual(try TransformerShape(config: try config("llama")).slidingWindows, [])
+  }
+
+  func test_malformedWindowSettings_areRefusedNamingTheKey() {
+    let cases: [(String, String, String)] = [
+      ("mistral", #""sliding_window": 0"#, "sliding_window"),
+      ("mistral", #""sliding_window": -4"#, "sliding_window"),
+      ("mistral", #""layer_types": ["full_attention"]"#, "layer_types"),
+      ("mistral", #""layer_types": ["chunked_attention", "full_attention", "full_attention", "full_attention"]"#,
+       "layer_types"),
+    ]
+    for (type, extra, key) in cases {
+      XCTAssertThrowsError(try config(type, extra), extra) { e in
+        guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("\(extra): got \(e)") }
+        XCTAssertEqual(field, key, extra)
+      }
+    }
+  }
+}
