@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "Tests", "VKFModelTests", "Fixtures", "golden")
@@ -45,6 +45,9 @@ CONFIGS = {
     "qwen2_window": (Qwen2Config, Qwen2ForCausalLM,
                      dict(tie_word_embeddings=True, use_sliding_window=True, sliding_window=3,
                           max_window_layers=1), 5),
+    # Qwen3: RMSNorm over each query and key head; head_dim 64 ≠ hidden / heads (o_proj 64×256;
+    # 64 is SmolLM2's head size, so the Vulkan tests reuse its compiled attention kernels).
+    "qwen3_qknorm": (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=64), 6),
 }
 
 

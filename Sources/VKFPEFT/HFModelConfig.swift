@@ -65,15 +65,21 @@ extension HFModelWriter {
 
   /// A config.json for weights loaded without one (a GGUF alone): every dimension from the
   /// shape, θ and context length from the GGUF metadata when given (else θ recovered from
-  /// the RoPE table, context 2048 as transformers' LlamaConfig default), `qwen2` when q/k/v
-  /// carry biases, `llama` otherwise.
+  /// the RoPE table, context 2048 as transformers' LlamaConfig default), `qwen3` with per-head
+  /// q/k RMSNorm, `qwen2` when q/k/v carry biases, `llama` otherwise.
   ///
   /// Throws when the RoPE table is neither plain nor uniformly (linearly) scaled — a Llama 3.1
   /// `rope_freqs` table cannot be turned back into transformers' llama3 parameters; then
   /// the model's own config.json must be put beside the GGUF.
   public static func synthesizedConfig(shape: TransformerShape, facts: GGUFModelFacts?,
                                        bosTokenID: Int?, eosTokenIDs: [Int]) throws -> LlamaConfig {
-    let modelType = shape.qkvBias ? "qwen2" : "llama"
+    // qwen3 when the heads have q/k RMSNorm (its q/k/v biases would come with an o_proj bias
+    // this trainer does not implement), qwen2 when q/k/v carry biases, else llama.
+    if shape.qkNorm, shape.qkvBias {
+      throw PEFTError("the model has per-head q/k RMSNorm and q/k/v biases, which no supported config "
+        + "type describes; put the model's config.json beside the .gguf and load it again")
+    }
+    let modelType = shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
     var object: [String: Any] = [
       "model_type": modelType,

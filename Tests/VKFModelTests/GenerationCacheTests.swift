@@ -28,6 +28,11 @@ final class GenerationCacheTests: XCTestCase {
     try check("mistral_window", on: TestBackends.cpu)
     try check("qwen2_window", on: TestBackends.cpu)
   }
+  /// Qwen3's per-head q/k RMSNorm on the cached path (new keys normalised before the cache).
+  func test_cachedSteps_equalFullForward_qwen3QKNorm() throws {
+    try check("qwen3_qknorm", on: TestBackends.cpu)
+    try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
+  }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {
     try check("mistral_window", on: try ModelFixtures.vulkanOrSkip())
   }

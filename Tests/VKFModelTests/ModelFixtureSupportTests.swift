@@ -12,9 +12,9 @@ struct GoldenCase {
   let expected: SafetensorsFile
   let batch = 2
 
-  /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras); the sliding-window
-  /// cases read their shape from the config.json transformers wrote, through the loader's
-  /// own path (`LlamaConfig` → `layerWindows` → `TransformerShape`).
+  /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras) for the first three;
+  /// the later cases read their shape from the config.json transformers wrote, through the
+  /// loader's own path (`LlamaConfig` → `TransformerShape`: windows, q/k norm, head_dim).
   static func load(_ name: String) throws -> GoldenCase {
     let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
       .appendingPathComponent("Fixtures/golden")
@@ -22,7 +22,7 @@ struct GoldenCase {
     var shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96,
                                  vocab: 97, rmsNormEps: 1e-6, ropeTheta: 10000,
                                  tiedEmbeddings: tied, qkvBias: bias)
-    if name.hasSuffix("_window") {
+    if !["llama_untied", "llama_tied", "qwen2_tied"].contains(name) {
       let url = dir.appendingPathComponent("\(name).config.json")
       shape = try TransformerShape(config: try LlamaConfig.load(from: url), file: url.path)
     }
@@ -31,7 +31,7 @@ struct GoldenCase {
                       expected: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).expected.safetensors")))
   }
 
-  static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window"]
+  static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window", "qwen3_qknorm"]
 
   /// Token ids (B, T), stored I32 (exact through f32: |id| < 2²⁴).
   var ids: [Int32] { get throws { try expected.floats("ids").map { Int32($0) } } }

@@ -31,6 +31,9 @@ final class ModelGoldenTests: XCTestCase {
   func test_golden_qwen2SlidingWindowUpperLayers_vulkan() throws {
     try check("qwen2_window", on: try ModelFixtures.vulkanOrSkip())
   }
+  /// Qwen3: per-head q/k RMSNorm (weights and gradients), head_dim 64 ≠ hidden / heads (16).
+  func test_golden_qwen3QKNorm_cpu() throws { try check("qwen3_qknorm", on: TestBackends.cpu) }
+  func test_golden_qwen3QKNorm_vulkan() throws { try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip()) }
   /// The unfused reference path (scores → windowed causal softmax → P·v) on the same goldens.
   func test_golden_slidingWindow_unfusedAttention_cpu() throws {
     try check("mistral_window", on: TestBackends.cpu, fusedAttention: false)

@@ -115,6 +115,19 @@ final class HFModelWriterTests: XCTestCase {
     try assertRoundTrips(out, weights)
   }
 
+  /// Per-head q/k RMSNorm (a Qwen3 GGUF alone) is described as qwen3, and the config it
+  /// writes gives back the same shape; with q/k/v biases too no config type fits.
+  func test_synthesizedConfig_qkNorm_isQwen3() throws {
+    var shape = try PEFTFixture.shape()
+    shape.qkNorm = true
+    let config = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(config.modelType, "qwen3")
+    XCTAssertTrue(config.hasQKNorm)
+    XCTAssertNil(try TransformerShape(config: config).firstDifference(from: shape))
+    shape.qkvBias = true
+    XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
+  }
+
   func test_synthesizedConfig_linearScaledRoPE_writesFactor_llama3TableRefused() throws {
     var shape = try PEFTFixture.shape()
     shape.invFreq = RoPE.inverseFrequencies(headDim: shape.headDim, theta: 500_000).map { $0 / 4 }

@@ -2,14 +2,15 @@ import Foundation
 
 /// A Llama-family model's hyper-parameters, decoded from a Hugging Face `config.json`.
 ///
-/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral` and `qwen2`,
-/// which share one architecture: RMSNorm, SwiGLU MLP, grouped-query attention with RoPE.
+/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2` and
+/// `qwen3`, which share one architecture: RMSNorm, SwiGLU MLP, grouped-query attention with
+/// RoPE (Qwen3 adds an RMSNorm over each query and key head).
 /// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
 /// and their absence is a `ConfigError.missingField`; other defaults follow the matching
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
-  public static let supportedModelTypes = ["llama", "mistral", "qwen2"]
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3"]
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -23,7 +24,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   public var numAttentionHeads: Int
   /// `num_key_value_heads`: key/value heads (GQA). Default: `numAttentionHeads` (MHA).
   public var numKeyValueHeads: Int
-  /// `head_dim`: per-head width HS. Default: `hiddenSize / numAttentionHeads`.
+  /// `head_dim`: per-head width HS. Default: `hiddenSize / numAttentionHeads` (qwen3: 128,
+  /// as Qwen3Config).
   public var headDim: Int
   /// `rms_norm_eps`: RMSNorm epsilon. Default: 1e-6.
   public var rmsNormEps: Double
@@ -71,6 +73,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   public var hasQKVBias: Bool { modelType == "qwen2" || attentionBias }
   /// Whether the output projection `o_proj` has a bias (never for qwen2).
   public var hasOutputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
+  /// Qwen3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
+  public var hasQKNorm: Bool { modelType == "qwen3" }
   /// Query heads per key/value head.
   public var groupSize: Int { numAttentionHeads / max(numKeyValueHeads, 1) }
   /// The attention window actually in force, if any.
@@ -108,10 +112,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
     numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-      ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
+      ?? (modelType == "qwen3" ? 128 : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
     rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768][modelType] ?? 2048
+    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768][modelType] ?? 2048
     maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
     tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false

@@ -19,6 +19,7 @@ extension TransformerShape {
               intermediate: config.intermediateSize, vocab: config.vocabSize,
               rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
+    qkNorm = config.hasQKNorm
     do {
       let windows = try config.layerWindows(file: file)
       slidingWindows = windows.contains { $0 > 0 } ? windows : []
@@ -32,7 +33,7 @@ extension TransformerShape {
 
 extension TransformerShape {
   /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
-  public static let ggufArchitectures = ["llama", "qwen2"]
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3"]
 
   /// RMSNorm epsilon when a GGUF lacks `<arch>.attention.layer_norm_rms_epsilon`. llama.cpp
   /// requires the key for these architectures, so a file without it is hand-made; 1e-5 is the
@@ -78,11 +79,14 @@ extension TransformerShape {
         + "uses a scaling transformers knows")
     }
     let qBias = ParameterNames.layerPrefix(0) + "self_attn.q_proj.bias"
+    let qNorm = ParameterNames.layerPrefix(0) + "self_attn.q_norm.weight"
     self.init(hidden: facts.embeddingLength, layers: facts.blockCount, heads: facts.headCount,
               kvHeads: facts.headCountKV, headDim: facts.headDim, intermediate: facts.feedForwardLength,
               vocab: vocab, rmsNormEps: facts.rmsNormEpsilon ?? Self.ggufDefaultRMSNormEps,
               invFreq: invFreq, tiedEmbeddings: facts.tiedEmbeddings,
               qkvBias: weights.tensorNames.contains(qBias))
+    // Qwen3's per-head q/k RMSNorm (`blk.N.attn_q_norm` / `attn_k_norm`).
+    qkNorm = weights.tensorNames.contains(qNorm)
   }
 
   /// The `rope_freqs.weight` divisors (headDim / 2 values), or nil when the file has none.
@@ -108,6 +112,7 @@ extension TransformerShape {
     if let (name, a, b) = pairs.first(where: { $0.1 != $0.2 }) { return "\(name) \(a) vs \(b)" }
     if tiedEmbeddings != other.tiedEmbeddings { return "tiedEmbeddings \(tiedEmbeddings) vs \(other.tiedEmbeddings)" }
     if qkvBias != other.qkvBias { return "qkvBias \(qkvBias) vs \(other.qkvBias)" }
+    if qkNorm != other.qkNorm { return "qkNorm \(qkNorm) vs \(other.qkNorm)" }
     if abs(rmsNormEps - other.rmsNormEps) > rmsNormEps * 1e-6 {
       return "rmsNormEps \(rmsNormEps) vs \(other.rmsNormEps)"
     }

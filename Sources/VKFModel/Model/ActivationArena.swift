@@ -23,6 +23,10 @@ struct LayerActivations {
   /// every layer: the backward recomputes it from gate and up (as Liger's SwiGLU does), so
   /// no layer keeps its own.
   var gate, up, act: Tensor
+  /// With per-head q/k RMSNorm (Qwen3): the projections before it, token-major (N, NH·HS)
+  /// and (N, KVH·HS), and its 1/rms per head (N·NH) and (N·KVH); nil otherwise.
+  var qRaw: Tensor? = nil, kRaw: Tensor? = nil
+  var qRstd: Tensor? = nil, kRstd: Tensor? = nil
 }
 
 /// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
@@ -131,6 +135,7 @@ final class ActivationArena {
     guard var w = working else { return saved[savesEveryLayer ? l : 0] }
     let own = saved[l]
     w.rstd1 = own.rstd1; w.probs = own.probs; w.rstd2 = own.rstd2
+    w.qRstd = own.qRstd; w.kRstd = own.kRstd
     return w
   }
 
@@ -138,8 +143,10 @@ final class ActivationArena {
   private func roundedPairs(_ l: Int) -> [(Tensor, Tensor)] {
     guard let w = working else { return [] }
     let h = saved[l]
-    return [(w.h1, h.h1), (w.q, h.q), (w.k, h.k), (w.v, h.v), (w.attn, h.attn), (w.x1, h.x1), (w.h2, h.h2),
-            (w.gate, h.gate), (w.up, h.up)]
+    var pairs = [(w.h1, h.h1), (w.q, h.q), (w.k, h.k), (w.v, h.v), (w.attn, h.attn), (w.x1, h.x1), (w.h2, h.h2),
+                 (w.gate, h.gate), (w.up, h.up)]
+    if let wq = w.qRaw, let hq = h.qRaw, let wk = w.kRaw, let hk = h.kRaw { pairs += [(wq, hq), (wk, hk)] }
+    return pairs
   }
 
   /// After layer `l`'s forward: its working activations into its 16-bit copies (no-op in f32).
@@ -183,7 +190,9 @@ final class ActivationArena {
         probs: try c.take(attentionRow),
         attn: try rounded([n, s.qWidth]), x1: try rounded([n, s.hidden]),
         h2: try rounded([n, s.hidden]), rstd2: try c.take([n]),
-        gate: try rounded([n, s.intermediate]), up: try rounded([n, s.intermediate]), act: act)
+        gate: try rounded([n, s.intermediate]), up: try rounded([n, s.intermediate]), act: act,
+        qRaw: s.qkNorm ? try rounded([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try rounded([n, s.kvWidth]) : nil,
+        qRstd: s.qkNorm ? try c.take([n * s.heads]) : nil, kRstd: s.qkNorm ? try c.take([n * s.kvHeads]) : nil)
     }
     if half, let first = v.saved.first {
       // The f32 working set: the rounded tensors only (layerSet supplies the rest per layer).
@@ -194,7 +203,9 @@ final class ActivationArena {
         v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
         probs: first.probs, attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
         h2: try c.take([n, s.hidden]), rstd2: first.rstd2,
-        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]), act: act)
+        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]), act: act,
+        qRaw: s.qkNorm ? try c.take([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try c.take([n, s.kvWidth]) : nil,
+        qRstd: first.qRstd, kRstd: first.kRstd)
     }
     v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], attentionRow,
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],

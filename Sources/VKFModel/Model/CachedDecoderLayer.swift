@@ -33,12 +33,21 @@ struct CachedDecoderLayer {
     let positions = try sc.positions.leading([n])
     try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
     // q: (N, NH·HS) → rope over (N, NH, HS) → permuted head-major (B, NH, Tn, HS) into qA
-    try w.q.forward(be, h, into: try sc.qA.leading([n, s.qWidth]))
+    // With per-head q/k RMSNorm (Qwen3) the projection goes to qB and is normalised into qA.
+    try w.q.forward(be, h, into: try (w.qNorm == nil ? sc.qA : sc.qB).leading([n, s.qWidth]))
+    if let qn = w.qNorm {
+      try be.rmsNorm(try sc.qB.leading([n * nh, hs]), weight: qn, eps: s.rmsNormEps,
+                     into: try sc.qA.leading([n * nh, hs]), rstd: try sc.rstd.leading([n * nh]))
+    }
     try be.rope(try sc.qA.leading([n, nh, hs]), positions: positions, invFreq: invFreq,
                 into: try sc.qB.leading([n, nh, hs]))
     try be.permute(try sc.qB.leading([b, tn, nh, hs]), dims: [0, 2, 1, 3], into: try sc.qA.leading([b, nh, tn, hs]))
     // k, v: (N, KVH·HS) = (B, Tn, KVH·HS) → cache rows [past, tk) as (Tn, B, KVH·HS)
-    try w.k.forward(be, h, into: try sc.kA.leading([n, s.kvWidth]))
+    try w.k.forward(be, h, into: try (w.kNorm == nil ? sc.kA : sc.kB).leading([n, s.kvWidth]))
+    if let kn = w.kNorm {
+      try be.rmsNorm(try sc.kB.leading([n * kvh, hs]), weight: kn, eps: s.rmsNormEps,
+                     into: try sc.kA.leading([n * kvh, hs]), rstd: try sc.rstd.leading([n * kvh]))
+    }
     try be.rope(try sc.kA.leading([n, kvh, hs]), positions: positions, invFreq: invFreq,
                 into: try sc.kB.leading([n, kvh, hs]))
     try be.permute(try sc.kB.leading([b, tn, s.kvWidth]), dims: [1, 0, 2], into: try keys.rows(past..<tk))

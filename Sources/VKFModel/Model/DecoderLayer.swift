@@ -38,12 +38,21 @@ struct DecoderLayer {
     let s = shape, w = weights
     let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
     try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: a.h1, rstd: a.rstd1)
-    // q: (N, NH·HS) → rope over (N, NH, HS) → (B, T, NH, HS) permuted to (B, NH, T, HS)
-    try w.q.forward(be, a.h1, into: arena.qA)
+    // q: (N, NH·HS) [→ per-head RMSNorm] → rope over (N, NH, HS) → (B, T, NH, HS) permuted
+    // to (B, NH, T, HS)
+    try w.q.forward(be, a.h1, into: a.qRaw ?? arena.qA)
+    if let qn = w.qNorm, let raw = a.qRaw, let rstd = a.qRstd {
+      try be.rmsNorm(try raw.reshaped([n * nh, hs]), weight: qn, eps: s.rmsNormEps,
+                     into: try arena.qA.reshaped([n * nh, hs]), rstd: rstd)
+    }
     try be.rope(try arena.qA.reshaped([n, nh, hs]), positions: arena.positions, invFreq: invFreq,
                 into: try arena.qB.reshaped([n, nh, hs]))
     try be.permute(try arena.qB.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: a.q)
-    try w.k.forward(be, a.h1, into: arena.kA)
+    try w.k.forward(be, a.h1, into: a.kRaw ?? arena.kA)
+    if let kn = w.kNorm, let raw = a.kRaw, let rstd = a.kRstd {
+      try be.rmsNorm(try raw.reshaped([n * kvh, hs]), weight: kn, eps: s.rmsNormEps,
+                     into: try arena.kA.reshaped([n * kvh, hs]), rstd: rstd)
+    }
     try be.rope(try arena.kA.reshaped([n, kvh, hs]), positions: arena.positions, invFreq: invFreq,
                 into: try arena.kB.reshaped([n, kvh, hs]))
     try be.permute(try arena.kB.reshaped([b, t, kvh, hs]), dims: [0, 2, 1, 3], into: a.k)
@@ -129,8 +138,20 @@ struct DecoderLayer {
                         into: try ar.kB.reshaped([n, kvh, hs]))
     try be.permute(try ar.dvHead.reshaped([b, kvh, t, hs]), dims: [0, 2, 1, 3],
                    into: try ar.kA.reshaped([b, t, kvh, hs]))
-    try w.q.backward(be, dy: ar.dAttn, x: a.h1, dx: ar.dHidden, accumulateInput: false, ones: ones)
-    try w.k.backward(be, dy: ar.kB, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    // Through the per-head q/k RMSNorm (Qwen3): dq → qA, dk → dkHead (both free here).
+    var dq = ar.dAttn, dk = ar.kB
+    if let qn = w.qNorm, let raw = a.qRaw, let rstd = a.qRstd {
+      try be.rmsNormBackward(try ar.dAttn.reshaped([n * nh, hs]), x: try raw.reshaped([n * nh, hs]), weight: qn,
+                             rstd: rstd, dx: try ar.qA.reshaped([n * nh, hs]), dWeight: w.qNormGrad)
+      dq = ar.qA
+    }
+    if let kn = w.kNorm, let raw = a.kRaw, let rstd = a.kRstd {
+      try be.rmsNormBackward(try ar.kB.reshaped([n * kvh, hs]), x: try raw.reshaped([n * kvh, hs]), weight: kn,
+                             rstd: rstd, dx: try ar.dkHead.reshaped([n * kvh, hs]), dWeight: w.kNormGrad)
+      dk = try ar.dkHead.reshaped([n, s.kvWidth])
+    }
+    try w.q.backward(be, dy: dq, x: a.h1, dx: ar.dHidden, accumulateInput: false, ones: ones)
+    try w.k.backward(be, dy: dk, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
     try w.v.backward(be, dy: ar.kA, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
     try be.rmsNormBackward(ar.dHidden, x: x, weight: w.inputNorm, rstd: a.rstd1, dx: ar.dTemp,
                            dWeight: w.inputNormGrad)

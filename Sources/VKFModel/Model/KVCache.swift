@@ -63,7 +63,8 @@ public final class KVCache {
 final class InferenceScratch {
   /// Residual stream (N, C), updated in place layer by layer.
   let x: Tensor
-  /// RMSNorm output (N, C), a projection output before the residual add (N, C), 1/rms (N).
+  /// RMSNorm output (N, C), a projection output before the residual add (N, C), 1/rms (N,
+  /// or N·NH with per-head q/k RMSNorm).
   let h, proj, rstd: Tensor
   /// Queries: projection / head-major (N·NH·HS) and RoPE output / attention output (N·NH·HS).
   let qA, qB: Tensor
@@ -84,7 +85,7 @@ final class InferenceScratch {
 
   init(shape s: TransformerShape, backend: Backend, batch: Int, chunk: Int, capacity: Int) throws {
     let n = batch * chunk
-    let sizes = [n * s.hidden, n * s.hidden, n * s.hidden, n,
+    let sizes = [n * s.hidden, n * s.hidden, n * s.hidden, s.qkNorm ? n * max(s.heads, s.kvHeads) : n,
                  n * s.qWidth, n * s.qWidth, n * s.kvWidth, n * s.kvWidth,
                  batch * s.kvWidth * capacity, batch * s.kvWidth * capacity,
                  batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,

@@ -20,6 +20,10 @@ public struct LlamaLayerWeights {
   public var inputNormGrad: Tensor?
   /// Attention projections: q (NH·HS, C), k and v (KVH·HS, C), o (C, NH·HS).
   public var q, k, v, o: Linear
+  /// Per-head RMSNorm weights of queries and keys (HS), Qwen3's; nil without them.
+  public var qNorm: Tensor? = nil, kNorm: Tensor? = nil
+  /// Their accumulated gradients.
+  public var qNormGrad: Tensor? = nil, kNormGrad: Tensor? = nil
   /// RMSNorm weight before the MLP (C).
   public var postNorm: Tensor
   /// Its accumulated gradient.
@@ -29,7 +33,7 @@ public struct LlamaLayerWeights {
 
   /// True when any parameter of this layer is trained.
   public var isTrained: Bool {
-    inputNormGrad != nil || postNormGrad != nil
+    inputNormGrad != nil || postNormGrad != nil || qNormGrad != nil || kNormGrad != nil
       || [q, k, v, o, gate, up, down].contains { $0.isTrained }
   }
 }
@@ -154,6 +158,9 @@ public final class LlamaWeights {
         inputNormGrad: grads[p + "input_layernorm.weight"],
         q: try linear(p + "self_attn.q_proj"), k: try linear(p + "self_attn.k_proj"),
         v: try linear(p + "self_attn.v_proj"), o: try linear(p + "self_attn.o_proj"),
+        qNorm: shape.qkNorm ? try param(p + "self_attn.q_norm.weight") : nil,
+        kNorm: shape.qkNorm ? try param(p + "self_attn.k_norm.weight") : nil,
+        qNormGrad: grads[p + "self_attn.q_norm.weight"], kNormGrad: grads[p + "self_attn.k_norm.weight"],
         postNorm: try param(p + "post_attention_layernorm.weight"),
         postNormGrad: grads[p + "post_attention_layernorm.weight"],
         gate: try linear(p + "mlp.gate_proj"), up: try linear(p + "mlp.up_proj"),

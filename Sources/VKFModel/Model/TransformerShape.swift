@@ -29,6 +29,10 @@ public struct TransformerShape: Equatable, Sendable {
   /// empty when no layer has one (`LlamaConfig.layerWindows`: Mistral, Qwen2's upper layers).
   public var slidingWindows: [Int] = []
 
+  /// RMSNorm over each query and key head (weights (HS) per layer) between the projection
+  /// and RoPE (Qwen3's q_norm / k_norm).
+  public var qkNorm = false
+
   /// Layer `l`'s sliding window, 0 for full causal attention.
   public func window(layer l: Int) -> Int { l < slidingWindows.count ? slidingWindows[l] : 0 }
 
@@ -91,6 +95,10 @@ public struct TransformerShape: Equatable, Sendable {
         if qkvBias { out.append((p + "self_attn.\(proj).bias", [rows])) }
       }
       out.append((p + "self_attn.o_proj.weight", [hidden, qWidth]))
+      if qkNorm {
+        out.append((p + "self_attn.q_norm.weight", [headDim]))
+        out.append((p + "self_attn.k_norm.weight", [headDim]))
+      }
       out.append((p + "post_attention_layernorm.weight", [hidden]))
       out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
       out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
