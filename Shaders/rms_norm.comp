@@ -1,11 +1,12 @@
 #version 450
 // variant: USE_SUBGROUP=1
-// rms_norm: out = x / sqrt(mean(x²) + eps) · weight, row-wise.   CPU twin: CPUBackend.rmsNorm
+// rms_norm: out = x / sqrt(mean(x²) + eps) · (weight + weightOffset), row-wise.
+//                                                                  CPU twin: CPUBackend.rmsNorm
 //
 // Shapes: x, out (rows, cols) f32 row-major; weight (cols); rstd (rows) gets
 //   1 / sqrt(Σx²/cols + eps) for the backward pass.
 // Bindings: 0 x (readonly), 1 weight (readonly), 2 out, 3 rstd.
-// Push (after boff[8]): rows, cols, eps → Swift `RMSNormPush`.
+// Push (after boff[8]): rows, cols, eps, weightOffset → Swift `RMSNormPush`.
 // Dispatch: one workgroup per row, RED_WG (spec constant 0, power of two) invocations that
 //   stride over the row; rows spread over a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
@@ -23,6 +24,7 @@ PUSH_BEGIN
   uint rows;
   uint cols;
   float eps;
+  float weightOffset;  // added to every weight: Gemma's (1 + w); 0 otherwise
 PUSH_END
 
 void main() {
@@ -41,7 +43,7 @@ void main() {
   float r = 1.0 / sqrt(ss / float(pc.cols) + pc.eps);
 
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    o[ob + j] = x[xb + j] * r * w[pc.boff[1] + j];
+    o[ob + j] = x[xb + j] * r * (w[pc.boff[1] + j] + pc.weightOffset);
   }
   if (t == 0u) rstd[pc.boff[3] + row] = r;
 }

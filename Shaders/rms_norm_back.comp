@@ -1,6 +1,6 @@
 #version 450
 // variant: USE_SUBGROUP=1
-// rms_norm_back: gradients of out = x·r·w with r = 1/sqrt(mean(x²) + eps).
+// rms_norm_back: gradients of out = x·r·w' with r = 1/sqrt(mean(x²) + eps), w' = w + offset.
 //                                                        CPU twin: CPUBackend.rmsNormBackward
 //   dx[i,j]  = r_i·w_j·dy[i,j] − x[i,j]·r_i³·(Σ_k dy[i,k]·w_k·x[i,k]) / cols   (overwritten)
 //   dW[j]   += Σ_i dy[i,j]·x[i,j]·r_i                                           (accumulated)
@@ -18,7 +18,8 @@
 //                 Dispatch x = ceil(cols / RED_WG); one invocation per column.
 // Column sums are therefore two-level (≤ rowsPerBlock, then ≤ blocks terms in a chain),
 // deterministic, and free of float atomics.
-// Push (after boff[8]): rows, cols, rowsPerBlock, blocks, direct → Swift `RMSNormBackPush`.
+// Push (after boff[8]): rows, cols, rowsPerBlock, blocks, direct, weightOffset
+//   → Swift `RMSNormBackPush`.
 // variant: PASS=1
 // variant: PASS=2
 #ifndef PASS
@@ -36,6 +37,7 @@ PUSH_BEGIN
   uint rowsPerBlock;
   uint blocks;
   uint direct;
+  float weightOffset;  // pass 0: w' = w + weightOffset (Gemma's 1 + w)
 PUSH_END
 
 #if PASS == 0
@@ -55,13 +57,13 @@ void main() {
 
   float dot = 0.0;
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    dot += dy[dyb + j] * w[pc.boff[2] + j] * x[xb + j];
+    dot += dy[dyb + j] * (w[pc.boff[2] + j] + pc.weightOffset) * x[xb + j];
   }
   dot = wg_reduce_sum(dot);
   float r = rstd[pc.boff[3] + row];
   float c = r * r * r * dot / float(pc.cols);
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    dx[dxb + j] = r * w[pc.boff[2] + j] * dy[dyb + j] - x[xb + j] * c;
+    dx[dxb + j] = r * (w[pc.boff[2] + j] + pc.weightOffset) * dy[dyb + j] - x[xb + j] * c;
   }
 }
 

@@ -1,6 +1,9 @@
 #version 450
-// swiglu: out = silu(gate) ⊙ up, silu(g) = g·σ(g), σ(g) = 1 / (1 + exp(−g)).
-//                                                              CPU twin: CPUBackend.swiglu
+// swiglu: out = act(gate) ⊙ up (a gated MLP's activation).
+//                                                  CPU twin: CPUBackend.gatedActivation
+//   ACT 0 (SwiGLU): silu(g) = g·σ(g), σ(g) = 1 / (1 + exp(−g)).
+//   ACT 1 (GeGLU, Gemma): gelu_tanh(g) = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))).
+// variant: ACT=1
 // Shapes: gate, up, out (n) f32 (any shape, same count). out may alias gate or up.
 // Bindings: 0 gate, 1 up (readonly), 2 out.
 // Push (after boff[8]): n → Swift `SwiGLUPush`.
@@ -20,10 +23,21 @@ PUSH_BEGIN
   uint n;
 PUSH_END
 
+#ifndef ACT
+#define ACT 0
+#endif
+
 void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
   float g = gate[pc.boff[0] + i];
+#if ACT == 1
+  // tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
+  float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  o[pc.boff[2] + i] = 0.5 * g * (1.0 + t) * up[pc.boff[1] + i];
+#else
   float sig = 1.0 / (1.0 + exp(-g));
   o[pc.boff[2] + i] = g * sig * up[pc.boff[1] + i];
+#endif
 }

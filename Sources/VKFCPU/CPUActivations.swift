@@ -8,20 +8,44 @@ import VKFCore
 // MARK: - SwiGLU (Llama MLP: down(silu(gate) ⊙ up))
 
 extension CPUBackend {
-  public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
+  public func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws {
     try validate(.swiglu, gate, up, out)
     try ShapeCheck.swiglu(gate, up, out)
     let g = UncheckedSendable(UnsafePointer(f32(gate))), u = UncheckedSendable(UnsafePointer(f32(up)))
     let o = UncheckedSendable(f32(out))
+    if kind == .geluTanh {
+      CPUParallel.forRanges(out.count, cost: 8) { r in
+        let g = g.value, u = u.value, o = o.value
+        for i in r { o[i] = GeluTanh.value(g[i]) * u[i] }
+      }
+      return
+    }
     CPUParallel.forRanges(out.count, cost: 4) { r in
       let g = g.value, u = u.value, o = o.value
       for i in r { o[i] = g[i] * CPUMath.sigmoid(g[i]) * u[i] }
     }
   }
 
-  /// dGate = dOut·up·σ(g)·(1 + g·(1 − σ(g))); dUp = dOut·silu(g).
-  public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor,
-                             dUp: Tensor) throws {
+  /// SwiGLU: dGate = dOut·up·σ(g)·(1 + g·(1 − σ(g))); dUp = dOut·silu(g).
+  /// GeGLU: dGate = dOut·up·gelu'(g); dUp = dOut·gelu(g).
+  public func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
+                                      dGate: Tensor, dUp: Tensor) throws {
+    if kind == .geluTanh {
+      try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
+      try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
+      let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
+      let u = UncheckedSendable(UnsafePointer(f32(up)))
+      let dg = UncheckedSendable(f32(dGate)), du = UncheckedSendable(f32(dUp))
+      CPUParallel.forRanges(dOut.count, cost: 10) { r in
+        let dy = dy.value, g = g.value, u = u.value, dg = dg.value, du = du.value
+        for i in r {
+          let gi = g[i], ui = u[i], d = dy[i]  // read before writing: outputs may alias
+          dg[i] = d * ui * GeluTanh.derivative(gi)
+          du[i] = d * GeluTanh.value(gi)
+        }
+      }
+      return
+    }
     try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
     try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
     let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
@@ -37,6 +61,25 @@ extension CPUBackend {
         du[i] = d * gi * s
       }
     }
+  }
+}
+
+/// tanh-approximated GELU (PyTorch's gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh)
+/// and its derivative, in f32 like the shader (geglu in swiglu.comp, ACT = 1).
+enum GeluTanh {
+  static let c: Float = 0.7978845608028654  // √(2/π)
+  static let k: Float = 0.044715
+
+  static func value(_ x: Float) -> Float {
+    let t = tanhf(c * (x + k * x * x * x))
+    return 0.5 * x * (1 + t)
+  }
+
+  /// ½(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3k·x²), t = tanh(√(2/π)(x + k·x³)).
+  static func derivative(_ x: Float) -> Float {
+    let t = tanhf(c * (x + k * x * x * x))
+    let slope: Float = 1 + 3 * k * x * x
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * slope
   }
 }
 

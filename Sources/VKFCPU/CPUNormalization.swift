@@ -9,7 +9,7 @@ import VKFCore
 // Legend: R rows (tokens), C channels (the last dimension).
 
 extension CPUBackend {
-  public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor,
+  public func rmsNorm(_ x: Tensor, weight: Tensor, weightOffset: Float, eps: Float, into out: Tensor,
                       rstd: Tensor) throws {
     try validate(.rmsNorm, x, weight, out, rstd)
     try ShapeCheck.rmsNorm(x, weight, out, rstd)
@@ -25,28 +25,38 @@ extension CPUBackend {
         let ms = CPUMath.sumOfSquares(xr, C) / Double(C)
         let s = Float(1 / (ms + Double(eps)).squareRoot())
         pr.value[r] = s
-        for j in 0..<C { o[j] = w[j] * (xr[j] * s) }
+        if weightOffset == 0 {
+          for j in 0..<C { o[j] = w[j] * (xr[j] * s) }
+        } else {
+          for j in 0..<C { o[j] = (w[j] + weightOffset) * (xr[j] * s) }
+        }
       }
     }
   }
 
-  /// dx = rstd·(dy⊙w − x·rstd²·Σ(dy⊙w⊙x)/C); dWeight += Σ_rows dy⊙x·rstd.
-  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+  /// dx = rstd·(dy⊙w' − x·rstd²·Σ(dy⊙w'⊙x)/C) with w' = w + offset; dWeight += Σ_rows dy⊙x·rstd.
+  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, weightOffset: Float, rstd: Tensor,
                               dx: Tensor, dWeight: Tensor?) throws {
     try validate(.rmsNormBackward, dOut, x, weight, rstd, dx, dWeight)
     try ShapeCheck.rmsNormBackward(dOut, x, weight, rstd, dx, dWeight)
     let C = x.lastDim, R = x.rowCount
     guard C > 0, R > 0 else { return }
     let chunks = CPUParallel.chunkCount(R, cost: 3 * C)
-    // Per-chunk dWeight partials, summed in chunk order afterwards: deterministic.
-    let partial = UncheckedSendable(dWeight == nil ? nil : try scratch.floats(chunks * C))
+    // Per-chunk dWeight partials, summed in chunk order afterwards: deterministic; then, with
+    // an offset, w' = w + offset (one scratch request: a second one may move the first).
+    let partialCount = dWeight == nil ? 0 : chunks * C
+    let buffer = try scratch.floats(partialCount + (weightOffset == 0 ? 0 : C))
+    let partial = UncheckedSendable(dWeight == nil ? nil : buffer)
     if let p = partial.value { p.update(repeating: 0, count: chunks * C) }
     let pdy = UncheckedSendable(UnsafePointer(f32(dOut))), px = UncheckedSendable(UnsafePointer(f32(x)))
     let pw = UncheckedSendable(UnsafePointer(f32(weight))), pr = UncheckedSendable(UnsafePointer(f32(rstd)))
     let pdx = UncheckedSendable(f32(dx))
+    // With an offset, w' = w + offset in a scratch row after the partials.
+    let shifted = UncheckedSendable(weightOffset == 0 ? nil : buffer + partialCount)
+    if let sw = shifted.value { for i in 0..<C { sw[i] = pw.value[i] + weightOffset } }
     CPUParallel.forChunks(R, cost: 3 * C) { chunk, rows in
       let acc = partial.value.map { $0 + chunk * C }
-      let w = pw.value
+      let w = shifted.value.map { UnsafePointer($0) } ?? pw.value
       for r in rows {
         let dy = pdy.value + r * C, xr = px.value + r * C, d = pdx.value + r * C
         let s = pr.value[r]

@@ -85,10 +85,13 @@ public protocol Backend: AnyObject {
                    scale: Float, into y: Tensor, xa: Tensor) throws
 
   // MARK: - Transformer blocks
-  /// out = x / sqrt(mean(x²) + eps) · weight, row-wise; rstd (rows) keeps 1/sqrt(…).
-  func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor, rstd: Tensor) throws
-  /// dx (overwritten) and dWeight (accumulated, optional) from dOut.
-  func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+  /// out = x / sqrt(mean(x²) + eps) · (weight + weightOffset), row-wise; rstd (rows) keeps
+  /// 1/sqrt(…). `weightOffset` 1 is Gemma's RMSNorm (the stored weight is the offset from 1).
+  func rmsNorm(_ x: Tensor, weight: Tensor, weightOffset: Float, eps: Float, into out: Tensor,
+               rstd: Tensor) throws
+  /// dx (overwritten) and dWeight (accumulated, optional) from dOut; dWeight is the same
+  /// whatever the offset.
+  func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, weightOffset: Float, rstd: Tensor,
                        dx: Tensor, dWeight: Tensor?) throws
   /// Rotary embedding, Hugging Face rotate-half layout. x, out (tokens, heads, headDim);
   /// positions (tokens) i32; invFreq (headDim/2) f32 from `RoPE.inverseFrequencies`.
@@ -113,10 +116,11 @@ public protocol Backend: AnyObject {
   /// scratch (rowsum(dOut ⊙ out)).
   func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                          scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws
-  /// out = silu(gate) ⊙ up.
-  func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws
+  /// out = act(gate) ⊙ up: SwiGLU (silu) or GeGLU (tanh-approximated GELU, Gemma's).
+  func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws
   /// dGate, dUp (overwritten) from dOut.
-  func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor, dUp: Tensor) throws
+  func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
+                               dGate: Tensor, dUp: Tensor) throws
   /// out (n, c) = table[ids] with ids (n) i32 and table (vocab, c).
   func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws
   /// dTable[ids[i]] += dOut[i] (deterministic: no float atomics).
@@ -217,8 +221,39 @@ extension Backend {
   }
 }
 
+// MARK: - Gated MLP activations
+
+/// The activation of a gated MLP's gate: down(act(gate(x)) ⊙ up(x)).
+public enum GatedActivation: String, Sendable, Equatable {
+  /// silu(g) = g·σ(g): SwiGLU (Llama, Mistral, Qwen).
+  case silu
+  /// gelu_pytorch_tanh(g) = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))): GeGLU (Gemma).
+  case geluTanh
+}
+
 // MARK: - Conveniences
 extension Backend {
+  /// `rmsNorm` with the weight as stored (no offset).
+  public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor, rstd: Tensor) throws {
+    try rmsNorm(x, weight: weight, weightOffset: 0, eps: eps, into: out, rstd: rstd)
+  }
+
+  /// `rmsNormBackward` with the weight as stored (no offset).
+  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+                              dx: Tensor, dWeight: Tensor?) throws {
+    try rmsNormBackward(dOut, x: x, weight: weight, weightOffset: 0, rstd: rstd, dx: dx, dWeight: dWeight)
+  }
+
+  /// out = silu(gate) ⊙ up.
+  public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
+    try gatedActivation(.silu, gate: gate, up: up, into: out)
+  }
+
+  /// SwiGLU's dGate, dUp (overwritten) from dOut.
+  public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor, dUp: Tensor) throws {
+    try gatedActivationBackward(.silu, dOut, gate: gate, up: up, dGate: dGate, dUp: dUp)
+  }
+
   /// `causalSoftmax` without a sliding window.
   public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
     try causalSoftmax(x, scale: scale, window: 0, into: out)

@@ -142,15 +142,16 @@ public final class CheckingBackend: Backend {
                         scale: scale, into: m(y), xa: m(xa))
     }
   }
-  public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor, rstd: Tensor) throws {
+  public func rmsNorm(_ x: Tensor, weight: Tensor, weightOffset: Float, eps: Float, into out: Tensor,
+                      rstd: Tensor) throws {
     try check(.rmsNorm, inputs: [x, weight], outputs: [out, rstd]) { b, m in
-      try b.rmsNorm(m(x), weight: m(weight), eps: eps, into: m(out), rstd: m(rstd))
+      try b.rmsNorm(m(x), weight: m(weight), weightOffset: weightOffset, eps: eps, into: m(out), rstd: m(rstd))
     }
   }
-  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, weightOffset: Float, rstd: Tensor,
                               dx: Tensor, dWeight: Tensor?) throws {
     try check(.rmsNormBackward, inputs: [dOut, x, weight, rstd], outputs: [dx, dWeight]) { b, m in
-      try b.rmsNormBackward(m(dOut), x: m(x), weight: m(weight), rstd: m(rstd), dx: m(dx),
+      try b.rmsNormBackward(m(dOut), x: m(x), weight: m(weight), weightOffset: weightOffset, rstd: m(rstd), dx: m(dx),
                             dWeight: dWeight.map(m))
     }
   }
@@ -188,14 +189,15 @@ public final class CheckingBackend: Backend {
                               window: window, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
     }
   }
-  public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
+  public func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws {
     try check(.swiglu, inputs: [gate, up], outputs: [out]) { b, m in
-      try b.swiglu(gate: m(gate), up: m(up), into: m(out))
+      try b.gatedActivation(kind, gate: m(gate), up: m(up), into: m(out))
     }
   }
-  public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor, dUp: Tensor) throws {
+  public func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
+                                      dGate: Tensor, dUp: Tensor) throws {
     try check(.swigluBackward, inputs: [dOut, gate, up], outputs: [dGate, dUp]) { b, m in
-      try b.swigluBackward(m(dOut), gate: m(gate), up: m(up), dGate: m(dGate), dUp: m(dUp))
+      try b.gatedActivationBackward(kind, m(dOut), gate: m(gate), up: m(up), dGate: m(dGate), dUp: m(dUp))
     }
   }
   public func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws {

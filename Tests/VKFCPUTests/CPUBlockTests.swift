@@ -137,6 +137,42 @@ final class CPUBlockTests: XCTestCase {
     T.assertClose(ref, try T.read(out), nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, "swiglu")
   }
 
+  /// GeGLU against PyTorch's tanh-approximated GELU formula in Double.
+  func test_geglu_matchesNaive() throws {
+    let g = TestData.uniform(301, seed: 49, -12, 12), u = TestData.uniform(301, seed: 50)
+    let out = try T.zeros([301])
+    try T.cpu.gatedActivation(.geluTanh, gate: try T.f32(g, [301]), up: try T.f32(u, [301]), into: out)
+    let ref = (0..<301).map { i -> Float in
+      let x = Double(g[i])
+      return Float(0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(u[i]))
+    }
+    T.assertClose(ref, try T.read(out), nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, "geglu")
+  }
+
+  /// Gemma's RMSNorm, (1 + w): the offset equals a weight shifted by it, in the output, dx
+  /// and dWeight (the gradient of w is that of 1 + w).
+  func test_rmsNorm_weightOffset_equalsShiftedWeight() throws {
+    let (rows, cols) = (5, 37)
+    let x = TestData.uniform(rows * cols, seed: 51, -2, 2), w = TestData.uniform(cols, seed: 52, -0.5, 0.5)
+    let dy = TestData.uniform(rows * cols, seed: 53)
+    func run(_ weight: [Float], offset: Float) throws -> [[Float]] {
+      let out = try T.zeros([rows, cols]), rstd = try T.zeros([rows]), dx = try T.zeros([rows, cols])
+      let dw = try T.zeros([cols]), wt = try T.f32(weight, [cols]), xt = try T.f32(x, [rows, cols])
+      try T.cpu.rmsNorm(xt, weight: wt, weightOffset: offset, eps: 1e-6, into: out, rstd: rstd)
+      try T.cpu.rmsNormBackward(try T.f32(dy, [rows, cols]), x: xt, weight: wt, weightOffset: offset, rstd: rstd,
+                                dx: dx, dWeight: dw)
+      return [try T.read(out), try T.read(dx), try T.read(dw)]
+    }
+    let a = try run(w, offset: 1), b = try run(w.map { $0 + 1 }, offset: 0)
+    for (name, x, y) in zip3(["out", "dx", "dWeight"], a, b) {
+      T.assertClose(y, x, nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, name)
+    }
+  }
+
+  private func zip3<A, B, C>(_ a: [A], _ b: [B], _ c: [C]) -> [(A, B, C)] {
+    zip(a, zip(b, c)).map { ($0, $1.0, $1.1) }
+  }
+
   func test_embedding_gathersRows() throws {
     let (V, C) = (10, 3)
     let table = (0..<(V * C)).map(Float.init)

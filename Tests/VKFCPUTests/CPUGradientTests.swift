@@ -101,6 +101,24 @@ final class CPUGradientTests: XCTestCase {
     T.assertClose(numU, try T.read(du), nmse: Tol.gradNMSE, maxAbs: Tol.gradMaxAbs, "dUp")
   }
 
+  func test_gegluBackward_matchesFiniteDifferences() throws {
+    let n = 50
+    let g = TestData.uniform(n, seed: 75, -4, 4), u = TestData.uniform(n, seed: 76, -2, 2)
+    let r = TestData.uniform(n, seed: 77)
+    let dg = try T.zeros([n]), du = try T.zeros([n])
+    try T.cpu.gatedActivationBackward(.geluTanh, try T.f32(r, [n]), gate: try T.f32(g, [n]), up: try T.f32(u, [n]),
+                                      dGate: dg, dUp: du)
+    func loss(_ g: [Float], _ u: [Float]) throws -> Double {
+      let out = try T.zeros([n])
+      try T.cpu.gatedActivation(.geluTanh, gate: try T.f32(g, [n]), up: try T.f32(u, [n]), into: out)
+      return T.dot(try T.read(out), r)
+    }
+    let numG = try T.numericGradient(g, at: Array(0..<n), h: Self.h) { try loss($0, u) }
+    let numU = try T.numericGradient(u, at: Array(0..<n), h: Self.h) { try loss(g, $0) }
+    T.assertClose(numG, try T.read(dg), nmse: Tol.gradNMSE, maxAbs: Tol.gradMaxAbs, "dGate")
+    T.assertClose(numU, try T.read(du), nmse: Tol.gradNMSE, maxAbs: Tol.gradMaxAbs, "dUp")
+  }
+
   func test_embeddingBackward_matchesFiniteDifferences() throws {
     let (V, C) = (6, 4)
     let ids = try T.i32([1, 4, 1, 0, 5], [5])

@@ -14,8 +14,8 @@ final class NormShaderTests: XCTestCase {
   static let singleColumnDxNMSE = 1e-1
 
   func testPushStructs_matchShaderBlocks() {
-    XCTAssertEqual(MemoryLayout<RMSNormPush>.size, 3 * 4)      // rows, cols, eps
-    XCTAssertEqual(MemoryLayout<RMSNormBackPush>.size, 5 * 4)  // rows, cols, rowsPerBlock, blocks, direct
+    XCTAssertEqual(MemoryLayout<RMSNormPush>.size, 4 * 4)      // rows, cols, eps, weightOffset
+    XCTAssertEqual(MemoryLayout<RMSNormBackPush>.size, 6 * 4)  // rows, cols, rowsPerBlock, blocks, direct, weightOffset
   }
 
   private func forward(rows: Int, cols: Int, seed: UInt64,
@@ -46,7 +46,7 @@ final class NormShaderTests: XCTestCase {
   }
 
   private func backward(rows: Int, cols: Int, seed: UInt64, withWeightGrad: Bool = true,
-                        dxAliasesDOut: Bool = false,
+                        dxAliasesDOut: Bool = false, weightOffset: Float = 0,
                         file: StaticString = #filePath, line: UInt = #line) throws {
     let x = TestData.uniform(rows * cols, seed: seed, -2, 2)
     let w = TestData.uniform(cols, seed: seed + 1, 0.5, 1.5)
@@ -55,19 +55,21 @@ final class NormShaderTests: XCTestCase {
     let r = try BlockCheck.both(file: file, line: line) { be in
       let xt = try be.tensor(x, shape: [rows, cols]), wt = try be.tensor(w, shape: [cols])
       let out = try be.allocate([rows, cols]), rstd = try be.allocate([rows])
-      try be.rmsNorm(xt, weight: wt, eps: 1e-6, into: out, rstd: rstd)
+      try be.rmsNorm(xt, weight: wt, weightOffset: weightOffset, eps: 1e-6, into: out, rstd: rstd)
       let dyt = try be.tensor(dy, shape: [rows, cols])
       let dx = dxAliasesDOut ? dyt : try be.allocate([rows, cols])
       let dw = withWeightGrad ? try be.tensor(dw0, shape: [cols]) : nil
-      try be.rmsNormBackward(dyt, x: xt, weight: wt, rstd: rstd, dx: dx, dWeight: dw)
-      return [try be.floats(dx)] + (try dw.map { [try be.floats($0)] } ?? [])
+      try be.rmsNormBackward(dyt, x: xt, weight: wt, weightOffset: weightOffset, rstd: rstd, dx: dx, dWeight: dw)
+      return [try be.floats(dx), try be.floats(out)] + (try dw.map { [try be.floats($0)] } ?? [])
     }
     // dWeight sums `rows` products: allow the reduction tolerance per √rows.
     let maxAbs = BlockCheck.reductionMaxAbs * Double(rows).squareRoot()
+    BlockCheck.assertClose((cpu: [r.cpu[1]], vk: [r.vk[1]]), nmse: BlockCheck.reductionNMSE,
+                           maxAbs: BlockCheck.reductionMaxAbs, "rmsNorm out \(rows)×\(cols)", file: file, line: line)
     BlockCheck.assertClose((cpu: [r.cpu[0]], vk: [r.vk[0]]),
                            nmse: cols == 1 ? Self.singleColumnDxNMSE : BlockCheck.reductionNMSE,
                            maxAbs: maxAbs, "rmsNormBackward dx \(rows)×\(cols)", file: file, line: line)
-    BlockCheck.assertClose((cpu: Array(r.cpu.dropFirst()), vk: Array(r.vk.dropFirst())),
+    BlockCheck.assertClose((cpu: Array(r.cpu.dropFirst(2)), vk: Array(r.vk.dropFirst(2))),
                            nmse: BlockCheck.reductionNMSE, maxAbs: maxAbs,
                            "rmsNormBackward dWeight \(rows)×\(cols)", file: file, line: line)
   }
@@ -87,6 +89,11 @@ final class NormShaderTests: XCTestCase {
 
   func testRMSNormBackward_withoutWeightGrad_matchesCPU() throws {
     try backward(rows: 3, cols: 257, seed: 6, withWeightGrad: false)
+  }
+
+  /// Gemma's (1 + w): the offset in the forward and in pass 0's dx.
+  func testRMSNorm_weightOffset_matchesCPU() throws {
+    try backward(rows: 67, cols: 257, seed: 8, weightOffset: 1)
   }
 
   /// dx may alias dOut: dWeight must still see the original dOut.

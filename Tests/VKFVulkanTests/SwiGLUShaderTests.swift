@@ -32,6 +32,24 @@ final class SwiGLUShaderTests: XCTestCase {
     }
   }
 
+  /// GeGLU (ACT = 1, Gemma's gelu_pytorch_tanh): gates to ±30 reach tanh's saturated tails.
+  func testGeGLU_forwardAndBackward_matchesCPU() throws {
+    for n in [1, 67, 1000] {
+      let g = TestData.uniform(n, seed: UInt64(n) + 5, -30, 30), u = TestData.uniform(n, seed: UInt64(n) + 6)
+      let dy = TestData.uniform(n, seed: UInt64(n) + 7)
+      let r = try BlockCheck.both { be in
+        let gt = try be.tensor(g, shape: [n]), ut = try be.tensor(u, shape: [n])
+        let out = try be.allocate([n]), dyt = try be.tensor(dy, shape: [n])
+        let dg = try be.allocate([n]), du = try be.allocate([n])
+        try be.gatedActivation(.geluTanh, gate: gt, up: ut, into: out)
+        try be.gatedActivationBackward(.geluTanh, dyt, gate: gt, up: ut, dGate: dg, dUp: du)
+        return [try be.floats(out), try be.floats(dg), try be.floats(du)]
+      }
+      BlockCheck.assertClose(r, nmse: BlockCheck.transcendentalNMSE,
+                             maxAbs: 30 * BlockCheck.transcendentalMaxAbs, "geglu n \(n)")
+    }
+  }
+
   /// dGate/dUp may overwrite gate/up: every input is read before an output is written.
   func testSwiGLUBackward_outputsAliasInputs_matchesCPU() throws {
     let n = 300

@@ -2285,12 +2285,13 @@ void main() {
     "rms_norm.comp": #"""
 #version 450
 // variant: USE_SUBGROUP=1
-// rms_norm: out = x / sqrt(mean(x²) + eps) · weight, row-wise.   CPU twin: CPUBackend.rmsNorm
+// rms_norm: out = x / sqrt(mean(x²) + eps) · (weight + weightOffset), row-wise.
+//                                                                  CPU twin: CPUBackend.rmsNorm
 //
 // Shapes: x, out (rows, cols) f32 row-major; weight (cols); rstd (rows) gets
 //   1 / sqrt(Σx²/cols + eps) for the backward pass.
 // Bindings: 0 x (readonly), 1 weight (readonly), 2 out, 3 rstd.
-// Push (after boff[8]): rows, cols, eps → Swift `RMSNormPush`.
+// Push (after boff[8]): rows, cols, eps, weightOffset → Swift `RMSNormPush`.
 // Dispatch: one workgroup per row, RED_WG (spec constant 0, power of two) invocations that
 //   stride over the row; rows spread over a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
@@ -2308,6 +2309,7 @@ PUSH_BEGIN
   uint rows;
   uint cols;
   float eps;
+  float weightOffset;  // added to every weight: Gemma's (1 + w); 0 otherwise
 PUSH_END
 
 void main() {
@@ -2326,7 +2328,7 @@ void main() {
   float r = 1.0 / sqrt(ss / float(pc.cols) + pc.eps);
 
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    o[ob + j] = x[xb + j] * r * w[pc.boff[1] + j];
+    o[ob + j] = x[xb + j] * r * (w[pc.boff[1] + j] + pc.weightOffset);
   }
   if (t == 0u) rstd[pc.boff[3] + row] = r;
 }
@@ -2334,7 +2336,7 @@ void main() {
     "rms_norm_back.comp": #"""
 #version 450
 // variant: USE_SUBGROUP=1
-// rms_norm_back: gradients of out = x·r·w with r = 1/sqrt(mean(x²) + eps).
+// rms_norm_back: gradients of out = x·r·w' with r = 1/sqrt(mean(x²) + eps), w' = w + offset.
 //                                                        CPU twin: CPUBackend.rmsNormBackward
 //   dx[i,j]  = r_i·w_j·dy[i,j] − x[i,j]·r_i³·(Σ_k dy[i,k]·w_k·x[i,k]) / cols   (overwritten)
 //   dW[j]   += Σ_i dy[i,j]·x[i,j]·r_i                                           (accumulated)
@@ -2352,7 +2354,8 @@ void main() {
 //                 Dispatch x = ceil(cols / RED_WG); one invocation per column.
 // Column sums are therefore two-level (≤ rowsPerBlock, then ≤ blocks terms in a chain),
 // deterministic, and free of float atomics.
-// Push (after boff[8]): rows, cols, rowsPerBlock, blocks, direct → Swift `RMSNormBackPush`.
+// Push (after boff[8]): rows, cols, rowsPerBlock, blocks, direct, weightOffset
+//   → Swift `RMSNormBackPush`.
 // variant: PASS=1
 // variant: PASS=2
 #ifndef PASS
@@ -2370,6 +2373,7 @@ PUSH_BEGIN
   uint rowsPerBlock;
   uint blocks;
   uint direct;
+  float weightOffset;  // pass 0: w' = w + weightOffset (Gemma's 1 + w)
 PUSH_END
 
 #if PASS == 0
@@ -2389,13 +2393,13 @@ void main() {
 
   float dot = 0.0;
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    dot += dy[dyb + j] * w[pc.boff[2] + j] * x[xb + j];
+    dot += dy[dyb + j] * (w[pc.boff[2] + j] + pc.weightOffset) * x[xb + j];
   }
   dot = wg_reduce_sum(dot);
   float r = rstd[pc.boff[3] + row];
   float c = r * r * r * dot / float(pc.cols);
   for (uint j = t; j < pc.cols; j += RED_WG) {
-    dx[dxb + j] = r * w[pc.boff[2] + j] * dy[dyb + j] - x[xb + j] * c;
+    dx[dxb + j] = r * (w[pc.boff[2] + j] + pc.weightOffset) * dy[dyb + j] - x[xb + j] * c;
   }
 }
 
@@ -2613,8 +2617,11 @@ void main() {
 """#,
     "swiglu.comp": #"""
 #version 450
-// swiglu: out = silu(gate) ⊙ up, silu(g) = g·σ(g), σ(g) = 1 / (1 + exp(−g)).
-//                                                              CPU twin: CPUBackend.swiglu
+// swiglu: out = act(gate) ⊙ up (a gated MLP's activation).
+//                                                  CPU twin: CPUBackend.gatedActivation
+//   ACT 0 (SwiGLU): silu(g) = g·σ(g), σ(g) = 1 / (1 + exp(−g)).
+//   ACT 1 (GeGLU, Gemma): gelu_tanh(g) = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))).
+// variant: ACT=1
 // Shapes: gate, up, out (n) f32 (any shape, same count). out may alias gate or up.
 // Bindings: 0 gate, 1 up (readonly), 2 out.
 // Push (after boff[8]): n → Swift `SwiGLUPush`.
@@ -2634,20 +2641,34 @@ PUSH_BEGIN
   uint n;
 PUSH_END
 
+#ifndef ACT
+#define ACT 0
+#endif
+
 void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
   float g = gate[pc.boff[0] + i];
+#if ACT == 1
+  // tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
+  float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  o[pc.boff[2] + i] = 0.5 * g * (1.0 + t) * up[pc.boff[1] + i];
+#else
   float sig = 1.0 / (1.0 + exp(-g));
   o[pc.boff[2] + i] = g * sig * up[pc.boff[1] + i];
+#endif
 }
 """#,
     "swiglu_back.comp": #"""
 #version 450
-// swiglu_back: gradients of out = silu(g) ⊙ u.            CPU twin: CPUBackend.swigluBackward
-//   dUp   = dy · silu(g) = dy · g·σ(g)
-//   dGate = dy · u · σ(g)·(1 + g·(1 − σ(g)))       (d silu / dg)
+// swiglu_back: gradients of out = act(g) ⊙ u.   CPU twin: CPUBackend.gatedActivationBackward
+//   ACT 0 (silu):   dUp = dy · g·σ(g);  dGate = dy · u · σ(g)·(1 + g·(1 − σ(g)))
+//   ACT 1 (gelu_tanh, t = tanh(√(2/π)(g + 0.044715·g³))):
+//                   dUp = dy · ½g(1 + t);
+//                   dGate = dy · u · (½(1 + t) + ½g(1 − t²)·√(2/π)·(1 + 3·0.044715·g²))
 //   both overwritten.
+// variant: ACT=1
 // Shapes: dy, gate, up, dGate, dUp (n) f32, same count.
 // Bindings: 0 dy, 1 gate, 2 up (readonly), 3 dGate, 4 dUp. dGate/dUp may alias dy, gate or
 //   up (each invocation reads its element before writing it).
@@ -2669,15 +2690,27 @@ PUSH_BEGIN
   uint n;
 PUSH_END
 
+#ifndef ACT
+#define ACT 0
+#endif
+
 void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
   float d = dy[pc.boff[0] + i];
   float g = gate[pc.boff[1] + i];
   float u = up[pc.boff[2] + i];
+#if ACT == 1
+  const float c = 0.7978845608028654, k = 0.044715;
+  float z = c * (g + k * g * g * g);
+  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  dgate[pc.boff[3] + i] = d * u * (0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * c * (1.0 + 3.0 * k * g * g));
+  dup[pc.boff[4] + i] = d * 0.5 * g * (1.0 + t);
+#else
   float sig = 1.0 / (1.0 + exp(-g));
   dgate[pc.boff[3] + i] = d * u * sig * (1.0 + g * (1.0 - sig));
   dup[pc.boff[4] + i] = d * g * sig;
+#endif
 }
 """#,
   ]

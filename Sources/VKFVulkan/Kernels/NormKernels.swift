@@ -7,6 +7,8 @@ struct RMSNormPush {
   var rows: UInt32
   var cols: UInt32
   var eps: Float
+  /// Added to every weight (Gemma's 1 + w), 0 otherwise.
+  var weightOffset: Float
 }
 
 /// Push constants of rms_norm_back.comp, shared by its three passes.
@@ -19,6 +21,8 @@ struct RMSNormBackPush {
   var blocks: UInt32
   /// Pass 1 adds straight into dWeight (only one block).
   var direct: UInt32
+  /// Added to every weight in pass 0 (Gemma's 1 + w).
+  var weightOffset: Float
 }
 
 /// The `PASS` define of rms_norm_back.comp.
@@ -40,7 +44,7 @@ extension VulkanBackend {
   static let rmsNormMaxBlocks = 256
 
   /// rms_norm.comp: out = x·rstd·weight row-wise, rstd = 1/sqrt(mean(x²) + eps).
-  public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor,
+  public func rmsNorm(_ x: Tensor, weight: Tensor, weightOffset: Float, eps: Float, into out: Tensor,
                       rstd: Tensor) throws {
     try checkOwnership(.rmsNorm, x, weight, out, rstd)
     try ShapeCheck.rmsNorm(x, weight, out, rstd)
@@ -49,14 +53,14 @@ extension VulkanBackend {
     guard rows > 0, cols > 0 else { return }
     _ = try shaderUInt(x.count, .rmsNorm)  // the shader's flat element index
     let push = RMSNormPush(rows: try shaderUInt(rows, .rmsNorm),
-                           cols: try shaderUInt(cols, .rmsNorm), eps: eps)
+                           cols: try shaderUInt(cols, .rmsNorm), eps: eps, weightOffset: weightOffset)
     try dispatch("rms_norm", defines: reductionVariant(), specialization: blockSpecialization,
                  bindings: [x, weight, out, rstd], push: push,
                  groups: try spreadGroups(rows, op: .rmsNorm))
   }
 
   /// rms_norm_back.comp: dx overwritten; dWeight (optional) accumulated, deterministically.
-  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor,
+  public func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, weightOffset: Float, rstd: Tensor,
                               dx: Tensor, dWeight: Tensor?) throws {
     try checkOwnership(.rmsNormBackward, dOut, x, weight, rstd, dx, dWeight)
     try ShapeCheck.rmsNormBackward(dOut, x, weight, rstd, dx, dWeight)
@@ -67,7 +71,7 @@ extension VulkanBackend {
     _ = try shaderUInt(x.count, op)  // the shader's flat element index
     let wg = blockWorkgroupSize
     var push = RMSNormBackPush(rows: try shaderUInt(rows, op), cols: try shaderUInt(cols, op),
-                               rowsPerBlock: 0, blocks: 0, direct: 0)
+                               rowsPerBlock: 0, blocks: 0, direct: 0, weightOffset: weightOffset)
 
     // dWeight first: dx may alias dOut, which the dWeight passes read.
     if let dWeight {

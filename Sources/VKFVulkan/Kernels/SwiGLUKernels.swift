@@ -13,24 +13,30 @@ struct SwiGLUBackPush {
 }
 
 extension VulkanBackend {
-  /// swiglu.comp: out = silu(gate) ⊙ up.
-  public func swiglu(gate: Tensor, up: Tensor, into out: Tensor) throws {
+  /// `ACT` of swiglu.comp / swiglu_back.comp: 0 silu, 1 tanh-approximated GELU.
+  private func activationDefines(_ kind: GatedActivation) -> [String: String] {
+    ["ACT": kind == .silu ? "0" : "1"]
+  }
+
+  /// swiglu.comp: out = act(gate) ⊙ up.
+  public func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws {
     try checkOwnership(.swiglu, gate, up, out)
     try ShapeCheck.swiglu(gate, up, out)
     guard gate.count > 0 else { return }
-    try dispatch("swiglu", specialization: blockSpecialization, bindings: [gate, up, out],
+    try dispatch("swiglu", defines: activationDefines(kind), specialization: blockSpecialization,
+                 bindings: [gate, up, out],
                  push: SwiGLUPush(n: try shaderUInt(gate.count, .swiglu)),
                  groups: try elementGroups(gate.count, op: .swiglu))
   }
 
   /// swiglu_back.comp: dGate, dUp (overwritten) from dOut.
-  public func swigluBackward(_ dOut: Tensor, gate: Tensor, up: Tensor, dGate: Tensor,
-                             dUp: Tensor) throws {
+  public func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
+                                      dGate: Tensor, dUp: Tensor) throws {
     let op = Op.swigluBackward
     try checkOwnership(op, dOut, gate, up, dGate, dUp)
     try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
     guard gate.count > 0 else { return }
-    try dispatch("swiglu_back", specialization: blockSpecialization,
+    try dispatch("swiglu_back", defines: activationDefines(kind), specialization: blockSpecialization,
                  bindings: [dOut, gate, up, dGate, dUp],
                  push: SwiGLUBackPush(n: try shaderUInt(gate.count, op)),
                  groups: try elementGroups(gate.count, op: op))
