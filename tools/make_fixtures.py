@@ -21,8 +21,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "Tests", "VKFModelTests", "Fixtures", "golden")
@@ -48,12 +48,15 @@ CONFIGS = {
     # Qwen3: RMSNorm over each query and key head; head_dim 64 ≠ hidden / heads (o_proj 64×256;
     # 64 is SmolLM2's head size, so the Vulkan tests reuse its compiled attention kernels).
     "qwen3_qknorm": (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=64), 6),
+    # Gemma: GeGLU (gelu_pytorch_tanh), (1 + w) RMSNorms, embeddings × √hidden, head_dim 64.
+    "gemma": (GemmaConfig, GemmaForCausalLM,
+              dict(tie_word_embeddings=True, head_dim=64, hidden_act="gelu_pytorch_tanh"), 7),
 }
 
 
 def make(name, config_cls, model_cls, extra, seed):
     torch.manual_seed(seed)
-    cfg = config_cls(**COMMON, **extra)
+    cfg = config_cls(**{**COMMON, **extra})  # extras override COMMON (e.g. Gemma's activation)
     model = model_cls(cfg).float()
     # HF initialises norms to 1 and biases to 0; randomise them so their gradients and the
     # norm weights' effect are actually tested.

@@ -65,8 +65,9 @@ extension HFModelWriter {
 
   /// A config.json for weights loaded without one (a GGUF alone): every dimension from the
   /// shape, θ and context length from the GGUF metadata when given (else θ recovered from
-  /// the RoPE table, context 2048 as transformers' LlamaConfig default), `qwen3` with per-head
-  /// q/k RMSNorm, `qwen2` when q/k/v carry biases, `llama` otherwise.
+  /// the RoPE table, context 2048 as transformers' LlamaConfig default), `gemma` for GeGLU
+  /// with (1 + w) norms and a √hidden embedding scale, `qwen3` with per-head q/k RMSNorm,
+  /// `qwen2` when q/k/v carry biases, `llama` otherwise.
   ///
   /// Throws when the RoPE table is neither plain nor uniformly (linearly) scaled — a Llama 3.1
   /// `rope_freqs` table cannot be turned back into transformers' llama3 parameters; then
@@ -79,7 +80,13 @@ extension HFModelWriter {
       throw PEFTError("the model has per-head q/k RMSNorm and q/k/v biases, which no supported config "
         + "type describes; put the model's config.json beside the .gguf and load it again")
     }
-    let modelType = shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
+    let gemma = shape.activation == .geluTanh || shape.normWeightOffset != 0 || shape.embeddingScale != 1
+    if gemma, shape.qkNorm || shape.qkvBias || shape.activation != .geluTanh || shape.normWeightOffset != 1
+      || shape.embeddingScale != Float(Double(shape.hidden).squareRoot()) {
+      throw PEFTError("the model mixes Gemma's GeGLU / (1 + w) norms / scaled embedding with other features "
+        + "no supported config type describes; put the model's config.json beside the .gguf and load it again")
+    }
+    let modelType = gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
     var object: [String: Any] = [
       "model_type": modelType,
@@ -94,7 +101,7 @@ extension HFModelWriter {
       "max_position_embeddings": facts?.contextLength ?? 2048,
       "tie_word_embeddings": shape.tiedEmbeddings,
       "rope_theta": theta,
-      "hidden_act": "silu",
+      "hidden_act": gemma ? "gelu_pytorch_tanh" : "silu",
       "attention_bias": false,
     ]
     if let factor = try linearRopeFactor(shape, theta: theta) {

@@ -31,6 +31,7 @@ final class GenerationCacheTests: XCTestCase {
   /// Qwen3's per-head q/k RMSNorm on the cached path (new keys normalised before the cache).
   func test_cachedSteps_equalFullForward_qwen3QKNorm() throws {
     try check("qwen3_qknorm", on: TestBackends.cpu)
+    try check("gemma", on: TestBackends.cpu)  // GeGLU, (1 + w) norms, scaled embedding
     try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
   }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {

@@ -31,7 +31,8 @@ struct GoldenCase {
                       expected: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).expected.safetensors")))
   }
 
-  static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window", "qwen3_qknorm"]
+  static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window", "qwen3_qknorm",
+                      "gemma"]
 
   /// Token ids (B, T), stored I32 (exact through f32: |id| < 2²⁴).
   var ids: [Int32] { get throws { try expected.floats("ids").map { Int32($0) } } }

@@ -34,6 +34,10 @@ final class ModelGoldenTests: XCTestCase {
   /// Qwen3: per-head q/k RMSNorm (weights and gradients), head_dim 64 ≠ hidden / heads (16).
   func test_golden_qwen3QKNorm_cpu() throws { try check("qwen3_qknorm", on: TestBackends.cpu) }
   func test_golden_qwen3QKNorm_vulkan() throws { try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip()) }
+  /// Gemma: GeGLU, (1 + w) RMSNorms (their gradients are those of w), embeddings × √hidden
+  /// (the tied head uses the table as stored).
+  func test_golden_gemma_cpu() throws { try check("gemma", on: TestBackends.cpu) }
+  func test_golden_gemma_vulkan() throws { try check("gemma", on: try ModelFixtures.vulkanOrSkip()) }
   /// The unfused reference path (scores → windowed causal softmax → P·v) on the same goldens.
   func test_golden_slidingWindow_unfusedAttention_cpu() throws {
     try check("mistral_window", on: TestBackends.cpu, fusedAttention: false)

@@ -50,6 +50,29 @@ final class SlidingWindowConfigTests: XCTestCase {
     XCTAssertEqual(try TransformerShape(config: try config("llama")).slidingWindows, [])
   }
 
+  /// Gemma's config defaults (transformers' GemmaConfig) and its activation keys: the legacy
+  /// "gelu" means the tanh approximation; an unimplemented activation is refused by key.
+  func test_gemma_defaultsAndActivation() throws {
+    let c = try config("gemma", #""hidden_act": "gelu""#)
+    XCTAssertEqual(c.headDim, 256)
+    XCTAssertTrue(c.tieWordEmbeddings)
+    XCTAssertNil(c.slidingWindow)
+    XCTAssertEqual(c.gatedActivation, .geluTanh)
+    XCTAssertEqual(try config("gemma", #""hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh""#).gatedActivation,
+                   .geluTanh)
+    let shape = try TransformerShape(config: c)
+    XCTAssertEqual(shape.normWeightOffset, 1)
+    XCTAssertEqual(shape.embeddingScale, 8)  // √64
+    XCTAssertEqual(try TransformerShape(config: try config("llama")).normWeightOffset, 0)
+    for (type, extra, key) in [("gemma", #""hidden_activation": "relu""#, "hidden_activation"),
+                               ("llama", #""hidden_act": "gelu""#, "hidden_act")] {
+      XCTAssertThrowsError(try config(type, extra)) { e in
+        guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("got \(e)") }
+        XCTAssertEqual(field, key)
+      }
+    }
+  }
+
   func test_malformedWindowSettings_areRefusedNamingTheKey() {
     let cases: [(String, String, String)] = [
       ("mistral", #""sliding_window": 0"#, "sliding_window"),

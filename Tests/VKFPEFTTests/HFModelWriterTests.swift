@@ -128,6 +128,20 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
+  /// GeGLU + (1 + w) norms + √hidden embedding scale (a Gemma GGUF alone) is gemma; one of
+  /// them alone is no config type.
+  func test_synthesizedConfig_gemmaFeatures_isGemma() throws {
+    var shape = try PEFTFixture.shape()
+    shape.activation = .geluTanh
+    shape.normWeightOffset = 1
+    shape.embeddingScale = Float(Double(shape.hidden).squareRoot())
+    let config = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(config.modelType, "gemma")
+    XCTAssertNil(try TransformerShape(config: config).firstDifference(from: shape))
+    shape.embeddingScale = 1
+    XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
+  }
+
   func test_synthesizedConfig_linearScaledRoPE_writesFactor_llama3TableRefused() throws {
     var shape = try PEFTFixture.shape()
     shape.invFreq = RoPE.inverseFrequencies(headDim: shape.headDim, theta: 500_000).map { $0 / 4 }

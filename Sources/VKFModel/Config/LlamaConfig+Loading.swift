@@ -71,8 +71,9 @@ extension LlamaConfig {
     if headDim % 2 != 0 {
       throw ConfigError.invalidValue("head_dim", reason: "RoPE needs an even head_dim, got \(headDim)", file: file)
     }
-    if hiddenAct != "silu" {
-      throw ConfigError.invalidValue("hidden_act", reason: "only \"silu\" is implemented, got \"\(hiddenAct)\"",
+    if gatedActivation == nil {
+      throw ConfigError.invalidValue(modelType == "gemma" ? "hidden_activation" : "hidden_act",
+                                     reason: "\"silu\" and \"gelu_pytorch_tanh\" are implemented, got \"\(hiddenAct)\"",
                                      file: file)
     }
     _ = try layerWindows(file: file)

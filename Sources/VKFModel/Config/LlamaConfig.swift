@@ -1,16 +1,18 @@
 import Foundation
+import VKFCore
 
 /// A Llama-family model's hyper-parameters, decoded from a Hugging Face `config.json`.
 ///
-/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2` and
-/// `qwen3`, which share one architecture: RMSNorm, SwiGLU MLP, grouped-query attention with
-/// RoPE (Qwen3 adds an RMSNorm over each query and key head).
+/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2`, `qwen3`
+/// and `gemma`, which share one architecture: RMSNorm, a gated MLP, grouped-query attention
+/// with RoPE (Qwen3 adds an RMSNorm over each query and key head; Gemma uses GeGLU, (1 + w)
+/// norms and an embedding scaled by √hidden).
 /// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
 /// and their absence is a `ConfigError.missingField`; other defaults follow the matching
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
-  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3"]
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma"]
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -25,7 +27,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `num_key_value_heads`: key/value heads (GQA). Default: `numAttentionHeads` (MHA).
   public var numKeyValueHeads: Int
   /// `head_dim`: per-head width HS. Default: `hiddenSize / numAttentionHeads` (qwen3: 128,
-  /// as Qwen3Config).
+  /// gemma: 256, as their transformers configs).
   public var headDim: Int
   /// `rms_norm_eps`: RMSNorm epsilon. Default: 1e-6.
   public var rmsNormEps: Double
@@ -57,7 +59,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `layer_types`: per layer "full_attention" or "sliding_attention" (newer transformers
   /// configs); when present it decides which layers use the window. Default: nil.
   public var layerTypes: [String]?
-  /// `hidden_act`: MLP activation. Default: "silu" (the only one implemented).
+  /// `hidden_act` (gemma: `hidden_activation` when set): MLP activation. Default: "silu"
+  /// ("gelu_pytorch_tanh" for gemma; its legacy "gelu" means the same, as transformers says).
   public var hiddenAct: String
   /// `bos_token_id`. Default: nil.
   public var bosTokenId: Int?
@@ -75,6 +78,14 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   public var hasOutputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
   /// Qwen3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
   public var hasQKNorm: Bool { modelType == "qwen3" }
+  /// The gated MLP's activation `hiddenAct` names, or nil when it is not implemented.
+  public var gatedActivation: GatedActivation? {
+    switch hiddenAct {
+    case "silu": return .silu
+    case "gelu_pytorch_tanh": return .geluTanh
+    default: return nil
+    }
+  }
   /// Query heads per key/value head.
   public var groupSize: Int { numAttentionHeads / max(numKeyValueHeads, 1) }
   /// The attention window actually in force, if any.
@@ -91,7 +102,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     case attentionBias = "attention_bias", mlpBias = "mlp_bias"
     case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
     case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
-    case hiddenAct = "hidden_act", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
+    case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
     case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
   }
 
@@ -112,15 +123,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
     numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-      ?? (modelType == "qwen3" ? 128 : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
+      ?? (modelType == "qwen3" ? 128 : modelType == "gemma" ? 256
+          : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
     rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768][modelType] ?? 2048
+    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192][modelType]
+      ?? 2048
     maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
-    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
+    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? (modelType == "gemma")
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-    if c.contains(.slidingWindow) || modelType == "llama" {
+    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3"].contains(modelType) {
       slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
     } else {
       slidingWindow = 4096  // MistralConfig / Qwen2Config's default
@@ -129,7 +142,13 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
       ?? (modelType == "mistral" && slidingWindow != nil)
     maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
     layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
-    hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+    if modelType == "gemma" {
+      let act = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
+        ?? c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_pytorch_tanh"
+      hiddenAct = act == "gelu" ? "gelu_pytorch_tanh" : act
+    } else {
+      hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+    }
     bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
     if let one = try? c.decodeIfPresent(Int.self, forKey: .eosTokenIds) {
       eosTokenIds = [one]

@@ -20,6 +20,11 @@ extension TransformerShape {
               rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
     qkNorm = config.hasQKNorm
+    activation = config.gatedActivation ?? .silu
+    if config.modelType == "gemma" {
+      normWeightOffset = 1
+      embeddingScale = Float(Double(config.hiddenSize).squareRoot())
+    }
     do {
       let windows = try config.layerWindows(file: file)
       slidingWindows = windows.contains { $0 > 0 } ? windows : []
@@ -33,7 +38,7 @@ extension TransformerShape {
 
 extension TransformerShape {
   /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
-  public static let ggufArchitectures = ["llama", "qwen2", "qwen3"]
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma"]
 
   /// RMSNorm epsilon when a GGUF lacks `<arch>.attention.layer_norm_rms_epsilon`. llama.cpp
   /// requires the key for these architectures, so a file without it is hand-made; 1e-5 is the
@@ -87,6 +92,11 @@ extension TransformerShape {
               qkvBias: weights.tensorNames.contains(qBias))
     // Qwen3's per-head q/k RMSNorm (`blk.N.attn_q_norm` / `attn_k_norm`).
     qkNorm = weights.tensorNames.contains(qNorm)
+    if facts.architecture == "gemma" {
+      activation = .geluTanh
+      normWeightOffset = 1
+      embeddingScale = Float(Double(facts.embeddingLength).squareRoot())
+    }
   }
 
   /// The `rope_freqs.weight` divisors (headDim / 2 values), or nil when the file has none.
@@ -113,6 +123,11 @@ extension TransformerShape {
     if tiedEmbeddings != other.tiedEmbeddings { return "tiedEmbeddings \(tiedEmbeddings) vs \(other.tiedEmbeddings)" }
     if qkvBias != other.qkvBias { return "qkvBias \(qkvBias) vs \(other.qkvBias)" }
     if qkNorm != other.qkNorm { return "qkNorm \(qkNorm) vs \(other.qkNorm)" }
+    if activation != other.activation { return "activation \(activation) vs \(other.activation)" }
+    if normWeightOffset != other.normWeightOffset {
+      return "RMSNorm weight offset \(normWeightOffset) vs \(other.normWeightOffset)"
+    }
+    if embeddingScale != other.embeddingScale { return "embedding scale \(embeddingScale) vs \(other.embeddingScale)" }
     if abs(rmsNormEps - other.rmsNormEps) > rmsNormEps * 1e-6 {
       return "rmsNormEps \(rmsNormEps) vs \(other.rmsNormEps)"
     }

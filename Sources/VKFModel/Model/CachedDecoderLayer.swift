@@ -31,12 +31,12 @@ struct CachedDecoderLayer {
     let x = try sc.x.leading([n, s.hidden]), h = try sc.h.leading([n, s.hidden])
     let proj = try sc.proj.leading([n, s.hidden])
     let positions = try sc.positions.leading([n])
-    try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
+    try be.rmsNorm(x, weight: w.inputNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
     // q: (N, NH·HS) → rope over (N, NH, HS) → permuted head-major (B, NH, Tn, HS) into qA
     // With per-head q/k RMSNorm (Qwen3) the projection goes to qB and is normalised into qA.
     try w.q.forward(be, h, into: try (w.qNorm == nil ? sc.qA : sc.qB).leading([n, s.qWidth]))
     if let qn = w.qNorm {
-      try be.rmsNorm(try sc.qB.leading([n * nh, hs]), weight: qn, eps: s.rmsNormEps,
+      try be.rmsNorm(try sc.qB.leading([n * nh, hs]), weight: qn, weightOffset: s.normWeightOffset, eps: s.rmsNormEps,
                      into: try sc.qA.leading([n * nh, hs]), rstd: try sc.rstd.leading([n * nh]))
     }
     try be.rope(try sc.qA.leading([n, nh, hs]), positions: positions, invFreq: invFreq,
@@ -45,7 +45,7 @@ struct CachedDecoderLayer {
     // k, v: (N, KVH·HS) = (B, Tn, KVH·HS) → cache rows [past, tk) as (Tn, B, KVH·HS)
     try w.k.forward(be, h, into: try (w.kNorm == nil ? sc.kA : sc.kB).leading([n, s.kvWidth]))
     if let kn = w.kNorm {
-      try be.rmsNorm(try sc.kB.leading([n * kvh, hs]), weight: kn, eps: s.rmsNormEps,
+      try be.rmsNorm(try sc.kB.leading([n * kvh, hs]), weight: kn, weightOffset: s.normWeightOffset, eps: s.rmsNormEps,
                      into: try sc.kA.leading([n * kvh, hs]), rstd: try sc.rstd.leading([n * kvh]))
     }
     try be.rope(try sc.kA.leading([n, kvh, hs]), positions: positions, invFreq: invFreq,
@@ -72,10 +72,10 @@ struct CachedDecoderLayer {
     // MLP
     let gate = try sc.gate.leading([n, s.intermediate]), up = try sc.up.leading([n, s.intermediate])
     let act = try sc.act.leading([n, s.intermediate])
-    try be.rmsNorm(x, weight: w.postNorm, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
+    try be.rmsNorm(x, weight: w.postNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
     try w.gate.forward(be, h, into: gate)
     try w.up.forward(be, h, into: up)
-    try be.swiglu(gate: gate, up: up, into: act)
+    try be.gatedActivation(s.activation, gate: gate, up: up, into: act)
     try w.down.forward(be, act, into: proj)
     try be.add(x, proj, alpha: 1, into: x)
   }

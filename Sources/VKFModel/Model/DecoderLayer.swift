@@ -37,12 +37,13 @@ struct DecoderLayer {
                recomputing: Bool = false) throws {
     let s = shape, w = weights
     let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
-    try be.rmsNorm(x, weight: w.inputNorm, eps: s.rmsNormEps, into: a.h1, rstd: a.rstd1)
+    try be.rmsNorm(x, weight: w.inputNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: a.h1,
+                   rstd: a.rstd1)
     // q: (N, NH·HS) [→ per-head RMSNorm] → rope over (N, NH, HS) → (B, T, NH, HS) permuted
     // to (B, NH, T, HS)
     try w.q.forward(be, a.h1, into: a.qRaw ?? arena.qA)
     if let qn = w.qNorm, let raw = a.qRaw, let rstd = a.qRstd {
-      try be.rmsNorm(try raw.reshaped([n * nh, hs]), weight: qn, eps: s.rmsNormEps,
+      try be.rmsNorm(try raw.reshaped([n * nh, hs]), weight: qn, weightOffset: s.normWeightOffset, eps: s.rmsNormEps,
                      into: try arena.qA.reshaped([n * nh, hs]), rstd: rstd)
     }
     try be.rope(try arena.qA.reshaped([n, nh, hs]), positions: arena.positions, invFreq: invFreq,
@@ -50,7 +51,7 @@ struct DecoderLayer {
     try be.permute(try arena.qB.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: a.q)
     try w.k.forward(be, a.h1, into: a.kRaw ?? arena.kA)
     if let kn = w.kNorm, let raw = a.kRaw, let rstd = a.kRstd {
-      try be.rmsNorm(try raw.reshaped([n * kvh, hs]), weight: kn, eps: s.rmsNormEps,
+      try be.rmsNorm(try raw.reshaped([n * kvh, hs]), weight: kn, weightOffset: s.normWeightOffset, eps: s.rmsNormEps,
                      into: try arena.kA.reshaped([n * kvh, hs]), rstd: rstd)
     }
     try be.rope(try arena.kA.reshaped([n, kvh, hs]), positions: arena.positions, invFreq: invFreq,
@@ -77,10 +78,10 @@ struct DecoderLayer {
     try w.o.forward(be, a.attn, into: a.x1)
     try be.add(a.x1, x, alpha: 1, into: a.x1)
     // MLP
-    try be.rmsNorm(a.x1, weight: w.postNorm, eps: s.rmsNormEps, into: a.h2, rstd: a.rstd2)
+    try be.rmsNorm(a.x1, weight: w.postNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: a.h2, rstd: a.rstd2)
     try w.gate.forward(be, a.h2, into: a.gate)
     try w.up.forward(be, a.h2, into: a.up)
-    try be.swiglu(gate: a.gate, up: a.up, into: a.act)
+    try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
     if recomputing { return }
     try w.down.forward(be, a.act, into: y)
     try be.add(y, a.x1, alpha: 1, into: y)
@@ -95,12 +96,12 @@ struct DecoderLayer {
     let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
     let dRes = ar.dResidual
     // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
-    try be.swiglu(gate: a.gate, up: a.up, into: a.act)
+    try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
     try w.down.backward(be, dy: dRes, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
-    try be.swigluBackward(ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
+    try be.gatedActivationBackward(s.activation, ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
     try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
     try w.up.backward(be, dy: ar.dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ones)
-    try be.rmsNormBackward(ar.dHidden, x: a.x1, weight: w.postNorm, rstd: a.rstd2, dx: ar.dTemp,
+    try be.rmsNormBackward(ar.dHidden, x: a.x1, weight: w.postNorm, weightOffset: s.normWeightOffset, rstd: a.rstd2, dx: ar.dTemp,
                            dWeight: w.postNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx1
     // Attention: x1 = x + o(attn)
@@ -141,19 +142,19 @@ struct DecoderLayer {
     // Through the per-head q/k RMSNorm (Qwen3): dq → qA, dk → dkHead (both free here).
     var dq = ar.dAttn, dk = ar.kB
     if let qn = w.qNorm, let raw = a.qRaw, let rstd = a.qRstd {
-      try be.rmsNormBackward(try ar.dAttn.reshaped([n * nh, hs]), x: try raw.reshaped([n * nh, hs]), weight: qn,
+      try be.rmsNormBackward(try ar.dAttn.reshaped([n * nh, hs]), x: try raw.reshaped([n * nh, hs]), weight: qn, weightOffset: s.normWeightOffset,
                              rstd: rstd, dx: try ar.qA.reshaped([n * nh, hs]), dWeight: w.qNormGrad)
       dq = ar.qA
     }
     if let kn = w.kNorm, let raw = a.kRaw, let rstd = a.kRstd {
-      try be.rmsNormBackward(try ar.kB.reshaped([n * kvh, hs]), x: try raw.reshaped([n * kvh, hs]), weight: kn,
+      try be.rmsNormBackward(try ar.kB.reshaped([n * kvh, hs]), x: try raw.reshaped([n * kvh, hs]), weight: kn, weightOffset: s.normWeightOffset,
                              rstd: rstd, dx: try ar.dkHead.reshaped([n * kvh, hs]), dWeight: w.kNormGrad)
       dk = try ar.dkHead.reshaped([n, s.kvWidth])
     }
     try w.q.backward(be, dy: dq, x: a.h1, dx: ar.dHidden, accumulateInput: false, ones: ones)
     try w.k.backward(be, dy: dk, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
     try w.v.backward(be, dy: ar.kA, x: a.h1, dx: ar.dHidden, accumulateInput: true, ones: ones)
-    try be.rmsNormBackward(ar.dHidden, x: x, weight: w.inputNorm, rstd: a.rstd1, dx: ar.dTemp,
+    try be.rmsNormBackward(ar.dHidden, x: x, weight: w.inputNorm, weightOffset: s.normWeightOffset, rstd: a.rstd1, dx: ar.dTemp,
                            dWeight: w.inputNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx
   }

@@ -57,6 +57,7 @@ extension LlamaModel {
     try be.upload((0..<n).map { Int32(past + $0 % tn) }, to: try sc.positions.leading([n]))
     let x = try sc.x.leading([n, s.hidden])
     try be.embedding(ids: try sc.ids.leading([n]), table: weights.embedding, into: x)
+    if s.embeddingScale != 1 { try be.scale(x, by: s.embeddingScale, into: x) }
     for l in 0..<s.layers {
       let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: invFreq,
                                      keys: cache.keys[l], values: cache.values[l], scratch: sc,
@@ -68,7 +69,7 @@ extension LlamaModel {
     try be.upload((0..<b).map { Int32($0 * tn + tn - 1) }, to: sc.lastRows)
     let last = try sc.last.leading([b, s.hidden])
     try be.embedding(ids: sc.lastRows, table: x, into: last)
-    try be.rmsNorm(last, weight: weights.finalNorm, eps: s.rmsNormEps,
+    try be.rmsNorm(last, weight: weights.finalNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps,
                    into: try sc.lastNormed.leading([b, s.hidden]), rstd: try sc.lastRstd.leading([b]))
   }
 }

@@ -306,7 +306,8 @@ public final class LlamaModel {
     let be = backend, s = shape
     let lowest = weights.lowestTrainedLayer
     try be.rmsNormBackward(ar.dHidden, x: ar.residual[s.layers], weight: weights.finalNorm,
-                           rstd: ar.finalRstd, dx: ar.dResidual, dWeight: weights.finalNormGrad)
+                           weightOffset: s.normWeightOffset, rstd: ar.finalRstd, dx: ar.dResidual,
+                           dWeight: weights.finalNormGrad)
     guard let lowest else { return }
     for l in stride(from: s.layers - 1, through: lowest, by: -1) {
       let layer = try layer(l, ar)
@@ -319,6 +320,8 @@ public final class LlamaModel {
       try layer.backward(be, x: ar.residual[l], saved: saved)
     }
     if let dTable = weights.embeddingGrad {
+      // Through the lookup's scale (Gemma's √hidden); dResidual is not needed after this.
+      if s.embeddingScale != 1 { try be.scale(ar.dResidual, by: s.embeddingScale, into: ar.dResidual) }
       try be.embeddingBackward(ids: ar.ids, dOut: ar.dResidual, dTable: dTable)
     }
   }
@@ -383,12 +386,13 @@ public final class LlamaModel {
     arena = ar
     let be = backend, s = shape
     try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
+    if s.embeddingScale != 1 { try be.scale(ar.residual[0], by: s.embeddingScale, into: ar.residual[0]) }
     for l in 0..<s.layers {
       try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1], saving: ar.layerSet(l))
       if ar.savesEveryLayer { try ar.store(l, be) }  // 16-bit copies (f32: nothing)
     }
-    try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, eps: s.rmsNormEps,
-                   into: ar.finalNormed, rstd: ar.finalRstd)
+    try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, weightOffset: s.normWeightOffset,
+                   eps: s.rmsNormEps, into: ar.finalNormed, rstd: ar.finalRstd)
   }
 
   /// The ignored target (PyTorch's default `ignore_index`).

@@ -33,6 +33,14 @@ public struct TransformerShape: Equatable, Sendable {
   /// and RoPE (Qwen3's q_norm / k_norm).
   public var qkNorm = false
 
+  /// The MLP gate's activation: silu (SwiGLU) or tanh-approximated GELU (Gemma's GeGLU).
+  public var activation: GatedActivation = .silu
+  /// Added to every RMSNorm weight: 1 for Gemma's (1 + w) norms, 0 otherwise.
+  public var normWeightOffset: Float = 0
+  /// The embedding lookup is multiplied by this: Gemma's √hidden, 1 otherwise (the tied LM
+  /// head uses the table as stored).
+  public var embeddingScale: Float = 1
+
   /// Layer `l`'s sliding window, 0 for full causal attention.
   public func window(layer l: Int) -> Int { l < slidingWindows.count ? slidingWindows[l] : 0 }
 

@@ -59,6 +59,11 @@ public enum GGUFNameMap {
   /// Other architectures with permuting converters are not listed until checked.
   public static let permutedArchitectures: Set<String> = ["llama"]
 
+  /// Architectures whose llama.cpp converter stores RMSNorm weights as 1 + w (Gemma's norms
+  /// scale by 1 + w; the converter bakes the 1 in so llama.cpp runs a plain RMSNorm): the
+  /// loader subtracts it again, giving the HF parameter.
+  public static let normPlusOneArchitectures: Set<String> = ["gemma"]
+
   /// The head group whose rows were permuted for this GGUF tensor under `architecture`.
   public static func permutation(for ggufName: String, architecture: String?) -> HeadGroup? {
     guard let architecture, permutedArchitectures.contains(architecture) else { return nil }

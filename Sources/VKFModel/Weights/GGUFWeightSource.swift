@@ -59,6 +59,10 @@ public final class GGUFWeightSource: WeightSource {
   public func dequantized(_ name: String) throws(ModelFileError) -> [Float] {
     let info = try info(for: name)
     let raw = try GGUFWeightSource.dequantize(info, in: file)
+    if let arch = file.architecture, GGUFNameMap.normPlusOneArchitectures.contains(arch),
+       info.name.hasSuffix("norm.weight") {
+      return raw.map { $0 - 1 }
+    }
     guard let group = GGUFNameMap.permutation(for: info.name, architecture: file.architecture) else {
       return raw
     }
