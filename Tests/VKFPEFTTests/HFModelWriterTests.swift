@@ -128,6 +128,14 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
+  /// Every model type the loader accepts can be written back (causal LM and reward model).
+  func test_everySupportedModelType_hasTransformersClasses() {
+    for type in LlamaConfig.supportedModelTypes {
+      XCTAssertNotNil(HFModelWriter.architectureNames[type], type)
+      XCTAssertNotNil(HFModelWriter.sequenceClassificationNames[type], type)
+    }
+  }
+
   /// GeGLU + (1 + w) norms + √hidden embedding scale (a Gemma GGUF alone) is gemma; one of
   /// them alone is no config type.
   func test_synthesizedConfig_gemmaFeatures_isGemma() throws {
