@@ -104,6 +104,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
     case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
     case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
+    case attentionDropout = "attention_dropout", bidirectional = "use_bidirectional_attention"
+    case partialRotaryFactor = "partial_rotary_factor", attentionSoftcap = "attn_logit_softcapping"
+    case finalSoftcap = "final_logit_softcapping"
   }
 
   /// `rope_parameters` keys (transformers ≥ 4.56 folds `rope_theta` into this object).
@@ -159,6 +162,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
       ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
+    try Self.refuseUnimplementedSettings(c)
+
     // RoPE: `rope_parameters` (new) wins over `rope_theta` + `rope_scaling` (old).
     ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
     ropeScaling = try Self.decodeScaling(c, key: .ropeScaling)
@@ -166,6 +171,33 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
       let p = try c.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
       ropeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
       ropeScaling = try Self.decodeScaling(c, key: .ropeParameters)
+    }
+  }
+
+  /// Settings that change the model's math when not at their neutral value, which this
+  /// trainer does not implement: refused by key rather than silently ignored.
+  private static func refuseUnimplementedSettings(_ c: KeyedDecodingContainer<CodingKeys>) throws {
+    func number(_ key: CodingKeys) -> Double? {
+      (try? c.decodeIfPresent(Double.self, forKey: key)) ?? nil
+    }
+    if let p = number(.attentionDropout), p != 0 {
+      throw ConfigError.invalidValue("attention_dropout", reason: "is \(p); attention dropout is not implemented "
+        + "(every supported checkpoint ships 0.0): set it to 0.0 to train without it", file: "")
+    }
+    if (try? c.decodeIfPresent(Bool.self, forKey: .bidirectional)) == true {
+      throw ConfigError.invalidValue("use_bidirectional_attention", reason: "is true; only causal attention "
+        + "is implemented", file: "")
+    }
+    if let f = number(.partialRotaryFactor), f != 1 {
+      throw ConfigError.invalidValue("partial_rotary_factor", reason: "is \(f); rotary embeddings over part "
+        + "of each head are not implemented", file: "")
+    }
+    for (key, name) in [(CodingKeys.attentionSoftcap, "attn_logit_softcapping"),
+                        (.finalSoftcap, "final_logit_softcapping")] {
+      if let cap = number(key) {
+        throw ConfigError.invalidValue(name, reason: "is \(cap); logit soft-capping (Gemma 2) is not "
+          + "implemented", file: "")
+      }
     }
   }
 

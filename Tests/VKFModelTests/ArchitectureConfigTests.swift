@@ -3,9 +3,10 @@ import VKFCore
 import XCTest
 @testable import VKFModel
 
-/// Which layers attend through a sliding window, decided from config.json as transformers
-/// decides it, and malformed window settings refused by key (never ignored).
-final class SlidingWindowConfigTests: XCTestCase {
+/// What config.json implies for the newer decoders, decided as transformers decides it:
+/// which layers attend through a sliding window, Gemma's defaults and activation; malformed
+/// or unimplemented settings refused by key (never ignored).
+final class ArchitectureConfigTests: XCTestCase {
   private func config(_ type: String, layers: Int = 4, _ extra: String = "") throws -> LlamaConfig {
     let json = #"{"model_type": ""# + type + #"", "hidden_size": 64, "intermediate_size": 128,"#
       + #" "num_hidden_layers": "# + "\(layers)" + #", "num_attention_heads": 4, "vocab_size": 10"#
@@ -69,6 +70,23 @@ final class SlidingWindowConfigTests: XCTestCase {
       XCTAssertThrowsError(try config(type, extra)) { e in
         guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("got \(e)") }
         XCTAssertEqual(field, key)
+      }
+    }
+  }
+
+  /// Settings that change the math at a non-neutral value are refused by key; their neutral
+  /// values (as checkpoints ship them) load.
+  func test_unimplementedSettings_areRefusedNamingTheKey_neutralValuesLoad() throws {
+    _ = try config("qwen2", #""attention_dropout": 0.0, "partial_rotary_factor": 1.0, "use_bidirectional_attention": false"#)
+    _ = try config("gemma", #""attn_logit_softcapping": null"#)
+    for (extra, key) in [(#""attention_dropout": 0.1"#, "attention_dropout"),
+                         (#""use_bidirectional_attention": true"#, "use_bidirectional_attention"),
+                         (#""partial_rotary_factor": 0.5"#, "partial_rotary_factor"),
+                         (#""attn_logit_softcapping": 50.0"#, "attn_logit_softcapping"),
+                         (#""final_logit_softcapping": 30.0"#, "final_logit_softcapping")] {
+      XCTAssertThrowsError(try config("gemma", extra), extra) { e in
+        guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("\(extra): got \(e)") }
+        XCTAssertEqual(field, key, extra)
       }
     }
   }
