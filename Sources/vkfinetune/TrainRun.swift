@@ -31,7 +31,8 @@ struct TrainRun {
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
     let backend = try backendOptions.makeBackend()
     progress.message("backend: \(backend.name)")
-    progress.message("model: \(loaded.location.url.path) (\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden))")
+    progress.message("model: \(loaded.location.url.path) (\(loaded.shape.layers) layers, hidden \(loaded.shape.hidden)"
+      + loaded.shape.featureSummary.map { ", " + $0 }.joined() + ")")
     progress.message(data.summary)
     for w in data.warnings { progress.warning(w) }
 

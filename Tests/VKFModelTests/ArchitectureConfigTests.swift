@@ -47,6 +47,7 @@ final class ArchitectureConfigTests: XCTestCase {
   func test_shape_carriesTheWindows_orNoneWhenAllFull() throws {
     let windowed = try TransformerShape(config: try config("qwen2", #""use_sliding_window": true, "sliding_window": 8, "max_window_layers": 2"#))
     XCTAssertEqual(windowed.slidingWindows, [0, 0, 8, 8])
+    XCTAssertEqual(windowed.featureSummary, ["sliding window 8 on 2 of 4 layers"])
     XCTAssertEqual(windowed.window(layer: 3), 8)
     XCTAssertEqual(try TransformerShape(config: try config("llama")).slidingWindows, [])
   }
@@ -62,6 +63,7 @@ final class ArchitectureConfigTests: XCTestCase {
     XCTAssertEqual(try config("gemma", #""hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh""#).gatedActivation,
                    .geluTanh)
     let shape = try TransformerShape(config: c)
+    XCTAssertEqual(shape.featureSummary, ["GeGLU", "(1 + w) norms", "embedding × 8.0"])
     XCTAssertEqual(shape.normWeightOffset, 1)
     XCTAssertEqual(shape.embeddingScale, 8)  // √64
     XCTAssertEqual(try TransformerShape(config: try config("llama")).normWeightOffset, 0)

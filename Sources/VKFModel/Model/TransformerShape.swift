@@ -41,6 +41,22 @@ public struct TransformerShape: Equatable, Sendable {
   /// head uses the table as stored).
   public var embeddingScale: Float = 1
 
+  /// The features beyond a plain Llama block, for the run's header ("sliding window 4096 on
+  /// 24 of 28 layers", "q/k norm", "GeGLU, (1 + w) norms, embedding × 48.0").
+  public var featureSummary: [String] {
+    var out: [String] = []
+    let windowed = slidingWindows.filter { $0 > 0 }
+    if let w = windowed.first {
+      let same = windowed.allSatisfy { $0 == w }
+      out.append("sliding window \(same ? String(w) : "of several sizes") on \(windowed.count) of \(layers) layers")
+    }
+    if qkNorm { out.append("q/k norm") }
+    if activation == .geluTanh { out.append("GeGLU") }
+    if normWeightOffset != 0 { out.append("(\(normWeightOffset == 1 ? "1" : "\(normWeightOffset)") + w) norms") }
+    if embeddingScale != 1 { out.append("embedding × \((embeddingScale * 10).rounded() / 10)") }
+    return out
+  }
+
   /// Layer `l`'s sliding window, 0 for full causal attention.
   public func window(layer l: Int) -> Int { l < slidingWindows.count ? slidingWindows[l] : 0 }
 
