@@ -3,9 +3,10 @@ import VKFCore
 import VKFCPU
 import VKFVulkan
 
-/// `vkfinetune devices --verify`: the picked device's matmul variants against the CPU
-/// backend on the same inputs — the shader tests' parity check for machines without Swift's
-/// test tools (a lent GPU runs it from tools/bench-gpu). Exits non-zero on a mismatch.
+/// `vkfinetune devices --verify`: the picked device's matmul variants, the NF4 matmul with
+/// 16-bit activations and fused attention (with and without a sliding window) against the
+/// CPU backend on the same inputs — the shader tests' parity check for machines without
+/// Swift's test tools (a lent GPU runs it from tools/bench-gpu). Exits non-zero on a mismatch.
 enum DeviceVerify {
   /// f32 sums of k terms in [−1, 1] in another order (the shader tests' bound, ×100 margin).
   static let tiledNMSE = 1e-10
@@ -36,6 +37,65 @@ enum DeviceVerify {
 
   /// Runs every case on `device` and the CPU; prints one line each. True when all agree.
   static func run(_ device: VulkanBackend) throws -> Bool {
+    let matmuls = try runMatmuls(device)
+    let others = try runNF4AndAttention(device)
+    return matmuls && others
+  }
+
+  private static func report(_ name: String, _ kernel: String, _ e: Double, _ limit: Double, finite: Bool) -> Bool {
+    let pass = e <= limit && finite
+    print("\(pass ? "ok  " : "FAIL") \(name.padding(toLength: 35, withPad: " ", startingAt: 0)) "
+      + "\(kernel.padding(toLength: 18, withPad: " ", startingAt: 0)) nmse \(String(format: "%.1e", e)) "
+      + "(limit \(String(format: "%.0e", limit)))")
+    return pass
+  }
+
+  /// matmulNF4 with a bf16 x, and fused attention forward + backward at SmolLM2's head size
+  /// with GQA, causal and with a 9-key window (the shader tests' f32 tolerance).
+  private static func runNF4AndAttention(_ device: VulkanBackend) throws -> Bool {
+    let cpu = CPUBackend()
+    var rng = SplitMix64(seed: 0xA77E)
+    func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float.random(in: -1...1, using: &rng) } }
+    var ok = true
+    // NF4: y (67, 130) = x (67, 90) bf16 · Wᵀ, W (130, 90) NF4.
+    let (m, rows, cols) = (67, 130, 90)
+    let w = values(rows * cols), x = values(m * cols)
+    var nf4: [[Float]] = []
+    for backend in [device as Backend, cpu] {
+      let q = try NF4Weight.quantizing(w, rows: rows, cols: cols, on: backend)
+      let xf = try backend.tensor(x, shape: [m, cols]), xh = try backend.allocate([m, cols], .bf16)
+      try backend.cast(xf, to: xh)
+      let y = try backend.allocate([m, rows])
+      try backend.matmulNF4(xh, q, into: y, transposeB: true, alpha: 1, beta: 0)
+      nf4.append(try backend.floats(y))
+    }
+    ok = report("matmulNF4 67×(130,90) x bf16", "tiled, NF4 decode", Metrics.nmse(nf4[1], nf4[0]), tiledNMSE,
+                finite: nf4[0].allSatisfy(\.isFinite)) && ok
+    // Attention: B 1, NH 4, KVH 2, T 37, HS 64.
+    let (nh, kvh, t, hs) = (4, 2, 37, 64)
+    let qv = values(nh * t * hs), kv = values(kvh * t * hs), vv = values(kvh * t * hs), dov = values(nh * t * hs)
+    for window in [0, 9] {
+      var outs: [[[Float]]] = []
+      for backend in [device as Backend, cpu] {
+        let q = try backend.tensor(qv, shape: [1, nh, t, hs]), k = try backend.tensor(kv, shape: [1, kvh, t, hs])
+        let v = try backend.tensor(vv, shape: [1, kvh, t, hs]), out = try backend.allocate([1, nh, t, hs])
+        let lse = try backend.allocate([1, nh, t]), delta = try backend.allocate([1, nh, t])
+        let dq = try backend.allocate([1, nh, t, hs]), dk = try backend.allocate([1, kvh, t, hs])
+        let dv = try backend.allocate([1, kvh, t, hs])
+        try backend.attention(q: q, k: k, v: v, scale: 0.125, window: window, into: out, lse: lse)
+        try backend.attentionBackward(try backend.tensor(dov, shape: [1, nh, t, hs]), q: q, k: k, v: v, out: out,
+                                      lse: lse, scale: 0.125, window: window, delta: delta, dq: dq, dk: dk, dv: dv)
+        outs.append(try [out, lse, dq, dk, dv].map { try backend.floats($0) })
+      }
+      let worst = zip(outs[1], outs[0]).map { Metrics.nmse($0, $1) }.max() ?? .infinity
+      ok = report("attention fwd+bwd T37 HS64 window \(window)", "fused", worst, tiledNMSE,
+                  finite: outs[0].allSatisfy { $0.allSatisfy(\.isFinite) }) && ok
+    }
+    return ok
+  }
+
+  /// Every matmul case on `device` and the CPU.
+  private static func runMatmuls(_ device: VulkanBackend) throws -> Bool {
     let cpu = CPUBackend()
     var ok = true
     for (i, c) in cases.enumerated() {
@@ -63,12 +123,8 @@ enum DeviceVerify {
       let limit = coopmat ? coopmatNMSE : tiledNMSE
       let kernel = coopmat ? "cooperative matrix" : "tiled"
       let label = "\(c.batch)×\(c.m)×\(c.n)×\(c.k) \(c.a)\(c.transposeA ? "ᵀ" : "")·\(c.b)\(c.transposeB ? "ᵀ" : "")"
-      let e = Metrics.nmse(results[1], results[0])
-      let pass = e <= limit && results[0].allSatisfy(\.isFinite)
-      ok = ok && pass
-      print("\(pass ? "ok  " : "FAIL") matmul \(label.padding(toLength: 28, withPad: " ", startingAt: 0)) "
-        + "\(kernel.padding(toLength: 18, withPad: " ", startingAt: 0)) nmse \(String(format: "%.1e", e)) "
-        + "(limit \(String(format: "%.0e", limit)))")
+      ok = report("matmul " + label, kernel, Metrics.nmse(results[1], results[0]), limit,
+                  finite: results[0].allSatisfy(\.isFinite)) && ok
     }
     return ok
   }
