@@ -45,7 +45,11 @@ public final class Tokenizer: Sendable {
     if let config = try JSONSideFile.object(at: configURL) {
       names = (Self.tokenName(config["bos_token"]), Self.tokenName(config["eos_token"]))
     }
-    try self.init(json: data, bosToken: names.bos, eosToken: names.eos)
+    do {
+      try self.init(json: data, bosToken: names.bos, eosToken: names.eos)
+    } catch let error as TokenizerError {
+      throw TokenizerError.inFile(path: url.path, error)  // the message names the file
+    }
   }
 
   /// Parses tokenizer.json bytes; `bosToken` / `eosToken` override the inferred ids.

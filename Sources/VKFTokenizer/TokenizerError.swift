@@ -17,6 +17,8 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
   /// A JSON file read beside the tokenizer (tokenizer_config.json, generation_config.json)
   /// that exists but is not a JSON object of the expected shape.
   case invalidSideFile(path: String, reason: String)
+  /// One of the errors above in the tokenizer.json at `path` (loading from a file names it).
+  indirect case inFile(path: String, TokenizerError)
 
   /// A sentence for the user: what is wrong and what to do.
   public var description: String {
@@ -38,6 +40,9 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
     case let .invalidSideFile(path, reason):
       return "\(path) \(reason). Fix or remove the file: what it sets (special tokens, chat "
         + "template, stop ids) would otherwise be lost without a word."
+    case let .inFile(path, inner):
+      let text = inner.description, generic = "tokenizer.json "
+      return "\(path): " + (text.hasPrefix(generic) ? String(text.dropFirst(generic.count)) : text)
     }
   }
 }

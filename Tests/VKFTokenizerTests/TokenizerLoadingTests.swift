@@ -67,6 +67,23 @@ final class TokenizerLoadingTests: XCTestCase {
                  { if case .badPattern = $0 { return true } else { return false } }, "(unclosed")
   }
 
+  /// Loading a file names it in every error: a malformed field reads "<path>: field … is
+  /// malformed", not just "tokenizer.json".
+  func testMalformedFile_errorNamesThePath() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-tok-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let url = dir.appendingPathComponent("tokenizer.json")
+    try JSONSerialization.data(withJSONObject: ["model": ["type": "BPE", "vocab": 5]]).write(to: url)
+    XCTAssertThrowsError(try Tokenizer(contentsOf: url)) { error in
+      guard case .inFile(let path, .malformed(field: "model.vocab", _))? = error as? TokenizerError else {
+        return XCTFail("\(error)")
+      }
+      XCTAssertEqual(path, url.path)
+      XCTAssertTrue("\(error)".hasPrefix(url.path + ": field 'model.vocab' is malformed"), "\(error)")
+    }
+  }
+
   func testMissingFile_throwsUnreadable() {
     XCTAssertThrowsError(try Tokenizer(contentsOf: URL(fileURLWithPath: "/nonexistent/tokenizer.json"))) { error in
       guard case .unreadable(let path, _)? = error as? TokenizerError else { return XCTFail("\(error)") }
