@@ -191,6 +191,7 @@ final class WithoutLMHead: WeightSource {
   }
 
   var tensorNames: [String] { (source.tensorNames + (lmHeadShape == nil ? [] : [ParameterNames.lmHead])).sorted() }
+  var weightsPath: String { source.weightsPath }
 
   func shape(of name: String) throws -> [Int] {
     if name == ParameterNames.lmHead, let lmHeadShape { return lmHeadShape }

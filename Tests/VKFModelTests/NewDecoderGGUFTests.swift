@@ -61,6 +61,24 @@ final class NewDecoderGGUFTests: XCTestCase {
     return shape
   }
 
+  /// Weights that disagree with the config are named by file and tensor (safetensors and
+  /// GGUF alike), so the user knows which of the two files to fix.
+  func test_weightsDisagreeingWithTheConfig_errorNamesTheFileAndTensor() throws {
+    let g = try GoldenCase.load("gemma")
+    var wrong = g.shape
+    wrong.vocab += 1
+    XCTAssertThrowsError(try LlamaWeights(from: g.weights, shape: wrong, backend: TestBackends.cpu)) { error in
+      let text = "\(error)"
+      XCTAssertTrue(text.hasPrefix(g.weights.url.path + ": model.embed_tokens.weight: has shape"), text)
+    }
+    let path = try writeGGUF(g, arch: "gemma")
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    XCTAssertThrowsError(try LlamaWeights(from: try GGUFWeightSource(path: path), shape: wrong,
+                                          backend: TestBackends.cpu)) { error in
+      XCTAssertTrue("\(error)".hasPrefix(path + ": model.embed_tokens.weight"), "\(error)")
+    }
+  }
+
   func test_qwen3GGUF_loadsWithQKNorm_andMatchesTheTransformersGolden() throws {
     let g = try GoldenCase.load("qwen3_qknorm")
     let path = try writeGGUF(g, arch: "qwen3")

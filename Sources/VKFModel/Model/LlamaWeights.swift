@@ -1,15 +1,21 @@
 import VKFCore
 
-/// A Llama model's weights that cannot be used: the tensor concerned and what is wrong.
+/// A Llama model's weights that cannot be used: the file and tensor concerned and what is
+/// wrong.
 public struct ModelWeightsError: Error, CustomStringConvertible, Equatable {
   /// The Hugging Face tensor name (or "" when no single tensor is concerned).
   public var tensor: String
   /// What is wrong and what to check.
   public var detail: String
+  /// The weights file (or index) the tensor comes from; "" for weights in memory.
+  public var file = ""
 
   public init(_ tensor: String, _ detail: String) { self.tensor = tensor; self.detail = detail }
 
-  public var description: String { tensor.isEmpty ? detail : "\(tensor): \(detail)" }
+  public var description: String {
+    let what = tensor.isEmpty ? detail : "\(tensor): \(detail)"
+    return file.isEmpty ? what : "\(file): \(what)"
+  }
 }
 
 /// One decoder layer's parameters (and gradients, nil where frozen).
@@ -77,9 +83,21 @@ public final class LlamaWeights {
   /// f16 / bf16 keeps every frozen matrix (projections, embedding, LM head) 16-bit on the
   /// device — mixed precision's half-size weights, read by matmul and embedding with f32
   /// accumulation; trained parameters, norms and biases stay f32.
-  public init(from source: WeightSource, shape: TransformerShape, backend: Backend,
-              trainable: TrainableParameters = .none, frozenStorage: DType = .f32,
-              projectionBase: ProjectionBaseMaker? = nil) throws {
+  public convenience init(from source: WeightSource, shape: TransformerShape, backend: Backend,
+                          trainable: TrainableParameters = .none, frozenStorage: DType = .f32,
+                          projectionBase: ProjectionBaseMaker? = nil) throws {
+    do {
+      try self.init(loading: source, shape: shape, backend: backend, trainable: trainable,
+                    frozenStorage: frozenStorage, projectionBase: projectionBase)
+    } catch var error as ModelWeightsError {
+      if error.file.isEmpty { error.file = source.weightsPath }  // name the file in the message
+      throw error
+    }
+  }
+
+  private init(loading source: WeightSource, shape: TransformerShape, backend: Backend,
+               trainable: TrainableParameters, frozenStorage: DType,
+               projectionBase: ProjectionBaseMaker?) throws {
     guard frozenStorage.isFloat else {
       throw ModelWeightsError("", "frozen weights are stored f32, f16 or bf16, not \(frozenStorage)")
     }

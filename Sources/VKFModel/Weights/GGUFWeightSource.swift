@@ -9,6 +9,8 @@ public final class GGUFWeightSource: WeightSource {
   public let file: GGUFFile
   /// HF names, sorted.
   public let tensorNames: [String]
+  /// The GGUF file's path (`WeightSource`).
+  public var weightsPath: String { file.path }
   /// GGUF tensor names that have no HF name, in file order.
   public let unmappedTensorNames: [String]
   private let byHFName: [String: GGUFTensorInfo]

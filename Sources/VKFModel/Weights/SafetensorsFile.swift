@@ -23,6 +23,8 @@ public protocol SafetensorsSource: WeightSource {
 /// changes after `init`, so the object is safe to share between threads.
 public final class SafetensorsFile: SafetensorsSource, @unchecked Sendable {
   /// Where the file is.
+  /// The file's path (`WeightSource`).
+  public var weightsPath: String { url.path }
   public let url: URL
   /// The `__metadata__` map (empty when the file has none).
   public let metadata: [String: String]

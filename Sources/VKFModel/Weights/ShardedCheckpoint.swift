@@ -10,6 +10,8 @@ import VKFCore
 public final class ShardedCheckpoint: SafetensorsSource, @unchecked Sendable {
   /// The index file, or the first shard when built from a file list.
   public let url: URL
+  /// The index's path (`WeightSource`).
+  public var weightsPath: String { url.path }
   /// The shards, in the order given (index: sorted by file name).
   public let shards: [SafetensorsFile]
   /// The index's string-valued `metadata` entries (e.g. "total_size" is a number there and

@@ -13,6 +13,12 @@ public protocol WeightSource: AnyObject {
   func storedType(of name: String) throws -> String
   /// The tensor as row-major f32 (converted, dequantised and un-permuted as needed).
   func floats(_ name: String) throws -> [Float]
+  /// The file (or index) the tensors come from, for error messages; "" when in memory.
+  var weightsPath: String { get }
+}
+
+extension WeightSource {
+  public var weightsPath: String { "" }
 }
 
 /// A model file that cannot be used, with what was wrong and where.
