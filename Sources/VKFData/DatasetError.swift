@@ -15,8 +15,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
   case unknownShape(file: String, record: Int, keys: [String])
   /// A record has the keys of its format but a field has the wrong type or value.
   case invalidRecord(file: String, record: Int, problem: String)
-  /// The chat template failed on a conversation.
-  case templateFailed(record: Int, problem: String)
+  /// The chat template failed on a conversation (`file` "" when rendering outside a file).
+  case templateFailed(file: String = "", record: Int, problem: String)
   /// A configuration value is out of range.
   case invalidConfig(String)
   /// The file or one record is too large to read (`DatasetLimits`); `problem` says by how much.
@@ -45,13 +45,24 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
         + "which match no supported format (\(Self.supportedFormats)); rename the keys or set the format"
     case let .invalidRecord(file, record, problem):
       return "\(file): record \(record): \(problem)"
-    case let .templateFailed(record, problem):
-      return "record \(record): the chat template failed (\(problem)); check the roles or pick another template"
+    case let .templateFailed(file, record, problem):
+      return (file.isEmpty ? "" : "\(file): ")
+        + "record \(record): the chat template failed (\(problem)); check the roles or pick another template"
     case let .invalidConfig(message):
       return "invalid data config: \(message)"
     case let .tooLarge(file, problem):
       return "\(file): \(problem)"
     }
+  }
+}
+
+extension DatasetError {
+  /// This error with `file` filled in where it names a record but no file (rendering).
+  public func naming(file: String) -> DatasetError {
+    if case let .templateFailed("", record, problem) = self {
+      return .templateFailed(file: file, record: record, problem: problem)
+    }
+    return self
   }
 }
 

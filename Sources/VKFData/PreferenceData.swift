@@ -275,7 +275,11 @@ public struct PreferenceDataset {
     var pairs: [PreferencePair] = []
     for (i, record) in loaded.records.enumerated() {
       let r = try PreferenceRecord.normalise(record, file: loaded.file, index: i)
-      if let p = try tokenizer.tokenize(r, index: i, stats: &stats) { pairs.append(p) }
+      do {
+        if let p = try tokenizer.tokenize(r, index: i, stats: &stats) { pairs.append(p) }
+      } catch let error as DatasetError {
+        throw error.naming(file: loaded.file)
+      }
     }
     guard !pairs.isEmpty else {
       throw DatasetError.invalidConfig("\(loaded.file): no usable preference pair (\(stats.empty) empty, "

@@ -23,7 +23,11 @@ public struct SFTDataset {
     examples.reserveCapacity(loaded.records.count)
     for (i, record) in loaded.records.enumerated() {
       let example = try DatasetFormat.normalise(record, format: tokenizer.config.format, file: loaded.file, index: i)
-      examples.append(try tokenizer.tokenize(example, index: i, stats: &stats))
+      do {
+        examples.append(try tokenizer.tokenize(example, index: i, stats: &stats))
+      } catch let error as DatasetError {
+        throw error.naming(file: loaded.file)
+      }
     }
     return SFTDataset(examples: examples, skippedRecords: loaded.skippedRecords, stats: stats)
   }

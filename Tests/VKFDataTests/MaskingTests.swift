@@ -125,6 +125,27 @@ final class MaskingTests: XCTestCase {
   }
 }
 
+extension MaskingTests {
+  /// A template that fails on a record is reported with the data file and the record.
+  func test_templateFailure_namesTheDataFileAndRecord() throws {
+    let base = try smol()
+    let sft = try SFTTokenizer(tokenizer: base.tokenizer, template: RefusesTemplate(), config: DataConfig())
+    let loaded = try DatasetLoader.parse(
+      Data(#"[{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d"}]"#.utf8), file: "/data/chats.jsonl")
+    XCTAssertThrowsError(try SFTDataset.build(loaded, tokenizer: sft)) { error in
+      XCTAssertEqual(error as? DatasetError, .templateFailed(file: "/data/chats.jsonl", record: 0, problem: "no"))
+      XCTAssertTrue("\(error)".hasPrefix("/data/chats.jsonl: record 0: the chat template failed"), "\(error)")
+    }
+  }
+}
+
+/// A template that always fails.
+private struct RefusesTemplate: ConversationTemplate {
+  var rendersReasoning: Bool { false }
+  struct No: Error, CustomStringConvertible { var description: String { "no" } }
+  func render(messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String { throw No() }
+}
+
 /// A template that hides earlier answers once a later user turn exists, breaking prefix-ness.
 private struct DropsOldAnswersTemplate: ConversationTemplate {
   var rendersReasoning: Bool { false }
