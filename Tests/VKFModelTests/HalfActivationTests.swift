@@ -57,6 +57,23 @@ final class HalfActivationTests: XCTestCase {
 
   func test_halfActivations_cpu() throws { try check(on: TestBackends.cpu) }
 
+  /// A pass without gradients (DPO's reference pass, evaluation during training) keeps no
+  /// 16-bit copies: it runs exactly the ops of a frozen model's pass, and the same losses.
+  func test_passWithoutGradients_skipsTheRoundedCopies() throws {
+    let g = try GoldenCase.load("llama_tied"), be = TestBackends.cpu
+    func pass(_ trainable: TrainableParameters) throws -> (dispatches: Int, losses: [Float]) {
+      let m = try LlamaModel(weights: try LlamaWeights(from: g.weights, shape: g.shape, backend: be,
+                                                       trainable: trainable), activationType: .bf16)
+      try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch)  // warm-up: arena made
+      let before = be.statistics.dispatches
+      try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch)
+      return (be.statistics.dispatches - before, try m.tokenLosses())
+    }
+    let trained = try pass(.all), frozen = try pass(.none)
+    XCTAssertEqual(trained.dispatches, frozen.dispatches, "no cast of saved activations without gradients")
+    XCTAssertEqual(trained.losses, frozen.losses)
+  }
+
   func test_halfActivations_vulkan() throws { try check(on: try ModelFixtures.vulkanOrSkip()) }
 
   /// bf16 activations on Vulkan against the same on the CPU (the ground truth).

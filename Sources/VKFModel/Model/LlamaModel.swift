@@ -125,7 +125,7 @@ public final class LlamaModel {
     try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
-    try trunk(ar)
+    try trunk(ar, saving: false)
     let n = ids.count
     if (fullLogits?.count ?? 0) < n * shape.vocab {
       fullLogits = nil; lastLogits = nil
@@ -180,7 +180,7 @@ public final class LlamaModel {
     }
     arena = ar
     pending = .none
-    try trunk(ar)
+    try trunk(ar, saving: computeGradients)
     if case .targetCount = lossNormalizer {
       headNormalizer = .value(Float(max(stagedTargetCount, 1)))
     } else {
@@ -345,7 +345,7 @@ public final class LlamaModel {
     }
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
-    try trunk(ar)
+    try trunk(ar, saving: computeGradients)
     pending = .none
     hiddenBackwardPending = computeGradients
     return ar.finalNormed
@@ -360,7 +360,7 @@ public final class LlamaModel {
     if computeGradients, !weights.hasGradients {
       throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
     }
-    try trunk(ar)
+    try trunk(ar, saving: computeGradients)
     pending = .none
     hiddenBackwardPending = computeGradients
     return ar.finalNormed
@@ -382,14 +382,16 @@ public final class LlamaModel {
   // MARK: - Helpers
 
   /// Embedding → layers → final RMSNorm on the ids in `ar` (uploaded by the caller).
-  private func trunk(_ ar: ActivationArena) throws {
+  /// `saving`: a backward follows, so 16-bit arenas keep their rounded copies (a pass without
+  /// gradients — DPO's reference pass, evaluation — skips those casts).
+  private func trunk(_ ar: ActivationArena, saving: Bool) throws {
     arena = ar
     let be = backend, s = shape
     try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
     if s.embeddingScale != 1 { try be.scale(ar.residual[0], by: s.embeddingScale, into: ar.residual[0]) }
     for l in 0..<s.layers {
       try layer(l, ar).forward(be, x: ar.residual[l], y: ar.residual[l + 1], saving: ar.layerSet(l))
-      if ar.savesEveryLayer { try ar.store(l, be) }  // 16-bit copies (f32: nothing)
+      if saving, ar.savesEveryLayer { try ar.store(l, be) }  // 16-bit copies (f32: nothing)
     }
     try be.rmsNorm(ar.residual[s.layers], weight: weights.finalNorm, weightOffset: s.normWeightOffset,
                    eps: s.rmsNormEps, into: ar.finalNormed, rstd: ar.finalRstd)
