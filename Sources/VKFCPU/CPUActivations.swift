@@ -30,35 +30,25 @@ extension CPUBackend {
   /// GeGLU: dGate = dOut·up·gelu'(g); dUp = dOut·gelu(g).
   public func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
                                       dGate: Tensor, dUp: Tensor) throws {
-    if kind == .geluTanh {
-      try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
-      try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
-      let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
-      let u = UncheckedSendable(UnsafePointer(f32(up)))
-      let dg = UncheckedSendable(f32(dGate)), du = UncheckedSendable(f32(dUp))
-      CPUParallel.forRanges(dOut.count, cost: 10) { r in
-        let dy = dy.value, g = g.value, u = u.value, dg = dg.value, du = du.value
-        for i in r {
-          let gi = g[i], ui = u[i], d = dy[i]  // read before writing: outputs may alias
-          dg[i] = d * ui * GeluTanh.derivative(gi)
-          du[i] = d * GeluTanh.value(gi)
-        }
-      }
-      return
-    }
     try validate(.swigluBackward, dOut, gate, up, dGate, dUp)
     try ShapeCheck.swigluBackward(dOut, gate, up, dGate, dUp)
     let dy = UncheckedSendable(UnsafePointer(f32(dOut))), g = UncheckedSendable(UnsafePointer(f32(gate)))
     let u = UncheckedSendable(UnsafePointer(f32(up)))
     let dg = UncheckedSendable(f32(dGate)), du = UncheckedSendable(f32(dUp))
-    CPUParallel.forRanges(dOut.count, cost: 6) { r in
+    let gelu = kind == .geluTanh
+    CPUParallel.forRanges(dOut.count, cost: gelu ? 10 : 6) { r in
       let dy = dy.value, g = g.value, u = u.value, dg = dg.value, du = du.value
       for i in r {
         // All inputs are read before either output is written: outputs may alias inputs.
         let gi = g[i], ui = u[i], d = dy[i]
-        let s = CPUMath.sigmoid(gi)
-        dg[i] = d * ui * s * (1 + gi * (1 - s))
-        du[i] = d * gi * s
+        if gelu {
+          dg[i] = d * ui * GeluTanh.derivative(gi)
+          du[i] = d * GeluTanh.value(gi)
+        } else {
+          let s = CPUMath.sigmoid(gi)
+          dg[i] = d * ui * s * (1 + gi * (1 - s))
+          du[i] = d * gi * s
+        }
       }
     }
   }
