@@ -39,6 +39,10 @@ def architectures():
         "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=32)),
         "gemma": (t.GemmaConfig, t.GemmaForCausalLM,
                   dict(tie_word_embeddings=True, head_dim=32, hidden_act="gelu_pytorch_tanh")),
+        "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM,
+                   dict(tie_word_embeddings=True, head_dim=32, hidden_activation="gelu_pytorch_tanh",
+                        query_pre_attn_scalar=24, sliding_window=8,
+                        layer_types=["sliding_attention", "full_attention"])),
     }
 
 
@@ -50,7 +54,7 @@ def make_model(name, directory):
     with torch.no_grad():  # random norms so the norm handling matters
         for pname, p in model.named_parameters():
             if pname.endswith("norm.weight"):
-                p.copy_((1 if name != "gemma" else 0) + 0.2 * torch.randn_like(p))
+                p.copy_((0 if name.startswith("gemma") else 1) + 0.2 * torch.randn_like(p))
     model.save_pretrained(directory, safe_serialization=True)
     for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
         src = os.path.join(TOKENIZER_DIR, f)

@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +51,12 @@ CONFIGS = {
     # Gemma: GeGLU (gelu_pytorch_tanh), (1 + w) RMSNorms, embeddings × √hidden, head_dim 64.
     "gemma": (GemmaConfig, GemmaForCausalLM,
               dict(tie_word_embeddings=True, head_dim=64, hidden_act="gelu_pytorch_tanh"), 7),
+    # Gemma 3 (text): sandwich norms, (1 + w) q/k norms, query_pre_attn_scalar 48 ≠ head_dim,
+    # layer 0 windowed (3 < T) with the local RoPE base 10 000, layer 1 full with θ 10⁶.
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM,
+               dict(tie_word_embeddings=True, head_dim=64, hidden_activation="gelu_pytorch_tanh",
+                    query_pre_attn_scalar=48, sliding_window=3, rope_theta=1_000_000.0,
+                    layer_types=["sliding_attention", "full_attention"]), 8),
 }
 
 

@@ -93,6 +93,19 @@ final class ArchitectureConfigTests: XCTestCase {
     }
   }
 
+  /// gemma3_text in the older config form: rope_theta (global) and rope_local_base_freq, every
+  /// 6th layer full (sliding_window_pattern), the attention scale from query_pre_attn_scalar.
+  func test_gemma3_olderConfigForm() throws {
+    let c = try config("gemma3_text", layers: 7, #""sliding_window": 16, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0"#)
+    XCTAssertEqual(try c.layerWindows(), [16, 16, 16, 16, 16, 0, 16])
+    let shape = try TransformerShape(config: c)
+    XCTAssertTrue(shape.sandwichNorms && shape.qkNorm)
+    XCTAssertEqual(shape.attentionScale, 1 / 16)  // 256^−½
+    XCTAssertEqual(shape.localInvFreq, RoPE.inverseFrequencies(headDim: 256, theta: 10000))
+    XCTAssertEqual(shape.invFreq, RoPE.inverseFrequencies(headDim: 256, theta: 1_000_000))
+    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+  }
+
   func test_malformedWindowSettings_areRefusedNamingTheKey() {
     let cases: [(String, String, String)] = [
       ("mistral", #""sliding_window": 0"#, "sliding_window"),

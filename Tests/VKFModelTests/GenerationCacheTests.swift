@@ -32,6 +32,8 @@ final class GenerationCacheTests: XCTestCase {
   func test_cachedSteps_equalFullForward_qwen3QKNorm() throws {
     try check("qwen3_qknorm", on: TestBackends.cpu)
     try check("gemma", on: TestBackends.cpu)  // GeGLU, (1 + w) norms, scaled embedding
+    try check("gemma3", on: TestBackends.cpu)  // sandwich norms, local RoPE on the windowed layer
+    try check("gemma3", on: try ModelFixtures.vulkanOrSkip())
     try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
   }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {

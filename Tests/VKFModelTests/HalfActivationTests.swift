@@ -17,6 +17,12 @@ final class HalfActivationTests: XCTestCase {
   /// f16 rounds at 2⁻¹² (3 more mantissa bits than bf16, 64× smaller squared error): measured
   /// worst 2.65e-6 on the same k_proj bias; 1e-5 leaves 4×.
   static let f16Gradients = ModelTolerance(nmse: 1e-5, maxAbs: 1e-2)
+  /// Gemma 3 amplifies the rounding: its sandwich norms renormalise rounded attention and MLP
+  /// outputs, its (1 + w) q/k norms sit before RoPE, and the √hidden scale multiplies the
+  /// embedding gradient ×8. Measured bf16: NMSE 2.6e-4, max 5.3e-2 on |g| ≈ 1.8 (embedding);
+  /// f16: NMSE 1.23e-5, max 1.3e-2. About 4× headroom each; a stale buffer still gives ≳ 1e-1.
+  static let gemma3BF16Gradients = ModelTolerance(nmse: 1e-3, maxAbs: 0.2)
+  static let gemma3F16Gradients = ModelTolerance(nmse: 5e-5, maxAbs: 5e-2)
   /// CPU vs Vulkan with 16-bit activations: the backends' f32 forwards differ in the last
   /// bits, so a few values round to neighbouring 16-bit numbers; bf16's bound applies.
   static let backendParity = ModelTolerance(nmse: 1e-3, maxAbs: 5e-2)
@@ -35,7 +41,9 @@ final class HalfActivationTests: XCTestCase {
     for name in GoldenCase.names {
       let g = try GoldenCase.load(name)
       let reference = try run(g, on: be, type: .f32)
-      for (type, tol) in [(DType.bf16, Self.bf16Gradients), (.f16, Self.f16Gradients)] {
+      let gemma3 = name == "gemma3"
+      for (type, tol) in [(DType.bf16, gemma3 ? Self.gemma3BF16Gradients : Self.bf16Gradients),
+                          (.f16, gemma3 ? Self.gemma3F16Gradients : Self.f16Gradients)] {
         let half = try run(g, on: be, type: type)
         let what = "\(name) \(type) activations on \(be.name)"
         XCTAssertEqual(half.losses, reference.losses, "the forward is f32 either way: \(what)")

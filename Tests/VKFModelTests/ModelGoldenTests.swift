@@ -19,6 +19,11 @@ final class ModelGoldenTests: XCTestCase {
   /// layer-0 norms) come from sums with cancellation; measured ≤ 2e-12 NMSE on CPU and
   /// lavapipe. 50× headroom.
   static let gradientTolerance = ModelTolerance(nmse: 1e-10, maxAbs: 1e-5)
+  /// Gemma 3's gradients: its sandwich norms renormalise small attention and MLP outputs and
+  /// the √hidden scale multiplies the embedding gradient by 8, so the last-bit differences of
+  /// the shaders' exp/tanh against libm's grow to 1.4e-5 absolute on |g| ≈ 0.27 (5e-5
+  /// relative, lavapipe); NMSE stays within the common bound. 5e-5 leaves 3.5×.
+  static let gemma3GradientTolerance = ModelTolerance(nmse: 1e-10, maxAbs: 5e-5)
 
   func test_golden_llamaUntied_cpu() throws { try check("llama_untied", on: TestBackends.cpu) }
   func test_golden_llamaTied_cpu() throws { try check("llama_tied", on: TestBackends.cpu) }
@@ -38,6 +43,12 @@ final class ModelGoldenTests: XCTestCase {
   /// (the tied head uses the table as stored).
   func test_golden_gemma_cpu() throws { try check("gemma", on: TestBackends.cpu) }
   func test_golden_gemma_vulkan() throws { try check("gemma", on: try ModelFixtures.vulkanOrSkip()) }
+  /// Gemma 3 (text): sandwich norms, (1 + w) q/k norms, query_pre_attn_scalar, a windowed
+  /// layer with the local RoPE base beside a full one with θ 10⁶.
+  func test_golden_gemma3_cpu() throws { try check("gemma3", on: TestBackends.cpu) }
+  func test_golden_gemma3_vulkan() throws {
+    try check("gemma3", on: try ModelFixtures.vulkanOrSkip(), gradients: Self.gemma3GradientTolerance)
+  }
   /// The unfused reference path (scores → windowed causal softmax → P·v) on the same goldens.
   func test_golden_slidingWindow_unfusedAttention_cpu() throws {
     try check("mistral_window", on: TestBackends.cpu, fusedAttention: false)
@@ -60,7 +71,8 @@ final class ModelGoldenTests: XCTestCase {
   func test_golden_qwen2TiedBias_vulkan() throws { try check("qwen2_tied", on: try ModelFixtures.vulkanOrSkip()) }
 
   /// Logits (inference forward), loss and every gradient (training forward + backward).
-  private func check(_ name: String, on backend: Backend, fusedAttention: Bool = true) throws {
+  private func check(_ name: String, on backend: Backend, fusedAttention: Bool = true,
+                     gradients gradientTolerance: ModelTolerance = ModelGoldenTests.gradientTolerance) throws {
     let g = try GoldenCase.load(name)
     let model = try g.model(on: backend, fusedAttention: fusedAttention)
     let ids = try g.ids, targets = try g.targets
@@ -92,7 +104,7 @@ final class ModelGoldenTests: XCTestCase {
       let e = try g.expected.floats("grad." + pname)
       let err = Compare.nmse(e, actual)
       if err > worst.nmse { worst = (pname, err) }
-      if let why = Compare.check(e, actual, nmse: Self.gradientTolerance.nmse, maxAbs: Self.gradientTolerance.maxAbs) {
+      if let why = Compare.check(e, actual, nmse: gradientTolerance.nmse, maxAbs: gradientTolerance.maxAbs) {
         XCTFail("\(name) grad \(pname) on \(backend.name): \(why)")
       }
     }

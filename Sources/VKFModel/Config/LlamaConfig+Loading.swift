@@ -72,7 +72,7 @@ extension LlamaConfig {
       throw ConfigError.invalidValue("head_dim", reason: "RoPE needs an even head_dim, got \(headDim)", file: file)
     }
     if gatedActivation == nil {
-      throw ConfigError.invalidValue(modelType == "gemma" ? "hidden_activation" : "hidden_act",
+      throw ConfigError.invalidValue(isGemmaFamily ? "hidden_activation" : "hidden_act",
                                      reason: "\"silu\" and \"gelu_pytorch_tanh\" are implemented, got \"\(hiddenAct)\"",
                                      file: file)
     }
@@ -111,6 +111,12 @@ extension LlamaConfig {
     case "qwen2", "qwen3":
       let from = maxWindowLayers ?? 28
       return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }
+    case "gemma3_text":
+      let pattern = slidingWindowPattern ?? 6
+      guard pattern > 0 else {
+        throw ConfigError.invalidValue("sliding_window_pattern", reason: "must be positive, got \(pattern)", file: file)
+      }
+      return (0..<numHiddenLayers).map { ($0 + 1) % pattern != 0 ? w : 0 }
     default: return Array(repeating: 0, count: numHiddenLayers)
     }
   }

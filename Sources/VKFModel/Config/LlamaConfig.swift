@@ -12,7 +12,7 @@ import VKFCore
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
-  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma"]
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text"]
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -59,6 +59,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `layer_types`: per layer "full_attention" or "sliding_attention" (newer transformers
   /// configs); when present it decides which layers use the window. Default: nil.
   public var layerTypes: [String]?
+  /// `sliding_window_pattern` (gemma3_text, older configs): every N-th layer is full
+  /// attention, the others windowed. Default: 6 when `layer_types` is absent.
+  public var slidingWindowPattern: Int?
+  /// `query_pre_attn_scalar` (gemma3_text): the attention scale is its inverse square root.
+  /// Default: 256 for gemma3_text, nil elsewhere (1/√head_dim).
+  public var queryPreAttnScalar: Double?
+  /// `rope_local_base_freq` (or `rope_parameters.sliding_attention.rope_theta`): the RoPE
+  /// base of gemma3_text's sliding-window layers. Default: 10 000 for gemma3_text.
+  public var localRopeTheta: Double?
   /// `hidden_act` (gemma: `hidden_activation` when set): MLP activation. Default: "silu"
   /// ("gelu_pytorch_tanh" for gemma; its legacy "gelu" means the same, as transformers says).
   public var hiddenAct: String
@@ -76,8 +85,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   public var hasQKVBias: Bool { modelType == "qwen2" || attentionBias }
   /// Whether the output projection `o_proj` has a bias (never for qwen2).
   public var hasOutputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
-  /// Qwen3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
-  public var hasQKNorm: Bool { modelType == "qwen3" }
+  /// Qwen3's and Gemma 3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
+  public var hasQKNorm: Bool { modelType == "qwen3" || modelType == "gemma3_text" }
   /// The gated MLP's activation `hiddenAct` names, or nil when it is not implemented.
   public var gatedActivation: GatedActivation? {
     switch hiddenAct {
@@ -102,6 +111,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     case attentionBias = "attention_bias", mlpBias = "mlp_bias"
     case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
     case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
+    case slidingWindowPattern = "sliding_window_pattern", queryPreAttnScalar = "query_pre_attn_scalar"
+    case localRopeTheta = "rope_local_base_freq"
     case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation", bosTokenId = "bos_token_id", eosTokenIds = "eos_token_id"
     case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
     case attentionDropout = "attention_dropout", bidirectional = "use_bidirectional_attention"
@@ -111,6 +122,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
   /// `rope_parameters` keys (transformers ≥ 4.56 folds `rope_theta` into this object).
   enum RopeParameterKeys: String, CodingKey { case ropeTheta = "rope_theta" }
+  /// gemma3_text's `rope_parameters`, one object per attention kind.
+  enum LayerTypeRopeKeys: String, CodingKey { case full = "full_attention", sliding = "sliding_attention" }
+
+  /// Gemma-family model types (GeGLU, (1 + w) norms, √hidden embedding scale).
+  public var isGemmaFamily: Bool { modelType == "gemma" || modelType == "gemma3_text" }
 
   /// Decodes and validates; prefer `LlamaConfig.load(from:)`, which turns failures into
   /// `ConfigError`s naming the file and field.
@@ -126,26 +142,31 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
     numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-      ?? (modelType == "qwen3" ? 128 : modelType == "gemma" ? 256
+      ?? (modelType == "qwen3" ? 128 : modelType == "gemma" || modelType == "gemma3_text" ? 256
           : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
     rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192][modelType]
+    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192,
+                          "gemma3_text": 131072][modelType]
       ?? 2048
     maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
-    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? (modelType == "gemma")
+    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+      ?? (modelType == "gemma" || modelType == "gemma3_text")
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3"].contains(modelType) {
+    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3", "gemma3_text"].contains(modelType) {
       slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
     } else {
       slidingWindow = 4096  // MistralConfig / Qwen2Config's default
     }
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
-      ?? (modelType == "mistral" && slidingWindow != nil)
+      ?? ((modelType == "mistral" || modelType == "gemma3_text") && slidingWindow != nil)
     maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
     layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
-    if modelType == "gemma" {
+    slidingWindowPattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern)
+    queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar)
+      ?? (modelType == "gemma3_text" ? 256 : nil)
+    if modelType == "gemma" || modelType == "gemma3_text" {  // isGemmaFamily (self is not ready yet)
       let act = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
         ?? c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_pytorch_tanh"
       hiddenAct = act == "gelu" ? "gelu_pytorch_tanh" : act
@@ -165,12 +186,28 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     try Self.refuseUnimplementedSettings(c)
 
     // RoPE: `rope_parameters` (new) wins over `rope_theta` + `rope_scaling` (old).
-    ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+    ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? (modelType == "gemma3_text" ? 1_000_000 : 10000)
+    localRopeTheta = try c.decodeIfPresent(Double.self, forKey: .localRopeTheta) ?? (modelType == "gemma3_text" ? 10000 : nil)
     ropeScaling = try Self.decodeScaling(c, key: .ropeScaling)
     if c.contains(.ropeParameters), try !c.decodeNil(forKey: .ropeParameters) {
       let p = try c.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
       ropeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
       ropeScaling = try Self.decodeScaling(c, key: .ropeParameters)
+      // gemma3_text's newer form: one object per attention kind.
+      let byKind = try c.nestedContainer(keyedBy: LayerTypeRopeKeys.self, forKey: .ropeParameters)
+      if byKind.contains(.full) {
+        let p = try byKind.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .full)
+        ropeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
+        ropeScaling = try Self.decodeScaling(byKind, key: .full)
+      }
+      if byKind.contains(.sliding) {
+        let p = try byKind.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .sliding)
+        localRopeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? localRopeTheta
+        if try Self.decodeScaling(byKind, key: .sliding) != nil {
+          throw ConfigError.invalidValue("rope_parameters.sliding_attention", reason: "scales the local RoPE, "
+            + "which is not implemented", file: "")
+        }
+      }
     }
   }
 
@@ -202,8 +239,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   }
 
   /// A scaling object, or nil when absent, null or of type `default`.
-  private static func decodeScaling(_ c: KeyedDecodingContainer<CodingKeys>,
-                                    key: CodingKeys) throws -> RopeScaling? {
+  private static func decodeScaling<K: CodingKey>(_ c: KeyedDecodingContainer<K>, key: K) throws -> RopeScaling? {
     guard c.contains(key), try !c.decodeNil(forKey: key) else { return nil }
     let inner = try c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: key)
     guard try RopeScaling.variantName(in: inner) != nil else { return nil }
@@ -233,6 +269,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     try c.encode(useSlidingWindow, forKey: .useSlidingWindow)
     try c.encodeIfPresent(maxWindowLayers, forKey: .maxWindowLayers)
     try c.encodeIfPresent(layerTypes, forKey: .layerTypes)
+    try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
+    try c.encodeIfPresent(queryPreAttnScalar, forKey: .queryPreAttnScalar)
+    try c.encodeIfPresent(localRopeTheta, forKey: .localRopeTheta)
     try c.encode(hiddenAct, forKey: .hiddenAct)
     try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
     if eosTokenIds.count == 1 { try c.encode(eosTokenIds[0], forKey: .eosTokenIds) }

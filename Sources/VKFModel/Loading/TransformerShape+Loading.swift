@@ -21,9 +21,16 @@ extension TransformerShape {
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
     qkNorm = config.hasQKNorm
     activation = config.gatedActivation ?? .silu
-    if config.modelType == "gemma" {
+    if config.isGemmaFamily {
       normWeightOffset = 1
       embeddingScale = Float(Double(config.hiddenSize).squareRoot())
+    }
+    if config.modelType == "gemma3_text" {
+      sandwichNorms = true
+      if let q = config.queryPreAttnScalar, q > 0 { attentionScaleOverride = Float(1 / q.squareRoot()) }
+      if let local = config.localRopeTheta {
+        localInvFreq = RoPE.inverseFrequencies(headDim: config.headDim, theta: local)
+      }
     }
     do {
       let windows = try config.layerWindows(file: file)

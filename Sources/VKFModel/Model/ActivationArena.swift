@@ -27,6 +27,10 @@ struct LayerActivations {
   /// and (N, KVH·HS), and its 1/rms per head (N·NH) and (N·KVH); nil otherwise.
   var qRaw: Tensor? = nil, kRaw: Tensor? = nil
   var qRstd: Tensor? = nil, kRstd: Tensor? = nil
+  /// With sandwich norms (Gemma 2/3): o_proj's and down_proj's outputs (N, C) before their
+  /// RMSNorms, and those norms' 1/rms (N); nil otherwise.
+  var oOut: Tensor? = nil, downOut: Tensor? = nil
+  var rstd3: Tensor? = nil, rstd4: Tensor? = nil
 }
 
 /// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
@@ -136,6 +140,7 @@ final class ActivationArena {
     let own = saved[l]
     w.rstd1 = own.rstd1; w.probs = own.probs; w.rstd2 = own.rstd2
     w.qRstd = own.qRstd; w.kRstd = own.kRstd
+    w.rstd3 = own.rstd3; w.rstd4 = own.rstd4
     return w
   }
 
@@ -146,6 +151,7 @@ final class ActivationArena {
     var pairs = [(w.h1, h.h1), (w.q, h.q), (w.k, h.k), (w.v, h.v), (w.attn, h.attn), (w.x1, h.x1), (w.h2, h.h2),
                  (w.gate, h.gate), (w.up, h.up)]
     if let wq = w.qRaw, let hq = h.qRaw, let wk = w.kRaw, let hk = h.kRaw { pairs += [(wq, hq), (wk, hk)] }
+    if let wo = w.oOut, let ho = h.oOut, let wd = w.downOut, let hd = h.downOut { pairs += [(wo, ho), (wd, hd)] }
     return pairs
   }
 
@@ -192,7 +198,10 @@ final class ActivationArena {
         h2: try rounded([n, s.hidden]), rstd2: try c.take([n]),
         gate: try rounded([n, s.intermediate]), up: try rounded([n, s.intermediate]), act: act,
         qRaw: s.qkNorm ? try rounded([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try rounded([n, s.kvWidth]) : nil,
-        qRstd: s.qkNorm ? try c.take([n * s.heads]) : nil, kRstd: s.qkNorm ? try c.take([n * s.kvHeads]) : nil)
+        qRstd: s.qkNorm ? try c.take([n * s.heads]) : nil, kRstd: s.qkNorm ? try c.take([n * s.kvHeads]) : nil,
+        oOut: s.sandwichNorms ? try rounded([n, s.hidden]) : nil,
+        downOut: s.sandwichNorms ? try rounded([n, s.hidden]) : nil,
+        rstd3: s.sandwichNorms ? try c.take([n]) : nil, rstd4: s.sandwichNorms ? try c.take([n]) : nil)
     }
     if half, let first = v.saved.first {
       // The f32 working set: the rounded tensors only (layerSet supplies the rest per layer).
@@ -205,7 +214,10 @@ final class ActivationArena {
         h2: try c.take([n, s.hidden]), rstd2: first.rstd2,
         gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]), act: act,
         qRaw: s.qkNorm ? try c.take([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try c.take([n, s.kvWidth]) : nil,
-        qRstd: first.qRstd, kRstd: first.kRstd)
+        qRstd: first.qRstd, kRstd: first.kRstd,
+        oOut: s.sandwichNorms ? try c.take([n, s.hidden]) : nil,
+        downOut: s.sandwichNorms ? try c.take([n, s.hidden]) : nil,
+        rstd3: first.rstd3, rstd4: first.rstd4)
     }
     v.f32 = try [[n, s.hidden], [n], [min(n, headTokens), s.vocab], [n], attentionRow,
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],

@@ -61,14 +61,20 @@ struct CachedDecoderLayer {
     let scores = try sc.scores.leading([b * kvh, g * tn, tk]), probs = try sc.probs.leading([b * kvh, g * tn, tk])
     try be.matmul(try sc.qA.leading([b * kvh, g * tn, hs]), try kHead.reshaped([b * kvh, tk, hs]),
                   into: scores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
-    try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: 1 / Float(hs).squareRoot(),
+    try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: s.attentionScale,
                          window: window, into: try probs.reshaped([b * nh, tn, tk]))
     // out (B·KVH, G·Tn, HS) = P · v → (B, NH, Tn, HS) permuted to (B, Tn, NH, HS) = (N, NH·HS)
     try be.matmul(probs, try vHead.reshaped([b * kvh, tk, hs]), into: try sc.qB.leading([b * kvh, g * tn, hs]),
                   transposeA: false, transposeB: false, alpha: 1, beta: 0)
     try be.permute(try sc.qB.leading([b, nh, tn, hs]), dims: [0, 2, 1, 3], into: try sc.qA.leading([b, tn, nh, hs]))
     try w.o.forward(be, try sc.qA.leading([n, s.qWidth]), into: proj)
-    try be.add(x, proj, alpha: 1, into: x)
+    if let norm = w.attnOutNorm {  // sandwich (Gemma 2/3): x += RMSNorm(o(attn)), through h
+      try be.rmsNorm(proj, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h,
+                     rstd: try sc.rstd.leading([n]))
+      try be.add(x, h, alpha: 1, into: x)
+    } else {
+      try be.add(x, proj, alpha: 1, into: x)
+    }
     // MLP
     let gate = try sc.gate.leading([n, s.intermediate]), up = try sc.up.leading([n, s.intermediate])
     let act = try sc.act.leading([n, s.intermediate])
@@ -77,6 +83,12 @@ struct CachedDecoderLayer {
     try w.up.forward(be, h, into: up)
     try be.gatedActivation(s.activation, gate: gate, up: up, into: act)
     try w.down.forward(be, act, into: proj)
-    try be.add(x, proj, alpha: 1, into: x)
+    if let norm = w.mlpOutNorm {
+      try be.rmsNorm(proj, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h,
+                     rstd: try sc.rstd.leading([n]))
+      try be.add(x, h, alpha: 1, into: x)
+    } else {
+      try be.add(x, proj, alpha: 1, into: x)
+    }
   }
 }

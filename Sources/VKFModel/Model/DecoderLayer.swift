@@ -26,7 +26,7 @@ struct DecoderLayer {
   private var b: Int { arena.batch }
   private var t: Int { arena.tokens }
   private var n: Int { arena.batch * arena.tokens }
-  private var attentionScale: Float { 1 / Float(shape.headDim).squareRoot() }
+  private var attentionScale: Float { shape.attentionScale }
 
   // MARK: - Forward
 
@@ -75,13 +75,27 @@ struct DecoderLayer {
     // out (B, NH, T, HS) permuted to (B, T, NH, HS) = (N, NH·HS)
     try be.permute(try arena.qA.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3],
                    into: try a.attn.reshaped([b, t, nh, hs]))
-    try w.o.forward(be, a.attn, into: a.x1)
+    if let norm = w.attnOutNorm, let oOut = a.oOut, let rstd = a.rstd3 {
+      // Sandwich (Gemma 2/3): x1 = x + RMSNorm(o(attn)).
+      try w.o.forward(be, a.attn, into: oOut)
+      try be.rmsNorm(oOut, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: a.x1, rstd: rstd)
+    } else {
+      try w.o.forward(be, a.attn, into: a.x1)
+    }
     try be.add(a.x1, x, alpha: 1, into: a.x1)
     // MLP
     try be.rmsNorm(a.x1, weight: w.postNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: a.h2, rstd: a.rstd2)
     try w.gate.forward(be, a.h2, into: a.gate)
     try w.up.forward(be, a.h2, into: a.up)
     try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
+    if let norm = w.mlpOutNorm, let downOut = a.downOut, let rstd = a.rstd4 {
+      // Sandwich: y = x1 + RMSNorm(down(act)). A recomputing pass runs it too (the backward
+      // reads down's output and 1/rms), rewriting y with the same values.
+      try w.down.forward(be, a.act, into: downOut)
+      try be.rmsNorm(downOut, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: y, rstd: rstd)
+      try be.add(y, a.x1, alpha: 1, into: y)
+      return
+    }
     if recomputing { return }
     try w.down.forward(be, a.act, into: y)
     try be.add(y, a.x1, alpha: 1, into: y)
@@ -97,7 +111,14 @@ struct DecoderLayer {
     let dRes = ar.dResidual
     // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
     try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
-    try w.down.backward(be, dy: dRes, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
+    var dDown = dRes
+    if let norm = w.mlpOutNorm, let downOut = a.downOut, let rstd = a.rstd4 {
+      // Through the sandwich norm of down's output: dTemp = dL/d(down output).
+      try be.rmsNormBackward(dRes, x: downOut, weight: norm, weightOffset: s.normWeightOffset, rstd: rstd,
+                             dx: ar.dTemp, dWeight: w.mlpOutNormGrad)
+      dDown = ar.dTemp
+    }
+    try w.down.backward(be, dy: dDown, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
     try be.gatedActivationBackward(s.activation, ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
     try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
     try w.up.backward(be, dy: ar.dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ones)
@@ -105,7 +126,14 @@ struct DecoderLayer {
                            dWeight: w.postNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx1
     // Attention: x1 = x + o(attn)
-    try w.o.backward(be, dy: dRes, x: a.attn, dx: ar.dAttn, accumulateInput: false, ones: ones)
+    var dO = dRes
+    if let norm = w.attnOutNorm, let oOut = a.oOut, let rstd = a.rstd3 {
+      // Through the sandwich norm of o's output (dTemp is free again here).
+      try be.rmsNormBackward(dRes, x: oOut, weight: norm, weightOffset: s.normWeightOffset, rstd: rstd,
+                             dx: ar.dTemp, dWeight: w.attnOutNormGrad)
+      dO = ar.dTemp
+    }
+    try w.o.backward(be, dy: dO, x: a.attn, dx: ar.dAttn, accumulateInput: false, ones: ones)
     let dOut = try ar.qA.reshaped([b, nh, t, hs])
     try be.permute(try ar.dAttn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: dOut)
     if fused {

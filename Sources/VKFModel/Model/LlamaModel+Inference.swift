@@ -59,7 +59,7 @@ extension LlamaModel {
     try be.embedding(ids: try sc.ids.leading([n]), table: weights.embedding, into: x)
     if s.embeddingScale != 1 { try be.scale(x, by: s.embeddingScale, into: x) }
     for l in 0..<s.layers {
-      let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: invFreq,
+      let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: ropeTable(layer: l),
                                      keys: cache.keys[l], values: cache.values[l], scratch: sc,
                                      window: s.window(layer: l))
       try layer.forward(be, batch: b, newTokens: tn, past: past)

@@ -30,6 +30,9 @@ public final class LlamaModel {
   public let fusedAttention: Bool
   /// RoPE inverse frequencies (HS/2), shared by the training and the cached forward.
   let invFreq: Tensor
+  /// RoPE inverse frequencies of the sliding-window layers when they have their own (Gemma 3's
+  /// local base), else nil.
+  let localInvFreq: Tensor?
   /// The arena of the last pass.
   private var arena: ActivationArena?
   /// Every shape's arena met so far; all share the largest one's allocation.
@@ -75,6 +78,8 @@ public final class LlamaModel {
     self.fusedAttention = fusedAttention
     self.headChunkTokens = max(1, headChunkTokens ?? Self.defaultHeadChunkTokens(vocab: weights.shape.vocab))
     invFreq = try weights.backend.tensor(weights.shape.invFreq, shape: [weights.shape.invFreq.count])
+    let local = weights.shape.localInvFreq
+    localInvFreq = local.isEmpty ? nil : try weights.backend.tensor(local, shape: [local.count])
   }
 
   /// f32 logits one LM-head chunk may hold: 2^25 (128 MiB) — 640 rows of SmolLM2's 49 152
@@ -397,11 +402,17 @@ public final class LlamaModel {
                    eps: s.rmsNormEps, into: ar.finalNormed, rstd: ar.finalRstd)
   }
 
+  /// Layer `l`'s RoPE table: the local one on sliding-window layers when the model has one.
+  func ropeTable(layer l: Int) -> Tensor {
+    if let localInvFreq, shape.window(layer: l) > 0 { return localInvFreq }
+    return invFreq
+  }
+
   /// The ignored target (PyTorch's default `ignore_index`).
   public static let ignoreIndex: Int32 = -100
 
   private func layer(_ l: Int, _ ar: ActivationArena) throws -> DecoderLayer {
-    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: invFreq, fused: fusedAttention,
+    DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: ropeTable(layer: l), fused: fusedAttention,
                  window: shape.window(layer: l))
   }
 

@@ -30,7 +30,13 @@ public struct LlamaLayerWeights {
   public var qNorm: Tensor? = nil, kNorm: Tensor? = nil
   /// Their accumulated gradients.
   public var qNormGrad: Tensor? = nil, kNormGrad: Tensor? = nil
-  /// RMSNorm weight before the MLP (C).
+  /// Sandwich norms (Gemma 2/3): RMSNorm weights (C) of the attention output and of the MLP
+  /// output, before their residual adds; nil otherwise.
+  public var attnOutNorm: Tensor? = nil, mlpOutNorm: Tensor? = nil
+  /// Their accumulated gradients.
+  public var attnOutNormGrad: Tensor? = nil, mlpOutNormGrad: Tensor? = nil
+  /// RMSNorm weight before the MLP (C): `post_attention_layernorm`, or with sandwich norms
+  /// `pre_feedforward_layernorm`.
   public var postNorm: Tensor
   /// Its accumulated gradient.
   public var postNormGrad: Tensor?
@@ -40,6 +46,7 @@ public struct LlamaLayerWeights {
   /// True when any parameter of this layer is trained.
   public var isTrained: Bool {
     inputNormGrad != nil || postNormGrad != nil || qNormGrad != nil || kNormGrad != nil
+      || attnOutNormGrad != nil || mlpOutNormGrad != nil
       || [q, k, v, o, gate, up, down].contains { $0.isTrained }
   }
 }
@@ -179,8 +186,12 @@ public final class LlamaWeights {
         qNorm: shape.qkNorm ? try param(p + "self_attn.q_norm.weight") : nil,
         kNorm: shape.qkNorm ? try param(p + "self_attn.k_norm.weight") : nil,
         qNormGrad: grads[p + "self_attn.q_norm.weight"], kNormGrad: grads[p + "self_attn.k_norm.weight"],
-        postNorm: try param(p + "post_attention_layernorm.weight"),
-        postNormGrad: grads[p + "post_attention_layernorm.weight"],
+        attnOutNorm: shape.sandwichNorms ? try param(p + "post_attention_layernorm.weight") : nil,
+        mlpOutNorm: shape.sandwichNorms ? try param(p + "post_feedforward_layernorm.weight") : nil,
+        attnOutNormGrad: shape.sandwichNorms ? grads[p + "post_attention_layernorm.weight"] : nil,
+        mlpOutNormGrad: grads[p + "post_feedforward_layernorm.weight"],
+        postNorm: try param(p + (shape.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
+        postNormGrad: grads[p + (shape.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")],
         gate: try linear(p + "mlp.gate_proj"), up: try linear(p + "mlp.up_proj"),
         down: try linear(p + "mlp.down_proj"))
     }

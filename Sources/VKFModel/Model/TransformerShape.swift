@@ -54,8 +54,23 @@ public struct TransformerShape: Equatable, Sendable {
     if activation == .geluTanh { out.append("GeGLU") }
     if normWeightOffset != 0 { out.append("(\(normWeightOffset == 1 ? "1" : "\(normWeightOffset)") + w) norms") }
     if embeddingScale != 1 { out.append("embedding × \((embeddingScale * 10).rounded() / 10)") }
+    if sandwichNorms { out.append("sandwich norms") }
+    if !localInvFreq.isEmpty { out.append("local RoPE base on windowed layers") }
     return out
   }
+
+  /// Gemma 2/3's "sandwich" norms: the attention and MLP outputs are RMSNormed before their
+  /// residual adds (`post_attention_layernorm`, `post_feedforward_layernorm`), and the MLP's
+  /// input norm is `pre_feedforward_layernorm`.
+  public var sandwichNorms = false
+  /// The attention softmax scale when not 1/√headDim (Gemma 3: query_pre_attn_scalar^−½).
+  public var attentionScaleOverride: Float? = nil
+  /// RoPE inverse frequencies of the sliding-window layers when they differ from `invFreq`
+  /// (Gemma 3's local base 10 000); empty otherwise.
+  public var localInvFreq: [Float] = []
+
+  /// The softmax scale of every layer's attention.
+  public var attentionScale: Float { attentionScaleOverride ?? 1 / Float(headDim).squareRoot() }
 
   /// Layer `l`'s sliding window, 0 for full causal attention.
   public func window(layer l: Int) -> Int { l < slidingWindows.count ? slidingWindows[l] : 0 }
@@ -101,6 +116,9 @@ public struct TransformerShape: Equatable, Sendable {
       throw bad("headDim \(headDim) must be even with headDim/2 RoPE frequencies (got \(invFreq.count))")
     }
     guard rmsNormEps > 0 else { throw bad("rmsNormEps \(rmsNormEps) must be > 0") }
+    guard localInvFreq.isEmpty || localInvFreq.count == headDim / 2 else {
+      throw bad("localInvFreq has \(localInvFreq.count) frequencies for headDim \(headDim)")
+    }
     guard slidingWindows.isEmpty || (slidingWindows.count == layers && slidingWindows.allSatisfy({ $0 >= 0 })) else {
       throw bad("slidingWindows \(slidingWindows): one window ≥ 0 per layer (\(layers)) or none")
     }
@@ -123,7 +141,13 @@ public struct TransformerShape: Equatable, Sendable {
         out.append((p + "self_attn.q_norm.weight", [headDim]))
         out.append((p + "self_attn.k_norm.weight", [headDim]))
       }
-      out.append((p + "post_attention_layernorm.weight", [hidden]))
+      if sandwichNorms {
+        out.append((p + "post_attention_layernorm.weight", [hidden]))
+        out.append((p + "pre_feedforward_layernorm.weight", [hidden]))
+        out.append((p + "post_feedforward_layernorm.weight", [hidden]))
+      } else {
+        out.append((p + "post_attention_layernorm.weight", [hidden]))
+      }
       out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
       out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
       out.append((p + "mlp.down_proj.weight", [hidden, intermediate]))
