@@ -37,8 +37,9 @@ enum DeviceVerify {
 
   /// Runs every case on `device` and the CPU; prints one line each. True when all agree.
   static func run(_ device: VulkanBackend) throws -> Bool {
-    let matmuls = try runMatmuls(device)
-    let others = try runNF4AndAttention(device)
+    let cpu = CPUBackend()
+    let matmuls = try runMatmuls(device, cpu: cpu)
+    let others = try runNF4AndAttention(device, cpu: cpu)
     return matmuls && others
   }
 
@@ -52,8 +53,7 @@ enum DeviceVerify {
 
   /// matmulNF4 with a bf16 x, and fused attention forward + backward at SmolLM2's head size
   /// with GQA, causal and with a 9-key window (the shader tests' f32 tolerance).
-  private static func runNF4AndAttention(_ device: VulkanBackend) throws -> Bool {
-    let cpu = CPUBackend()
+  private static func runNF4AndAttention(_ device: VulkanBackend, cpu: CPUBackend) throws -> Bool {
     var rng = SplitMix64(seed: 0xA77E)
     func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float.random(in: -1...1, using: &rng) } }
     var ok = true
@@ -95,8 +95,7 @@ enum DeviceVerify {
   }
 
   /// Every matmul case on `device` and the CPU.
-  private static func runMatmuls(_ device: VulkanBackend) throws -> Bool {
-    let cpu = CPUBackend()
+  private static func runMatmuls(_ device: VulkanBackend, cpu: CPUBackend) throws -> Bool {
     var ok = true
     for (i, c) in cases.enumerated() {
       var rng = SplitMix64(seed: 0x5EED + UInt64(i))

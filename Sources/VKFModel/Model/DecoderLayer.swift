@@ -111,13 +111,7 @@ struct DecoderLayer {
     let dRes = ar.dResidual
     // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
     try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
-    var dDown = dRes
-    if let norm = w.mlpOutNorm, let downOut = a.downOut, let rstd = a.rstd4 {
-      // Through the sandwich norm of down's output: dTemp = dL/d(down output).
-      try be.rmsNormBackward(dRes, x: downOut, weight: norm, weightOffset: s.normWeightOffset, rstd: rstd,
-                             dx: ar.dTemp, dWeight: w.mlpOutNormGrad)
-      dDown = ar.dTemp
-    }
+    let dDown = try throughOutputNorm(be, w.mlpOutNorm, x: a.downOut, rstd: a.rstd4, dWeight: w.mlpOutNormGrad)
     try w.down.backward(be, dy: dDown, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
     try be.gatedActivationBackward(s.activation, ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
     try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
@@ -126,13 +120,7 @@ struct DecoderLayer {
                            dWeight: w.postNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx1
     // Attention: x1 = x + o(attn)
-    var dO = dRes
-    if let norm = w.attnOutNorm, let oOut = a.oOut, let rstd = a.rstd3 {
-      // Through the sandwich norm of o's output (dTemp is free again here).
-      try be.rmsNormBackward(dRes, x: oOut, weight: norm, weightOffset: s.normWeightOffset, rstd: rstd,
-                             dx: ar.dTemp, dWeight: w.attnOutNormGrad)
-      dO = ar.dTemp
-    }
+    let dO = try throughOutputNorm(be, w.attnOutNorm, x: a.oOut, rstd: a.rstd3, dWeight: w.attnOutNormGrad)
     try w.o.backward(be, dy: dO, x: a.attn, dx: ar.dAttn, accumulateInput: false, ones: ones)
     let dOut = try ar.qA.reshaped([b, nh, t, hs])
     try be.permute(try ar.dAttn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: dOut)
@@ -185,6 +173,17 @@ struct DecoderLayer {
     try be.rmsNormBackward(ar.dHidden, x: x, weight: w.inputNorm, weightOffset: s.normWeightOffset, rstd: a.rstd1, dx: ar.dTemp,
                            dWeight: w.inputNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx
+  }
+
+  /// dL/d(a block's output before its sandwich norm) from dL/dy in `dResidual`: into `dTemp`
+  /// through the norm (accumulating its weight's gradient), or `dResidual` itself without one.
+  /// `dTemp` must be free: it is, before the MLP's and before the attention's input gradients.
+  private func throughOutputNorm(_ be: Backend, _ norm: Tensor?, x: Tensor?, rstd: Tensor?,
+                                 dWeight: Tensor?) throws -> Tensor {
+    guard let norm, let x, let rstd else { return arena.dResidual }
+    try be.rmsNormBackward(arena.dResidual, x: x, weight: norm, weightOffset: shape.normWeightOffset, rstd: rstd,
+                           dx: arena.dTemp, dWeight: dWeight)
+    return arena.dTemp
   }
 
   // MARK: - Grouped views
