@@ -9,7 +9,7 @@
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
 // Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -53,7 +53,7 @@ void main() {
       float s;
       ATT_DOT(qs, r, kvs, c, s)
       bool visible = att_visible(q0 + r, k0 + c);
-      ps[r][c] = visible ? pc.scale * s : ATT_NEG_BIG;
+      ps[r][c] = visible ? att_cap(pc.scale * s) : ATT_NEG_BIG;
     }
     memoryBarrierShared();
     barrier();

@@ -8,7 +8,7 @@
 //   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
 //   head, so the sums over the group's query heads need no atomics.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"

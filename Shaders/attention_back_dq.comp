@@ -8,7 +8,7 @@
 //   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
 //   reads delta.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"

@@ -5,6 +5,9 @@
 //     lse = m + log Σ_j exp(x[i,j] − m),  m = max_j x[i,j]   (never overflows)
 //     losses[i]     = (lse − x[i,y]) / N                          (0 when y == ignoreIndex)
 //     dLogits[i, j] = (exp(x[i,j] − lse) − [j == y]) / N          (0 row when ignored)
+//   With softcap > 0 (Gemma 2's final_logit_softcapping) x is first capped to
+//   z = softcap·tanh(x / softcap) and dLogits is w.r.t. the uncapped x: the row above times
+//   1 − (z / softcap)².
 //   N = the normalizer pushed by the host, or (normFromBuffer = 1) the count of targets
 //   ≠ ignoreIndex written by PASS 0 into normBuf[0]. When that count is 0 every row is
 //   ignored, so everything is 0 and N is never divided by.
@@ -19,7 +22,7 @@
 //   PASS 1  loss.  Bindings: 0 logits, 1 targets, 2 normBuf (readonly; any f32 buffer when
 //           normFromBuffer = 0), 3 losses, 4 dLogits (HAS_DLOGITS = 1 only).
 //           One workgroup per row (2D grid), RED_WG invocations stride over the vocab.
-// Push (after boff[8]): n, vocab, ignoreIndex, normalizer, normFromBuffer
+// Push (after boff[8]): n, vocab, ignoreIndex, normalizer, normFromBuffer, softcap
 //   → Swift `CrossEntropyPush`.
 // variant: PASS=0
 // variant: PASS=1 HAS_DLOGITS=1
@@ -41,7 +44,13 @@ PUSH_BEGIN
   int ignoreIndex;
   float normalizer;
   uint normFromBuffer;
+  float softcap;
 PUSH_END
+
+// A logit after soft-capping (itself when softcap is 0); tanh(u) = 1 − 2/(e^{2u} + 1).
+float capped(float x) {
+  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * x / pc.softcap) + 1.0)) : x;
+}
 
 #if PASS == 0
 layout(set = 0, binding = 0) readonly buffer BufTargets { int targets[]; };
@@ -83,13 +92,13 @@ void main() {
   float N = pc.normFromBuffer != 0u ? norm_in[pc.boff[2]] : pc.normalizer;
   bool valid = y >= 0 && uint(y) < pc.vocab;
   // Read before the reductions' barriers: dLogits may alias logits.
-  float xy = valid ? logits[xb + uint(y)] : 0.0;
+  float xy = valid ? capped(logits[xb + uint(y)]) : 0.0;
 
   float m = -3.402823466e38;
-  for (uint j = t; j < pc.vocab; j += RED_WG) m = max(m, logits[xb + j]);
+  for (uint j = t; j < pc.vocab; j += RED_WG) m = max(m, capped(logits[xb + j]));
   m = wg_reduce_max(m);
   float s = 0.0;
-  for (uint j = t; j < pc.vocab; j += RED_WG) s += exp(logits[xb + j] - m);
+  for (uint j = t; j < pc.vocab; j += RED_WG) s += exp(capped(logits[xb + j]) - m);
   s = wg_reduce_sum(s);
   float lse = m + log(s);
 
@@ -100,8 +109,10 @@ void main() {
 #if HAS_DLOGITS
   float invS = 1.0 / s;
   for (uint j = t; j < pc.vocab; j += RED_WG) {
-    float p = exp(logits[xb + j] - m) * invS;
+    float z = capped(logits[xb + j]);
+    float p = exp(z - m) * invS;
     float g = (p - (int(j) == y ? 1.0 : 0.0)) / N;
+    if (pc.softcap > 0.0) g *= 1.0 - (z / pc.softcap) * (z / pc.softcap);
     dlogits[pc.boff[4] + row * pc.vocab + j] = valid ? g : nan;
   }
 #endif

@@ -1,8 +1,9 @@
 #version 450
-// scale: out[i] = alpha·x[i].                                     CPU twin: CPUBackend.scale
+// scale: out[i] = alpha·x[i], or softcap·tanh(alpha·x[i] / softcap) when softcap > 0 (Gemma 2's
+//   soft-capped scores and logits).                               CPU twin: CPUBackend.scale
 // Shapes: x, out (n) f32. out may alias x.
 // Bindings: 0 x (readonly), 1 out.
-// Push (after boff[8]): n, alpha → Swift `ScalePush`.
+// Push (after boff[8]): n, alpha, softcap → Swift `ScalePush`.
 // Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
@@ -16,10 +17,14 @@ layout(set = 0, binding = 1) buffer BufOut { float o[]; };
 PUSH_BEGIN
   uint n;
   float alpha;
+  float softcap;
 PUSH_END
 
 void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
-  o[pc.boff[1] + i] = pc.alpha * x[pc.boff[0] + i];
+  float s = pc.alpha * x[pc.boff[0] + i];
+  // tanh(u) = 1 − 2/(e^{2u} + 1): saturates to ±1 without inf/inf.
+  if (pc.softcap > 0.0) s = pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0));
+  o[pc.boff[1] + i] = s;
 }

@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +57,13 @@ CONFIGS = {
                dict(tie_word_embeddings=True, head_dim=64, hidden_activation="gelu_pytorch_tanh",
                     query_pre_attn_scalar=48, sliding_window=3, rope_theta=1_000_000.0,
                     layer_types=["sliding_attention", "full_attention"]), 8),
+    # Gemma 2: sandwich norms, query_pre_attn_scalar 48, layer 0 windowed (3 < T) by the
+    # default alternation, and soft-capping small enough to bend the scores (~±0.5 → cap 1)
+    # and the logits (~±0.6 → cap 0.8), so the tanh and its derivative are really tested.
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM,
+               dict(tie_word_embeddings=True, head_dim=64, hidden_activation="gelu_pytorch_tanh",
+                    query_pre_attn_scalar=48, sliding_window=3, attn_logit_softcapping=1.0,
+                    final_logit_softcapping=0.8), 9),
 }
 
 

@@ -4,7 +4,8 @@
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
 // Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
-// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. The host picks
+// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. With
+// pc.softcap > 0 (Gemma 2) every scaled score is capped (`att_cap`) before the softmax. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
@@ -32,7 +33,14 @@ PUSH_BEGIN
   uint tiles;      // ceil(T / ATT_TILE)
   float scale;     // softmax scale (1/√HS)
   uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
+  float softcap;   // score soft-capping (Gemma 2), 0 = none
 PUSH_END
+
+// A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
+// tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
+float att_cap(float s) {
+  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
+}
 
 // Whether query i sees key j (both must lie before T).
 bool att_visible(uint i, uint j) {

@@ -14,7 +14,8 @@ shared float ds[ATT_TILE][ATT_TILE];
 shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 // For the query tile at q0 and the key tile at k0: ps = p_ij = exp(scale·q_i·k_j − lse_i) and
-// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i
+// ds = scale · p_ij · (dOut_i·v_j − delta_i) (times 1 − (z/softcap)² through a soft cap,
+// z the capped score), 0 where key j is not visible to query i
 // (`att_visible`: causal, window, T). Every invocation must call it; the caller places the barriers.
 void att_tile_grads(uint q0, uint k0) {
   for (uint e = gl_LocalInvocationID.x; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
@@ -23,8 +24,10 @@ void att_tile_grads(uint q0, uint k0) {
     float s, dp;
     ATT_DOT(qs, r, ks, c, s)
     ATT_DOT(dos, r, vs, c, dp)
-    float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
+    float z = att_cap(pc.scale * s);
+    float p = visible ? exp(z - row_lse[r]) : 0.0;
+    float u = pc.softcap > 0.0 ? z / pc.softcap : 0.0;
     ps[r][c] = p;
-    ds[r][c] = pc.scale * p * (dp - row_delta[r]);
+    ds[r][c] = pc.scale * p * (dp - row_delta[r]) * (1.0 - u * u);
   }
 }

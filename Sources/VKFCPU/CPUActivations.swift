@@ -137,11 +137,13 @@ extension CPUBackend {
 
 extension CPUBackend {
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
-                           normalizer normalizerKind: LossNormalizer, losses: Tensor, dLogits: Tensor?) throws {
+                           normalizer normalizerKind: LossNormalizer, softcap: Float, losses: Tensor,
+                           dLogits: Tensor?) throws {
     var normTensor: Tensor?
     if case .tensor(let t) = normalizerKind { normTensor = t }
     try validate(.crossEntropy, logits, targets, losses, dLogits, normTensor)
     let (N, V) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizerKind)
+    try ShapeCheck.softcap(.crossEntropy, softcap)
     let normalizer: Float?
     switch normalizerKind {
     case .targetCount: normalizer = nil
@@ -178,23 +180,41 @@ extension CPUBackend {
           d?.update(repeating: 0, count: V)
           continue
         }
-        // Read everything from the logits before dLogits is written (it may alias them).
-        let m = CPUMath.max(x, V)
-        let target = x[Int(t)]
-        let sum: Double
-        if let d {
-          for j in 0..<V { d[j] = CPUMath.exp(x[j] - m) }
-          sum = CPUMath.sum(d, V)
-          let k = Float(invNorm / sum)
-          for j in 0..<V { d[j] *= k }
-          d[Int(t)] -= Float(invNorm)
+        if softcap > 0 {
+          // The capped row in scratch (dLogits may alias x); the chain rule through the cap after.
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { buf in
+            let y = buf.baseAddress.unsafelyUnwrapped
+            for j in 0..<V { y[j] = CPUMath.softcap(x[j], softcap) }
+            pl.value[r] = Self.rowCrossEntropy(UnsafePointer(y), V, target: Int(t), invNorm: invNorm, d: d)
+            if let d {
+              for j in 0..<V { let c = y[j] / softcap; d[j] *= 1 - c * c }
+            }
+          }
         } else {
-          sum = CPUBackend.sumOfExp(x, V, minus: m)
+          pl.value[r] = Self.rowCrossEntropy(x, V, target: Int(t), invNorm: invNorm, d: d)
         }
-        // −log softmax[t] = log Σ e^(x−m) + m − x[t]; sum ≥ 1 (the max term is e⁰).
-        pl.value[r] = Float((log(sum) + Double(m) - Double(target)) * invNorm)
       }
     }
+  }
+
+  /// One row's −log softmax(x)[target] · invNorm; with `d`, also (softmax − onehot) · invNorm
+  /// into it (d may alias x: every read of x comes first).
+  private static func rowCrossEntropy(_ x: UnsafePointer<Float>, _ V: Int, target t: Int, invNorm: Double,
+                                      d: UnsafeMutablePointer<Float>?) -> Float {
+    let m = CPUMath.max(x, V)
+    let target = x[t]
+    let sum: Double
+    if let d {
+      for j in 0..<V { d[j] = CPUMath.exp(x[j] - m) }
+      sum = CPUMath.sum(d, V)
+      let k = Float(invNorm / sum)
+      for j in 0..<V { d[j] *= k }
+      d[t] -= Float(invNorm)
+    } else {
+      sum = CPUBackend.sumOfExp(x, V, minus: m)
+    }
+    // −log softmax[t] = log Σ e^(x−m) + m − x[t]; sum ≥ 1 (the max term is e⁰).
+    return Float((log(sum) + Double(m) - Double(target)) * invNorm)
   }
 
   /// Σ e^(x[j] − m) without a destination buffer.

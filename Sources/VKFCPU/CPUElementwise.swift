@@ -15,13 +15,18 @@ extension CPUBackend {
     broadcast(a, b, out) { x, y in x * y }
   }
 
-  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
+  public func scale(_ x: Tensor, by alpha: Float, softcap: Float, into out: Tensor) throws {
     try validate(.scale, x, out)
     try ShapeCheck.scale(x, out)
+    try ShapeCheck.softcap(.scale, softcap)
     let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
     CPUParallel.forRanges(x.count) { r in
       let px = px.value, po = po.value
-      for i in r { po[i] = alpha * px[i] }
+      if softcap > 0 {
+        for i in r { po[i] = CPUMath.softcap(alpha * px[i], softcap) }
+      } else {
+        for i in r { po[i] = alpha * px[i] }
+      }
     }
   }
 

@@ -17,11 +17,12 @@ extension CPUBackend {
     (window > 0 ? max(0, i + 1 - window) : 0)..<(i + 1)
   }
 
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
-                        lse: Tensor) throws {
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float,
+                        into out: Tensor, lse: Tensor) throws {
     try validate(.attention, q, k, v, out, lse)
     let g = try ShapeCheck.attention(.attention, q: q, k: k, v: v, out: out, lse: lse)
     try ShapeCheck.window(.attention, window)
+    try ShapeCheck.softcap(.attention, softcap)
     let (t, hs) = (g.tokens, g.headDim)
     guard t > 0, hs > 0 else { return }
     let block = min(Self.attentionQueryBlock, t)
@@ -43,6 +44,7 @@ extension CPUBackend {
           for r in range {
             let vis = Self.visibleKeys(i0 + r, window: window)
             let row = pp.value + r * keys, s = row + (vis.lowerBound - k0), n = vis.count
+            if softcap > 0 { for j in 0..<n { s[j] = CPUMath.softcap(s[j], softcap) } }
             let m = CPUMath.max(s, n)
             for j in 0..<n { s[j] = CPUMath.exp(s[j] - m) }
             let l = CPUMath.sum(s, n)
@@ -61,12 +63,13 @@ extension CPUBackend {
   }
 
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
-                                dv: Tensor) throws {
+                                scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor,
+                                dk: Tensor, dv: Tensor) throws {
     try validate(.attentionBackward, dOut, q, k, v, out, lse, delta, dq, dk, dv)
     let g = try ShapeCheck.attentionBackward(dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, delta: delta,
                                              dq: dq, dk: dk, dv: dv)
     try ShapeCheck.window(.attentionBackward, window)
+    try ShapeCheck.softcap(.attentionBackward, softcap)
     let (t, hs) = (g.tokens, g.headDim)
     f32(dk).update(repeating: 0, count: dk.count)
     f32(dv).update(repeating: 0, count: dv.count)
@@ -92,7 +95,7 @@ extension CPUBackend {
                            b: kb + k0 * hs, ldb: hs, beta: 0, c: probs, ldc: keys)
           CPUBackend.sgemm(false, true, m: rows, n: keys, k: hs, alpha: 1, a: doBlk, lda: hs,
                            b: vb + k0 * hs, ldb: hs, beta: 0, c: grads, ldc: keys)
-          // D_i = dO_i · O_i; dS = scale · P ⊙ (dP − D).
+          // D_i = dO_i · O_i; dS = scale · P ⊙ (dP − D) (⊙ the cap's derivative with a softcap).
           let pp = UncheckedSendable(probs), pg = UncheckedSendable(grads)
           let rowsDelta = UncheckedSendable(pd + row0), rowsLse = UncheckedSendable(UnsafePointer(pl + row0))
           let rowsO = UncheckedSendable(UnsafePointer(po + row0 * hs)), rowsDO = UncheckedSendable(UnsafePointer(doBlk))
@@ -104,9 +107,18 @@ extension CPUBackend {
               let d = Float(CPUMath.dot(rowsDO.value + r * hs, rowsO.value + r * hs, hs))
               rowsDelta.value[r] = d
               let l = rowsLse.value[r]
-              for j in lo..<hi {
-                p[j] = CPUMath.exp(p[j] - l)
-                ds[j] = scale * p[j] * (ds[j] - d)
+              if softcap > 0 {
+                // Through the cap: d/ds cap·tanh(s/cap) = 1 − (capped/cap)².
+                for j in lo..<hi {
+                  let c = CPUMath.softcap(p[j], softcap), u = c / softcap
+                  p[j] = CPUMath.exp(c - l)
+                  ds[j] = scale * p[j] * (ds[j] - d) * (1 - u * u)
+                }
+              } else {
+                for j in lo..<hi {
+                  p[j] = CPUMath.exp(p[j] - l)
+                  ds[j] = scale * p[j] * (ds[j] - d)
+                }
               }
               p.update(repeating: 0, count: lo)
               ds.update(repeating: 0, count: lo)

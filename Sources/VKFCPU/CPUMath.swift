@@ -34,6 +34,11 @@ enum CPUMath {
     return x > hi ? .infinity : under
   }
 
+  /// Soft-capping cap·tanh(s / cap) (Gemma 2's scores and logits), tanh u = 1 − 2/(e^{2u} + 1):
+  /// saturates to ±cap without NaN, absolute error ~1e-7·cap near 0 (what a softmax sees).
+  @inline(__always)
+  static func softcap(_ s: Float, _ cap: Float) -> Float { cap * (1 - 2 / (exp(2 * s / cap) + 1)) }
+
   /// Logistic sigmoid 1 / (1 + e^(−x)), saturating cleanly to 0 and 1.
   @inline(__always)
   static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }

@@ -110,12 +110,18 @@ public protocol Backend: AnyObject {
   /// (query head h reads kv head h / (NH / KVH), repeat_kv's order). out (B, NH, T, HS) =
   /// softmax(scale·q·kᵀ, key j ≤ query i, and i − j < window when `window` > 0)·v;
   /// lse (B, NH, T) = log Σ_visible exp(scale·q·kᵀ), kept for the backward.
-  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor, lse: Tensor) throws
+  /// `softcap` > 0 caps every score first: s → softcap·tanh(s / softcap) (Gemma 2's
+  /// `attn_logit_softcapping`, applied after the scale and before the mask as transformers
+  /// does); 0 leaves the scores alone.
+  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float, into out: Tensor,
+                 lse: Tensor) throws
   /// dq (B, NH, T, HS), dk and dv (B, KVH, T, HS), overwritten, from dOut and the forward's
   /// out and lse; the probabilities are recomputed block by block. `delta` (B, NH, T) is
-  /// scratch (rowsum(dOut ⊙ out)).
+  /// scratch (rowsum(dOut ⊙ out)). With `softcap` the score gradients go through the cap:
+  /// d/ds softcap·tanh(s / softcap) = 1 − (capped / softcap)².
   func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                         scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws
+                         scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor, dk: Tensor,
+                         dv: Tensor) throws
   /// out = act(gate) ⊙ up: SwiGLU (silu) or GeGLU (tanh-approximated GELU, Gemma's).
   func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws
   /// dGate, dUp (overwritten) from dOut.
@@ -128,8 +134,10 @@ public protocol Backend: AnyObject {
   /// Fused cross-entropy over logits (n, vocab) and targets (n) i32. losses (n) f32 gets
   /// −log softmax(logits)[target] / normalizer (0 for ignored rows), so Σ losses is the mean
   /// loss; dLogits (optional, n × vocab) gets (softmax − onehot) / normalizer.
+  /// `softcap` > 0: the loss is over capped logits softcap·tanh(x / softcap) (Gemma 2's
+  /// `final_logit_softcapping`) and dLogits is the gradient w.r.t. the uncapped x.
   func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
-                    losses: Tensor, dLogits: Tensor?) throws
+                    softcap: Float, losses: Tensor, dLogits: Tensor?) throws
   /// A DPO-family loss (`PreferenceLossMath.batch`) of rows/2 pairs, rows 2i chosen and
   /// 2i+1 rejected: policy, reference (rows) summed answer log-probs; answerTokens (rows)
   /// answer lengths as f32; pairsInStep (1) the step's pair count, the loss's divisor.
@@ -144,8 +152,9 @@ public protocol Backend: AnyObject {
   func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws
   /// out = a ⊙ b, with `add`'s broadcasting.
   func mul(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
-  /// out = α·x.
-  func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws
+  /// out = α·x, or with `softcap` > 0 softcap·tanh(α·x / softcap) (Gemma 2's soft-capped
+  /// scores and logits where no fused op caps them).
+  func scale(_ x: Tensor, by alpha: Float, softcap: Float, into out: Tensor) throws
   /// out[r, c] = weights[r] · x[r, c]: x, out (rows, cols) f32 with rows = x.rowCount;
   /// weights (rows) f32. out may be x itself (in place); DPO scales the cross-entropy logit
   /// gradients (N, V) per token this way.
@@ -259,16 +268,42 @@ extension Backend {
     try causalSoftmax(x, scale: scale, window: 0, into: out)
   }
 
-  /// `attention` without a sliding window.
+  /// `attention` without a sliding window or soft-capping.
   public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws {
-    try attention(q: q, k: k, v: v, scale: scale, window: 0, into: out, lse: lse)
+    try attention(q: q, k: k, v: v, scale: scale, window: 0, softcap: 0, into: out, lse: lse)
   }
 
-  /// `attentionBackward` without a sliding window.
+  /// `attention` without soft-capping.
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
+                        lse: Tensor) throws {
+    try attention(q: q, k: k, v: v, scale: scale, window: window, softcap: 0, into: out, lse: lse)
+  }
+
+  /// `attentionBackward` without a sliding window or soft-capping.
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                                 scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws {
-    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: 0, delta: delta,
-                          dq: dq, dk: dk, dv: dv)
+    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: 0, softcap: 0,
+                          delta: delta, dq: dq, dk: dk, dv: dv)
+  }
+
+  /// `attentionBackward` without soft-capping.
+  public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
+                                dv: Tensor) throws {
+    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: window, softcap: 0,
+                          delta: delta, dq: dq, dk: dk, dv: dv)
+  }
+
+  /// `crossEntropy` over uncapped logits.
+  public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
+                           losses: Tensor, dLogits: Tensor?) throws {
+    try crossEntropy(logits: logits, targets: targets, ignoreIndex: ignoreIndex, normalizer: normalizer,
+                     softcap: 0, losses: losses, dLogits: dLogits)
+  }
+
+  /// out = α·x.
+  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
+    try scale(x, by: alpha, softcap: 0, into: out)
   }
 
   /// Allocates device memory.

@@ -175,18 +175,19 @@ public final class CheckingBackend: Backend {
       try b.causalSoftmaxBackward(m(dOut), out: m(y), scale: scale, into: m(dx))
     }
   }
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
-                        lse: Tensor) throws {
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float,
+                        into out: Tensor, lse: Tensor) throws {
     try check(.attention, inputs: [q, k, v], outputs: [out, lse]) { b, m in
-      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, window: window, into: m(out), lse: m(lse))
+      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, window: window, softcap: softcap, into: m(out),
+                      lse: m(lse))
     }
   }
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
+                                scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor, dk: Tensor,
                                 dv: Tensor) throws {
     try check(.attentionBackward, inputs: [dOut, q, k, v, out, lse], outputs: [delta, dq, dk, dv]) { b, m in
       try b.attentionBackward(m(dOut), q: m(q), k: m(k), v: m(v), out: m(out), lse: m(lse), scale: scale,
-                              window: window, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
+                              window: window, softcap: softcap, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
     }
   }
   public func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws {
@@ -211,12 +212,12 @@ public final class CheckingBackend: Backend {
     }
   }
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32, normalizer: LossNormalizer,
-                           losses: Tensor, dLogits: Tensor?) throws {
+                           softcap: Float, losses: Tensor, dLogits: Tensor?) throws {
     var normTensor: Tensor?
     if case .tensor(let t) = normalizer { normTensor = t }
     try check(.crossEntropy, inputs: [logits, targets, normTensor], outputs: [losses, dLogits]) { b, m in
       try b.crossEntropy(logits: m(logits), targets: m(targets), ignoreIndex: ignoreIndex,
-                         normalizer: normTensor.map { .tensor(m($0)) } ?? normalizer,
+                         normalizer: normTensor.map { .tensor(m($0)) } ?? normalizer, softcap: softcap,
                          losses: m(losses), dLogits: dLogits.map(m))
     }
   }
@@ -236,8 +237,10 @@ public final class CheckingBackend: Backend {
   public func mul(_ a: Tensor, _ bt: Tensor, into out: Tensor) throws {
     try check(.mul, inputs: [a, bt], outputs: [out]) { b, m in try b.mul(m(a), m(bt), into: m(out)) }
   }
-  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
-    try check(.scale, inputs: [x], outputs: [out]) { b, m in try b.scale(m(x), by: alpha, into: m(out)) }
+  public func scale(_ x: Tensor, by alpha: Float, softcap: Float, into out: Tensor) throws {
+    try check(.scale, inputs: [x], outputs: [out]) { b, m in
+      try b.scale(m(x), by: alpha, softcap: softcap, into: m(out))
+    }
   }
   public func scaleRows(_ x: Tensor, weights: Tensor, into out: Tensor) throws {
     try check(.scaleRows, inputs: [x, weights], outputs: [out]) { b, m in

@@ -251,6 +251,13 @@ public enum ShapeCheck {
     }
   }
 
+  /// A soft-capping value: 0 (none) or a positive finite cap.
+  public static func softcap(_ op: Op, _ cap: Float) throws {
+    guard cap.isFinite, cap >= 0 else {
+      throw fail(op, "soft-capping value \(cap): 0 (none) or a positive finite cap required")
+    }
+  }
+
   /// Returns (rows, tq, tk) of a causal softmax over x (…, tq, tk).
   public static func causalSoftmax(_ op: Op, _ x: Tensor, _ out: Tensor, _ extra: Tensor?...)
     throws -> (rows: Int, tq: Int, tk: Int)

@@ -188,19 +188,39 @@ final class CPUBlockTests: XCTestCase {
     XCTAssertEqual(try T.read(dTable), [11, 21, 31, 1, 1, 1, 102, 203, 304, 1, 1, 1])
   }
 
-  /// Naive cross-entropy in Double: (losses, dLogits).
+  /// Naive cross-entropy in Double: (losses, dLogits); with `softcap` over cap·tanh(x / cap),
+  /// the gradient w.r.t. the uncapped x.
   static func crossEntropyRef(_ x: [Float], _ t: [Int32], vocab V: Int, ignore: Int32,
-                              normalizer: Double) -> ([Float], [Float]) {
+                              normalizer: Double, softcap: Double = 0) -> ([Float], [Float]) {
     var losses = [Float](repeating: 0, count: t.count), d = [Float](repeating: 0, count: x.count)
     for r in 0..<t.count where t[r] != ignore {
-      let row = (0..<V).map { Double(x[r * V + $0]) }
+      let row = (0..<V).map { softcap > 0 ? softcap * tanh(Double(x[r * V + $0]) / softcap) : Double(x[r * V + $0]) }
       let m = row.max()!, s = row.reduce(0) { $0 + exp($1 - m) }
       losses[r] = Float((log(s) + m - row[Int(t[r])]) / normalizer)
       for j in 0..<V {
-        d[r * V + j] = Float((exp(row[j] - m) / s - (j == Int(t[r]) ? 1 : 0)) / normalizer)
+        let u = softcap > 0 ? row[j] / softcap : 0
+        d[r * V + j] = Float((exp(row[j] - m) / s - (j == Int(t[r]) ? 1 : 0)) / normalizer * (1 - u * u))
       }
     }
     return (losses, d)
+  }
+
+  /// Gemma 2's soft-capped logits (cap 3 on logits of ±6: well into the tanh's bend), with
+  /// the gradient written over the logits, and the capped `scale` against the formula.
+  func test_crossEntropy_softcap_matchesNaive_inPlace() throws {
+    let (n, V) = (5, 131)
+    let x = TestData.uniform(n * V, seed: 53, -6, 6)
+    let t: [Int32] = [3, -100, 130, 0, 17]
+    let logits = try T.f32(x, [n, V]), losses = try T.zeros([n])
+    try T.cpu.crossEntropy(logits: logits, targets: try T.i32(t, [n]), ignoreIndex: -100,
+                           normalizer: .targetCount, softcap: 3, losses: losses, dLogits: logits)
+    let (rl, rd) = Self.crossEntropyRef(x, t, vocab: V, ignore: -100, normalizer: 4, softcap: 3)
+    T.assertClose(rl, try T.read(losses), nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, "losses")
+    T.assertClose(rd, try T.read(logits), nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, "dLogits")
+    let capped = try T.zeros([n, V])
+    try T.cpu.scale(try T.f32(x, [n, V]), by: 0.5, softcap: 2, into: capped)
+    T.assertClose(x.map { Float(2 * tanh(0.5 * Double($0) / 2)) }, try T.read(capped),
+                  nmse: Tol.f32NMSE, maxAbs: Tol.f32MaxAbs, "scale with softcap")
   }
 
   func test_crossEntropy_matchesNaiveWithIgnoredRows() throws {

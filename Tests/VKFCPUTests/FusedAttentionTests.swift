@@ -21,11 +21,11 @@ final class FusedAttentionTests: XCTestCase {
     let qShape = [s.batch, s.heads, s.tokens, s.headDim], kvShape = [s.batch, s.kvHeads, s.tokens, s.headDim]
     let q = try be.tensor(qv, shape: qShape), k = try be.tensor(kv, shape: kvShape), v = try be.tensor(vv, shape: kvShape)
     let out = try be.allocate(qShape), lse = try be.allocate([s.batch, s.heads, s.tokens])
-    try be.attention(q: q, k: k, v: v, scale: scale, window: s.window, into: out, lse: lse)
+    try be.attention(q: q, k: k, v: v, scale: scale, window: s.window, softcap: Float(s.softcap), into: out, lse: lse)
     let dOut = try be.tensor(dov, shape: qShape), delta = try be.allocate([s.batch, s.heads, s.tokens])
     let dq = try be.allocate(qShape), dk = try be.allocate(kvShape), dv = try be.allocate(kvShape)
     try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: s.window,
-                             delta: delta, dq: dq, dk: dk, dv: dv)
+                             softcap: Float(s.softcap), delta: delta, dq: dq, dk: dk, dv: dv)
     for (name, e, a) in [("out", expected.out, try be.floats(out)), ("lse", expected.lse, try be.floats(lse)),
                          ("dq", expected.dq, try be.floats(dq)), ("dk", expected.dk, try be.floats(dk)),
                          ("dv", expected.dv, try be.floats(dv))] {
@@ -50,6 +50,14 @@ final class FusedAttentionTests: XCTestCase {
     try check(.init(batch: 2, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, window: 5), seed: 51)
     try check(.init(batch: 1, heads: 2, kvHeads: 1, tokens: 300, headDim: 6, window: 150), seed: 61)
     try check(.init(batch: 1, heads: 1, kvHeads: 1, tokens: 20, headDim: 8, window: 20), seed: 71)
+  }
+
+  /// Gemma 2's soft-capped scores (cap·tanh(s / cap)) with and without a window, across the
+  /// 128-row blocks: caps 1 and 2 bend scores of up to ±4 hard, so the tanh's derivative
+  /// in the backward matters.
+  func test_softcap_matchesTheT2Reference() throws {
+    try check(.init(batch: 2, heads: 4, kvHeads: 2, tokens: 150, headDim: 8, softcap: 1), seed: 91)
+    try check(.init(batch: 1, heads: 2, kvHeads: 1, tokens: 37, headDim: 8, window: 5, softcap: 2), seed: 101)
   }
 
   /// The unfused path's causal softmax with a window equals the fused op's probabilities

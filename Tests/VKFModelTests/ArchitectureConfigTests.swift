@@ -93,6 +93,38 @@ final class ArchitectureConfigTests: XCTestCase {
     }
   }
 
+  /// gemma2 as transformers' Gemma2Config decides it: caps 50 / 30 when the keys are absent,
+  /// none when null; even layers windowed (4096 by default); sandwich norms and
+  /// query_pre_attn_scalar 256; a non-positive cap refused by key; the caps round-trip.
+  func test_gemma2_defaultsCapsAndAlternatingWindows() throws {
+    let c = try config("gemma2")
+    XCTAssertEqual(c.attnLogitSoftcapping, 50)
+    XCTAssertEqual(c.finalLogitSoftcapping, 30)
+    XCTAssertEqual(try c.layerWindows(), [4096, 0, 4096, 0])
+    XCTAssertEqual(c.headDim, 256)
+    XCTAssertTrue(c.tieWordEmbeddings)
+    XCTAssertEqual(c.gatedActivation, .geluTanh)
+    let shape = try TransformerShape(config: c)
+    XCTAssertTrue(shape.sandwichNorms)
+    XCTAssertEqual(shape.attentionScale, 1 / 16)
+    XCTAssertEqual(shape.attentionSoftcap, 50)
+    XCTAssertEqual(shape.finalLogitSoftcap, 30)
+    XCTAssertEqual(shape.normWeightOffset, 1)
+    XCTAssertTrue(shape.featureSummary.contains("attention soft-cap 50.0"), "\(shape.featureSummary)")
+    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+    let uncapped = try config("gemma2", #""attn_logit_softcapping": null, "final_logit_softcapping": null"#)
+    XCTAssertNil(uncapped.attnLogitSoftcapping)
+    XCTAssertNil(uncapped.finalLogitSoftcapping)
+    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(uncapped)), uncapped)
+    XCTAssertEqual(try TransformerShape(config: uncapped).attentionSoftcap, 0)
+    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+      XCTAssertThrowsError(try config("gemma2", "\"\(key)\": -1.0")) { e in
+        guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("\(key): got \(e)") }
+        XCTAssertEqual(field, key)
+      }
+    }
+  }
+
   /// gemma3_text in the older config form: rope_theta (global) and rope_local_base_freq, every
   /// 6th layer full (sliding_window_pattern), the attention scale from query_pre_attn_scalar.
   func test_gemma3_olderConfigForm() throws {

@@ -34,6 +34,9 @@ final class GenerationCacheTests: XCTestCase {
     try check("gemma", on: TestBackends.cpu)  // GeGLU, (1 + w) norms, scaled embedding
     try check("gemma3", on: TestBackends.cpu)  // sandwich norms, local RoPE on the windowed layer
     try check("gemma3", on: try ModelFixtures.vulkanOrSkip())
+    // Soft-capped scores (scale then cap, softmax unscaled) and logits on the cached path.
+    try check("gemma2", on: TestBackends.cpu)
+    try check("gemma2", on: try ModelFixtures.vulkanOrSkip())
     try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
   }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {

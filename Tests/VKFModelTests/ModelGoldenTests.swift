@@ -49,6 +49,37 @@ final class ModelGoldenTests: XCTestCase {
   func test_golden_gemma3_vulkan() throws {
     try check("gemma3", on: try ModelFixtures.vulkanOrSkip(), gradients: Self.gemma3GradientTolerance)
   }
+  /// Gemma 2: sandwich norms, query_pre_attn_scalar, the alternating window (layer 0), and
+  /// soft-capped attention scores (cap 1) and logits (cap 0.8): the caps' tanh in the fused
+  /// attention forward and backward and in the fused cross-entropy, and their derivatives.
+  func test_golden_gemma2_cpu() throws { try check("gemma2", on: TestBackends.cpu) }
+  func test_golden_gemma2_vulkan() throws {
+    try check("gemma2", on: try ModelFixtures.vulkanOrSkip(), gradients: Self.gemma3GradientTolerance)
+  }
+  /// The caps are what make Gemma 2 match: without either one the logits move far off.
+  func test_golden_gemma2_ignoringASoftcapFails() throws {
+    let g = try GoldenCase.load("gemma2")
+    XCTAssertEqual(g.shape.attentionSoftcap, 1)
+    XCTAssertEqual(g.shape.finalLogitSoftcap, 0.8)
+    XCTAssertEqual(g.shape.slidingWindows, [3, 0])
+    for uncap in [\TransformerShape.attentionSoftcap, \TransformerShape.finalLogitSoftcap] {
+      var shape = g.shape
+      shape[keyPath: uncap] = 0
+      let model = try GoldenCase(name: g.name, shape: shape, weights: g.weights, expected: g.expected)
+        .model(on: TestBackends.cpu)
+      try model.forward(ids: try g.ids, batch: g.batch)
+      let e = try g.expected.floats("logits"), a = try TestBackends.cpu.floats(try XCTUnwrap(model.logits))
+      XCTAssertGreaterThan(Compare.nmse(e, a), 1e-3, "\(uncap) at 0 should not match the capped golden")
+    }
+  }
+  /// The unfused reference path keeps no capped scores for its backward: it refuses a cap.
+  func test_unfusedAttention_refusesSoftcap() throws {
+    let g = try GoldenCase.load("gemma2")
+    let model = try g.model(on: TestBackends.cpu, fusedAttention: false)
+    XCTAssertThrowsError(try model.forward(ids: try g.ids, batch: g.batch)) {
+      XCTAssertTrue("\($0)".contains("soft-capping runs on the fused attention only"), "\($0)")
+    }
+  }
   /// The unfused reference path (scores → windowed causal softmax → P·v) on the same goldens.
   func test_golden_slidingWindow_unfusedAttention_cpu() throws {
     try check("mistral_window", on: TestBackends.cpu, fusedAttention: false)

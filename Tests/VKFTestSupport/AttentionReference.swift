@@ -8,9 +8,12 @@ public enum AttentionReference {
     public var batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int
     /// Sliding window: query i sees keys i − window < j ≤ i; 0 = every j ≤ i.
     public var window: Int
-    public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int, window: Int = 0) {
+    /// Score soft-capping: s → softcap·tanh(s / softcap) after the scale; 0 = none.
+    public var softcap: Double
+    public init(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int, window: Int = 0,
+                softcap: Double = 0) {
       self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.tokens = tokens; self.headDim = headDim
-      self.window = window
+      self.window = window; self.softcap = softcap
     }
     public var qCount: Int { batch * heads * tokens * headDim }
     public var kvCount: Int { batch * kvHeads * tokens * headDim }
@@ -35,6 +38,7 @@ public enum AttentionReference {
           var d = 0.0
           for c in 0..<hs { d += Double(q[qb + i * hs + c]) * Double(k[kb + j * hs + c]) }
           scores[j - lo] = Double(scale) * d
+          if s.softcap > 0 { scores[j - lo] = s.softcap * tanh(scores[j - lo] / s.softcap) }
         }
         let m = scores.max() ?? 0
         let l = scores.reduce(0) { $0 + exp($1 - m) }
@@ -48,7 +52,8 @@ public enum AttentionReference {
         for j in lo...i { for c in 0..<hs { dp[j - lo] += Double(dOut[qb + i * hs + c]) * Double(v[kb + j * hs + c]) } }
         let dot = zip(p, dp).reduce(0) { $0 + $1.0 * $1.1 }
         for j in lo...i {
-          let ds = Double(scale) * p[j - lo] * (dp[j - lo] - dot)
+          let u = s.softcap > 0 ? scores[j - lo] / s.softcap : 0
+          let ds = Double(scale) * p[j - lo] * (dp[j - lo] - dot) * (1 - u * u)
           for c in 0..<hs {
             dq[qb + i * hs + c] += Float(ds * Double(k[kb + j * hs + c]))
             dk[kb + j * hs + c] += ds * Double(q[qb + i * hs + c])

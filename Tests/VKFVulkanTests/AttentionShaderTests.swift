@@ -15,11 +15,11 @@ final class AttentionShaderTests: XCTestCase {
   static let maxAbs = 1e-4
 
   func testPushStruct_matchesShaderBlock() {
-    XCTAssertEqual(MemoryLayout<AttentionPush>.size, 7 * 4)  // batch, heads, kv_heads, tokens, tiles, scale, window
+    XCTAssertEqual(MemoryLayout<AttentionPush>.size, 8 * 4)  // batch, heads, kv_heads, tokens, tiles, scale, window, softcap
   }
 
   private func check(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int, seed: UInt64,
-                     window: Int = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+                     window: Int = 0, softcap: Float = 0, file: StaticString = #filePath, line: UInt = #line) throws {
     let qShape = [batch, heads, tokens, headDim], kvShape = [batch, kvHeads, tokens, headDim]
     let qn = qShape.reduce(1, *), kvn = kvShape.reduce(1, *)
     let scale = 1 / Float(headDim).squareRoot()
@@ -28,15 +28,15 @@ final class AttentionShaderTests: XCTestCase {
     let r = try BlockCheck.both(file: file, line: line) { be in
       let q = try be.tensor(qv, shape: qShape), k = try be.tensor(kv, shape: kvShape), v = try be.tensor(vv, shape: kvShape)
       let out = try be.allocate(qShape), lse = try be.allocate([batch, heads, tokens])
-      try be.attention(q: q, k: k, v: v, scale: scale, window: window, into: out, lse: lse)
+      try be.attention(q: q, k: k, v: v, scale: scale, window: window, softcap: softcap, into: out, lse: lse)
       let dOut = try be.tensor(dov, shape: qShape), delta = try be.allocate([batch, heads, tokens])
       let dq = try be.allocate(qShape), dk = try be.allocate(kvShape), dv = try be.allocate(kvShape)
       try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: window,
-                               delta: delta, dq: dq, dk: dk, dv: dv)
+                               softcap: softcap, delta: delta, dq: dq, dk: dk, dv: dv)
       return try [out, lse, delta, dq, dk, dv].map { try be.floats($0) }
     }
     BlockCheck.assertClose(r, nmse: Self.nmse, maxAbs: Self.maxAbs,
-                           "attention B\(batch) NH\(heads) KVH\(kvHeads) T\(tokens) HS\(headDim) window \(window)",
+                           "attention B\(batch) NH\(heads) KVH\(kvHeads) T\(tokens) HS\(headDim) window \(window) softcap \(softcap)",
                            file: file, line: line)
   }
 
@@ -56,6 +56,12 @@ final class AttentionShaderTests: XCTestCase {
     try check(batch: 2, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, seed: 61, window: 5)
     try check(batch: 1, heads: 3, kvHeads: 1, tokens: 70, headDim: 64, seed: 71, window: 19)
     try check(batch: 1, heads: 2, kvHeads: 2, tokens: 20, headDim: 8, seed: 81, window: 20)
+  }
+
+  /// Soft-capped scores (Gemma 2): partial tiles and GQA, and with a window across tiles.
+  func testAttention_softcap_matchesCPU() throws {
+    try check(batch: 2, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, seed: 91, softcap: 1)
+    try check(batch: 1, heads: 2, kvHeads: 1, tokens: 40, headDim: 8, seed: 101, window: 19, softcap: 2)
   }
 
   /// SmolLM2's head size (64: 16-row tiles) and Llama's (128: the tile shrinks to fit shared memory).

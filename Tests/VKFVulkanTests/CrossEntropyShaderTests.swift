@@ -9,11 +9,11 @@ import VKFTestSupport
 
 final class CrossEntropyShaderTests: XCTestCase {
   func testCrossEntropyPush_matchesShaderBlock() {
-    XCTAssertEqual(MemoryLayout<CrossEntropyPush>.size, 5 * 4)
+    XCTAssertEqual(MemoryLayout<CrossEntropyPush>.size, 6 * 4)  // …, normFromBuffer, softcap
   }
 
   private func check(n: Int, vocab: Int, ignored: Set<Int> = [], normalizer: Float? = nil,
-                     withGradient: Bool = true, seed: UInt64,
+                     withGradient: Bool = true, softcap: Float = 0, seed: UInt64,
                      file: StaticString = #filePath, line: UInt = #line) throws {
     let ignoreIndex: Int32 = -100
     let logits = TestData.uniform(n * vocab, seed: seed, -8, 8)
@@ -23,8 +23,8 @@ final class CrossEntropyShaderTests: XCTestCase {
       let lt = try be.tensor(logits, shape: [n, vocab]), tt = try be.tensor(targets, shape: [n])
       let losses = try be.tensor(TestData.uniform(n, seed: 99), shape: [n])  // overwritten
       let d = withGradient ? try be.tensor(TestData.uniform(n * vocab, seed: 98), shape: [n, vocab]) : nil
-      try be.crossEntropy(logits: lt, targets: tt, ignoreIndex: ignoreIndex, normalizer: normalizer,
-                          losses: losses, dLogits: d)
+      try be.crossEntropy(logits: lt, targets: tt, ignoreIndex: ignoreIndex, normalizer: LossNormalizer(normalizer),
+                          softcap: softcap, losses: losses, dLogits: d)
       return [try be.floats(losses)] + (try d.map { [try be.floats($0)] } ?? [])
     }
     BlockCheck.assertClose(r, nmse: BlockCheck.reductionNMSE, maxAbs: BlockCheck.reductionMaxAbs,
@@ -44,6 +44,25 @@ final class CrossEntropyShaderTests: XCTestCase {
   func testCrossEntropy_ignoredTargets_countedNormalizer_matchesCPU() throws {
     try check(n: 67, vocab: 67, ignored: [0, 5, 6, 66], seed: 5)
     try check(n: 7, vocab: 1000, ignored: [2], withGradient: false, seed: 6)
+  }
+
+  /// Soft-capped logits (Gemma 2's final_logit_softcapping; logits ±8 against caps 3 and
+  /// 30), with ignored rows, and in place over the logits.
+  func testCrossEntropy_softcap_matchesCPU() throws {
+    try check(n: 67, vocab: 257, ignored: [0, 5], softcap: 3, seed: 12)
+    try check(n: 7, vocab: 1000, softcap: 30, seed: 13)
+    let (n, vocab) = (5, 300)
+    let logits = TestData.uniform(n * vocab, seed: 14, -8, 8), targets = TestData.ints(n, seed: 15, upper: Int32(vocab))
+    let r = try BlockCheck.both { be in
+      let lt = try be.tensor(logits, shape: [n, vocab]), losses = try be.allocate([n])
+      try be.crossEntropy(logits: lt, targets: try be.tensor(targets, shape: [n]), ignoreIndex: -100,
+                          normalizer: .targetCount, softcap: 3, losses: losses, dLogits: lt)
+      let capped = try be.tensor(logits, shape: [n, vocab])
+      try be.scale(capped, by: 0.7, softcap: 2, into: capped)  // the capped scores of cached decoding
+      return [try be.floats(losses), try be.floats(lt), try be.floats(capped)]
+    }
+    BlockCheck.assertClose(r, nmse: BlockCheck.reductionNMSE, maxAbs: BlockCheck.reductionMaxAbs,
+                           "crossEntropy with softcap in place; scale with softcap")
   }
 
   func testCrossEntropy_explicitNormalizer_matchesCPU() throws {

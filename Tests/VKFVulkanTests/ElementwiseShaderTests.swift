@@ -60,7 +60,7 @@ enum BlockCheck {
 final class ElementwiseShaderTests: XCTestCase {
   func testPushStructs_matchShaderBlocks() {
     XCTAssertEqual(MemoryLayout<BinaryPush>.size, 3 * 4)       // add.comp, mul.comp
-    XCTAssertEqual(MemoryLayout<ScalePush>.size, 2 * 4)        // scale.comp
+    XCTAssertEqual(MemoryLayout<ScalePush>.size, 3 * 4)        // scale.comp (n, alpha, softcap)
     XCTAssertEqual(MemoryLayout<ScaleRowsPush>.size, 2 * 4)    // scale_rows.comp
     XCTAssertEqual(MemoryLayout<SumOfSquaresPush>.size, 2 * 4) // sum_of_squares.comp
     XCTAssertEqual(MemoryLayout<DropoutMaskPush>.size, 5 * 4)  // dropout_mask.comp

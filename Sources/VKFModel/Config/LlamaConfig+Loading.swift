@@ -111,6 +111,8 @@ extension LlamaConfig {
     case "qwen2", "qwen3":
       let from = maxWindowLayers ?? 28
       return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }
+    case "gemma2":  // even layers windowed, odd layers full (transformers' default layer_types)
+      return (0..<numHiddenLayers).map { $0 % 2 == 0 ? w : 0 }
     case "gemma3_text":
       let pattern = slidingWindowPattern ?? 6
       guard pattern > 0 else {

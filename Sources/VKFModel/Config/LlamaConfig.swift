@@ -3,16 +3,19 @@ import VKFCore
 
 /// A Llama-family model's hyper-parameters, decoded from a Hugging Face `config.json`.
 ///
-/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2`, `qwen3`
-/// and `gemma`, which share one architecture: RMSNorm, a gated MLP, grouped-query attention
-/// with RoPE (Qwen3 adds an RMSNorm over each query and key head; Gemma uses GeGLU, (1 + w)
-/// norms and an embedding scaled by √hidden).
+/// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2`, `qwen3`,
+/// `gemma`, `gemma2` and `gemma3_text`, which share one architecture: RMSNorm, a gated MLP,
+/// grouped-query attention with RoPE (Qwen3 adds an RMSNorm over each query and key head;
+/// Gemma uses GeGLU, (1 + w) norms and an embedding scaled by √hidden; Gemma 2 adds sandwich
+/// norms, alternating sliding windows and soft-capped scores and logits; Gemma 3 q/k norms
+/// and a local RoPE base).
 /// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
 /// and their absence is a `ConfigError.missingField`; other defaults follow the matching
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
-  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text"]
+  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
+                                             "gemma3_text"]
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -68,6 +71,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `rope_local_base_freq` (or `rope_parameters.sliding_attention.rope_theta`): the RoPE
   /// base of gemma3_text's sliding-window layers. Default: 10 000 for gemma3_text.
   public var localRopeTheta: Double?
+  /// `attn_logit_softcapping` (gemma2, gemma3_text): attention scores become
+  /// cap·tanh(s / cap). Default: 50 for gemma2 when absent, nil (none) when null or elsewhere.
+  public var attnLogitSoftcapping: Double?
+  /// `final_logit_softcapping` (gemma2, gemma3_text): logits become cap·tanh(x / cap).
+  /// Default: 30 for gemma2 when absent, nil (none) when null or elsewhere.
+  public var finalLogitSoftcapping: Double?
   /// `hidden_act` (gemma: `hidden_activation` when set): MLP activation. Default: "silu"
   /// ("gelu_pytorch_tanh" for gemma; its legacy "gelu" means the same, as transformers says).
   public var hiddenAct: String
@@ -126,7 +135,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   enum LayerTypeRopeKeys: String, CodingKey { case full = "full_attention", sliding = "sliding_attention" }
 
   /// Gemma-family model types (GeGLU, (1 + w) norms, √hidden embedding scale).
-  public var isGemmaFamily: Bool { modelType == "gemma" || modelType == "gemma3_text" }
+  public var isGemmaFamily: Bool { Self.gemmaFamily.contains(modelType) }
+  /// The Gemma model types.
+  static let gemmaFamily: Set<String> = ["gemma", "gemma2", "gemma3_text"]
+  /// Gemma 2/3's sandwich norms (attention and MLP outputs RMSNormed before their residual
+  /// adds) and `query_pre_attn_scalar`.
+  public var hasSandwichNorms: Bool { modelType == "gemma2" || modelType == "gemma3_text" }
 
   /// Decodes and validates; prefer `LlamaConfig.load(from:)`, which turns failures into
   /// `ConfigError`s naming the file and field.
@@ -142,31 +156,31 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
     numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-      ?? (modelType == "qwen3" ? 128 : modelType == "gemma" || modelType == "gemma3_text" ? 256
+      ?? (modelType == "qwen3" ? 128 : Self.gemmaFamily.contains(modelType) ? 256
           : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
     rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
     let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192,
-                          "gemma3_text": 131072][modelType]
+                          "gemma2": 8192, "gemma3_text": 131072][modelType]
       ?? 2048
     maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
     tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
-      ?? (modelType == "gemma" || modelType == "gemma3_text")
+      ?? Self.gemmaFamily.contains(modelType)
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3", "gemma3_text"].contains(modelType) {
+    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"].contains(modelType) {
       slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
     } else {
       slidingWindow = 4096  // MistralConfig / Qwen2Config's default
     }
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
-      ?? ((modelType == "mistral" || modelType == "gemma3_text") && slidingWindow != nil)
+      ?? (["mistral", "gemma2", "gemma3_text"].contains(modelType) && slidingWindow != nil)
     maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
     layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     slidingWindowPattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern)
     queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar)
-      ?? (modelType == "gemma3_text" ? 256 : nil)
-    if modelType == "gemma" || modelType == "gemma3_text" {  // isGemmaFamily (self is not ready yet)
+      ?? (modelType == "gemma2" || modelType == "gemma3_text" ? 256 : nil)
+    if Self.gemmaFamily.contains(modelType) {  // isGemmaFamily (self is not ready yet)
       let act = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
         ?? c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_pytorch_tanh"
       hiddenAct = act == "gelu" ? "gelu_pytorch_tanh" : act
@@ -183,7 +197,13 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
       ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
-    try Self.refuseUnimplementedSettings(c)
+    try Self.refuseUnimplementedSettings(c, modelType: modelType)
+    // Gemma 2 defaults to 50 / 30 when the keys are absent; null means none (transformers).
+    let isGemma2 = modelType == "gemma2"
+    attnLogitSoftcapping = c.contains(.attentionSoftcap)
+      ? try c.decodeIfPresent(Double.self, forKey: .attentionSoftcap) : (isGemma2 ? 50 : nil)
+    finalLogitSoftcapping = c.contains(.finalSoftcap)
+      ? try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) : (isGemma2 ? 30 : nil)
 
     // RoPE: `rope_parameters` (new) wins over `rope_theta` + `rope_scaling` (old).
     ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? (modelType == "gemma3_text" ? 1_000_000 : 10000)
@@ -213,7 +233,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
   /// Settings that change the model's math when not at their neutral value, which this
   /// trainer does not implement: refused by key rather than silently ignored.
-  private static func refuseUnimplementedSettings(_ c: KeyedDecodingContainer<CodingKeys>) throws {
+  private static func refuseUnimplementedSettings(_ c: KeyedDecodingContainer<CodingKeys>, modelType: String) throws {
     func number(_ key: CodingKeys) -> Double? {
       (try? c.decodeIfPresent(Double.self, forKey: key)) ?? nil
     }
@@ -231,9 +251,13 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     }
     for (key, name) in [(CodingKeys.attentionSoftcap, "attn_logit_softcapping"),
                         (.finalSoftcap, "final_logit_softcapping")] {
-      if let cap = number(key) {
-        throw ConfigError.invalidValue(name, reason: "is \(cap); logit soft-capping (Gemma 2) is not "
-          + "implemented", file: "")
+      guard let cap = number(key) else { continue }
+      if modelType != "gemma2" && modelType != "gemma3_text" {
+        throw ConfigError.invalidValue(name, reason: "is \(cap); soft-capping belongs to gemma2 / gemma3_text, "
+          + "and \(modelType)'s transformers class would ignore it", file: "")
+      }
+      guard cap > 0, cap.isFinite else {
+        throw ConfigError.invalidValue(name, reason: "must be positive or null, got \(cap)", file: "")
       }
     }
   }
@@ -272,6 +296,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
     try c.encodeIfPresent(queryPreAttnScalar, forKey: .queryPreAttnScalar)
     try c.encodeIfPresent(localRopeTheta, forKey: .localRopeTheta)
+    if isGemmaFamily && modelType != "gemma" {  // null spelled out: absent means 50 / 30 for gemma2
+      try c.encode(attnLogitSoftcapping, forKey: .attentionSoftcap)
+      try c.encode(finalLogitSoftcapping, forKey: .finalSoftcap)
+    }
     try c.encode(hiddenAct, forKey: .hiddenAct)
     try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
     if eosTokenIds.count == 1 { try c.encode(eosTokenIds[0], forKey: .eosTokenIds) }

@@ -25,9 +25,13 @@ extension TransformerShape {
       normWeightOffset = 1
       embeddingScale = Float(Double(config.hiddenSize).squareRoot())
     }
-    if config.modelType == "gemma3_text" {
+    if config.hasSandwichNorms {
       sandwichNorms = true
       if let q = config.queryPreAttnScalar, q > 0 { attentionScaleOverride = Float(1 / q.squareRoot()) }
+    }
+    attentionSoftcap = Float(config.attnLogitSoftcapping ?? 0)
+    finalLogitSoftcap = Float(config.finalLogitSoftcapping ?? 0)
+    if config.modelType == "gemma3_text" {
       if let local = config.localRopeTheta {
         localInvFreq = RoPE.inverseFrequencies(headDim: config.headDim, theta: local)
       }

@@ -61,7 +61,12 @@ struct CachedDecoderLayer {
     let scores = try sc.scores.leading([b * kvh, g * tn, tk]), probs = try sc.probs.leading([b * kvh, g * tn, tk])
     try be.matmul(try sc.qA.leading([b * kvh, g * tn, hs]), try kHead.reshaped([b * kvh, tk, hs]),
                   into: scores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
-    try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: s.attentionScale,
+    var softmaxScale = s.attentionScale
+    if s.attentionSoftcap > 0 {  // Gemma 2: scaled scores capped, then the softmax unscaled
+      try be.scale(scores, by: s.attentionScale, softcap: s.attentionSoftcap, into: scores)
+      softmaxScale = 1
+    }
+    try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: softmaxScale,
                          window: window, into: try probs.reshaped([b * nh, tn, tk]))
     // out (B·KVH, G·Tn, HS) = P · v → (B, NH, Tn, HS) permuted to (B, Tn, NH, HS) = (N, NH·HS)
     try be.matmul(probs, try vHead.reshaped([b * kvh, tk, hs]), into: try sc.qB.leading([b * kvh, g * tn, hs]),

@@ -62,8 +62,12 @@ struct DecoderLayer {
     if fused {
       // out (B, NH, T, HS) and each row's log-sum-exp, key block by key block.
       try be.attention(q: a.q, k: a.k, v: a.v, scale: attentionScale, window: window,
-                       into: try arena.qA.reshaped([b, nh, t, hs]), lse: a.probs)
+                       softcap: s.attentionSoftcap, into: try arena.qA.reshaped([b, nh, t, hs]), lse: a.probs)
     } else {
+      guard s.attentionSoftcap == 0 else {
+        throw VKFError.other("DecoderLayer: attention soft-capping runs on the fused attention only "
+          + "(the unfused reference path keeps no capped scores for its backward)")
+      }
       // scores (B·KVH, G·T, T) = q (B·KVH, G·T, HS) · kᵀ; softmax over (B·NH, T, T)
       try be.matmul(try grouped(a.q), try perKV(a.k), into: try groupedScores(arena.scores),
                     transposeA: false, transposeB: true, alpha: 1, beta: 0)
@@ -129,7 +133,7 @@ struct DecoderLayer {
       let out = try ar.dAttn.reshaped([b, nh, t, hs])
       try be.permute(try a.attn.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: out)
       try be.attentionBackward(dOut, q: a.q, k: a.k, v: a.v, out: out, lse: a.probs, scale: attentionScale,
-                               window: window, delta: ar.scores, dq: try ar.qB.reshaped([b, nh, t, hs]),
+                               window: window, softcap: shape.attentionSoftcap, delta: ar.scores, dq: try ar.qB.reshaped([b, nh, t, hs]),
                                dk: try ar.dkHead.reshaped([b, kvh, t, hs]), dv: try ar.dvHead.reshaped([b, kvh, t, hs]))
     } else {
       // dP = dO·vᵀ, dv = Pᵀ·dO (summed over each kv group)

@@ -139,6 +139,9 @@ public final class LlamaModel {
     guard let full = fullLogits else { throw VKFError.other("LlamaModel.forward: logits buffer missing") }
     let logits = try full.view(shape: [n, shape.vocab])
     try weights.lmHead.forward(backend, ar.finalNormed, into: logits)  // (N, C) → (N, V)
+    if shape.finalLogitSoftcap > 0 {
+      try backend.scale(logits, by: 1, softcap: shape.finalLogitSoftcap, into: logits)
+    }
     lastLogits = logits
     pending = .none
   }
@@ -211,7 +214,7 @@ public final class LlamaModel {
     let logits = try ar.logits.view(shape: [r.count, shape.vocab])
     try head.forward(be, x, into: logits)  // (n, C) → (n, V)
     try be.crossEntropy(logits: logits, targets: try ar.targets.rows(r), ignoreIndex: Self.ignoreIndex,
-                        normalizer: headNormalizer, losses: try ar.losses.rows(r),
+                        normalizer: headNormalizer, softcap: shape.finalLogitSoftcap, losses: try ar.losses.rows(r),
                         dLogits: gradients ? logits : nil)
     guard gradients else { return }
     if let tokenWeights {

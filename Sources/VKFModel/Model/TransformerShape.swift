@@ -56,6 +56,8 @@ public struct TransformerShape: Equatable, Sendable {
     if embeddingScale != 1 { out.append("embedding × \((embeddingScale * 10).rounded() / 10)") }
     if sandwichNorms { out.append("sandwich norms") }
     if !localInvFreq.isEmpty { out.append("local RoPE base on windowed layers") }
+    if attentionSoftcap > 0 { out.append("attention soft-cap \(attentionSoftcap)") }
+    if finalLogitSoftcap > 0 { out.append("logit soft-cap \(finalLogitSoftcap)") }
     return out
   }
 
@@ -68,6 +70,13 @@ public struct TransformerShape: Equatable, Sendable {
   /// RoPE inverse frequencies of the sliding-window layers when they differ from `invFreq`
   /// (Gemma 3's local base 10 000); empty otherwise.
   public var localInvFreq: [Float] = []
+
+  /// Gemma 2's `attn_logit_softcapping`: every scaled attention score s becomes
+  /// cap·tanh(s / cap) before the mask and softmax; 0 = none.
+  public var attentionSoftcap: Float = 0
+  /// Gemma 2's `final_logit_softcapping`: logits become cap·tanh(logits / cap) before the
+  /// loss and sampling; 0 = none.
+  public var finalLogitSoftcap: Float = 0
 
   /// The softmax scale of every layer's attention.
   public var attentionScale: Float { attentionScaleOverride ?? 1 / Float(headDim).squareRoot() }
@@ -116,6 +125,9 @@ public struct TransformerShape: Equatable, Sendable {
       throw bad("headDim \(headDim) must be even with headDim/2 RoPE frequencies (got \(invFreq.count))")
     }
     guard rmsNormEps > 0 else { throw bad("rmsNormEps \(rmsNormEps) must be > 0") }
+    for (name, cap) in [("attentionSoftcap", attentionSoftcap), ("finalLogitSoftcap", finalLogitSoftcap)] {
+      guard cap.isFinite, cap >= 0 else { throw bad("\(name) \(cap) must be 0 (none) or a positive cap") }
+    }
     guard localInvFreq.isEmpty || localInvFreq.count == headDim / 2 else {
       throw bad("localInvFreq has \(localInvFreq.count) frequencies for headDim \(headDim)")
     }

@@ -109,7 +109,7 @@ void main() {
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
 // Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -153,7 +153,7 @@ void main() {
       float s;
       ATT_DOT(qs, r, kvs, c, s)
       bool visible = att_visible(q0 + r, k0 + c);
-      ps[r][c] = visible ? pc.scale * s : ATT_NEG_BIG;
+      ps[r][c] = visible ? att_cap(pc.scale * s) : ATT_NEG_BIG;
     }
     memoryBarrierShared();
     barrier();
@@ -209,7 +209,7 @@ void main() {
 //   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
 //   head, so the sums over the group's query heads need no atomics.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -297,7 +297,7 @@ void main() {
 //   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
 //   reads delta.
 // Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window → Swift `AttentionPush`.
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -553,7 +553,8 @@ void main() {
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
 // Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
-// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. The host picks
+// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. With
+// pc.softcap > 0 (Gemma 2) every scaled score is capped (`att_cap`) before the softmax. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
@@ -581,7 +582,14 @@ PUSH_BEGIN
   uint tiles;      // ceil(T / ATT_TILE)
   float scale;     // softmax scale (1/√HS)
   uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
+  float softcap;   // score soft-capping (Gemma 2), 0 = none
 PUSH_END
+
+// A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
+// tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
+float att_cap(float s) {
+  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
+}
 
 // Whether query i sees key j (both must lie before T).
 bool att_visible(uint i, uint j) {
@@ -633,7 +641,8 @@ shared float ds[ATT_TILE][ATT_TILE];
 shared float row_lse[ATT_TILE], row_delta[ATT_TILE];
 
 // For the query tile at q0 and the key tile at k0: ps = p_ij = exp(scale·q_i·k_j − lse_i) and
-// ds = scale · p_ij · (dOut_i·v_j − delta_i), 0 where key j is not visible to query i
+// ds = scale · p_ij · (dOut_i·v_j − delta_i) (times 1 − (z/softcap)² through a soft cap,
+// z the capped score), 0 where key j is not visible to query i
 // (`att_visible`: causal, window, T). Every invocation must call it; the caller places the barriers.
 void att_tile_grads(uint q0, uint k0) {
   for (uint e = gl_LocalInvocationID.x; e < ATT_TILE * ATT_TILE; e += ATT_WG) {
@@ -642,9 +651,11 @@ void att_tile_grads(uint q0, uint k0) {
     float s, dp;
     ATT_DOT(qs, r, ks, c, s)
     ATT_DOT(dos, r, vs, c, dp)
-    float p = visible ? exp(pc.scale * s - row_lse[r]) : 0.0;
+    float z = att_cap(pc.scale * s);
+    float p = visible ? exp(z - row_lse[r]) : 0.0;
+    float u = pc.softcap > 0.0 ? z / pc.softcap : 0.0;
     ps[r][c] = p;
-    ds[r][c] = pc.scale * p * (dp - row_delta[r]);
+    ds[r][c] = pc.scale * p * (dp - row_delta[r]) * (1.0 - u * u);
   }
 }
 """#,
@@ -1055,6 +1066,9 @@ void main() {
 //     lse = m + log Σ_j exp(x[i,j] − m),  m = max_j x[i,j]   (never overflows)
 //     losses[i]     = (lse − x[i,y]) / N                          (0 when y == ignoreIndex)
 //     dLogits[i, j] = (exp(x[i,j] − lse) − [j == y]) / N          (0 row when ignored)
+//   With softcap > 0 (Gemma 2's final_logit_softcapping) x is first capped to
+//   z = softcap·tanh(x / softcap) and dLogits is w.r.t. the uncapped x: the row above times
+//   1 − (z / softcap)².
 //   N = the normalizer pushed by the host, or (normFromBuffer = 1) the count of targets
 //   ≠ ignoreIndex written by PASS 0 into normBuf[0]. When that count is 0 every row is
 //   ignored, so everything is 0 and N is never divided by.
@@ -1069,7 +1083,7 @@ void main() {
 //   PASS 1  loss.  Bindings: 0 logits, 1 targets, 2 normBuf (readonly; any f32 buffer when
 //           normFromBuffer = 0), 3 losses, 4 dLogits (HAS_DLOGITS = 1 only).
 //           One workgroup per row (2D grid), RED_WG invocations stride over the vocab.
-// Push (after boff[8]): n, vocab, ignoreIndex, normalizer, normFromBuffer
+// Push (after boff[8]): n, vocab, ignoreIndex, normalizer, normFromBuffer, softcap
 //   → Swift `CrossEntropyPush`.
 // variant: PASS=0
 // variant: PASS=1 HAS_DLOGITS=1
@@ -1091,7 +1105,13 @@ PUSH_BEGIN
   int ignoreIndex;
   float normalizer;
   uint normFromBuffer;
+  float softcap;
 PUSH_END
+
+// A logit after soft-capping (itself when softcap is 0); tanh(u) = 1 − 2/(e^{2u} + 1).
+float capped(float x) {
+  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * x / pc.softcap) + 1.0)) : x;
+}
 
 #if PASS == 0
 layout(set = 0, binding = 0) readonly buffer BufTargets { int targets[]; };
@@ -1133,13 +1153,13 @@ void main() {
   float N = pc.normFromBuffer != 0u ? norm_in[pc.boff[2]] : pc.normalizer;
   bool valid = y >= 0 && uint(y) < pc.vocab;
   // Read before the reductions' barriers: dLogits may alias logits.
-  float xy = valid ? logits[xb + uint(y)] : 0.0;
+  float xy = valid ? capped(logits[xb + uint(y)]) : 0.0;
 
   float m = -3.402823466e38;
-  for (uint j = t; j < pc.vocab; j += RED_WG) m = max(m, logits[xb + j]);
+  for (uint j = t; j < pc.vocab; j += RED_WG) m = max(m, capped(logits[xb + j]));
   m = wg_reduce_max(m);
   float s = 0.0;
-  for (uint j = t; j < pc.vocab; j += RED_WG) s += exp(logits[xb + j] - m);
+  for (uint j = t; j < pc.vocab; j += RED_WG) s += exp(capped(logits[xb + j]) - m);
   s = wg_reduce_sum(s);
   float lse = m + log(s);
 
@@ -1150,8 +1170,10 @@ void main() {
 #if HAS_DLOGITS
   float invS = 1.0 / s;
   for (uint j = t; j < pc.vocab; j += RED_WG) {
-    float p = exp(logits[xb + j] - m) * invS;
+    float z = capped(logits[xb + j]);
+    float p = exp(z - m) * invS;
     float g = (p - (int(j) == y ? 1.0 : 0.0)) / N;
+    if (pc.softcap > 0.0) g *= 1.0 - (z / pc.softcap) * (z / pc.softcap);
     dlogits[pc.boff[4] + row * pc.vocab + j] = valid ? g : nan;
   }
 #endif
@@ -2499,10 +2521,11 @@ void main() {
 """#,
     "scale.comp": #"""
 #version 450
-// scale: out[i] = alpha·x[i].                                     CPU twin: CPUBackend.scale
+// scale: out[i] = alpha·x[i], or softcap·tanh(alpha·x[i] / softcap) when softcap > 0 (Gemma 2's
+//   soft-capped scores and logits).                               CPU twin: CPUBackend.scale
 // Shapes: x, out (n) f32. out may alias x.
 // Bindings: 0 x (readonly), 1 out.
-// Push (after boff[8]): n, alpha → Swift `ScalePush`.
+// Push (after boff[8]): n, alpha, softcap → Swift `ScalePush`.
 // Dispatch: one invocation per element; workgroups of spec constant 0 (256) invocations
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
@@ -2516,12 +2539,16 @@ layout(set = 0, binding = 1) buffer BufOut { float o[]; };
 PUSH_BEGIN
   uint n;
   float alpha;
+  float softcap;
 PUSH_END
 
 void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
-  o[pc.boff[1] + i] = pc.alpha * x[pc.boff[0] + i];
+  float s = pc.alpha * x[pc.boff[0] + i];
+  // tanh(u) = 1 − 2/(e^{2u} + 1): saturates to ±1 without inf/inf.
+  if (pc.softcap > 0.0) s = pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0));
+  o[pc.boff[1] + i] = s;
 }
 """#,
     "scale_rows.comp": #"""

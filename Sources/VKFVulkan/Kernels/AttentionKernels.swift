@@ -12,6 +12,8 @@ struct AttentionPush {
   var scale: Float
   /// Sliding window (keys i − window < j ≤ i), 0 = none.
   var window: UInt32
+  /// Score soft-capping (softcap·tanh(s / softcap)), 0 = none.
+  var softcap: Float
 }
 
 extension VulkanBackend {
@@ -40,18 +42,19 @@ extension VulkanBackend {
   }
 
   private func attentionPush(_ g: AttentionShape, batch: Int, tile: Int, scale: Float, window: Int,
-                             op: Op) throws -> AttentionPush {
+                             softcap: Float, op: Op) throws -> AttentionPush {
     try ShapeCheck.window(op, window)
+    try ShapeCheck.softcap(op, softcap)
     return AttentionPush(batch: try shaderUInt(batch, op), heads: try shaderUInt(g.heads, op),
                          kvHeads: try shaderUInt(g.kvHeads, op), tokens: try shaderUInt(g.tokens, op),
                          tiles: try shaderUInt((g.tokens + tile - 1) / tile, op), scale: scale,
-                         window: try shaderUInt(window, op))
+                         window: try shaderUInt(window, op), softcap: softcap)
   }
 
   /// attention.comp: out and lse of causal attention (within `window` keys when > 0), key
   /// tile by key tile.
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
-                        lse: Tensor) throws {
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float,
+                        into out: Tensor, lse: Tensor) throws {
     try checkOwnership(.attention, q, k, v, out, lse)
     let op = Op.attention
     let g = try ShapeCheck.attention(op, q: q, k: k, v: v, out: out, lse: lse)
@@ -59,7 +62,8 @@ extension VulkanBackend {
     let tile = try attentionTile(headDim: g.headDim, op: op)
     let (qRow, kvRow, lseRow) = (g.heads * g.tokens * g.headDim, g.kvHeads * g.tokens * g.headDim, g.heads * g.tokens)
     for r in try attentionChunks(g, op: op) {
-      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window, op: op)
+      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window,
+                                   softcap: softcap, op: op)
       try dispatch("attention", defines: attentionDefines(g.headDim, tile: tile),
                    specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
                    bindings: [try q.rowSlice(r, rowLength: qRow), try k.rowSlice(r, rowLength: kvRow),
@@ -71,8 +75,8 @@ extension VulkanBackend {
 
   /// attention_back_dq.comp then attention_back_dkdv.comp: delta and dq, then dk and dv.
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
-                                dv: Tensor) throws {
+                                scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor,
+                                dk: Tensor, dv: Tensor) throws {
     try checkOwnership(.attentionBackward, dOut, q, k, v, out, lse, delta, dq, dk, dv)
     let op = Op.attentionBackward
     let g = try ShapeCheck.attentionBackward(dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, delta: delta,
@@ -82,7 +86,8 @@ extension VulkanBackend {
     let (qRow, kvRow, lseRow) = (g.heads * g.tokens * g.headDim, g.kvHeads * g.tokens * g.headDim, g.heads * g.tokens)
     let defines = attentionDefines(g.headDim, tile: tile)
     for r in try attentionChunks(g, op: op) {
-      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window, op: op)
+      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window,
+                                   softcap: softcap, op: op)
       func rows(_ t: Tensor, _ length: Int) throws -> Tensor { try t.rowSlice(r, rowLength: length) }
       try dispatch("attention_back_dq", defines: defines, specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
                    bindings: [try rows(dOut, qRow), try rows(q, qRow), try rows(k, kvRow), try rows(v, kvRow),

@@ -12,6 +12,8 @@ struct CrossEntropyPush {
   var normalizer: Float
   /// 1: read the normalizer from binding 2 (the count pass's output).
   var normFromBuffer: UInt32
+  /// Logit soft-capping (softcap·tanh(x / softcap)), 0 = none.
+  var softcap: Float = 0
 }
 
 /// The `PASS` define of cross_entropy.comp.
@@ -27,20 +29,21 @@ extension VulkanBackend {
   /// A target outside [0, vocab) other than ignoreIndex gives a NaN loss and dLogits row
   /// (the CPU backend throws; checking here would need a download).
   public func crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32,
-                           normalizer: LossNormalizer, losses: Tensor, dLogits: Tensor?) throws {
+                           normalizer: LossNormalizer, softcap: Float, losses: Tensor, dLogits: Tensor?) throws {
     let op = Op.crossEntropy
     var normTensor: Tensor?
     if case .tensor(let t) = normalizer { normTensor = t }
     try checkOwnership(op, logits, targets, losses, dLogits, normTensor)
     // logits, dLogits: (N, V); targets: (N) i32; losses: (N)
     let (n, vocab) = try ShapeCheck.crossEntropy(logits, targets, losses, dLogits, normalizer: normalizer)
+    try ShapeCheck.softcap(op, softcap)
     guard n > 0 else { return }
     _ = try shaderUInt(logits.count, op)
     var fixed: Float = 0
     if case .value(let v) = normalizer { fixed = v }
     let push = CrossEntropyPush(n: try shaderUInt(n, op), vocab: try shaderUInt(vocab, op),
                                 ignoreIndex: ignoreIndex, normalizer: fixed,
-                                normFromBuffer: fixed == 0 ? 1 : 0)
+                                normFromBuffer: fixed == 0 ? 1 : 0, softcap: softcap)
     // Binding 2 is only read when normFromBuffer = 1; otherwise any f32 buffer fills it.
     var normBuffer = try (normTensor ?? logits).view(shape: [1])
     if case .targetCount = normalizer {

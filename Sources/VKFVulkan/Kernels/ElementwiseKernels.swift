@@ -20,6 +20,8 @@ struct BinaryPush {
 struct ScalePush {
   var n: UInt32
   var alpha: Float
+  /// softcap·tanh(α·x / softcap) when > 0.
+  var softcap: Float
 }
 
 /// Push constants of scale_rows.comp.
@@ -103,13 +105,24 @@ extension VulkanBackend {
   }
 
   /// scale.comp: out = α·x.
-  public func scale(_ x: Tensor, by alpha: Float, into out: Tensor) throws {
+  /// scale.comp: out = α·x (soft-capped when `softcap` > 0), in chunks that fit one binding
+  /// (soft-capped logits of a whole batch can pass it).
+  public func scale(_ x: Tensor, by alpha: Float, softcap: Float, into out: Tensor) throws {
     try checkOwnership(.scale, x, out)
     try ShapeCheck.scale(x, out)
+    try ShapeCheck.softcap(.scale, softcap)
     guard x.count > 0 else { return }
-    try dispatch("scale", specialization: blockSpecialization, bindings: [x, out],
-                 push: ScalePush(n: try shaderUInt(x.count, .scale), alpha: alpha),
-                 groups: try elementGroups(x.count, op: .scale))
+    let flatX = try x.reshaped([x.count]), flatOut = try out.reshaped([out.count])
+    let chunk = chunkBytes / 4
+    var first = 0
+    while first < x.count {
+      let n = min(chunk, x.count - first)
+      try dispatch("scale", specialization: blockSpecialization,
+                   bindings: [try flatX.view(offset: first, shape: [n]), try flatOut.view(offset: first, shape: [n])],
+                   push: ScalePush(n: try shaderUInt(n, .scale), alpha: alpha, softcap: softcap),
+                   groups: try elementGroups(n, op: .scale))
+      first += n
+    }
   }
 
   /// dropout_mask.comp: the mask `DropoutMask` draws, in chunks that fit one binding.
