@@ -43,6 +43,11 @@ def architectures():
                    dict(tie_word_embeddings=True, head_dim=32, hidden_activation="gelu_pytorch_tanh",
                         query_pre_attn_scalar=24, sliding_window=8,
                         layer_types=["sliding_attention", "full_attention"])),
+        # Caps small enough to bend the scores and logits of a random model.
+        "gemma2": (t.Gemma2Config, t.Gemma2ForCausalLM,
+                   dict(tie_word_embeddings=True, head_dim=32, hidden_activation="gelu_pytorch_tanh",
+                        query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=1.0,
+                        final_logit_softcapping=1.0)),
     }
 
 

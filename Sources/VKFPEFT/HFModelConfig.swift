@@ -66,7 +66,9 @@ extension HFModelWriter {
   /// A config.json for weights loaded without one (a GGUF alone): every dimension from the
   /// shape, θ and context length from the GGUF metadata when given (else θ recovered from
   /// the RoPE table, context 2048 as transformers' LlamaConfig default), `gemma` for GeGLU
-  /// with (1 + w) norms and a √hidden embedding scale, `qwen3` with per-head q/k RMSNorm,
+  /// with (1 + w) norms and a √hidden embedding scale, `gemma2` / `gemma3_text` when it also
+  /// has sandwich norms (without / with q/k norms; windows spelled out as `layer_types`,
+  /// the attention scale as `query_pre_attn_scalar`), `qwen3` with per-head q/k RMSNorm,
   /// `qwen2` when q/k/v carry biases, `llama` otherwise.
   ///
   /// Throws when the RoPE table is neither plain nor uniformly (linearly) scaled — a Llama 3.1
@@ -81,6 +83,9 @@ extension HFModelWriter {
         + "type describes; put the model's config.json beside the .gguf and load it again")
     }
     let gemma = shape.activation == .geluTanh || shape.normWeightOffset != 0 || shape.embeddingScale != 1
+    if shape.sandwichNorms {
+      return try synthesizedSandwichConfig(shape: shape, facts: facts, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
+    }
     if gemma, shape.qkNorm || shape.qkvBias || shape.activation != .geluTanh || shape.normWeightOffset != 1
       || shape.embeddingScale != Float(Double(shape.hidden).squareRoot()) {
       throw PEFTError("the model mixes Gemma's GeGLU / (1 + w) norms / scaled embedding with other features "
@@ -107,6 +112,57 @@ extension HFModelWriter {
     if let factor = try linearRopeFactor(shape, theta: theta) {
       object["rope_scaling"] = ["rope_type": "linear", "factor": factor]
     }
+    return try decodedConfig(object, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
+  }
+
+  /// `synthesizedConfig` for Gemma 2 (no q/k norms) and Gemma 3 (q/k norms, a local RoPE
+  /// base on its windowed layers).
+  static func synthesizedSandwichConfig(shape: TransformerShape, facts: GGUFModelFacts?, bosTokenID: Int?,
+                                        eosTokenIDs: [Int]) throws -> LlamaConfig {
+    guard shape.activation == .geluTanh, shape.normWeightOffset == 1, !shape.qkvBias,
+          shape.embeddingScale == Float(Double(shape.hidden).squareRoot()) else {
+      throw PEFTError("the model has sandwich norms without the rest of Gemma 2/3 (GeGLU, (1 + w) norms, "
+        + "√hidden embedding scale), which no supported config type describes; put the model's config.json "
+        + "beside the .gguf and load it again")
+    }
+    let gemma3 = shape.qkNorm
+    let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
+    let windows = shape.slidingWindows
+    let window = windows.first { $0 > 0 }
+    guard windows.allSatisfy({ $0 == 0 || $0 == window }) else {
+      throw PEFTError("the model's layers use sliding windows of several sizes, which a config.json cannot "
+        + "describe; put the model's config.json beside the .gguf and load it again")
+    }
+    // 1/√q = the attention scale, q rounded as the f32 scale allows (256, 144, …).
+    let scalar = (1 / Double(shape.attentionScale * shape.attentionScale)).rounded()
+    var object: [String: Any] = [
+      "model_type": gemma3 ? "gemma3_text" : "gemma2",
+      "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
+      "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+      "num_key_value_heads": shape.kvHeads, "head_dim": shape.headDim,
+      "rms_norm_eps": shortestDouble(shape.rmsNormEps), "vocab_size": shape.vocab,
+      "max_position_embeddings": facts?.contextLength ?? 8192,
+      "tie_word_embeddings": shape.tiedEmbeddings, "rope_theta": theta,
+      "hidden_activation": "gelu_pytorch_tanh", "attention_bias": false,
+      "query_pre_attn_scalar": scalar,
+      "attn_logit_softcapping": shape.attentionSoftcap > 0 ? Double(shape.attentionSoftcap) : NSNull(),
+      "final_logit_softcapping": shape.finalLogitSoftcap > 0 ? Double(shape.finalLogitSoftcap) : NSNull(),
+      "sliding_window": window.map { $0 as Any } ?? NSNull(),
+      "layer_types": (0..<shape.layers).map { shape.window(layer: $0) > 0 ? "sliding_attention" : "full_attention" },
+    ]
+    if gemma3, !shape.localInvFreq.isEmpty {
+      object["rope_local_base_freq"] = recoveredTheta({ var s = shape; s.invFreq = shape.localInvFreq; return s }())
+    }
+    if try linearRopeFactor(shape, theta: theta) != nil {
+      throw PEFTError("the Gemma model's RoPE table is scaled, which vkfinetune cannot write back into a "
+        + "config.json; put the model's config.json beside the .gguf and load it again")
+    }
+    return try decodedConfig(object, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
+  }
+
+  /// A synthesised config object with the special token ids, decoded (and so validated).
+  private static func decodedConfig(_ object: [String: Any], bosTokenID: Int?, eosTokenIDs: [Int]) throws -> LlamaConfig {
+    var object = object
     if let bosTokenID { object["bos_token_id"] = bosTokenID }
     if eosTokenIDs.count == 1 { object["eos_token_id"] = eosTokenIDs[0] }
     else if !eosTokenIDs.isEmpty { object["eos_token_id"] = eosTokenIDs }

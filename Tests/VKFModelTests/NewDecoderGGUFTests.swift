@@ -13,8 +13,8 @@ import VKFTestSupport
 final class NewDecoderGGUFTests: XCTestCase {
   /// Writes golden `name` as a GGUF of `arch`; `stored` maps (GGUF name, HF values) to what
   /// the converter stores.
-  private func writeGGUF(_ g: GoldenCase, arch: String, stored: (String, [Float]) -> [Float] = { $1 })
-    throws -> String {
+  private func writeGGUF(_ g: GoldenCase, arch: String, ropeBase: Float = 10_000, extra: [(String, GGUFValue)] = [],
+                         stored: (String, [Float]) -> [Float] = { $1 }) throws -> String {
     let s = g.shape
     var writer = GGUFWriter(architecture: arch)
     for (key, value) in [("block_count", s.layers), ("embedding_length", s.hidden), ("feed_forward_length", s.intermediate),
@@ -23,7 +23,8 @@ final class NewDecoderGGUFTests: XCTestCase {
                          ("vocab_size", s.vocab), ("context_length", 64)] {
       writer.set("\(arch).\(key)", .uint32(UInt32(value)))
     }
-    writer.set("\(arch).rope.freq_base", .float32(10_000))  // tools/make_fixtures.py COMMON
+    writer.set("\(arch).rope.freq_base", .float32(ropeBase))  // tools/make_fixtures.py COMMON unless told
+    for (key, value) in extra { writer.set("\(arch).\(key)", value) }
     writer.set("\(arch).attention.layer_norm_rms_epsilon", .float32(s.rmsNormEps))
     // HF → GGUF names: the loader's own map, inverted.
     var ggufName: [String: String] = [:]
@@ -33,7 +34,8 @@ final class NewDecoderGGUFTests: XCTestCase {
       if let global = GGUFNameMap.global.first(where: { $0.value == stem }) {
         ggufName[hf] = global.key + suffix
       } else if let layer = stem.split(separator: ".").dropFirst(2).first.flatMap({ Int($0) }),
-                let block = GGUFNameMap.block.first(where: { stem == "model.layers.\(layer).\($0.value)" }) {
+                let block = GGUFNameMap.blockMap(architecture: arch)
+                  .first(where: { stem == "model.layers.\(layer).\($0.value)" }) {
         ggufName[hf] = "blk.\(layer).\(block.key)\(suffix)"
       }
     }
@@ -47,10 +49,14 @@ final class NewDecoderGGUFTests: XCTestCase {
   }
 
   /// Loads `path` and checks its shape against the golden's config and its logits.
-  private func checkLoads(_ path: String, _ g: GoldenCase, file: StaticString = #filePath, line: UInt = #line)
-    throws -> TransformerShape {
+  /// `adjust` sets what llama.cpp derives differently from these tiny configs (an attention
+  /// scale or window pattern fixed per architecture) to the golden's before the logits.
+  private func checkLoads(_ path: String, _ g: GoldenCase, adjust: (inout TransformerShape) -> Void = { _ in },
+                          file: StaticString = #filePath, line: UInt = #line) throws -> TransformerShape {
     let source = try GGUFWeightSource(path: path)
-    let shape = try TransformerShape(gguf: try GGUFModelFacts(file: source.file), weights: source)
+    var shape = try TransformerShape(gguf: try GGUFModelFacts(file: source.file), weights: source)
+    let derived = shape
+    adjust(&shape)
     XCTAssertNil(shape.firstDifference(from: g.shape), "GGUF shape vs the config's", file: file, line: line)
     let model = try LlamaModel(weights: try LlamaWeights(from: source, shape: shape, backend: TestBackends.cpu,
                                                           trainable: .none))
@@ -58,7 +64,7 @@ final class NewDecoderGGUFTests: XCTestCase {
     let e = try g.expected.floats("logits"), a = try TestBackends.cpu.floats(try XCTUnwrap(model.logits))
     XCTAssertNil(Compare.check(e, a, nmse: ModelGoldenTests.logitsTolerance.nmse,
                                maxAbs: ModelGoldenTests.logitsTolerance.maxAbs), file: file, line: line)
-    return shape
+    return derived
   }
 
   /// Weights that disagree with the config are named by file and tensor (safetensors and
@@ -103,5 +109,47 @@ final class NewDecoderGGUFTests: XCTestCase {
     for (a, e) in zip(try source.floats("model.norm.weight"), try g.weights.floats("model.norm.weight")) {
       XCTAssertEqual(a, e, accuracy: 2.5e-7, "the loader takes the converter's + 1 off")
     }
+  }
+
+  /// Gemma 2 as llama.cpp's converter writes it: sandwich norms under their own names
+  /// (post_attention_norm, ffn_norm = pre-MLP, post_ffw_norm), every norm + 1, the caps and
+  /// window in metadata; the window on even layers and the scale head_dim^−½ (llama.cpp's
+  /// rule below 27B — the golden's query_pre_attn_scalar 48 is set back for the logits).
+  func test_gemma2GGUF_sandwichNamesCapsAndWindows_matchTheTransformersGolden() throws {
+    let g = try GoldenCase.load("gemma2")
+    let path = try writeGGUF(g, arch: "gemma2", extra: [("attn_logit_softcapping", .float32(1)),
+                                                        ("final_logit_softcapping", .float32(0.8)),
+                                                        ("attention.sliding_window", .uint32(3))]) { name, values in
+      name.hasSuffix("norm.weight") ? values.map { $0 + 1 } : values
+    }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let shape = try checkLoads(path, g) { $0.attentionScaleOverride = g.shape.attentionScaleOverride }
+    XCTAssertEqual(GGUFNameMap.huggingFaceName(for: "blk.1.ffn_norm.weight", architecture: "gemma2"),
+                   "model.layers.1.pre_feedforward_layernorm.weight")
+    XCTAssertEqual(GGUFNameMap.huggingFaceName(for: "blk.1.ffn_norm.weight", architecture: "llama"),
+                   "model.layers.1.post_attention_layernorm.weight")
+    XCTAssertTrue(shape.sandwichNorms)
+    XCTAssertEqual(shape.slidingWindows, [3, 0])
+    XCTAssertEqual(shape.attentionSoftcap, 1)
+    XCTAssertEqual(shape.finalLogitSoftcap, 0.8)
+    XCTAssertEqual(shape.attentionScale, 1 / 8, "llama.cpp: head_dim^−½ below 27B")
+  }
+
+  /// Gemma 3 likewise, with its (1 + w) q/k norms, the local RoPE base llama.cpp fixes at
+  /// 10 000 and its every-6th-layer pattern (the golden's two layers are set back).
+  func test_gemma3GGUF_qkNormsAndLocalBase_matchTheTransformersGolden() throws {
+    let g = try GoldenCase.load("gemma3")
+    let path = try writeGGUF(g, arch: "gemma3", ropeBase: 1_000_000,
+                             extra: [("attention.sliding_window", .uint32(3))]) { name, values in
+      name.hasSuffix("norm.weight") ? values.map { $0 + 1 } : values
+    }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let shape = try checkLoads(path, g) {
+      $0.attentionScaleOverride = g.shape.attentionScaleOverride
+      $0.slidingWindows = g.shape.slidingWindows
+    }
+    XCTAssertTrue(shape.sandwichNorms && shape.qkNorm)
+    XCTAssertEqual(shape.slidingWindows, [3, 3], "llama.cpp: all but every 6th layer windowed")
+    XCTAssertEqual(shape.localInvFreq, g.shape.localInvFreq)
   }
 }

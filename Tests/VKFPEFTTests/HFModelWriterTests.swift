@@ -128,6 +128,40 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
+  /// Sandwich norms (a Gemma 2/3 GGUF alone) are gemma2, or gemma3_text with q/k norms: the
+  /// windows as layer_types, the scale as query_pre_attn_scalar, the caps (null when off)
+  /// and Gemma 3's local RoPE base; each config gives back the same shape.
+  func test_synthesizedConfig_sandwichNorms_isGemma2OrGemma3() throws {
+    var shape = try PEFTFixture.shape()
+    shape.activation = .geluTanh
+    shape.normWeightOffset = 1
+    shape.embeddingScale = Float(Double(shape.hidden).squareRoot())
+    shape.sandwichNorms = true
+    shape.attentionScaleOverride = 1 / 12  // query_pre_attn_scalar 144 (Gemma 2 27B's)
+    shape.attentionSoftcap = 50
+    shape.finalLogitSoftcap = 30
+    shape.slidingWindows = (0..<shape.layers).map { $0 % 2 == 0 ? 7 : 0 }
+    let gemma2 = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(gemma2.modelType, "gemma2")
+    XCTAssertEqual(gemma2.queryPreAttnScalar, 144)
+    XCTAssertEqual(gemma2.slidingWindow, 7)
+    XCTAssertEqual(gemma2.attnLogitSoftcapping, 50)
+    let back = try TransformerShape(config: gemma2)
+    XCTAssertNil(back.firstDifference(from: shape))
+    XCTAssertEqual(back.slidingWindows, shape.slidingWindows)
+    XCTAssertEqual(back.attentionScale, shape.attentionScale)
+    shape.qkNorm = true
+    shape.attentionSoftcap = 0
+    shape.localInvFreq = RoPE.inverseFrequencies(headDim: shape.headDim, theta: 10_000)
+    let gemma3 = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(gemma3.modelType, "gemma3_text")
+    XCTAssertNil(gemma3.attnLogitSoftcapping)
+    XCTAssertEqual(gemma3.localRopeTheta, 10_000)
+    XCTAssertNil(try TransformerShape(config: gemma3).firstDifference(from: shape))
+    shape.activation = .silu
+    XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
+  }
+
   /// Every model type the loader accepts can be written back (causal LM and reward model).
   func test_everySupportedModelType_hasTransformersClasses() {
     for type in LlamaConfig.supportedModelTypes {

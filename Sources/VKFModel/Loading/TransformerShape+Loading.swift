@@ -49,7 +49,16 @@ extension TransformerShape {
 
 extension TransformerShape {
   /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
-  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma"]
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"]
+
+  /// The block count of the Gemma 2 / Gemma 3 27B models, whose attention scale llama.cpp
+  /// takes as (hidden / heads)^−½ (their query_pre_attn_scalar); every other size uses
+  /// head_dim^−½. GGUF files carry no query_pre_attn_scalar, so this is llama.cpp's rule.
+  static let gemma27BBlockCounts = ["gemma2": 46, "gemma3": 62]
+
+  /// Gemma 3's every-N-th full-attention layer and its local RoPE base, fixed by llama.cpp for
+  /// the `gemma3` architecture (neither is in the file).
+  static let gemma3SlidingWindowPattern = 6, gemma3LocalRopeBase = 10_000.0
 
   /// RMSNorm epsilon when a GGUF lacks `<arch>.attention.layer_norm_rms_epsilon`. llama.cpp
   /// requires the key for these architectures, so a file without it is hand-made; 1e-5 is the
@@ -103,10 +112,30 @@ extension TransformerShape {
               qkvBias: weights.tensorNames.contains(qBias))
     // Qwen3's per-head q/k RMSNorm (`blk.N.attn_q_norm` / `attn_k_norm`).
     qkNorm = weights.tensorNames.contains(qNorm)
-    if facts.architecture == "gemma" {
+    if facts.architecture.hasPrefix("gemma") {
       activation = .geluTanh
       normWeightOffset = 1
       embeddingScale = Float(Double(facts.embeddingLength).squareRoot())
+    }
+    if let big = Self.gemma27BBlockCounts[facts.architecture] {
+      sandwichNorms = true
+      let scaleDim = facts.blockCount == big ? facts.embeddingLength / facts.headCount : facts.headDim
+      if scaleDim != facts.headDim { attentionScaleOverride = 1 / Float(scaleDim).squareRoot() }
+      attentionSoftcap = facts.attentionSoftcap ?? 0
+      finalLogitSoftcap = facts.finalLogitSoftcap ?? 0
+      guard attentionSoftcap >= 0, finalLogitSoftcap >= 0, attentionSoftcap.isFinite, finalLogitSoftcap.isFinite else {
+        throw ModelFileError(path, "a soft-capping value is negative or not finite "
+          + "(\(attentionSoftcap), \(finalLogitSoftcap)); the file is corrupt")
+      }
+      if let w = facts.slidingWindow {
+        guard w > 0 else { throw ModelFileError(path, "\(facts.architecture).attention.sliding_window must be > 0, got \(w)") }
+        // llama.cpp: Gemma 2 windows every even layer, Gemma 3 all but every 6th.
+        let pattern = facts.architecture == "gemma2" ? 2 : Self.gemma3SlidingWindowPattern
+        slidingWindows = (0..<facts.blockCount).map { ($0 + 1) % pattern != 0 ? w : 0 }
+      }
+      if facts.architecture == "gemma3" {
+        localInvFreq = RoPE.inverseFrequencies(headDim: facts.headDim, theta: Self.gemma3LocalRopeBase)
+      }
     }
   }
 
@@ -139,6 +168,12 @@ extension TransformerShape {
       return "RMSNorm weight offset \(normWeightOffset) vs \(other.normWeightOffset)"
     }
     if embeddingScale != other.embeddingScale { return "embedding scale \(embeddingScale) vs \(other.embeddingScale)" }
+    if sandwichNorms != other.sandwichNorms { return "sandwich norms \(sandwichNorms) vs \(other.sandwichNorms)" }
+    for (name, a, b) in [("attention soft-cap", attentionSoftcap, other.attentionSoftcap),
+                         ("logit soft-cap", finalLogitSoftcap, other.finalLogitSoftcap)]
+    where abs(a - b) > max(a, b) * 1e-6 {
+      return "\(name) \(a) vs \(b)"
+    }
     if abs(rmsNormEps - other.rmsNormEps) > rmsNormEps * 1e-6 {
       return "rmsNormEps \(rmsNormEps) vs \(other.rmsNormEps)"
     }

@@ -35,6 +35,12 @@ public struct GGUFModelFacts: Sendable, Equatable {
   public var ropeDimensionCount: Int?
   /// True when the file has no `output.weight`: the LM head reuses the embeddings.
   public var tiedEmbeddings: Bool
+  /// `<arch>.attn_logit_softcapping` (Gemma 2), if present.
+  public var attentionSoftcap: Float?
+  /// `<arch>.final_logit_softcapping` (Gemma 2/3), if present.
+  public var finalLogitSoftcap: Float?
+  /// `<arch>.attention.sliding_window` (Gemma 2/3), if present.
+  public var slidingWindow: Int?
 
   /// Reads the facts; required keys missing or mistyped are a `ModelFileError`.
   public init(file: GGUFFile) throws(ModelFileError) {
@@ -67,6 +73,9 @@ public struct GGUFModelFacts: Sendable, Equatable {
     ropeScalingOriginalContextLength = optionalInt("rope.scaling.original_context_length")
     ropeDimensionCount = optionalInt("rope.dimension_count")
     tiedEmbeddings = file.tensor(named: "output.weight") == nil
+    attentionSoftcap = optionalFloat("attn_logit_softcapping")
+    finalLogitSoftcap = optionalFloat("final_logit_softcapping")
+    slidingWindow = optionalInt("attention.sliding_window")
   }
 
   /// llama.cpp's default `rope.freq_base` when the key is absent.

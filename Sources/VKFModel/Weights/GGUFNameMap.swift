@@ -26,9 +26,28 @@ public enum GGUFNameMap {
     "ffn_down": "mlp.down_proj",
   ]
 
+  /// Per-block names of the architectures with sandwich norms (Gemma 2/3), over `block`:
+  /// `ffn_norm` is the MLP's input norm there, and the outputs' norms have their own names.
+  static let sandwichBlock: [String: String] = [
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+  ]
+
+  /// Architectures whose blocks use `sandwichBlock`'s names.
+  public static let sandwichNormArchitectures: Set<String> = ["gemma2", "gemma3"]
+
+  /// The per-block map of an architecture.
+  static func blockMap(architecture: String?) -> [String: String] {
+    guard let architecture, sandwichNormArchitectures.contains(architecture) else { return block }
+    return block.merging(sandwichBlock) { $1 }
+  }
+
   /// The Hugging Face name for a GGUF tensor name, or nil when it has no HF counterpart
   /// (e.g. llama.cpp's `rope_freqs.weight`, which HF recomputes from the config).
-  public static func huggingFaceName(for ggufName: String) -> String? {
+  /// `architecture` (`general.architecture`) picks the block names where they differ.
+  public static func huggingFaceName(for ggufName: String, architecture: String? = nil) -> String? {
+    let block = blockMap(architecture: architecture)
     let suffixes = [".weight", ".bias"]
     guard let suffix = suffixes.first(where: { ggufName.hasSuffix($0) }) else { return nil }
     let stem = String(ggufName.dropLast(suffix.count))
@@ -62,7 +81,7 @@ public enum GGUFNameMap {
   /// Architectures whose llama.cpp converter stores RMSNorm weights as 1 + w (Gemma's norms
   /// scale by 1 + w; the converter bakes the 1 in so llama.cpp runs a plain RMSNorm): the
   /// loader subtracts it again, giving the HF parameter.
-  public static let normPlusOneArchitectures: Set<String> = ["gemma"]
+  public static let normPlusOneArchitectures: Set<String> = ["gemma", "gemma2", "gemma3"]
 
   /// The head group whose rows were permuted for this GGUF tensor under `architecture`.
   public static func permutation(for ggufName: String, architecture: String?) -> HeadGroup? {

@@ -26,7 +26,7 @@ public final class GGUFWeightSource: WeightSource {
     var map: [String: GGUFTensorInfo] = [:]
     var unmapped: [String] = []
     for info in file.tensors {
-      guard let hf = GGUFNameMap.huggingFaceName(for: info.name) else {
+      guard let hf = GGUFNameMap.huggingFaceName(for: info.name, architecture: file.architecture) else {
         unmapped.append(info.name)
         continue
       }
