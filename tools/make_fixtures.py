@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+from transformers import (Phi3Config, Phi3ForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,6 +64,11 @@ CONFIGS = {
                dict(tie_word_embeddings=True, head_dim=64, hidden_activation="gelu_pytorch_tanh",
                     query_pre_attn_scalar=48, sliding_window=3, attn_logit_softcapping=1.0,
                     final_logit_softcapping=0.8), 9),
+    # Phi-3: q/k/v fused in qkv_proj and gate/up in gate_up_proj (the gradients are the fused
+    # tensors'), every layer windowed (4 < T), untied; no pad row (pad_token_id None) so the
+    # embedding gradient is plain.
+    "phi3": (Phi3Config, Phi3ForCausalLM,
+             dict(tie_word_embeddings=False, sliding_window=4, pad_token_id=None), 10),
 }
 
 

@@ -27,14 +27,14 @@ public enum HFModelWriter {
   public static let architectureNames = [
     "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-    "gemma3_text": "Gemma3ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM",
   ]
   /// The sequence-classification class of each `model_type` (reward models).
   public static let sequenceClassificationNames = [
     "llama": "LlamaForSequenceClassification", "mistral": "MistralForSequenceClassification",
     "qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification",
     "gemma": "GemmaForSequenceClassification", "gemma2": "Gemma2ForSequenceClassification",
-    "gemma3_text": "Gemma3TextForSequenceClassification",
+    "gemma3_text": "Gemma3TextForSequenceClassification", "phi3": "Phi3ForSequenceClassification",
   ]
 
   /// A reward model's head: written as `score.weight` (1, hidden) in place of the LM head, with

@@ -125,6 +125,31 @@ final class ArchitectureConfigTests: XCTestCase {
     }
   }
 
+  /// phi3 as transformers' Phi3Config decides it: RMSNorm ε 1e-5, no window unless given
+  /// (then every layer), fused projections in the shape's parameter names; dropout and
+  /// partial rotary settings (Phi-4-mini's, in either config form) refused by key.
+  func test_phi3_defaultsFusedNamesAndRefusals() throws {
+    let c = try config("phi3")
+    XCTAssertEqual(c.rmsNormEps, 1e-5)
+    XCTAssertEqual(try c.layerWindows(), [0, 0, 0, 0])
+    XCTAssertEqual(try config("phi3", #""sliding_window": 5"#).layerWindows(), [5, 5, 5, 5])
+    let shape = try TransformerShape(config: c)
+    XCTAssertTrue(shape.fusedProjections)
+    let names = shape.parameterShapes.map(\.name)
+    XCTAssertTrue(names.contains("model.layers.0.self_attn.qkv_proj.weight"))
+    XCTAssertTrue(names.contains("model.layers.0.mlp.gate_up_proj.weight"))
+    XCTAssertFalse(names.contains("model.layers.0.self_attn.q_proj.weight"))
+    XCTAssertEqual(shape.parameterShapes.first { $0.name.hasSuffix("0.self_attn.qkv_proj.weight") }?.shape, [3 * 64, 64])
+    for (extra, key) in [(#""resid_pdrop": 0.1"#, "resid_pdrop"), (#""embd_pdrop": 0.1"#, "embd_pdrop"),
+                         (#""rope_parameters": {"rope_theta": 10000.0, "partial_rotary_factor": 0.75}"#,
+                          "rope_parameters.partial_rotary_factor")] {
+      XCTAssertThrowsError(try config("phi3", extra), extra) { e in
+        guard case .invalidValue(let field, _, _)? = e as? ConfigError else { return XCTFail("\(extra): got \(e)") }
+        XCTAssertEqual(field, key, extra)
+      }
+    }
+  }
+
   /// gemma3_text in the older config form: rope_theta (global) and rope_local_base_freq, every
   /// 6th layer full (sliding_window_pattern), the attention scale from query_pre_attn_scalar.
   func test_gemma3_olderConfigForm() throws {

@@ -37,6 +37,7 @@ final class GenerationCacheTests: XCTestCase {
     // Soft-capped scores (scale then cap, softmax unscaled) and logits on the cached path.
     try check("gemma2", on: TestBackends.cpu)
     try check("gemma2", on: try ModelFixtures.vulkanOrSkip())
+    try check("phi3", on: TestBackends.cpu)  // fused projections' views on the cached path
     try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
   }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {

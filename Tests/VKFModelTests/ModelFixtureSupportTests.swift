@@ -32,7 +32,7 @@ struct GoldenCase {
   }
 
   static let names = ["llama_untied", "llama_tied", "qwen2_tied", "mistral_window", "qwen2_window", "qwen3_qknorm",
-                      "gemma", "gemma2", "gemma3"]
+                      "gemma", "gemma2", "gemma3", "phi3"]
 
   /// Token ids (B, T), stored I32 (exact through f32: |id| < 2²⁴).
   var ids: [Int32] { get throws { try expected.floats("ids").map { Int32($0) } } }

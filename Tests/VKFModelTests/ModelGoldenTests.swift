@@ -72,6 +72,11 @@ final class ModelGoldenTests: XCTestCase {
       XCTAssertGreaterThan(Compare.nmse(e, a), 1e-3, "\(uncap) at 0 should not match the capped golden")
     }
   }
+  /// Phi-3: q/k/v and gate/up run as row views of the fused qkv_proj / gate_up_proj (whose
+  /// gradients are compared whole), every layer windowed.
+  func test_golden_phi3_cpu() throws { try check("phi3", on: TestBackends.cpu) }
+  func test_golden_phi3_vulkan() throws { try check("phi3", on: try ModelFixtures.vulkanOrSkip()) }
+
   /// The unfused reference path keeps no capped scores for its backward: it refuses a cap.
   func test_unfusedAttention_refusesSoftcap() throws {
     let g = try GoldenCase.load("gemma2")

@@ -107,7 +107,7 @@ extension LlamaConfig {
     }
     guard let w = effectiveSlidingWindow else { return Array(repeating: 0, count: numHiddenLayers) }
     switch modelType {
-    case "mistral": return Array(repeating: w, count: numHiddenLayers)
+    case "mistral", "phi3": return Array(repeating: w, count: numHiddenLayers)
     case "qwen2", "qwen3":
       let from = maxWindowLayers ?? 28
       return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }

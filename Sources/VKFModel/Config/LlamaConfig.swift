@@ -8,14 +8,14 @@ import VKFCore
 /// grouped-query attention with RoPE (Qwen3 adds an RMSNorm over each query and key head;
 /// Gemma uses GeGLU, (1 + w) norms and an embedding scaled by √hidden; Gemma 2 adds sandwich
 /// norms, alternating sliding windows and soft-capped scores and logits; Gemma 3 q/k norms
-/// and a local RoPE base).
+/// and a local RoPE base; Phi-3 stores q/k/v and gate/up fused).
 /// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
 /// and their absence is a `ConfigError.missingField`; other defaults follow the matching
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
   public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
-                                             "gemma3_text"]
+                                             "gemma3_text", "phi3"]
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -126,11 +126,14 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     case padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
     case attentionDropout = "attention_dropout", bidirectional = "use_bidirectional_attention"
     case partialRotaryFactor = "partial_rotary_factor", attentionSoftcap = "attn_logit_softcapping"
+    case residDropout = "resid_pdrop", embeddingDropout = "embd_pdrop"
     case finalSoftcap = "final_logit_softcapping"
   }
 
   /// `rope_parameters` keys (transformers ≥ 4.56 folds `rope_theta` into this object).
-  enum RopeParameterKeys: String, CodingKey { case ropeTheta = "rope_theta" }
+  enum RopeParameterKeys: String, CodingKey {
+    case ropeTheta = "rope_theta", partialRotaryFactor = "partial_rotary_factor"
+  }
   /// gemma3_text's `rope_parameters`, one object per attention kind.
   enum LayerTypeRopeKeys: String, CodingKey { case full = "full_attention", sliding = "sliding_attention" }
 
@@ -158,10 +161,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
       ?? (modelType == "qwen3" ? 128 : Self.gemmaFamily.contains(modelType) ? 256
           : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
-    rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
+    rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? (modelType == "phi3" ? 1e-5 : 1e-6)
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
     let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192,
-                          "gemma2": 8192, "gemma3_text": 131072][modelType]
+                          "gemma2": 8192, "gemma3_text": 131072, "phi3": 4096][modelType]
       ?? 2048
     maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
     tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
@@ -174,7 +177,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
       slidingWindow = 4096  // MistralConfig / Qwen2Config's default
     }
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
-      ?? (["mistral", "gemma2", "gemma3_text"].contains(modelType) && slidingWindow != nil)
+      ?? (["mistral", "gemma2", "gemma3_text", "phi3"].contains(modelType) && slidingWindow != nil)
     maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
     layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     slidingWindowPattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern)
@@ -212,6 +215,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     if c.contains(.ropeParameters), try !c.decodeNil(forKey: .ropeParameters) {
       let p = try c.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
       ropeTheta = try p.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
+      if let f = try? p.decodeIfPresent(Double.self, forKey: .partialRotaryFactor), f != 1 {
+        throw ConfigError.invalidValue("rope_parameters.partial_rotary_factor", reason: "is \(f); rotary "
+          + "embeddings over part of each head are not implemented", file: "")
+      }
       ropeScaling = try Self.decodeScaling(c, key: .ropeParameters)
       // gemma3_text's newer form: one object per attention kind.
       let byKind = try c.nestedContainer(keyedBy: LayerTypeRopeKeys.self, forKey: .ropeParameters)
@@ -244,6 +251,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     if (try? c.decodeIfPresent(Bool.self, forKey: .bidirectional)) == true {
       throw ConfigError.invalidValue("use_bidirectional_attention", reason: "is true; only causal attention "
         + "is implemented", file: "")
+    }
+    for (key, name) in [(CodingKeys.residDropout, "resid_pdrop"), (.embeddingDropout, "embd_pdrop")] {
+      if let p = number(key), p != 0 {
+        throw ConfigError.invalidValue(name, reason: "is \(p); residual / embedding dropout is not implemented "
+          + "(Phi-3 checkpoints ship 0.0): set it to 0.0 to train without it", file: "")
+      }
     }
     if let f = number(.partialRotaryFactor), f != 1 {
       throw ConfigError.invalidValue("partial_rotary_factor", reason: "is \(f); rotary embeddings over part "

@@ -20,6 +20,7 @@ extension TransformerShape {
               rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
     qkNorm = config.hasQKNorm
+    fusedProjections = config.modelType == "phi3"
     activation = config.gatedActivation ?? .silu
     if config.isGemmaFamily {
       normWeightOffset = 1

@@ -126,6 +126,14 @@ public final class LlamaWeights {
     let projectionWeights = Set((0..<shape.layers).flatMap { i in
       Self.projectionKeys.map { ParameterNames.layerPrefix(i) + $0.prefix + ".weight" }
     })
+    // Fused tensors (Phi-3's qkv_proj, gate_up_proj) by HF name → their parts' names and rows.
+    var fusedParts: [String: [(name: String, rows: Int)]] = [:]
+    for i in 0..<shape.layers {
+      let p = ParameterNames.layerPrefix(i)
+      for g in shape.fusedGroups {
+        fusedParts[p + g.fused + ".weight"] = g.parts.map { (p + $0.suffix + ".weight", $0.rows) }
+      }
+    }
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -147,6 +155,17 @@ public final class LlamaWeights {
         bases[name] = try projectionBase(String(name.dropLast(".weight".count)), values, want[0], want[1])
         continue
       }
+      if let projectionBase, let parts = fusedParts[name], !trainable.contains(name) {
+        // QLoRA over a fused tensor: each part quantised on its own (its rows start on a
+        // 64-value block boundary, hidden % 64 == 0, so the blocks are the fused tensor's).
+        var row = 0
+        for part in parts {
+          let slice = Array(values[(row * want[1])..<((row + part.rows) * want[1])])
+          bases[part.name] = try projectionBase(String(part.name.dropLast(".weight".count)), slice, part.rows, want[1])
+          row += part.rows
+        }
+        continue
+      }
       if frozenStorage != .f32, want.count == 2, !trainable.contains(name) {
         params[name] = try Self.upload16(values, shape: want, frozenStorage, name: name, on: backend)
         continue
@@ -163,8 +182,19 @@ public final class LlamaWeights {
     if let arena = gradientArena {
       for (name, s) in trained { grads[name] = try arena.view(offset: offsets[name] ?? 0, shape: s) }
     }
+    // The parts of fused tensors: row views of the parameter and of its gradient.
+    var partParams: [String: Tensor] = [:], partGrads: [String: Tensor] = [:]
+    for (fused, parts) in fusedParts {
+      var row = 0
+      for part in parts {
+        let cols = shape.hidden
+        if let t = params[fused] { partParams[part.name] = try t.view(offset: row * cols, shape: [part.rows, cols]) }
+        if let g = grads[fused] { partGrads[part.name] = try g.view(offset: row * cols, shape: [part.rows, cols]) }
+        row += part.rows
+      }
+    }
     func param(_ n: String) throws -> Tensor {
-      guard let t = params[n] else { throw ModelWeightsError(n, "not loaded") }
+      guard let t = params[n] ?? partParams[n] else { throw ModelWeightsError(n, "not loaded") }
       return t
     }
     func linear(_ p: String) throws -> Linear {
@@ -172,7 +202,7 @@ public final class LlamaWeights {
         return Linear(base: base, bias: params[p + ".bias"], biasGrad: grads[p + ".bias"])
       }
       return Linear(weight: try param(p + ".weight"), bias: params[p + ".bias"],
-                    weightGrad: grads[p + ".weight"], biasGrad: grads[p + ".bias"])
+                    weightGrad: grads[p + ".weight"] ?? partGrads[p + ".weight"], biasGrad: grads[p + ".bias"])
     }
     embedding = try param(ParameterNames.embedding)
     embeddingGrad = grads[ParameterNames.embedding]

@@ -56,6 +56,7 @@ public struct TransformerShape: Equatable, Sendable {
     if embeddingScale != 1 { out.append("embedding × \((embeddingScale * 10).rounded() / 10)") }
     if sandwichNorms { out.append("sandwich norms") }
     if !localInvFreq.isEmpty { out.append("local RoPE base on windowed layers") }
+    if fusedProjections { out.append("fused qkv / gate_up") }
     if attentionSoftcap > 0 { out.append("attention soft-cap \(attentionSoftcap)") }
     if finalLogitSoftcap > 0 { out.append("logit soft-cap \(finalLogitSoftcap)") }
     return out
@@ -77,6 +78,31 @@ public struct TransformerShape: Equatable, Sendable {
   /// Gemma 2's `final_logit_softcapping`: logits become cap·tanh(logits / cap) before the
   /// loss and sampling; 0 = none.
   public var finalLogitSoftcap: Float = 0
+
+  /// Phi-3's fused projections: q, k and v stored as one `self_attn.qkv_proj` (q rows, then
+  /// k, then v) and gate and up as one `mlp.gate_up_proj` (gate rows first), as its
+  /// checkpoints and PEFT name them; the model runs the parts as row views of the fused
+  /// tensors (`fusedGroups`).
+  public var fusedProjections = false
+
+  /// One fused projection of a layer: its module suffix and its parts' suffixes and rows.
+  public struct FusedProjection: Equatable, Sendable {
+    /// `self_attn.qkv_proj` or `mlp.gate_up_proj`.
+    public var fused: String
+    /// The split projections it stores, in row order.
+    public var parts: [(suffix: String, rows: Int)]
+    public static func == (a: Self, b: Self) -> Bool {
+      a.fused == b.fused && a.parts.map(\.suffix) == b.parts.map(\.suffix) && a.parts.map(\.rows) == b.parts.map(\.rows)
+    }
+  }
+
+  /// The fused projections of every layer (empty without `fusedProjections`).
+  public var fusedGroups: [FusedProjection] {
+    guard fusedProjections else { return [] }
+    return [FusedProjection(fused: "self_attn.qkv_proj",
+                            parts: [("self_attn.q_proj", qWidth), ("self_attn.k_proj", kvWidth), ("self_attn.v_proj", kvWidth)]),
+            FusedProjection(fused: "mlp.gate_up_proj", parts: [("mlp.gate_proj", intermediate), ("mlp.up_proj", intermediate)])]
+  }
 
   /// The softmax scale of every layer's attention.
   public var attentionScale: Float { attentionScaleOverride ?? 1 / Float(headDim).squareRoot() }
@@ -131,6 +157,9 @@ public struct TransformerShape: Equatable, Sendable {
     guard localInvFreq.isEmpty || localInvFreq.count == headDim / 2 else {
       throw bad("localInvFreq has \(localInvFreq.count) frequencies for headDim \(headDim)")
     }
+    guard !fusedProjections || (!qkvBias && hidden % 64 == 0) else {
+      throw bad("fused projections need hidden % 64 == 0 (their parts are aligned views) and no q/k/v bias")
+    }
     guard slidingWindows.isEmpty || (slidingWindows.count == layers && slidingWindows.allSatisfy({ $0 >= 0 })) else {
       throw bad("slidingWindows \(slidingWindows): one window ≥ 0 per layer (\(layers)) or none")
     }
@@ -144,9 +173,13 @@ public struct TransformerShape: Equatable, Sendable {
     for i in 0..<layers {
       let p = ParameterNames.layerPrefix(i)
       out.append((p + "input_layernorm.weight", [hidden]))
-      for (proj, rows) in [("q_proj", qWidth), ("k_proj", kvWidth), ("v_proj", kvWidth)] {
-        out.append((p + "self_attn.\(proj).weight", [rows, hidden]))
-        if qkvBias { out.append((p + "self_attn.\(proj).bias", [rows])) }
+      if fusedProjections {
+        out.append((p + "self_attn.qkv_proj.weight", [qWidth + 2 * kvWidth, hidden]))
+      } else {
+        for (proj, rows) in [("q_proj", qWidth), ("k_proj", kvWidth), ("v_proj", kvWidth)] {
+          out.append((p + "self_attn.\(proj).weight", [rows, hidden]))
+          if qkvBias { out.append((p + "self_attn.\(proj).bias", [rows])) }
+        }
       }
       out.append((p + "self_attn.o_proj.weight", [hidden, qWidth]))
       if qkNorm {
@@ -160,8 +193,12 @@ public struct TransformerShape: Equatable, Sendable {
       } else {
         out.append((p + "post_attention_layernorm.weight", [hidden]))
       }
-      out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
-      out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
+      if fusedProjections {
+        out.append((p + "mlp.gate_up_proj.weight", [2 * intermediate, hidden]))
+      } else {
+        out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
+        out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
+      }
       out.append((p + "mlp.down_proj.weight", [hidden, intermediate]))
     }
     out.append((ParameterNames.finalNorm, [hidden]))
