@@ -48,6 +48,8 @@ def architectures():
                    dict(tie_word_embeddings=True, head_dim=32, hidden_activation="gelu_pytorch_tanh",
                         query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=1.0,
                         final_logit_softcapping=1.0)),
+        # Fused qkv_proj / gate_up_proj: the adapter's A is shared by the parts, as in PEFT.
+        "phi3": (t.Phi3Config, t.Phi3ForCausalLM, dict(pad_token_id=None, sliding_window=8)),
     }
 
 

@@ -30,6 +30,11 @@ extension HFModelWriter {
     // Floats stay floats (JSONEncoder's 10000.0 parses back as an integer): as transformers writes.
     object["rope_theta"] = config.ropeTheta
     object["rms_norm_eps"] = config.rmsNormEps
+    // Gemma's float-typed keys (transformers 5 validates the type) and its int-typed scalar.
+    if let cap = config.attnLogitSoftcapping { object["attn_logit_softcapping"] = cap }
+    if let cap = config.finalLogitSoftcapping { object["final_logit_softcapping"] = cap }
+    if let base = config.localRopeTheta { object["rope_local_base_freq"] = base }
+    if let q = config.queryPreAttnScalar, q == q.rounded(), abs(q) < 1e9 { object["query_pre_attn_scalar"] = Int(q) }
     object["torch_dtype"] = "float32"
     object["dtype"] = "float32"
     return object

@@ -53,6 +53,15 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
   /// The seven Llama projections, in PEFT's (and the model's) order.
   public static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
+  /// Phi-3's fused projections and the split ones each one stands for (PEFT targets the
+  /// fused linear; the model runs its parts).
+  public static let fusedModules: [(fused: String, parts: [String])] = [
+    ("qkv_proj", ["q_proj", "k_proj", "v_proj"]), ("gate_up_proj", ["gate_proj", "up_proj"]),
+  ]
+
+  /// Every target name this config accepts: the seven projections and the fused two.
+  public static let knownModules = allLinear + fusedModules.map(\.fused)
+
   /// PEFT's shorthand for every linear layer but the output head.
   public static let allLinearKeyword = "all-linear"
 
@@ -62,10 +71,45 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     useRSLoRA ? alpha / Float(r).squareRoot() : alpha / Float(r)
   }
 
-  /// The target short names with "all-linear" expanded, deduplicated, in `allLinear` order.
+  /// The split projections targeted, with "all-linear" and fused names expanded,
+  /// deduplicated, in `allLinear` order.
   public var resolvedTargetModules: [String] {
-    let wanted = Set(targetModules.contains(Self.allLinearKeyword) ? Self.allLinear : targetModules)
+    var wanted = Set(targetModules.contains(Self.allLinearKeyword) ? Self.allLinear : targetModules)
+    for (fused, parts) in Self.fusedModules where wanted.contains(fused) { wanted.formUnion(parts) }
     return Self.allLinear.filter { wanted.contains($0) }
+  }
+
+  /// The targets as PEFT names them on this model: with fused projections (Phi-3) the fused
+  /// names stand for their parts.
+  public func peftTargetModules(fusedProjections: Bool) -> [String] {
+    let split = resolvedTargetModules
+    guard fusedProjections else { return split }
+    var out: [String] = []
+    for name in split {
+      if let f = Self.fusedModules.first(where: { $0.parts.contains(name) }) {
+        if !out.contains(f.fused) { out.append(f.fused) }
+      } else {
+        out.append(name)
+      }
+    }
+    return out
+  }
+
+  /// Throws unless the targets name whole projections of this model: on a fused model
+  /// (Phi-3) all parts of a fused projection or none, elsewhere no fused names.
+  public func checkTargets(fusedProjections: Bool) throws {
+    let split = Set(resolvedTargetModules)
+    for (fused, parts) in Self.fusedModules {
+      if !fusedProjections, targetModules.contains(fused) {
+        throw PEFTError("LoRA target module \"\(fused)\" is a fused projection (Phi-3's); this model has "
+          + "\(parts.joined(separator: ", ")) instead")
+      }
+      let some = parts.filter { split.contains($0) }
+      if fusedProjections, !some.isEmpty, some.count != parts.count {
+        throw PEFTError("this model stores \(parts.joined(separator: ", ")) fused as \(fused): target \(fused) "
+          + "(all of them) or none, not \(some.joined(separator: ", "))")
+      }
+    }
   }
 
   /// Throws a one-line `PEFTError` unless every field is usable.
@@ -81,10 +125,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
       throw PEFTError("LoRA target modules are empty; name some of \(Self.allLinear.joined(separator: ", ")) "
         + "or \"\(Self.allLinearKeyword)\"")
     }
-    let valid = Set(Self.allLinear + [Self.allLinearKeyword])
+    let valid = Set(Self.knownModules + [Self.allLinearKeyword])
     if let bad = targetModules.first(where: { !valid.contains($0) }) {
       throw PEFTError("unknown LoRA target module \"\(bad)\"; valid ones are "
-        + "\(Self.allLinear.joined(separator: ", ")) and \"\(Self.allLinearKeyword)\"")
+        + "\(Self.knownModules.joined(separator: ", ")) and \"\(Self.allLinearKeyword)\"")
     }
   }
 }

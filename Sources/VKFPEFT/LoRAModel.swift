@@ -16,6 +16,18 @@ public final class LoRAModel {
   public let weights: LlamaWeights
   /// Every adapter with its module name (`model.layers.0.self_attn.q_proj`).
   public private(set) var adapters: [(module: String, adapter: LoRAAdapter)] = []
+  /// The adapter tensors as PEFT stores them, by PEFT module name: one per adapter, except
+  /// that a fused projection (Phi-3's `qkv_proj`, `gate_up_proj`) has one A shared by its
+  /// parts' adapters and one B (and DoRA magnitude) whose row blocks are theirs — PEFT's
+  /// LoRA on the fused linear, exactly.
+  public private(set) var parameterGroups: [ParameterGroup] = []
+
+  /// One PEFT module's adapter tensors and gradients.
+  public struct ParameterGroup {
+    public let module: String
+    public let a, aGrad, b, bGrad: Tensor
+    public let magnitude, magnitudeGrad: Tensor?
+  }
   private let workspace: LoRAWorkspace
   private let gradientArena: Tensor
 
@@ -29,8 +41,21 @@ public final class LoRAModel {
     let be = weights.backend
     workspace = LoRAWorkspace(backend: be)
     let targets = Set(config.resolvedTargetModules)
-    // Plan: which projections, their shapes; validate before allocating.
-    var plan: [(module: String, inF: Int, outF: Int)] = []
+    try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
+    // The PEFT module a projection's adapter belongs to: its own, or its fused projection.
+    var fusedModule: [String: (module: String, rowOffset: Int)] = [:]
+    for i in 0..<weights.shape.layers {
+      let prefix = ParameterNames.layerPrefix(i)
+      for g in weights.shape.fusedGroups {
+        var row = 0
+        for part in g.parts {
+          fusedModule[prefix + part.suffix] = (prefix + g.fused, row)
+          row += part.rows
+        }
+      }
+    }
+    // Plan: which projections, their shapes and PEFT modules; validate before allocating.
+    var plan: [(module: String, inF: Int, outF: Int, group: String, rowOffset: Int)] = []
     var problem: PEFTError?
     weights.updateProjections { module, linear in
       guard problem == nil, let short = module.split(separator: ".").last.map(String.init),
@@ -41,48 +66,74 @@ public final class LoRAModel {
         problem = PEFTError("DoRA needs a frozen base but \(module).weight is trainable; "
           + "load the weights with trainable: .none")
       }
-      plan.append((module, linear.inFeatures, linear.outFeatures))
+      let fused = fusedModule[module]
+      plan.append((module, linear.inFeatures, linear.outFeatures, fused?.module ?? module, fused?.rowOffset ?? 0))
     }
     if let problem { throw problem }
     guard !plan.isEmpty else {
       throw PEFTError("no projection matches the LoRA target modules \(config.targetModules)")
+    }
+    // PEFT modules in first-seen order, with their input width and total output rows.
+    var groupOrder: [String] = [], groupShape: [String: (inF: Int, outF: Int)] = [:]
+    for p in plan {
+      if let g = groupShape[p.group] {
+        groupShape[p.group] = (g.inF, g.outF + p.outF)
+      } else {
+        groupOrder.append(p.group)
+        groupShape[p.group] = (p.inF, p.outF)
+      }
     }
     let r = config.r
     // Parameters and gradients: one allocation each, every view 64-float aligned like
     // LlamaWeights' gradients.
     func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
     var total = 0
-    var offsets: [(a: Int, b: Int, m: Int)] = []
-    for p in plan {
-      let a = total; total += aligned(r * p.inF)
-      let b = total; total += aligned(p.outF * r)
-      let m = total; if config.useDoRA { total += aligned(p.outF) }
-      offsets.append((a, b, m))
+    var offsets: [String: (a: Int, b: Int, m: Int)] = [:]
+    for g in groupOrder {
+      guard let s = groupShape[g] else { continue }
+      let a = total; total += aligned(r * s.inF)
+      let b = total; total += aligned(s.outF * r)
+      let m = total; if config.useDoRA { total += aligned(s.outF) }
+      offsets[g] = (a, b, m)
     }
     let params = try be.allocate([total])
     gradientArena = try be.allocate([total])
     try be.fill(params, value: 0)
     try be.fill(gradientArena, value: 0)
     var rng = SplitMix64(seed: seed)
-    var built: [(module: String, adapter: LoRAAdapter)] = []
-    for (i, (p, o)) in zip(plan, offsets).enumerated() {
+    var groups: [ParameterGroup] = []
+    for g in groupOrder {
+      guard let s = groupShape[g], let o = offsets[g] else { continue }
       func views(_ t: Tensor) throws -> (Tensor, Tensor, Tensor?) {
-        (try t.view(offset: o.a, shape: [r, p.inF]), try t.view(offset: o.b, shape: [p.outF, r]),
-         config.useDoRA ? try t.view(offset: o.m, shape: [p.outF]) : nil)
+        (try t.view(offset: o.a, shape: [r, s.inF]), try t.view(offset: o.b, shape: [s.outF, r]),
+         config.useDoRA ? try t.view(offset: o.m, shape: [s.outF]) : nil)
       }
       let (a, b, m) = try views(params)
       let (ga, gb, gm) = try views(gradientArena)
       // Matches peft LoraLayer.reset_lora_parameters: kaiming_uniform_(A, a=√5) has bound
       // gain·√(3/fan_in) with gain = √(2/(1+5)), i.e. 1/√in; B = 0.
-      let bound = 1 / Double(p.inF).squareRoot()
-      let values = (0..<(r * p.inF)).map { _ in Float((2 * rng.nextUnitDouble() - 1) * bound) }
+      let bound = 1 / Double(s.inF).squareRoot()
+      let values = (0..<(r * s.inF)).map { _ in Float((2 * rng.nextUnitDouble() - 1) * bound) }
       try be.upload(values, to: a)
-      let adapter = try LoRAAdapter(a: a, b: b, aGrad: ga, bGrad: gb, magnitude: m, magnitudeGrad: gm,
+      groups.append(ParameterGroup(module: g, a: a, aGrad: ga, b: b, bGrad: gb, magnitude: m, magnitudeGrad: gm))
+    }
+    let groupIndex = Dictionary(uniqueKeysWithValues: groups.enumerated().map { ($1.module, $0) })
+    var built: [(module: String, adapter: LoRAAdapter)] = []
+    for p in plan {
+      guard let i = groupIndex[p.group] else { continue }
+      let g = groups[i]
+      // The part's rows of the group's B (and magnitude); A is the group's own.
+      func rows(_ t: Tensor) throws -> Tensor { try t.view(offset: p.rowOffset * r, shape: [p.outF, r]) }
+      func entries(_ t: Tensor?) throws -> Tensor? { try t.map { try $0.view(offset: p.rowOffset, shape: [p.outF]) } }
+      // One dropout index per PEFT module: a fused projection's parts see PEFT's one mask.
+      let adapter = try LoRAAdapter(a: g.a, b: try rows(g.b), aGrad: g.aGrad, bGrad: try rows(g.bGrad),
+                                    magnitude: try entries(g.magnitude), magnitudeGrad: try entries(g.magnitudeGrad),
                                     scaling: config.scaling, dropout: config.dropout, index: i,
                                     workspace: workspace)
       built.append((p.module, adapter))
     }
     adapters = built
+    parameterGroups = groups
     let byModule = Dictionary(uniqueKeysWithValues: built.map { ($0.module, $0.adapter) })
     try weights.updateProjections { module, linear in
       guard let adapter = byModule[module] else { return }
@@ -113,13 +164,13 @@ public final class LoRAModel {
 
   // MARK: - Training interface
 
-  /// Every adapter parameter with its gradient, named by PEFT key, in `adapters` order.
+  /// Every adapter parameter with its gradient, named by PEFT key, in `parameterGroups` order.
   public var trainableTensors: [TrainableTensor] {
-    adapters.flatMap { module, ad -> [TrainableTensor] in
-      var out = [TrainableTensor(name: Self.peftKey(module: module, Self.loraAKey), value: ad.a, gradient: ad.aGrad),
-                 TrainableTensor(name: Self.peftKey(module: module, Self.loraBKey), value: ad.b, gradient: ad.bGrad)]
-      if let m = ad.magnitude, let g = ad.magnitudeGrad {
-        out.append(TrainableTensor(name: Self.peftKey(module: module, Self.magnitudeKey), value: m, gradient: g))
+    parameterGroups.flatMap { g -> [TrainableTensor] in
+      var out = [TrainableTensor(name: Self.peftKey(module: g.module, Self.loraAKey), value: g.a, gradient: g.aGrad),
+                 TrainableTensor(name: Self.peftKey(module: g.module, Self.loraBKey), value: g.b, gradient: g.bGrad)]
+      if let m = g.magnitude, let mg = g.magnitudeGrad {
+        out.append(TrainableTensor(name: Self.peftKey(module: g.module, Self.magnitudeKey), value: m, gradient: mg))
       }
       return out
     }
@@ -156,15 +207,15 @@ public final class LoRAModel {
   public func load(_ tensors: [String: [Float]]) throws {
     let be = weights.backend
     var expected: [(key: String, tensor: Tensor)] = []
-    for (module, ad) in adapters {
-      expected.append((Self.peftKey(module: module, Self.loraAKey), ad.a))
-      expected.append((Self.peftKey(module: module, Self.loraBKey), ad.b))
-      if let m = ad.magnitude { expected.append((Self.peftKey(module: module, Self.magnitudeKey), m)) }
+    for g in parameterGroups {
+      expected.append((Self.peftKey(module: g.module, Self.loraAKey), g.a))
+      expected.append((Self.peftKey(module: g.module, Self.loraBKey), g.b))
+      if let m = g.magnitude { expected.append((Self.peftKey(module: g.module, Self.magnitudeKey), m)) }
     }
     let known = Set(expected.map(\.key))
     if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
       throw PEFTError("unexpected adapter tensor \(extra): the adapter does not match this LoRA config "
-        + "(r \(config.r), targets \(config.resolvedTargetModules.joined(separator: ","))"
+        + "(r \(config.r), targets \(config.peftTargetModules(fusedProjections: weights.shape.fusedProjections).joined(separator: ","))"
         + "\(config.useDoRA ? ", DoRA" : ""))")
     }
     for (key, t) in expected {

@@ -55,8 +55,10 @@ public enum PEFTAdapterFiles {
       }
       tensors.append(try SafetensorsWriter.Tensor(name: scoreHeadKey, shape: [1, hidden], floats: try be.floats(scoreHead)))
     }
+    let fused = lora.weights.shape.fusedProjections
     let config = try AtomicDirectory.jsonData(configObject(lora.config, baseModel: baseModel,
-                                                           sequenceClassification: scoreHead != nil))
+                                                           sequenceClassification: scoreHead != nil,
+                                                           fusedProjections: fused))
     let card = modelCard(config: lora.config, baseModel: baseModel, recipe: readme,
                          sequenceClassification: scoreHead != nil)
     try AtomicDirectory.write(to: dir, overwrite: overwrite, what: "adapter directory") { tmp in
@@ -71,8 +73,9 @@ public enum PEFTAdapterFiles {
   /// adapter_config.json as peft 0.21.2's `LoraConfig.save_pretrained` writes it: every
   /// field, the ones vkfinetune does not use at peft's defaults. `sequenceClassification`:
   /// a reward adapter (`task_type` SEQ_CLS, the head in `modules_to_save`).
+  /// `fusedProjections`: target_modules named as on a Phi-3 (qkv_proj, gate_up_proj).
   public static func configObject(_ config: LoRAConfig, baseModel: String,
-                                  sequenceClassification: Bool = false) -> [String: Any] {
+                                  sequenceClassification: Bool = false, fusedProjections fused: Bool = false) -> [String: Any] {
     let null = NSNull()
     var object: [String: Any] = [
       "alora_invocation_tokens": null, "alpha_pattern": [String: Any](), "arrow_config": null,
@@ -85,7 +88,7 @@ public enum PEFTAdapterFiles {
       "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
       "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA",
       "peft_version": peftFormatVersion, "qalora_group_size": 16, "r": config.r,
-      "rank_pattern": [String: Any](), "revision": null, "target_modules": config.resolvedTargetModules,
+      "rank_pattern": [String: Any](), "revision": null, "target_modules": config.peftTargetModules(fusedProjections: fused),
       "target_parameters": null, "task_type": "CAUSAL_LM", "trainable_token_indices": null,
       "use_bdlora": null, "use_dora": config.useDoRA, "use_qalora": false, "use_rslora": config.useRSLoRA,
       "velora_config": null,

@@ -120,12 +120,12 @@ extension PEFTAdapterFiles {
     } else {
       throw fail("target_modules must be a list of module names or \"all-linear\", got \(value)")
     }
-    let valid = Set(LoRAConfig.allLinear + [LoRAConfig.allLinearKeyword])
+    let valid = Set(LoRAConfig.knownModules + [LoRAConfig.allLinearKeyword])
     var out: [String] = []
     for name in names {
       let short = name.split(separator: ".").last.map(String.init) ?? name
       guard valid.contains(short), short == name || name.hasPrefix("model.layers.") else {
-        throw fail("target module \"\(name)\" is not one of \(LoRAConfig.allLinear.joined(separator: ", ")) "
+        throw fail("target module \"\(name)\" is not one of \(LoRAConfig.knownModules.joined(separator: ", ")) "
           + "(a regular expression or another architecture's names cannot be applied)")
       }
       if !out.contains(short) { out.append(short) }
@@ -217,15 +217,34 @@ extension PEFTAdapterFiles {
   }
 
   /// Every PEFT key and shape an adapter with `config` has on `weights`, in module order.
+  /// A fused projection (Phi-3's qkv_proj, gate_up_proj) is one module whose B stacks its
+  /// parts' rows.
   static func expectedTensors(config: LoRAConfig, weights: LlamaWeights) throws -> [(key: String, shape: [Int])] {
+    try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
     let targets = Set(config.resolvedTargetModules)
-    var out: [(key: String, shape: [Int])] = []
+    var partOf: [String: String] = [:]
+    for i in 0..<weights.shape.layers {
+      let prefix = ParameterNames.layerPrefix(i)
+      for g in weights.shape.fusedGroups { for part in g.parts { partOf[prefix + part.suffix] = prefix + g.fused } }
+    }
+    var order: [String] = [], shapes: [String: (inF: Int, outF: Int)] = [:]
     weights.updateProjections { module, linear in
       guard let short = module.split(separator: ".").last.map(String.init), targets.contains(short) else { return }
-      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraAKey), [config.r, linear.inFeatures]))
-      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraBKey), [linear.outFeatures, config.r]))
+      let group = partOf[module] ?? module
+      if let s = shapes[group] {
+        shapes[group] = (s.inF, s.outF + linear.outFeatures)
+      } else {
+        order.append(group)
+        shapes[group] = (linear.inFeatures, linear.outFeatures)
+      }
+    }
+    var out: [(key: String, shape: [Int])] = []
+    for module in order {
+      guard let s = shapes[module] else { continue }
+      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraAKey), [config.r, s.inF]))
+      out.append((LoRAModel.peftKey(module: module, LoRAModel.loraBKey), [s.outF, config.r]))
       if config.useDoRA {
-        out.append((LoRAModel.peftKey(module: module, LoRAModel.magnitudeKey), [linear.outFeatures]))
+        out.append((LoRAModel.peftKey(module: module, LoRAModel.magnitudeKey), [s.outF]))
       }
     }
     return out

@@ -155,7 +155,16 @@ public struct MemoryEstimate: Equatable, Sendable {
       ("down_proj", s.intermediate, s.hidden),
     ]
     var total = 0
-    for (name, fanIn, fanOut) in dims where targetModules.contains(name) {
+    var counted = Set<String>()
+    if s.fusedProjections {  // Phi-3: one A per fused projection, its B over every part's rows
+      for (fused, parts) in [("qkv_proj", ["q_proj", "k_proj", "v_proj"]), ("gate_up_proj", ["gate_proj", "up_proj"])]
+      where parts.contains(where: targetModules.contains) || targetModules.contains(fused) {
+        let fanOut = dims.filter { parts.contains($0.0) }.reduce(0) { $0 + $1.2 }
+        total += s.layers * (rank * (s.hidden + fanOut) + (dora ? fanOut : 0))
+        counted.formUnion(parts)
+      }
+    }
+    for (name, fanIn, fanOut) in dims where targetModules.contains(name) && !counted.contains(name) {
       total += s.layers * (rank * (fanIn + fanOut) + (dora ? fanOut : 0))
     }
     if targetModules.contains("lm_head") { total += rank * (s.hidden + s.vocab) + (dora ? s.vocab : 0) }

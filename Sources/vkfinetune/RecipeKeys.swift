@@ -17,8 +17,9 @@ struct RecipeKey: Sendable {
 enum RecipeKeys {
   /// PEFT's `all-linear`: every projection of each decoder layer (not lm_head).
   static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-  /// Modules an adapter can target on a Llama-family model.
-  static let targetableModules = allLinear + ["lm_head"]
+  /// Modules an adapter can target: the projections, Phi-3's fused qkv_proj / gate_up_proj,
+  /// and the LM head.
+  static let targetableModules = allLinear + ["qkv_proj", "gate_up_proj", "lm_head"]
 
   /// The key table, in the order `--print-config` writes.
   static let all: [RecipeKey] = [
