@@ -96,7 +96,12 @@ extension HFModelWriter {
       throw PEFTError("the model mixes Gemma's GeGLU / (1 + w) norms / scaled embedding with other features "
         + "no supported config type describes; put the model's config.json beside the .gguf and load it again")
     }
-    let modelType = gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
+    if shape.fusedProjections, gemma || shape.qkNorm || shape.qkvBias {
+      throw PEFTError("the model has fused projections with features Phi-3 lacks, which no supported config "
+        + "type describes; put the model's config.json beside the .gguf and load it again")
+    }
+    let modelType = shape.fusedProjections ? "phi3"
+      : gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
     var object: [String: Any] = [
       "model_type": modelType,
@@ -116,6 +121,9 @@ extension HFModelWriter {
     ]
     if let factor = try linearRopeFactor(shape, theta: theta) {
       object["rope_scaling"] = ["rope_type": "linear", "factor": factor]
+    }
+    if shape.fusedProjections, let w = shape.slidingWindows.first(where: { $0 > 0 }) {
+      object["sliding_window"] = w  // Phi-3: every layer
     }
     return try decodedConfig(object, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
   }

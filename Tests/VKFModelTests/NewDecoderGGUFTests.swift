@@ -152,4 +152,19 @@ final class NewDecoderGGUFTests: XCTestCase {
     XCTAssertEqual(shape.slidingWindows, [3, 3], "llama.cpp: all but every 6th layer windowed")
     XCTAssertEqual(shape.localInvFreq, g.shape.localInvFreq)
   }
+
+  /// Phi-3 as llama.cpp's converter writes it: `attn_qkv` and `ffn_up` (gate rows, then up)
+  /// fused, rows unpermuted, the window in metadata on every layer.
+  func test_phi3GGUF_fusedTensors_matchTheTransformersGolden() throws {
+    let g = try GoldenCase.load("phi3")
+    let path = try writeGGUF(g, arch: "phi3", extra: [("attention.sliding_window", .uint32(4))])
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let shape = try checkLoads(path, g)
+    XCTAssertTrue(shape.fusedProjections)
+    XCTAssertEqual(shape.slidingWindows, [4, 4])
+    XCTAssertEqual(GGUFNameMap.huggingFaceName(for: "blk.0.ffn_up.weight", architecture: "phi3"),
+                   "model.layers.0.mlp.gate_up_proj.weight")
+    XCTAssertEqual(GGUFNameMap.huggingFaceName(for: "blk.0.attn_qkv.weight", architecture: "phi3"),
+                   "model.layers.0.self_attn.qkv_proj.weight")
+  }
 }

@@ -162,6 +162,17 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
+  /// Fused projections (a Phi-3 GGUF alone) are phi3, its window spelled out.
+  func test_synthesizedConfig_fusedProjections_isPhi3() throws {
+    var shape = try PEFTFixture.shape()
+    shape.fusedProjections = true
+    shape.slidingWindows = Array(repeating: 5, count: shape.layers)
+    let config = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(config.modelType, "phi3")
+    XCTAssertEqual(try config.layerWindows(), shape.slidingWindows)
+    XCTAssertNil(try TransformerShape(config: config).firstDifference(from: shape))
+  }
+
   /// Every model type the loader accepts can be written back (causal LM and reward model).
   func test_everySupportedModelType_hasTransformersClasses() {
     for type in LlamaConfig.supportedModelTypes {

@@ -50,7 +50,7 @@ extension TransformerShape {
 
 extension TransformerShape {
   /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
-  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"]
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"]
 
   /// The block count of the Gemma 2 / Gemma 3 27B models, whose attention scale llama.cpp
   /// takes as (hidden / heads)^−½ (their query_pre_attn_scalar); every other size uses
@@ -118,6 +118,10 @@ extension TransformerShape {
       normWeightOffset = 1
       embeddingScale = Float(Double(facts.embeddingLength).squareRoot())
     }
+    if facts.architecture == "phi3" {
+      fusedProjections = true
+      if let w = facts.slidingWindow, w > 0 { slidingWindows = Array(repeating: w, count: facts.blockCount) }
+    }
     if let big = Self.gemma27BBlockCounts[facts.architecture] {
       sandwichNorms = true
       let scaleDim = facts.blockCount == big ? facts.embeddingLength / facts.headCount : facts.headDim
@@ -170,6 +174,9 @@ extension TransformerShape {
     }
     if embeddingScale != other.embeddingScale { return "embedding scale \(embeddingScale) vs \(other.embeddingScale)" }
     if sandwichNorms != other.sandwichNorms { return "sandwich norms \(sandwichNorms) vs \(other.sandwichNorms)" }
+    if fusedProjections != other.fusedProjections {
+      return "fused projections \(fusedProjections) vs \(other.fusedProjections)"
+    }
     for (name, a, b) in [("attention soft-cap", attentionSoftcap, other.attentionSoftcap),
                          ("logit soft-cap", finalLogitSoftcap, other.finalLogitSoftcap)]
     where abs(a - b) > max(a, b) * 1e-6 {

@@ -37,10 +37,19 @@ public enum GGUFNameMap {
   /// Architectures whose blocks use `sandwichBlock`'s names.
   public static let sandwichNormArchitectures: Set<String> = ["gemma2", "gemma3"]
 
+  /// Per-block names of Phi-3 over `block`: its fused projections (`ffn_up` holds gate and
+  /// up, gate rows first).
+  static let fusedBlock: [String: String] = [
+    "attn_qkv": "self_attn.qkv_proj",
+    "ffn_up": "mlp.gate_up_proj",
+  ]
+
   /// The per-block map of an architecture.
   static func blockMap(architecture: String?) -> [String: String] {
-    guard let architecture, sandwichNormArchitectures.contains(architecture) else { return block }
-    return block.merging(sandwichBlock) { $1 }
+    guard let architecture else { return block }
+    if sandwichNormArchitectures.contains(architecture) { return block.merging(sandwichBlock) { $1 } }
+    if architecture == "phi3" { return block.merging(fusedBlock) { $1 } }
+    return block
   }
 
   /// The Hugging Face name for a GGUF tensor name, or nil when it has no HF counterpart
