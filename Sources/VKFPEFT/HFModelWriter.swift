@@ -24,18 +24,13 @@ public enum HFModelWriter {
   ]
 
   /// The transformers class written in `architectures` for each supported `model_type`.
-  public static let architectureNames = [
-    "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-    "gemma3_text": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM",
-  ]
+  public static let architectureNames = Dictionary(uniqueKeysWithValues: Architecture.registry.map {
+    ($0.modelType, $0.causalLM)
+  })
   /// The sequence-classification class of each `model_type` (reward models).
-  public static let sequenceClassificationNames = [
-    "llama": "LlamaForSequenceClassification", "mistral": "MistralForSequenceClassification",
-    "qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification",
-    "gemma": "GemmaForSequenceClassification", "gemma2": "Gemma2ForSequenceClassification",
-    "gemma3_text": "Gemma3TextForSequenceClassification", "phi3": "Phi3ForSequenceClassification",
-  ]
+  public static let sequenceClassificationNames = Dictionary(uniqueKeysWithValues: Architecture.registry.map {
+    ($0.modelType, $0.sequenceClassification)
+  })
 
   /// A reward model's head: written as `score.weight` (1, hidden) in place of the LM head, with
   /// the `pad_token_id` whose last non-pad position the head reads (transformers' rule).

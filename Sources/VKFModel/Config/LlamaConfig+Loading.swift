@@ -106,20 +106,18 @@ extension LlamaConfig {
       }
     }
     guard let w = effectiveSlidingWindow else { return Array(repeating: 0, count: numHiddenLayers) }
-    switch modelType {
-    case "mistral", "phi3": return Array(repeating: w, count: numHiddenLayers)
-    case "qwen2", "qwen3":
+    switch architecture.windowRule {
+    case .none: return Array(repeating: 0, count: numHiddenLayers)
+    case .everyLayer: return Array(repeating: w, count: numHiddenLayers)
+    case .fromMaxWindowLayers:
       let from = maxWindowLayers ?? 28
       return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }
-    case "gemma2":  // even layers windowed, odd layers full (transformers' default layer_types)
-      return (0..<numHiddenLayers).map { $0 % 2 == 0 ? w : 0 }
-    case "gemma3_text":
-      let pattern = slidingWindowPattern ?? 6
+    case .everyNthFull(let defaultPattern):
+      let pattern = slidingWindowPattern ?? defaultPattern
       guard pattern > 0 else {
         throw ConfigError.invalidValue("sliding_window_pattern", reason: "must be positive, got \(pattern)", file: file)
       }
       return (0..<numHiddenLayers).map { ($0 + 1) % pattern != 0 ? w : 0 }
-    default: return Array(repeating: 0, count: numHiddenLayers)
     }
   }
 }

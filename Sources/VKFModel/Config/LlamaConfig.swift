@@ -14,8 +14,7 @@ import VKFCore
 /// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
 public struct LlamaConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
-  public static let supportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
-                                             "gemma3_text", "phi3"]
+  public static var supportedModelTypes: [String] { Architecture.modelTypes }
 
   /// `model_type`: one of `supportedModelTypes`. Required.
   public var modelType: String
@@ -89,13 +88,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// `torch_dtype` (or the newer `dtype`): the checkpoint's storage dtype. Default: nil.
   public var torchDtype: String?
 
+  /// The registry entry of `modelType` (decoding refuses any other type).
+  public var architecture: Architecture {
+    Architecture.named(modelType) ?? Architecture.registry[0]
+  }
   /// Qwen2 always has q/k/v biases (its `attention_bias` key is absent); elsewhere they
   /// follow `attention_bias`.
-  public var hasQKVBias: Bool { modelType == "qwen2" || attentionBias }
+  public var hasQKVBias: Bool { architecture.qkvBiasAlways || attentionBias }
   /// Whether the output projection `o_proj` has a bias (never for qwen2).
-  public var hasOutputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
+  public var hasOutputProjectionBias: Bool { !architecture.qkvBiasAlways && attentionBias }
   /// Qwen3's and Gemma 3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
-  public var hasQKNorm: Bool { modelType == "qwen3" || modelType == "gemma3_text" }
+  public var hasQKNorm: Bool { architecture.qkNorm }
   /// The gated MLP's activation `hiddenAct` names, or nil when it is not implemented.
   public var gatedActivation: GatedActivation? {
     switch hiddenAct {
@@ -138,19 +141,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   enum LayerTypeRopeKeys: String, CodingKey { case full = "full_attention", sliding = "sliding_attention" }
 
   /// Gemma-family model types (GeGLU, (1 + w) norms, √hidden embedding scale).
-  public var isGemmaFamily: Bool { Self.gemmaFamily.contains(modelType) }
-  /// The Gemma model types.
-  static let gemmaFamily: Set<String> = ["gemma", "gemma2", "gemma3_text"]
+  public var isGemmaFamily: Bool { architecture.gemma }
   /// Gemma 2/3's sandwich norms (attention and MLP outputs RMSNormed before their residual
   /// adds) and `query_pre_attn_scalar`.
-  public var hasSandwichNorms: Bool { modelType == "gemma2" || modelType == "gemma3_text" }
+  public var hasSandwichNorms: Bool { architecture.sandwichNorms }
 
   /// Decodes and validates; prefer `LlamaConfig.load(from:)`, which turns failures into
   /// `ConfigError`s naming the file and field.
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     modelType = try c.decode(String.self, forKey: .modelType)
-    guard Self.supportedModelTypes.contains(modelType) else {
+    guard let arch = Architecture.named(modelType) else {
       throw ConfigError.unsupportedModelType(modelType, file: "", supported: Self.supportedModelTypes)
     }
     hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
@@ -159,31 +160,23 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
     numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-      ?? (modelType == "qwen3" ? 128 : Self.gemmaFamily.contains(modelType) ? 256
-          : numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
-    rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? (modelType == "phi3" ? 1e-5 : 1e-6)
+      ?? arch.defaultHeadDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
+    rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? arch.defaultRMSNormEps
     vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-    let defaultContext = ["llama": 2048, "mistral": 131072, "qwen2": 32768, "qwen3": 32768, "gemma": 8192,
-                          "gemma2": 8192, "gemma3_text": 131072, "phi3": 4096][modelType]
-      ?? 2048
-    maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultContext
-    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
-      ?? Self.gemmaFamily.contains(modelType)
+    maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? arch.defaultContext
+    tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? arch.defaultTied
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-    if c.contains(.slidingWindow) || !["mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"].contains(modelType) {
-      slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
-    } else {
-      slidingWindow = 4096  // MistralConfig / Qwen2Config's default
-    }
+    // Absent: the class's default (MistralConfig / Qwen2Config's 4096); null: none.
+    slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : arch.defaultWindow
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
-      ?? (["mistral", "gemma2", "gemma3_text", "phi3"].contains(modelType) && slidingWindow != nil)
+      ?? (arch.windowOnByDefault && slidingWindow != nil)
     maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
     layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     slidingWindowPattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern)
     queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar)
-      ?? (modelType == "gemma2" || modelType == "gemma3_text" ? 256 : nil)
-    if Self.gemmaFamily.contains(modelType) {  // isGemmaFamily (self is not ready yet)
+      ?? (arch.sandwichNorms ? 256 : nil)
+    if arch.gemma {
       let act = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
         ?? c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_pytorch_tanh"
       hiddenAct = act == "gelu" ? "gelu_pytorch_tanh" : act
@@ -200,17 +193,16 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
       ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
-    try Self.refuseUnimplementedSettings(c, modelType: modelType)
+    try Self.refuseUnimplementedSettings(c, architecture: arch)
     // Gemma 2 defaults to 50 / 30 when the keys are absent; null means none (transformers).
-    let isGemma2 = modelType == "gemma2"
     attnLogitSoftcapping = c.contains(.attentionSoftcap)
-      ? try c.decodeIfPresent(Double.self, forKey: .attentionSoftcap) : (isGemma2 ? 50 : nil)
+      ? try c.decodeIfPresent(Double.self, forKey: .attentionSoftcap) : arch.defaultSoftcaps?.attention
     finalLogitSoftcapping = c.contains(.finalSoftcap)
-      ? try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) : (isGemma2 ? 30 : nil)
+      ? try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) : arch.defaultSoftcaps?.final
 
     // RoPE: `rope_parameters` (new) wins over `rope_theta` + `rope_scaling` (old).
-    ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? (modelType == "gemma3_text" ? 1_000_000 : 10000)
-    localRopeTheta = try c.decodeIfPresent(Double.self, forKey: .localRopeTheta) ?? (modelType == "gemma3_text" ? 10000 : nil)
+    ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? arch.defaultRopeTheta
+    localRopeTheta = try c.decodeIfPresent(Double.self, forKey: .localRopeTheta) ?? arch.defaultLocalRopeTheta
     ropeScaling = try Self.decodeScaling(c, key: .ropeScaling)
     if c.contains(.ropeParameters), try !c.decodeNil(forKey: .ropeParameters) {
       let p = try c.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
@@ -240,7 +232,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
   /// Settings that change the model's math when not at their neutral value, which this
   /// trainer does not implement: refused by key rather than silently ignored.
-  private static func refuseUnimplementedSettings(_ c: KeyedDecodingContainer<CodingKeys>, modelType: String) throws {
+  private static func refuseUnimplementedSettings(_ c: KeyedDecodingContainer<CodingKeys>,
+                                                  architecture arch: Architecture) throws {
     func number(_ key: CodingKeys) -> Double? {
       (try? c.decodeIfPresent(Double.self, forKey: key)) ?? nil
     }
@@ -265,9 +258,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     for (key, name) in [(CodingKeys.attentionSoftcap, "attn_logit_softcapping"),
                         (.finalSoftcap, "final_logit_softcapping")] {
       guard let cap = number(key) else { continue }
-      if modelType != "gemma2" && modelType != "gemma3_text" {
+      if !arch.softcapKeys {
         throw ConfigError.invalidValue(name, reason: "is \(cap); soft-capping belongs to gemma2 / gemma3_text, "
-          + "and \(modelType)'s transformers class would ignore it", file: "")
+          + "and \(arch.modelType)'s transformers class would ignore it", file: "")
       }
       guard cap > 0, cap.isFinite else {
         throw ConfigError.invalidValue(name, reason: "must be positive or null, got \(cap)", file: "")
@@ -309,7 +302,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
     try c.encodeIfPresent(queryPreAttnScalar, forKey: .queryPreAttnScalar)
     try c.encodeIfPresent(localRopeTheta, forKey: .localRopeTheta)
-    if isGemmaFamily && modelType != "gemma" {  // null spelled out: absent means 50 / 30 for gemma2
+    if architecture.softcapKeys {  // null spelled out: absent means 50 / 30 for gemma2
       try c.encode(attnLogitSoftcapping, forKey: .attentionSoftcap)
       try c.encode(finalLogitSoftcapping, forKey: .finalSoftcap)
     }

@@ -20,7 +20,7 @@ extension TransformerShape {
               rmsNormEps: Float(config.rmsNormEps), invFreq: config.ropeInverseFrequencies(),
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
     qkNorm = config.hasQKNorm
-    fusedProjections = config.modelType == "phi3"
+    fusedProjections = config.architecture.fusedProjections
     activation = config.gatedActivation ?? .silu
     if config.isGemmaFamily {
       normWeightOffset = 1
@@ -32,7 +32,7 @@ extension TransformerShape {
     }
     attentionSoftcap = Float(config.attnLogitSoftcapping ?? 0)
     finalLogitSoftcap = Float(config.finalLogitSoftcapping ?? 0)
-    if config.modelType == "gemma3_text" {
+    if config.architecture.defaultLocalRopeTheta != nil {  // Gemma 3's windowed layers
       if let local = config.localRopeTheta {
         localInvFreq = RoPE.inverseFrequencies(headDim: config.headDim, theta: local)
       }
