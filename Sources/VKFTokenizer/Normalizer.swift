@@ -1,4 +1,4 @@
-// tokenizer.json normalizers: Unicode forms, Lowercase, Replace, Prepend, Strip, Sequence.
+// tokenizer.json normalizers: Unicode forms, Lowercase, Replace, Prepend, Strip, Bert, Sequence.
 import Foundation
 
 /// A text normalizer, applied to each piece of input that is not an added token.
@@ -13,6 +13,10 @@ indirect enum Normalizer: Sendable {
   case prepend(String)
   case replace(pattern: ReplacePattern, content: String)
   case byteLevel
+  /// BertNormalizer: clean text (drop NUL, U+FFFD and control characters, every whitespace a
+  /// space), space out CJK ideographs, strip accents (NFD then drop Mn; default: as
+  /// lowercase), lowercase — in that order.
+  case bert(cleanText: Bool, chineseChars: Bool, stripAccents: Bool, lowercase: Bool)
   case sequence([Normalizer])
 
   /// Parses a `normalizer` object.
@@ -33,6 +37,12 @@ indirect enum Normalizer: Sendable {
       self = .replace(pattern: try ReplacePattern(PatternSpec(json, key: "pattern")),
                       content: try json.string("content"))
     case "ByteLevel": self = .byteLevel
+    case "BertNormalizer":
+      let lowercase = try json.bool("lowercase", default: true)
+      let strip = json.value("strip_accents") as? Bool  // null: follow lowercase
+      self = .bert(cleanText: try json.bool("clean_text", default: true),
+                   chineseChars: try json.bool("handle_chinese_chars", default: true),
+                   stripAccents: strip ?? lowercase, lowercase: lowercase)
     case "Sequence":
       self = .sequence(try json.objects("normalizers").map(Normalizer.init(json:)))
     default:
@@ -77,8 +87,47 @@ indirect enum Normalizer: Sendable {
       return pattern.replaceAll(in: s, with: content)
     case .byteLevel:
       return ByteLevel.encode(s)
+    case let .bert(cleanText, chineseChars, stripAccents, lowercase):
+      var out = String.UnicodeScalarView()
+      for c in s.unicodeScalars {
+        if cleanText {
+          if c.value == 0 || c.value == 0xFFFD || Self.isBertControl(c) { continue }
+          if c == "\t" || c == "\n" || c == "\r" || c.properties.isWhitespace { out.append(" "); continue }
+        }
+        if chineseChars, Self.isCJKIdeograph(c) {
+          out.append(" "); out.append(c); out.append(" ")
+        } else {
+          out.append(c)
+        }
+      }
+      var text = String(out)
+      if stripAccents {
+        text = String(String.UnicodeScalarView(text.decomposedStringWithCanonicalMapping.unicodeScalars.filter {
+          $0.properties.generalCategory != .nonspacingMark
+        }))
+      }
+      return lowercase ? Normalizer.lowercase.apply(text) : text
     case .sequence(let list):
       return list.reduce(s) { $1.apply($0) }
+    }
+  }
+
+  /// BERT's control characters: general category Cc, Cf, Cn or Co, but tab, newline and
+  /// carriage return (whitespace there).
+  static func isBertControl(_ c: Unicode.Scalar) -> Bool {
+    if c == "\t" || c == "\n" || c == "\r" { return false }
+    switch c.properties.generalCategory {
+    case .control, .format, .unassigned, .privateUse, .surrogate: return true
+    default: return false
+    }
+  }
+
+  /// The CJK ideograph blocks BERT spaces out (not Hangul, kana or CJK punctuation).
+  static func isCJKIdeograph(_ c: Unicode.Scalar) -> Bool {
+    switch c.value {
+    case 0x4E00...0x9FFF, 0x3400...0x4DBF, 0x20000...0x2A6DF, 0x2A700...0x2B73F, 0x2B740...0x2B81F,
+         0x2B920...0x2CEAF, 0xF900...0xFAFF, 0x2F800...0x2FA1F: return true
+    default: return false
     }
   }
 }

@@ -9,6 +9,9 @@ indirect enum TokenDecoder: Sendable {
   case strip(content: Unicode.Scalar, start: Int, stop: Int)
   case replace(pattern: ReplacePattern, content: String)
   case bpe(suffix: String)
+  /// WordPiece: pieces after the first lose the prefix ("##") or get a leading space; with
+  /// `cleanup`, BERT's spacing fixes (" ." → ".", " n't" → "n't", …) per token.
+  case wordPiece(prefix: String, cleanup: Bool)
   case sequence([TokenDecoder])
 
   /// Parses a `decoder` object.
@@ -34,6 +37,8 @@ indirect enum TokenDecoder: Sendable {
       self = .replace(pattern: try ReplacePattern(PatternSpec(json, key: "pattern")),
                       content: try json.string("content"))
     case "BPEDecoder": self = .bpe(suffix: try json.optionalString("suffix") ?? "</w>")
+    case "WordPiece":
+      self = .wordPiece(prefix: try json.optionalString("prefix") ?? "##", cleanup: try json.bool("cleanup", default: true))
     case "Sequence":
       self = .sequence(try json.objects("decoders").map(TokenDecoder.init(json:)))
     default:
@@ -87,9 +92,33 @@ indirect enum TokenDecoder: Sendable {
       return tokens.enumerated().map { i, t in
         p?.replaceAll(in: t, with: i == tokens.count - 1 ? "" : " ") ?? t
       }
+    case let .wordPiece(prefix, cleanup):
+      return tokens.enumerated().map { i, t in
+        var token = t
+        if i != 0 {
+          if token.unicodeScalars.starts(with: prefix.unicodeScalars) {
+            token = String(String.UnicodeScalarView(token.unicodeScalars.dropFirst(prefix.unicodeScalars.count)))
+          } else {
+            token = " " + token
+          }
+        }
+        return cleanup ? Self.wordPieceCleanup(token) : token
+      }
     case .sequence(let list):
       return list.reduce(tokens) { $1.chain($0) }
     }
+  }
+
+  /// BERT's decode cleanup, replacements applied in HF's order.
+  static func wordPieceCleanup(_ s: String) -> String {
+    let pairs = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+                 (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+    var out = s
+    for (from, to) in pairs {
+      guard let p = try? ReplacePattern(.string(from)) else { continue }
+      out = p.replaceAll(in: out, with: to)
+    }
+    return out
   }
 
   /// Decodes tokens to the final string.

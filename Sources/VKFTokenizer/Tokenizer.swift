@@ -2,13 +2,13 @@
 import Foundation
 import VKFCore
 
-/// A Hugging Face `tokenizer.json` tokenizer (BPE model) whose ids equal HF `tokenizers`.
+/// A Hugging Face `tokenizer.json` tokenizer (BPE or WordPiece model) whose ids equal HF `tokenizers`.
 ///
 /// Pipeline, as in `TokenizerImpl::encode`: added tokens are cut out of the raw text, the
 /// rest is normalized, normalized added tokens are cut out, pre-tokenized into words, each
 /// word is BPE-encoded, and the post-processor adds special tokens.
 public final class Tokenizer: Sendable {
-  private let model: BPEModel
+  private let model: any SubwordModel
   private let added: AddedVocabulary
   private let addedByID: [Int: AddedToken]
   /// What `token(for:)` returns for added ids: the normalized form for normalized tokens
@@ -64,8 +64,12 @@ public final class Tokenizer: Sendable {
     let root = JSONObject(raw: dict, path: "")
     let modelJSON = try root.object("model")
     let modelType = try modelJSON.optionalString("type") ?? (modelJSON.value("merges") != nil ? "BPE" : "")
-    guard modelType == "BPE" else { throw TokenizerError.unsupported(component: "model", type: modelType) }
-    let model = try BPEModel(json: modelJSON)
+    let model: any SubwordModel
+    switch modelType {
+    case "BPE": model = try BPEModel(json: modelJSON)
+    case "WordPiece": model = try WordPieceModel(json: modelJSON)
+    default: throw TokenizerError.unsupported(component: "model", type: modelType)
+    }
     self.model = model
     normalizer = try root.optionalObject("normalizer").map(Normalizer.init(json:))
     preTokenizer = try root.optionalObject("pre_tokenizer").map(PreTokenizer.init(json:))

@@ -127,6 +127,27 @@ final class TokenizerGoldenTests: XCTestCase {
     try assertMatchesHF(TokenizerFixtures.tokenizer("splits"), "splits")
   }
 
+  /// WordPiece with BertNormalizer (control characters dropped, CJK ideographs spaced,
+  /// accents stripped, lowercase), BertPreTokenizer, [CLS] … [SEP] and the WordPiece decoder's
+  /// cleanup, on a small trained vocabulary where [UNK] and long ## chains are common.
+  func testBert_wordPieceBertNormalizer_matchesHF() throws {
+    let tok = try TokenizerFixtures.tokenizer("bert")
+    try assertMatchesHF(tok, "bert")
+    let unk = try XCTUnwrap(tok.tokenID(for: "[UNK]"))
+    let expected = try XCTUnwrap(try Self.expected.get()["bert"])
+    XCTAssertTrue(expected.cases.contains { $0.ids.contains(unk) }, "the corpus reaches [UNK]")
+    XCTAssertTrue(expected.cases.contains { c in c.ids.contains { tok.token(for: $0)?.hasPrefix("##") == true } })
+  }
+
+  /// The real BERT tokenizer of all-MiniLM-L6-v2 (bert-base-uncased's 30 522 WordPieces).
+  func testMiniLM_realBertTokenizer_matchesHF() throws {
+    let tok = try TokenizerFixtures.tokenizer("minilm")
+    try assertMatchesHF(tok, "minilm")
+    XCTAssertEqual(tok.vocabularySize, 30522)
+    XCTAssertEqual(tok.bosTokenID, 101, "[CLS] leads the template")
+    XCTAssertEqual(tok.encode("Hello, world!"), [101, 7592, 1010, 2088, 999, 102])
+  }
+
   func testSmolLM2_realTokenizer_matchesHF() throws {
     let url = TokenizerFixtures.smolLM2
     guard FileManager.default.fileExists(atPath: url.path) else {
