@@ -87,7 +87,8 @@ public struct MemoryEstimate: Equatable, Sendable {
     // Weights: NF4 projections take 4 bits + their block scales (NF4Weight.bytes).
     var weightBytes = 0, parameterElements = 0
     let projectionSuffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
-                              "gate_proj.weight", "up_proj.weight", "down_proj.weight"]
+                              "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+                              "qkv_proj.weight", "gate_up_proj.weight"]  // Phi-3's fused ones
     for (name, shape) in s.parameterShapes {
       let n = shape.reduce(1, *)
       parameterElements += aligned(n)
@@ -107,33 +108,11 @@ public struct MemoryEstimate: Equatable, Sendable {
     let paged = settings.optimizerState == .hostVisible
     let windowBytes = paged ? AdamW.stateBytes(elements: min(settings.optimizerWindowElements, trained)) : 0
 
-    // Activations, as the arena carves them (see the type's comment).
-    let b = settings.microBatchSize, t = settings.seqLength, n = b * t
-    // Attention statistics per row: T probabilities, or one log-sum-exp when fused (the T²
-    // term of both the saved probabilities and the scores scratch).
-    let probs = aligned(b * s.heads * t * (settings.fusedAttention ? 1 : t))
-    // The tensors a mixed-precision arena keeps 16-bit per layer (h1, x1, h2, q, attn, k, v,
-    // gate, up), in f32 slots of `slots`; 1/rms and the row statistics stay f32. silu(gate)·up
-    // is one f32 buffer for every layer (recomputed in the backward).
-    func roundedSet(_ slots: (Int) -> Int) -> Int {
-      3 * slots(n * s.hidden) + 2 * slots(n * s.qWidth) + 2 * slots(n * s.kvWidth) + 2 * slots(n * s.intermediate)
-    }
-    let sharedAct = aligned(n * s.intermediate)
-    let f32Parts = 2 * aligned(n) + probs
-    let layerSet = f32Parts + roundedSet(aligned)
-    let savedSets = settings.checkpointing ? 1 : s.layers
-    let half = !settings.checkpointing && settings.activationType.size == 2
-    // 16-bit: each layer's rounded tensors in half the slots, plus one f32 working set.
-    let savedBytes = half
-      ? s.layers * (f32Parts + roundedSet { aligned(($0 + 1) / 2) }) + roundedSet(aligned)
-      : savedSets * layerSet
-    // (+ 1 · aligned(n): the per-token logit-gradient weights of sequence-level losses)
-    // One LM-head chunk of logits.
-    let headRows = min(n, max(1, settings.headChunkTokens ?? LlamaModel.defaultHeadChunkTokens(vocab: s.vocab)))
-    let scratch = aligned(n * s.hidden) + 4 * aligned(n) + aligned(headRows * s.vocab) + probs + 3 * aligned(n * s.qWidth)
-      + 4 * aligned(n * s.kvWidth) + 3 * aligned(n * s.hidden) + 3 * aligned(n * s.intermediate)
-    let activationBytes = ((s.layers + 1) * aligned(n * s.hidden) + sharedAct + savedBytes + scratch) * f32
-      + 3 * aligned(n) * 4
+    // Activations: the arena as the model carves it (every block's buffers included).
+    let activationBytes = LlamaModel.activationBytes(
+      shape: s, batch: settings.microBatchSize, tokens: settings.seqLength, checkpointing: settings.checkpointing,
+      headChunkTokens: settings.headChunkTokens, fusedAttention: settings.fusedAttention,
+      activationType: settings.activationType)
 
     lines = [
       Line(category: .weights, deviceBytes: weightBytes, hostBytes: 0),

@@ -148,25 +148,38 @@ final class MemoryEstimateTests: XCTestCase {
   }
 }
 
-/// The activation estimate against the arena the model really allocates.
+/// The activation estimate against the arena the model really allocates, for a plain block
+/// and for one with q/k norms and sandwich norms (Gemma 3's extra saved tensors).
 final class MemoryEstimateArenaTests: XCTestCase {
   func test_activations_equalModelArena() throws {
-    for (checkpointing, type) in [(false, DType.f32), (true, .f32), (false, .bf16), (true, .f16)] {
-      let w = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu, trainable: .all)
-      let model = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
-      let batch = 3, tokens = 7
-      let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(Tiny.shape.vocab))
-      try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)
-      let arena = try XCTUnwrap(model.activationStorage).byteCount
-      let e = MemoryEstimate(shape: Tiny.shape, settings: .init(microBatchSize: batch, seqLength: tokens,
-                                                                 checkpointing: checkpointing, fullFineTuning: true,
-                                                                 activationType: type))
-      // The estimate also counts ids, targets and positions (i32) and the model's ones
-      // vector, which live outside the shared f32 arena.
-      let aligned = (batch * tokens + 63) / 64 * 64
-      let ints = 3 * aligned * 4, ones = aligned * 4
-      let activations = e.lines.first { $0.category == .activations }?.deviceBytes ?? -1
-      XCTAssertEqual(activations - ints - ones, arena, "checkpointing \(checkpointing), \(type)")
+    var gemma3Like = Tiny.shape
+    gemma3Like.qkNorm = true
+    gemma3Like.sandwichNorms = true
+    gemma3Like.normWeightOffset = 1
+    for shape in [Tiny.shape, gemma3Like] {
+      var tensors: [String: ([Int], [Float])] = [:]
+      for (i, (name, s)) in shape.parameterShapes.enumerated() {
+        tensors[name] = (s, TestData.uniform(s.reduce(1, *), seed: 200 + UInt64(i), -0.15, 0.15))
+      }
+      let source = MemoryWeights(tensors)
+      for (checkpointing, type) in [(false, DType.f32), (true, .f32), (false, .bf16), (true, .f16)] {
+        let w = try LlamaWeights(from: source, shape: shape, backend: TestBackends.cpu, trainable: .all)
+        let model = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
+        let batch = 3, tokens = 7
+        let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(shape.vocab))
+        try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)
+        let arena = try XCTUnwrap(model.activationStorage).byteCount
+        let e = MemoryEstimate(shape: shape, settings: .init(microBatchSize: batch, seqLength: tokens,
+                                                              checkpointing: checkpointing, fullFineTuning: true,
+                                                              activationType: type))
+        // The estimate also counts ids, targets and positions (i32) and the model's ones
+        // vector, which live outside the shared f32 arena.
+        let aligned = (batch * tokens + 63) / 64 * 64
+        let ints = 3 * aligned * 4, ones = aligned * 4
+        let activations = e.lines.first { $0.category == .activations }?.deviceBytes ?? -1
+        XCTAssertEqual(activations - ints - ones, arena, "q/k + sandwich norms \(shape.qkNorm), "
+          + "checkpointing \(checkpointing), \(type)")
+      }
     }
   }
 }

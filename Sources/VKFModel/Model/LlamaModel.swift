@@ -93,6 +93,22 @@ public final class LlamaModel {
     max(64, headChunkElements / max(vocab, 1) / 64 * 64)
   }
 
+  /// Device bytes of a (batch, tokens) training pass's activations, measured by carving the
+  /// arena exactly as a pass does (every block's buffers: q/k norms, sandwich norms, 16-bit
+  /// copies, the LM-head chunk), plus the ids, targets and positions (i32) and the ones
+  /// vector that live beside it: what `MemoryEstimate` reports, never a hand-derived twin.
+  public static func activationBytes(shape: TransformerShape, batch: Int, tokens: Int, checkpointing: Bool,
+                                     headChunkTokens: Int? = nil, fusedAttention: Bool = true,
+                                     activationType: DType = .f32) -> Int {
+    let n = batch * tokens
+    let head = max(1, headChunkTokens ?? defaultHeadChunkTokens(vocab: shape.vocab))
+    // The measuring carve views no storage, so it cannot fail.
+    let arena = (try? ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
+                                                  savesEveryLayer: !checkpointing, headTokens: head,
+                                                  fusedAttention: fusedAttention, activationType: activationType)) ?? 0
+    return (arena + LlamaWeights.aligned(n)) * 4 + 3 * LlamaWeights.aligned(n) * 4
+  }
+
   /// Logits (N, V) of the last forward pass without targets (passes with targets keep only
   /// one chunk of logits at a time).
   public var logits: Tensor? { lastLogits }
