@@ -95,4 +95,19 @@ final class FusedLoRATests: XCTestCase {
     XCTAssertEqual(LoRAConfig(targetModules: ["gate_up_proj"]).resolvedTargetModules, ["gate_proj", "up_proj"])
     XCTAssertThrowsError(try LoRAConfig(targetModules: ["qkv_proj"]).checkTargets(fusedProjections: false))
   }
+
+  /// QLoRA on fused projections: quantising each part after loading equals quantising the
+  /// parts as they are read (the model's logits are identical), and the dense fused tensor
+  /// is released with its last part.
+  func test_qlora_fusedParts_quantiseAtLoadOrAfter_alike_andReleaseTheFusedTensor() throws {
+    let after = try weights(.none)
+    _ = try QLoRA.quantize(after)
+    XCTAssertNil(after.parameters["model.layers.0.self_attn.qkv_proj.weight"])
+    XCTAssertNil(after.parameters["model.layers.1.mlp.gate_up_proj.weight"])
+    var report = QuantizationReport()
+    let atLoad = try QLoRA.load(from: LoRATestWeights(shape: Self.shape, seed: 5), shape: Self.shape,
+                                backend: TestBackends.cpu, report: &report)
+    XCTAssertEqual(report.projections, 2 * 7)
+    XCTAssertEqual(try LoRATiny.logits(try LlamaModel(weights: atLoad)), try LoRATiny.logits(try LlamaModel(weights: after)))
+  }
 }

@@ -262,8 +262,27 @@ public final class LlamaWeights {
   }
 
   /// Drops a dense parameter from `parameters` (after QLoRA replaced it with NF4), so its
-  /// memory is released once no projection refers to it.
-  public func releaseParameter(_ name: String) { parameters[name] = nil }
+  /// memory is released once no projection refers to it. A part of a fused tensor (Phi-3's
+  /// q_proj in qkv_proj) releases the fused tensor with its last part.
+  public func releaseParameter(_ name: String) {
+    parameters[name] = nil
+    for (fused, parts) in fusedPartNames where parts.contains(name) {
+      releasedParts.insert(name)
+      if parts.allSatisfy(releasedParts.contains) { parameters[fused] = nil }
+    }
+  }
+
+  /// Fused tensors by HF name → their parts' names (empty without fused projections).
+  private var fusedPartNames: [String: [String]] {
+    var out: [String: [String]] = [:]
+    for i in 0..<shape.layers {
+      let p = ParameterNames.layerPrefix(i)
+      for g in shape.fusedGroups { out[p + g.fused + ".weight"] = g.parts.map { p + $0.suffix + ".weight" } }
+    }
+    return out
+  }
+  /// Parts released so far.
+  private var releasedParts = Set<String>()
 
   /// The trained parameters of full fine-tuning (every gradient), by Hugging Face name;
   /// norms take no weight decay, as in transformers' Trainer.
