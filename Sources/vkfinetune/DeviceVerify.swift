@@ -52,7 +52,8 @@ enum DeviceVerify {
   }
 
   /// matmulNF4 with a bf16 x, and fused attention forward + backward at SmolLM2's head size
-  /// with GQA, causal and with a 9-key window (the shader tests' f32 tolerance).
+  /// with GQA, causal, with a 9-key window and with soft-capped scores (the shader tests' f32
+  /// tolerance).
   private static func runNF4AndAttention(_ device: VulkanBackend, cpu: CPUBackend) throws -> Bool {
     var rng = SplitMix64(seed: 0xA77E)
     func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float.random(in: -1...1, using: &rng) } }
@@ -74,7 +75,8 @@ enum DeviceVerify {
     // Attention: B 1, NH 4, KVH 2, T 37, HS 64.
     let (nh, kvh, t, hs) = (4, 2, 37, 64)
     let qv = values(nh * t * hs), kv = values(kvh * t * hs), vv = values(kvh * t * hs), dov = values(nh * t * hs)
-    for window in [0, 9] {
+    // Causal, a 9-key window, and a window with Gemma 2's soft-capped scores (cap 1).
+    for (window, softcap) in [(0, Float(0)), (9, 0), (9, 1)] {
       var outs: [[[Float]]] = []
       for backend in [device as Backend, cpu] {
         let q = try backend.tensor(qv, shape: [1, nh, t, hs]), k = try backend.tensor(kv, shape: [1, kvh, t, hs])
@@ -82,13 +84,15 @@ enum DeviceVerify {
         let lse = try backend.allocate([1, nh, t]), delta = try backend.allocate([1, nh, t])
         let dq = try backend.allocate([1, nh, t, hs]), dk = try backend.allocate([1, kvh, t, hs])
         let dv = try backend.allocate([1, kvh, t, hs])
-        try backend.attention(q: q, k: k, v: v, scale: 0.125, window: window, into: out, lse: lse)
+        try backend.attention(q: q, k: k, v: v, scale: 0.125, window: window, softcap: softcap, into: out, lse: lse)
         try backend.attentionBackward(try backend.tensor(dov, shape: [1, nh, t, hs]), q: q, k: k, v: v, out: out,
-                                      lse: lse, scale: 0.125, window: window, delta: delta, dq: dq, dk: dk, dv: dv)
+                                      lse: lse, scale: 0.125, window: window, softcap: softcap, delta: delta,
+                                      dq: dq, dk: dk, dv: dv)
         outs.append(try [out, lse, dq, dk, dv].map { try backend.floats($0) })
       }
       let worst = zip(outs[1], outs[0]).map { Metrics.nmse($0, $1) }.max() ?? .infinity
-      ok = report("attention fwd+bwd T37 HS64 window \(window)", "fused", worst, tiledNMSE,
+      ok = report("attention fwd+bwd T37 HS64 window \(window)\(softcap > 0 ? " softcap \(softcap)" : "")", "fused",
+                  worst, tiledNMSE,
                   finite: outs[0].allSatisfy { $0.allSatisfy(\.isFinite) }) && ok
     }
     return ok

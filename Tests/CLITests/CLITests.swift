@@ -45,7 +45,7 @@ final class CLITests: XCTestCase {
   }
 
   /// `devices --verify` runs every case (matmul variants, NF4 with 16-bit x, fused attention
-  /// with and without a window) on the device and the CPU and prints one verdict each; all
+  /// causal, windowed and soft-capped) on the device and the CPU and prints one verdict each; all
   /// agree here (the kernels are the ones the shader tests check).
   func test_devices_verify_everyProductAgreesWithTheCPU() throws {
     let r = try Self.run(["devices", "--verify"])
@@ -55,7 +55,7 @@ final class CLITests: XCTestCase {
     }
     XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
     let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") || $0.hasPrefix("FAIL") }
-    XCTAssertEqual(verdicts.count, 11, r.stdout)  // 8 matmuls, NF4 with bf16 x, attention ×2
+    XCTAssertEqual(verdicts.count, 12, r.stdout)  // 8 matmuls, NF4 with bf16 x, attention ×3
     XCTAssertTrue(verdicts.allSatisfy { $0.hasPrefix("ok ") }, r.stdout)
   }
 
