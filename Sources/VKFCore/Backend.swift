@@ -93,6 +93,14 @@ public protocol Backend: AnyObject {
   /// whatever the offset.
   func rmsNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, weightOffset: Float, rstd: Tensor,
                        dx: Tensor, dWeight: Tensor?) throws
+  /// out = (x − mean) / sqrt(var + eps) · weight + bias, row-wise, with the biased variance
+  /// (torch.nn.LayerNorm, BERT's); mean and rstd (rows) keep the row statistics.
+  func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, into out: Tensor, mean: Tensor,
+                 rstd: Tensor) throws
+  /// dx (overwritten); dWeight += Σ_rows dOut ⊙ x̂ and dBias += Σ_rows dOut (each optional),
+  /// x̂ = (x − mean)·rstd.
+  func layerNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, dx: Tensor,
+                         dWeight: Tensor?, dBias: Tensor?) throws
   /// Rotary embedding, Hugging Face rotate-half layout. x, out (tokens, heads, headDim);
   /// positions (tokens) i32; invFreq (headDim/2) f32 from `RoPE.inverseFrequencies`.
   func rope(_ x: Tensor, positions: Tensor, invFreq: Tensor, into out: Tensor) throws

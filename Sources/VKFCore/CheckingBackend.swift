@@ -155,6 +155,19 @@ public final class CheckingBackend: Backend {
                             dWeight: dWeight.map(m))
     }
   }
+  public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, into out: Tensor, mean: Tensor,
+                        rstd: Tensor) throws {
+    try check(.layerNorm, inputs: [x, weight, bias], outputs: [out, mean, rstd]) { b, m in
+      try b.layerNorm(m(x), weight: m(weight), bias: m(bias), eps: eps, into: m(out), mean: m(mean), rstd: m(rstd))
+    }
+  }
+  public func layerNormBackward(_ dOut: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, dx: Tensor,
+                                dWeight: Tensor?, dBias: Tensor?) throws {
+    try check(.layerNormBackward, inputs: [dOut, x, weight, mean, rstd], outputs: [dx, dWeight, dBias]) { b, m in
+      try b.layerNormBackward(m(dOut), x: m(x), weight: m(weight), mean: m(mean), rstd: m(rstd), dx: m(dx),
+                              dWeight: dWeight.map(m), dBias: dBias.map(m))
+    }
+  }
   public func rope(_ x: Tensor, positions: Tensor, invFreq: Tensor, into out: Tensor) throws {
     try check(.rope, inputs: [x, positions, invFreq], outputs: [out]) { b, m in
       try b.rope(m(x), positions: m(positions), invFreq: m(invFreq), into: m(out))

@@ -7,6 +7,7 @@ public enum Op: String, CaseIterable, Sendable {
   case matmul, dequantizeNF4, matmulNF4, loraForward
   // transformer blocks
   case rmsNorm, rmsNormBackward
+  case layerNorm, layerNormBackward
   case rope, ropeBackward
   case causalSoftmax, causalSoftmaxBackward
   case attention, attentionBackward

@@ -232,6 +232,26 @@ public enum ShapeCheck {
     if let dWeight { try noOverlap(.rmsNormBackward, output: dWeight, inputs: dOut, x, dx) }
   }
 
+  public static func layerNorm(_ x: Tensor, _ weight: Tensor, _ bias: Tensor, _ out: Tensor, _ mean: Tensor,
+                               _ rstd: Tensor) throws {
+    try dtype(.layerNorm, .f32, x, weight, bias, out, mean, rstd)
+    try count(.layerNorm, x.lastDim, weight, bias)
+    try sameCount(.layerNorm, x, out)
+    try count(.layerNorm, x.rowCount, mean, rstd)
+    try noOverlap(.layerNorm, output: mean, inputs: x, weight, bias, rstd)
+    try noOverlap(.layerNorm, output: rstd, inputs: x, weight, bias)
+  }
+
+  public static func layerNormBackward(_ dOut: Tensor, _ x: Tensor, _ weight: Tensor, _ mean: Tensor,
+                                       _ rstd: Tensor, _ dx: Tensor, _ dWeight: Tensor?, _ dBias: Tensor?) throws {
+    try dtype(.layerNormBackward, .f32, dOut, x, weight, mean, rstd, dx, dWeight, dBias)
+    try count(.layerNormBackward, x.count, dOut, dx)
+    try count(.layerNormBackward, x.lastDim, weight, dWeight, dBias)
+    try count(.layerNormBackward, x.rowCount, mean, rstd)
+    try noOverlap(.layerNormBackward, output: dx, inputs: x, weight, mean, rstd)
+    for case let d? in [dWeight, dBias] { try noOverlap(.layerNormBackward, output: d, inputs: dOut, x, dx) }
+  }
+
   public static func rope(_ op: Op, _ x: Tensor, _ positions: Tensor, _ invFreq: Tensor,
                           _ out: Tensor) throws {
     try dtype(op, .f32, x, invFreq, out)

@@ -14,6 +14,7 @@ enum VulkanSupport {
     .loraForward: [.f32, .f16, .bf16],  // keyed by the dense base's storage
     // transformer blocks (f32; embedding's main operand is the table, its ids are i32)
     .rmsNorm: [.f32], .rmsNormBackward: [.f32],
+    .layerNorm: [.f32], .layerNormBackward: [.f32],
     .rope: [.f32], .ropeBackward: [.f32],
     .causalSoftmax: [.f32], .causalSoftmaxBackward: [.f32],
     .attention: [.f32], .attentionBackward: [.f32],

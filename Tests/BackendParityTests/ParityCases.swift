@@ -178,6 +178,21 @@ enum ParityTable {
       try b.rmsNormBackward(dOut, x: x, weight: w, rstd: rstd, dx: dx, dWeight: dw)
       return [try b.floats(dx), try b.floats(dw)]
     },
+    ParityCase(op: .layerNorm, name: "67 rows × 257", tolerance: .reduction) { b in
+      let x = try b.random([67, 257], seed: 60, -3, 3), w = try b.random([257], seed: 61), bias = try b.random([257], seed: 62)
+      let out = try b.allocate([67, 257]), mean = try b.allocate([67]), rstd = try b.allocate([67])
+      try b.layerNorm(x, weight: w, bias: bias, eps: 1e-12, into: out, mean: mean, rstd: rstd)
+      return [try b.floats(out), try b.floats(mean), try b.floats(rstd)]
+    },
+    ParityCase(op: .layerNormBackward, name: "67 rows × 257, dWeight and dBias accumulate", tolerance: .reduction) { b in
+      let x = try b.random([67, 257], seed: 63, -3, 3), w = try b.random([257], seed: 64), bias = try b.random([257], seed: 65)
+      let out = try b.allocate([67, 257]), mean = try b.allocate([67]), rstd = try b.allocate([67])
+      try b.layerNorm(x, weight: w, bias: bias, eps: 1e-12, into: out, mean: mean, rstd: rstd)
+      let dOut = try b.random([67, 257], seed: 66), dx = try b.allocate([67, 257])
+      let dw = try b.random([257], seed: 67), db = try b.random([257], seed: 68)
+      try b.layerNormBackward(dOut, x: x, weight: w, mean: mean, rstd: rstd, dx: dx, dWeight: dw, dBias: db)
+      return [try b.floats(dx), try b.floats(dw), try b.floats(db)]
+    },
     ParityCase(op: .rope, name: "5 tokens × 3 heads × 16", tolerance: .rope) { b in
       let x = try b.random([5, 3, 16], seed: 36), out = try b.allocate([5, 3, 16])
       let inv = try b.tensor(RoPE.inverseFrequencies(headDim: 16, theta: 10000), shape: [8])

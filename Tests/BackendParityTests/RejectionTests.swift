@@ -42,6 +42,12 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .rmsNormBackward) { b, bad in
         try b.rmsNormBackward(bad, x: x, weight: w8, rstd: r4, dx: y, dWeight: nil)
       },
+      BadCall(op: .layerNorm) { b, bad in
+        try b.layerNorm(bad, weight: w8, bias: w8, eps: 1e-5, into: y, mean: r4, rstd: try b.allocate([4]))
+      },
+      BadCall(op: .layerNormBackward) { b, bad in
+        try b.layerNormBackward(bad, x: x, weight: w8, mean: r4, rstd: try b.allocate([4]), dx: y, dWeight: nil, dBias: nil)
+      },
       BadCall(op: .rope, good: [4, 1, 8]) { b, bad in try b.rope(bad, positions: ids, invFreq: inv, into: outHeads) },
       BadCall(op: .ropeBackward, good: [4]) { b, bad in try b.ropeBackward(heads, positions: ids, invFreq: bad, into: outHeads) },
       BadCall(op: .causalSoftmax, good: [8, 8]) { b, bad in try b.causalSoftmax(bad, scale: 1, into: try b.allocate([8, 8])) },

@@ -100,4 +100,39 @@ final class NormShaderTests: XCTestCase {
   func testRMSNormBackward_dxAliasesDOut_matchesCPU() throws {
     try backward(rows: 130, cols: 67, seed: 7, dxAliasesDOut: true)
   }
+
+  // MARK: - LayerNorm
+
+  func testLayerNormPushStructs_matchShaderBlocks() {
+    XCTAssertEqual(MemoryLayout<LayerNormPush>.size, 3 * 4)      // rows, cols, eps
+    XCTAssertEqual(MemoryLayout<LayerNormBackPush>.size, 6 * 4)  // rows, cols, rowsPerBlock, blocks, hasWeight, hasBias
+  }
+
+  /// Forward and backward at odd shapes, more rows than one partial block (two-level column
+  /// sums), dx over dOut, and each of dWeight / dBias alone (the other's binding unused).
+  func testLayerNorm_forwardAndBackward_matchCPU() throws {
+    for (rows, cols, grads, alias) in [(1, 7, (true, true), false), (3, 1000, (true, true), true),
+                                       (67, 257, (true, false), false), (200, 67, (false, true), true),
+                                       (5, 384, (false, false), false)] {
+      let seed = UInt64(rows * 1000 + cols)
+      let x = TestData.uniform(rows * cols, seed: seed, -2, 2).map { $0 + 3 }  // mean ≠ 0
+      let w = TestData.uniform(cols, seed: seed + 1, 0.5, 1.5), b = TestData.uniform(cols, seed: seed + 2)
+      let dy = TestData.uniform(rows * cols, seed: seed + 3)
+      let r = try BlockCheck.both { be in
+        let xt = try be.tensor(x, shape: [rows, cols]), wt = try be.tensor(w, shape: [cols])
+        let out = try be.allocate([rows, cols]), mean = try be.allocate([rows]), rstd = try be.allocate([rows])
+        try be.layerNorm(xt, weight: wt, bias: try be.tensor(b, shape: [cols]), eps: 1e-12, into: out, mean: mean,
+                         rstd: rstd)
+        let dyt = try be.tensor(dy, shape: [rows, cols])
+        let dx = alias ? dyt : try be.allocate([rows, cols])
+        let dw = grads.0 ? try be.tensor(b, shape: [cols]) : nil, db = grads.1 ? try be.tensor(w, shape: [cols]) : nil
+        try be.layerNormBackward(dyt, x: xt, weight: wt, mean: mean, rstd: rstd, dx: dx, dWeight: dw, dBias: db)
+        return try [out, mean, rstd, dx].map { try be.floats($0) } + (try [dw, db].compactMap { $0 }.map { try be.floats($0) })
+      }
+      // The parameter gradients sum `rows` products: the reduction tolerance per √rows.
+      BlockCheck.assertClose(r, nmse: BlockCheck.reductionNMSE,
+                             maxAbs: BlockCheck.reductionMaxAbs * Double(rows).squareRoot(),
+                             "layerNorm \(rows)×\(cols) grads \(grads) alias \(alias)")
+    }
+  }
 }
