@@ -233,3 +233,44 @@ extension CPUBackend {
     return total
   }
 }
+
+// MARK: - Ungated activations (BERT's exact GELU)
+
+extension CPUBackend {
+  public func activation(_ kind: Activation, _ x: Tensor, into out: Tensor) throws {
+    try validate(.activation, x, out)
+    try ShapeCheck.activation(.activation, x, out)
+    let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
+    CPUParallel.forRanges(x.count, cost: 8) { r in
+      let x = px.value, o = po.value
+      switch kind {
+      case .gelu: for i in r { o[i] = GeluErf.value(x[i]) }
+      case .geluTanh: for i in r { o[i] = GeluTanh.value(x[i]) }
+      }
+    }
+  }
+
+  public func activationBackward(_ kind: Activation, _ dOut: Tensor, x: Tensor, into dx: Tensor) throws {
+    try validate(.activationBackward, dOut, x, dx)
+    try ShapeCheck.activation(.activationBackward, dOut, x, dx)
+    let pdy = UncheckedSendable(UnsafePointer(f32(dOut))), px = UncheckedSendable(UnsafePointer(f32(x)))
+    let pdx = UncheckedSendable(f32(dx))
+    CPUParallel.forRanges(x.count, cost: 10) { r in
+      let dy = pdy.value, x = px.value, d = pdx.value
+      switch kind {
+      case .gelu: for i in r { d[i] = dy[i] * GeluErf.derivative(x[i]) }
+      case .geluTanh: for i in r { d[i] = dy[i] * GeluTanh.derivative(x[i]) }
+      }
+    }
+  }
+}
+
+/// torch's exact GELU, x·Φ(x), with libm's erf.
+enum GeluErf {
+  static func value(_ x: Float) -> Float { 0.5 * x * (1 + erff(x * 0.70710678118654752)) }
+
+  /// Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π).
+  static func derivative(_ x: Float) -> Float {
+    0.5 * (1 + erff(x * 0.70710678118654752)) + x * expf(-0.5 * x * x) * 0.39894228040143268
+  }
+}

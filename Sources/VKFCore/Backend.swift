@@ -135,6 +135,10 @@ public protocol Backend: AnyObject {
   /// dGate, dUp (overwritten) from dOut.
   func gatedActivationBackward(_ kind: GatedActivation, _ dOut: Tensor, gate: Tensor, up: Tensor,
                                dGate: Tensor, dUp: Tensor) throws
+  /// out = act(x) elementwise: an ungated MLP's activation (BERT's exact GELU). out may be x.
+  func activation(_ kind: Activation, _ x: Tensor, into out: Tensor) throws
+  /// dx = dOut ⊙ act'(x) (dx may be dOut).
+  func activationBackward(_ kind: Activation, _ dOut: Tensor, x: Tensor, into dx: Tensor) throws
   /// out (n, c) = table[ids] with ids (n) i32 and table (vocab, c).
   func embedding(ids: Tensor, table: Tensor, into out: Tensor) throws
   /// dTable[ids[i]] += dOut[i] (deterministic: no float atomics).
@@ -245,6 +249,14 @@ public enum GatedActivation: String, Sendable, Equatable {
   /// silu(g) = g·σ(g): SwiGLU (Llama, Mistral, Qwen).
   case silu
   /// gelu_pytorch_tanh(g) = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))): GeGLU (Gemma).
+  case geluTanh
+}
+
+/// The activation of an ungated MLP: down(act(up(x))).
+public enum Activation: String, Sendable, Equatable {
+  /// gelu(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)): BERT's "gelu" (torch's exact GELU).
+  case gelu
+  /// gelu_new / gelu_pytorch_tanh: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
   case geluTanh
 }
 

@@ -155,6 +155,14 @@ public final class CheckingBackend: Backend {
                             dWeight: dWeight.map(m))
     }
   }
+  public func activation(_ kind: Activation, _ x: Tensor, into out: Tensor) throws {
+    try check(.activation, inputs: [x], outputs: [out]) { b, m in try b.activation(kind, m(x), into: m(out)) }
+  }
+  public func activationBackward(_ kind: Activation, _ dOut: Tensor, x: Tensor, into dx: Tensor) throws {
+    try check(.activationBackward, inputs: [dOut, x], outputs: [dx]) { b, m in
+      try b.activationBackward(kind, m(dOut), x: m(x), into: m(dx))
+    }
+  }
   public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, into out: Tensor, mean: Tensor,
                         rstd: Tensor) throws {
     try check(.layerNorm, inputs: [x, weight, bias], outputs: [out, mean, rstd]) { b, m in

@@ -12,6 +12,7 @@ public enum Op: String, CaseIterable, Sendable {
   case causalSoftmax, causalSoftmaxBackward
   case attention, attentionBackward
   case swiglu, swigluBackward
+  case activation, activationBackward
   case embedding, embeddingBackward
   case crossEntropy, preferenceLoss
   // elementwise and reductions

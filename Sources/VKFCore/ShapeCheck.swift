@@ -232,6 +232,14 @@ public enum ShapeCheck {
     if let dWeight { try noOverlap(.rmsNormBackward, output: dWeight, inputs: dOut, x, dx) }
   }
 
+  /// Elementwise activations: every tensor f32 with the first one's element count.
+  public static func activation(_ op: Op, _ tensors: Tensor...) throws {
+    for t in tensors {
+      try dtype(op, .f32, t)
+      try sameCount(op, tensors[0], t)
+    }
+  }
+
   public static func layerNorm(_ x: Tensor, _ weight: Tensor, _ bias: Tensor, _ out: Tensor, _ mean: Tensor,
                                _ rstd: Tensor) throws {
     try dtype(.layerNorm, .f32, x, weight, bias, out, mean, rstd)

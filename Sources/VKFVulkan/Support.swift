@@ -19,6 +19,7 @@ enum VulkanSupport {
     .causalSoftmax: [.f32], .causalSoftmaxBackward: [.f32],
     .attention: [.f32], .attentionBackward: [.f32],
     .swiglu: [.f32], .swigluBackward: [.f32],
+    .activation: [.f32], .activationBackward: [.f32],
     .embedding: [.f32, .f16, .bf16], .embeddingBackward: [.f32],  // a frozen table may be 16-bit
     .crossEntropy: [.f32], .preferenceLoss: [.f32],
     // elementwise and reductions

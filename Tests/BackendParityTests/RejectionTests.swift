@@ -42,6 +42,8 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .rmsNormBackward) { b, bad in
         try b.rmsNormBackward(bad, x: x, weight: w8, rstd: r4, dx: y, dWeight: nil)
       },
+      BadCall(op: .activation) { b, bad in try b.activation(.gelu, bad, into: y) },
+      BadCall(op: .activationBackward) { b, bad in try b.activationBackward(.gelu, bad, x: x, into: y) },
       BadCall(op: .layerNorm) { b, bad in
         try b.layerNorm(bad, weight: w8, bias: w8, eps: 1e-5, into: y, mean: r4, rstd: try b.allocate([4]))
       },

@@ -42,3 +42,40 @@ extension VulkanBackend {
                  groups: try elementGroups(gate.count, op: op))
   }
 }
+
+/// Push constants of activation.comp.
+struct ActivationPush {
+  var n: UInt32
+}
+
+extension VulkanBackend {
+  /// activation.comp's defines for `kind` and direction.
+  private func activationShaderDefines(_ kind: Activation, backward: Bool) -> [String: String] {
+    var d: [String: String] = [:]
+    if kind == .geluTanh { d["ACT"] = "1" }
+    if backward { d["BACKWARD"] = "1" }
+    return d
+  }
+
+  /// activation.comp: out = act(x).
+  public func activation(_ kind: Activation, _ x: Tensor, into out: Tensor) throws {
+    try checkOwnership(.activation, x, out)
+    try ShapeCheck.activation(.activation, x, out)
+    guard x.count > 0 else { return }
+    // Binding 1 (dy) is unused forward: x fills it.
+    try dispatch("activation", defines: activationShaderDefines(kind, backward: false), specialization: blockSpecialization,
+                 bindings: [x, x, out], push: ActivationPush(n: try shaderUInt(x.count, .activation)),
+                 groups: try elementGroups(x.count, op: .activation))
+  }
+
+  /// activation.comp (BACKWARD): dx = dOut ⊙ act'(x).
+  public func activationBackward(_ kind: Activation, _ dOut: Tensor, x: Tensor, into dx: Tensor) throws {
+    let op = Op.activationBackward
+    try checkOwnership(op, dOut, x, dx)
+    try ShapeCheck.activation(op, dOut, x, dx)
+    guard x.count > 0 else { return }
+    try dispatch("activation", defines: activationShaderDefines(kind, backward: true), specialization: blockSpecialization,
+                 bindings: [x, dOut, dx], push: ActivationPush(n: try shaderUInt(x.count, op)),
+                 groups: try elementGroups(x.count, op: op))
+  }
+}

@@ -4,10 +4,10 @@ import VKFCore
 import VKFCPU
 import VKFTestSupport
 
-/// The CPU LayerNorm (the ground truth for the shaders) against torch.nn.LayerNorm's
+/// The encoder ops on the CPU (the ground truth for the shaders): LayerNorm against torch.nn.LayerNorm's
 /// definition in Double, and its backward against central differences of the loss
 /// Σ dOut ⊙ LayerNorm(x) in Double.
-final class LayerNormTests: XCTestCase {
+final class EncoderOpTests: XCTestCase {
   /// f32 outputs of O(1) values against Double: a few ulps.
   static let forwardMaxAbs = 1e-5
   /// Backward vs the Double chain rule: f32 sums over ≤ 67 terms; relative to the gradients' O(1) size.
@@ -76,5 +76,31 @@ final class LayerNormTests: XCTestCase {
     let numeric = (loss(h) - loss(-h)) / (2 * h)
     let analytic = zip(reference(x.map { Double($0) }, w, b, dy, rows: rows, cols: cols, eps: 1e-5).dx, v).reduce(0) { $0 + $1.0 * Double($1.1) }
     XCTAssertEqual(numeric, analytic, accuracy: 1e-6 * max(1, abs(analytic)))
+  }
+
+  /// Exact GELU (BERT's) and its derivative against the definition in Double (libm erf), the
+  /// tanh form against its formula; values span both tails (±8), where x·Φ(x) → 0 and → x.
+  func test_activations_matchTheirDefinitions() throws {
+    let be = TestBackends.cpu
+    let x = TestData.uniform(2001, seed: 11, -8, 8), dy = TestData.uniform(2001, seed: 12)
+    func gelu(_ v: Double) -> Double { 0.5 * v * (1 + Foundation.erf(v / 2.0.squareRoot())) }
+    func geluPrime(_ v: Double) -> Double {
+      0.5 * (1 + Foundation.erf(v / 2.0.squareRoot())) + v * Foundation.exp(-0.5 * v * v) / (2 * Double.pi).squareRoot()
+    }
+    let xt = try be.tensor(x, shape: [2001]), out = try be.allocate([2001]), dx = try be.allocate([2001])
+    try be.activation(.gelu, xt, into: out)
+    try be.activationBackward(.gelu, try be.tensor(dy, shape: [2001]), x: xt, into: dx)
+    let o = try be.floats(out), d = try be.floats(dx)
+    for i in 0..<x.count {
+      let v = Double(x[i])
+      XCTAssertEqual(Double(o[i]), gelu(v), accuracy: Self.forwardMaxAbs * max(1, abs(v)), "gelu(\(v))")
+      XCTAssertEqual(Double(d[i]), Double(dy[i]) * geluPrime(v), accuracy: Self.forwardMaxAbs, "gelu'(\(v))")
+    }
+    try be.activation(.geluTanh, xt, into: out)
+    let t = try be.floats(out)
+    for i in 0..<x.count {
+      let v = Double(x[i]), z = (2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)
+      XCTAssertEqual(Double(t[i]), 0.5 * v * (1 + Foundation.tanh(z)), accuracy: Self.forwardMaxAbs * max(1, abs(v)))
+    }
   }
 }
