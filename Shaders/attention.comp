@@ -8,8 +8,10 @@
 //   log-sum-exp, for the backward.
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
-// Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
+// Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse, 5 key lengths (B) i32 (readonly; any i32
+//   buffer without them).
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap,
+//   causal, use_key_lengths → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -18,6 +20,7 @@ layout(set = 0, binding = 1) readonly buffer BufK { float k[]; };
 layout(set = 0, binding = 2) readonly buffer BufV { float v[]; };
 layout(set = 0, binding = 3) buffer BufOut { float o[]; };
 layout(set = 0, binding = 4) buffer BufLse { float lse[]; };
+layout(set = 0, binding = 5) readonly buffer BufKeyLengths { int key_lengths[]; };
 
 shared float qs[ATT_TILE][HEAD_DIM];
 shared float kvs[ATT_TILE][HEAD_DIM];
@@ -35,15 +38,16 @@ void main() {
   uint qbase = pc.boff[0] + bh * pc.tokens * HEAD_DIM;
   uint kbase = pc.boff[1] + kv * pc.tokens * HEAD_DIM;
   uint vbase = pc.boff[2] + kv * pc.tokens * HEAD_DIM;
+  ATT_SET_KEY_LIMIT(key_lengths, pc.boff[5], bh / pc.heads)
 
   ATT_LOAD_TILE(qs, q, qbase, q0)
   if (t < ATT_TILE) { row_m[t] = ATT_NEG_BIG; row_l[t] = 0.0; }
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  // Key tiles from the window's first (0 without one) to qt: the diagonal tile is the last
-  // any row of this tile sees.
-  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
+  // Key tiles from the window's first (0 without one) to the diagonal (causal) or to the last
+  // real key's.
+  for (uint kt = att_first_key_tile(q0); kt < att_end_key_tile(qt); kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(kvs, k, kbase, k0)
     memoryBarrierShared();
@@ -92,8 +96,11 @@ void main() {
     uint e = t + u * ATT_WG;
     if (e < ATT_TILE * HEAD_DIM) {
       uint r = e / HEAD_DIM, d = e % HEAD_DIM;
-      if (q0 + r < pc.tokens) o[obase + (q0 + r) * HEAD_DIM + d] = acc[u] / row_l[r];
+      // A row that sees no key (l = 0) gets a zero output and lse.
+      if (q0 + r < pc.tokens) o[obase + (q0 + r) * HEAD_DIM + d] = row_l[r] > 0.0 ? acc[u] / row_l[r] : 0.0;
     }
   }
-  if (t < ATT_TILE && q0 + t < pc.tokens) lse[pc.boff[4] + bh * pc.tokens + q0 + t] = row_m[t] + log(row_l[t]);
+  if (t < ATT_TILE && q0 + t < pc.tokens) {
+    lse[pc.boff[4] + bh * pc.tokens + q0 + t] = row_l[t] > 0.0 ? row_m[t] + log(row_l[t]) : 0.0;
+  }
 }

@@ -3,8 +3,9 @@
 //
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
-// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
-// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. With
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i (pc.causal; every key
+// j otherwise, for encoders), and with a sliding window (pc.window > 0: Mistral, Qwen2's upper
+// layers) only j > i − window too; with key lengths (right padding) only j < the row's length. With
 // pc.softcap > 0 (Gemma 2) every scaled score is capped (`att_cap`) before the softmax. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
@@ -34,7 +35,23 @@ PUSH_BEGIN
   float scale;     // softmax scale (1/√HS)
   uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
   float softcap;   // score soft-capping (Gemma 2), 0 = none
+  uint causal;     // 1: keys j ≤ i (decoders); 0: every key (encoders)
+  uint use_key_lengths;  // 1: batch row b has key_lengths[b] real keys (right padding)
 PUSH_END
+
+// The current batch row's real key count (T without key lengths); set once per workgroup
+// by `att_set_key_limit` before any visibility test.
+uint att_kl;
+
+// Sets `att_kl` from the key-lengths binding `kl_buf` for batch row `b`.
+#define ATT_SET_KEY_LIMIT(kl_buf, kl_off, b) \
+  att_kl = pc.use_key_lengths != 0u ? min(uint(max(kl_buf[(kl_off) + (b)], 0)), pc.tokens) : pc.tokens;
+
+// One past the last key tile any query of the tile at q0 sees.
+uint att_end_key_tile(uint qt) {
+  uint by_length = (att_kl + ATT_TILE - 1u) / ATT_TILE;
+  return pc.causal != 0u ? min(qt + 1u, by_length) : by_length;
+}
 
 // A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
 // tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
@@ -42,19 +59,23 @@ float att_cap(float s) {
   return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
 }
 
-// Whether query i sees key j (both must lie before T).
+// Whether query i sees key j (both must lie before T, j before the row's key limit).
 bool att_visible(uint i, uint j) {
-  return j <= i && i < pc.tokens && j < pc.tokens && (pc.window == 0u || i - j < pc.window);
+  bool order = pc.causal == 0u || (j <= i && (pc.window == 0u || i - j < pc.window));
+  return order && i < pc.tokens && j < att_kl;
 }
 
 // The first key tile any row of the query tile at q0 sees (0 without a window).
 uint att_first_key_tile(uint q0) {
-  return (pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
+  return (pc.causal == 0u || pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
 }
+
+// The first query tile that sees any key of the key tile at kt (causal: the diagonal's).
+uint att_first_query_tile(uint kt) { return pc.causal != 0u ? kt : 0u; }
 
 // One past the last query tile that sees any key of the key tile at k0.
 uint att_end_query_tile(uint k0) {
-  if (pc.window == 0u) return pc.tiles;
+  if (pc.causal == 0u || pc.window == 0u) return pc.tiles;
   return min(pc.tiles, (k0 + ATT_TILE - 1u + pc.window - 1u) / ATT_TILE + 1u);
 }
 

@@ -121,14 +121,16 @@ public protocol Backend: AnyObject {
   /// `softcap` > 0 caps every score first: s → softcap·tanh(s / softcap) (Gemma 2's
   /// `attn_logit_softcapping`, applied after the scale and before the mask as transformers
   /// does); 0 leaves the scores alone.
-  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float, into out: Tensor,
+  /// `mask` says which keys each query sees (causal or not, window, right padding) and
+  /// shapes the scores (soft-capping); see `AttentionMask`.
+  func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, mask: AttentionMask, into out: Tensor,
                  lse: Tensor) throws
   /// dq (B, NH, T, HS), dk and dv (B, KVH, T, HS), overwritten, from dOut and the forward's
   /// out and lse; the probabilities are recomputed block by block. `delta` (B, NH, T) is
   /// scratch (rowsum(dOut ⊙ out)). With `softcap` the score gradients go through the cap:
   /// d/ds softcap·tanh(s / softcap) = 1 − (capped / softcap)².
   func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                         scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor, dk: Tensor,
+                         scale: Float, mask: AttentionMask, delta: Tensor, dq: Tensor, dk: Tensor,
                          dv: Tensor) throws
   /// out = act(gate) ⊙ up: SwiGLU (silu) or GeGLU (tanh-approximated GELU, Gemma's).
   func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws
@@ -252,6 +254,23 @@ public enum GatedActivation: String, Sendable, Equatable {
   case geluTanh
 }
 
+/// Which keys each query of fused attention sees, and how its scores are shaped.
+public struct AttentionMask: Sendable {
+  /// Query i sees keys j ≤ i (decoders); false: every key (encoders such as BERT).
+  public var causal: Bool
+  /// Causal only: keys i − window < j ≤ i as well (Mistral, Gemma); 0 = none.
+  public var window: Int
+  /// Scores s become softcap·tanh(s / softcap) after the scale (Gemma 2); 0 = none.
+  public var softcap: Float
+  /// Per batch row, how many keys are real, the rest being right padding: (B) i32 on the
+  /// backend, each in [1, T]; nil: all T. A query with no visible key gets a zero output.
+  public var keyLengths: Tensor?
+
+  public init(causal: Bool = true, window: Int = 0, softcap: Float = 0, keyLengths: Tensor? = nil) {
+    self.causal = causal; self.window = window; self.softcap = softcap; self.keyLengths = keyLengths
+  }
+}
+
 /// The activation of an ungated MLP: down(act(up(x))).
 public enum Activation: String, Sendable, Equatable {
   /// gelu(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)): BERT's "gelu" (torch's exact GELU).
@@ -288,30 +307,31 @@ extension Backend {
     try causalSoftmax(x, scale: scale, window: 0, into: out)
   }
 
-  /// `attention` without a sliding window or soft-capping.
+  /// Causal `attention` without a sliding window or soft-capping.
   public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, into out: Tensor, lse: Tensor) throws {
-    try attention(q: q, k: k, v: v, scale: scale, window: 0, softcap: 0, into: out, lse: lse)
+    try attention(q: q, k: k, v: v, scale: scale, mask: AttentionMask(), into: out, lse: lse)
   }
 
-  /// `attention` without soft-capping.
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, into out: Tensor,
-                        lse: Tensor) throws {
-    try attention(q: q, k: k, v: v, scale: scale, window: window, softcap: 0, into: out, lse: lse)
+  /// Causal `attention` with a window (0: none) and soft-capping (0: none).
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float = 0,
+                        into out: Tensor, lse: Tensor) throws {
+    try attention(q: q, k: k, v: v, scale: scale, mask: AttentionMask(window: window, softcap: softcap),
+                  into: out, lse: lse)
   }
 
-  /// `attentionBackward` without a sliding window or soft-capping.
+  /// Causal `attentionBackward` without a sliding window or soft-capping.
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                                 scale: Float, delta: Tensor, dq: Tensor, dk: Tensor, dv: Tensor) throws {
-    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: 0, softcap: 0,
+    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, mask: AttentionMask(),
                           delta: delta, dq: dq, dk: dk, dv: dv)
   }
 
-  /// `attentionBackward` without soft-capping.
+  /// Causal `attentionBackward` with a window (0: none) and soft-capping (0: none).
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, delta: Tensor, dq: Tensor, dk: Tensor,
+                                scale: Float, window: Int, softcap: Float = 0, delta: Tensor, dq: Tensor, dk: Tensor,
                                 dv: Tensor) throws {
-    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: window, softcap: 0,
-                          delta: delta, dq: dq, dk: dk, dv: dv)
+    try attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale,
+                          mask: AttentionMask(window: window, softcap: softcap), delta: delta, dq: dq, dk: dk, dv: dv)
   }
 
   /// `crossEntropy` over uncapped logits.

@@ -196,19 +196,22 @@ public final class CheckingBackend: Backend {
       try b.causalSoftmaxBackward(m(dOut), out: m(y), scale: scale, into: m(dx))
     }
   }
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float,
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, mask: AttentionMask,
                         into out: Tensor, lse: Tensor) throws {
-    try check(.attention, inputs: [q, k, v], outputs: [out, lse]) { b, m in
-      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, window: window, softcap: softcap, into: m(out),
-                      lse: m(lse))
+    try check(.attention, inputs: [q, k, v, mask.keyLengths], outputs: [out, lse]) { b, m in
+      var inner = mask
+      inner.keyLengths = mask.keyLengths.map(m)
+      try b.attention(q: m(q), k: m(k), v: m(v), scale: scale, mask: inner, into: m(out), lse: m(lse))
     }
   }
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor, dk: Tensor,
+                                scale: Float, mask: AttentionMask, delta: Tensor, dq: Tensor, dk: Tensor,
                                 dv: Tensor) throws {
-    try check(.attentionBackward, inputs: [dOut, q, k, v, out, lse], outputs: [delta, dq, dk, dv]) { b, m in
+    try check(.attentionBackward, inputs: [dOut, q, k, v, out, lse, mask.keyLengths], outputs: [delta, dq, dk, dv]) { b, m in
+      var inner = mask
+      inner.keyLengths = mask.keyLengths.map(m)
       try b.attentionBackward(m(dOut), q: m(q), k: m(k), v: m(v), out: m(out), lse: m(lse), scale: scale,
-                              window: window, softcap: softcap, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
+                              mask: inner, delta: m(delta), dq: m(dq), dk: m(dk), dv: m(dv))
     }
   }
   public func gatedActivation(_ kind: GatedActivation, gate: Tensor, up: Tensor, into out: Tensor) throws {

@@ -279,6 +279,21 @@ public enum ShapeCheck {
     }
   }
 
+  /// An attention mask for batch size `batch`: a valid window and cap, no window without
+  /// causality (a bidirectional window is not implemented), key lengths i32 (B).
+  public static func attentionMask(_ op: Op, _ mask: AttentionMask, batch: Int) throws {
+    try window(op, mask.window)
+    try softcap(op, mask.softcap)
+    if !mask.causal, mask.window != 0 {
+      throw fail(op, "sliding window \(mask.window) on bidirectional attention: windows are causal only")
+    }
+    if let lengths = mask.keyLengths {
+      guard lengths.dtype == .i32, lengths.count == batch else {
+        throw fail(op, "key lengths \(lengths): \(batch) i32 values (one per batch row) required")
+      }
+    }
+  }
+
   /// A soft-capping value: 0 (none) or a positive finite cap.
   public static func softcap(_ op: Op, _ cap: Float) throws {
     guard cap.isFinite, cap >= 0 else {

@@ -21,11 +21,13 @@ final class FusedAttentionTests: XCTestCase {
     let qShape = [s.batch, s.heads, s.tokens, s.headDim], kvShape = [s.batch, s.kvHeads, s.tokens, s.headDim]
     let q = try be.tensor(qv, shape: qShape), k = try be.tensor(kv, shape: kvShape), v = try be.tensor(vv, shape: kvShape)
     let out = try be.allocate(qShape), lse = try be.allocate([s.batch, s.heads, s.tokens])
-    try be.attention(q: q, k: k, v: v, scale: scale, window: s.window, softcap: Float(s.softcap), into: out, lse: lse)
+    let lengths = s.keyLengths.isEmpty ? nil : try be.tensor(s.keyLengths.map { Int32($0) }, shape: [s.batch])
+    let mask = AttentionMask(causal: s.causal, window: s.window, softcap: Float(s.softcap), keyLengths: lengths)
+    try be.attention(q: q, k: k, v: v, scale: scale, mask: mask, into: out, lse: lse)
     let dOut = try be.tensor(dov, shape: qShape), delta = try be.allocate([s.batch, s.heads, s.tokens])
     let dq = try be.allocate(qShape), dk = try be.allocate(kvShape), dv = try be.allocate(kvShape)
-    try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: s.window,
-                             softcap: Float(s.softcap), delta: delta, dq: dq, dk: dk, dv: dv)
+    try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, mask: mask,
+                             delta: delta, dq: dq, dk: dk, dv: dv)
     for (name, e, a) in [("out", expected.out, try be.floats(out)), ("lse", expected.lse, try be.floats(lse)),
                          ("dq", expected.dq, try be.floats(dq)), ("dk", expected.dk, try be.floats(dk)),
                          ("dv", expected.dv, try be.floats(dv))] {
@@ -58,6 +60,27 @@ final class FusedAttentionTests: XCTestCase {
   func test_softcap_matchesTheT2Reference() throws {
     try check(.init(batch: 2, heads: 4, kvHeads: 2, tokens: 150, headDim: 8, softcap: 1), seed: 91)
     try check(.init(batch: 1, heads: 2, kvHeads: 1, tokens: 37, headDim: 8, window: 5, softcap: 2), seed: 101)
+  }
+
+  /// Bidirectional attention (BERT) with right padding: every query sees the row's real keys
+  /// (padded queries too, as BERT's attention mask does), across the 128-row blocks, a row
+  /// without padding and one with a single real key; and causal attention with key lengths.
+  func test_bidirectional_andKeyLengths_matchTheT2Reference() throws {
+    try check(.init(batch: 3, heads: 4, kvHeads: 2, tokens: 150, headDim: 8, causal: false, keyLengths: [150, 97, 1]),
+              seed: 111)
+    try check(.init(batch: 2, heads: 2, kvHeads: 1, tokens: 9, headDim: 4, causal: false), seed: 121)
+    try check(.init(batch: 2, heads: 2, kvHeads: 2, tokens: 20, headDim: 8, softcap: 2, keyLengths: [13, 20]), seed: 131)
+  }
+
+  /// Key lengths outside [1, T] are refused by name; a window needs causal attention.
+  func test_badMasks_areRefused() throws {
+    let be = TestBackends.cpu
+    let q = try be.allocate([1, 1, 4, 2]), out = try be.allocate([1, 1, 4, 2]), lse = try be.allocate([1, 1, 4])
+    XCTAssertThrowsError(try be.attention(q: q, k: q, v: q, scale: 1,
+                                          mask: AttentionMask(causal: false, keyLengths: try be.tensor([Int32(0)], shape: [1])),
+                                          into: out, lse: lse)) { XCTAssertTrue("\($0)".contains("key length 0"), "\($0)") }
+    XCTAssertThrowsError(try be.attention(q: q, k: q, v: q, scale: 1, mask: AttentionMask(causal: false, window: 2),
+                                          into: out, lse: lse))
   }
 
   /// The unfused path's causal softmax with a window equals the fused op's probabilities

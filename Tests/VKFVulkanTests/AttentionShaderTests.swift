@@ -15,11 +15,13 @@ final class AttentionShaderTests: XCTestCase {
   static let maxAbs = 1e-4
 
   func testPushStruct_matchesShaderBlock() {
-    XCTAssertEqual(MemoryLayout<AttentionPush>.size, 8 * 4)  // batch, heads, kv_heads, tokens, tiles, scale, window, softcap
+    // batch, heads, kv_heads, tokens, tiles, scale, window, softcap, causal, use_key_lengths
+    XCTAssertEqual(MemoryLayout<AttentionPush>.size, 10 * 4)
   }
 
   private func check(batch: Int, heads: Int, kvHeads: Int, tokens: Int, headDim: Int, seed: UInt64,
-                     window: Int = 0, softcap: Float = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+                     window: Int = 0, softcap: Float = 0, causal: Bool = true, keyLengths: [Int32] = [],
+                     file: StaticString = #filePath, line: UInt = #line) throws {
     let qShape = [batch, heads, tokens, headDim], kvShape = [batch, kvHeads, tokens, headDim]
     let qn = qShape.reduce(1, *), kvn = kvShape.reduce(1, *)
     let scale = 1 / Float(headDim).squareRoot()
@@ -28,15 +30,18 @@ final class AttentionShaderTests: XCTestCase {
     let r = try BlockCheck.both(file: file, line: line) { be in
       let q = try be.tensor(qv, shape: qShape), k = try be.tensor(kv, shape: kvShape), v = try be.tensor(vv, shape: kvShape)
       let out = try be.allocate(qShape), lse = try be.allocate([batch, heads, tokens])
-      try be.attention(q: q, k: k, v: v, scale: scale, window: window, softcap: softcap, into: out, lse: lse)
+      let lengths = keyLengths.isEmpty ? nil : try be.tensor(keyLengths, shape: [batch])
+      let mask = AttentionMask(causal: causal, window: window, softcap: softcap, keyLengths: lengths)
+      try be.attention(q: q, k: k, v: v, scale: scale, mask: mask, into: out, lse: lse)
       let dOut = try be.tensor(dov, shape: qShape), delta = try be.allocate([batch, heads, tokens])
       let dq = try be.allocate(qShape), dk = try be.allocate(kvShape), dv = try be.allocate(kvShape)
-      try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, window: window,
-                               softcap: softcap, delta: delta, dq: dq, dk: dk, dv: dv)
+      try be.attentionBackward(dOut, q: q, k: k, v: v, out: out, lse: lse, scale: scale, mask: mask,
+                               delta: delta, dq: dq, dk: dk, dv: dv)
       return try [out, lse, delta, dq, dk, dv].map { try be.floats($0) }
     }
     BlockCheck.assertClose(r, nmse: Self.nmse, maxAbs: Self.maxAbs,
-                           "attention B\(batch) NH\(heads) KVH\(kvHeads) T\(tokens) HS\(headDim) window \(window) softcap \(softcap)",
+                           "attention B\(batch) NH\(heads) KVH\(kvHeads) T\(tokens) HS\(headDim) window \(window) softcap \(softcap) "
+                             + "causal \(causal) keys \(keyLengths)",
                            file: file, line: line)
   }
 
@@ -62,6 +67,14 @@ final class AttentionShaderTests: XCTestCase {
   func testAttention_softcap_matchesCPU() throws {
     try check(batch: 2, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, seed: 91, softcap: 1)
     try check(batch: 1, heads: 2, kvHeads: 1, tokens: 40, headDim: 8, seed: 101, window: 19, softcap: 2)
+  }
+
+  /// Bidirectional attention (BERT) with right padding — partial tiles, a single real key,
+  /// padded key tiles skipped — and causal attention with key lengths.
+  func testAttention_bidirectionalAndKeyLengths_matchCPU() throws {
+    try check(batch: 3, heads: 4, kvHeads: 2, tokens: 37, headDim: 8, seed: 141, causal: false, keyLengths: [37, 20, 1])
+    try check(batch: 1, heads: 2, kvHeads: 1, tokens: 40, headDim: 8, seed: 151, causal: false)
+    try check(batch: 2, heads: 2, kvHeads: 2, tokens: 20, headDim: 8, seed: 161, softcap: 2, keyLengths: [13, 20])
   }
 
   /// SmolLM2's head size (64: 16-row tiles) and Llama's (128: the tile shrinks to fit shared memory).

@@ -176,8 +176,10 @@ void main() {
 //   log-sum-exp, for the backward.
 //   No T×T buffer: key tiles are visited in order, each row keeps its running max m, sum l
 //   and output o, rescaled by exp(m_old − m_new) when the max grows.
-// Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
+// Bindings: 0 q, 1 k, 2 v (readonly), 3 out, 4 lse, 5 key lengths (B) i32 (readonly; any i32
+//   buffer without them).
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap,
+//   causal, use_key_lengths → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile), flat over a 2D grid.
 #include "common/attention.glsl"
 
@@ -186,6 +188,7 @@ layout(set = 0, binding = 1) readonly buffer BufK { float k[]; };
 layout(set = 0, binding = 2) readonly buffer BufV { float v[]; };
 layout(set = 0, binding = 3) buffer BufOut { float o[]; };
 layout(set = 0, binding = 4) buffer BufLse { float lse[]; };
+layout(set = 0, binding = 5) readonly buffer BufKeyLengths { int key_lengths[]; };
 
 shared float qs[ATT_TILE][HEAD_DIM];
 shared float kvs[ATT_TILE][HEAD_DIM];
@@ -203,15 +206,16 @@ void main() {
   uint qbase = pc.boff[0] + bh * pc.tokens * HEAD_DIM;
   uint kbase = pc.boff[1] + kv * pc.tokens * HEAD_DIM;
   uint vbase = pc.boff[2] + kv * pc.tokens * HEAD_DIM;
+  ATT_SET_KEY_LIMIT(key_lengths, pc.boff[5], bh / pc.heads)
 
   ATT_LOAD_TILE(qs, q, qbase, q0)
   if (t < ATT_TILE) { row_m[t] = ATT_NEG_BIG; row_l[t] = 0.0; }
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  // Key tiles from the window's first (0 without one) to qt: the diagonal tile is the last
-  // any row of this tile sees.
-  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
+  // Key tiles from the window's first (0 without one) to the diagonal (causal) or to the last
+  // real key's.
+  for (uint kt = att_first_key_tile(q0); kt < att_end_key_tile(qt); kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(kvs, k, kbase, k0)
     memoryBarrierShared();
@@ -260,24 +264,29 @@ void main() {
     uint e = t + u * ATT_WG;
     if (e < ATT_TILE * HEAD_DIM) {
       uint r = e / HEAD_DIM, d = e % HEAD_DIM;
-      if (q0 + r < pc.tokens) o[obase + (q0 + r) * HEAD_DIM + d] = acc[u] / row_l[r];
+      // A row that sees no key (l = 0) gets a zero output and lse.
+      if (q0 + r < pc.tokens) o[obase + (q0 + r) * HEAD_DIM + d] = row_l[r] > 0.0 ? acc[u] / row_l[r] : 0.0;
     }
   }
-  if (t < ATT_TILE && q0 + t < pc.tokens) lse[pc.boff[4] + bh * pc.tokens + q0 + t] = row_m[t] + log(row_l[t]);
+  if (t < ATT_TILE && q0 + t < pc.tokens) {
+    lse[pc.boff[4] + bh * pc.tokens + q0 + t] = row_l[t] > 0.0 ? row_m[t] + log(row_l[t]) : 0.0;
+  }
 }
 """#,
     "attention_back_dkdv.comp": #"""
 #version 450
 // variant: HEAD_DIM=128 ATT_TILE=8
 // variant: HEAD_DIM=5 ATT_TILE=32
-// attention_back_dkdv: fused causal attention backward, second pass: dk and dv.
+// attention_back_dkdv: fused attention backward, third pass: dk and dv.
 //                                          CPU twin: CPUBackend.attentionBackward (dk, dv)
 //   For key j of kv head g: dv_j = Σ_{h in g} Σ_{i ≥ j} p_ij dOut_i and
 //   dk_j = Σ_{h in g} Σ_{i ≥ j} dS_ij q_i (i − j < window with one), with p and dS recomputed from lse and delta
-//   (attention_back_dq wrote delta) as there. Each workgroup owns one key tile of one kv
-//   head, so the sums over the group's query heads need no atomics.
-// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 lse, 5 delta (readonly), 6 dk, 7 dv.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
+//   (attention_back_stats wrote them side by side) as there. Each workgroup owns one key tile
+//   of one kv head, so the sums over the group's query heads need no atomics.
+// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 stats (lse then delta, readonly), 5 dk, 6 dv, 7 key
+//   lengths (readonly, as attention_back_dq's binding 6).
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap,
+//   causal, use_key_lengths → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·KVH + g, key tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -286,10 +295,10 @@ layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
 layout(set = 0, binding = 2) readonly buffer BufK { float k[]; };
 layout(set = 0, binding = 3) readonly buffer BufV { float v[]; };
-layout(set = 0, binding = 4) readonly buffer BufLse { float lse[]; };
-layout(set = 0, binding = 5) readonly buffer BufDelta { float delta[]; };
-layout(set = 0, binding = 6) buffer BufDk { float dk[]; };
-layout(set = 0, binding = 7) buffer BufDv { float dv[]; };
+layout(set = 0, binding = 4) readonly buffer BufStats { float stats[]; };
+layout(set = 0, binding = 5) buffer BufDk { float dk[]; };
+layout(set = 0, binding = 6) buffer BufDv { float dv[]; };
+layout(set = 0, binding = 7) readonly buffer BufKeyLengths { int key_lengths[]; };
 
 void main() {
   uint id = wg_linear_id();
@@ -300,6 +309,8 @@ void main() {
   uint b = bkv / pc.kv_heads, g = bkv % pc.kv_heads;
   uint k0 = kt * ATT_TILE;
   uint kvbase = bkv * pc.tokens * HEAD_DIM;
+  ATT_SET_KEY_LIMIT(key_lengths, pc.boff[7], b)
+  uint rows = pc.batch * pc.heads * pc.tokens;
 
   ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
   ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
@@ -309,16 +320,16 @@ void main() {
   for (uint member = 0u; member < group; member++) {
     uint bh = b * pc.heads + g * group + member;
     uint rowbase = bh * pc.tokens * HEAD_DIM;
-    // Query tiles from the diagonal on (earlier queries see none of these keys) to the last
-    // one the window lets see them.
-    for (uint qt = kt; qt < att_end_query_tile(k0); qt++) {
+    // Query tiles from the diagonal on (causal: earlier queries see none of these keys; every
+    // tile otherwise) to the last one the window lets see them.
+    for (uint qt = att_first_query_tile(kt); qt < att_end_query_tile(k0); qt++) {
       uint q0 = qt * ATT_TILE;
       ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
       ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)
       if (t < ATT_TILE) {
         uint i = q0 + t;
-        row_lse[t] = i < pc.tokens ? lse[pc.boff[4] + bh * pc.tokens + i] : 0.0;
-        row_delta[t] = i < pc.tokens ? delta[pc.boff[5] + bh * pc.tokens + i] : 0.0;
+        row_lse[t] = i < pc.tokens ? stats[pc.boff[4] + bh * pc.tokens + i] : 0.0;
+        row_delta[t] = i < pc.tokens ? stats[pc.boff[4] + rows + bh * pc.tokens + i] : 0.0;
       }
       memoryBarrierShared();
       barrier();
@@ -347,8 +358,8 @@ void main() {
     if (e < ATT_TILE * HEAD_DIM) {
       uint c = e / HEAD_DIM, d = e % HEAD_DIM;
       if (k0 + c < pc.tokens) {
-        dk[pc.boff[6] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_k[u];
-        dv[pc.boff[7] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_v[u];
+        dk[pc.boff[5] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_k[u];
+        dv[pc.boff[6] + kvbase + (k0 + c) * HEAD_DIM + d] = acc_v[u];
       }
     }
   }
@@ -358,14 +369,17 @@ void main() {
 #version 450
 // variant: HEAD_DIM=128 ATT_TILE=8
 // variant: HEAD_DIM=5 ATT_TILE=32
-// attention_back_dq: fused causal attention backward, first pass: delta and dq.
-//                                          CPU twin: CPUBackend.attentionBackward (dq, delta)
-//   delta_i = Σ_d dOut_i ⊙ out_i; for each visible key j (causal, within the window): p_ij = exp(scale·q_i·k_j − lse_i),
-//   dS_ij = scale · p_ij · (dOut_i·v_j − delta_i), dq_i = Σ_j dS_ij k_j. The probabilities
-//   are recomputed tile by tile from lse (no T×T buffer). attention_back_dkdv runs next and
-//   reads delta.
-// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 out, 5 lse (readonly), 6 delta, 7 dq.
-// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap → Swift `AttentionPush`.
+// attention_back_dq: fused attention backward, second pass: dq.
+//                                                 CPU twin: CPUBackend.attentionBackward (dq)
+//   For each visible key j (causal or not, within the window and the row's key length):
+//   p_ij = exp(cap(scale·q_i·k_j) − lse_i), dS_ij = scale · p_ij · (dOut_i·v_j − delta_i)
+//   (· the cap's derivative), dq_i = Σ_j dS_ij k_j. The probabilities are recomputed tile by
+//   tile from lse (no T×T buffer); lse and delta come side by side in attention_back_stats'
+//   stats buffer. attention_back_dkdv runs next.
+// Bindings: 0 dOut, 1 q, 2 k, 3 v, 4 stats (lse then delta, readonly), 5 dq, 6 key lengths
+//   (B) i32 (readonly; any buffer without them).
+// Push (after boff[8]): batch, heads, kv_heads, tokens, tiles, scale, window, softcap,
+//   causal, use_key_lengths → Swift `AttentionPush`.
 // Dispatch: one workgroup of ATT_WG invocations per (b·NH + h, query tile).
 #include "common/attention.glsl"
 #include "common/attention_back.glsl"
@@ -374,10 +388,9 @@ layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
 layout(set = 0, binding = 1) readonly buffer BufQ { float q[]; };
 layout(set = 0, binding = 2) readonly buffer BufK { float k[]; };
 layout(set = 0, binding = 3) readonly buffer BufV { float v[]; };
-layout(set = 0, binding = 4) readonly buffer BufOut { float o[]; };
-layout(set = 0, binding = 5) readonly buffer BufLse { float lse[]; };
-layout(set = 0, binding = 6) buffer BufDelta { float delta[]; };
-layout(set = 0, binding = 7) buffer BufDq { float dq[]; };
+layout(set = 0, binding = 4) readonly buffer BufStats { float stats[]; };
+layout(set = 0, binding = 5) buffer BufDq { float dq[]; };
+layout(set = 0, binding = 6) readonly buffer BufKeyLengths { int key_lengths[]; };
 
 void main() {
   uint id = wg_linear_id();
@@ -389,24 +402,20 @@ void main() {
   uint q0 = qt * ATT_TILE;
   uint rowbase = bh * pc.tokens * HEAD_DIM;
   uint kvbase = kv * pc.tokens * HEAD_DIM;
+  ATT_SET_KEY_LIMIT(key_lengths, pc.boff[6], bh / pc.heads)
+  uint rows = pc.batch * pc.heads * pc.tokens;
 
   ATT_LOAD_TILE(qs, q, pc.boff[1] + rowbase, q0)
   ATT_LOAD_TILE(dos, dout, pc.boff[0] + rowbase, q0)
   if (t < ATT_TILE) {
     uint i = q0 + t;
-    float d = 0.0;
-    if (i < pc.tokens) {
-      for (uint c = 0u; c < HEAD_DIM; c++) d += dout[pc.boff[0] + rowbase + i * HEAD_DIM + c]
-                                                * o[pc.boff[4] + rowbase + i * HEAD_DIM + c];
-      delta[pc.boff[6] + bh * pc.tokens + i] = d;
-    }
-    row_delta[t] = d;
-    row_lse[t] = i < pc.tokens ? lse[pc.boff[5] + bh * pc.tokens + i] : 0.0;
+    row_lse[t] = i < pc.tokens ? stats[pc.boff[4] + bh * pc.tokens + i] : 0.0;
+    row_delta[t] = i < pc.tokens ? stats[pc.boff[4] + rows + bh * pc.tokens + i] : 0.0;
   }
   float acc[ATT_PER];
   for (uint u = 0u; u < ATT_PER; u++) acc[u] = 0.0;
 
-  for (uint kt = att_first_key_tile(q0); kt <= qt; kt++) {
+  for (uint kt = att_first_key_tile(q0); kt < att_end_key_tile(qt); kt++) {
     uint k0 = kt * ATT_TILE;
     ATT_LOAD_TILE(ks, k, pc.boff[2] + kvbase, k0)
     ATT_LOAD_TILE(vs, v, pc.boff[3] + kvbase, k0)
@@ -431,9 +440,41 @@ void main() {
     uint e = t + u * ATT_WG;
     if (e < ATT_TILE * HEAD_DIM) {
       uint r = e / HEAD_DIM, d = e % HEAD_DIM;
-      if (q0 + r < pc.tokens) dq[pc.boff[7] + rowbase + (q0 + r) * HEAD_DIM + d] = acc[u];
+      if (q0 + r < pc.tokens) dq[pc.boff[5] + rowbase + (q0 + r) * HEAD_DIM + d] = acc[u];
     }
   }
+}
+"""#,
+    "attention_back_stats.comp": #"""
+#version 450
+// variant: HEAD_DIM=128 ATT_TILE=8
+// variant: HEAD_DIM=5 ATT_TILE=32
+// attention_back_stats: fused attention backward, first pass: each query row's delta and
+//   log-sum-exp side by side for the two gradient passes.
+//                                          CPU twin: CPUBackend.attentionBackward (delta)
+//   delta_i = Σ_d dOut_i ⊙ out_i, written to `delta` (the caller's) and, with lse_i, to
+//   stats: stats[r] = lse_r, stats[R + r] = delta_r for the R = B·NH·T rows — one binding for
+//   both, so the gradient passes keep a binding free for the key lengths.
+// Bindings: 0 dOut, 1 out, 2 lse (readonly), 3 delta, 4 stats (2·R).
+// Push (after boff[8]): `AttentionPush` (batch, heads and tokens give R).
+// Dispatch: one invocation per row, ATT_WG per workgroup, flat over a 2D grid.
+#include "common/attention.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
+layout(set = 0, binding = 1) readonly buffer BufOut { float o[]; };
+layout(set = 0, binding = 2) readonly buffer BufLse { float lse[]; };
+layout(set = 0, binding = 3) buffer BufDelta { float delta[]; };
+layout(set = 0, binding = 4) buffer BufStats { float stats[]; };
+
+void main() {
+  uint rows = pc.batch * pc.heads * pc.tokens;
+  uint r = wg_linear_id() * ATT_WG + gl_LocalInvocationID.x;
+  if (r >= rows) return;
+  float d = 0.0;
+  for (uint c = 0u; c < HEAD_DIM; c++) d += dout[pc.boff[0] + r * HEAD_DIM + c] * o[pc.boff[1] + r * HEAD_DIM + c];
+  delta[pc.boff[3] + r] = d;
+  stats[pc.boff[4] + r] = lse[pc.boff[2] + r];
+  stats[pc.boff[4] + rows + r] = d;
 }
 """#,
     "cast.comp": #"""
@@ -620,8 +661,9 @@ void main() {
 //
 // Layout: q, out, dOut, dq (B, NH, T, HS) head-major; k, v, dk, dv (B, KVH, T, HS); lse and
 // delta (B, NH, T). Query head h reads kv head h / G (G = NH / KVH, repeat_kv's order).
-// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i, and with a sliding
-// window (pc.window > 0: Mistral, Qwen2's upper layers) only j > i − window too. With
+// Tiles are ATT_TILE query rows × ATT_TILE keys; a row i sees keys j ≤ i (pc.causal; every key
+// j otherwise, for encoders), and with a sliding window (pc.window > 0: Mistral, Qwen2's upper
+// layers) only j > i − window too; with key lengths (right padding) only j < the row's length. With
 // pc.softcap > 0 (Gemma 2) every scaled score is capped (`att_cap`) before the softmax. The host picks
 // ATT_TILE so the kernel's shared tiles fit maxComputeSharedMemorySize, and compiles one
 // variant per HEAD_DIM. Workgroups have ATT_WG invocations (specialization constant 0 must
@@ -651,7 +693,23 @@ PUSH_BEGIN
   float scale;     // softmax scale (1/√HS)
   uint window;     // sliding window (keys i − window < j ≤ i), 0 = none
   float softcap;   // score soft-capping (Gemma 2), 0 = none
+  uint causal;     // 1: keys j ≤ i (decoders); 0: every key (encoders)
+  uint use_key_lengths;  // 1: batch row b has key_lengths[b] real keys (right padding)
 PUSH_END
+
+// The current batch row's real key count (T without key lengths); set once per workgroup
+// by `att_set_key_limit` before any visibility test.
+uint att_kl;
+
+// Sets `att_kl` from the key-lengths binding `kl_buf` for batch row `b`.
+#define ATT_SET_KEY_LIMIT(kl_buf, kl_off, b) \
+  att_kl = pc.use_key_lengths != 0u ? min(uint(max(kl_buf[(kl_off) + (b)], 0)), pc.tokens) : pc.tokens;
+
+// One past the last key tile any query of the tile at q0 sees.
+uint att_end_key_tile(uint qt) {
+  uint by_length = (att_kl + ATT_TILE - 1u) / ATT_TILE;
+  return pc.causal != 0u ? min(qt + 1u, by_length) : by_length;
+}
 
 // A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
 // tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
@@ -659,19 +717,23 @@ float att_cap(float s) {
   return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
 }
 
-// Whether query i sees key j (both must lie before T).
+// Whether query i sees key j (both must lie before T, j before the row's key limit).
 bool att_visible(uint i, uint j) {
-  return j <= i && i < pc.tokens && j < pc.tokens && (pc.window == 0u || i - j < pc.window);
+  bool order = pc.causal == 0u || (j <= i && (pc.window == 0u || i - j < pc.window));
+  return order && i < pc.tokens && j < att_kl;
 }
 
 // The first key tile any row of the query tile at q0 sees (0 without a window).
 uint att_first_key_tile(uint q0) {
-  return (pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
+  return (pc.causal == 0u || pc.window == 0u || q0 + 1u <= pc.window) ? 0u : (q0 + 1u - pc.window) / ATT_TILE;
 }
+
+// The first query tile that sees any key of the key tile at kt (causal: the diagonal's).
+uint att_first_query_tile(uint kt) { return pc.causal != 0u ? kt : 0u; }
 
 // One past the last query tile that sees any key of the key tile at k0.
 uint att_end_query_tile(uint k0) {
-  if (pc.window == 0u) return pc.tiles;
+  if (pc.causal == 0u || pc.window == 0u) return pc.tiles;
   return min(pc.tiles, (k0 + ATT_TILE - 1u + pc.window - 1u) / ATT_TILE + 1u);
 }
 

@@ -14,6 +14,10 @@ struct AttentionPush {
   var window: UInt32
   /// Score soft-capping (softcap·tanh(s / softcap)), 0 = none.
   var softcap: Float
+  /// 1: keys j ≤ i only; 0: every key (encoders).
+  var causal: UInt32
+  /// 1: the key-lengths binding holds each batch row's real key count.
+  var useKeyLengths: UInt32
 }
 
 extension VulkanBackend {
@@ -41,61 +45,73 @@ extension VulkanBackend {
     try rowChunks(rows: g.batch, rowBytes: g.heads * g.tokens * g.headDim * 4, op: op)
   }
 
-  private func attentionPush(_ g: AttentionShape, batch: Int, tile: Int, scale: Float, window: Int,
-                             softcap: Float, op: Op) throws -> AttentionPush {
-    try ShapeCheck.window(op, window)
-    try ShapeCheck.softcap(op, softcap)
+  private func attentionPush(_ g: AttentionShape, batch: Int, tile: Int, scale: Float, mask: AttentionMask,
+                             op: Op) throws -> AttentionPush {
     return AttentionPush(batch: try shaderUInt(batch, op), heads: try shaderUInt(g.heads, op),
                          kvHeads: try shaderUInt(g.kvHeads, op), tokens: try shaderUInt(g.tokens, op),
                          tiles: try shaderUInt((g.tokens + tile - 1) / tile, op), scale: scale,
-                         window: try shaderUInt(window, op), softcap: softcap)
+                         window: try shaderUInt(mask.window, op), softcap: mask.softcap,
+                         causal: mask.causal ? 1 : 0, useKeyLengths: mask.keyLengths == nil ? 0 : 1)
   }
 
   /// attention.comp: out and lse of causal attention (within `window` keys when > 0), key
   /// tile by key tile.
-  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, window: Int, softcap: Float,
+  public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, mask: AttentionMask,
                         into out: Tensor, lse: Tensor) throws {
-    try checkOwnership(.attention, q, k, v, out, lse)
+    try checkOwnership(.attention, q, k, v, out, lse, mask.keyLengths)
     let op = Op.attention
     let g = try ShapeCheck.attention(op, q: q, k: k, v: v, out: out, lse: lse)
+    try ShapeCheck.attentionMask(op, mask, batch: g.batch)
     guard g.batch > 0, g.tokens > 0 else { return }
     let tile = try attentionTile(headDim: g.headDim, op: op)
     let (qRow, kvRow, lseRow) = (g.heads * g.tokens * g.headDim, g.kvHeads * g.tokens * g.headDim, g.heads * g.tokens)
     for r in try attentionChunks(g, op: op) {
-      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window,
-                                   softcap: softcap, op: op)
+      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, mask: mask, op: op)
+      // Without key lengths the binding is unread: q fills it.
+      let lengths = try mask.keyLengths.map { try $0.rowSlice(r, rowLength: 1) } ?? q
       try dispatch("attention", defines: attentionDefines(g.headDim, tile: tile),
                    specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
                    bindings: [try q.rowSlice(r, rowLength: qRow), try k.rowSlice(r, rowLength: kvRow),
                               try v.rowSlice(r, rowLength: kvRow), try out.rowSlice(r, rowLength: qRow),
-                              try lse.rowSlice(r, rowLength: lseRow)],
+                              try lse.rowSlice(r, rowLength: lseRow), lengths],
                    push: push, groups: try spreadGroups(r.count * g.heads * Int(push.tiles), op: op))
     }
   }
 
-  /// attention_back_dq.comp then attention_back_dkdv.comp: delta and dq, then dk and dv.
+  /// attention_back_stats.comp, attention_back_dq.comp, attention_back_dkdv.comp: delta (and
+  /// lse beside it), dq, then dk and dv.
   public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                                scale: Float, window: Int, softcap: Float, delta: Tensor, dq: Tensor,
+                                scale: Float, mask: AttentionMask, delta: Tensor, dq: Tensor,
                                 dk: Tensor, dv: Tensor) throws {
-    try checkOwnership(.attentionBackward, dOut, q, k, v, out, lse, delta, dq, dk, dv)
+    try checkOwnership(.attentionBackward, dOut, q, k, v, out, lse, delta, dq, dk, dv, mask.keyLengths)
     let op = Op.attentionBackward
     let g = try ShapeCheck.attentionBackward(dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, delta: delta,
                                              dq: dq, dk: dk, dv: dv)
+    try ShapeCheck.attentionMask(op, mask, batch: g.batch)
     guard g.batch > 0, g.tokens > 0 else { return }
     let tile = try attentionTile(headDim: g.headDim, op: op)
     let (qRow, kvRow, lseRow) = (g.heads * g.tokens * g.headDim, g.kvHeads * g.tokens * g.headDim, g.heads * g.tokens)
     let defines = attentionDefines(g.headDim, tile: tile)
     for r in try attentionChunks(g, op: op) {
-      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, window: window,
-                                   softcap: softcap, op: op)
+      let push = try attentionPush(g, batch: r.count, tile: tile, scale: scale, mask: mask, op: op)
+      // Without key lengths the binding is unread: q fills it.
+      let lengths = try mask.keyLengths.map { try $0.rowSlice(r, rowLength: 1) } ?? q
       func rows(_ t: Tensor, _ length: Int) throws -> Tensor { try t.rowSlice(r, rowLength: length) }
+      // lse and delta side by side (one binding for both in the gradient passes).
+      let statRows = r.count * lseRow
+      let stats = try scratch(count: 2 * statRows)
+      try dispatch("attention_back_stats", defines: defines, specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
+                   bindings: [try rows(dOut, qRow), try rows(out, qRow), try rows(lse, lseRow), try rows(delta, lseRow),
+                              stats],
+                   push: push, groups: try spreadGroups((statRows + Self.attentionWorkgroup - 1) / Self.attentionWorkgroup,
+                                                        op: op))
       try dispatch("attention_back_dq", defines: defines, specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
                    bindings: [try rows(dOut, qRow), try rows(q, qRow), try rows(k, kvRow), try rows(v, kvRow),
-                              try rows(out, qRow), try rows(lse, lseRow), try rows(delta, lseRow), try rows(dq, qRow)],
+                              stats, try rows(dq, qRow), lengths],
                    push: push, groups: try spreadGroups(r.count * g.heads * Int(push.tiles), op: op))
       try dispatch("attention_back_dkdv", defines: defines, specialization: [UInt32(Self.attentionWorkgroup), 1, 1],
                    bindings: [try rows(dOut, qRow), try rows(q, qRow), try rows(k, kvRow), try rows(v, kvRow),
-                              try rows(lse, lseRow), try rows(delta, lseRow), try rows(dk, kvRow), try rows(dv, kvRow)],
+                              stats, try rows(dk, kvRow), try rows(dv, kvRow), lengths],
                    push: push, groups: try spreadGroups(r.count * g.kvHeads * Int(push.tiles), op: op))
     }
   }
