@@ -15,6 +15,7 @@
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 #ifndef ACT
 #define ACT 0
@@ -40,9 +41,6 @@ float erf_approx(float v) {
   float e = 1.0 - poly * exp(-a * a);
   return v < 0.0 ? -e : e;
 }
-
-// tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
-float tanh_safe(float z) { return 1.0 - 2.0 / (exp(2.0 * z) + 1.0); }
 
 void main() {
   uint i = global_linear_id();

@@ -35,6 +35,7 @@
 #include "common/push.glsl"
 #include "common/grid.glsl"
 #include "common/reduce.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -47,10 +48,8 @@ PUSH_BEGIN
   float softcap;
 PUSH_END
 
-// A logit after soft-capping (itself when softcap is 0); tanh(u) = 1 − 2/(e^{2u} + 1).
-float capped(float x) {
-  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * x / pc.softcap) + 1.0)) : x;
-}
+// A logit after soft-capping (itself when softcap is 0).
+float capped(float x) { return pc.softcap > 0.0 ? softcapped(x, pc.softcap) : x; }
 
 #if PASS == 0
 layout(set = 0, binding = 0) readonly buffer BufTargets { int targets[]; };

@@ -8,6 +8,7 @@
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -24,7 +25,6 @@ void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
   float s = pc.alpha * x[pc.boff[0] + i];
-  // tanh(u) = 1 − 2/(e^{2u} + 1): saturates to ±1 without inf/inf.
-  if (pc.softcap > 0.0) s = pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0));
+  if (pc.softcap > 0.0) s = softcapped(s, pc.softcap);
   o[pc.boff[1] + i] = s;
 }

@@ -12,6 +12,7 @@
 // σ(g) for g ≪ 0: exp(−g) overflows to +inf and 1/(1+inf) = 0, the correct limit.
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -32,9 +33,8 @@ void main() {
   if (i >= pc.n) return;
   float g = gate[pc.boff[0] + i];
 #if ACT == 1
-  // tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
   float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
-  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  float t = tanh_safe(z);
   o[pc.boff[2] + i] = 0.5 * g * (1.0 + t) * up[pc.boff[1] + i];
 #else
   float sig = 1.0 / (1.0 + exp(-g));

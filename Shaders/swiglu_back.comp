@@ -14,6 +14,7 @@
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -40,7 +41,7 @@ void main() {
 #if ACT == 1
   const float c = 0.7978845608028654, k = 0.044715;
   float z = c * (g + k * g * g * g);
-  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  float t = tanh_safe(z);
   dgate[pc.boff[3] + i] = d * u * (0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * c * (1.0 + 3.0 * k * g * g));
   dup[pc.boff[4] + i] = d * 0.5 * g * (1.0 + t);
 #else

@@ -12,6 +12,7 @@
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64  // the host always defines it; the default lets tools/check-shaders compile the file
@@ -54,10 +55,7 @@ uint att_end_key_tile(uint qt) {
 }
 
 // A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
-// tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
-float att_cap(float s) {
-  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
-}
+float att_cap(float s) { return pc.softcap > 0.0 ? softcapped(s, pc.softcap) : s; }
 
 // Whether query i sees key j (both must lie before T, j before the row's key limit).
 bool att_visible(uint i, uint j) {

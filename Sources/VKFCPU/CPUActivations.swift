@@ -172,26 +172,24 @@ extension CPUBackend {
     let invNorm = 1 / Double(normalizer ?? Float(counted))
     let px = UncheckedSendable(UnsafePointer(f32(logits)))
     CPUParallel.forRanges(N, cost: 3 * V) { rows in
-      for r in rows {
-        let t = pt.value[r], x = px.value + r * V
-        let d = pd.value.map { $0 + r * V }
-        if t == ignoreIndex {
-          pl.value[r] = 0
-          d?.update(repeating: 0, count: V)
-          continue
-        }
-        if softcap > 0 {
-          // The capped row in scratch (dLogits may alias x); the chain rule through the cap after.
-          withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { buf in
-            let y = buf.baseAddress.unsafelyUnwrapped
-            for j in 0..<V { y[j] = CPUMath.softcap(x[j], softcap) }
-            pl.value[r] = Self.rowCrossEntropy(UnsafePointer(y), V, target: Int(t), invNorm: invNorm, d: d)
-            if let d {
-              for j in 0..<V { let c = y[j] / softcap; d[j] *= 1 - c * c }
-            }
+      // With a cap, one scratch row per range holds the capped logits (dLogits may alias x).
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: softcap > 0 ? V : 0) { buf in
+        for r in rows {
+          let t = pt.value[r], x = px.value + r * V
+          let d = pd.value.map { $0 + r * V }
+          if t == ignoreIndex {
+            pl.value[r] = 0
+            d?.update(repeating: 0, count: V)
+            continue
           }
-        } else {
-          pl.value[r] = Self.rowCrossEntropy(x, V, target: Int(t), invNorm: invNorm, d: d)
+          guard softcap > 0, let y = buf.baseAddress else {
+            pl.value[r] = Self.rowCrossEntropy(x, V, target: Int(t), invNorm: invNorm, d: d)
+            continue
+          }
+          for j in 0..<V { y[j] = CPUMath.softcap(x[j], softcap) }
+          pl.value[r] = Self.rowCrossEntropy(UnsafePointer(y), V, target: Int(t), invNorm: invNorm, d: d)
+          // The chain rule through the cap.
+          if let d { for j in 0..<V { let c = y[j] / softcap; d[j] *= 1 - c * c } }
         }
       }
     }

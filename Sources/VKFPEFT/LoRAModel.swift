@@ -44,16 +44,7 @@ public final class LoRAModel {
     try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
     // The PEFT module a projection's adapter belongs to: its own, or its fused projection.
     var fusedModule: [String: (module: String, rowOffset: Int)] = [:]
-    for i in 0..<weights.shape.layers {
-      let prefix = ParameterNames.layerPrefix(i)
-      for g in weights.shape.fusedGroups {
-        var row = 0
-        for part in g.parts {
-          fusedModule[prefix + part.suffix] = (prefix + g.fused, row)
-          row += part.rows
-        }
-      }
-    }
+    for f in weights.shape.fusedModules { for part in f.parts { fusedModule[part.module] = (f.module, part.rowOffset) } }
     // Plan: which projections, their shapes and PEFT modules; validate before allocating.
     var plan: [(module: String, inF: Int, outF: Int, group: String, rowOffset: Int)] = []
     var problem: PEFTError?

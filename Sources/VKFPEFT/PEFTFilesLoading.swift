@@ -223,10 +223,7 @@ extension PEFTAdapterFiles {
     try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
     let targets = Set(config.resolvedTargetModules)
     var partOf: [String: String] = [:]
-    for i in 0..<weights.shape.layers {
-      let prefix = ParameterNames.layerPrefix(i)
-      for g in weights.shape.fusedGroups { for part in g.parts { partOf[prefix + part.suffix] = prefix + g.fused } }
-    }
+    for f in weights.shape.fusedModules { for part in f.parts { partOf[part.module] = f.module } }
     var order: [String] = [], shapes: [String: (inF: Int, outF: Int)] = [:]
     weights.updateProjections { module, linear in
       guard let short = module.split(separator: ".").last.map(String.init), targets.contains(short) else { return }

@@ -135,13 +135,14 @@ public struct MemoryEstimate: Equatable, Sendable {
     ]
     var total = 0
     var counted = Set<String>()
-    if s.fusedProjections {  // Phi-3: one A per fused projection, its B over every part's rows
-      for (fused, parts) in [("qkv_proj", ["q_proj", "k_proj", "v_proj"]), ("gate_up_proj", ["gate_proj", "up_proj"])]
-      where parts.contains(where: targetModules.contains) || targetModules.contains(fused) {
-        let fanOut = dims.filter { parts.contains($0.0) }.reduce(0) { $0 + $1.2 }
-        total += s.layers * (rank * (s.hidden + fanOut) + (dora ? fanOut : 0))
-        counted.formUnion(parts)
-      }
+    // Phi-3: one A per fused projection, its B over every part's rows.
+    func short(_ suffix: String) -> String { String(suffix.split(separator: ".").last ?? "") }
+    for g in s.fusedGroups {
+      let parts = g.parts.map { short($0.suffix) }
+      guard parts.contains(where: targetModules.contains) || targetModules.contains(short(g.fused)) else { continue }
+      let fanOut = g.parts.reduce(0) { $0 + $1.rows }
+      total += s.layers * (rank * (s.hidden + fanOut) + (dora ? fanOut : 0))
+      counted.formUnion(parts)
     }
     for (name, fanIn, fanOut) in dims where targetModules.contains(name) && !counted.contains(name) {
       total += s.layers * (rank * (fanIn + fanOut) + (dora ? fanOut : 0))

@@ -128,12 +128,8 @@ public final class LlamaWeights {
     })
     // Fused tensors (Phi-3's qkv_proj, gate_up_proj) by HF name → their parts' names and rows.
     var fusedParts: [String: [(name: String, rows: Int)]] = [:]
-    for i in 0..<shape.layers {
-      let p = ParameterNames.layerPrefix(i)
-      for g in shape.fusedGroups {
-        fusedParts[p + g.fused + ".weight"] = g.parts.map { (p + $0.suffix + ".weight", $0.rows) }
-      }
-    }
+    for f in shape.fusedModules { fusedParts[f.module + ".weight"] = f.parts.map { ($0.module + ".weight", $0.rows) } }
+    fusedPartNames = fusedParts.mapValues { $0.map(\.name) }
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -273,14 +269,7 @@ public final class LlamaWeights {
   }
 
   /// Fused tensors by HF name → their parts' names (empty without fused projections).
-  private var fusedPartNames: [String: [String]] {
-    var out: [String: [String]] = [:]
-    for i in 0..<shape.layers {
-      let p = ParameterNames.layerPrefix(i)
-      for g in shape.fusedGroups { out[p + g.fused + ".weight"] = g.parts.map { p + $0.suffix + ".weight" } }
-    }
-    return out
-  }
+  private let fusedPartNames: [String: [String]]
   /// Parts released so far.
   private var releasedParts = Set<String>()
 

@@ -104,6 +104,23 @@ public struct TransformerShape: Equatable, Sendable {
             FusedProjection(fused: "mlp.gate_up_proj", parts: [("mlp.gate_proj", intermediate), ("mlp.up_proj", intermediate)])]
   }
 
+  /// Every layer's fused projections by module name (`model.layers.{i}.self_attn.qkv_proj`),
+  /// each with its parts' module names, first rows and row counts, in layer order; empty
+  /// without fused projections.
+  public var fusedModules: [(module: String, parts: [(module: String, rowOffset: Int, rows: Int)])] {
+    (0..<layers).flatMap { i in
+      let prefix = ParameterNames.layerPrefix(i)
+      return fusedGroups.map { g in
+        var row = 0
+        let parts = g.parts.map { part -> (module: String, rowOffset: Int, rows: Int) in
+          defer { row += part.rows }
+          return (prefix + part.suffix, row, part.rows)
+        }
+        return (prefix + g.fused, parts)
+      }
+    }
+  }
+
   /// The softmax scale of every layer's attention.
   public var attentionScale: Float { attentionScaleOverride ?? 1 / Float(headDim).squareRoot() }
 

@@ -20,6 +20,7 @@ enum ShaderSources {
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 #ifndef ACT
 #define ACT 0
@@ -45,9 +46,6 @@ float erf_approx(float v) {
   float e = 1.0 - poly * exp(-a * a);
   return v < 0.0 ? -e : e;
 }
-
-// tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
-float tanh_safe(float z) { return 1.0 - 2.0 / (exp(2.0 * z) + 1.0); }
 
 void main() {
   uint i = global_linear_id();
@@ -670,6 +668,7 @@ void main() {
 // equal it); invocation t owns tile elements t, t + ATT_WG, …
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64  // the host always defines it; the default lets tools/check-shaders compile the file
@@ -712,10 +711,7 @@ uint att_end_key_tile(uint qt) {
 }
 
 // A scaled score after soft-capping: softcap·tanh(s / softcap), s itself without a cap.
-// tanh(u) = 1 − 2/(e^{2u} + 1) saturates to ±1 without the inf/inf of the textbook form.
-float att_cap(float s) {
-  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0)) : s;
-}
+float att_cap(float s) { return pc.softcap > 0.0 ? softcapped(s, pc.softcap) : s; }
 
 // Whether query i sees key j (both must lie before T, j before the row's key limit).
 bool att_visible(uint i, uint j) {
@@ -1161,6 +1157,16 @@ float wg_reduce_max(float v) {
 }
 #endif  // USE_SUBGROUP
 """#,
+    "common/tanh.glsl": #"""
+// tanh without the inf/inf of the textbook form, and soft-capping built on it; include
+// where a kernel needs either (GELU tanh, Gemma 2's capped scores and logits).
+
+// tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over- or underflows.
+float tanh_safe(float z) { return 1.0 - 2.0 / (exp(2.0 * z) + 1.0); }
+
+// cap·tanh(s / cap) (cap > 0).
+float softcapped(float s, float cap) { return cap * (1.0 - 2.0 / (exp(2.0 * s / cap) + 1.0)); }
+"""#,
     "copy.comp": #"""
 #version 450
 // copy: dst[i] = src[i] over 32-bit words (any dtype whose views start and end on a
@@ -1226,6 +1232,7 @@ void main() {
 #include "common/push.glsl"
 #include "common/grid.glsl"
 #include "common/reduce.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -1238,10 +1245,8 @@ PUSH_BEGIN
   float softcap;
 PUSH_END
 
-// A logit after soft-capping (itself when softcap is 0); tanh(u) = 1 − 2/(e^{2u} + 1).
-float capped(float x) {
-  return pc.softcap > 0.0 ? pc.softcap * (1.0 - 2.0 / (exp(2.0 * x / pc.softcap) + 1.0)) : x;
-}
+// A logit after soft-capping (itself when softcap is 0).
+float capped(float x) { return pc.softcap > 0.0 ? softcapped(x, pc.softcap) : x; }
 
 #if PASS == 0
 layout(set = 0, binding = 0) readonly buffer BufTargets { int targets[]; };
@@ -2833,6 +2838,7 @@ void main() {
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -2849,8 +2855,7 @@ void main() {
   uint i = global_linear_id();
   if (i >= pc.n) return;
   float s = pc.alpha * x[pc.boff[0] + i];
-  // tanh(u) = 1 − 2/(e^{2u} + 1): saturates to ±1 without inf/inf.
-  if (pc.softcap > 0.0) s = pc.softcap * (1.0 - 2.0 / (exp(2.0 * s / pc.softcap) + 1.0));
+  if (pc.softcap > 0.0) s = softcapped(s, pc.softcap);
   o[pc.boff[1] + i] = s;
 }
 """#,
@@ -2960,6 +2965,7 @@ void main() {
 // σ(g) for g ≪ 0: exp(−g) overflows to +inf and 1/(1+inf) = 0, the correct limit.
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -2980,9 +2986,8 @@ void main() {
   if (i >= pc.n) return;
   float g = gate[pc.boff[0] + i];
 #if ACT == 1
-  // tanh(z) = 1 − 2/(exp(2z) + 1): exact limits ±1 when exp over/underflows.
   float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
-  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  float t = tanh_safe(z);
   o[pc.boff[2] + i] = 0.5 * g * (1.0 + t) * up[pc.boff[1] + i];
 #else
   float sig = 1.0 / (1.0 + exp(-g));
@@ -3007,6 +3012,7 @@ void main() {
 //   on a 2D grid (common/grid.glsl).
 #include "common/push.glsl"
 #include "common/grid.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -3033,7 +3039,7 @@ void main() {
 #if ACT == 1
   const float c = 0.7978845608028654, k = 0.044715;
   float z = c * (g + k * g * g * g);
-  float t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+  float t = tanh_safe(z);
   dgate[pc.boff[3] + i] = d * u * (0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * c * (1.0 + 3.0 * k * g * g));
   dup[pc.boff[4] + i] = d * 0.5 * g * (1.0 + t);
 #else
