@@ -1,3 +1,5 @@
+import Foundation
+
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded RNG whose stream is the same on every
 /// platform, unlike `SystemRandomNumberGenerator`. The one generator behind data shuffling,
 /// sampling, synthetic benchmark inputs and seeded test data.
@@ -18,4 +20,18 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
   /// A uniform double in [0, 1) from the top 53 bits.
   public mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
+
+  /// `count` draws from normal(0, std²) by Box–Muller, two per pair of uniforms: the seeded
+  /// initialisation of new heads (transformers' `normal_(0, initializer_range)`).
+  public mutating func normals(count: Int, std: Double) -> [Float] {
+    var values: [Float] = []
+    values.reserveCapacity(count + 1)
+    while values.count < count {
+      let u1 = max(nextUnitDouble(), 1e-300), u2 = nextUnitDouble()
+      let r = (-2 * log(u1)).squareRoot()
+      values.append(Float(std * r * cos(2 * .pi * u2)))
+      values.append(Float(std * r * sin(2 * .pi * u2)))
+    }
+    return Array(values.prefix(count))
+  }
 }

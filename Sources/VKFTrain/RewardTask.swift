@@ -21,15 +21,7 @@ public final class RewardHead {
   /// A head with transformers' init: normal(0, initializer_range) from `seed`.
   public init(hidden: Int, backend: Backend, seed: UInt64, std: Double = 0.02) throws {
     var rng = SplitMix64(seed: seed)
-    var values: [Float] = []
-    values.reserveCapacity(hidden + 1)
-    while values.count < hidden {  // Box–Muller
-      let u1 = max(rng.nextUnitDouble(), 1e-300), u2 = rng.nextUnitDouble()
-      let r = (-2 * log(u1)).squareRoot()
-      values.append(Float(std * r * cos(2 * .pi * u2)))
-      values.append(Float(std * r * sin(2 * .pi * u2)))
-    }
-    weight = try backend.tensor(Array(values.prefix(hidden)), shape: [1, hidden])
+    weight = try backend.tensor(rng.normals(count: hidden, std: std), shape: [1, hidden])
     gradient = try backend.allocate([1, hidden])
     try backend.fill(gradient, value: 0)
   }

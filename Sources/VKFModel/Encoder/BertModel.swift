@@ -1,0 +1,223 @@
+import VKFCore
+
+/// BERT for sequence classification (transformers' `BertForSequenceClassification`) as an
+/// explicit forward and backward over `Backend` ops:
+/// word + position + token-type embeddings → LayerNorm → post-LN layers
+/// (h1 = LN(x + o(attn(q(x), k(x), v(x)))), y = LN(h1 + out(gelu(inter(h1))))) → pooler
+/// tanh(dense(hidden of [CLS])) → classifier → cross-entropy over the labels.
+///
+/// Rows are right-padded; `lengths` says how many tokens of each row are real and the
+/// attention of every query sees only those keys (transformers' attention_mask). Dropout is
+/// not applied (the model runs as in `eval()`; see `BertConfig.hiddenDropout`).
+/// Legend: B rows, T tokens per row, N = B·T, C hidden, NH heads, HS head size, F MLP width,
+/// L labels.
+public final class BertModel {
+  public let weights: BertWeights
+  public var config: BertConfig { weights.config }
+  public var backend: Backend { weights.backend }
+  private var arenas: [Key: BertArena] = [:]
+  private var arena: BertArena?
+  private var pending = false
+  private struct Key: Hashable { let batch: Int, tokens: Int }
+
+  public init(weights: BertWeights) { self.weights = weights }
+
+  /// The ignored label.
+  public static let ignoreIndex: Int32 = -100
+
+  /// Runs the model on ids (B, T) row-major with `lengths` (B) real tokens per row (the rest
+  /// padding) and token types `typeIDs` (nil: all 0). With `labels` (B; −100 ignored) computes
+  /// the per-row losses, divided by `lossNormalizer` (default: the labelled rows); with
+  /// `computeGradients` also dL/dlogits for `backward()`.
+  public func forward(ids: [Int32], typeIDs: [Int32]? = nil, lengths: [Int32], batch: Int, labels: [Int32]? = nil,
+                      lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
+    let c = config, op = "BertModel.forward"
+    guard batch > 0, !ids.isEmpty, ids.count % batch == 0 else {
+      throw VKFError.shapeMismatch(op: op, detail: "\(ids.count) ids do not form \(batch) rows")
+    }
+    let t = ids.count / batch
+    guard t <= c.maxPositions else {
+      throw VKFError.outOfRange(op: op, detail: "rows of \(t) tokens exceed max_position_embeddings \(c.maxPositions)")
+    }
+    if let bad = ids.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) {
+      throw VKFError.outOfRange(op: op, detail: "token id \(bad) ∉ [0, \(c.vocabSize))")
+    }
+    let types = typeIDs ?? [Int32](repeating: 0, count: ids.count)
+    guard types.count == ids.count else {
+      throw VKFError.shapeMismatch(op: op, detail: "\(types.count) token types for \(ids.count) ids")
+    }
+    if let bad = types.first(where: { $0 < 0 || Int($0) >= c.typeVocabSize }) {
+      throw VKFError.outOfRange(op: op, detail: "token type \(bad) ∉ [0, \(c.typeVocabSize))")
+    }
+    guard lengths.count == batch, lengths.allSatisfy({ $0 >= 1 && Int($0) <= t }) else {
+      throw VKFError.shapeMismatch(op: op, detail: "lengths must be \(batch) values in [1, \(t)]")
+    }
+    if let labels {
+      guard labels.count == batch else {
+        throw VKFError.shapeMismatch(op: op, detail: "\(labels.count) labels for \(batch) rows")
+      }
+      if let bad = labels.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || Int($0) >= weights.numLabels) }) {
+        throw VKFError.outOfRange(op: op, detail: "label \(bad) ∉ [0, \(weights.numLabels))")
+      }
+    } else if computeGradients {
+      throw VKFError.other("\(op): computeGradients needs labels")
+    }
+    let ar = try arena(batch: batch, tokens: t)
+    let be = backend
+    try be.upload(ids, to: ar.ids)
+    try be.upload(types, to: ar.typeIDs)
+    try be.upload(lengths, to: ar.lengths)
+    try trunk(ar)
+    try head(ar)
+    pending = false
+    guard let labels else { return }
+    try be.upload(labels, to: ar.labels)
+    let labelled = labels.filter { $0 != Self.ignoreIndex }.count
+    try be.crossEntropy(logits: ar.logits, targets: ar.labels, ignoreIndex: Self.ignoreIndex,
+                        normalizer: .value(lossNormalizer ?? Float(max(labelled, 1))), softcap: 0,
+                        losses: ar.losses, dLogits: computeGradients ? ar.dLogits : nil)
+    pending = computeGradients
+  }
+
+  /// Logits (B, L) of the last forward, row-major. Waits.
+  public func logits() throws -> [Float] {
+    guard let ar = arena else { throw VKFError.other("BertModel.logits: run forward first") }
+    return try backend.floats(ar.logits)
+  }
+
+  /// Σ of the last forward's per-row losses (its mean loss, or its share of the normalizer). Waits.
+  public func loss() throws -> Float {
+    guard let ar = arena else { throw VKFError.other("BertModel.loss: run forward first") }
+    return Float(try backend.floats(ar.losses).reduce(0.0) { $0 + Double($1) })
+  }
+
+  // MARK: - Forward
+
+  private func trunk(_ ar: BertArena) throws {
+    arena = ar
+    let be = backend, w = weights, c = config
+    try be.embedding(ids: ar.ids, table: w.wordEmbeddings, into: ar.embedded)
+    try be.embedding(ids: ar.positions, table: w.positionEmbeddings, into: ar.s1)
+    try be.add(ar.embedded, ar.s1, alpha: 1, into: ar.embedded)
+    try be.embedding(ids: ar.typeIDs, table: w.typeEmbeddings, into: ar.s1)
+    try be.add(ar.embedded, ar.s1, alpha: 1, into: ar.embedded)
+    let en = w.embeddingNorm
+    try be.layerNorm(ar.embedded, weight: en.weight, bias: en.bias, eps: c.layerNormEps, into: ar.hidden[0],
+                     mean: ar.embeddingMean, rstd: ar.embeddingRstd)
+    for l in 0..<c.layers { try layerForward(l, ar) }
+  }
+
+  private func layerForward(_ l: Int, _ ar: BertArena) throws {
+    let be = backend, c = config, w = weights.layers[l], a = ar.saved[l]
+    let x = ar.hidden[l], (b, t, nh, hs) = (ar.batch, ar.tokens, c.heads, c.headDim)
+    for (proj, out) in [(w.query, a.q), (w.key, a.k), (w.value, a.v)] {
+      try proj.forward(be, x, into: ar.s1)
+      try be.permute(try ar.s1.reshaped([b, t, nh, hs]), dims: [0, 2, 1, 3], into: out)
+    }
+    try be.attention(q: a.q, k: a.k, v: a.v, scale: c.attentionScale, mask: ar.mask,
+                     into: try ar.s2.reshaped([b, nh, t, hs]), lse: a.lse)
+    try be.permute(try ar.s2.reshaped([b, nh, t, hs]), dims: [0, 2, 1, 3], into: try a.attn.reshaped([b, t, nh, hs]))
+    try w.attentionOutput.forward(be, a.attn, into: a.preNorm1)
+    try be.add(a.preNorm1, x, alpha: 1, into: a.preNorm1)
+    let n1 = w.attentionNorm, n2 = w.outputNorm
+    try be.layerNorm(a.preNorm1, weight: n1.weight, bias: n1.bias, eps: c.layerNormEps, into: a.h1,
+                     mean: a.mean1, rstd: a.rstd1)
+    try w.intermediate.forward(be, a.h1, into: a.inter)
+    try be.activation(c.activation, a.inter, into: a.act)
+    try w.output.forward(be, a.act, into: a.preNorm2)
+    try be.add(a.preNorm2, a.h1, alpha: 1, into: a.preNorm2)
+    try be.layerNorm(a.preNorm2, weight: n2.weight, bias: n2.bias, eps: c.layerNormEps, into: ar.hidden[l + 1],
+                     mean: a.mean2, rstd: a.rstd2)
+  }
+
+  /// [CLS] rows → pooler tanh(dense) → classifier logits.
+  private func head(_ ar: BertArena) throws {
+    let be = backend, w = weights
+    // The first token of each row, gathered as an embedding lookup into the last hidden states.
+    try be.embedding(ids: ar.clsRows, table: ar.hidden[config.layers], into: ar.pooledInput)
+    try w.pooler.forward(be, ar.pooledInput, into: ar.pooled)
+    try be.scale(ar.pooled, by: 1, softcap: 1, into: ar.pooled)  // tanh
+    try w.classifier.forward(be, ar.pooled, into: ar.logits)
+  }
+
+  // MARK: - Backward
+
+  /// Accumulates the gradients of the last forward's loss into the weights' gradients.
+  public func backward() throws {
+    guard pending, let ar = arena else {
+      throw VKFError.other("BertModel.backward: call forward(…, labels:, computeGradients: true) first")
+    }
+    pending = false
+    let be = backend, w = weights, c = config
+    let rowOnes = try ar.ones.rows(0..<ar.batch)
+    try w.classifier.backward(be, dy: ar.dLogits, x: ar.pooled, dx: ar.dPooled, accumulateInput: false, ones: rowOnes)
+    // Through tanh: d = dy ⊙ (1 − y²) = dy − dy ⊙ y ⊙ y.
+    try be.mul(ar.dPooled, ar.pooled, into: ar.pooledScratch)
+    try be.mul(ar.pooledScratch, ar.pooled, into: ar.pooledScratch)
+    try be.add(ar.dPooled, ar.pooledScratch, alpha: -1, into: ar.dPooled)
+    let encoderTrained = w.layers.contains { $0.query.isTrained || $0.outputNorm.weightGrad != nil }
+      || w.wordEmbeddingsGrad != nil
+    try w.pooler.backward(be, dy: ar.dPooled, x: ar.pooledInput, dx: encoderTrained ? ar.pooledScratch : nil,
+                          accumulateInput: false, ones: rowOnes)
+    guard encoderTrained else { return }
+    try be.fill(ar.dResidual, value: 0)
+    try be.embeddingBackward(ids: ar.clsRows, dOut: ar.pooledScratch, dTable: ar.dResidual)
+    for l in stride(from: c.layers - 1, through: 0, by: -1) { try layerBackward(l, ar) }
+    // Embeddings: through their LayerNorm, then into each table at its ids.
+    let en = w.embeddingNorm
+    try be.layerNormBackward(ar.dResidual, x: ar.embedded, weight: en.weight, mean: ar.embeddingMean,
+                             rstd: ar.embeddingRstd, dx: ar.s1, dWeight: en.weightGrad, dBias: en.biasGrad)
+    for (ids, grad) in [(ar.ids, w.wordEmbeddingsGrad), (ar.positions, w.positionEmbeddingsGrad),
+                        (ar.typeIDs, w.typeEmbeddingsGrad)] {
+      if let grad { try be.embeddingBackward(ids: ids, dOut: ar.s1, dTable: grad) }
+    }
+  }
+
+  /// dL/dy in `dResidual` → dL/dx in `dResidual`, accumulating the layer's gradients.
+  private func layerBackward(_ l: Int, _ ar: BertArena) throws {
+    let be = backend, c = config, w = weights.layers[l], a = ar.saved[l], ones = ar.ones
+    let x = ar.hidden[l], (b, t, nh, hs) = (ar.batch, ar.tokens, c.heads, c.headDim)
+    let n1 = w.attentionNorm, n2 = w.outputNorm
+    // y = LN2(h1 + out(act)): dPre2 → s1
+    try be.layerNormBackward(ar.dResidual, x: a.preNorm2, weight: n2.weight, mean: a.mean2, rstd: a.rstd2, dx: ar.s1,
+                             dWeight: n2.weightGrad, dBias: n2.biasGrad)
+    try w.output.backward(be, dy: ar.s1, x: a.act, dx: ar.dWide, accumulateInput: false, ones: ones)
+    try be.activationBackward(c.activation, ar.dWide, x: a.inter, into: ar.dWide)
+    try w.intermediate.backward(be, dy: ar.dWide, x: a.h1, dx: ar.s2, accumulateInput: false, ones: ones)
+    try be.add(ar.s2, ar.s1, alpha: 1, into: ar.s2)  // dL/dh1
+    // h1 = LN1(x + o(attn)): dPre1 → s3 (also the residual's share of dL/dx)
+    try be.layerNormBackward(ar.s2, x: a.preNorm1, weight: n1.weight, mean: a.mean1, rstd: a.rstd1, dx: ar.s3,
+                             dWeight: n1.weightGrad, dBias: n1.biasGrad)
+    try w.attentionOutput.backward(be, dy: ar.s3, x: a.attn, dx: ar.s4, accumulateInput: false, ones: ones)
+    let head = { (t4: Tensor) in try t4.reshaped([b, nh, t, hs]) }, token = { (t4: Tensor) in try t4.reshaped([b, t, nh, hs]) }
+    try be.permute(try token(ar.s4), dims: [0, 2, 1, 3], into: try head(ar.s5))      // dOut, head-major
+    try be.permute(try token(a.attn), dims: [0, 2, 1, 3], into: try head(ar.s4))     // out, head-major
+    try be.attentionBackward(try head(ar.s5), q: a.q, k: a.k, v: a.v, out: try head(ar.s4), lse: a.lse,
+                             scale: c.attentionScale, mask: ar.mask, delta: ar.delta, dq: try head(ar.s1),
+                             dk: try head(ar.s2), dv: try head(ar.s6))
+    try be.permute(try head(ar.s1), dims: [0, 2, 1, 3], into: try token(ar.s4))
+    try be.permute(try head(ar.s2), dims: [0, 2, 1, 3], into: try token(ar.s5))
+    try be.permute(try head(ar.s6), dims: [0, 2, 1, 3], into: try token(ar.s1))
+    try w.query.backward(be, dy: ar.s4, x: x, dx: ar.dResidual, accumulateInput: false, ones: ones)
+    try w.key.backward(be, dy: ar.s5, x: x, dx: ar.dResidual, accumulateInput: true, ones: ones)
+    try w.value.backward(be, dy: ar.s1, x: x, dx: ar.dResidual, accumulateInput: true, ones: ones)
+    try be.add(ar.dResidual, ar.s3, alpha: 1, into: ar.dResidual)
+  }
+
+  // MARK: - Arena
+
+  private func arena(batch: Int, tokens: Int) throws -> BertArena {
+    let key = Key(batch: batch, tokens: tokens)
+    if let a = arenas[key] { return a }
+    // One shape's buffers at a time: a new shape releases the old ones first.
+    arenas = [:]; arena = nil
+    let a = try BertArena(config: config, labels: weights.numLabels, batch: batch, tokens: tokens, backend: backend)
+    arenas[key] = a
+    return a
+  }
+
+  /// Device bytes of a (batch, tokens) pass's buffers (the memory estimate).
+  public static func activationBytes(config: BertConfig, labels: Int, batch: Int, tokens: Int) -> Int {
+    BertArena.elements(config: config, labels: labels, batch: batch, tokens: tokens) * 4
+  }
+}
