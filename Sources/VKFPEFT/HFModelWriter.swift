@@ -20,7 +20,7 @@ public enum HFModelWriter {
   public static let tokenizerFileNames = [
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
     "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt",
-    "added_tokens.json",
+    "added_tokens.json", "vocab.txt",
   ]
 
   /// The transformers class written in `architectures` for each supported `model_type`.

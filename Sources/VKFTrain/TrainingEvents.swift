@@ -32,7 +32,7 @@ public struct TrainingProgress: Equatable, Sendable {
   }
 
   /// ` | rewards/accuracies 0.625 | rewards/margins 0.312` in key order ("" when empty).
-  static func extraText(_ extra: [String: Double]) -> String {
+  public static func extraText(_ extra: [String: Double]) -> String {
     extra.keys.sorted().filter { $0 != "loss" }.map { " | \($0) \(String(format: "%.4g", extra[$0] ?? .nan))" }.joined()
   }
 

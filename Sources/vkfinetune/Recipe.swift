@@ -23,9 +23,12 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   case dpo
   /// A scalar reward head trained on preference pairs (TRL's RewardTrainer).
   case reward
+  /// Sequence classification of labelled sentences by an encoder (BERT): transformers'
+  /// run_glue / Trainer with BertForSequenceClassification.
+  case classification
 
   /// True for the objectives that train on chosen/rejected pairs.
-  var isPreference: Bool { self != .sft }
+  var isPreference: Bool { self == .dpo || self == .reward }
 }
 
 /// Where AdamW's moments live: on the device, in host-visible memory streamed per step, or
@@ -50,7 +53,8 @@ struct TrainSettings: Encodable, Equatable {
   var outputDir: String?
   /// `method`: lora (default), qlora or full.
   var method: FineTuneMethod = .lora
-  /// `objective`: sft (default), dpo or reward (LLaMA-Factory's `stage`: sft, dpo, rm).
+  /// `objective`: sft (default), dpo, reward or classification (LLaMA-Factory's `stage`: sft,
+  /// dpo, rm).
   var objective: TrainObjective = .sft
 
   /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).

@@ -84,6 +84,7 @@ extension TrainSettings {
       }
     }
     try validatePreference()
+    try validateClassification()
     if let chatTemplate, chatTemplate != "alpaca", !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
       throw fail("chat_template", chatTemplate,
                  "use alpaca or one of \(ChatTemplate.builtinNames.joined(separator: ", ")) (default: the model's own)")
@@ -112,6 +113,25 @@ extension TrainSettings {
     }
     guard FileManager.default.isReadableFile(atPath: path) else {
       throw RecipeError("\(key): \(path) is not readable; check its permissions")
+    }
+  }
+
+  /// Settings a classification run cannot honour: packing (one sentence per row), adapters
+  /// and 16-bit activations (the encoder trains in full f32 fine-tuning).
+  func validateClassification() throws {
+    guard objective == .classification else { return }
+    if packing { throw RecipeError("packing applies to SFT only; --objective classification trains one sentence per row (drop packing)") }
+    if method != .full {
+      throw RecipeError("method = \(method.rawValue) is not available for --objective classification yet: "
+        + "encoders train with --method full")
+    }
+    if bf16 || fp16 {
+      throw RecipeError("\(bf16 ? "bf16" : "fp16") is not available for --objective classification: the encoder trains in f32 "
+        + "(drop it)")
+    }
+    if gradientCheckpointing {
+      throw RecipeError("gradient_checkpointing is not available for --objective classification (the encoder keeps "
+        + "every layer's activations; lower --batch-size instead)")
     }
   }
 

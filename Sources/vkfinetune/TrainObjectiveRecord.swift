@@ -10,7 +10,7 @@ enum ObjectiveRecord {
   static func values(_ s: TrainSettings) -> [String: String] {
     var v = ["objective": s.objective.rawValue]
     switch s.objective {
-    case .sft: break
+    case .sft, .classification: break
     case .dpo:
       v["beta"] = "\(s.beta)"; v["loss_type"] = s.lossType.rawValue; v["label_smoothing"] = "\(s.labelSmoothing)"
       v["rpo_alpha"] = s.rpoAlpha.map { "\($0)" } ?? "none"; v["max_prompt_length"] = "\(s.promptLimit)"

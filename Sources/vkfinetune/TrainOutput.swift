@@ -13,18 +13,26 @@ import VKFPEFT
 enum OutputWriter {
   static func write(lora: LoRAModel?, weights: LlamaWeights, model: LoadedModel, settings: TrainSettings,
                     into dir: URL, scoreHead: HFModelWriter.ScoreHead? = nil) throws {
+    try staged(into: dir) { staging in
+      if let lora {
+        let recipe = (try? settings.rendered(as: "yaml")).map { "```yaml\n\($0)\n```" }
+        try PEFTAdapterFiles.save(lora, baseModel: settings.model ?? "", to: staging, readme: recipe,
+                                  scoreHead: scoreHead?.weight)
+      } else {
+        try HFModelWriter.write(weights: weights, model: model, to: staging, scoreHead: scoreHead)
+      }
+    }
+  }
+
+  /// Runs `body` on a staging directory inside `dir`, then moves each file it wrote into
+  /// `dir` by rename (replacing same-named files; checkpoints and metrics stay).
+  static func staged(into dir: URL, _ body: (URL) throws -> Void) throws {
     let fm = FileManager.default
     try fm.createDirectory(at: dir, withIntermediateDirectories: true)
     let staging = dir.appendingPathComponent(AtomicWrite.temporaryPrefix + "output-\(getpid())")
     try? fm.removeItem(at: staging)
     defer { try? fm.removeItem(at: staging) }
-    if let lora {
-      let recipe = (try? settings.rendered(as: "yaml")).map { "```yaml\n\($0)\n```" }
-      try PEFTAdapterFiles.save(lora, baseModel: settings.model ?? "", to: staging, readme: recipe,
-                                scoreHead: scoreHead?.weight)
-    } else {
-      try HFModelWriter.write(weights: weights, model: model, to: staging, scoreHead: scoreHead)
-    }
+    try body(staging)
     for name in try fm.contentsOfDirectory(atPath: staging.path) {
       let from = staging.appendingPathComponent(name), to = dir.appendingPathComponent(name)
       guard rename(from.path, to.path) == 0 else {

@@ -20,6 +20,12 @@ struct TrainRun {
     guard let modelArg = s.model, let dataPath = s.data, let outputPath = s.outputDir else {
       throw RecipeError("model, data and output_dir are required")  // validate() already said which
     }
+    if s.objective == .classification {
+      return try ClassificationRun(settings: s, backendOptions: backendOptions, resume: resume, overwrite: overwrite).run()
+    }
+    if case .huggingFaceDirectory(let dir) = try ModelLocator.resolve(modelArg), BertConfig.isBert(dir) {
+      throw RecipeError("\(modelArg) is a BERT encoder (model_type bert): train it with --objective classification")
+    }
     let output = URL(fileURLWithPath: outputPath).standardizedFileURL
     let progress = ProgressLine()
     if resume { try ObjectiveRecord.check(s, against: output) }
@@ -234,6 +240,8 @@ struct TrainRun {
         + (s.rpoAlpha.map { ", rpo_alpha \($0)" } ?? "")
         + ", reference: " + (reference == nil ? "the model with its adapter disabled" : "precomputed log-probs"))
       return (task, nil)
+    case .classification:
+      throw RecipeError("--objective classification runs through ClassificationRun")
     case .reward:
       let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: UInt64(s.seed))
       let task = lora.map { RewardTask(model: model, lora: $0, head: head, padID: data.padID, margin: s.margin) }
@@ -287,7 +295,13 @@ struct TrainRun {
       progress.message(String(format: "evaluating: %d/%d batches, %.0f s, ~%.0f s left", done, total, elapsed, eta))
     case .evaluation(let r):
       evaluationLinesPrinted.withLock { $0 = 0 }
-      progress.message(objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
+      if objective == .classification {
+        // Perplexity means nothing for a label's cross-entropy: loss, accuracy and F1.
+        progress.message("eval step \(r.step) | loss \(String(format: "%.4f", r.loss))"
+          + TrainingProgress.extraText(r.extra) + (r.isBest ? " (best)" : ""))
+      } else {
+        progress.message(objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
+      }
     case .checkpointSaved(let url): progress.message("saved \(url.lastPathComponent)")
     case .checkpointSkipped(let url, let reason): progress.message("skipped \(url.lastPathComponent): \(reason)")
     case .resumed(let url, let step): progress.message("resumed from \(url.lastPathComponent) at step \(step)")

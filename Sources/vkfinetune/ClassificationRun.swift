@@ -1,0 +1,176 @@
+import Foundation
+import VKFCore
+import VKFData
+import VKFModel
+import VKFPEFT
+import VKFTokenizer
+import VKFTrain
+
+/// `train --objective classification`: fine-tune a BERT encoder with a classifier on labelled
+/// sentences ({"text" | "sentence", "label"}), as transformers' run_glue does, and write a
+/// `BertForSequenceClassification` directory. Evaluations log accuracy and F1.
+struct ClassificationRun {
+  var settings: TrainSettings
+  var backendOptions: BackendOptions
+  var resume: Bool
+  var overwrite: Bool
+
+  func run() throws {
+    let s = settings
+    guard let modelArg = s.model, let dataPath = s.data, let outputPath = s.outputDir else {
+      throw RecipeError("model, data and output_dir are required")
+    }
+    let output = URL(fileURLWithPath: outputPath).standardizedFileURL
+    let progress = ProgressLine()
+    if resume { try ObjectiveRecord.check(s, against: output) }
+
+    // Model files and data first: the cheap failures come before any compute.
+    guard case .huggingFaceDirectory(let dir) = try ModelLocator.resolve(modelArg) else {
+      throw RecipeError("--objective classification trains a BERT encoder from a Hugging Face directory "
+        + "(config.json with model_type \"bert\", safetensors, tokenizer.json); \(modelArg) is not one")
+    }
+    let config = try BertConfig.load(from: dir)
+    let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
+    guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
+      throw RecipeError("\(dir.path) has no tokenizer.json; save the model's fast tokenizer beside it")
+    }
+    let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
+    let source = try SafetensorsCheckpoint.open(directory: dir)
+    let data = try Self.loadData(settings: s, config: config, tokenizer: tokenizer, trainFile: dataPath)
+    let backend = try backendOptions.makeBackend()
+    progress.message("backend: \(backend.name)")
+    progress.message("model: \(dir.path) (bert, \(config.layers) layers, hidden \(config.hiddenSize), "
+      + "\(config.heads) heads, vocabulary \(config.vocabSize))")
+    progress.message(data.summary)
+    for w in data.warnings { progress.warning(w) }
+    if config.hiddenDropout > 0 || config.attentionDropout > 0 {
+      progress.message(String(format: "dropout: off (config.json asks %g hidden, %g attention); the encoder trains "
+        + "deterministically, as in eval()", config.hiddenDropout, config.attentionDropout))
+    }
+
+    // Memory: weights, gradients and AdamW's two moments per parameter, plus the activations
+    // of the longest micro-batch (the arena of that shape), checked against the budget.
+    let parameters = try source.tensorNames.filter { !$0.hasSuffix("position_ids") }
+      .reduce(0) { $0 + (try source.shape(of: $1)).reduce(1, *) }
+    let activations = BertModel.activationBytes(config: config, labels: data.labels.names.count,
+                                                batch: s.perDeviceTrainBatchSize, tokens: data.longestRow)
+    let total = parameters * 4 * 4 + activations
+    progress.message("estimated memory: \(MemoryEstimate.format(total)) (weights, gradients and AdamW state "
+      + "\(MemoryEstimate.format(parameters * 16)), activations \(MemoryEstimate.format(activations)))")
+    if let budget = s.memoryBudget ?? backend.memoryCapacity, total > budget {
+      throw RecipeError("the run needs about \(MemoryEstimate.format(total)) but "
+        + "\(s.memoryBudget == nil ? "the device has" : "--memory-budget is") \(MemoryEstimate.format(budget)); "
+        + "lower --batch-size or --max-seq-length")
+    }
+
+    let weights = try BertWeights(source: source, config: config, numLabels: data.labels.names.count,
+                                  backend: backend, trainable: true, seed: UInt64(s.seed))
+    if !weights.initialised.isEmpty {
+      progress.message("initialised (not in the checkpoint): \(weights.initialised.joined(separator: ", "))")
+    }
+    let model = BertModel(weights: weights)
+    let task = ClassificationTask(fullFineTuning: model)
+    progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters; "
+      + "labels: \(data.labels.names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))")
+
+    let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
+    do {
+      try Interrupts.installed {
+        try train(task: task, weights: weights, data: data, tokenizerSource: dir, output: output, progress: progress)
+      }
+      transaction.commit()
+    } catch {
+      progress.finishLine()
+      guard let kept = transaction.rollback() else { throw error }
+      let message = RecipeFile.message(error)
+      if message.contains(kept.name) { throw error }
+      throw RecipeError(message + "; " + kept.clause)
+    }
+  }
+
+  private func train(task: ClassificationTask, weights: BertWeights, data: ClassificationTrainData, tokenizerSource: URL,
+                     output: URL, progress: ProgressLine) throws {
+    let s = settings
+    if !resume { try ObjectiveRecord.write(s, into: output) }
+    let labels = data.labels.names
+    let trainer = try Trainer(task: task, config: s.trainingConfig, train: data.train, validation: data.validation,
+                              outputDirectory: output, padID: weights.config.padTokenId)
+    trainer.onEvent = { event in TrainRun.report(event, progress, objective: .classification) }
+    trainer.shouldStop = { Interrupts.requested }
+    if !data.validation.isEmpty {
+      trainer.saveBest = { _, _ in
+        try OutputWriter.staged(into: output.appendingPathComponent(OutputTransaction.bestName)) {
+          try BertModelWriter.write(weights: weights, labels: labels, tokenizerSource: tokenizerSource, to: $0)
+        }
+      }
+    }
+    if resume {
+      let from = try trainer.resume(from: output)
+      progress.message("resumed from \(from.lastPathComponent) at step \(trainer.step)/\(trainer.totalSteps)")
+    }
+    let origin = s.maxSteps > 0 ? "max_steps \(s.maxSteps)"
+      : "\(StepInterval.formatted(s.numTrainEpochs)) epoch\(s.numTrainEpochs == 1 ? "" : "s"), max_steps unset"
+    progress.message("training (classification): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s") "
+      + "(\(origin)), \(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) rows per step, lr \(s.lrSchedulerType) "
+      + ProgressLine.scientific(s.learningRate))
+    progress.message(TrainRun.scheduleLine(s, totalSteps: trainer.totalSteps, validation: data.validation.count))
+    let summary = try trainer.train()
+    progress.finishLine()
+    if CheckpointLayout.checkpoints(in: output).first?.step != trainer.step { try trainer.saveCheckpoint() }
+    try OutputWriter.staged(into: output) {
+      try BertModelWriter.write(weights: weights, labels: labels, tokenizerSource: tokenizerSource, to: $0)
+    }
+    var line = String(format: "done: %d steps, final loss %.4f", summary.steps, summary.finalLoss)
+    if let best = summary.bestEvaluation { line += String(format: ", best eval loss %.4f at step %d", best.loss, best.step) }
+    if summary.stoppedEarly { line += " (stopped early; the best weights were written)" }
+    progress.message(line)
+    progress.message("wrote BertForSequenceClassification to \(output.path)")
+  }
+
+  /// Labelled sentences of the training file and the validation set (eval file or held out).
+  static func loadData(settings s: TrainSettings, config: BertConfig, tokenizer: Tokenizer,
+                       trainFile: String) throws -> ClassificationTrainData {
+    let maxLength = min(s.maxSeqLength, config.maxPositions)
+    let encode = { (text: String) in tokenizer.encode(text, addSpecialTokens: true) }
+    let trainURL = URL(fileURLWithPath: trainFile)
+    let records = try DatasetLoader.load(trainURL)
+    let labels = try ClassificationLabels.infer(records.records, file: records.file, modelNames: config.labels)
+    let train = try ClassificationDataset.make(records.records, file: records.file, labels: labels,
+                                               maxLength: maxLength, encode: encode)
+    var trainExamples = train.examples, validation: [TokenizedExample] = [], origin = ""
+    var truncated = train.truncated
+    if let evalFile = s.evalData {
+      let e = try ClassificationDataset.load(URL(fileURLWithPath: evalFile), labels: labels, maxLength: maxLength,
+                                             encode: encode)
+      validation = e.examples; truncated += e.truncated
+      origin = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
+    } else if s.valSetSize > 0 {
+      (trainExamples, validation) = try Batching.split(trainExamples, validationFraction: s.valSetSize, seed: UInt64(s.seed))
+      origin = String(format: " (%.0f%% held out)", s.valSetSize * 100)
+    }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
+      validation = Array(validation.prefix(s.maxEvalSamples))
+      origin += ", first \(s.maxEvalSamples) used"
+    }
+    var counts = [Int](repeating: 0, count: labels.names.count)
+    for e in trainExamples { counts[e.targets[0]] += 1 }
+    let summary = "data: \(trainExamples.count) training sentences ("
+      + zip(labels.names, counts).map { "\($1) \($0)" }.joined(separator: ", ")
+      + "), \(validation.count) validation\(origin)"
+    let warnings = truncated > 0
+      ? ["\(truncated) sentences were cut to \(maxLength) tokens (max_seq_length / max_position_embeddings)"] : []
+    let longest = (trainExamples + validation).map(\.inputIds.count).max() ?? 2
+    return ClassificationTrainData(train: trainExamples, validation: validation, labels: labels,
+                                   longestRow: longest, summary: summary, warnings: warnings)
+  }
+}
+
+/// The tokenized data of a classification run.
+struct ClassificationTrainData {
+  var train: [TokenizedExample]
+  var validation: [TokenizedExample]
+  var labels: ClassificationLabels
+  var longestRow: Int
+  var summary: String
+  var warnings: [String]
+}
