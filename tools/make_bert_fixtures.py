@@ -6,6 +6,9 @@ Writes into Tests/VKFModelTests/Fixtures/bert/:
   tiny.weights.safetensors    the state dict by transformers' names (bert.…, classifier.…)
   tiny.expected.safetensors   ids, token types, lengths, labels (i32), logits (B, L), loss (1) and
                               grad.<name> for every parameter after loss.backward()
+  tiny_mlm.*                  the same encoder as BertForMaskedLM (tied decoder): targets (B, T)
+                              with −100 but at 5 masked tokens, logits at those tokens (M, V),
+                              loss and every gradient
 
 The rows are right-padded (attention_mask = 1 for the first `lengths` tokens) and use both
 token types; the model runs in eval() (no dropout), as vkfinetune trains it. Head size 64
@@ -17,7 +20,7 @@ import os
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "Tests", "VKFModelTests", "Fixtures", "bert")
@@ -64,6 +67,40 @@ def main():
     save_file(tensors, os.path.join(OUT, "tiny.expected.safetensors"))
     config.to_json_file(os.path.join(OUT, "tiny.config.json"))
     print("loss", out.loss.item(), "logits", out.logits.tolist())
+
+    # Masked LM on the same encoder weights, with a head of its own.
+    torch.manual_seed(12)
+    mlm = BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        encoder = {k: v for k, v in model.state_dict().items() if k.startswith("bert.") and "pooler" not in k}
+        missing, unexpected = mlm.load_state_dict(encoder, strict=False)
+        assert not unexpected, unexpected
+        for name, p in mlm.named_parameters():
+            if name.startswith("cls."):
+                if "LayerNorm" in name:
+                    p.add_(0.2 * torch.randn_like(p))
+                else:
+                    p.normal_(0, 0.08 if p.dim() > 1 else 0.05)
+    targets = torch.full((B, T), -100, dtype=torch.long)
+    for r, c in [(0, 1), (0, 5), (1, 2), (1, 3), (2, 1)]:  # real (unpadded) tokens
+        targets[r, c] = ids[r, c]
+    masked_ids = ids.clone()
+    masked_ids[targets != -100] = 3  # the [MASK]-like id
+    out = mlm(input_ids=masked_ids, attention_mask=mask, token_type_ids=types, labels=targets)
+    out.loss.backward()
+    picked = out.logits[targets != -100]  # (M, V) in row-major order
+    tensors = {
+        "ids": masked_ids.to(torch.int32).contiguous(), "types": types.to(torch.int32).contiguous(),
+        "lengths": lengths.to(torch.int32), "targets": targets.to(torch.int32).contiguous(),
+        "logits": picked.detach().float().contiguous(), "loss": out.loss.detach().reshape(1).float(),
+    }
+    for name, p in mlm.named_parameters():
+        tensors["grad." + name] = p.grad.detach().float().contiguous()
+    state = {k: v.detach().float().contiguous() for k, v in mlm.state_dict().items()
+             if "position_ids" not in k and not k.startswith("cls.predictions.decoder")}
+    save_file(state, os.path.join(OUT, "tiny_mlm.weights.safetensors"))
+    save_file(tensors, os.path.join(OUT, "tiny_mlm.expected.safetensors"))
+    print("mlm loss", out.loss.item(), "grads", sorted(n for n, _ in mlm.named_parameters() if not n.startswith("bert.encoder")))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ struct ClassificationRun {
     // of the longest micro-batch (the arena of that shape), checked against the budget.
     let parameters = try source.tensorNames.filter { !$0.hasSuffix("position_ids") }
       .reduce(0) { $0 + (try source.shape(of: $1)).reduce(1, *) }
-    let activations = BertModel.activationBytes(config: config, labels: data.labels.names.count,
+    let activations = BertModel.activationBytes(config: config, head: .classifier(labels: data.labels.names.count),
                                                 batch: s.perDeviceTrainBatchSize, tokens: data.longestRow)
     let total = parameters * 4 * 4 + activations
     progress.message("estimated memory: \(MemoryEstimate.format(total)) (weights, gradients and AdamW state "

@@ -39,8 +39,11 @@ final class BertArena {
   let logits: Tensor, dLogits: Tensor, losses: Tensor
   /// Bidirectional attention over each row's real tokens.
   let mask: AttentionMask
+  /// The masked-LM head's buffers (nil for the classifier).
+  let mlm: BertMLMBuffers?
 
-  init(config c: BertConfig, labels labelCount: Int, batch b: Int, tokens t: Int, backend be: Backend) throws {
+  init(config c: BertConfig, labels labelCount: Int, batch b: Int, tokens t: Int, maskedLM: Bool = false,
+       backend be: Backend) throws {
     batch = b; tokens = t
     let n = b * t, h = c.hiddenSize, f = c.intermediateSize
     func f32(_ shape: [Int]) throws -> Tensor { try be.allocate(shape) }
@@ -65,15 +68,46 @@ final class BertArena {
     pooledInput = try f32([b, h]); pooled = try f32([b, h]); dPooled = try f32([b, h]); pooledScratch = try f32([b, h])
     logits = try f32([b, labelCount]); dLogits = try f32([b, labelCount]); losses = try f32([b])
     mask = AttentionMask(causal: false, keyLengths: lengths)
+    mlm = maskedLM ? try BertMLMBuffers(config: c, rows: n, backend: be) : nil
   }
 
   /// f32-sized elements the arena allocates (i32 buffers count one each).
-  static func elements(config c: BertConfig, labels: Int, batch b: Int, tokens t: Int) -> Int {
+  static func elements(config c: BertConfig, labels: Int, batch b: Int, tokens t: Int, maskedLM: Bool = false) -> Int {
     let n = b * t, h = c.hiddenSize, f = c.intermediateSize, stats = b * c.heads * t
     let inputs = 4 * n + 3 * b
     let perLayer = 7 * n * h + 2 * n * f + stats + 4 * n
     let scratch = 7 * n * h + n * f + stats
     let headBuffers = 4 * b * h + 2 * b * labels + b
-    return inputs + (n * h + 2 * n) + (c.layers + 1) * n * h + c.layers * perLayer + scratch + headBuffers
+    let mlm = maskedLM ? BertMLMBuffers.elements(config: c, rows: n) : 0
+    return inputs + (n * h + 2 * n) + (c.layers + 1) * n * h + c.layers * perLayer + scratch + headBuffers + mlm
+  }
+}
+
+/// The masked-LM head's buffers for up to `rows` masked tokens: their indices and labels,
+/// the head's activations (gathered hidden, dense output, activation, normed) and gradient,
+/// the LayerNorm statistics, per-row losses, and one chunk of logits.
+final class BertMLMBuffers {
+  let rows: Tensor, targets: Tensor
+  let gathered: Tensor, dense: Tensor, act: Tensor, normed: Tensor, dNormed: Tensor, mean: Tensor, rstd: Tensor
+  let losses: Tensor, logits: Tensor, ones: Tensor
+  /// Rows of logits per chunk: 2²⁵ f32 (128 MiB) at most, a multiple of 64, at least 64.
+  let chunkRows: Int
+
+  static func chunkRows(vocab: Int) -> Int { max(64, (1 << 25) / max(vocab, 1) / 64 * 64) }
+
+  init(config c: BertConfig, rows n: Int, backend be: Backend) throws {
+    let h = c.hiddenSize
+    chunkRows = min(Self.chunkRows(vocab: c.vocabSize), n)
+    rows = try be.allocate([n], .i32); targets = try be.allocate([n], .i32)
+    gathered = try be.allocate([n, h]); dense = try be.allocate([n, h]); act = try be.allocate([n, h])
+    normed = try be.allocate([n, h]); dNormed = try be.allocate([n, h])
+    mean = try be.allocate([n]); rstd = try be.allocate([n]); losses = try be.allocate([n])
+    logits = try be.allocate([chunkRows, c.vocabSize])
+    ones = try be.allocate([chunkRows]); try be.fill(ones, value: 1)
+  }
+
+  static func elements(config c: BertConfig, rows n: Int) -> Int {
+    let chunk = min(chunkRows(vocab: c.vocabSize), n)
+    return 2 * n + 5 * n * c.hiddenSize + 3 * n + chunk * c.vocabSize + chunk
   }
 }

@@ -1,10 +1,12 @@
 import VKFCore
 
-/// BERT for sequence classification (transformers' `BertForSequenceClassification`) as an
-/// explicit forward and backward over `Backend` ops:
+/// BERT for sequence classification or masked-LM (transformers' `BertForSequenceClassification`,
+/// `BertForMaskedLM`) as an explicit forward and backward over `Backend` ops:
 /// word + position + token-type embeddings → LayerNorm → post-LN layers
-/// (h1 = LN(x + o(attn(q(x), k(x), v(x)))), y = LN(h1 + out(gelu(inter(h1))))) → pooler
-/// tanh(dense(hidden of [CLS])) → classifier → cross-entropy over the labels.
+/// (h1 = LN(x + o(attn(q(x), k(x), v(x)))), y = LN(h1 + out(gelu(inter(h1))))) → either pooler
+/// tanh(dense(hidden of [CLS])) → classifier → cross-entropy over the labels, or, at the masked
+/// tokens only, dense → act → LayerNorm → word embeddingsᵀ + bias → cross-entropy over the
+/// vocabulary (in row chunks, as the decoders' LM head: no pass holds M × V logits).
 ///
 /// Rows are right-padded; `lengths` says how many tokens of each row are real and the
 /// attention of every query sees only those keys (transformers' attention_mask). Dropout is
@@ -17,7 +19,10 @@ public final class BertModel {
   public var backend: Backend { weights.backend }
   private var arenas: [Key: BertArena] = [:]
   private var arena: BertArena?
-  private var pending = false
+  private enum Pending { case none, classifier, maskedLM(rows: Int) }
+  private var pending = Pending.none
+  /// The per-row losses of the last pass with labels.
+  private var lastLosses: Tensor?
   private struct Key: Hashable { let batch: Int, tokens: Int }
 
   public init(weights: BertWeights) { self.weights = weights }
@@ -31,7 +36,116 @@ public final class BertModel {
   /// `computeGradients` also dL/dlogits for `backward()`.
   public func forward(ids: [Int32], typeIDs: [Int32]? = nil, lengths: [Int32], batch: Int, labels: [Int32]? = nil,
                       lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
-    let c = config, op = "BertModel.forward"
+    let op = "BertModel.forward"
+    guard weights.classifier != nil else { throw VKFError.other("\(op): the model has the masked-LM head (forwardMaskedLM)") }
+    if let labels {
+      guard labels.count == batch else {
+        throw VKFError.shapeMismatch(op: op, detail: "\(labels.count) labels for \(batch) rows")
+      }
+      if let bad = labels.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || Int($0) >= weights.numLabels) }) {
+        throw VKFError.outOfRange(op: op, detail: "label \(bad) ∉ [0, \(weights.numLabels))")
+      }
+    } else if computeGradients {
+      throw VKFError.other("\(op): computeGradients needs labels")
+    }
+    let ar = try prepare(ids: ids, typeIDs: typeIDs, lengths: lengths, batch: batch, op: op)
+    let be = backend
+    try classifierHead(ar)
+    guard let labels else { return }
+    try be.upload(labels, to: ar.labels)
+    let labelled = labels.filter { $0 != Self.ignoreIndex }.count
+    try be.crossEntropy(logits: ar.logits, targets: ar.labels, ignoreIndex: Self.ignoreIndex,
+                        normalizer: .value(lossNormalizer ?? Float(max(labelled, 1))), softcap: 0,
+                        losses: ar.losses, dLogits: computeGradients ? ar.dLogits : nil)
+    lastLosses = ar.losses
+    pending = computeGradients ? .classifier : .none
+  }
+
+  /// Masked-LM forward: `targets` (B, T) hold the original id at each masked token and −100
+  /// elsewhere; the loss is the cross-entropy at the masked tokens, divided by
+  /// `lossNormalizer` (default: their count). With `computeGradients`, the head's gradients
+  /// (the tied word embeddings' included) are accumulated now and `backward()` does the rest.
+  public func forwardMaskedLM(ids: [Int32], typeIDs: [Int32]? = nil, lengths: [Int32], batch: Int, targets: [Int32],
+                              lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
+    let op = "BertModel.forwardMaskedLM", c = config
+    guard let transform = weights.mlmTransform, let norm = weights.mlmNorm, let bias = weights.mlmBias else {
+      throw VKFError.other("\(op): the model has the classification head (forward)")
+    }
+    guard targets.count == ids.count else {
+      throw VKFError.shapeMismatch(op: op, detail: "\(targets.count) targets for \(ids.count) ids")
+    }
+    if let bad = targets.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || Int($0) >= c.vocabSize) }) {
+      throw VKFError.outOfRange(op: op, detail: "target \(bad) ∉ [0, \(c.vocabSize)) ∪ {−100}")
+    }
+    let masked = targets.indices.filter { targets[$0] != Self.ignoreIndex }
+    guard !masked.isEmpty else { throw VKFError.other("\(op): no token is masked (every target is −100)") }
+    let ar = try prepare(ids: ids, typeIDs: typeIDs, lengths: lengths, batch: batch, op: op, maskedLM: true)
+    guard let h = ar.mlm else { throw VKFError.other("\(op): arena without masked-LM buffers") }
+    let be = backend, m = masked.count, w = weights
+    let rows = try h.rows.rows(0..<m)
+    try be.upload(masked.map { Int32($0) }, to: rows)
+    try be.upload(masked.map { targets[$0] }, to: try h.targets.rows(0..<m))
+    let gathered = try h.gathered.rows(0..<m), dense = try h.dense.rows(0..<m), act = try h.act.rows(0..<m)
+    let normed = try h.normed.rows(0..<m)
+    try be.embedding(ids: rows, table: ar.hidden[c.layers], into: gathered)
+    try transform.forward(be, gathered, into: dense)
+    try be.activation(c.activation, dense, into: act)
+    try be.layerNorm(act, weight: norm.weight, bias: norm.bias, eps: c.layerNormEps, into: normed,
+                     mean: try h.mean.rows(0..<m), rstd: try h.rstd.rows(0..<m))
+    let normalizer = LossNormalizer.value(lossNormalizer ?? Float(m))
+    for start in stride(from: 0, to: m, by: h.chunkRows) {
+      let r = start..<min(m, start + h.chunkRows)
+      let x = try normed.rows(r), logits = try h.logits.view(shape: [r.count, c.vocabSize])
+      try be.matmul(x, w.wordEmbeddings, into: logits, transposeA: false, transposeB: true, alpha: 1, beta: 0)
+      try be.add(logits, bias, alpha: 1, into: logits)
+      try be.crossEntropy(logits: logits, targets: try h.targets.rows(r), ignoreIndex: Self.ignoreIndex,
+                          normalizer: normalizer, softcap: 0, losses: try h.losses.rows(r),
+                          dLogits: computeGradients ? logits : nil)
+      guard computeGradients else { continue }
+      // The decoder is the word embeddings: dE += dLogitsᵀ·x, db += Σ_rows dLogits, dx = dLogits·E.
+      if let dE = w.wordEmbeddingsGrad {
+        try be.matmul(logits, x, into: dE, transposeA: true, transposeB: false, alpha: 1, beta: 1)
+      }
+      if let db = w.mlmBiasGrad {
+        try be.matmul(try h.ones.view(shape: [1, r.count]), logits, into: try db.reshaped([1, c.vocabSize]),
+                      transposeA: false, transposeB: false, alpha: 1, beta: 1)
+      }
+      try be.matmul(logits, w.wordEmbeddings, into: try h.dNormed.rows(r), transposeA: false, transposeB: false,
+                    alpha: 1, beta: 0)
+    }
+    lastLosses = try h.losses.rows(0..<m)
+    maskedRows = m
+    pending = computeGradients ? .maskedLM(rows: m) : .none
+  }
+
+  /// Logits (M, V) at the masked tokens of the last `forwardMaskedLM`, in (B, T) order,
+  /// recomputed chunk by chunk from the head's normed rows (valid until `backward()`, which
+  /// reuses them). Waits.
+  public func maskedLMLogits() throws -> [Float] {
+    guard let ar = arena, let h = ar.mlm, let m = maskedRows, let bias = weights.mlmBias else {
+      throw VKFError.other("BertModel.maskedLMLogits: run forwardMaskedLM first")
+    }
+    let be = backend, v = config.vocabSize
+    var out: [Float] = []
+    out.reserveCapacity(m * v)
+    for start in stride(from: 0, to: m, by: h.chunkRows) {
+      let r = start..<min(m, start + h.chunkRows)
+      let logits = try h.logits.view(shape: [r.count, v])
+      try be.matmul(try h.normed.rows(r), weights.wordEmbeddings, into: logits, transposeA: false, transposeB: true,
+                    alpha: 1, beta: 0)
+      try be.add(logits, bias, alpha: 1, into: logits)
+      out += try be.floats(logits)
+    }
+    return out
+  }
+
+  /// Masked tokens of the last `forwardMaskedLM` whose head rows are intact (nil after `backward`).
+  private var maskedRows: Int?
+
+  /// Checks the inputs, uploads them into the arena of their shape and runs the encoder.
+  private func prepare(ids: [Int32], typeIDs: [Int32]?, lengths: [Int32], batch: Int, op: String,
+                       maskedLM: Bool = false) throws -> BertArena {
+    let c = config
     guard batch > 0, !ids.isEmpty, ids.count % batch == 0 else {
       throw VKFError.shapeMismatch(op: op, detail: "\(ids.count) ids do not form \(batch) rows")
     }
@@ -52,34 +166,19 @@ public final class BertModel {
     guard lengths.count == batch, lengths.allSatisfy({ $0 >= 1 && Int($0) <= t }) else {
       throw VKFError.shapeMismatch(op: op, detail: "lengths must be \(batch) values in [1, \(t)]")
     }
-    if let labels {
-      guard labels.count == batch else {
-        throw VKFError.shapeMismatch(op: op, detail: "\(labels.count) labels for \(batch) rows")
-      }
-      if let bad = labels.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || Int($0) >= weights.numLabels) }) {
-        throw VKFError.outOfRange(op: op, detail: "label \(bad) ∉ [0, \(weights.numLabels))")
-      }
-    } else if computeGradients {
-      throw VKFError.other("\(op): computeGradients needs labels")
-    }
-    let ar = try arena(batch: batch, tokens: t)
+    let ar = try arena(batch: batch, tokens: t, maskedLM: maskedLM)
     let be = backend
     try be.upload(ids, to: ar.ids)
     try be.upload(types, to: ar.typeIDs)
     try be.upload(lengths, to: ar.lengths)
+    pending = .none
+    lastLosses = nil
+    maskedRows = nil
     try trunk(ar)
-    try head(ar)
-    pending = false
-    guard let labels else { return }
-    try be.upload(labels, to: ar.labels)
-    let labelled = labels.filter { $0 != Self.ignoreIndex }.count
-    try be.crossEntropy(logits: ar.logits, targets: ar.labels, ignoreIndex: Self.ignoreIndex,
-                        normalizer: .value(lossNormalizer ?? Float(max(labelled, 1))), softcap: 0,
-                        losses: ar.losses, dLogits: computeGradients ? ar.dLogits : nil)
-    pending = computeGradients
+    return ar
   }
 
-  /// Logits (B, L) of the last forward, row-major. Waits.
+  /// Classifier logits (B, L) of the last `forward`, row-major. Waits.
   public func logits() throws -> [Float] {
     guard let ar = arena else { throw VKFError.other("BertModel.logits: run forward first") }
     return try backend.floats(ar.logits)
@@ -87,8 +186,8 @@ public final class BertModel {
 
   /// Σ of the last forward's per-row losses (its mean loss, or its share of the normalizer). Waits.
   public func loss() throws -> Float {
-    guard let ar = arena else { throw VKFError.other("BertModel.loss: run forward first") }
-    return Float(try backend.floats(ar.losses).reduce(0.0) { $0 + Double($1) })
+    guard let losses = lastLosses else { throw VKFError.other("BertModel.loss: run a forward with labels first") }
+    return Float(try backend.floats(losses).reduce(0.0) { $0 + Double($1) })
   }
 
   // MARK: - Forward
@@ -131,37 +230,77 @@ public final class BertModel {
   }
 
   /// [CLS] rows → pooler tanh(dense) → classifier logits.
-  private func head(_ ar: BertArena) throws {
+  private func classifierHead(_ ar: BertArena) throws {
     let be = backend, w = weights
+    guard let pooler = w.pooler, let classifier = w.classifier else { throw VKFError.other("BertModel: no classifier") }
     // The first token of each row, gathered as an embedding lookup into the last hidden states.
     try be.embedding(ids: ar.clsRows, table: ar.hidden[config.layers], into: ar.pooledInput)
-    try w.pooler.forward(be, ar.pooledInput, into: ar.pooled)
+    try pooler.forward(be, ar.pooledInput, into: ar.pooled)
     try be.scale(ar.pooled, by: 1, softcap: 1, into: ar.pooled)  // tanh
-    try w.classifier.forward(be, ar.pooled, into: ar.logits)
+    try classifier.forward(be, ar.pooled, into: ar.logits)
   }
 
   // MARK: - Backward
 
   /// Accumulates the gradients of the last forward's loss into the weights' gradients.
   public func backward() throws {
-    guard pending, let ar = arena else {
-      throw VKFError.other("BertModel.backward: call forward(…, labels:, computeGradients: true) first")
+    guard let ar = arena else { throw VKFError.other("BertModel.backward: run a forward first") }
+    let w = weights
+    let encoderTrained = w.layers.contains { $0.query.isTrained || $0.outputNorm.weightGrad != nil }
+      || w.wordEmbeddingsGrad != nil
+    switch pending {
+    case .none:
+      throw VKFError.other("BertModel.backward: call a forward with labels and computeGradients: true first")
+    case .classifier:
+      pending = .none
+      guard try classifierBackward(ar, encoderTrained: encoderTrained) else { return }
+    case .maskedLM(let m):
+      pending = .none
+      maskedRows = nil
+      try maskedLMBackward(ar, rows: m)
     }
-    pending = false
-    let be = backend, w = weights, c = config
+    guard encoderTrained else { return }
+    try encoderBackward(ar)
+  }
+
+  /// Classifier and pooler gradients; dL/d(last hidden) into `dResidual` when the encoder trains.
+  private func classifierBackward(_ ar: BertArena, encoderTrained: Bool) throws -> Bool {
+    let be = backend, w = weights
+    guard let pooler = w.pooler, let classifier = w.classifier else { return false }
     let rowOnes = try ar.ones.rows(0..<ar.batch)
-    try w.classifier.backward(be, dy: ar.dLogits, x: ar.pooled, dx: ar.dPooled, accumulateInput: false, ones: rowOnes)
+    try classifier.backward(be, dy: ar.dLogits, x: ar.pooled, dx: ar.dPooled, accumulateInput: false, ones: rowOnes)
     // Through tanh: d = dy ⊙ (1 − y²) = dy − dy ⊙ y ⊙ y.
     try be.mul(ar.dPooled, ar.pooled, into: ar.pooledScratch)
     try be.mul(ar.pooledScratch, ar.pooled, into: ar.pooledScratch)
     try be.add(ar.dPooled, ar.pooledScratch, alpha: -1, into: ar.dPooled)
-    let encoderTrained = w.layers.contains { $0.query.isTrained || $0.outputNorm.weightGrad != nil }
-      || w.wordEmbeddingsGrad != nil
-    try w.pooler.backward(be, dy: ar.dPooled, x: ar.pooledInput, dx: encoderTrained ? ar.pooledScratch : nil,
-                          accumulateInput: false, ones: rowOnes)
-    guard encoderTrained else { return }
+    try pooler.backward(be, dy: ar.dPooled, x: ar.pooledInput, dx: encoderTrained ? ar.pooledScratch : nil,
+                        accumulateInput: false, ones: rowOnes)
+    guard encoderTrained else { return false }
     try be.fill(ar.dResidual, value: 0)
     try be.embeddingBackward(ids: ar.clsRows, dOut: ar.pooledScratch, dTable: ar.dResidual)
+    return true
+  }
+
+  /// The masked-LM transform's gradients from dL/d(normed) (left by the forward); dL/d(last
+  /// hidden) into `dResidual`, zero but at the masked tokens.
+  private func maskedLMBackward(_ ar: BertArena, rows m: Int) throws {
+    let be = backend, w = weights, c = config
+    guard let h = ar.mlm, let transform = w.mlmTransform, let norm = w.mlmNorm else { return }
+    let r = 0..<m
+    let dNormed = try h.dNormed.rows(r), dAct = try h.normed.rows(r), dGathered = try h.act.rows(r)
+    // The forward's normed and act rows are free once their gradients are formed: reuse them.
+    try be.layerNormBackward(dNormed, x: try h.act.rows(r), weight: norm.weight, mean: try h.mean.rows(r),
+                             rstd: try h.rstd.rows(r), dx: dAct, dWeight: norm.weightGrad, dBias: norm.biasGrad)
+    try be.activationBackward(c.activation, dAct, x: try h.dense.rows(r), into: dAct)
+    try transform.backward(be, dy: dAct, x: try h.gathered.rows(r), dx: dGathered, accumulateInput: false,
+                           ones: try ar.ones.rows(r))
+    try be.fill(ar.dResidual, value: 0)
+    try be.embeddingBackward(ids: try h.rows.rows(r), dOut: dGathered, dTable: ar.dResidual)
+  }
+
+  /// From dL/d(last hidden) in `dResidual` through every layer and the embeddings.
+  private func encoderBackward(_ ar: BertArena) throws {
+    let be = backend, w = weights, c = config
     for l in stride(from: c.layers - 1, through: 0, by: -1) { try layerBackward(l, ar) }
     // Embeddings: through their LayerNorm, then into each table at its ids.
     let en = w.embeddingNorm
@@ -206,18 +345,24 @@ public final class BertModel {
 
   // MARK: - Arena
 
-  private func arena(batch: Int, tokens: Int) throws -> BertArena {
+  private func arena(batch: Int, tokens: Int, maskedLM: Bool) throws -> BertArena {
     let key = Key(batch: batch, tokens: tokens)
-    if let a = arenas[key] { return a }
+    if let a = arenas[key], (a.mlm != nil) == maskedLM { return a }
     // One shape's buffers at a time: a new shape releases the old ones first.
     arenas = [:]; arena = nil
-    let a = try BertArena(config: config, labels: weights.numLabels, batch: batch, tokens: tokens, backend: backend)
+    let a = try BertArena(config: config, labels: weights.numLabels, batch: batch, tokens: tokens, maskedLM: maskedLM,
+                          backend: backend)
     arenas[key] = a
     return a
   }
 
   /// Device bytes of a (batch, tokens) pass's buffers (the memory estimate).
-  public static func activationBytes(config: BertConfig, labels: Int, batch: Int, tokens: Int) -> Int {
-    BertArena.elements(config: config, labels: labels, batch: batch, tokens: tokens) * 4
+  public static func activationBytes(config: BertConfig, head: BertHead, batch: Int, tokens: Int) -> Int {
+    var labels = 0, maskedLM = false
+    switch head {
+    case .classifier(let n): labels = n
+    case .maskedLM: maskedLM = true
+    }
+    return BertArena.elements(config: config, labels: labels, batch: batch, tokens: tokens, maskedLM: maskedLM) * 4
   }
 }

@@ -23,8 +23,17 @@ public struct BertLayerWeights {
   public var outputNorm: LayerNormParameters
 }
 
-/// The parameters of `BertForSequenceClassification`: embeddings, layers, pooler and a
-/// classifier of `numLabels` outputs, each with a gradient when trained.
+/// Which head sits on the encoder.
+public enum BertHead: Equatable, Sendable {
+  /// `BertForSequenceClassification`: pooler tanh(dense([CLS])) → classifier (labels).
+  case classifier(labels: Int)
+  /// `BertForMaskedLM`: transform dense → act → LayerNorm → the word embeddings (tied) + bias.
+  case maskedLM
+}
+
+/// The parameters of `BertForSequenceClassification` (embeddings, layers, pooler and a
+/// classifier of `numLabels` outputs) or of `BertForMaskedLM` (embeddings, layers, the MLM
+/// head), each with a gradient when trained.
 ///
 /// Names are transformers' ("bert.encoder.layer.0.attention.self.query.weight",
 /// "classifier.weight"); a checkpoint of the bare `BertModel` (no "bert." prefix, no
@@ -33,13 +42,21 @@ public struct BertLayerWeights {
 public final class BertWeights {
   public let config: BertConfig
   public let backend: Backend
-  public let numLabels: Int
+  public let head: BertHead
+  /// The classifier's outputs; 0 for the masked-LM head.
+  public var numLabels: Int { if case .classifier(let n) = head { return n } else { return 0 } }
   public var wordEmbeddings: Tensor, positionEmbeddings: Tensor, typeEmbeddings: Tensor
   public var wordEmbeddingsGrad: Tensor?, positionEmbeddingsGrad: Tensor?, typeEmbeddingsGrad: Tensor?
   public var embeddingNorm: LayerNormParameters
   public var layers: [BertLayerWeights]
-  public var pooler: Linear
-  public var classifier: Linear
+  /// Classification head: the pooler and the classifier (nil for the masked-LM head).
+  public var pooler: Linear?
+  public var classifier: Linear?
+  /// Masked-LM head: `cls.predictions.transform.dense`, its LayerNorm, and the decoder's bias
+  /// `cls.predictions.bias` (V); the decoder's weight is the word embeddings.
+  public var mlmTransform: Linear?
+  public var mlmNorm: LayerNormParameters?
+  public var mlmBias: Tensor?, mlmBiasGrad: Tensor?
   /// Every parameter under its `BertForSequenceClassification` name, in a fixed order, with
   /// its gradient (nil when frozen).
   public private(set) var named: [(name: String, value: Tensor, gradient: Tensor?)] = []
@@ -51,10 +68,18 @@ public final class BertWeights {
 
   /// Loads from `source` for `numLabels` classes; `trainable`: every parameter gets a
   /// gradient (full fine-tuning), else all are frozen but the classifier.
-  public init(source: WeightSource, config: BertConfig, numLabels: Int, backend: Backend,
+  public convenience init(source: WeightSource, config: BertConfig, numLabels: Int, backend: Backend,
+                          trainable: Bool, seed: UInt64) throws {
+    try self.init(source: source, config: config, head: .classifier(labels: numLabels), backend: backend,
+                  trainable: trainable, seed: seed)
+  }
+
+  /// Loads from `source` with `head`; `trainable`: every parameter gets a gradient (full
+  /// fine-tuning), else all are frozen but the head's new parts (the classifier).
+  public init(source: WeightSource, config: BertConfig, head: BertHead, backend: Backend,
               trainable: Bool, seed: UInt64) throws {
-    self.config = config; self.backend = backend; self.numLabels = numLabels
-    guard numLabels >= 1 else { throw VKFError.other("BertWeights: numLabels must be ≥ 1") }
+    self.config = config; self.backend = backend; self.head = head
+    if case .classifier(let n) = head, n < 1 { throw VKFError.other("BertWeights: numLabels must be ≥ 1") }
     let names = Set(source.tensorNames)
     let prefix = names.contains(Self.encoderPrefix + "embeddings.word_embeddings.weight") ? Self.encoderPrefix : ""
     let path = source.weightsPath
@@ -108,6 +133,12 @@ public final class BertWeights {
       let w = try encoder(name + ".weight", [c.hiddenSize]), b = try encoder(name + ".bias", [c.hiddenSize])
       return LayerNormParameters(weight: w.0, bias: b.0, weightGrad: w.1, biasGrad: b.1)
     }
+    let hidden = c.hiddenSize
+    func zeros(_ n: Int) -> () -> [Float] { { [Float](repeating: 0, count: n) } }
+    func mlm(_ name: String, _ shape: [Int], initial: @escaping () -> [Float]) throws -> (Tensor, Tensor?) {
+      try parameter("cls.predictions." + name, shape, outputName: "cls.predictions." + name, train: trainable,
+                    initial: initial)
+    }
 
     let (h, f) = (c.hiddenSize, c.intermediateSize)
     (wordEmbeddings, wordEmbeddingsGrad) = try encoder("embeddings.word_embeddings.weight", [c.vocabSize, h])
@@ -128,14 +159,26 @@ public final class BertWeights {
         outputNorm: try norm(p + "output.LayerNorm")))
     }
     self.layers = layers
-    pooler = try linear("pooler.dense", out: h, in: h, initialise: true)
-    // The classifier: trained always (it is the task's head), saved as PEFT's modules_to_save.
-    let std = c.initializerRange
-    let cw = try parameter("classifier.weight", [numLabels, h], outputName: "classifier.weight", train: true,
-                           initial: { rng.normals(count: numLabels * h, std: std) })
-    let cb = try parameter("classifier.bias", [numLabels], outputName: "classifier.bias", train: true,
-                           initial: { [Float](repeating: 0, count: numLabels) })
-    classifier = Linear(weight: cw.0, bias: cb.0, weightGrad: cw.1, biasGrad: cb.1)
+    switch head {
+    case .classifier(let numLabels):
+      pooler = try linear("pooler.dense", out: h, in: h, initialise: true)
+      // The classifier: trained always (it is the task's head), saved as PEFT's modules_to_save.
+      let std = c.initializerRange
+      let cw = try parameter("classifier.weight", [numLabels, h], outputName: "classifier.weight", train: true,
+                             initial: { rng.normals(count: numLabels * h, std: std) })
+      let cb = try parameter("classifier.bias", [numLabels], outputName: "classifier.bias", train: true,
+                             initial: zeros(numLabels))
+      classifier = Linear(weight: cw.0, bias: cb.0, weightGrad: cw.1, biasGrad: cb.1)
+    case .maskedLM:
+      let std = c.initializerRange
+      let dw = try mlm("transform.dense.weight", [hidden, hidden], initial: { rng.normals(count: hidden * hidden, std: std) })
+      let db = try mlm("transform.dense.bias", [hidden], initial: zeros(hidden))
+      mlmTransform = Linear(weight: dw.0, bias: db.0, weightGrad: dw.1, biasGrad: db.1)
+      let nw = try mlm("transform.LayerNorm.weight", [hidden], initial: { [Float](repeating: 1, count: hidden) })
+      let nb = try mlm("transform.LayerNorm.bias", [hidden], initial: zeros(hidden))
+      mlmNorm = LayerNormParameters(weight: nw.0, bias: nb.0, weightGrad: nw.1, biasGrad: nb.1)
+      (mlmBias, mlmBiasGrad) = try mlm("bias", [c.vocabSize], initial: zeros(c.vocabSize))
+    }
     named = list
     initialised = fresh
   }
