@@ -117,3 +117,4 @@ public struct ClassificationDataset: Sendable {
       problem: "has no \"text\" (or \"sentence\") string; classification records are {\"text\": …, \"label\": …}")
   }
 }
+

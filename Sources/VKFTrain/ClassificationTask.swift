@@ -125,3 +125,47 @@ struct ClassificationCounts {
     return ["accuracy": Double(correct) / Double(total), "f1": f]
   }
 }
+
+/// Masked-language-model training of a `BertModel` with the masked-LM head: rows carry their
+/// masked ids and, at the masked tokens, the original ids as targets (`MaskedLMDataset`).
+/// The loss is the mean cross-entropy over the step's masked tokens; evaluation reports it
+/// and its perplexity.
+public final class MaskedLMTask: TrainingTask {
+  public let model: BertModel
+  public let trainableTensors: [TrainableTensor]
+
+  public init(fullFineTuning model: BertModel) {
+    self.model = model
+    trainableTensors = model.weights.trainableTensors
+  }
+
+  public var backend: Backend { model.backend }
+  public func zeroGradients() throws { try model.weights.zeroGradients() }
+
+  public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
+    let (ids, lengths, targets) = try Self.rows(batch)
+    guard targets.contains(where: { $0 != BertModel.ignoreIndex }) else { return 0 }
+    try model.forwardMaskedLM(ids: ids, lengths: lengths, batch: batch.batchSize, targets: targets,
+                              lossNormalizer: lossNormalizer, computeGradients: true)
+    let loss = try model.loss()
+    try model.backward()
+    return loss
+  }
+
+  public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
+    let (ids, lengths, targets) = try Self.rows(batch)
+    let masked = targets.filter { $0 != BertModel.ignoreIndex }.count
+    guard masked > 0 else { return (0, 0) }
+    try model.forwardMaskedLM(ids: ids, lengths: lengths, batch: batch.batchSize, targets: targets, lossNormalizer: 1)
+    return (Double(try model.loss()), masked)
+  }
+
+  static func rows(_ batch: Batch) throws -> (ids: [Int32], lengths: [Int32], targets: [Int32]) {
+    let (ids, targets) = try SFTTask.int32(batch)
+    guard batch.boundaries.count == batch.batchSize,
+          batch.boundaries.allSatisfy({ $0.count == 1 && $0[0].lowerBound == 0 }) else {
+      throw TrainingError.invalidBatch("masked-LM rows hold one piece each, from column 0 (no packing)")
+    }
+    return (ids, batch.boundaries.map { Int32($0[0].count) }, targets)
+  }
+}

@@ -6,9 +6,10 @@ import VKFPEFT
 import VKFTokenizer
 import VKFTrain
 
-/// `train --objective classification`: fine-tune a BERT encoder with a classifier on labelled
-/// sentences ({"text" | "sentence", "label"}), as transformers' run_glue does, and write a
-/// `BertForSequenceClassification` directory. Evaluations log accuracy and F1.
+/// `train --objective classification | mlm`: fine-tune a BERT encoder with a classifier on
+/// labelled sentences ({"text" | "sentence", "label"}), as transformers' run_glue does, and
+/// write a `BertForSequenceClassification` directory (evaluations log accuracy and F1); or
+/// with its masked-LM head on text ({"text"}), as run_mlm does, and write `BertForMaskedLM`.
 struct ClassificationRun {
   var settings: TrainSettings
   var backendOptions: BackendOptions
@@ -36,7 +37,10 @@ struct ClassificationRun {
     }
     let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
     let source = try SafetensorsCheckpoint.open(directory: dir)
-    let data = try Self.loadData(settings: s, config: config, tokenizer: tokenizer, trainFile: dataPath)
+    let maskedLM = s.objective == .mlm
+    let data = maskedLM ? try Self.loadText(settings: s, config: config, tokenizer: tokenizer, trainFile: dataPath)
+      : try Self.loadData(settings: s, config: config, tokenizer: tokenizer, trainFile: dataPath)
+    let head: BertHead = maskedLM ? .maskedLM : .classifier(labels: data.labels.count)
     let backend = try backendOptions.makeBackend()
     progress.message("backend: \(backend.name)")
     progress.message("model: \(dir.path) (bert, \(config.layers) layers, hidden \(config.hiddenSize), "
@@ -52,7 +56,7 @@ struct ClassificationRun {
     // of the longest micro-batch (the arena of that shape), checked against the budget.
     let parameters = try source.tensorNames.filter { !$0.hasSuffix("position_ids") }
       .reduce(0) { $0 + (try source.shape(of: $1)).reduce(1, *) }
-    let activations = BertModel.activationBytes(config: config, head: .classifier(labels: data.labels.names.count),
+    let activations = BertModel.activationBytes(config: config, head: head,
                                                 batch: s.perDeviceTrainBatchSize, tokens: data.longestRow)
     let total = parameters * 4 * 4 + activations
     progress.message("estimated memory: \(MemoryEstimate.format(total)) (weights, gradients and AdamW state "
@@ -63,15 +67,16 @@ struct ClassificationRun {
         + "lower --batch-size or --max-seq-length")
     }
 
-    let weights = try BertWeights(source: source, config: config, numLabels: data.labels.names.count,
-                                  backend: backend, trainable: true, seed: UInt64(s.seed))
+    let weights = try BertWeights(source: source, config: config, head: head, backend: backend, trainable: true,
+                                  seed: UInt64(s.seed))
     if !weights.initialised.isEmpty {
       progress.message("initialised (not in the checkpoint): \(weights.initialised.joined(separator: ", "))")
     }
     let model = BertModel(weights: weights)
-    let task = ClassificationTask(fullFineTuning: model)
-    progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters; "
-      + "labels: \(data.labels.names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))")
+    let task: TrainingTask = maskedLM ? MaskedLMTask(fullFineTuning: model) : ClassificationTask(fullFineTuning: model)
+    progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters"
+      + (maskedLM ? ", masked-LM head (decoder tied to the word embeddings)"
+         : "; labels: \(data.labels.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))"))
 
     let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
     do {
@@ -88,14 +93,15 @@ struct ClassificationRun {
     }
   }
 
-  private func train(task: ClassificationTask, weights: BertWeights, data: ClassificationTrainData, tokenizerSource: URL,
+  private func train(task: TrainingTask, weights: BertWeights, data: EncoderTrainData, tokenizerSource: URL,
                      output: URL, progress: ProgressLine) throws {
     let s = settings
     if !resume { try ObjectiveRecord.write(s, into: output) }
-    let labels = data.labels.names
+    let labels = data.labels
     let trainer = try Trainer(task: task, config: s.trainingConfig, train: data.train, validation: data.validation,
                               outputDirectory: output, padID: weights.config.padTokenId)
-    trainer.onEvent = { event in TrainRun.report(event, progress, objective: .classification) }
+    let objective = s.objective
+    trainer.onEvent = { event in TrainRun.report(event, progress, objective: objective) }
     trainer.shouldStop = { Interrupts.requested }
     if !data.validation.isEmpty {
       trainer.saveBest = { _, _ in
@@ -110,7 +116,7 @@ struct ClassificationRun {
     }
     let origin = s.maxSteps > 0 ? "max_steps \(s.maxSteps)"
       : "\(StepInterval.formatted(s.numTrainEpochs)) epoch\(s.numTrainEpochs == 1 ? "" : "s"), max_steps unset"
-    progress.message("training (classification): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s") "
+    progress.message("training (\(s.objective.rawValue)): \(trainer.totalSteps) optimizer step\(trainer.totalSteps == 1 ? "" : "s") "
       + "(\(origin)), \(s.perDeviceTrainBatchSize) × \(s.gradientAccumulationSteps) rows per step, lr \(s.lrSchedulerType) "
       + ProgressLine.scientific(s.learningRate))
     progress.message(TrainRun.scheduleLine(s, totalSteps: trainer.totalSteps, validation: data.validation.count))
@@ -124,12 +130,12 @@ struct ClassificationRun {
     if let best = summary.bestEvaluation { line += String(format: ", best eval loss %.4f at step %d", best.loss, best.step) }
     if summary.stoppedEarly { line += " (stopped early; the best weights were written)" }
     progress.message(line)
-    progress.message("wrote BertForSequenceClassification to \(output.path)")
+    progress.message("wrote \(weights.head == .maskedLM ? "BertForMaskedLM" : "BertForSequenceClassification") to \(output.path)")
   }
 
   /// Labelled sentences of the training file and the validation set (eval file or held out).
   static func loadData(settings s: TrainSettings, config: BertConfig, tokenizer: Tokenizer,
-                       trainFile: String) throws -> ClassificationTrainData {
+                       trainFile: String) throws -> EncoderTrainData {
     let maxLength = min(s.maxSeqLength, config.maxPositions)
     let encode = { (text: String) in tokenizer.encode(text, addSpecialTokens: true) }
     let trainURL = URL(fileURLWithPath: trainFile)
@@ -160,16 +166,59 @@ struct ClassificationRun {
     let warnings = truncated > 0
       ? ["\(truncated) sentences were cut to \(maxLength) tokens (max_seq_length / max_position_embeddings)"] : []
     let longest = (trainExamples + validation).map(\.inputIds.count).max() ?? 2
-    return ClassificationTrainData(train: trainExamples, validation: validation, labels: labels,
-                                   longestRow: longest, summary: summary, warnings: warnings)
+    return EncoderTrainData(train: trainExamples, validation: validation, labels: labels.names,
+                            longestRow: longest, summary: summary, warnings: warnings)
+  }
+
+  /// Masked text of the training file and the validation set (eval file, masked with the
+  /// next seed, or held out).
+  static func loadText(settings s: TrainSettings, config: BertConfig, tokenizer: Tokenizer,
+                       trainFile: String) throws -> EncoderTrainData {
+    let maxLength = min(s.maxSeqLength, config.maxPositions)
+    func id(_ token: String) throws -> Int {
+      guard let i = tokenizer.tokenID(for: token) else {
+        throw RecipeError("the tokenizer has no \(token) token; --objective mlm needs BERT's [CLS], [SEP] and [MASK]")
+      }
+      return i
+    }
+    let special = MaskedLMDataset.SpecialTokens(cls: try id("[CLS]"), sep: try id("[SEP]"), mask: try id("[MASK]"),
+                                                all: Set(tokenizer.addedTokens.filter(\.special).map(\.id)))
+    func masked(_ url: URL, seed: UInt64) throws -> MaskedLMDataset {
+      let records = try DatasetLoader.load(url)
+      return try MaskedLMDataset.make(records.records, file: records.file, maxLength: maxLength, special: special,
+                                      vocabulary: config.vocabSize, probability: s.mlmProbability, seed: seed,
+                                      encode: { tokenizer.encode($0, addSpecialTokens: false) })
+    }
+    let train = try masked(URL(fileURLWithPath: trainFile), seed: UInt64(s.seed))
+    var trainExamples = train.examples, validation: [TokenizedExample] = [], origin = ""
+    if let evalFile = s.evalData {
+      validation = try masked(URL(fileURLWithPath: evalFile), seed: UInt64(s.seed) &+ 1).examples
+      origin = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
+    } else if s.valSetSize > 0 {
+      (trainExamples, validation) = try Batching.split(trainExamples, validationFraction: s.valSetSize, seed: UInt64(s.seed))
+      origin = String(format: " (%.0f%% held out)", s.valSetSize * 100)
+    }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
+      validation = Array(validation.prefix(s.maxEvalSamples))
+      origin += ", first \(s.maxEvalSamples) used"
+    }
+    guard !trainExamples.isEmpty else { throw RecipeError("\(trainFile): no text to train on") }
+    let summary = "data: \(trainExamples.count) training pieces of at most \(maxLength) tokens, "
+      + "\(train.maskedTokens) masked tokens (mlm_probability \(s.mlmProbability), drawn once from the seed), "
+      + "\(validation.count) validation\(origin)"
+    let warnings = train.split > 0 ? ["\(train.split) records were longer than \(maxLength) tokens and were split into pieces"] : []
+    let longest = (trainExamples + validation).map(\.inputIds.count).max() ?? 3
+    return EncoderTrainData(train: trainExamples, validation: validation, labels: [], longestRow: longest,
+                            summary: summary, warnings: warnings)
   }
 }
 
-/// The tokenized data of a classification run.
-struct ClassificationTrainData {
+/// The tokenized data of an encoder run.
+struct EncoderTrainData {
   var train: [TokenizedExample]
   var validation: [TokenizedExample]
-  var labels: ClassificationLabels
+  /// Label names by id (classification); empty for mlm.
+  var labels: [String]
   var longestRow: Int
   var summary: String
   var warnings: [String]

@@ -26,6 +26,12 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   /// Sequence classification of labelled sentences by an encoder (BERT): transformers'
   /// run_glue / Trainer with BertForSequenceClassification.
   case classification
+  /// Masked-language-model training of an encoder (BERT) on plain text: transformers'
+  /// run_mlm with BertForMaskedLM.
+  case mlm
+
+  /// True for the objectives that train a BERT encoder.
+  var isEncoder: Bool { self == .classification || self == .mlm }
 
   /// True for the objectives that train on chosen/rejected pairs.
   var isPreference: Bool { self == .dpo || self == .reward }
@@ -53,8 +59,8 @@ struct TrainSettings: Encodable, Equatable {
   var outputDir: String?
   /// `method`: lora (default), qlora or full.
   var method: FineTuneMethod = .lora
-  /// `objective`: sft (default), dpo, reward or classification (LLaMA-Factory's `stage`: sft,
-  /// dpo, rm).
+  /// `objective`: sft (default), dpo, reward, classification or mlm (LLaMA-Factory's `stage`:
+  /// sft, dpo, rm).
   var objective: TrainObjective = .sft
 
   /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).
@@ -170,6 +176,9 @@ struct TrainSettings: Encodable, Equatable {
   var precomputeRefLogProbs = false
   /// `margin`: reward objective's constant margin in −log σ(r_c − r_r − margin). Default 0.
   var margin = 0.0
+  /// `mlm_probability`: share of the tokens the mlm objective masks (transformers'
+  /// DataCollatorForLanguageModeling). Default 0.15.
+  var mlmProbability = 0.15
 
   // Declaration order is `--print-config`'s order.
   enum CodingKeys: String, CodingKey, CaseIterable {
@@ -191,6 +200,7 @@ struct TrainSettings: Encodable, Equatable {
     case trainOnPrompt = "train_on_prompt", chatTemplate = "chat_template", datasetFormat = "dataset_format"
     case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
     case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin
+    case mlmProbability = "mlm_probability"
   }
 
   /// The defaults above.

@@ -125,6 +125,7 @@ enum RecipeKeys {
     RecipeKey("max_prompt_length") { s, e in s.maxPromptLength = try e.int() },
     RecipeKey("precompute_ref_log_probs") { s, e in s.precomputeRefLogProbs = try e.bool() },
     RecipeKey("margin") { s, e in s.margin = try e.double() },
+    RecipeKey("mlm_probability") { s, e in s.mlmProbability = try e.double() },
   ]
 
   /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.

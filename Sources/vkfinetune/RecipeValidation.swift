@@ -119,19 +119,23 @@ extension TrainSettings {
   /// Settings a classification run cannot honour: packing (one sentence per row), adapters
   /// and 16-bit activations (the encoder trains in full f32 fine-tuning).
   func validateClassification() throws {
-    guard objective == .classification else { return }
-    if packing { throw RecipeError("packing applies to SFT only; --objective classification trains one sentence per row (drop packing)") }
+    guard objective.isEncoder else { return }
+    let o = objective.rawValue
+    if packing { throw RecipeError("packing applies to SFT only; --objective \(o) trains one sentence or piece per row (drop packing)") }
     if method != .full {
-      throw RecipeError("method = \(method.rawValue) is not available for --objective classification yet: "
+      throw RecipeError("method = \(method.rawValue) is not available for --objective \(o) yet: "
         + "encoders train with --method full")
     }
     if bf16 || fp16 {
-      throw RecipeError("\(bf16 ? "bf16" : "fp16") is not available for --objective classification: the encoder trains in f32 "
+      throw RecipeError("\(bf16 ? "bf16" : "fp16") is not available for --objective \(o): the encoder trains in f32 "
         + "(drop it)")
     }
     if gradientCheckpointing {
-      throw RecipeError("gradient_checkpointing is not available for --objective classification (the encoder keeps "
+      throw RecipeError("gradient_checkpointing is not available for --objective \(o) (the encoder keeps "
         + "every layer's activations; lower --batch-size instead)")
+    }
+    guard mlmProbability > 0, mlmProbability < 1 else {
+      throw RecipeError("mlm_probability = \(mlmProbability) is invalid: use a share in (0, 1) such as 0.15")
     }
   }
 

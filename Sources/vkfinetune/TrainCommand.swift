@@ -41,7 +41,7 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
-  @Option(help: "sft (default), dpo or reward; dpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts).")
+  @Option(help: "sft (default), dpo, reward, classification or mlm; dpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
   var objective: String?
 
   // MARK: - Optimisation
@@ -124,6 +124,8 @@ struct TrainCommand: ParsableCommand {
   var precomputeRefLogProbs: Bool?
   @Option(help: "Reward objective: margin m in −log σ(r_chosen − r_rejected − m) (default 0).")
   var margin: Double?
+  @Option(help: "mlm objective: share of the tokens masked (default 0.15; 80 % [MASK], 10 % random, 10 % kept).")
+  var mlmProbability: Double?
 
   // MARK: - Logging, evaluation, checkpoints
   @Option(help: "Evaluate every N steps, or every fraction of the run in (0, 1); 0 = at the end (default 0).")
@@ -189,6 +191,7 @@ struct TrainCommand: ParsableCommand {
     add("max_prompt_length", "max-prompt-length", maxPromptLength)
     add("precompute_ref_log_probs", "precompute-ref-log-probs", precomputeRefLogProbs)
     add("margin", "margin", margin)
+    add("mlm_probability", "mlm-probability", mlmProbability)
     return out
   }
 

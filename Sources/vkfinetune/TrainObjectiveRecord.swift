@@ -11,6 +11,7 @@ enum ObjectiveRecord {
     var v = ["objective": s.objective.rawValue]
     switch s.objective {
     case .sft, .classification: break
+    case .mlm: v["mlm_probability"] = "\(s.mlmProbability)"
     case .dpo:
       v["beta"] = "\(s.beta)"; v["loss_type"] = s.lossType.rawValue; v["label_smoothing"] = "\(s.labelSmoothing)"
       v["rpo_alpha"] = s.rpoAlpha.map { "\($0)" } ?? "none"; v["max_prompt_length"] = "\(s.promptLimit)"

@@ -20,11 +20,11 @@ struct TrainRun {
     guard let modelArg = s.model, let dataPath = s.data, let outputPath = s.outputDir else {
       throw RecipeError("model, data and output_dir are required")  // validate() already said which
     }
-    if s.objective == .classification {
+    if s.objective.isEncoder {
       return try ClassificationRun(settings: s, backendOptions: backendOptions, resume: resume, overwrite: overwrite).run()
     }
     if case .huggingFaceDirectory(let dir) = try ModelLocator.resolve(modelArg), BertConfig.isBert(dir) {
-      throw RecipeError("\(modelArg) is a BERT encoder (model_type bert): train it with --objective classification")
+      throw RecipeError("\(modelArg) is a BERT encoder (model_type bert): train it with --objective classification or mlm")
     }
     let output = URL(fileURLWithPath: outputPath).standardizedFileURL
     let progress = ProgressLine()
@@ -240,8 +240,8 @@ struct TrainRun {
         + (s.rpoAlpha.map { ", rpo_alpha \($0)" } ?? "")
         + ", reference: " + (reference == nil ? "the model with its adapter disabled" : "precomputed log-probs"))
       return (task, nil)
-    case .classification:
-      throw RecipeError("--objective classification runs through ClassificationRun")
+    case .classification, .mlm:
+      throw RecipeError("--objective \(s.objective.rawValue) runs through ClassificationRun")
     case .reward:
       let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: UInt64(s.seed))
       let task = lora.map { RewardTask(model: model, lora: $0, head: head, padID: data.padID, margin: s.margin) }

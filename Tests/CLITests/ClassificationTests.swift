@@ -149,6 +149,34 @@ final class ClassificationTests: XCTestCase {
     XCTAssertTrue(r.stdout.contains("labels: 0 neg, 1 pos"), r.stdout)
   }
 
+  /// Masked-LM training on the same tiny model writes a BertForMaskedLM directory: the head
+  /// under cls.predictions (no decoder weight: tied), no pooler or classifier.
+  func test_mlm_writesAMaskedLMDirectory() throws {
+    let m = try Self.shared()
+    let out = m.dir.appendingPathComponent("mlm")
+    var args = Self.common(model: m.model, train: m.train) + ["--output", out.path, "--max-steps", "2",
+                                                               "--eval-data", m.eval.path, "--mlm-probability", "0.3"]
+    args[args.firstIndex(of: "classification") ?? 0] = "mlm"
+    let r = try CLITests.run(args)
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    XCTAssertTrue(r.stdout.contains("masked tokens (mlm_probability 0.3"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("initialised (not in the checkpoint): cls.predictions.transform.dense.weight"), r.stdout)
+    XCTAssertEqual(r.stdout.split(separator: "\n").filter { $0.hasPrefix("eval step") && $0.contains("ppl") }.count, 2,
+                   r.stdout)
+    let config = try XCTUnwrap(JSONSerialization.jsonObject(
+      with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+    XCTAssertEqual(config["architectures"] as? [String], ["BertForMaskedLM"])
+    XCTAssertNil(config["id2label"])
+    let weights = try Data(contentsOf: out.appendingPathComponent("model.safetensors"))
+    let headerLength = weights.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+    let header = try XCTUnwrap(JSONSerialization.jsonObject(with: weights.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+    XCTAssertEqual((header["cls.predictions.bias"] as? [String: Any])?["shape"] as? [Int], [1200])
+    XCTAssertNotNil(header["cls.predictions.transform.LayerNorm.weight"])
+    XCTAssertNil(header["cls.predictions.decoder.weight"])
+    XCTAssertNil(header["bert.pooler.dense.weight"])
+    XCTAssertEqual(header.keys.filter { $0 != "__metadata__" }.count, 5 + 2 * 16 + 5)
+  }
+
   func test_refusals_nameWhatToChange() throws {
     let m = try Self.shared()
     let out = m.dir.appendingPathComponent("refused")

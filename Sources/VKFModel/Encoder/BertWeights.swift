@@ -170,6 +170,10 @@ public final class BertWeights {
                              initial: zeros(numLabels))
       classifier = Linear(weight: cw.0, bias: cb.0, weightGrad: cw.1, biasGrad: cb.1)
     case .maskedLM:
+      if c.raw["tie_word_embeddings"] as? Bool == false {
+        throw ModelFileError(path, "config.json sets tie_word_embeddings false; the masked-LM head is trained with "
+          + "its decoder tied to the word embeddings (BERT's layout)")
+      }
       let std = c.initializerRange
       let dw = try mlm("transform.dense.weight", [hidden, hidden], initial: { rng.normals(count: hidden * hidden, std: std) })
       let db = try mlm("transform.dense.bias", [hidden], initial: zeros(hidden))
