@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Reads a vkfinetune classification output with transformers, unmodified, and scores a
-labelled file: what `pipeline("text-classification")` users get.
+"""Reads a vkfinetune classification output with transformers (a BertForSequenceClassification
+directory) or PEFT (a SEQ_CLS adapter over its base model), unmodified, and scores a labelled
+file: what `pipeline("text-classification")` / `PeftModel.from_pretrained` users get.
 
   $VKF_REF_VENV/bin/python tools/check_bert_classifier.py OUTPUT_DIR EVAL.jsonl [--max-length 128]
 
@@ -12,6 +13,7 @@ accuracy.
 """
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -25,8 +27,20 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
     a = ap.parse_args()
-    tok = AutoTokenizer.from_pretrained(a.output)
-    model = AutoModelForSequenceClassification.from_pretrained(a.output).eval()
+    adapter = os.path.join(a.output, "adapter_config.json")
+    if os.path.exists(adapter):
+        from peft import PeftModel
+        from safetensors import safe_open
+        base = json.load(open(adapter))["base_model_name_or_path"]
+        with safe_open(os.path.join(a.output, "adapter_model.safetensors"), "pt") as f:
+            labels_n = f.get_tensor("base_model.model.classifier.weight").shape[0]
+        tok = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=labels_n)
+        model = PeftModel.from_pretrained(model, a.output).eval()
+        print(f"PEFT adapter over {base}: {labels_n} labels")
+    else:
+        tok = AutoTokenizer.from_pretrained(a.output)
+        model = AutoModelForSequenceClassification.from_pretrained(a.output).eval()
     label2id = model.config.label2id
     records = [json.loads(line) for line in open(a.eval, encoding="utf-8") if line.strip()]
     texts = [r.get("text", r.get("sentence")) for r in records]

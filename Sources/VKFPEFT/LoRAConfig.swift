@@ -1,4 +1,5 @@
 import Foundation
+import VKFModel
 
 /// LoRA hyper-parameters with PEFT's names and defaults (`LoraConfig`): rank, alpha, dropout,
 /// target modules, rsLoRA and DoRA. Decoded from the YAML / CLI config and written to
@@ -51,7 +52,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
   }
 
   /// The seven Llama projections, in PEFT's (and the model's) order.
-  public static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+  public static let allLinear = LlamaWeights.projectionModules
 
   /// Phi-3's fused projections and the split ones each one stands for (PEFT targets the
   /// fused linear; the model runs its parts).
@@ -73,16 +74,20 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
 
   /// The split projections targeted, with "all-linear" and fused names expanded,
   /// deduplicated, in `allLinear` order.
-  public var resolvedTargetModules: [String] {
-    var wanted = Set(targetModules.contains(Self.allLinearKeyword) ? Self.allLinear : targetModules)
+  public var resolvedTargetModules: [String] { resolvedTargetModules(among: Self.allLinear) }
+
+  /// The targets among a model's projection names (`AdaptableWeights.loraModules`), with
+  /// "all-linear" and fused names expanded, in the model's order.
+  public func resolvedTargetModules(among modules: [String]) -> [String] {
+    var wanted = Set(targetModules.contains(Self.allLinearKeyword) ? modules : targetModules)
     for (fused, parts) in Self.fusedModules where wanted.contains(fused) { wanted.formUnion(parts) }
-    return Self.allLinear.filter { wanted.contains($0) }
+    return modules.filter { wanted.contains($0) }
   }
 
   /// The targets as PEFT names them on this model: with fused projections (Phi-3) the fused
   /// names stand for their parts.
-  public func peftTargetModules(fusedProjections: Bool) -> [String] {
-    let split = resolvedTargetModules
+  public func peftTargetModules(fusedProjections: Bool, among modules: [String] = LoRAConfig.allLinear) -> [String] {
+    let split = resolvedTargetModules(among: modules)
     guard fusedProjections else { return split }
     var out: [String] = []
     for name in split {
@@ -113,7 +118,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
   }
 
   /// Throws a one-line `PEFTError` unless every field is usable.
-  public func validate() throws {
+  public func validate(modules: [String] = LoRAConfig.knownModules) throws {
     guard r > 0 else { throw PEFTError("LoRA r must be a positive integer (got \(r)); typical values are 8–64") }
     guard alpha > 0, alpha.isFinite else {
       throw PEFTError("LoRA alpha must be a positive number (got \(alpha)); a common choice is 2·r")
@@ -125,10 +130,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
       throw PEFTError("LoRA target modules are empty; name some of \(Self.allLinear.joined(separator: ", ")) "
         + "or \"\(Self.allLinearKeyword)\"")
     }
-    let valid = Set(Self.knownModules + [Self.allLinearKeyword])
+    let valid = Set(modules + [Self.allLinearKeyword])
     if let bad = targetModules.first(where: { !valid.contains($0) }) {
       throw PEFTError("unknown LoRA target module \"\(bad)\"; valid ones are "
-        + "\(Self.knownModules.joined(separator: ", ")) and \"\(Self.allLinearKeyword)\"")
+        + "\(modules.joined(separator: ", ")) and \"\(Self.allLinearKeyword)\"")
     }
   }
 }

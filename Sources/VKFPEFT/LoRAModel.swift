@@ -12,8 +12,9 @@ import VKFModel
 public final class LoRAModel {
   /// The LoRA settings.
   public let config: LoRAConfig
-  /// The model the adapters are attached to.
-  public let weights: LlamaWeights
+  /// The model the adapters are attached to (a decoder's `LlamaWeights` or an encoder's
+  /// `BertWeights`).
+  public let weights: AdaptableWeights
   /// Every adapter with its module name (`model.layers.0.self_attn.q_proj`).
   public private(set) var adapters: [(module: String, adapter: LoRAAdapter)] = []
   /// The adapter tensors as PEFT stores them, by PEFT module name: one per adapter, except
@@ -34,17 +35,18 @@ public final class LoRAModel {
   /// Validates `config`, attaches adapters and initialises them as PEFT does: A from
   /// kaiming-uniform(a = √5) = U(−1/√in, 1/√in) drawn from SplitMix64(seed), B = 0, DoRA's
   /// magnitude = row norms of W.
-  public init(weights: LlamaWeights, config: LoRAConfig, seed: UInt64) throws {
-    try config.validate()
+  public init(weights: AdaptableWeights, config: LoRAConfig, seed: UInt64) throws {
+    let fusedNames = weights is LlamaWeights ? LoRAConfig.fusedModules.map(\.fused) : []
+    try config.validate(modules: weights.loraModules + fusedNames)
     self.config = config
     self.weights = weights
     let be = weights.backend
     workspace = LoRAWorkspace(backend: be)
-    let targets = Set(config.resolvedTargetModules)
-    try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
+    let targets = Set(config.resolvedTargetModules(among: weights.loraModules))
+    try config.checkTargets(fusedProjections: weights.fusedProjections)
     // The PEFT module a projection's adapter belongs to: its own, or its fused projection.
     var fusedModule: [String: (module: String, rowOffset: Int)] = [:]
-    for f in weights.shape.fusedModules { for part in f.parts { fusedModule[part.module] = (f.module, part.rowOffset) } }
+    for f in weights.fusedModules { for part in f.parts { fusedModule[part.module] = (f.module, part.rowOffset) } }
     // Plan: which projections, their shapes and PEFT modules; validate before allocating.
     var plan: [(module: String, inF: Int, outF: Int, group: String, rowOffset: Int)] = []
     var problem: PEFTError?
@@ -206,7 +208,7 @@ public final class LoRAModel {
     let known = Set(expected.map(\.key))
     if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
       throw PEFTError("unexpected adapter tensor \(extra): the adapter does not match this LoRA config "
-        + "(r \(config.r), targets \(config.peftTargetModules(fusedProjections: weights.shape.fusedProjections).joined(separator: ","))"
+        + "(r \(config.r), targets \(config.peftTargetModules(fusedProjections: weights.fusedProjections, among: weights.loraModules).joined(separator: ","))"
         + "\(config.useDoRA ? ", DoRA" : ""))")
     }
     for (key, t) in expected {

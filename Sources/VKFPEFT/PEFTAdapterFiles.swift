@@ -42,25 +42,33 @@ public enum PEFTAdapterFiles {
   ///     the model card (e.g. a fenced YAML block); nil: a card without one.
   ///   - scoreHead: a reward model's head `score.weight` (1, hidden): the adapter is then
   ///     written as peft's SEQ_CLS form with the head in `modules_to_save`.
+  ///   - headTensors: a classifier's fully trained head by PEFT key
+  ///     (`base_model.model.classifier.weight` / `.bias`): written as SEQ_CLS too.
   public static func save(_ lora: LoRAModel, baseModel: String, to dir: URL, readme: String? = nil,
-                          overwrite: Bool = false, scoreHead: Tensor? = nil) throws {
+                          overwrite: Bool = false, scoreHead: Tensor? = nil,
+                          headTensors: [(key: String, tensor: Tensor)] = []) throws {
     let be = lora.weights.backend
     var tensors = try lora.trainableTensors.filter { $0.name != scoreHeadKey }.map { t in
       try SafetensorsWriter.Tensor(name: t.name, shape: t.value.shape, floats: try be.floats(t.value))
     }
     if let scoreHead {
-      let hidden = lora.weights.shape.hidden
+      let hidden = lora.weights.hiddenSize
       guard scoreHead.shape == [1, hidden] else {
         throw PEFTError("the score head has shape \(scoreHead.shape); a reward adapter needs [1, \(hidden)]")
       }
       tensors.append(try SafetensorsWriter.Tensor(name: scoreHeadKey, shape: [1, hidden], floats: try be.floats(scoreHead)))
     }
-    let fused = lora.weights.shape.fusedProjections
+    for (key, t) in headTensors {
+      tensors.append(try SafetensorsWriter.Tensor(name: key, shape: t.shape, floats: try be.floats(t)))
+    }
+    let fused = lora.weights.fusedProjections, modules = lora.weights.loraModules
+    let sequenceClassification = scoreHead != nil || !headTensors.isEmpty
     let config = try AtomicDirectory.jsonData(configObject(lora.config, baseModel: baseModel,
-                                                           sequenceClassification: scoreHead != nil,
-                                                           fusedProjections: fused))
+                                                           sequenceClassification: sequenceClassification,
+                                                           fusedProjections: fused, modules: modules))
+    let labels = headTensors.first { $0.key.hasSuffix(".weight") }?.tensor.shape.first ?? 0
     let card = modelCard(config: lora.config, baseModel: baseModel, recipe: readme,
-                         sequenceClassification: scoreHead != nil)
+                         sequenceClassification: sequenceClassification, modules: modules, classifierLabels: labels)
     try AtomicDirectory.write(to: dir, overwrite: overwrite, what: "adapter directory") { tmp in
       // peft's save_pretrained writes metadata {"format": "pt"}.
       try SafetensorsWriter.write(tensors: tensors, metadata: ["format": "pt"],
@@ -75,7 +83,8 @@ public enum PEFTAdapterFiles {
   /// a reward adapter (`task_type` SEQ_CLS, the head in `modules_to_save`).
   /// `fusedProjections`: target_modules named as on a Phi-3 (qkv_proj, gate_up_proj).
   public static func configObject(_ config: LoRAConfig, baseModel: String,
-                                  sequenceClassification: Bool = false, fusedProjections fused: Bool = false) -> [String: Any] {
+                                  sequenceClassification: Bool = false, fusedProjections fused: Bool = false,
+                                  modules: [String] = LoRAConfig.allLinear) -> [String: Any] {
     let null = NSNull()
     var object: [String: Any] = [
       "alora_invocation_tokens": null, "alpha_pattern": [String: Any](), "arrow_config": null,
@@ -88,7 +97,7 @@ public enum PEFTAdapterFiles {
       "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
       "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA",
       "peft_version": peftFormatVersion, "qalora_group_size": 16, "r": config.r,
-      "rank_pattern": [String: Any](), "revision": null, "target_modules": config.peftTargetModules(fusedProjections: fused),
+      "rank_pattern": [String: Any](), "revision": null, "target_modules": config.peftTargetModules(fusedProjections: fused, among: modules),
       "target_parameters": null, "task_type": "CAUSAL_LM", "trainable_token_indices": null,
       "use_bdlora": null, "use_dora": config.useDoRA, "use_qalora": false, "use_rslora": config.useRSLoRA,
       "velora_config": null,
@@ -110,7 +119,8 @@ public enum PEFTAdapterFiles {
   /// The README.md model card: peft's front matter (so the Hub lists it as a PEFT adapter of
   /// the base), the settings, the recipe, and how to load it.
   static func modelCard(config: LoRAConfig, baseModel: String, recipe: String?,
-                        sequenceClassification: Bool = false) -> String {
+                        sequenceClassification: Bool = false, modules: [String] = LoRAConfig.allLinear,
+                        classifierLabels: Int = 0) -> String {
     // A JSON string literal is also a valid YAML double-quoted scalar and Python string literal.
     let quoted = AtomicDirectory.jsonString(baseModel)
     let method = config.useDoRA ? "DoRA" : (config.useRSLoRA ? "rsLoRA" : "LoRA")
@@ -123,15 +133,32 @@ public enum PEFTAdapterFiles {
       - vkfinetune
       ---
 
-      # \(method) \(sequenceClassification ? "reward-model " : "")adapter for \(baseModel)
+      # \(method) \(classifierLabels > 0 ? "classifier " : sequenceClassification ? "reward-model " : "")adapter for \(baseModel)
 
       Trained with vkfinetune. Settings: r = \(config.r), lora_alpha = \(config.alpha), \
       lora_dropout = \(config.dropout), use_rslora = \(config.useRSLoRA), use_dora = \(config.useDoRA), \
-      target modules: \(config.resolvedTargetModules.joined(separator: ", ")).
+      target modules: \(config.resolvedTargetModules(among: modules).joined(separator: ", ")).
 
       """
     if let recipe, !recipe.isEmpty {
       s += "\n## Training recipe\n\n" + (recipe.hasSuffix("\n") ? recipe : recipe + "\n")
+    }
+    if classifierLabels > 0 {
+      s += """
+
+        ## Use
+
+        A sequence classifier of \(classifierLabels) labels (the classifier head is in `modules_to_save`).
+
+        ```python
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification
+        base = AutoModelForSequenceClassification.from_pretrained(\(quoted), num_labels=\(classifierLabels))
+        model = PeftModel.from_pretrained(base, "<this directory>")
+        ```
+
+        """
+      return s
     }
     if sequenceClassification {
       s += """

@@ -3,6 +3,7 @@
 import VKFCore
 import VKFData
 import VKFModel
+import VKFPEFT
 
 /// Trains a `BertModel` on labelled rows; logs accuracy and F1 beside the loss.
 public final class ClassificationTask: TrainingTask {
@@ -29,6 +30,18 @@ public final class ClassificationTask: TrainingTask {
   public convenience init(fullFineTuning model: BertModel) {
     let w = model.weights
     self.init(model: model, trainables: w.trainableTensors, zero: { try w.zeroGradients() })
+  }
+
+  /// LoRA on the encoder's projections plus the fully trained classifier, named as PEFT's
+  /// SEQ_CLS adapter stores it (`base_model.model.classifier.weight` / `.bias`).
+  public convenience init(model: BertModel, lora: LoRAModel) {
+    let w = model.weights
+    let head = w.trainableTensors.filter { $0.name.hasPrefix("classifier.") }.map {
+      TrainableTensor(name: "base_model.model." + $0.name, value: $0.value, gradient: $0.gradient, decays: $0.decays)
+    }
+    self.init(model: model, trainables: lora.trainableTensors + head,
+              zero: { try lora.zeroGradients(); try w.zeroGradients() },
+              setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
   }
 
   public var backend: Backend { model.backend }

@@ -67,21 +67,32 @@ struct ClassificationRun {
         + "lower --batch-size or --max-seq-length")
     }
 
-    let weights = try BertWeights(source: source, config: config, head: head, backend: backend, trainable: true,
+    let full = s.method == .full
+    let weights = try BertWeights(source: source, config: config, head: head, backend: backend, trainable: full,
                                   seed: UInt64(s.seed))
     if !weights.initialised.isEmpty {
       progress.message("initialised (not in the checkpoint): \(weights.initialised.joined(separator: ", "))")
     }
+    if !full, weights.initialised.contains(where: { $0.contains("pooler") }) {
+      throw RecipeError("\(dir.path) has no pooler (bert.pooler.dense): a PEFT adapter leaves the base model's "
+        + "pooler as loaded, which would be random; train it with --method full")
+    }
+    let lora = full ? nil : try LoRAModel(weights: weights, config: Self.loraConfig(s), seed: UInt64(s.seed))
     let model = BertModel(weights: weights)
-    let task: TrainingTask = maskedLM ? MaskedLMTask(fullFineTuning: model) : ClassificationTask(fullFineTuning: model)
-    progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters"
-      + (maskedLM ? ", masked-LM head (decoder tied to the word embeddings)"
-         : "; labels: \(data.labels.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))"))
+    let task: TrainingTask = maskedLM ? MaskedLMTask(fullFineTuning: model)
+      : lora.map { ClassificationTask(model: model, lora: $0) } ?? ClassificationTask(fullFineTuning: model)
+    let trainable = task.trainableTensors.reduce(0) { $0 + $1.count }
+    let what = lora.map { l in "LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(l.adapters.count) adapters on "
+      + "\(l.config.resolvedTargetModules(among: weights.loraModules).joined(separator: ",")) and the classifier, "
+      + "\(trainable) trainable parameters" } ?? "full fine-tuning: \(trainable) trainable parameters"
+    progress.message(what + (maskedLM ? ", masked-LM head (decoder tied to the word embeddings)"
+      : "; labels: \(data.labels.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))"))
 
     let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
     do {
       try Interrupts.installed {
-        try train(task: task, weights: weights, data: data, tokenizerSource: dir, output: output, progress: progress)
+        try train(task: task, weights: weights, lora: lora, data: data, tokenizerSource: dir, output: output,
+                  progress: progress)
       }
       transaction.commit()
     } catch {
@@ -93,7 +104,7 @@ struct ClassificationRun {
     }
   }
 
-  private func train(task: TrainingTask, weights: BertWeights, data: EncoderTrainData, tokenizerSource: URL,
+  private func train(task: TrainingTask, weights: BertWeights, lora: LoRAModel?, data: EncoderTrainData, tokenizerSource: URL,
                      output: URL, progress: ProgressLine) throws {
     let s = settings
     if !resume { try ObjectiveRecord.write(s, into: output) }
@@ -105,9 +116,8 @@ struct ClassificationRun {
     trainer.shouldStop = { Interrupts.requested }
     if !data.validation.isEmpty {
       trainer.saveBest = { _, _ in
-        try OutputWriter.staged(into: output.appendingPathComponent(OutputTransaction.bestName)) {
-          try BertModelWriter.write(weights: weights, labels: labels, tokenizerSource: tokenizerSource, to: $0)
-        }
+        try self.write(weights: weights, lora: lora, labels: labels, tokenizerSource: tokenizerSource,
+                       into: output.appendingPathComponent(OutputTransaction.bestName))
       }
     }
     if resume {
@@ -123,14 +133,34 @@ struct ClassificationRun {
     let summary = try trainer.train()
     progress.finishLine()
     if CheckpointLayout.checkpoints(in: output).first?.step != trainer.step { try trainer.saveCheckpoint() }
-    try OutputWriter.staged(into: output) {
-      try BertModelWriter.write(weights: weights, labels: labels, tokenizerSource: tokenizerSource, to: $0)
-    }
+    try write(weights: weights, lora: lora, labels: labels, tokenizerSource: tokenizerSource, into: output)
     var line = String(format: "done: %d steps, final loss %.4f", summary.steps, summary.finalLoss)
     if let best = summary.bestEvaluation { line += String(format: ", best eval loss %.4f at step %d", best.loss, best.step) }
     if summary.stoppedEarly { line += " (stopped early; the best weights were written)" }
     progress.message(line)
-    progress.message("wrote \(weights.head == .maskedLM ? "BertForMaskedLM" : "BertForSequenceClassification") to \(output.path)")
+    progress.message("wrote \(lora != nil ? "a PEFT SEQ_CLS adapter" : weights.head == .maskedLM ? "BertForMaskedLM" : "BertForSequenceClassification") to \(output.path)")
+  }
+
+  /// The model directory (full fine-tuning) or the PEFT adapter with the classifier in
+  /// modules_to_save (LoRA), into `dir` beside what is there.
+  private func write(weights: BertWeights, lora: LoRAModel?, labels: [String], tokenizerSource: URL, into dir: URL) throws {
+    try OutputWriter.staged(into: dir) { staging in
+      if let lora, let classifier = weights.classifier, let bias = classifier.bias, let w = classifier.denseWeight {
+        let recipe = (try? settings.rendered(as: "yaml")).map { "```yaml\n\($0)\n```" }
+        try PEFTAdapterFiles.save(lora, baseModel: settings.model ?? "", to: staging, readme: recipe,
+                                  headTensors: [("base_model.model.classifier.weight", w), ("base_model.model.classifier.bias", bias)])
+      } else {
+        try BertModelWriter.write(weights: weights, labels: labels, tokenizerSource: tokenizerSource, to: staging)
+      }
+    }
+  }
+
+  /// The LoRA settings on BERT: the recipe's targets, or PEFT's default for bert (query,
+  /// value) when the recipe kept the decoders' default.
+  static func loraConfig(_ s: TrainSettings) -> LoRAConfig {
+    var c = s.loraConfig
+    if s.loraTargetModules == RecipeKeys.allLinear { c.targetModules = ["query", "value"] }
+    return c
   }
 
   /// Labelled sentences of the training file and the validation set (eval file or held out).

@@ -1,5 +1,6 @@
 import Foundation
 import VKFData
+import VKFModel
 import VKFTrain
 
 /// Every key a recipe may hold: the canonical (Hugging Face / PEFT) name, the axolotl and
@@ -19,7 +20,7 @@ enum RecipeKeys {
   static let allLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
   /// Modules an adapter can target: the projections, Phi-3's fused qkv_proj / gate_up_proj,
   /// and the LM head.
-  static let targetableModules = allLinear + ["qkv_proj", "gate_up_proj", "lm_head"]
+  static let targetableModules = allLinear + ["qkv_proj", "gate_up_proj", "lm_head"] + BertWeights.projectionModules
 
   /// The key table, in the order `--print-config` writes.
   static let all: [RecipeKey] = [

@@ -122,9 +122,9 @@ extension TrainSettings {
     guard objective.isEncoder else { return }
     let o = objective.rawValue
     if packing { throw RecipeError("packing applies to SFT only; --objective \(o) trains one sentence or piece per row (drop packing)") }
-    if method != .full {
-      throw RecipeError("method = \(method.rawValue) is not available for --objective \(o) yet: "
-        + "encoders train with --method full")
+    if method == .qlora || (method == .lora && objective == .mlm) {
+      throw RecipeError("method = \(method.rawValue) is not available for --objective \(o): "
+        + (objective == .mlm ? "masked-LM training runs with --method full" : "use --method lora or full"))
     }
     if bf16 || fp16 {
       throw RecipeError("\(bf16 ? "bf16" : "fp16") is not available for --objective \(o): the encoder trains in f32 "

@@ -177,6 +177,32 @@ final class ClassificationTests: XCTestCase {
     XCTAssertEqual(header.keys.filter { $0 != "__metadata__" }.count, 5 + 2 * 16 + 5)
   }
 
+  /// LoRA on its own output (which has a pooler): a PEFT SEQ_CLS adapter with PEFT's default
+  /// bert targets (query, value) and the classifier in modules_to_save.
+  func test_lora_writesASequenceClassificationAdapter() throws {
+    let m = try Self.shared()
+    try XCTSkipIf(m.run.status != 0, "the shared run failed")
+    let out = m.dir.appendingPathComponent("lora")
+    var args = Self.common(model: m.output, train: m.train) + ["--output", out.path, "--max-steps", "2", "--lora-r", "4"]
+    args[args.firstIndex(of: "full") ?? 0] = "lora"
+    let r = try CLITests.run(args)
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    XCTAssertTrue(r.stdout.contains("4 adapters on query,value and the classifier"), r.stdout)
+    let config = try XCTUnwrap(JSONSerialization.jsonObject(
+      with: Data(contentsOf: out.appendingPathComponent("adapter_config.json"))) as? [String: Any])
+    XCTAssertEqual(config["task_type"] as? String, "SEQ_CLS")
+    XCTAssertEqual(config["target_modules"] as? [String], ["query", "value"])
+    XCTAssertEqual(config["modules_to_save"] as? [String], ["classifier", "score"])
+    let weights = try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors"))
+    let headerLength = weights.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+    let header = try XCTUnwrap(JSONSerialization.jsonObject(with: weights.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+    let keys = Set(header.keys.filter { $0 != "__metadata__" })
+    XCTAssertEqual(keys.count, 2 * 2 * 2 + 2, "\(keys.sorted())")
+    XCTAssertTrue(keys.contains("base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight"))
+    XCTAssertEqual((header["base_model.model.classifier.weight"] as? [String: Any])?["shape"] as? [Int], [2, 64])
+    XCTAssertNotNil(header["base_model.model.classifier.bias"])
+  }
+
   func test_refusals_nameWhatToChange() throws {
     let m = try Self.shared()
     let out = m.dir.appendingPathComponent("refused")
@@ -184,10 +210,15 @@ final class ClassificationTests: XCTestCase {
     XCTAssertNotEqual(sft.status, 0)
     XCTAssertTrue(sft.stderr.contains("--objective classification"), sft.stderr)
     var args = Self.common(model: m.model, train: m.train) + ["--output", out.path]
-    args[args.firstIndex(of: "full") ?? 0] = "lora"
+    args[args.firstIndex(of: "full") ?? 0] = "qlora"
+    let qlora = try CLITests.run(args)
+    XCTAssertNotEqual(qlora.status, 0)
+    XCTAssertTrue(qlora.stderr.contains("use --method lora or full"), qlora.stderr)
+    // A bare encoder without a pooler: a PEFT adapter would meet a random pooler at load.
+    args[args.firstIndex(of: "qlora") ?? 0] = "lora"
     let lora = try CLITests.run(args)
     XCTAssertNotEqual(lora.status, 0)
-    XCTAssertTrue(lora.stderr.contains("--method full"), lora.stderr)
+    XCTAssertTrue(lora.stderr.contains("has no pooler"), lora.stderr)
     let bad = m.dir.appendingPathComponent("nolabel.jsonl")
     try Data("{\"text\": \"fine\", \"label\": \"pos\"}\n{\"text\": \"no label here\"}\n".utf8).write(to: bad)
     let missing = try CLITests.run(Self.common(model: m.model, train: bad) + ["--output", out.path])

@@ -246,8 +246,12 @@ public final class BertModel {
   public func backward() throws {
     guard let ar = arena else { throw VKFError.other("BertModel.backward: run a forward first") }
     let w = weights
-    let encoderTrained = w.layers.contains { $0.query.isTrained || $0.outputNorm.weightGrad != nil }
-      || w.wordEmbeddingsGrad != nil
+    // Anything below the head with a gradient or an adapter: the encoder's backward must run.
+    var encoderTrained = w.wordEmbeddingsGrad != nil || w.embeddingNorm.weightGrad != nil
+    w.updateProjections { name, linear in
+      if !name.hasSuffix("pooler.dense"), linear.isTrained { encoderTrained = true }
+    }
+    encoderTrained = encoderTrained || w.layers.contains { $0.attentionNorm.weightGrad != nil || $0.outputNorm.weightGrad != nil }
     switch pending {
     case .none:
       throw VKFError.other("BertModel.backward: call a forward with labels and computeGradients: true first")
