@@ -16,7 +16,9 @@ struct EvalCommand: ParsableCommand {
     discussion: """
       The loss is the mean next-token cross-entropy over every trained target (assistant \
       tokens, or all with --train-on-prompt), the same number `train` logs as eval_loss; \
-      perplexity is exp(loss).
+      perplexity is exp(loss). A BERT classifier (a BertForSequenceClassification directory, \
+      e.g. what `train --objective classification --method full` writes) is evaluated on \
+      {"text", "label"} records instead: loss, accuracy and F1.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -64,6 +66,9 @@ struct EvalCommand: ParsableCommand {
     try TrainSettings.checkDataFile(data, key: "--data")
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
 
+    if case .huggingFaceDirectory(let dir) = try ModelLocator.resolve(model), BertConfig.isBert(dir) {
+      return try evaluateClassifier(dir)
+    }
     let loaded = try ModelLoader.load(model)
     let tokenizer = try TrainData.sftTokenizer(settings: s, model: loaded)
     let examples = try SFTDataset.load(URL(fileURLWithPath: data), tokenizer: tokenizer).examples
@@ -90,6 +95,51 @@ struct EvalCommand: ParsableCommand {
   }
 }
 
+extension EvalCommand {
+  /// Loss, accuracy and F1 of a BERT classifier directory on labelled records.
+  func evaluateClassifier(_ dir: URL) throws {
+    if adapter != nil {
+      throw RecipeError("--adapter with a BERT model is not supported yet: evaluate a full fine-tune's directory "
+        + "(tools/check_bert_classifier.py evaluates a SEQ_CLS adapter with PEFT)")
+    }
+    let config = try BertConfig.load(from: dir)
+    guard !config.labels.isEmpty else {
+      throw RecipeError("\(dir.path)/config.json has no id2label: it is not a sequence classifier "
+        + "(train one with --objective classification)")
+    }
+    let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
+    guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
+      throw RecipeError("\(dir.path) has no tokenizer.json; save the model's fast tokenizer beside it")
+    }
+    let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
+    let labels = ClassificationLabels(names: config.labels)
+    let examples = try ClassificationDataset.load(URL(fileURLWithPath: data), labels: labels,
+                                                  maxLength: min(maxSeqLength, config.maxPositions),
+                                                  encode: { tokenizer.encode($0, addSpecialTokens: true) }).examples
+    let backend = try backendOptions.makeBackend()
+    let weights = try BertWeights(source: try SafetensorsCheckpoint.open(directory: dir), config: config,
+                                  numLabels: labels.names.count, backend: backend, trainable: false, seed: 0)
+    if !weights.initialised.isEmpty {
+      throw RecipeError("\(dir.path) lacks \(weights.initialised.joined(separator: ", ")): not a trained classifier")
+    }
+    let task = ClassificationTask(model: BertModel(weights: weights), trainables: [], zero: {})
+    var sum = 0.0, count = 0
+    for batch in Batching.batches(examples, batchSize: batchSize, padID: config.padTokenId) {
+      let r = try task.evaluate(batch)
+      sum += r.lossSum; count += r.tokens
+    }
+    guard count > 0 else { throw RecipeError("\(data): no labelled sentence") }
+    let m = task.takeMetrics(training: false), loss = sum / Double(count)
+    print(String(format: "eval loss %.4f | accuracy %.4f | f1 %.4f | %d sentences", loss, m["accuracy"] ?? 0,
+                 m["f1"] ?? 0, count))
+    if let json {
+      let report = EvalReport(model: model, adapter: nil, data: data, loss: loss, perplexity: exp(loss), tokens: count,
+                              examples: examples.count, accuracy: m["accuracy"], f1: m["f1"])
+      try AtomicFile.write(try JSONEncoder.pretty.encode(report), to: json)
+    }
+  }
+}
+
 /// `eval --json`.
 struct EvalReport: Codable {
   var model: String
@@ -99,6 +149,9 @@ struct EvalReport: Codable {
   var perplexity: Double
   var tokens: Int
   var examples: Int
+  /// Classifiers: accuracy and F1 over the sentences (`tokens` counts them).
+  var accuracy: Double?
+  var f1: Double?
 }
 
 /// A base model's frozen weights with an optional PEFT adapter attached.

@@ -137,6 +137,26 @@ final class ClassificationTests: XCTestCase {
     XCTAssertTrue(metrics.contains("\"eval_accuracy\""), metrics)
   }
 
+  /// `eval` on the written classifier reproduces the run's last evaluation (the same model and
+  /// file): loss, accuracy and F1.
+  func test_eval_reproducesTheRunsLastEvaluation() throws {
+    let m = try Self.shared()
+    try XCTSkipIf(m.run.status != 0, "the shared run failed")
+    let json = m.dir.appendingPathComponent("eval.json")
+    let r = try CLITests.run(["eval", "--cpu", "--model", m.output.path, "--data", m.eval.path, "--json", json.path])
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
+    let metrics = try String(contentsOf: m.output.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+    let last = try XCTUnwrap(metrics.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }.last { $0["eval_loss"] != nil })
+    XCTAssertEqual(try XCTUnwrap(report["loss"] as? Double), try XCTUnwrap(last["eval_loss"] as? Double), accuracy: 1e-6)
+    XCTAssertEqual(report["accuracy"] as? Double, last["eval_accuracy"] as? Double)
+    XCTAssertEqual(report["f1"] as? Double, last["eval_f1"] as? Double)
+    XCTAssertEqual(report["tokens"] as? Int, 4)
+    XCTAssertTrue(r.stdout.contains("| accuracy "), r.stdout)
+  }
+
   /// Its own output trains again: "bert."-prefixed names, the classifier kept, the label
   /// names read from id2label (the data's strings map onto them).
   func test_train_fromItsOwnOutput() throws {
