@@ -88,19 +88,9 @@ struct ClassificationRun {
     progress.message(what + (maskedLM ? ", masked-LM head (decoder tied to the word embeddings)"
       : "; labels: \(data.labels.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))"))
 
-    let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
-    do {
-      try Interrupts.installed {
-        try train(task: task, weights: weights, lora: lora, data: data, tokenizerSource: dir, output: output,
-                  progress: progress)
-      }
-      transaction.commit()
-    } catch {
-      progress.finishLine()
-      guard let kept = transaction.rollback() else { throw error }
-      let message = RecipeFile.message(error)
-      if message.contains(kept.name) { throw error }
-      throw RecipeError(message + "; " + kept.clause)
+    try TrainRun.transacted(output, overwrite: overwrite, progress: progress) {
+      try train(task: task, weights: weights, lora: lora, data: data, tokenizerSource: dir, output: output,
+                progress: progress)
     }
   }
 
@@ -173,20 +163,11 @@ struct ClassificationRun {
     let labels = try ClassificationLabels.infer(records.records, file: records.file, modelNames: config.labels)
     let train = try ClassificationDataset.make(records.records, file: records.file, labels: labels,
                                                maxLength: maxLength, encode: encode)
-    var trainExamples = train.examples, validation: [TokenizedExample] = [], origin = ""
     var truncated = train.truncated
-    if let evalFile = s.evalData {
-      let e = try ClassificationDataset.load(URL(fileURLWithPath: evalFile), labels: labels, maxLength: maxLength,
-                                             encode: encode)
-      validation = e.examples; truncated += e.truncated
-      origin = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
-    } else if s.valSetSize > 0 {
-      (trainExamples, validation) = try Batching.split(trainExamples, validationFraction: s.valSetSize, seed: UInt64(s.seed))
-      origin = String(format: " (%.0f%% held out)", s.valSetSize * 100)
-    }
-    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
-      validation = Array(validation.prefix(s.maxEvalSamples))
-      origin += ", first \(s.maxEvalSamples) used"
+    let (trainExamples, validation, origin) = try Self.validationSplit(s, train.examples) { url in
+      let e = try ClassificationDataset.load(url, labels: labels, maxLength: maxLength, encode: encode)
+      truncated += e.truncated
+      return e.examples
     }
     var counts = [Int](repeating: 0, count: labels.names.count)
     for e in trainExamples { counts[e.targets[0]] += 1 }
@@ -220,17 +201,8 @@ struct ClassificationRun {
                                       encode: { tokenizer.encode($0, addSpecialTokens: false) })
     }
     let train = try masked(URL(fileURLWithPath: trainFile), seed: UInt64(s.seed))
-    var trainExamples = train.examples, validation: [TokenizedExample] = [], origin = ""
-    if let evalFile = s.evalData {
-      validation = try masked(URL(fileURLWithPath: evalFile), seed: UInt64(s.seed) &+ 1).examples
-      origin = " from \(URL(fileURLWithPath: evalFile).lastPathComponent)"
-    } else if s.valSetSize > 0 {
-      (trainExamples, validation) = try Batching.split(trainExamples, validationFraction: s.valSetSize, seed: UInt64(s.seed))
-      origin = String(format: " (%.0f%% held out)", s.valSetSize * 100)
-    }
-    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
-      validation = Array(validation.prefix(s.maxEvalSamples))
-      origin += ", first \(s.maxEvalSamples) used"
+    let (trainExamples, validation, origin) = try Self.validationSplit(s, train.examples) {
+      try masked($0, seed: UInt64(s.seed) &+ 1).examples
     }
     guard !trainExamples.isEmpty else { throw RecipeError("\(trainFile): no text to train on") }
     let summary = "data: \(trainExamples.count) training pieces of at most \(maxLength) tokens, "
@@ -240,6 +212,30 @@ struct ClassificationRun {
     let longest = (trainExamples + validation).map(\.inputIds.count).max() ?? 3
     return EncoderTrainData(train: trainExamples, validation: validation, labels: [], longestRow: longest,
                             summary: summary, warnings: warnings)
+  }
+}
+
+extension ClassificationRun {
+  /// The validation set: `eval_data` read by `load`, else `val_set_size` held out of `train`;
+  /// cut to `max_eval_samples`. Returns the training examples left, the validation ones and
+  /// where they came from (for the data line).
+  static func validationSplit(_ s: TrainSettings, _ train: [TokenizedExample],
+                              load: (URL) throws -> [TokenizedExample])
+    throws -> (train: [TokenizedExample], validation: [TokenizedExample], origin: String) {
+    var train = train, validation: [TokenizedExample] = [], origin = ""
+    if let evalFile = s.evalData {
+      let url = URL(fileURLWithPath: evalFile)
+      validation = try load(url)
+      origin = " from \(url.lastPathComponent)"
+    } else if s.valSetSize > 0 {
+      (train, validation) = try Batching.split(train, validationFraction: s.valSetSize, seed: UInt64(s.seed))
+      origin = String(format: " (%.0f%% held out)", s.valSetSize * 100)
+    }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples {
+      validation = Array(validation.prefix(s.maxEvalSamples))
+      origin += ", first \(s.maxEvalSamples) used"
+    }
+    return (train, validation, origin)
   }
 }
 

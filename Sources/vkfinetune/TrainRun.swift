@@ -103,12 +103,18 @@ struct TrainRun {
 
     // From here the run writes into its output directory: a failure puts it back as it was,
     // or keeps the run's checkpoints (and says so).
+    try Self.transacted(output, overwrite: overwrite, progress: progress) {
+      try train(loaded: loaded, data: data, weights: weights, lora: lora, model: model, placement: placement,
+                estimate: estimate, output: output, progress: progress)
+    }
+  }
+
+  /// Runs `body` (which writes into `output`) with interrupts caught: a failure puts the
+  /// directory back as it was, or keeps the run's checkpoints and says so.
+  static func transacted(_ output: URL, overwrite: Bool, progress: ProgressLine, _ body: () throws -> Void) throws {
     let transaction = try OutputTransaction.begin(output, overwrite: overwrite)
     do {
-      try Interrupts.installed {
-        try train(loaded: loaded, data: data, weights: weights, lora: lora, model: model, placement: placement,
-                  estimate: estimate, output: output, progress: progress)
-      }
+      try Interrupts.installed { try body() }
       transaction.commit()
     } catch {
       progress.finishLine()

@@ -6,16 +6,21 @@ import VKFCore
 extension LlamaConfig {
   /// Reads and validates `config.json` at `url`, or a model directory containing one.
   public static func load(from url: URL) throws -> LlamaConfig {
+    let (data, file) = try readConfigFile(url)
+    return try decode(data, file: file)
+  }
+
+  /// The bytes of `config.json` at `url` (or in the directory `url`) and its path, read
+  /// within the settings-file cap; unreadable is a `ConfigError` naming the file.
+  static func readConfigFile(_ url: URL) throws -> (data: Data, file: String) {
     var file = url
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
       file = url.appendingPathComponent("config.json")
     }
-    let data: Data
-    do { data = try BoundedFile.read(file, BoundedFile.settings) } catch {
+    do { return (try BoundedFile.read(file, BoundedFile.settings), file.path) } catch {
       throw ConfigError.unreadable(file: file.path, reason: error.localizedDescription)
     }
-    return try decode(data, file: file.path)
   }
 
   /// Decodes and validates config JSON; `file` only labels error messages.

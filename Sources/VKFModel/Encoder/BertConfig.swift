@@ -35,28 +35,15 @@ public struct BertConfig {
 
   /// Reads `config.json` at `url` (or in the directory `url`).
   public static func load(from url: URL) throws -> BertConfig {
-    var file = url
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-      file = url.appendingPathComponent("config.json")
-    }
-    let data: Data
-    do { data = try BoundedFile.read(file, BoundedFile.settings) } catch {
-      throw ConfigError.unreadable(file: file.path, reason: error.localizedDescription)
-    }
-    return try decode(data, file: file.path)
+    let (data, file) = try LlamaConfig.readConfigFile(url)
+    return try decode(data, file: file)
   }
 
   /// True when the JSON at `url` (a config.json or a directory holding one) says model_type
   /// "bert"; false when it says anything else or cannot be read (the decoder loader then
   /// gives its own error).
   public static func isBert(_ url: URL) -> Bool {
-    var file = url
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-      file = url.appendingPathComponent("config.json")
-    }
-    guard let data = try? BoundedFile.read(file, BoundedFile.settings),
+    guard let data = try? LlamaConfig.readConfigFile(url).data,
           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
     return object["model_type"] as? String == "bert"
   }
