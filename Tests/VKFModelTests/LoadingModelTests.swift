@@ -37,6 +37,30 @@ final class LoadingModelTests: XCTestCase {
     XCTAssertEqual(rendered, chat.text, "chat template renders as transformers' apply_chat_template")
   }
 
+  /// A Mistral GGUF is written with the llama architecture and no window key (llama.cpp runs
+  /// it with full attention); a config.json beside it saying mistral and `sliding_window`
+  /// gives the model its window, and without one the window is absent.
+  func test_llamaArchitectureGGUF_takesTheWindowFromTheConfigBesideIt() throws {
+    let shared = URL(fileURLWithPath: try SmolLM2Golden.sharedModelDirectory())
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-mistral-gguf-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let gguf = dir.appendingPathComponent("model.Q4_1.gguf")
+    try FileManager.default.createSymbolicLink(at: gguf, withDestinationURL: shared.appendingPathComponent("model.Q4_1.gguf"))
+    try FileManager.default.copyItem(at: shared.appendingPathComponent("tokenizer.json"),
+                                     to: dir.appendingPathComponent("tokenizer.json"))
+    var config = try XCTUnwrap(JSONSerialization.jsonObject(
+      with: Data(contentsOf: shared.appendingPathComponent("config.json"))) as? [String: Any])
+    config["model_type"] = "mistral"
+    config["architectures"] = ["MistralForCausalLM"]
+    config["sliding_window"] = 512
+    try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+    let loaded = try ModelLoader.load(.gguf(gguf))
+    XCTAssertEqual(loaded.config?.modelType, "mistral")
+    XCTAssertEqual(loaded.shape.slidingWindows, [Int](repeating: 512, count: 30))
+    XCTAssertEqual(try ModelLoader.load(.gguf(gguf), useSiblingFiles: false).shape.slidingWindows, [])
+  }
+
   func test_bareGGUF_buildsEverythingFromMetadata() throws {
     let withFiles = try ModelLoader.load(try sharedGGUF())
     let bare = try ModelLoader.load(try sharedGGUF(), useSiblingFiles: false)
