@@ -223,6 +223,34 @@ final class ClassificationTests: XCTestCase {
     XCTAssertNotNil(header["base_model.model.classifier.bias"])
   }
 
+  /// `--resume` from a mid-run checkpoint ends with the same model bytes and losses as the
+  /// straight run (full fine-tuning: every encoder tensor, the new pooler and classifier, AdamW).
+  func test_resume_fromCheckpoint_equalsStraightRun() throws {
+    let m = try Self.shared()
+    let fm = FileManager.default
+    let straight = m.dir.appendingPathComponent("straight"), resumed = m.dir.appendingPathComponent("resumed")
+    let flags = Self.common(model: m.model, train: m.train) + ["--max-steps", "4", "--save-steps", "2",
+                                                               "--lr-scheduler", "constant"]
+    let r1 = try CLITests.run(flags + ["--output", straight.path])
+    XCTAssertEqual(r1.status, 0, r1.stdout + r1.stderr)
+    try fm.copyItem(at: straight, to: resumed)
+    for gone in ["checkpoint-4", "model.safetensors", "config.json"] {
+      try fm.removeItem(at: resumed.appendingPathComponent(gone))
+    }
+    let r2 = try CLITests.run(flags + ["--output", resumed.path, "--resume"])
+    XCTAssertEqual(r2.status, 0, r2.stdout + r2.stderr)
+    XCTAssertTrue(r2.stdout.contains("resumed from checkpoint-2 at step 2/4"), r2.stdout)
+    let a = try Data(contentsOf: straight.appendingPathComponent("model.safetensors"))
+    let b = try Data(contentsOf: resumed.appendingPathComponent("model.safetensors"))
+    XCTAssertEqual(a, b, "the resumed model differs from the straight run's")
+    func losses(_ dir: URL) throws -> [Double] {
+      try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        .compactMap { $0["loss"] as? Double }
+    }
+    XCTAssertEqual(try losses(resumed), try losses(straight))
+  }
+
   func test_refusals_nameWhatToChange() throws {
     let m = try Self.shared()
     let out = m.dir.appendingPathComponent("refused")
