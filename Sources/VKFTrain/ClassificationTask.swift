@@ -89,13 +89,9 @@ public final class ClassificationTask: TrainingTask {
 
   /// ids as Int32, each row's real length (its one example; padding after) and its label.
   static func rows(_ batch: Batch) throws -> (ids: [Int32], lengths: [Int32], labels: [Int32]) {
-    let (ids, targets) = try SFTTask.int32(batch)
-    guard batch.boundaries.count == batch.batchSize,
-          batch.boundaries.allSatisfy({ $0.count == 1 && $0[0].lowerBound == 0 }) else {
-      throw TrainingError.invalidBatch("classification rows hold one example each, from column 0 (no packing)")
-    }
+    let (ids, lengths, targets) = try encoderRows(batch, what: "classification rows hold one example each")
     let t = batch.seqLength
-    return (ids, batch.boundaries.map { Int32($0[0].count) }, (0..<batch.batchSize).map { targets[$0 * t] })
+    return (ids, lengths, (0..<batch.batchSize).map { targets[$0 * t] })
   }
 }
 
@@ -174,11 +170,17 @@ public final class MaskedLMTask: TrainingTask {
   }
 
   static func rows(_ batch: Batch) throws -> (ids: [Int32], lengths: [Int32], targets: [Int32]) {
-    let (ids, targets) = try SFTTask.int32(batch)
-    guard batch.boundaries.count == batch.batchSize,
-          batch.boundaries.allSatisfy({ $0.count == 1 && $0[0].lowerBound == 0 }) else {
-      throw TrainingError.invalidBatch("masked-LM rows hold one piece each, from column 0 (no packing)")
-    }
-    return (ids, batch.boundaries.map { Int32($0[0].count) }, targets)
+    try encoderRows(batch, what: "masked-LM rows hold one piece each")
   }
+}
+
+/// An encoder batch's ids and targets as Int32 and each row's real length: every row holds
+/// one example from column 0 (no packing), right-padded; `what` names the rule in the error.
+func encoderRows(_ batch: Batch, what: String) throws -> (ids: [Int32], lengths: [Int32], targets: [Int32]) {
+  let (ids, targets) = try SFTTask.int32(batch)
+  guard batch.boundaries.count == batch.batchSize,
+        batch.boundaries.allSatisfy({ $0.count == 1 && $0[0].lowerBound == 0 }) else {
+    throw TrainingError.invalidBatch("\(what), from column 0 (no packing)")
+  }
+  return (ids, batch.boundaries.map { Int32($0[0].count) }, targets)
 }
