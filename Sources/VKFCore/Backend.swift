@@ -161,6 +161,52 @@ public protocol Backend: AnyObject {
                       parameters: PreferenceLossParameters, tokenWeights: Tensor, lossSum: Tensor,
                       metrics: Tensor) throws
 
+  // MARK: - Mixture of experts
+  // Legend: N tokens, E experts, K experts per token, R = `MoE.rowCapacity` expert rows.
+  // A token's K (token, slot) pairs run as rows grouped by expert: segment e is rows
+  // offsets[e] ..< offsets[e + 1], its pairs in token order, then zero rows up to the next
+  // multiple of `moeRowAlignment`, so a GPU tile of rows never spans two experts.
+  /// Rows each expert's segment is padded to a multiple of (a GPU's matmul tile; 1 on the CPU).
+  var moeRowAlignment: Int { get }
+  /// The router: probs (N, E) = softmax(logits (N, E)) row-wise; experts (N, K) i32 the K most
+  /// probable, most probable first (ties: lower index), and weights (N, K) their probabilities,
+  /// divided by their sum when `normalize` (Mixtral, `norm_topk_prob`).
+  func moeRoute(logits: Tensor, topK: Int, normalize: Bool, probs: Tensor, weights: Tensor,
+                experts: Tensor) throws
+  /// Groups the pairs by expert: offsets (E + 1) i32 as above, slots (N, K) i32 the row of pair
+  /// (n, k), sources (R) i32 the pair n·K + k each row holds, −1 for padding rows and the rows
+  /// after offsets[E].
+  func moeDispatch(experts: Tensor, expertCount: Int, alignment: Int, offsets: Tensor, slots: Tensor,
+                   sources: Tensor) throws
+  /// rows (R, C)[r] = weights[s] · x[s / K] for s = sources[r] (no weights: x[s / K]), 0 where
+  /// s < 0. x (N, C); weights (N, K).
+  func moeGather(_ x: Tensor, sources: Tensor, topK: Int, weights: Tensor?, into rows: Tensor) throws
+  /// out (N, C)[n] = Σ_k weights[n, k] · rows[slots[n, k]] (no weights: the plain sum), plus
+  /// out's previous value when `accumulate`.
+  func moeCombine(_ rows: Tensor, slots: Tensor, weights: Tensor?, into out: Tensor, accumulate: Bool) throws
+  /// dWeights (N, K)[n, k] = dOut[n] · rows[slots[n, k]]: the combine's weight gradient.
+  func moeCombineBackward(_ dOut: Tensor, rows: Tensor, slots: Tensor, dWeights: Tensor) throws
+  /// Per expert segment of rows, with b holding one matrix per expert:
+  /// - not transposeA: c (R, n)[seg e] = a (R, k)[seg e] · op(b[e]) + β·c, b (E, n, k) with
+  ///   transposeB (x·Wᵀ) or (E, k, n) without; rows after offsets[E] are left alone.
+  /// - transposeA: c (E, m, n)[e] = a (R, m)[seg e]ᵀ · b (R, n)[seg e] + β·c[e] (weight
+  ///   gradients; transposeB must be false).
+  func groupedMatmul(_ a: Tensor, _ b: Tensor, into c: Tensor, offsets: Tensor, transposeA: Bool,
+                     transposeB: Bool, beta: Float) throws
+  /// stats (2·E + 1) += [pairs routed to each expert; Σ probs per expert; tokens], each token
+  /// weighted by its tokenMask (N) f32 value (1 real, 0 padding: skipped; nil: all 1): the
+  /// load-balancing loss's sums for one layer.
+  func moeRouterStatistics(probs: Tensor, experts: Tensor, tokenMask: Tensor?, into stats: Tensor) throws
+  /// The load-balancing loss of `stats` summed over the layers (transformers'
+  /// `load_balancing_loss_func`): with M = stats[2E], f_e = count_e / M and P_e = Σprob_e / M,
+  /// lossSum[0] += c·E·Σ_e f_e·P_e and gradient (E) = c·E·f_e / M (its gradient with respect
+  /// to each counted token's probability of e), where c = coefficient · weight[0] (weight nil: 1).
+  func moeAuxLoss(stats: Tensor, coefficient: Float, weight: Tensor?, lossSum: Tensor, gradient: Tensor) throws
+  /// dLogits (N, E) through the router: from dWeights (N, K), through the top-K (and its
+  /// normalisation), plus auxGradient[e]·tokenMask[n] on each probability, then the softmax.
+  func moeRouteBackward(dWeights: Tensor, probs: Tensor, weights: Tensor, experts: Tensor, normalize: Bool,
+                        auxGradient: Tensor?, tokenMask: Tensor?, into dLogits: Tensor) throws
+
   // MARK: - Elementwise and reductions
   /// out = a + α·b; b is a's shape or repeats over a's rows (b.count divides a.count).
   func add(_ a: Tensor, _ b: Tensor, alpha: Float, into out: Tensor) throws

@@ -63,7 +63,7 @@ public final class CheckingBackend: Backend {
   // MARK: - Replay machinery
 
   /// Copies each tensor to the reference backend, runs `body` on both, compares `outputs`.
-  private func check(_ op: Op, inputs: [Tensor?], outputs: [Tensor?],
+  func check(_ op: Op, inputs: [Tensor?], outputs: [Tensor?],
                      _ body: (Backend, (Tensor) -> Tensor) throws -> Void) throws {
     var mirrors: [(Tensor, Tensor)] = []
     for case let t? in inputs + outputs where !mirrors.contains(where: { same($0.0, t) }) {
@@ -76,7 +76,7 @@ public final class CheckingBackend: Backend {
     try body(reference, map)
     try body(primary, { $0 })
     for case let t? in outputs {
-      let expected = try reference.floats(map(t)), actual = try primary.floats(t)
+      let expected = try Self.values(reference, map(t)), actual = try Self.values(primary, t)
       let scale = expected.reduce(Float(1)) { max($0, abs($1)) }
       if let why = Metrics.mismatch(expected, actual, nmse: maxNMSE,
                                     maxAbs: maxAbsRelative * Double(scale)) {
@@ -86,6 +86,11 @@ public final class CheckingBackend: Backend {
       }
     }
     checkedOps += 1
+  }
+
+  /// A tensor's elements as Float: floats converted, i32 (indices: expert ids, rows) exactly.
+  private static func values(_ b: Backend, _ t: Tensor) throws -> [Float] {
+    t.dtype == .i32 ? try b.download(t, as: Int32.self).map(Float.init) : try b.floats(t)
   }
 
   private func same(_ a: Tensor, _ b: Tensor) -> Bool {

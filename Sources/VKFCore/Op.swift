@@ -15,6 +15,9 @@ public enum Op: String, CaseIterable, Sendable {
   case activation, activationBackward
   case embedding, embeddingBackward
   case crossEntropy, preferenceLoss
+  // mixture of experts
+  case moeRoute, moeRouteBackward, moeDispatch, moeGather, moeCombine, moeCombineBackward
+  case groupedMatmul, moeRouterStatistics, moeAuxLoss
   // elementwise and reductions
   case add, mul, scale, scaleRows, sumOfSquares, dropoutMask
   // optimizer

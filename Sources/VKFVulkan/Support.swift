@@ -22,6 +22,10 @@ enum VulkanSupport {
     .activation: [.f32], .activationBackward: [.f32],
     .embedding: [.f32, .f16, .bf16], .embeddingBackward: [.f32],  // a frozen table may be 16-bit
     .crossEntropy: [.f32], .preferenceLoss: [.f32],
+    // mixture of experts (routing indices and offsets are i32 operands)
+    .moeRoute: [.f32], .moeRouteBackward: [.f32], .moeDispatch: [.f32], .moeGather: [.f32],
+    .moeCombine: [.f32], .moeCombineBackward: [.f32], .groupedMatmul: [.f32],
+    .moeRouterStatistics: [.f32], .moeAuxLoss: [.f32],
     // elementwise and reductions
     .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32], .dropoutMask: [.f32],
     // optimizer

@@ -45,7 +45,7 @@ extension Backend {
 
 /// Every op's cases. Shapes stay small: lavapipe runs ~40× slower than OpenBLAS.
 enum ParityTable {
-  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference }
+  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference + experts }
 
   /// `preferenceLoss` for each kind (reward: the values as scores, the references as
   /// margins), with label smoothing and RPO, 37 pairs of 13 tokens;

@@ -73,6 +73,40 @@ final class RejectionTests: XCTestCase {
         try b.swigluBackward(bad, gate: x, up: x, dGate: y, dUp: try b.allocate([4, 8]))
       },
       BadCall(op: .embedding) { b, bad in try b.embedding(ids: ids, table: bad, into: y) },
+      // Mixture of experts: 4 tokens, 8 experts, top-2, 8 expert rows (alignment 1).
+      BadCall(op: .moeRoute) { b, bad in
+        try b.moeRoute(logits: bad, topK: 2, normalize: true, probs: try b.allocate([4, 8]), weights: try b.allocate([4, 2]),
+                       experts: try b.allocate([4, 2], .i32))
+      },
+      BadCall(op: .moeDispatch, good: [4, 2], dtype: .i32) { b, bad in
+        try b.moeDispatch(experts: bad, expertCount: 8, alignment: 1, offsets: try b.allocate([9], .i32),
+                          slots: try b.allocate([4, 2], .i32), sources: try b.allocate([8], .i32))
+      },
+      BadCall(op: .moeGather) { b, bad in
+        try b.moeGather(bad, sources: try b.zeros([8], .i32), topK: 2, weights: nil, into: try b.allocate([8, 8]))
+      },
+      BadCall(op: .moeCombine, good: [8, 8]) { b, bad in
+        try b.moeCombine(bad, slots: try b.zeros([4, 2], .i32), weights: nil, into: y, accumulate: false)
+      },
+      BadCall(op: .moeCombineBackward) { b, bad in
+        try b.moeCombineBackward(bad, rows: try b.allocate([8, 8]), slots: try b.zeros([4, 2], .i32),
+                                 dWeights: try b.allocate([4, 2]))
+      },
+      BadCall(op: .groupedMatmul, good: [8, 8]) { b, bad in
+        try b.groupedMatmul(bad, try b.random([2, 4, 8], seed: 4), into: try b.allocate([8, 4]), offsets: try b.zeros([3], .i32),
+                            transposeA: false, transposeB: true, beta: 0)
+      },
+      BadCall(op: .moeRouterStatistics) { b, bad in
+        try b.moeRouterStatistics(probs: bad, experts: try b.zeros([4, 2], .i32), tokenMask: nil, into: try b.zeros([17]))
+      },
+      BadCall(op: .moeAuxLoss, good: [17]) { b, bad in
+        try b.moeAuxLoss(stats: bad, coefficient: 0.5, weight: nil, lossSum: try b.zeros([1]), gradient: try b.allocate([8]))
+      },
+      BadCall(op: .moeRouteBackward, good: [4, 2]) { b, bad in
+        try b.moeRouteBackward(dWeights: bad, probs: try b.random([4, 8], seed: 5), weights: try b.random([4, 2], seed: 6),
+                               experts: try b.zeros([4, 2], .i32), normalize: true, auxGradient: nil, tokenMask: nil,
+                               into: try b.allocate([4, 8]))
+      },
       BadCall(op: .embeddingBackward) { b, bad in try b.embeddingBackward(ids: ids, dOut: bad, dTable: y) },
       BadCall(op: .crossEntropy) { b, bad in
         try b.crossEntropy(logits: bad, targets: ids, ignoreIndex: -100, normalizer: nil, losses: r4, dLogits: nil)
@@ -109,7 +143,7 @@ final class RejectionTests: XCTestCase {
       for call in calls {
         // The valid call goes through — so the throws below are about the one bad operand.
         func valid(_ on: Backend) throws -> Tensor {
-          call.dtype == .i32 ? try on.allocate(call.good, .i32) : try on.random(call.good, seed: 9)
+          call.dtype == .i32 ? try on.zeros(call.good, .i32) : try on.random(call.good, seed: 9)
         }
         XCTAssertNoThrow(try call.run(b, try valid(b)), "\(b.name): valid \(call.op)")
         // Then a wrong shape, a wrong dtype, and the right shape on another backend.

@@ -1588,6 +1588,154 @@ void main() {
   }
 }
 """#,
+    "grouped_matmul.comp": #"""
+#version 450
+// grouped_matmul: one product per expert segment of rows.   CPU twin: CPUBackend.groupedMatmul
+//   Segment x is rows offsets[x] ..< offsets[x + 1] (device data: the host never reads it).
+//   TRANS_A 0:  c[seg x] = a[seg x] · op(b[x]) + beta·c[seg x]
+//       a (m, k) rows of width lda = k; c (m, n); op(b[x]) = b[x]ᵀ with TRANS_B 1, b (E, n, k),
+//       or b[x] with TRANS_B 0, b (E, k, n); b[x] starts at x·strideB. Rows from offsets[E]
+//       on are never written. A row tile never spans two segments when the segments start at
+//       multiples of BM (Swift `moeRowAlignment`); for any other offsets a tile is computed
+//       once per segment it meets and each pass writes only that segment's rows, so the
+//       result is the same, only slower.
+//       Host K slices (lavapipe's loop cap, Swift `matmulMaxK`): each dispatch sees a and b
+//       as views starting at its first k, with k = the slice and beta = 1 after the first.
+//   TRANS_A 1:  c[x] = a[seg x]ᵀ · b[seg x] + beta·c[x]    (the experts' weight gradients)
+//       a (k, m) with lda = m; b (k, n) with ldb = n; c (E, m, n), c[x] at x·strideC; here k
+//       is the rows R of a and b, bounding every segment. The reduction runs over the
+//       segment's rows, data-dependent: each dispatch covers rows sliceFirst ..<
+//       sliceFirst + sliceRows of every segment, the host dispatching ceil(R / sliceRows)
+//       slices (the worst case, one segment of all R rows), beta = 1 after the first. The
+//       first slice writes every c[x] (beta·c[x] for an empty segment); a later slice skips
+//       the segments it does not reach.
+//   beta = 0 never reads c. Sums run over k in order per output (common/matmul_tile.glsl).
+// Bindings: 0 a, 1 b, 2 offsets (E + 1) i32 (readonly), 3 c (read when beta ≠ 0, written).
+// Push (after boff[8]): m, n, k, lda, ldb, strideB, strideC, experts, sliceFirst, sliceRows,
+//   beta → Swift `GroupedMatmulPush`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1 (TRANS_A 0: m = R, the worst case, and
+//   tiles past offsets[E] exit) or E (TRANS_A 1), each clamped to the device's
+//   maxComputeWorkGroupCount; workgroups grid-stride over what does not fit. Workgroup
+//   (BM/TM)·(BN/TN) invocations; tiles in specialization constants 3..7.
+// Variant defines (Swift `GroupedMatmulVariant.defines` mirrors this list):
+//   TRANS_A 0|1   weight-gradient form (b must then be TRANS_B 0)
+//   TRANS_B 0|1   b[x] stored (n, k) instead of (k, n)
+// variant: TRANS_A=0 TRANS_B=1
+// variant: TRANS_A=1 TRANS_B=0
+#ifndef TRANS_A
+#define TRANS_A 0
+#endif
+#ifndef TRANS_B
+#define TRANS_B 0
+#endif
+
+#include "common/push.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
+layout(set = 0, binding = 3) buffer BufC { float c[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint lda;
+  uint ldb;
+  uint strideB;
+  uint strideC;
+  uint experts;
+  uint sliceFirst;
+  uint sliceRows;
+  float beta;
+PUSH_END
+
+#define MM_A_K_FAST (1 - TRANS_A)
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+uint baseA, baseB, baseC;  // the current product's first element of op(A), op(B) and C
+uint rowLo;                // TRANS_A 0: rows below this one belong to another segment
+
+// offsets[x], clamped to [0, limit] so that malformed offsets never index out of bounds.
+uint segment_bound(uint x, uint limit) {
+  int v = offsets[pc.boff[2] + x];
+  return v < 0 ? 0u : min(uint(v), limit);
+}
+
+float mm_load_a(uint row, uint kk) {
+#if TRANS_A
+  return a[baseA + kk * pc.lda + row];
+#else
+  return a[baseA + row * pc.lda + kk];
+#endif
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return b[baseB + col * pc.ldb + kk];
+#else
+  return b[baseB + kk * pc.ldb + col];
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+#if !TRANS_A
+  if (row < rowLo) return;
+#endif
+  uint i = baseC + row * pc.n + col;
+  c[i] = pc.beta == 0.0 ? acc : acc + pc.beta * c[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+#if TRANS_A
+  for (uint x = gl_WorkGroupID.z; x < pc.experts; x += gl_NumWorkGroups.z) {
+    uint hi = segment_bound(x + 1u, pc.k), lo = min(segment_bound(x, pc.k), hi);
+    uint segRows = hi - lo;
+    if (pc.sliceFirst > 0u && pc.sliceFirst >= segRows) continue;  // uniform: nothing to add
+    uint kLen = pc.sliceFirst < segRows ? min(segRows - pc.sliceFirst, pc.sliceRows) : 0u;
+    baseA = pc.boff[0] + (lo + pc.sliceFirst) * pc.lda;
+    baseB = pc.boff[1] + (lo + pc.sliceFirst) * pc.ldb;
+    baseC = pc.boff[3] + x * pc.strideC;
+    for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+        mm_zero();
+        mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, kLen);
+        mm_store(ty * BM, tx * BN, pc.m, pc.n);
+      }
+    }
+  }
+#else
+  baseA = pc.boff[0];
+  baseC = pc.boff[3];
+  uint end = segment_bound(pc.experts, pc.m);  // rows from here on are left alone
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    uint row0 = ty * BM;
+    if (row0 >= end) break;  // uniform; later tiles start further down
+    // The first segment ending after row0 (offsets rise), by bisection.
+    uint lo = 0u, hi = pc.experts;
+    while (lo < hi) {
+      uint mid = (lo + hi) / 2u;
+      if (segment_bound(mid + 1u, end) <= row0) lo = mid + 1u; else hi = mid;
+    }
+    for (uint x = lo; x < pc.experts; ++x) {
+      uint segLo = segment_bound(x, end), segHi = segment_bound(x + 1u, end);
+      if (segLo >= row0 + BM) break;
+      rowLo = max(segLo, row0);
+      uint rowHi = min(segHi, row0 + BM);
+      if (rowLo >= rowHi) continue;  // an empty segment (uniform)
+      baseB = pc.boff[1] + x * pc.strideB;
+      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+        mm_zero();
+        mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
+        mm_store(row0, tx * BN, rowHi, pc.n);
+      }
+    }
+  }
+#endif
+}
+"""#,
     "layer_norm.comp": #"""
 #version 450
 // variant: USE_SUBGROUP=1
@@ -2419,6 +2567,536 @@ void main() {
     }
   }
 }
+"""#,
+    "moe_aux_loss.comp": #"""
+#version 450
+// moe_aux_loss: the load-balancing loss of summed router statistics (transformers'
+//   load_balancing_loss_func).                              CPU twin: CPUBackend.moeAuxLoss
+//   With M = stats[2e], f_x = stats[x] / M, P_x = stats[e + x] / M and
+//   c = coefficient·weight[0] (coefficient when hasWeight = 0):
+//     lossSum[0]  += c·e·Σ_x f_x·P_x      (the sum in expert order, by one invocation, as on
+//                                           the CPU)
+//     gradient[x]  = c·e·f_x / M
+//   When M is not > 0 (no counted token) the gradient is 0 and lossSum is left alone.
+// Shapes: stats (2e + 1) f32; weight (1) f32; lossSum (1) f32; gradient (e) f32.
+// Bindings: 0 stats, 1 weight (any f32 buffer when hasWeight = 0), readonly; 2 lossSum (read
+//   and written), 3 gradient.
+// Push (after boff[8]): e, coefficient, hasWeight → Swift `MoEAuxLossPush`.
+// Dispatch: one workgroup of spec constant 0 invocations; invocation t writes gradients
+//   t, t + WG, …; invocation 0 the loss (e iterations).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufStats { float stats[]; };
+layout(set = 0, binding = 1) readonly buffer BufWeight { float weight[]; };
+layout(set = 0, binding = 2) buffer BufLoss { float lossSum[]; };
+layout(set = 0, binding = 3) buffer BufGradient { float gradient[]; };
+
+PUSH_BEGIN
+  uint e;
+  float coefficient;
+  uint hasWeight;
+PUSH_END
+
+void main() {
+  uint t = gl_LocalInvocationID.x;
+  uint sb = pc.boff[0];
+  float c = pc.coefficient * (pc.hasWeight != 0u ? weight[pc.boff[1]] : 1.0);
+  float m = stats[sb + 2u * pc.e];
+  bool counted = m > 0.0;
+  float ce = c * float(pc.e);
+  for (uint x = t; x < pc.e; x += WG_SIZE) {
+    gradient[pc.boff[3] + x] = counted ? ce * (stats[sb + x] / m) / m : 0.0;
+  }
+  if (t == 0u && counted) {
+    float aux = 0.0;
+    for (uint x = 0u; x < pc.e; ++x) aux += (stats[sb + x] / m) * (stats[sb + pc.e + x] / m);
+    lossSum[pc.boff[2]] += ce * aux;
+  }
+}
+"""#,
+    "moe_combine.comp": #"""
+#version 450
+// moe_combine: out[t, :] = Σ_s weights[t, s]·rows[slots[t, s], :] (+ out[t, :] when
+//   accumulate = 1), summed over s = 0 ..< k in order from 0 or the previous value, as on
+//   the CPU; weights[t, s] = 1 when hasWeights = 0.            CPU twin: CPUBackend.moeCombine
+//   A slot outside [0, rows) (the CPU backend throws) adds nothing.
+// Shapes: rows (rows, cols) f32; slots (n, k) i32; weights (n, k) f32; out (n, cols) f32.
+// Bindings: 0 rows, 1 slots, 2 weights (any f32 buffer when hasWeights = 0), all readonly;
+//   3 out (read when accumulate = 1).
+// Push (after boff[8]): n, cols, k, rows, hasWeights, accumulate → Swift `MoECombinePush`.
+// Dispatch: one invocation per output element (n·cols), workgroups of spec constant 0 on a
+//   2D grid (common/grid.glsl); k iterations each.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufRows { float rows[]; };
+layout(set = 0, binding = 1) readonly buffer BufSlots { int slots[]; };
+layout(set = 0, binding = 2) readonly buffer BufWeights { float weights[]; };
+layout(set = 0, binding = 3) buffer BufOut { float o[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint cols;
+  uint k;
+  uint rows;
+  uint hasWeights;
+  uint accumulate;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n * pc.cols) return;
+  uint t = i / pc.cols;
+  uint c = i - t * pc.cols;
+  float acc = pc.accumulate != 0u ? o[pc.boff[3] + i] : 0.0;
+  for (uint s = 0u; s < pc.k; ++s) {
+    int slot = slots[pc.boff[1] + t * pc.k + s];
+    if (slot < 0 || uint(slot) >= pc.rows) continue;
+    float w = pc.hasWeights != 0u ? weights[pc.boff[2] + t * pc.k + s] : 1.0;
+    acc += w * rows[pc.boff[0] + uint(slot) * pc.cols + c];
+  }
+  o[pc.boff[3] + i] = acc;
+}
+"""#,
+    "moe_combine_back.comp": #"""
+#version 450
+// variant: USE_SUBGROUP=1
+// moe_combine_back: dWeights[t, s] = dOut[t, :] · rows[slots[t, s], :], the combine's weight
+//   gradient.                                         CPU twin: CPUBackend.moeCombineBackward
+//   Each invocation sums its strided columns, then a workgroup tree (common/reduce.glsl):
+//   deterministic, in another order than the CPU's sequential dot.
+//   A slot outside [0, rows) (the CPU backend throws) gives dWeights[t, s] = 0.
+// Shapes: dOut (n, cols) f32; rows (rows, cols) f32; slots (n, k) i32; dWeights (n, k) f32.
+// Bindings: 0 dOut, 1 rows, 2 slots (readonly), 3 dWeights.
+// Push (after boff[8]): pairs (n·k), cols, k, rows → Swift `MoECombineBackPush`.
+// Dispatch: one workgroup per pair (2D grid), RED_WG invocations striding over the columns.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+#include "common/reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufDOut { float dout[]; };
+layout(set = 0, binding = 1) readonly buffer BufRows { float rows[]; };
+layout(set = 0, binding = 2) readonly buffer BufSlots { int slots[]; };
+layout(set = 0, binding = 3) buffer BufDWeights { float dweights[]; };
+
+PUSH_BEGIN
+  uint pairs;
+  uint cols;
+  uint k;
+  uint rows;
+PUSH_END
+
+void main() {
+  uint p = wg_linear_id();
+  if (p >= pc.pairs) return;  // uniform over the workgroup
+  uint t = gl_LocalInvocationID.x;
+  int slot = slots[pc.boff[2] + p];
+  if (slot < 0 || uint(slot) >= pc.rows) {  // uniform: everyone read the same slot
+    if (t == 0u) dweights[pc.boff[3] + p] = 0.0;
+    return;
+  }
+  uint a = pc.boff[0] + (p / pc.k) * pc.cols, b = pc.boff[1] + uint(slot) * pc.cols;
+  float s = 0.0;
+  for (uint c = t; c < pc.cols; c += RED_WG) s += dout[a + c] * rows[b + c];
+  s = wg_reduce_sum(s);
+  if (t == 0u) dweights[pc.boff[3] + p] = s;
+}
+"""#,
+    "moe_dispatch.comp": #"""
+#version 450
+// moe_dispatch: groups the (token, slot) pairs by expert.     CPU twin: CPUBackend.moeDispatch
+//   counts[x] = #{pairs p : experts[p] == x}; segment x is rows offsets[x] ..< offsets[x + 1],
+//   offsets[0] = 0, offsets[x + 1] = offsets[x] + ceil(counts[x] / alignment)·alignment;
+//   pair p of expert x goes to row slots[p] = offsets[x] + #{q < p : experts[q] == x} (its
+//   rank among that expert's pairs in pair = token order) and sources[slots[p]] = p; every
+//   other row (padding, and the rows from offsets[e] on) holds −1. The same integers as
+//   the CPU's; no atomics, so nothing depends on scheduling.
+//   The rank is counted in chunks of `chunk` pairs: hist[c·e + x] = the pairs of expert x in
+//   chunk c, turned by PASS 1 into the count before chunk c, so pass 2 scans at most one chunk.
+//   A pair whose expert is outside [0, e) (the CPU backend throws) is left out of every
+//   count and gets slots[p] = −1.
+// Shapes: experts (pairs) i32, pairs = n·k; offsets (e + 1) i32; slots (pairs) i32;
+//   sources (rows) i32, rows ≥ MoE.rowCapacity; hist ((chunks + 1)·e) u32 scratch.
+// Passes (PASS define; the Swift `MoEDispatchPass` mirrors the list), push fields shared
+//   (after boff[8]): pairs, e, alignment, rows, chunk, chunks → Swift `MoEDispatchPush`.
+//   PASS 0  count. Bindings: 0 experts (readonly), 1 hist, 2 sources. One invocation per
+//           (chunk c, expert x) pair, g = c·e + x, counting its chunk (≤ chunk iterations),
+//           and per row g < rows writing sources[g] = −1; max(chunks·e, rows) invocations.
+//   PASS 1  scan. Bindings: 0 hist (read and written), 1 offsets. One workgroup; invocation t
+//           takes experts t, t + WG, …: an exclusive prefix over the chunks (chunks
+//           iterations), the padded count into hist[chunks·e + x], a barrier, then
+//           offsets[x] = Σ_{x' < x} padded counts (e iterations).
+//   PASS 2  scatter. Bindings: 0 experts, 1 hist, 2 offsets (readonly), 3 slots, 4 sources.
+//           One invocation per pair (≤ chunk iterations).
+//   All grids: workgroups of spec constant 0 on a 2D grid (common/grid.glsl).
+// variant: PASS=1
+// variant: PASS=2
+#ifndef PASS
+#define PASS 0
+#endif
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint pairs;
+  uint e;
+  uint alignment;
+  uint rows;
+  uint chunk;
+  uint chunks;
+PUSH_END
+
+#if PASS == 0
+layout(set = 0, binding = 0) readonly buffer BufExperts { int experts[]; };
+layout(set = 0, binding = 1) buffer BufHist { uint hist[]; };
+layout(set = 0, binding = 2) buffer BufSources { int sources[]; };
+
+void main() {
+  uint g = global_linear_id();
+  if (g < pc.rows) sources[pc.boff[2] + g] = -1;
+  if (g >= pc.chunks * pc.e) return;
+  uint c = g / pc.e;
+  int x = int(g - c * pc.e);
+  uint first = c * pc.chunk, last = min(first + pc.chunk, pc.pairs);
+  uint count = 0u;
+  for (uint p = first; p < last; ++p) {
+    if (experts[pc.boff[0] + p] == x) count += 1u;
+  }
+  hist[pc.boff[1] + g] = count;
+}
+
+#elif PASS == 1
+layout(set = 0, binding = 0) coherent buffer BufHist { uint hist[]; };
+layout(set = 0, binding = 1) buffer BufOffsets { int offsets[]; };
+
+void main() {
+  uint t = gl_LocalInvocationID.x;
+  uint totals = pc.boff[0] + pc.chunks * pc.e;
+  for (uint x = t; x < pc.e; x += WG_SIZE) {
+    uint before = 0u;
+    for (uint c = 0u; c < pc.chunks; ++c) {
+      uint i = pc.boff[0] + c * pc.e + x;
+      uint v = hist[i];
+      hist[i] = before;
+      before += v;
+    }
+    hist[totals + x] = (before + pc.alignment - 1u) / pc.alignment * pc.alignment;
+  }
+  memoryBarrierBuffer();
+  barrier();
+  for (uint x = t; x < pc.e; x += WG_SIZE) {
+    uint start = 0u;
+    for (uint y = 0u; y < x; ++y) start += hist[totals + y];
+    offsets[pc.boff[1] + x] = int(start);
+    if (x + 1u == pc.e) offsets[pc.boff[1] + pc.e] = int(start + hist[totals + x]);
+  }
+}
+
+#else
+layout(set = 0, binding = 0) readonly buffer BufExperts { int experts[]; };
+layout(set = 0, binding = 1) readonly buffer BufHist { uint hist[]; };
+layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
+layout(set = 0, binding = 3) buffer BufSlots { int slots[]; };
+layout(set = 0, binding = 4) buffer BufSources { int sources[]; };
+
+void main() {
+  uint p = global_linear_id();
+  if (p >= pc.pairs) return;
+  int x = experts[pc.boff[0] + p];
+  if (x < 0 || uint(x) >= pc.e) {
+    slots[pc.boff[3] + p] = -1;
+    return;
+  }
+  uint c = p / pc.chunk;
+  uint rank = hist[pc.boff[1] + c * pc.e + uint(x)];
+  for (uint q = c * pc.chunk; q < p; ++q) {
+    if (experts[pc.boff[0] + q] == x) rank += 1u;
+  }
+  uint row = uint(offsets[pc.boff[2] + uint(x)]) + rank;
+  slots[pc.boff[3] + p] = int(row);
+  if (row < pc.rows) sources[pc.boff[4] + row] = int(p);
+}
+#endif
+"""#,
+    "moe_gather.comp": #"""
+#version 450
+// moe_gather: rows[r, :] = weights[s]·x[s / k, :] for s = sources[r] (weights[s] = 1 when
+//   hasWeights = 0), and 0 where s < 0.                       CPU twin: CPUBackend.moeGather
+//   A source ≥ pairs = n·k (the CPU backend throws) also gives a zero row.
+// Shapes: x (n, cols) f32; sources (rows) i32; weights (n, k) f32; rows (rows, cols) f32.
+// Bindings: 0 x, 1 sources, 2 weights (any f32 buffer when hasWeights = 0), all readonly;
+//   3 rows.
+// Push (after boff[8]): rows, cols, pairs, k, hasWeights → Swift `MoEGatherPush`.
+// Dispatch: one invocation per output element (rows·cols), workgroups of spec constant 0
+//   on a 2D grid (common/grid.glsl).
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(set = 0, binding = 1) readonly buffer BufSources { int sources[]; };
+layout(set = 0, binding = 2) readonly buffer BufWeights { float weights[]; };
+layout(set = 0, binding = 3) buffer BufRows { float o[]; };
+
+PUSH_BEGIN
+  uint rows;
+  uint cols;
+  uint pairs;
+  uint k;
+  uint hasWeights;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.rows * pc.cols) return;
+  uint r = i / pc.cols;
+  uint c = i - r * pc.cols;
+  int s = sources[pc.boff[1] + r];
+  float v = 0.0;
+  if (s >= 0 && uint(s) < pc.pairs) {
+    v = x[pc.boff[0] + (uint(s) / pc.k) * pc.cols + c];
+    if (pc.hasWeights != 0u) v = weights[pc.boff[2] + uint(s)] * v;
+  }
+  o[pc.boff[3] + i] = v;
+}
+"""#,
+    "moe_route.comp": #"""
+#version 450
+// moe_route: the router's softmax and top-K.                    CPU twin: CPUBackend.moeRoute
+//   For token i (all in f32, sums in expert order as on the CPU):
+//     probs[i, j]    = exp(x[i, j] − m) / Σ_j' exp(x[i, j'] − m),  m = max_j x[i, j]
+//     experts[i, s]  (s = 0 ..< k) the k most probable experts, most probable first, ties to
+//                    the lower index: the order (p descending, j ascending), so pick s is the
+//                    first expert after pick s − 1 in that order (no "chosen" set is kept);
+//     weights[i, s]  = probs[i, experts[i, s]], divided by their sum (in pick order) when
+//                    normalize = 1 (Mixtral, norm_topk_prob).
+//   A NaN logit makes the row's probabilities NaN; its picks are then some in-range experts
+//   (the CPU's are too), never an index outside [0, e).
+// Shapes: logits, probs (n, e) f32; weights (n, k) f32; experts (n, k) i32; 1 ≤ k ≤ e.
+// Bindings: 0 logits (readonly), 1 probs, 2 weights, 3 experts.
+// Push (after boff[8]): n, e, k, normalize → Swift `MoERoutePush`.
+// Dispatch: one invocation per token, workgroups of spec constant 0 on a 2D grid
+//   (common/grid.glsl). Loops: 3e + k·e iterations per invocation (1.4 K at e = 128,
+//   k = 8), far below lavapipe's 65535.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufLogits { float logits[]; };
+layout(set = 0, binding = 1) buffer BufProbs { float probs[]; };
+layout(set = 0, binding = 2) buffer BufWeights { float weights[]; };
+layout(set = 0, binding = 3) buffer BufExperts { int experts[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint e;
+  uint k;
+  uint normalize;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  uint xb = pc.boff[0] + i * pc.e, pb = pc.boff[1] + i * pc.e;
+  uint wb = pc.boff[2] + i * pc.k, eb = pc.boff[3] + i * pc.k;
+
+  float mx = logits[xb];
+  for (uint j = 1u; j < pc.e; ++j) mx = max(mx, logits[xb + j]);
+  float sum = 0.0;
+  for (uint j = 0u; j < pc.e; ++j) {
+    float v = exp(logits[xb + j] - mx);
+    probs[pb + j] = v;
+    sum += v;
+  }
+  for (uint j = 0u; j < pc.e; ++j) probs[pb + j] = probs[pb + j] / sum;
+
+  // Pick s is the largest probability strictly after (prevP, prev) in (p desc, j asc) order.
+  int prev = -1;
+  float prevP = 0.0;
+  float picked = 0.0;
+  for (uint s = 0u; s < pc.k; ++s) {
+    int best = -1;
+    float bestP = 0.0;
+    for (uint j = 0u; j < pc.e; ++j) {
+      float p = probs[pb + j];
+      bool after = prev < 0 || p < prevP || (p == prevP && int(j) > prev);
+      if (after && (best < 0 || p > bestP)) { best = int(j); bestP = p; }
+    }
+    if (best < 0) {  // only with NaN probabilities: keep the picks distinct and in range
+      best = int(s);
+      bestP = probs[pb + s];
+    }
+    experts[eb + s] = best;
+    weights[wb + s] = bestP;
+    picked += bestP;
+    prev = best;
+    prevP = bestP;
+  }
+  if (pc.normalize != 0u) {
+    for (uint s = 0u; s < pc.k; ++s) weights[wb + s] = weights[wb + s] / picked;
+  }
+}
+"""#,
+    "moe_route_back.comp": #"""
+#version 450
+// moe_route_back: dLogits through the router.            CPU twin: CPUBackend.moeRouteBackward
+//   For token i with picks x_s = experts[i, s], routing weights w_s, their gradients
+//   g_s = dWeights[i, s], probabilities p = probs[i, :] and mask m = tokenMask[i] (1 without):
+//     dp[j]       = auxGradient[j]·m                      (0·m without auxGradient)
+//     dp[x_s]    += normalize ? (g_s − Σ_s' w_s'·g_s') / Σ_s' p[x_s'] : g_s
+//     dLogits[j]  = p[j]·(dp[j] − Σ_j' p[j']·dp[j'])      (the softmax's backward)
+//   Sums run in pick / expert order, as on the CPU. dp lives in the dLogits row itself (the
+//   invocation that owns the row writes and rereads it).
+//   A pick outside [0, e) is skipped (the CPU backend throws).
+// Shapes: dWeights, weights (n, k) f32; probs, dLogits (n, e) f32; experts (n, k) i32;
+//   auxGradient (e) f32; tokenMask (n) f32.
+// Bindings: 0 dWeights, 1 probs, 2 weights, 3 experts, 4 auxGradient (any f32 buffer when
+//   hasAux = 0), 5 tokenMask (any f32 buffer when hasMask = 0), all readonly; 6 dLogits.
+// Push (after boff[8]): n, e, k, normalize, hasAux, hasMask → Swift `MoERouteBackPush`.
+// Dispatch: one invocation per token, workgroups of spec constant 0 on a 2D grid
+//   (common/grid.glsl). Loops: 3e + 2k iterations per invocation.
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(set = 0, binding = 0) readonly buffer BufDWeights { float dweights[]; };
+layout(set = 0, binding = 1) readonly buffer BufProbs { float probs[]; };
+layout(set = 0, binding = 2) readonly buffer BufWeights { float weights[]; };
+layout(set = 0, binding = 3) readonly buffer BufExperts { int experts[]; };
+layout(set = 0, binding = 4) readonly buffer BufAux { float aux[]; };
+layout(set = 0, binding = 5) readonly buffer BufMask { float mask[]; };
+layout(set = 0, binding = 6) buffer BufDLogits { float dlogits[]; };
+
+PUSH_BEGIN
+  uint n;
+  uint e;
+  uint k;
+  uint normalize;
+  uint hasAux;
+  uint hasMask;
+PUSH_END
+
+void main() {
+  uint i = global_linear_id();
+  if (i >= pc.n) return;
+  uint pb = pc.boff[1] + i * pc.e, db = pc.boff[6] + i * pc.e;
+  uint kb = i * pc.k;
+  float m = pc.hasMask != 0u ? mask[pc.boff[5] + i] : 1.0;
+
+  for (uint j = 0u; j < pc.e; ++j) {
+    dlogits[db + j] = (pc.hasAux != 0u ? aux[pc.boff[4] + j] : 0.0) * m;
+  }
+  float picked = 0.0, dot = 0.0;
+  for (uint s = 0u; s < pc.k; ++s) {
+    int x = experts[pc.boff[3] + kb + s];
+    if (x >= 0 && uint(x) < pc.e) picked += probs[pb + uint(x)];
+    dot += weights[pc.boff[2] + kb + s] * dweights[pc.boff[0] + kb + s];
+  }
+  for (uint s = 0u; s < pc.k; ++s) {
+    int x = experts[pc.boff[3] + kb + s];
+    if (x < 0 || uint(x) >= pc.e) continue;
+    float g = dweights[pc.boff[0] + kb + s];
+    dlogits[db + uint(x)] += pc.normalize != 0u ? (g - dot) / picked : g;
+  }
+  float sum = 0.0;
+  for (uint j = 0u; j < pc.e; ++j) sum += probs[pb + j] * dlogits[db + j];
+  for (uint j = 0u; j < pc.e; ++j) dlogits[db + j] = probs[pb + j] * (dlogits[db + j] - sum);
+}
+"""#,
+    "moe_router_stats.comp": #"""
+#version 450
+// moe_router_stats: the load-balancing loss's sums for one layer, over the tokens t whose
+//   mask m_t = tokenMask[t] ≠ 0 (m_t = 1 for all without a mask):
+//     stats[x]       += Σ_t m_t·#{s : experts[t, s] == x}     (pairs routed to x)
+//     stats[e + x]   += Σ_t m_t·probs[t, x]                    (router probability mass)
+//     stats[2e]      += Σ_t m_t                                (tokens)
+//                                                     CPU twin: CPUBackend.moeRouterStatistics
+//   Deterministic two passes (no float atomics), in chunks of `chunk` tokens:
+//   PASS 0  partial[c·(2e + 1) + j] = stat j over the tokens of chunk c (token order).
+//   PASS 1  stats[j] += Σ_c partial[c·(2e + 1) + j] (chunk order).
+//   Counts and token sums are exact (integers below 2^24); the probability sums round in
+//   another order than the CPU's single running sum. A pick outside [0, e) (the CPU backend
+//   throws) counts nowhere.
+// Shapes: probs (n, e) f32; experts (n, k) i32; tokenMask (n) f32; stats (2e + 1) f32;
+//   partial (chunks·(2e + 1)) f32 scratch.
+// Bindings: PASS 0: 0 probs, 1 experts, 2 tokenMask (any f32 buffer when hasMask = 0), all
+//   readonly; 3 partial. PASS 1: 0 partial (readonly), 1 stats (read and written).
+// Push (after boff[8]): n, e, k, chunk, chunks, hasMask → Swift `MoERouterStatsPush`.
+// Dispatch: PASS 0 one invocation per (chunk, stat), chunks·(2e + 1) in all (≤ chunk·k
+//   iterations each); PASS 1 one per stat (chunks iterations); workgroups of spec constant
+//   0 on a 2D grid (common/grid.glsl).
+// variant: PASS=1
+#ifndef PASS
+#define PASS 0
+#endif
+#include "common/push.glsl"
+#include "common/grid.glsl"
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+PUSH_BEGIN
+  uint n;
+  uint e;
+  uint k;
+  uint chunk;
+  uint chunks;
+  uint hasMask;
+PUSH_END
+
+#if PASS == 0
+layout(set = 0, binding = 0) readonly buffer BufProbs { float probs[]; };
+layout(set = 0, binding = 1) readonly buffer BufExperts { int experts[]; };
+layout(set = 0, binding = 2) readonly buffer BufMask { float mask[]; };
+layout(set = 0, binding = 3) buffer BufPartial { float partial[]; };
+
+void main() {
+  uint width = 2u * pc.e + 1u;
+  uint g = global_linear_id();
+  if (g >= pc.chunks * width) return;
+  uint c = g / width, j = g - c * width;
+  uint first = c * pc.chunk, last = min(first + pc.chunk, pc.n);
+  float acc = 0.0;
+  for (uint t = first; t < last; ++t) {
+    float m = pc.hasMask != 0u ? mask[pc.boff[2] + t] : 1.0;
+    if (m == 0.0) continue;
+    if (j < pc.e) {
+      for (uint s = 0u; s < pc.k; ++s) {
+        if (experts[pc.boff[1] + t * pc.k + s] == int(j)) acc += m;
+      }
+    } else if (j < 2u * pc.e) {
+      acc += m * probs[pc.boff[0] + t * pc.e + (j - pc.e)];
+    } else {
+      acc += m;
+    }
+  }
+  partial[pc.boff[3] + g] = acc;
+}
+
+#else
+layout(set = 0, binding = 0) readonly buffer BufPartial { float partial[]; };
+layout(set = 0, binding = 1) buffer BufStats { float stats[]; };
+
+void main() {
+  uint width = 2u * pc.e + 1u;
+  uint j = global_linear_id();
+  if (j >= width) return;
+  float acc = 0.0;
+  for (uint c = 0u; c < pc.chunks; ++c) acc += partial[pc.boff[0] + c * width + j];
+  stats[pc.boff[1] + j] += acc;
+}
+#endif
 """#,
     "mul.comp": #"""
 #version 450

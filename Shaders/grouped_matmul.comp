@@ -1,0 +1,146 @@
+#version 450
+// grouped_matmul: one product per expert segment of rows.   CPU twin: CPUBackend.groupedMatmul
+//   Segment x is rows offsets[x] ..< offsets[x + 1] (device data: the host never reads it).
+//   TRANS_A 0:  c[seg x] = a[seg x] · op(b[x]) + beta·c[seg x]
+//       a (m, k) rows of width lda = k; c (m, n); op(b[x]) = b[x]ᵀ with TRANS_B 1, b (E, n, k),
+//       or b[x] with TRANS_B 0, b (E, k, n); b[x] starts at x·strideB. Rows from offsets[E]
+//       on are never written. A row tile never spans two segments when the segments start at
+//       multiples of BM (Swift `moeRowAlignment`); for any other offsets a tile is computed
+//       once per segment it meets and each pass writes only that segment's rows, so the
+//       result is the same, only slower.
+//       Host K slices (lavapipe's loop cap, Swift `matmulMaxK`): each dispatch sees a and b
+//       as views starting at its first k, with k = the slice and beta = 1 after the first.
+//   TRANS_A 1:  c[x] = a[seg x]ᵀ · b[seg x] + beta·c[x]    (the experts' weight gradients)
+//       a (k, m) with lda = m; b (k, n) with ldb = n; c (E, m, n), c[x] at x·strideC; here k
+//       is the rows R of a and b, bounding every segment. The reduction runs over the
+//       segment's rows, data-dependent: each dispatch covers rows sliceFirst ..<
+//       sliceFirst + sliceRows of every segment, the host dispatching ceil(R / sliceRows)
+//       slices (the worst case, one segment of all R rows), beta = 1 after the first. The
+//       first slice writes every c[x] (beta·c[x] for an empty segment); a later slice skips
+//       the segments it does not reach.
+//   beta = 0 never reads c. Sums run over k in order per output (common/matmul_tile.glsl).
+// Bindings: 0 a, 1 b, 2 offsets (E + 1) i32 (readonly), 3 c (read when beta ≠ 0, written).
+// Push (after boff[8]): m, n, k, lda, ldb, strideB, strideC, experts, sliceFirst, sliceRows,
+//   beta → Swift `GroupedMatmulPush`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1 (TRANS_A 0: m = R, the worst case, and
+//   tiles past offsets[E] exit) or E (TRANS_A 1), each clamped to the device's
+//   maxComputeWorkGroupCount; workgroups grid-stride over what does not fit. Workgroup
+//   (BM/TM)·(BN/TN) invocations; tiles in specialization constants 3..7.
+// Variant defines (Swift `GroupedMatmulVariant.defines` mirrors this list):
+//   TRANS_A 0|1   weight-gradient form (b must then be TRANS_B 0)
+//   TRANS_B 0|1   b[x] stored (n, k) instead of (k, n)
+// variant: TRANS_A=0 TRANS_B=1
+// variant: TRANS_A=1 TRANS_B=0
+#ifndef TRANS_A
+#define TRANS_A 0
+#endif
+#ifndef TRANS_B
+#define TRANS_B 0
+#endif
+
+#include "common/push.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
+layout(set = 0, binding = 3) buffer BufC { float c[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint lda;
+  uint ldb;
+  uint strideB;
+  uint strideC;
+  uint experts;
+  uint sliceFirst;
+  uint sliceRows;
+  float beta;
+PUSH_END
+
+#define MM_A_K_FAST (1 - TRANS_A)
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+uint baseA, baseB, baseC;  // the current product's first element of op(A), op(B) and C
+uint rowLo;                // TRANS_A 0: rows below this one belong to another segment
+
+// offsets[x], clamped to [0, limit] so that malformed offsets never index out of bounds.
+uint segment_bound(uint x, uint limit) {
+  int v = offsets[pc.boff[2] + x];
+  return v < 0 ? 0u : min(uint(v), limit);
+}
+
+float mm_load_a(uint row, uint kk) {
+#if TRANS_A
+  return a[baseA + kk * pc.lda + row];
+#else
+  return a[baseA + row * pc.lda + kk];
+#endif
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return b[baseB + col * pc.ldb + kk];
+#else
+  return b[baseB + kk * pc.ldb + col];
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+#if !TRANS_A
+  if (row < rowLo) return;
+#endif
+  uint i = baseC + row * pc.n + col;
+  c[i] = pc.beta == 0.0 ? acc : acc + pc.beta * c[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+#if TRANS_A
+  for (uint x = gl_WorkGroupID.z; x < pc.experts; x += gl_NumWorkGroups.z) {
+    uint hi = segment_bound(x + 1u, pc.k), lo = min(segment_bound(x, pc.k), hi);
+    uint segRows = hi - lo;
+    if (pc.sliceFirst > 0u && pc.sliceFirst >= segRows) continue;  // uniform: nothing to add
+    uint kLen = pc.sliceFirst < segRows ? min(segRows - pc.sliceFirst, pc.sliceRows) : 0u;
+    baseA = pc.boff[0] + (lo + pc.sliceFirst) * pc.lda;
+    baseB = pc.boff[1] + (lo + pc.sliceFirst) * pc.ldb;
+    baseC = pc.boff[3] + x * pc.strideC;
+    for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+        mm_zero();
+        mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, kLen);
+        mm_store(ty * BM, tx * BN, pc.m, pc.n);
+      }
+    }
+  }
+#else
+  baseA = pc.boff[0];
+  baseC = pc.boff[3];
+  uint end = segment_bound(pc.experts, pc.m);  // rows from here on are left alone
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    uint row0 = ty * BM;
+    if (row0 >= end) break;  // uniform; later tiles start further down
+    // The first segment ending after row0 (offsets rise), by bisection.
+    uint lo = 0u, hi = pc.experts;
+    while (lo < hi) {
+      uint mid = (lo + hi) / 2u;
+      if (segment_bound(mid + 1u, end) <= row0) lo = mid + 1u; else hi = mid;
+    }
+    for (uint x = lo; x < pc.experts; ++x) {
+      uint segLo = segment_bound(x, end), segHi = segment_bound(x + 1u, end);
+      if (segLo >= row0 + BM) break;
+      rowLo = max(segLo, row0);
+      uint rowHi = min(segHi, row0 + BM);
+      if (rowLo >= rowHi) continue;  // an empty segment (uniform)
+      baseB = pc.boff[1] + x * pc.strideB;
+      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+        mm_zero();
+        mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
+        mm_store(row0, tx * BN, rowHi, pc.n);
+      }
+    }
+  }
+#endif
+}
