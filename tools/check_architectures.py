@@ -50,6 +50,12 @@ def architectures():
                         final_logit_softcapping=1.0)),
         # Fused qkv_proj / gate_up_proj: the adapter's A is shared by the parts, as in PEFT.
         "phi3": (t.Phi3Config, t.Phi3ForCausalLM, dict(pad_token_id=None, sliding_window=8)),
+        # Mixture of experts: LoRA on the attention; the experts ride along in the merge.
+        "mixtral": (t.MixtralConfig, t.MixtralForCausalLM,
+                    dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16, output_router_logits=True)),
+        "qwen3_moe": (t.Qwen3MoeConfig, t.Qwen3MoeForCausalLM,
+                      dict(tie_word_embeddings=True, head_dim=32, num_experts=6, num_experts_per_tok=2,
+                           moe_intermediate_size=32, mlp_only_layers=[0])),
     }
 
 
@@ -62,6 +68,8 @@ def make_model(name, directory):
         for pname, p in model.named_parameters():
             if pname.endswith("norm.weight"):
                 p.copy_((0 if name.startswith("gemma") else 1) + 0.2 * torch.randn_like(p))
+            elif pname.endswith("mlp.gate.weight"):
+                p.copy_(0.3 * torch.randn_like(p))  # routers that actually prefer experts
     model.save_pretrained(directory, safe_serialization=True)
     for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
         src = os.path.join(TOKENIZER_DIR, f)

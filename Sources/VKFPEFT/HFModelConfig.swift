@@ -35,6 +35,10 @@ extension HFModelWriter {
     if let cap = config.finalLogitSoftcapping { object["final_logit_softcapping"] = cap }
     if let base = config.localRopeTheta { object["rope_local_base_freq"] = base }
     if let q = config.queryPreAttnScalar, q == q.rounded(), abs(q) < 1e9 { object["query_pre_attn_scalar"] = Int(q) }
+    if let moe = config.moe {  // float-typed (transformers 5 validates the type)
+      object["router_aux_loss_coef"] = moe.routerAuxLossCoef
+      if config.modelType == "mixtral" { object["router_jitter_noise"] = 0.0 }
+    }
     object["torch_dtype"] = "float32"
     object["dtype"] = "float32"
     return object

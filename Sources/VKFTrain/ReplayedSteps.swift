@@ -10,6 +10,9 @@ public protocol StagedTrainingTask: TrainingTask {
   /// Checks `batch` and uploads its inputs (never waiting), padded to `shape`; sets the
   /// dropout seed of the next pass. Returns false when the batch trains nothing (skip it).
   func stage(_ batch: Batch, as shape: StepShape, dropoutSeed: UInt64) throws -> Bool
+  /// Called before a step's micro-batches are staged with the normalizer their losses are
+  /// divided by (a task weighing other per-micro-batch terms by it keeps it).
+  func willStage(lossNormalizer: Float)
   /// Makes room for the largest shape the run will meet before anything is recorded, so
   /// later shapes reuse the same memory.
   func reserve(_ shape: StepShape) throws
@@ -24,6 +27,7 @@ public protocol StagedTrainingTask: TrainingTask {
 }
 
 extension StagedTrainingTask {
+  public func willStage(lossNormalizer: Float) {}
   public var stepMetrics: Tensor? { nil }
   public func absorbStepMetrics(_ values: [Float]) {}
 }
@@ -141,6 +145,7 @@ public final class ReplayedSteps {
       throw TrainingError.invalidBatch("\(batches.count) micro-batches but \(dropoutSeeds.count) dropout seeds")
     }
     try backend.upload([lossNormalizer], to: normalizer)
+    task.willStage(lossNormalizer: lossNormalizer)
     try run(&begin) { [task, optimizer, backend] in
       try task.zeroGradients()
       try optimizer.queueResetMetrics()

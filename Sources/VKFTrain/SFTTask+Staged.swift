@@ -10,10 +10,15 @@ extension SFTTask: StagedTrainingTask {
     // A micro-batch with no trained target adds nothing to loss or gradients.
     guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return false }
     let padded = try Self.padded(ids: ids, targets: targets, batch: batch, to: shape)
-    try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch)
+    let trained = Float(targets.filter { $0 != LlamaModel.ignoreIndex }.count)
+    try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch,
+                    tokenMask: Self.tokenMask(batch, model: model, tokens: shape.tokens),
+                    auxLossWeight: trained / stepLossNormalizer)
     try dropoutSeedSetter(dropoutSeed)
     return true
   }
+
+  public func willStage(lossNormalizer: Float) { stepLossNormalizer = lossNormalizer }
 
   public func reserve(_ shape: StepShape) throws {
     try model.reserve(batch: shape.batch, tokens: shape.tokens)

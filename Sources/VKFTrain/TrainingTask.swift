@@ -50,6 +50,9 @@ public final class SFTTask: TrainingTask {
   private let zero: () throws -> Void
   let dropoutSeedSetter: (UInt64) throws -> Void
   private let trainingModeSetter: (Bool) -> Void
+  /// The step's loss normalizer, for the micro-batches a replayed step stages next (their
+  /// share of a mixture-of-experts model's load-balancing loss).
+  var stepLossNormalizer: Float = 1
 
   /// A task over `model` training `trainables`.
   /// - Parameters:
@@ -82,7 +85,7 @@ public final class SFTTask: TrainingTask {
     guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return 0 }
     try dropoutSeedSetter(dropoutSeed)
     try model.forward(ids: ids, targets: targets, batch: batch.batchSize,
-                      lossNormalizer: lossNormalizer, computeGradients: true)
+                      lossNormalizer: lossNormalizer, computeGradients: true, tokenMask: Self.tokenMask(batch, model: model))
     let loss = try model.loss()
     try model.backward()
     return loss
@@ -95,8 +98,22 @@ public final class SFTTask: TrainingTask {
     trainingModeSetter(false)
     defer { trainingModeSetter(true) }
     // Normalizer 1: the per-token losses sum to the batch's total loss.
-    try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+    try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1,
+                      tokenMask: Self.tokenMask(batch, model: model))
     return (Double(try model.loss()), tokens)
+  }
+
+  /// For a mixture-of-experts model: 1 at the batch's example tokens, 0 at padding, row by row
+  /// over `tokens` columns (≥ the batch's; the extra ones are padding) — the tokens its
+  /// load-balancing loss counts, as transformers' attention mask. nil for dense models.
+  static func tokenMask(_ batch: Batch, model: LlamaModel, tokens: Int? = nil) -> [Float]? {
+    guard model.shape.moe != nil else { return nil }
+    let t = tokens ?? batch.seqLength
+    var mask = [Float](repeating: 0, count: batch.batchSize * t)
+    for (r, ranges) in batch.boundaries.enumerated() where r < batch.batchSize {
+      for range in ranges { for i in range where i < t { mask[r * t + i] = 1 } }
+    }
+    return mask
   }
 
   /// The batch's ids and targets as the model's Int32, refusing values that do not fit.

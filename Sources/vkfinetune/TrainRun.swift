@@ -16,7 +16,7 @@ struct TrainRun {
   var overwrite: Bool
 
   func run() throws {
-    let s = settings
+    var s = settings
     guard let modelArg = s.model, let dataPath = s.data, let outputPath = s.outputDir else {
       throw RecipeError("model, data and output_dir are required")  // validate() already said which
     }
@@ -32,6 +32,7 @@ struct TrainRun {
 
     // Model and data first: the cheap failures (bad file, bad record) come before any compute.
     let loaded = try ModelLoader.load(modelArg)
+    s = try Self.forExperts(s, shape: loaded.shape)
     let data = s.objective.isPreference
       ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)

@@ -52,6 +52,8 @@ public struct Architecture: Sendable {
   public var softcapKeys = false, defaultSoftcaps: (attention: Double, final: Double)? = nil
   /// Gemma 3's local RoPE base (`rope_local_base_freq`) when absent.
   public var defaultLocalRopeTheta: Double? = nil
+  /// The sparse mixture-of-experts block's layout, nil for dense MLPs only.
+  public var moe: MoEStyle? = nil
 
   /// Every supported architecture, in the order error messages list them.
   public static let registry: [Architecture] = [
@@ -83,6 +85,13 @@ public struct Architecture: Sendable {
                  sequenceClassification: "Phi3ForSequenceClassification", defaultContext: 4096,
                  defaultRMSNormEps: 1e-5, windowOnByDefault: true, windowRule: .everyLayer,
                  fusedProjections: true),
+    Architecture(modelType: "mixtral", causalLM: "MixtralForCausalLM",
+                 sequenceClassification: "MixtralForSequenceClassification", defaultContext: 131072,
+                 defaultRMSNormEps: 1e-5, defaultRopeTheta: 1_000_000, windowOnByDefault: true,
+                 windowRule: .everyLayer, moe: .mixtral),
+    Architecture(modelType: "qwen3_moe", causalLM: "Qwen3MoeForCausalLM",
+                 sequenceClassification: "Qwen3MoeForSequenceClassification", defaultContext: 32768,
+                 windowRule: .fromMaxWindowLayers, qkNorm: true, moe: .qwen3),
   ]
 
   /// The entry for `modelType`, or nil when it is not supported.

@@ -87,6 +87,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   public var padTokenId: Int?
   /// `torch_dtype` (or the newer `dtype`): the checkpoint's storage dtype. Default: nil.
   public var torchDtype: String?
+  /// The sparse mixture-of-experts settings (mixtral, qwen3_moe); nil for dense models.
+  public var moe: MoEConfig?
 
   /// The registry entry of `modelType` (decoding refuses any other type).
   public var architecture: Architecture {
@@ -194,6 +196,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
       ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
     try Self.refuseUnimplementedSettings(c, architecture: arch)
+    if let style = arch.moe {
+      let (width, layers) = (intermediateSize, numHiddenLayers)
+      moe = try MoEConfig(from: decoder, style: style, intermediateSize: width, layers: layers)
+    } else {
+      moe = nil
+    }
     // Gemma 2 defaults to 50 / 30 when the keys are absent; null means none (transformers).
     attnLogitSoftcapping = c.contains(.attentionSoftcap)
       ? try c.decodeIfPresent(Double.self, forKey: .attentionSoftcap) : arch.defaultSoftcaps?.attention
@@ -312,5 +320,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     else if !eosTokenIds.isEmpty { try c.encode(eosTokenIds, forKey: .eosTokenIds) }
     try c.encodeIfPresent(padTokenId, forKey: .padTokenId)
     try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
+    if let moe, let style = architecture.moe { try moe.encode(to: encoder, style: style) }
   }
 }

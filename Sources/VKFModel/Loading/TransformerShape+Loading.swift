@@ -21,6 +21,11 @@ extension TransformerShape {
               tiedEmbeddings: config.tieWordEmbeddings, qkvBias: config.hasQKVBias)
     qkNorm = config.hasQKNorm
     fusedProjections = config.architecture.fusedProjections
+    if let m = config.moe, let style = config.architecture.moe {
+      moe = MoEShape(style: style, experts: m.experts, topK: m.expertsPerToken, intermediate: m.expertIntermediateSize,
+                     normalizeTopK: m.normTopKProb, sparseLayers: (0..<config.numHiddenLayers).map(m.isSparse),
+                     auxLossCoefficient: Float(m.trainingAuxLossCoef))
+    }
     activation = config.gatedActivation ?? .silu
     if config.isGemmaFamily {
       normWeightOffset = 1

@@ -31,6 +31,9 @@ struct LayerActivations {
   /// RMSNorms, and those norms' 1/rms (N); nil otherwise.
   var oOut: Tensor? = nil, downOut: Tensor? = nil
   var rstd3: Tensor? = nil, rstd4: Tensor? = nil
+  /// A mixture-of-experts model's routing and expert outputs (nil for dense models). In a
+  /// sparse layer gate, up and act hold the experts' rows (R, F) instead of (N, F).
+  var moe: RoutedActivations? = nil
 }
 
 /// Every activation, activation gradient and scratch buffer of one (B, T) shape, carved
@@ -86,6 +89,8 @@ final class ActivationArena {
   var tokenWeights: Tensor
   /// The allocations every view above points into (f32; i32 ids/targets/positions).
   let storage: Tensor, intStorage: Tensor
+  /// A mixture-of-experts model's scratch (nil for dense models).
+  let moe: MoEScratch?
 
   /// `previous`: an arena whose allocations are reused when large enough, so batches of
   /// varying length (padded to their longest example) do not allocate (and page-fault in)
@@ -96,13 +101,14 @@ final class ActivationArena {
   init(shape s: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool, headTokens: Int,
        fusedAttention: Bool, activationType: DType = .f32, previous: ActivationArena? = nil, ones: Tensor,
        backend: Backend) throws {
+    let moeAlignment = backend.moeRowAlignment
     self.batch = batch; self.tokens = tokens
     self.savesEveryLayer = savesEveryLayer
     let n = batch * tokens
     // Two passes over the same carving code: the first only measures.
     func carve(_ c: Carver) throws -> Views {
       try Self.carve(c, s, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer, headTokens: headTokens,
-                     fusedAttention: fusedAttention, activationType: activationType)
+                     fusedAttention: fusedAttention, activationType: activationType, moeAlignment: moeAlignment)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
@@ -124,6 +130,11 @@ final class ActivationArena {
     (kA, kB, dkHead, dvHead) = (v.f32[8], v.f32[9], v.f32[10], v.f32[11])
     (dResidual, dHidden, dTemp) = (v.f32[12], v.f32[13], v.f32[14])
     (dAct, dGate, dUp) = (v.f32[15], v.f32[16], v.f32[17])
+    moe = v.moe
+    if let m = moe {
+      try backend.fill(m.tokenMask, value: 1)
+      try backend.fill(m.auxWeight, value: 1)
+    }
     let ints = intStorage
     ids = try ints.view(offset: 0, shape: [n])
     targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
@@ -167,18 +178,25 @@ final class ActivationArena {
 
   /// f32 elements an arena of this shape needs (its views plus the token weights).
   static func f32Elements(shape: TransformerShape, batch: Int, tokens: Int, savesEveryLayer: Bool,
-                          headTokens: Int, fusedAttention: Bool, activationType: DType = .f32) throws -> Int {
+                          headTokens: Int, fusedAttention: Bool, activationType: DType = .f32,
+                          moeAlignment: Int = 1) throws -> Int {
     let measure = Carver(base: nil)
     _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer,
-                  headTokens: headTokens, fusedAttention: fusedAttention, activationType: activationType)
+                  headTokens: headTokens, fusedAttention: fusedAttention, activationType: activationType,
+                  moeAlignment: moeAlignment)
     return measure.offset + LlamaWeights.aligned(batch * tokens)
   }
 
   /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
   fileprivate static func carve(_ c: Carver, _ s: TransformerShape, batch: Int, tokens: Int,
                                 savesEveryLayer: Bool, headTokens: Int, fusedAttention: Bool,
-                                activationType: DType) throws -> Views {
+                                activationType: DType, moeAlignment: Int) throws -> Views {
     let n = batch * tokens
+    // The MLP buffers: (N, F) for dense models; with experts, flat and large enough for the
+    // dense layers' (N, F) and the sparse layers' expert rows (R, F_e).
+    let rows = s.moe.map { MoE.rowCapacity(tokens: n, topK: $0.topK, experts: $0.experts, alignment: moeAlignment) } ?? 0
+    let mlp: [Int] = s.moe.map { m in [max(s.hasDenseMLP ? n * s.intermediate : 0, rows * m.intermediate)] }
+      ?? [n, s.intermediate]
     // Per-row attention statistics: T probabilities, or one log-sum-exp when fused.
     let attentionRow = fusedAttention ? [batch, s.heads, tokens] : [batch, s.heads, tokens, tokens]
     let half = savesEveryLayer && activationType != .f32
@@ -186,7 +204,7 @@ final class ActivationArena {
     func rounded(_ shape: [Int]) throws -> Tensor { half ? try c.take(shape, activationType) : try c.take(shape) }
     var v = Views()
     v.residual = try (0...s.layers).map { _ in try c.take([n, s.hidden]) }
-    let act = try c.take([n, s.intermediate])  // every layer's silu(gate)·up, recomputed in the backward
+    let act = try c.take(mlp)  // every layer's silu(gate)·up, recomputed in the backward
     v.saved = try (0..<(savesEveryLayer ? s.layers : 1)).map { _ in
       LayerActivations(
         h1: try rounded([n, s.hidden]), rstd1: try c.take([n]),
@@ -196,12 +214,13 @@ final class ActivationArena {
         probs: try c.take(attentionRow),
         attn: try rounded([n, s.qWidth]), x1: try rounded([n, s.hidden]),
         h2: try rounded([n, s.hidden]), rstd2: try c.take([n]),
-        gate: try rounded([n, s.intermediate]), up: try rounded([n, s.intermediate]), act: act,
+        gate: try rounded(mlp), up: try rounded(mlp), act: act,
         qRaw: s.qkNorm ? try rounded([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try rounded([n, s.kvWidth]) : nil,
         qRstd: s.qkNorm ? try c.take([n * s.heads]) : nil, kRstd: s.qkNorm ? try c.take([n * s.kvHeads]) : nil,
         oOut: s.sandwichNorms ? try rounded([n, s.hidden]) : nil,
         downOut: s.sandwichNorms ? try rounded([n, s.hidden]) : nil,
-        rstd3: s.sandwichNorms ? try c.take([n]) : nil, rstd4: s.sandwichNorms ? try c.take([n]) : nil)
+        rstd3: s.sandwichNorms ? try c.take([n]) : nil, rstd4: s.sandwichNorms ? try c.take([n]) : nil,
+        moe: try s.moe.map { try RoutedActivations(c, $0, tokens: n, rows: rows, hidden: s.hidden) })
     }
     if half, let first = v.saved.first {
       // The f32 working set: the rounded tensors only (layerSet supplies the rest per layer).
@@ -212,7 +231,7 @@ final class ActivationArena {
         v: try c.take([batch, s.kvHeads, tokens, s.headDim]),
         probs: first.probs, attn: try c.take([n, s.qWidth]), x1: try c.take([n, s.hidden]),
         h2: try c.take([n, s.hidden]), rstd2: first.rstd2,
-        gate: try c.take([n, s.intermediate]), up: try c.take([n, s.intermediate]), act: act,
+        gate: try c.take(mlp), up: try c.take(mlp), act: act,
         qRaw: s.qkNorm ? try c.take([n, s.qWidth]) : nil, kRaw: s.qkNorm ? try c.take([n, s.kvWidth]) : nil,
         qRstd: first.qRstd, kRstd: first.kRstd,
         oOut: s.sandwichNorms ? try c.take([n, s.hidden]) : nil,
@@ -223,7 +242,8 @@ final class ActivationArena {
                  [n, s.qWidth], [n, s.qWidth], [n, s.qWidth],
                  [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth], [n, s.kvWidth],
                  [n, s.hidden], [n, s.hidden], [n, s.hidden],
-                 [n, s.intermediate], [n, s.intermediate], [n, s.intermediate]].map { try c.take($0) }
+                 mlp, mlp, mlp].map { try c.take($0) }
+    v.moe = try s.moe.map { try MoEScratch(c, $0, tokens: n, rows: rows, hidden: s.hidden, alignment: moeAlignment) }
     return v
   }
 
@@ -231,12 +251,13 @@ final class ActivationArena {
   fileprivate struct Views {
     var residual: [Tensor] = [], saved: [LayerActivations] = [], f32: [Tensor] = []
     var working: LayerActivations?
+    var moe: MoEScratch?
   }
 }
 
 /// Hands out consecutive 64-element-aligned views of one tensor; with no base it only
 /// measures (views of a placeholder storage that is never read or written).
-private final class Carver {
+final class Carver {
   let base: Tensor?
   private(set) var offset = 0
   private static let placeholder = PlaceholderStorage()

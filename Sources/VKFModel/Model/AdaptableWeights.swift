@@ -22,7 +22,9 @@ public protocol AdaptableWeights: AnyObject {
 extension LlamaWeights: AdaptableWeights {
   /// The seven Llama projections, in PEFT's (and the model's) order.
   public static let projectionModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-  public var loraModules: [String] { Self.projectionModules }
+  /// A mixture-of-experts model offers its attention projections only (PEFT would apply the
+  /// MLP names to every expert).
+  public var loraModules: [String] { shape.moe == nil ? Self.projectionModules : Array(Self.projectionModules.prefix(4)) }
   public var fusedProjections: Bool { shape.fusedProjections }
   public var fusedModules: [(module: String, parts: [(module: String, rowOffset: Int, rows: Int)])] { shape.fusedModules }
   public var hiddenSize: Int { shape.hidden }

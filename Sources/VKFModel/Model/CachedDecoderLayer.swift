@@ -81,13 +81,20 @@ struct CachedDecoderLayer {
       try be.add(x, proj, alpha: 1, into: x)
     }
     // MLP
-    let gate = try sc.gate.leading([n, s.intermediate]), up = try sc.up.leading([n, s.intermediate])
-    let act = try sc.act.leading([n, s.intermediate])
     try be.rmsNorm(x, weight: w.postNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h, rstd: try sc.rstd.leading([n]))
-    try w.gate.forward(be, h, into: gate)
-    try w.up.forward(be, h, into: up)
-    try be.gatedActivation(s.activation, gate: gate, up: up, into: act)
-    try w.down.forward(be, act, into: proj)
+    if let ex = w.experts {
+      try expertsForward(be, ex, h, tokens: n, into: proj)
+    } else {
+      guard let gateProj = w.gate, let upProj = w.up, let downProj = w.down else {
+        throw VKFError.other("CachedDecoderLayer: a dense layer without its MLP projections")
+      }
+      let gate = try sc.gate.leading([n, s.intermediate]), up = try sc.up.leading([n, s.intermediate])
+      let act = try sc.act.leading([n, s.intermediate])
+      try gateProj.forward(be, h, into: gate)
+      try upProj.forward(be, h, into: up)
+      try be.gatedActivation(s.activation, gate: gate, up: up, into: act)
+      try downProj.forward(be, act, into: proj)
+    }
     if let norm = w.mlpOutNorm {
       try be.rmsNorm(proj, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: h,
                      rstd: try sc.rstd.leading([n]))
@@ -95,5 +102,29 @@ struct CachedDecoderLayer {
     } else {
       try be.add(x, proj, alpha: 1, into: x)
     }
+  }
+
+  /// A sparse layer's MLP on h (N, C) into out: route, run each token's K experts, combine
+  /// (`DecoderLayer.expertsForward` without keeping anything).
+  private func expertsForward(_ be: Backend, _ ex: ExpertWeights, _ h: Tensor, tokens n: Int, into out: Tensor) throws {
+    guard let ms = shape.moe, let r = scratch.moe else {
+      throw VKFError.other("CachedDecoderLayer: a sparse layer without routing buffers")
+    }
+    let m = r.routed, rows = [r.rowCount, ms.intermediate]
+    let logits = try r.logits.leading([n, ms.experts])
+    let probs = try m.probs.leading([n, ms.experts]), weights = try m.weights.leading([n, ms.topK])
+    let experts = try m.experts.leading([n, ms.topK]), slots = try m.slots.leading([n, ms.topK])
+    let (g, u, act) = (try scratch.gate.leading(rows), try scratch.up.leading(rows), try scratch.act.leading(rows))
+    try ex.router.forward(be, h, into: logits)
+    try be.moeRoute(logits: logits, topK: ms.topK, normalize: ms.normalizeTopK, probs: probs, weights: weights,
+                    experts: experts)
+    try be.moeDispatch(experts: experts, expertCount: ms.experts, alignment: r.alignment, offsets: m.offsets,
+                       slots: slots, sources: m.sources)
+    try be.moeGather(h, sources: m.sources, topK: ms.topK, weights: nil, into: r.inputs)
+    try be.groupedMatmul(r.inputs, ex.gate, into: g, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.groupedMatmul(r.inputs, ex.up, into: u, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
+    try be.groupedMatmul(act, ex.down, into: m.rows, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.moeCombine(m.rows, slots: slots, weights: weights, into: out, accumulate: false)
   }
 }

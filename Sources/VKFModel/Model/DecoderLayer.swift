@@ -25,7 +25,7 @@ struct DecoderLayer {
 
   private var b: Int { arena.batch }
   private var t: Int { arena.tokens }
-  private var n: Int { arena.batch * arena.tokens }
+  var n: Int { arena.batch * arena.tokens }
   private var attentionScale: Float { shape.attentionScale }
 
   // MARK: - Forward
@@ -89,20 +89,38 @@ struct DecoderLayer {
     try be.add(a.x1, x, alpha: 1, into: a.x1)
     // MLP
     try be.rmsNorm(a.x1, weight: w.postNorm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: a.h2, rstd: a.rstd2)
-    try w.gate.forward(be, a.h2, into: a.gate)
-    try w.up.forward(be, a.h2, into: a.up)
-    try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
+    if let ex = w.experts, let m = a.moe {
+      // Sparse: y = x1 + Σ_k w_k·expert_k(n2); the backward reads the experts' outputs, so a
+      // recomputing pass runs it whole.
+      try expertsForward(be, ex, saved: a, routed: m, into: y, recomputing: recomputing)
+      try be.add(y, a.x1, alpha: 1, into: y)
+      return
+    }
+    guard let gate = w.gate, let up = w.up, let down = w.down else {
+      throw VKFError.other("DecoderLayer: a dense layer without its MLP projections")
+    }
+    let (g, u, act) = try denseMLP(a)
+    try gate.forward(be, a.h2, into: g)
+    try up.forward(be, a.h2, into: u)
+    try be.gatedActivation(s.activation, gate: g, up: u, into: act)
     if let norm = w.mlpOutNorm, let downOut = a.downOut, let rstd = a.rstd4 {
       // Sandwich: y = x1 + RMSNorm(down(act)). A recomputing pass runs it too (the backward
       // reads down's output and 1/rms), rewriting y with the same values.
-      try w.down.forward(be, a.act, into: downOut)
+      try down.forward(be, act, into: downOut)
       try be.rmsNorm(downOut, weight: norm, weightOffset: s.normWeightOffset, eps: s.rmsNormEps, into: y, rstd: rstd)
       try be.add(y, a.x1, alpha: 1, into: y)
       return
     }
     if recomputing { return }
-    try w.down.forward(be, a.act, into: y)
+    try down.forward(be, act, into: y)
     try be.add(y, a.x1, alpha: 1, into: y)
+  }
+
+  /// The dense MLP's gate, up and activation buffers as (N, F) (leading views of the arena's
+  /// MLP buffers, which a mixture-of-experts model sizes for its expert rows too).
+  func denseMLP(_ a: LayerActivations) throws -> (gate: Tensor, up: Tensor, act: Tensor) {
+    let shape = [n, self.shape.intermediate]
+    return (try a.gate.leading(shape), try a.up.leading(shape), try a.act.leading(shape))
   }
 
   // MARK: - Backward
@@ -113,13 +131,23 @@ struct DecoderLayer {
     let s = shape, w = weights, ar = arena, ones = arena.ones
     let (nh, kvh, hs) = (s.heads, s.kvHeads, s.headDim)
     let dRes = ar.dResidual
-    // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
-    try be.gatedActivation(s.activation, gate: a.gate, up: a.up, into: a.act)
-    let dDown = try throughOutputNorm(be, w.mlpOutNorm, x: a.downOut, rstd: a.rstd4, dWeight: w.mlpOutNormGrad)
-    try w.down.backward(be, dy: dDown, x: a.act, dx: ar.dAct, accumulateInput: false, ones: ones)
-    try be.gatedActivationBackward(s.activation, ar.dAct, gate: a.gate, up: a.up, dGate: ar.dGate, dUp: ar.dUp)
-    try w.gate.backward(be, dy: ar.dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
-    try w.up.backward(be, dy: ar.dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    if let ex = w.experts, let m = a.moe {
+      try expertsBackward(be, ex, saved: a, routed: m)  // dL/dn2 into dHidden
+    } else {
+      guard let gate = w.gate, let up = w.up, let down = w.down else {
+        throw VKFError.other("DecoderLayer: a dense layer without its MLP projections")
+      }
+      // MLP: y = x1 + down(act); act = silu(gate)·up is not kept per layer: recomputed here.
+      let (g, u, act) = try denseMLP(a)
+      let shape = [n, s.intermediate]
+      let (dAct, dGate, dUp) = (try ar.dAct.leading(shape), try ar.dGate.leading(shape), try ar.dUp.leading(shape))
+      try be.gatedActivation(s.activation, gate: g, up: u, into: act)
+      let dDown = try throughOutputNorm(be, w.mlpOutNorm, x: a.downOut, rstd: a.rstd4, dWeight: w.mlpOutNormGrad)
+      try down.backward(be, dy: dDown, x: act, dx: dAct, accumulateInput: false, ones: ones)
+      try be.gatedActivationBackward(s.activation, dAct, gate: g, up: u, dGate: dGate, dUp: dUp)
+      try gate.backward(be, dy: dGate, x: a.h2, dx: ar.dHidden, accumulateInput: false, ones: ones)
+      try up.backward(be, dy: dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ones)
+    }
     try be.rmsNormBackward(ar.dHidden, x: a.x1, weight: w.postNorm, weightOffset: s.normWeightOffset, rstd: a.rstd2, dx: ar.dTemp,
                            dWeight: w.postNormGrad)
     try be.add(dRes, ar.dTemp, alpha: 1, into: dRes)  // dRes = dL/dx1
@@ -182,7 +210,7 @@ struct DecoderLayer {
   /// dL/d(a block's output before its sandwich norm) from dL/dy in `dResidual`: into `dTemp`
   /// through the norm (accumulating its weight's gradient), or `dResidual` itself without one.
   /// `dTemp` must be free: it is, before the MLP's and before the attention's input gradients.
-  private func throughOutputNorm(_ be: Backend, _ norm: Tensor?, x: Tensor?, rstd: Tensor?,
+  func throughOutputNorm(_ be: Backend, _ norm: Tensor?, x: Tensor?, rstd: Tensor?,
                                  dWeight: Tensor?) throws -> Tensor {
     guard let norm, let x, let rstd else { return arena.dResidual }
     try be.rmsNormBackward(arena.dResidual, x: x, weight: norm, weightOffset: shape.normWeightOffset, rstd: rstd,

@@ -82,14 +82,19 @@ final class InferenceScratch {
   let ids, positions, lastRows: Tensor
   /// Bytes of both allocations.
   let byteCount: Int
+  /// A mixture-of-experts model's routing buffers (nil for dense models).
+  let moe: InferenceRouting?
 
   init(shape s: TransformerShape, backend: Backend, batch: Int, chunk: Int, capacity: Int) throws {
     let n = batch * chunk
+    let routing = try s.moe.map { try InferenceRouting(shape: s, moe: $0, tokens: n, backend: backend) }
+    // The MLP buffers hold a dense layer's (N, F) and a sparse layer's expert rows (R, F_e).
+    let mlp = max(s.hasDenseMLP ? n * s.intermediate : 0, routing.map { $0.rowCount * $0.width } ?? 0)
     let sizes = [n * s.hidden, n * s.hidden, n * s.hidden, s.qkNorm ? n * max(s.heads, s.kvHeads) : n,
                  n * s.qWidth, n * s.qWidth, n * s.kvWidth, n * s.kvWidth,
                  batch * s.kvWidth * capacity, batch * s.kvWidth * capacity,
                  batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,
-                 n * s.intermediate, n * s.intermediate, n * s.intermediate,
+                 mlp, mlp, mlp,
                  batch * s.hidden, batch * s.hidden, batch, batch * s.vocab]
     let offsets = sizes.reduce(into: [0]) { $0.append($0[$0.count - 1] + LlamaWeights.aligned($1)) }
     let total = offsets[offsets.count - 1]
@@ -105,7 +110,35 @@ final class InferenceScratch {
     ids = try ints.view(offset: 0, shape: [n])
     positions = try ints.view(offset: a, shape: [n])
     lastRows = try ints.view(offset: 2 * a, shape: [batch])
-    byteCount = 4 * (total + 2 * a + LlamaWeights.aligned(batch))
+    byteCount = 4 * (total + 2 * a + LlamaWeights.aligned(batch)) + (routing?.byteCount ?? 0)
+    moe = routing
+  }
+}
+
+/// The routing buffers of an inference pass over N tokens through sparse layers.
+final class InferenceRouting {
+  /// Routing and expert outputs of the layer being run (reused by every layer).
+  let routed: RoutedActivations
+  /// Gathered inputs (R, C) and router logits (N, E).
+  let inputs, logits: Tensor
+  /// Expert rows R, their alignment, and an expert's width F.
+  let rowCount: Int, alignment: Int, width: Int
+  /// Bytes of the allocation.
+  let byteCount: Int
+
+  init(shape s: TransformerShape, moe m: MoEShape, tokens n: Int, backend: Backend) throws {
+    let a = backend.moeRowAlignment
+    let r = MoE.rowCapacity(tokens: n, topK: m.topK, experts: m.experts, alignment: a)
+    (alignment, rowCount, width) = (a, r, m.intermediate)
+    func carve(_ c: Carver) throws -> (RoutedActivations, Tensor, Tensor) {
+      (try RoutedActivations(c, m, tokens: n, rows: r, hidden: s.hidden), try c.take([r, s.hidden]),
+       try c.take([n, m.experts]))
+    }
+    let measure = Carver(base: nil)
+    _ = try carve(measure)
+    let storage = try backend.allocate([measure.offset])
+    (routed, inputs, logits) = try carve(Carver(base: storage))
+    byteCount = 4 * measure.offset
   }
 }
 

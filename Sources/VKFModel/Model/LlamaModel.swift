@@ -72,6 +72,10 @@ public final class LlamaModel {
     guard activationType.isFloat else {
       throw VKFError.other("LlamaModel: activations are stored f32, f16 or bf16, not \(activationType)")
     }
+    if weights.shape.moe != nil, activationType != .f32 {
+      throw VKFError.other("LlamaModel: 16-bit saved activations are not implemented for mixture-of-experts "
+        + "models yet; train in f32")
+    }
     self.weights = weights
     self.checkpointing = checkpointing
     self.activationType = activationType
@@ -127,11 +131,15 @@ public final class LlamaModel {
   /// instead of the number of non-ignored targets — the total over every micro-batch of a
   /// step makes accumulated gradients equal those of the whole batch.
   /// `weightedLater`: the backward takes per-token weights (`backward(tokenWeights:)`).
+  /// `tokenMask` (B·T, 1 real, 0 padding) is what a mixture-of-experts model's load-balancing
+  /// loss counts (nil: every token).
   public func forward(ids: [Int32], targets: [Int32]? = nil, batch: Int,
                       lossNormalizer: Float? = nil, computeGradients: Bool = false,
-                      weightedLater: Bool = false) throws {
+                      weightedLater: Bool = false, tokenMask: [Float]? = nil) throws {
     if let targets {
-      try stage(ids: ids, targets: targets, batch: batch)
+      let trained = Float(targets.filter { $0 != Self.ignoreIndex }.count)
+      try stage(ids: ids, targets: targets, batch: batch, tokenMask: tokenMask,
+                auxLossWeight: lossNormalizer.map { trained / $0 } ?? 1)
       if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
         throw VKFError.other("LlamaModel.forward: every target is ignored (−100); "
           + "pass lossNormalizer to run such a micro-batch")
@@ -165,7 +173,11 @@ public final class LlamaModel {
   /// Checks ids (B, T) and targets and uploads them into the arena of their shape, which the
   /// next `forwardStaged` uses. Uploads never wait: a replayed step stages each micro-batch
   /// between replays of one recorded `forwardStaged` + `backward` per shape.
-  public func stage(ids: [Int32], targets: [Int32], batch: Int) throws {
+  /// A mixture-of-experts model's load-balancing loss counts the tokens `tokenMask` marks 1
+  /// (nil: all) and enters the loss × `auxLossWeight` (the micro-batch's share of the step:
+  /// its trained targets / the step's).
+  public func stage(ids: [Int32], targets: [Int32], batch: Int, tokenMask: [Float]? = nil,
+                    auxLossWeight: Float = 1) throws {
     try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
     if targets.count != ids.count {
       throw VKFError.shapeMismatch(op: "LlamaModel.forward",
@@ -178,6 +190,17 @@ public final class LlamaModel {
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
     try backend.upload(targets, to: ar.targets)
+    if let m = ar.moe {
+      if let tokenMask {
+        guard tokenMask.count == ids.count else {
+          throw VKFError.shapeMismatch(op: "LlamaModel.forward", detail: "\(tokenMask.count) mask values for \(ids.count) ids")
+        }
+        try backend.upload(tokenMask, to: m.tokenMask)
+      } else {
+        try backend.fill(m.tokenMask, value: 1)
+      }
+      try backend.upload([auxLossWeight], to: m.auxWeight)
+    }
     stagedArena = ar
     stagedTargetCount = targets.reduce(0) { $0 + ($1 == Self.ignoreIndex ? 0 : 1) }
   }
@@ -213,6 +236,12 @@ public final class LlamaModel {
     // A trained head's weighted gradients need the weights: its chunks are redone then.
     let gradientsNow = computeGradients && !(weightedLater && weights.lmHead.isTrained)
     for r in headChunks(ar) { try headChunk(ar, r, gradients: gradientsNow, tokenWeights: nil) }
+    if let m = ar.moe, let ms = shape.moe, ms.auxLossCoefficient > 0, !weightedLater {
+      // The load-balancing loss joins the first token's loss (Σ losses is the pass's loss);
+      // its gradient per expert waits in auxGradient for the sparse layers' backward.
+      try backend.moeAuxLoss(stats: m.stats, coefficient: ms.auxLossCoefficient, weight: m.auxWeight,
+                             lossSum: try ar.losses.view(offset: 0, shape: [1]), gradient: m.auxGradient)
+    }
     pending = computeGradients ? (weightedLater ? .weighted : .trunk) : .none
   }
 
@@ -411,6 +440,11 @@ public final class LlamaModel {
   private func trunk(_ ar: ActivationArena, saving: Bool) throws {
     arena = ar
     let be = backend, s = shape
+    if let m = ar.moe, let ms = s.moe, ms.auxLossCoefficient > 0 {
+      // Load-balancing sums start over; the gradient stays 0 unless a loss pass computes it.
+      try be.fill(m.stats, value: 0)
+      try be.fill(m.auxGradient, value: 0)
+    }
     try be.embedding(ids: ar.ids, table: weights.embedding, into: ar.residual[0])
     if s.embeddingScale != 1 { try be.scale(ar.residual[0], by: s.embeddingScale, into: ar.residual[0]) }
     for l in 0..<s.layers {

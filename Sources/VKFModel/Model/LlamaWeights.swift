@@ -40,15 +40,33 @@ public struct LlamaLayerWeights {
   public var postNorm: Tensor
   /// Its accumulated gradient.
   public var postNormGrad: Tensor?
-  /// MLP projections: gate and up (F, C), down (C, F).
-  public var gate, up, down: Linear
+  /// Dense MLP projections: gate and up (F, C), down (C, F); nil in a sparse layer.
+  public var gate, up, down: Linear?
+  /// A sparse layer's router and experts; nil in a dense layer.
+  public var experts: ExpertWeights? = nil
 
   /// True when any parameter of this layer is trained.
   public var isTrained: Bool {
     inputNormGrad != nil || postNormGrad != nil || qNormGrad != nil || kNormGrad != nil
       || attnOutNormGrad != nil || mlpOutNormGrad != nil
-      || [q, k, v, o, gate, up, down].contains { $0.isTrained }
+      || [q, k, v, o].contains { $0.isTrained } || [gate, up, down].contains { $0?.isTrained == true }
+      || experts?.isTrained == true
   }
+}
+
+/// A sparse layer's mixture of experts: the router and every expert's gated MLP, each
+/// projection kind stacked over the experts in one tensor (expert e's weight is row block e,
+/// the view `parameters` holds under its Hugging Face name).
+public struct ExpertWeights {
+  /// Router (E, C): logits = x·routerᵀ.
+  public var router: Linear
+  /// Gate and up (E, F, C), down (E, C, F).
+  public var gate, up, down: Tensor
+  /// Their accumulated gradients (nil where frozen), stacked the same way.
+  public var gateGrad, upGrad, downGrad: Tensor?
+
+  /// True when the router or an expert is trained.
+  public var isTrained: Bool { router.isTrained || gateGrad != nil || upGrad != nil || downGrad != nil }
 }
 
 /// The parameters of a Llama-family model on one backend (f32), with gradient buffers for
@@ -124,12 +142,14 @@ public final class LlamaWeights {
     var params: [String: Tensor] = [:]
     var bases: [String: LinearWeight] = [:]
     let projectionWeights = Set((0..<shape.layers).flatMap { i in
-      Self.projectionKeys.map { ParameterNames.layerPrefix(i) + $0.prefix + ".weight" }
+      Self.projectionSuffixes.map { ParameterNames.layerPrefix(i) + $0 + ".weight" }
     })
     // Fused tensors (Phi-3's qkv_proj, gate_up_proj) by HF name → their parts' names and rows.
     var fusedParts: [String: [(name: String, rows: Int)]] = [:]
     for f in shape.fusedModules { fusedParts[f.module + ".weight"] = f.parts.map { ($0.module + ".weight", $0.rows) } }
     fusedPartNames = fusedParts.mapValues { $0.map(\.name) }
+    // Expert weights land in per-layer stacks (E, F, C) / (E, C, F): name → (stack, expert).
+    let stacks = try Self.expertStacks(shape, backend)
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -162,6 +182,12 @@ public final class LlamaWeights {
         }
         continue
       }
+      if let (stack, e) = stacks.slot[name] {
+        let part = try stack.tensor.view(offset: e * stack.perExpert, shape: want)
+        try backend.upload(values, to: part)
+        params[name] = part
+        continue
+      }
       if frozenStorage != .f32, want.count == 2, !trainable.contains(name) {
         params[name] = try Self.upload16(values, shape: want, frozenStorage, name: name, on: backend)
         continue
@@ -172,11 +198,23 @@ public final class LlamaWeights {
     // minStorageBufferOffsetAlignment, so no view straddles a misaligned binding).
     let trained = expected.filter { trainable.contains($0.name) }
     var offsets: [String: Int] = [:], total = 0
-    for (name, s) in trained { offsets[name] = total; total += Self.aligned(s.reduce(1, *)) }
+    for (name, s) in trained where stacks.slot[name] == nil { offsets[name] = total; total += Self.aligned(s.reduce(1, *)) }
+    // Each stack's gradients form one (E, ·, ·) tensor: expert e's at e·(its size), the stack
+    // aligned (reserved whole when any of its experts trains).
+    var stackGradOffsets: [ObjectIdentifier: Int] = [:]
+    for stack in stacks.all where stack.names.contains(where: trainable.contains) {
+      stackGradOffsets[ObjectIdentifier(stack)] = total
+      for (e, name) in stack.names.enumerated() where trainable.contains(name) { offsets[name] = total + e * stack.perExpert }
+      total += Self.aligned(stack.names.count * stack.perExpert)
+    }
     gradientArena = total > 0 ? try backend.allocate([total]) : nil
     var grads: [String: Tensor] = [:]
     if let arena = gradientArena {
       for (name, s) in trained { grads[name] = try arena.view(offset: offsets[name] ?? 0, shape: s) }
+      for stack in stacks.all {
+        guard let at = stackGradOffsets[ObjectIdentifier(stack)] else { continue }
+        stack.gradient = try arena.view(offset: at, shape: stack.tensor.shape)
+      }
     }
     // The parts of fused tensors: row views of the parameter and of its gradient.
     var partParams: [String: Tensor] = [:], partGrads: [String: Tensor] = [:]
@@ -218,8 +256,10 @@ public final class LlamaWeights {
         mlpOutNormGrad: grads[p + "post_feedforward_layernorm.weight"],
         postNorm: try param(p + (shape.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
         postNormGrad: grads[p + (shape.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")],
-        gate: try linear(p + "mlp.gate_proj"), up: try linear(p + "mlp.up_proj"),
-        down: try linear(p + "mlp.down_proj"))
+        gate: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.gate_proj"),
+        up: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.up_proj"),
+        down: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.down_proj"),
+        experts: try stacks.weights(layer: i, router: linear))
     }
     finalNorm = try param(ParameterNames.finalNorm)
     finalNormGrad = grads[ParameterNames.finalNorm]
@@ -231,28 +271,40 @@ public final class LlamaWeights {
     try zeroGradients()
   }
 
-  /// The seven projections of every layer by Hugging Face module name
-  /// (`model.layers.{i}.self_attn.q_proj` …), in layer order: where adapters attach.
+  /// The projections of every layer by Hugging Face module name
+  /// (`model.layers.{i}.self_attn.q_proj` …), in layer order: where adapters attach. A sparse
+  /// layer has the four attention projections only (its router and experts are not visited).
   public var projectionNames: [String] {
     (0..<shape.layers).flatMap { i in
-      Self.projectionKeys.map { ParameterNames.layerPrefix(i) + $0.prefix }
+      (Self.attentionKeys.map(\.prefix) + (shape.isSparse(layer: i) ? [] : Self.mlpKeys.map(\.prefix)))
+        .map { ParameterNames.layerPrefix(i) + $0 }
     }
   }
 
-  /// Module-name suffix and key path of each projection, in PEFT's order.
-  nonisolated(unsafe) static let projectionKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear>)] = [
-    ("self_attn.q_proj", \.q), ("self_attn.k_proj", \.k), ("self_attn.v_proj", \.v),
-    ("self_attn.o_proj", \.o), ("mlp.gate_proj", \.gate), ("mlp.up_proj", \.up),
-    ("mlp.down_proj", \.down),
+  /// Module-name suffix and key path of each attention projection, in PEFT's order.
+  nonisolated(unsafe) static let attentionKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear>)] = [
+    ("self_attn.q_proj", \.q), ("self_attn.k_proj", \.k), ("self_attn.v_proj", \.v), ("self_attn.o_proj", \.o),
   ]
+  /// The dense MLP's projections (absent in sparse layers), after the attention's.
+  nonisolated(unsafe) static let mlpKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear?>)] = [
+    ("mlp.gate_proj", \.gate), ("mlp.up_proj", \.up), ("mlp.down_proj", \.down),
+  ]
+
+  /// Module-name suffixes of every dense layer's projections, in PEFT's order.
+  static var projectionSuffixes: [String] { attentionKeys.map(\.prefix) + mlpKeys.map(\.prefix) }
 
   /// Calls `body` with every projection and its Hugging Face module name
   /// (`model.layers.{i}.self_attn.q_proj`, …) and stores what it changes: how adapters are
-  /// attached and how QLoRA swaps a dense base for NF4. The LM head is not visited.
+  /// attached and how QLoRA swaps a dense base for NF4. The LM head, routers and experts are
+  /// not visited.
   public func updateProjections(_ body: (String, inout Linear) throws -> Void) rethrows {
     for i in layers.indices {
-      for (suffix, path) in Self.projectionKeys {
-        try body(ParameterNames.layerPrefix(i) + suffix, &layers[i][keyPath: path])
+      let p = ParameterNames.layerPrefix(i)
+      for (suffix, path) in Self.attentionKeys { try body(p + suffix, &layers[i][keyPath: path]) }
+      for (suffix, path) in Self.mlpKeys {
+        guard var linear = layers[i][keyPath: path] else { continue }
+        try body(p + suffix, &linear)
+        layers[i][keyPath: path] = linear
       }
     }
   }

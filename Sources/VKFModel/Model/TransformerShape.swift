@@ -57,6 +57,10 @@ public struct TransformerShape: Equatable, Sendable {
     if sandwichNorms { out.append("sandwich norms") }
     if !localInvFreq.isEmpty { out.append("local RoPE base on windowed layers") }
     if fusedProjections { out.append("fused qkv / gate_up") }
+    if let m = moe {
+      out.append("\(m.experts) experts, top-\(m.topK) on \(m.sparseLayerCount) of \(layers) layers"
+        + (m.auxLossCoefficient > 0 ? ", load-balancing loss × \(m.auxLossCoefficient)" : ""))
+    }
     if attentionSoftcap > 0 { out.append("attention soft-cap \(attentionSoftcap)") }
     if finalLogitSoftcap > 0 { out.append("logit soft-cap \(finalLogitSoftcap)") }
     return out
@@ -121,6 +125,9 @@ public struct TransformerShape: Equatable, Sendable {
     }
   }
 
+  /// The sparse mixture-of-experts layers (Mixtral, Qwen3-MoE); nil for dense models.
+  public var moe: MoEShape? = nil
+
   /// The softmax scale of every layer's attention.
   public var attentionScale: Float { attentionScaleOverride ?? 1 / Float(headDim).squareRoot() }
 
@@ -177,6 +184,7 @@ public struct TransformerShape: Equatable, Sendable {
     guard !fusedProjections || (!qkvBias && hidden % 64 == 0) else {
       throw bad("fused projections need hidden % 64 == 0 (their parts are aligned views) and no q/k/v bias")
     }
+    try moe?.validate(layers: layers)
     guard slidingWindows.isEmpty || (slidingWindows.count == layers && slidingWindows.allSatisfy({ $0 >= 0 })) else {
       throw bad("slidingWindows \(slidingWindows): one window ≥ 0 per layer (\(layers)) or none")
     }
@@ -210,13 +218,21 @@ public struct TransformerShape: Equatable, Sendable {
       } else {
         out.append((p + "post_attention_layernorm.weight", [hidden]))
       }
-      if fusedProjections {
+      if let m = moe, isSparse(layer: i) {
+        out.append((m.routerName(i), [m.experts, hidden]))
+        for e in 0..<m.experts {
+          let names = m.expertNames(i, e)
+          out.append((names.gate, [m.intermediate, hidden]))
+          out.append((names.up, [m.intermediate, hidden]))
+          out.append((names.down, [hidden, m.intermediate]))
+        }
+      } else if fusedProjections {
         out.append((p + "mlp.gate_up_proj.weight", [2 * intermediate, hidden]))
       } else {
         out.append((p + "mlp.gate_proj.weight", [intermediate, hidden]))
         out.append((p + "mlp.up_proj.weight", [intermediate, hidden]))
       }
-      out.append((p + "mlp.down_proj.weight", [hidden, intermediate]))
+      if !isSparse(layer: i) { out.append((p + "mlp.down_proj.weight", [hidden, intermediate])) }
     }
     out.append((ParameterNames.finalNorm, [hidden]))
     if !tiedEmbeddings { out.append((ParameterNames.lmHead, [vocab, hidden])) }

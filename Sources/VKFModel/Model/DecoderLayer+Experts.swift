@@ -1,0 +1,88 @@
+import VKFCore
+
+// A sparse layer's MLP: a router picks K of E experts per token, each expert a gated MLP, and
+// the token's output is their outputs weighted by the routing weights (transformers'
+// MixtralSparseMoeBlock / Qwen3MoeSparseMoeBlock).
+// Legend: N tokens, E experts, K experts per token, R expert rows, C hidden, F expert width.
+//
+// The (token, expert) pairs run as rows grouped by expert (`Backend.moeDispatch`): each
+// projection is one grouped matmul over all experts, and nothing reads the routing on the host.
+
+extension DecoderLayer {
+  /// n2 (the saved h2) → the weighted sum of its experts' outputs, into `out` (N, C); keeps
+  /// the routing and the experts' outputs in `routed` and gate / up rows in `a`. Adds the
+  /// layer's routing to the load-balancing sums unless `recomputing` (they were added once).
+  func expertsForward(_ be: Backend, _ ex: ExpertWeights, saved a: LayerActivations, routed m: RoutedActivations,
+                      into out: Tensor, recomputing: Bool) throws {
+    let (ms, sc) = try moeParts()
+    let (g, u, act) = try expertRows(a)
+    try ex.router.forward(be, a.h2, into: sc.router)  // logits (N, E)
+    try be.moeRoute(logits: sc.router, topK: ms.topK, normalize: ms.normalizeTopK, probs: m.probs,
+                    weights: m.weights, experts: m.experts)
+    try be.moeDispatch(experts: m.experts, expertCount: ms.experts, alignment: sc.alignment, offsets: m.offsets,
+                       slots: m.slots, sources: m.sources)
+    try be.moeGather(a.h2, sources: m.sources, topK: ms.topK, weights: nil, into: sc.rowsA)  // (R, C)
+    try be.groupedMatmul(sc.rowsA, ex.gate, into: g, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.groupedMatmul(sc.rowsA, ex.up, into: u, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
+    try be.groupedMatmul(act, ex.down, into: m.rows, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.moeCombine(m.rows, slots: m.slots, weights: m.weights, into: out, accumulate: false)
+    if !recomputing, ms.auxLossCoefficient > 0 {
+      try be.moeRouterStatistics(probs: m.probs, experts: m.experts, tokenMask: sc.tokenMask, into: sc.stats)
+    }
+  }
+
+  /// dL/dy in `dResidual` → dL/dn2 in `dHidden`, accumulating the experts' and the router's
+  /// gradients (and the load-balancing loss's, from `auxGradient`, when it is on).
+  func expertsBackward(_ be: Backend, _ ex: ExpertWeights, saved a: LayerActivations, routed m: RoutedActivations) throws {
+    let (ms, sc) = try moeParts()
+    let ar = arena
+    let (g, u, act) = try expertRows(a)
+    let rows = [sc.rowCount, ms.intermediate]
+    let (dAct, dGate, dUp) = (try ar.dAct.leading(rows), try ar.dGate.leading(rows), try ar.dUp.leading(rows))
+    let dOut = ar.dResidual
+    // Through the combine: the routing weights' gradient, and each row's share of dL/dy.
+    try be.moeCombineBackward(dOut, rows: m.rows, slots: m.slots, dWeights: sc.dWeights)
+    try be.moeGather(dOut, sources: m.sources, topK: ms.topK, weights: m.weights, into: sc.rowsA)  // dL/d rows
+    // Through down: act is recomputed (not kept per layer).
+    try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
+    try be.groupedMatmul(sc.rowsA, ex.down, into: dAct, offsets: m.offsets, transposeA: false, transposeB: false, beta: 0)
+    if let dDown = ex.downGrad {
+      try be.groupedMatmul(sc.rowsA, act, into: dDown, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
+    }
+    try be.gatedActivationBackward(shape.activation, dAct, gate: g, up: u, dGate: dGate, dUp: dUp)
+    // Through gate and up: their inputs gathered again (rowsA is free), then dL/d rows into rowsB.
+    try be.moeGather(a.h2, sources: m.sources, topK: ms.topK, weights: nil, into: sc.rowsA)
+    if let dG = ex.gateGrad {
+      try be.groupedMatmul(dGate, sc.rowsA, into: dG, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
+    }
+    if let dU = ex.upGrad {
+      try be.groupedMatmul(dUp, sc.rowsA, into: dU, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
+    }
+    try be.groupedMatmul(dGate, ex.gate, into: sc.rowsB, offsets: m.offsets, transposeA: false, transposeB: false, beta: 0)
+    try be.groupedMatmul(dUp, ex.up, into: sc.rowsB, offsets: m.offsets, transposeA: false, transposeB: false, beta: 1)
+    try be.moeCombine(sc.rowsB, slots: m.slots, weights: nil, into: ar.dHidden, accumulate: false)
+    // Through the router: top-K weights (and the load-balancing loss) → logits → n2.
+    try be.moeRouteBackward(dWeights: sc.dWeights, probs: m.probs, weights: m.weights, experts: m.experts,
+                            normalize: ms.normalizeTopK, auxGradient: ms.auxLossCoefficient > 0 ? sc.auxGradient : nil,
+                            tokenMask: sc.tokenMask, into: sc.router)
+    try ex.router.backward(be, dy: sc.router, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ar.ones)
+  }
+
+  /// The model's expert settings and the arena's expert scratch.
+  private func moeParts() throws -> (MoEShape, MoEScratch) {
+    guard let ms = shape.moe, let sc = arena.moe else {
+      throw VKFError.other("DecoderLayer: a sparse layer in an arena without expert buffers")
+    }
+    return (ms, sc)
+  }
+
+  /// The expert rows' gate, up and activation (R, F): leading views of the MLP buffers.
+  private func expertRows(_ a: LayerActivations) throws -> (Tensor, Tensor, Tensor) {
+    guard let ms = shape.moe, let sc = arena.moe else {
+      throw VKFError.other("DecoderLayer: a sparse layer in an arena without expert buffers")
+    }
+    let rows = [sc.rowCount, ms.intermediate]
+    return (try a.gate.leading(rows), try a.up.leading(rows), try a.act.leading(rows))
+  }
+}

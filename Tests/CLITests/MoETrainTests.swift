@@ -1,0 +1,107 @@
+import Foundation
+import XCTest
+
+/// `train` on a tiny random Mixtral (hidden 64, 2 layers, 4 experts, top-2, the load-balancing
+/// loss on; SmolLM2's tokenizer): LoRA on the attention by default, full fine-tuning writing
+/// every expert under its checkpoint name, and the modes experts do not support refused.
+final class MoETrainTests: XCTestCase {
+  /// The model's directory: config.json, random weights by Mixtral's checkpoint names, and the
+  /// shared SmolLM2 tokenizer files.
+  static func tinyMixtral(in dir: URL) throws -> URL {
+    let model = dir.appendingPathComponent("tiny-mixtral")
+    try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+    let shared = URL(fileURLWithPath: try TrainedRun.modelDirectory())
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+      let src = shared.appendingPathComponent(f)
+      if FileManager.default.fileExists(atPath: src.path) {
+        try FileManager.default.copyItem(at: src, to: model.appendingPathComponent(f))
+      }
+    }
+    let (v, h, f, layers, experts, kv, hd) = (49152, 64, 96, 2, 4, 32, 16)
+    let config: [String: Any] = [
+      "model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "vocab_size": v, "hidden_size": h,
+      "intermediate_size": f, "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "head_dim": hd, "num_local_experts": experts, "num_experts_per_tok": 2, "output_router_logits": true,
+      "router_aux_loss_coef": 0.01, "tie_word_embeddings": true, "max_position_embeddings": 512,
+      "bos_token_id": 1, "eos_token_id": 2,
+    ]
+    try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+    var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [v, h]), ("model.norm.weight", [h])]
+    for l in 0..<layers {
+      let p = "model.layers.\(l)."
+      shapes += [(p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
+                 (p + "self_attn.q_proj.weight", [4 * hd, h]), (p + "self_attn.k_proj.weight", [kv, h]),
+                 (p + "self_attn.v_proj.weight", [kv, h]), (p + "self_attn.o_proj.weight", [h, 4 * hd]),
+                 (p + "block_sparse_moe.gate.weight", [experts, h])]
+      for e in 0..<experts {
+        let x = p + "block_sparse_moe.experts.\(e)."
+        shapes += [(x + "w1.weight", [f, h]), (x + "w3.weight", [f, h]), (x + "w2.weight", [h, f])]
+      }
+    }
+    var seed: UInt64 = 11
+    try ClassificationTests.writeSafetensors(shapes.map { name, shape in
+      let values = (0..<shape.reduce(1, *)).map { _ -> Float in
+        seed = seed &* 6364136223846793005 &+ 1442695040888963407
+        let u = Float(seed >> 40) / Float(1 << 24) - 0.5
+        return name.hasSuffix("norm.weight") ? 1 : name.contains(".gate.weight") ? u : u * 0.1
+      }
+      return (name, shape, values)
+    }, to: model.appendingPathComponent("model.safetensors"))
+    return model
+  }
+
+  private func setUp(_ tag: String) throws -> (dir: URL, model: URL, data: URL) {
+    let dir = try SharedTemporaryDirectories.make(
+      FileManager.default.temporaryDirectory.appendingPathComponent("vkf-moe-\(tag)-\(UUID())"))
+    let data = dir.appendingPathComponent("train.json")
+    try TrainedRun.alpaca("alpaca_train.json", count: 8, to: data)
+    return (dir, try Self.tinyMixtral(in: dir), data)
+  }
+
+  private func common(_ s: (dir: URL, model: URL, data: URL)) -> [String] {
+    ["train", "--cpu", "--model", s.model.path, "--data", s.data.path, "--max-seq-length", "64", "--batch-size", "2",
+     "--max-steps", "2", "--learning-rate", "1e-3"]
+  }
+
+  func test_lora_adaptsTheAttention_andFullWritesEveryExpert() throws {
+    let s = try setUp("train")
+    let adapter = s.dir.appendingPathComponent("adapter")
+    let lora = try CLITests.run(common(s) + ["--method", "lora", "--output", adapter.path])
+    XCTAssertEqual(lora.status, 0, lora.stderr)
+    XCTAssertTrue(lora.stdout.contains("4 experts, top-2 on 2 of 2 layers, load-balancing loss × 0.01"), lora.stdout)
+    XCTAssertTrue(lora.stdout.contains("8 adapters on q_proj,k_proj,v_proj,o_proj"), lora.stdout)
+    let config = try XCTUnwrap(try JSONSerialization.jsonObject(
+      with: Data(contentsOf: adapter.appendingPathComponent("adapter_config.json"))) as? [String: Any])
+    XCTAssertEqual(config["target_modules"] as? [String], ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    let full = s.dir.appendingPathComponent("full")
+    let run = try CLITests.run(common(s) + ["--method", "full", "--output", full.path])
+    XCTAssertEqual(run.status, 0, run.stderr)
+    let weights = try Data(contentsOf: full.appendingPathComponent("model.safetensors"))
+    let header = String(decoding: weights.prefix(200_000), as: UTF8.self)
+    for name in ["model.layers.1.block_sparse_moe.experts.3.w2.weight", "model.layers.0.block_sparse_moe.gate.weight"] {
+      XCTAssertTrue(header.contains("\"\(name)\""), "\(name) missing from the written model")
+    }
+    let written = try XCTUnwrap(try JSONSerialization.jsonObject(
+      with: Data(contentsOf: full.appendingPathComponent("config.json"))) as? [String: Any])
+    XCTAssertEqual(written["num_local_experts"] as? Int, 4)
+    XCTAssertEqual(written["router_aux_loss_coef"] as? Double, 0.01)
+    // The written model trains again (it loads with the same names and shapes).
+    let again = try CLITests.run(["train", "--cpu", "--model", full.path, "--data", s.data.path, "--max-seq-length", "64",
+                                  "--max-steps", "1", "--method", "lora", "--output", s.dir.appendingPathComponent("again").path])
+    XCTAssertEqual(again.status, 0, again.stderr)
+  }
+
+  func test_unsupportedModes_refusedWithWhatToChange() throws {
+    let s = try setUp("refuse")
+    let out = s.dir.appendingPathComponent("refused")
+    for (flags, says) in [(["--method", "qlora"], "use --method lora"), (["--method", "lora", "--bf16"], "train in f32"),
+                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj")] {
+      let r = try CLITests.run(common(s) + flags + ["--output", out.path])
+      XCTAssertNotEqual(r.status, 0, "\(flags)")
+      XCTAssertTrue(r.stderr.contains(says), "\(flags): \(r.stderr)")
+      XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+    }
+    XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+  }
+}
