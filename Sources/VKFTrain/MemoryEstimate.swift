@@ -64,6 +64,9 @@ public struct MemoryEstimate: Equatable, Sendable {
     /// Storage of the saved activations (`LlamaModel.activationType`; 16-bit only matters
     /// without checkpointing).
     public var activationType: DType
+    /// A mixture-of-experts model's expert-row alignment (`Backend.moeRowAlignment`); the
+    /// default, 64 (Vulkan's), bounds every backend's.
+    public var moeRowAlignment = 64
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
                 nf4DoubleQuant: Bool = true,
@@ -112,7 +115,7 @@ public struct MemoryEstimate: Equatable, Sendable {
     let activationBytes = LlamaModel.activationBytes(
       shape: s, batch: settings.microBatchSize, tokens: settings.seqLength, checkpointing: settings.checkpointing,
       headChunkTokens: settings.headChunkTokens, fusedAttention: settings.fusedAttention,
-      activationType: settings.activationType)
+      activationType: settings.activationType, moeRowAlignment: settings.moeRowAlignment)
 
     lines = [
       Line(category: .weights, deviceBytes: weightBytes, hostBytes: 0),

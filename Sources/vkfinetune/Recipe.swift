@@ -179,6 +179,10 @@ struct TrainSettings: Encodable, Equatable {
   /// `mlm_probability`: share of the tokens the mlm objective masks (transformers'
   /// DataCollatorForLanguageModeling). Default 0.15.
   var mlmProbability = 0.15
+  /// `router_aux_loss_coef` (LLaMA-Factory: `moe_aux_loss_coef`): a mixture-of-experts model's
+  /// load-balancing loss weight; > 0 turns the loss on (as `output_router_logits` does), 0 off.
+  /// Default unset: the model's config decides (router_aux_loss_coef when output_router_logits).
+  var routerAuxLossCoef: Double?
 
   // Declaration order is `--print-config`'s order.
   enum CodingKeys: String, CodingKey, CaseIterable {
@@ -200,7 +204,7 @@ struct TrainSettings: Encodable, Equatable {
     case trainOnPrompt = "train_on_prompt", chatTemplate = "chat_template", datasetFormat = "dataset_format"
     case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
     case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin
-    case mlmProbability = "mlm_probability"
+    case mlmProbability = "mlm_probability", routerAuxLossCoef = "router_aux_loss_coef"
   }
 
   /// The defaults above.

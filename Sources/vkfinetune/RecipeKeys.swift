@@ -127,6 +127,7 @@ enum RecipeKeys {
     RecipeKey("precompute_ref_log_probs") { s, e in s.precomputeRefLogProbs = try e.bool() },
     RecipeKey("margin") { s, e in s.margin = try e.double() },
     RecipeKey("mlm_probability") { s, e in s.mlmProbability = try e.double() },
+    RecipeKey("router_aux_loss_coef", ["moe_aux_loss_coef"]) { s, e in s.routerAuxLossCoef = try e.double() },
   ]
 
   /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.

@@ -47,6 +47,9 @@ extension TrainSettings {
     guard maxSeqLength > 1 else { throw fail("max_seq_length", maxSeqLength, "use at least 2 tokens") }
     guard weightDecay >= 0 else { throw fail("weight_decay", weightDecay, "use a number ≥ 0") }
     guard maxGradNorm >= 0 else { throw fail("max_grad_norm", maxGradNorm, "use a number ≥ 0 (0 = no clipping)") }
+    if let c = routerAuxLossCoef, !(c.isFinite && c >= 0) {
+      throw RecipeError("router_aux_loss_coef = \(c) is invalid: use a weight ≥ 0 (0.001 is Mixtral's; 0 turns the loss off)")
+    }
     for (key, beta) in [("adam_beta1", adamBeta1), ("adam_beta2", adamBeta2)] where !(0..<1).contains(beta) {
       throw fail(key, beta, "use a fraction in [0, 1)")
     }

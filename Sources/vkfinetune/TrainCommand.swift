@@ -126,6 +126,8 @@ struct TrainCommand: ParsableCommand {
   var margin: Double?
   @Option(help: "mlm objective: share of the tokens masked (default 0.15; 80 % [MASK], 10 % random, 10 % kept).")
   var mlmProbability: Double?
+  @Option(help: "Mixture-of-experts models: load-balancing loss weight, 0 = off (default: the model config's, when output_router_logits).")
+  var routerAuxLossCoef: Double?
 
   // MARK: - Logging, evaluation, checkpoints
   @Option(help: "Evaluate every N steps, or every fraction of the run in (0, 1); 0 = at the end (default 0).")
@@ -192,6 +194,7 @@ struct TrainCommand: ParsableCommand {
     add("precompute_ref_log_probs", "precompute-ref-log-probs", precomputeRefLogProbs)
     add("margin", "margin", margin)
     add("mlm_probability", "mlm-probability", mlmProbability)
+    add("router_aux_loss_coef", "router-aux-loss-coef", routerAuxLossCoef)
     return out
   }
 

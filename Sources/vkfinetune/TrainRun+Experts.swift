@@ -7,10 +7,21 @@ extension TrainRun {
   /// The settings of a run on a mixture-of-experts model (Mixtral, Qwen3-MoE): LoRA on the
   /// attention (the default targets narrowed to q/k/v/o, MLP names refused: PEFT applies them to
   /// every expert, and adapters on experts are not implemented), and the modes that do not
-  /// cover experts yet refused by flag. Dense models pass through unchanged.
-  static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> TrainSettings {
-    guard shape.moe != nil else { return s }
-    var out = s
+  /// cover experts yet refused by flag; `router_aux_loss_coef` sets the load-balancing weight.
+  /// Dense models pass through unchanged (the key refused: it would do nothing).
+  static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> (TrainSettings, TransformerShape) {
+    guard shape.moe != nil else {
+      if s.routerAuxLossCoef != nil {
+        throw RecipeError("router_aux_loss_coef applies to mixture-of-experts models (mixtral, qwen3_moe); this model is dense")
+      }
+      return (s, shape)
+    }
+    var out = s, shape = shape
+    if let c = s.routerAuxLossCoef { shape.moe?.auxLossCoefficient = Float(c) }
+    if (shape.moe?.auxLossCoefficient ?? 0) > 0, s.objective != .sft {
+      throw RecipeError("the load-balancing loss (router_aux_loss_coef \(shape.moe?.auxLossCoefficient ?? 0)) is "
+        + "implemented for the sft objective only; pass --router-aux-loss-coef 0 to train \(s.objective.rawValue) without it")
+    }
     if s.method == .qlora {
       throw RecipeError("--method qlora on a mixture-of-experts model is not implemented (the experts, most of "
         + "its weights, cannot be 4-bit yet); use --method lora")
@@ -27,6 +38,6 @@ extension TrainRun {
           + "every expert, and adapters on experts are not implemented; target q_proj,k_proj,v_proj,o_proj")
       }
     }
-    return out
+    return (out, shape)
   }
 }

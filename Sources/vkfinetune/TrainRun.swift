@@ -31,8 +31,8 @@ struct TrainRun {
     if resume { try ObjectiveRecord.check(s, against: output) }
 
     // Model and data first: the cheap failures (bad file, bad record) come before any compute.
-    let loaded = try ModelLoader.load(modelArg)
-    s = try Self.forExperts(s, shape: loaded.shape)
+    var loaded = try ModelLoader.load(modelArg)
+    (s, loaded.shape) = try Self.forExperts(s, shape: loaded.shape)
     let data = s.objective.isPreference
       ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)

@@ -96,12 +96,28 @@ final class MoETrainTests: XCTestCase {
     let s = try setUp("refuse")
     let out = s.dir.appendingPathComponent("refused")
     for (flags, says) in [(["--method", "qlora"], "use --method lora"), (["--method", "lora", "--bf16"], "train in f32"),
-                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj")] {
+                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
+                          (["--objective", "dpo"], "pass --router-aux-loss-coef 0"),
+                          (["--router-aux-loss-coef=-1"], "use a weight ≥ 0")] {
       let r = try CLITests.run(common(s) + flags + ["--output", out.path])
       XCTAssertNotEqual(r.status, 0, "\(flags)")
       XCTAssertTrue(r.stderr.contains(says), "\(flags): \(r.stderr)")
       XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
     }
     XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+    // The weight is a mixture-of-experts setting: a dense model refuses it.
+    let dense = try CLITests.run(["train", "--cpu", "--model", try TrainedRun.modelDirectory(), "--data", s.data.path,
+                                  "--router-aux-loss-coef", "0.01", "--output", out.path])
+    XCTAssertNotEqual(dense.status, 0)
+    XCTAssertTrue(dense.stderr.contains("this model is dense"), dense.stderr)
+  }
+
+  /// `--router-aux-loss-coef` overrides the config: 0 turns the load-balancing loss off.
+  func test_auxLossCoefficient_overridesTheConfig() throws {
+    let s = try setUp("coef")
+    let r = try CLITests.run(common(s) + ["--method", "lora", "--router-aux-loss-coef", "0",
+                                          "--output", s.dir.appendingPathComponent("off").path])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("4 experts, top-2 on 2 of 2 layers)"), r.stdout)
   }
 }

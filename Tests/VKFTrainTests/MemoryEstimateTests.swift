@@ -30,6 +30,19 @@ final class MemoryEstimateTests: XCTestCase {
     XCTAssertEqual(bytes(e, .adapters).device, 0)
   }
 
+  /// A mixture-of-experts model's weights count every expert of every sparse layer (Mixtral
+  /// 8x7B's shape: 46.7 B parameters, of which the experts are 45.1 B).
+  func test_experts_countEveryExpert() {
+    var s = TransformerShape(hidden: 4096, layers: 32, heads: 32, kvHeads: 8, intermediate: 14336, vocab: 32000,
+                             rmsNormEps: 1e-5, ropeTheta: 1e6, tiedEmbeddings: false, qkvBias: false)
+    s.moe = MoEShape(style: .mixtral, experts: 8, topK: 2, intermediate: 14336, normalizeTopK: true,
+                     sparseLayers: Array(repeating: true, count: 32))
+    let e = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 256))
+    let params = s.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    XCTAssertEqual(params, 46_702_792_704)
+    XCTAssertEqual(bytes(e, .weights).device, 4 * params)
+  }
+
   /// Mixed precision stores frozen matrices in 2 bytes (norms stay f32); full fine-tuning
   /// trains every matrix, so its f32 masters are all there is.
   func test_halfFrozenStorage_halvesFrozenMatrices() {
@@ -156,22 +169,28 @@ final class MemoryEstimateArenaTests: XCTestCase {
     gemma3Like.qkNorm = true
     gemma3Like.sandwichNorms = true
     gemma3Like.normWeightOffset = 1
-    for shape in [Tiny.shape, gemma3Like] {
+    var experts = Tiny.shape  // a dense layer 0 beside a sparse layer 1 (Qwen3-MoE style)
+    experts.moe = MoEShape(style: .qwen3, experts: 4, topK: 2, intermediate: 8, normalizeTopK: false,
+                           sparseLayers: (0..<Tiny.shape.layers).map { $0 % 2 == 1 }, auxLossCoefficient: 0.01)
+    for shape in [Tiny.shape, gemma3Like, experts] {
       var tensors: [String: ([Int], [Float])] = [:]
       for (i, (name, s)) in shape.parameterShapes.enumerated() {
         tensors[name] = (s, TestData.uniform(s.reduce(1, *), seed: 200 + UInt64(i), -0.15, 0.15))
       }
       let source = MemoryWeights(tensors)
-      for (checkpointing, type) in [(false, DType.f32), (true, .f32), (false, .bf16), (true, .f16)] {
+      let modes: [(Bool, DType)] = shape.moe == nil ? [(false, .f32), (true, .f32), (false, .bf16), (true, .f16)]
+        : [(false, .f32), (true, .f32)]  // 16-bit activations are refused with experts
+      for (checkpointing, type) in modes {
         let w = try LlamaWeights(from: source, shape: shape, backend: TestBackends.cpu, trainable: .all)
         let model = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
         let batch = 3, tokens = 7
         let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(shape.vocab))
         try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)
         let arena = try XCTUnwrap(model.activationStorage).byteCount
-        let e = MemoryEstimate(shape: shape, settings: .init(microBatchSize: batch, seqLength: tokens,
-                                                              checkpointing: checkpointing, fullFineTuning: true,
-                                                              activationType: type))
+        var settings = MemoryEstimate.Settings(microBatchSize: batch, seqLength: tokens, checkpointing: checkpointing,
+                                               fullFineTuning: true, activationType: type)
+        settings.moeRowAlignment = TestBackends.cpu.moeRowAlignment
+        let e = MemoryEstimate(shape: shape, settings: settings)
         // The estimate also counts ids, targets and positions (i32) and the model's ones
         // vector, which live outside the shared f32 arena.
         let aligned = (batch * tokens + 63) / 64 * 64

@@ -6,8 +6,9 @@ import VKFTokenizer
 public struct LoadedModel {
   /// Where it was found.
   public let location: ModelLocation
-  /// The architecture the decoder is built with.
-  public let shape: TransformerShape
+  /// The architecture the decoder is built with (a run may adjust what is a training choice:
+  /// a mixture-of-experts model's load-balancing weight).
+  public var shape: TransformerShape
   /// The weights, under Hugging Face names and shapes.
   public let weights: WeightSource
   /// The tokenizer (tokenizer.json, or one built from GGUF metadata).

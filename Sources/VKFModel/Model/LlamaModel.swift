@@ -101,15 +101,18 @@ public final class LlamaModel {
   /// arena exactly as a pass does (every block's buffers: q/k norms, sandwich norms, 16-bit
   /// copies, the LM-head chunk), plus the ids, targets and positions (i32) and the ones
   /// vector that live beside it: what `MemoryEstimate` reports, never a hand-derived twin.
+  /// `moeRowAlignment`: the backend's expert-row alignment (`Backend.moeRowAlignment`); the
+  /// default, 64 (Vulkan's), bounds every backend's.
   public static func activationBytes(shape: TransformerShape, batch: Int, tokens: Int, checkpointing: Bool,
                                      headChunkTokens: Int? = nil, fusedAttention: Bool = true,
-                                     activationType: DType = .f32) -> Int {
+                                     activationType: DType = .f32, moeRowAlignment: Int = 64) -> Int {
     let n = batch * tokens
     let head = max(1, headChunkTokens ?? defaultHeadChunkTokens(vocab: shape.vocab))
     // The measuring carve views no storage, so it cannot fail.
     let arena = (try? ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
                                                   savesEveryLayer: !checkpointing, headTokens: head,
-                                                  fusedAttention: fusedAttention, activationType: activationType)) ?? 0
+                                                  fusedAttention: fusedAttention, activationType: activationType,
+                                                  moeAlignment: moeRowAlignment)) ?? 0
     return (arena + LlamaWeights.aligned(n)) * 4 + 3 * LlamaWeights.aligned(n) * 4
   }
 
@@ -480,7 +483,8 @@ public final class LlamaModel {
     if let p = previous, try ActivationArena.f32Elements(shape: shape, batch: batch, tokens: tokens,
                                                          savesEveryLayer: saves, headTokens: headChunkTokens,
                                                          fusedAttention: fusedAttention,
-                                                         activationType: activationType) > p.storage.count
+                                                         activationType: activationType,
+                                                         moeAlignment: backend.moeRowAlignment) > p.storage.count
                            || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
