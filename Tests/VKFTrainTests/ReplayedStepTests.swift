@@ -59,12 +59,34 @@ final class ReplayedStepTests: XCTestCase {
     try checkReplayEqualsEager({ try Self.loraTask(on: vk) }, "LoRA, vulkan")
   }
 
+  /// Mixture of experts (routing, dispatch, grouped matmuls, the load-balancing loss over
+  /// accumulated micro-batches with padding masked out): replayed equals eager.
+  func test_replayEqualsEager_experts_cpu() throws {
+    try checkReplayEqualsEager({ try Tiny.expertTask(on: TestBackends.cpu) }, "experts, cpu")
+  }
+
+  func test_replayEqualsEager_experts_vulkan() throws {
+    let vk = try Tiny.vulkanOrSkip()
+    try checkReplayEqualsEager({ try Tiny.expertTask(on: vk) }, "experts, vulkan")
+  }
+
   /// The staged path (rows padded to a multiple of 64 tokens) trains like the old one
   /// (unpadded rows, host-read loss).
   /// Step losses, relative: padding adds ignored targets and rows, so reductions and matmul
   /// blockings see other lengths (f32 rounding ~1e-7 per op); a dropped or mis-weighted
   /// token moves a loss by ≳1e-3.
   static let paddedLossRelative = 1e-5
+
+  /// With experts, padding is masked out of the load-balancing loss: padded replayed steps
+  /// train like unpadded unstaged ones.
+  func test_paddedShapes_trainLikeUnpaddedEagerSteps_experts() throws {
+    let padded = try train(try Tiny.expertTask(on: TestBackends.cpu), replays: true, maxSeqLength: 100)
+    let reference = try trainUnstaged(try Tiny.expertTask(on: TestBackends.cpu), maxSeqLength: 100)
+    XCTAssertEqual(padded.losses.count, reference.count)
+    for (a, b) in zip(padded.losses, reference) {
+      XCTAssertEqual(a, b, accuracy: Self.paddedLossRelative * abs(b), "padded \(padded.losses) vs unpadded \(reference)")
+    }
+  }
 
   func test_paddedShapes_trainLikeUnpaddedEagerSteps() throws {
     let padded = try train(try Tiny.fullTask(on: TestBackends.cpu), replays: true, maxSeqLength: 100)

@@ -40,6 +40,32 @@ enum Tiny {
     return MemoryWeights(out)
   }()
 
+  /// `shape` with 4 experts (top-2, width 16) in layer 1 beside a dense layer 0, and the
+  /// load-balancing loss on (× 0.1): the mixture-of-experts path of the same tiny model.
+  static let expertShape: TransformerShape = {
+    var s = shape
+    s.moe = MoEShape(style: .qwen3, experts: 4, topK: 2, intermediate: 16, normalizeTopK: false,
+                     sparseLayers: [false, true], auxLossCoefficient: 0.1)
+    return s
+  }()
+
+  /// Seeded weights of `expertShape` (routers ±1, so tokens prefer experts).
+  static let expertWeights: MemoryWeights = {
+    var out: [String: ([Int], [Float])] = [:]
+    for (i, (name, s)) in expertShape.parameterShapes.enumerated() {
+      let n = s.reduce(1, *), router = name.hasSuffix("mlp.gate.weight")
+      out[name] = (s, name.hasSuffix("norm.weight") ? Array(repeating: 1, count: n)
+                                                    : TestData.uniform(n, seed: 300 + UInt64(i), router ? -1 : -0.15, router ? 1 : 0.15))
+    }
+    return MemoryWeights(out)
+  }()
+
+  /// A fresh full-fine-tuning task of the mixture-of-experts model.
+  static func expertTask(on backend: Backend) throws -> SFTTask {
+    let w = try LlamaWeights(from: expertWeights, shape: expertShape, backend: backend, trainable: .all)
+    return SFTTask(fullFineTuning: try LlamaModel(weights: w))
+  }
+
   /// A fresh full-fine-tuning task on `backend` (same initial weights every call).
   static func fullTask(on backend: Backend) throws -> SFTTask {
     let w = try LlamaWeights(from: weights, shape: shape, backend: backend, trainable: .all)
