@@ -96,7 +96,7 @@ struct BenchTrain: ParsableCommand {
       throw RecipeError("--gradient-accumulation-steps applies to --objective sft only")
     }
     if let json { try OutputChecks.writableParent(of: json, flag: "--json") }
-    let loaded = try ModelLoader.load(model)
+    var loaded = try ModelLoader.load(model)
     if let context = BenchModel.contextLength(loaded), seq > context {
       throw RecipeError("--seq \(seq) exceeds the model's context length \(context)")
     }
@@ -107,6 +107,8 @@ struct BenchTrain: ParsableCommand {
     let rows = objective.isPreference ? 2 * batch : batch
     settings.perDeviceTrainBatchSize = rows; settings.gradientCheckpointing = gradientCheckpointing
     settings.bf16 = bf16; settings.fp16 = fp16
+    if objective != .sft, loaded.shape.moe != nil { settings.routerAuxLossCoef = 0 }  // sft only, as train says
+    (settings, loaded.shape) = try TrainRun.forExperts(settings, shape: loaded.shape)  // attention LoRA on experts models
 
     let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant,
                                            frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
