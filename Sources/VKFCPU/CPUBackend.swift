@@ -41,7 +41,7 @@ public final class CPUBackend: Backend {
     case .cast: return dtype.isFloat
     // 16-bit operands (frozen weights) are widened per panel (CPUWideningMatmul) or row
     // (embedding); outputs are f32.
-    case .matmul, .loraForward, .embedding: return dtype.isFloat
+    case .matmul, .loraForward, .embedding, .groupedMatmul: return dtype.isFloat
     default: return dtype == .f32
     }
   }

@@ -131,6 +131,18 @@ extension CPUBackend {
     try validate(.groupedMatmul, a, b, c, offsets)
     let g = try ShapeCheck.groupedMatmul(a, b, c, offsets: offsets, transposeA: transposeA, transposeB: transposeB)
     let off = try segmentBounds(offsets, experts: g.experts, rows: g.rows)
+    if b.dtype != .f32 {
+      // Frozen 16-bit experts: each segment through the widening matmul (panels of b[e]
+      // widened to f32, as the shader stages its tiles).
+      let bShape = transposeB ? [g.n, g.k] : [g.k, g.n]
+      for e in 0..<g.experts where off[e + 1] > off[e] {
+        let rows = off[e + 1] - off[e]
+        try matmul(try a.view(offset: off[e] * g.k, shape: [rows, g.k]), try b.view(offset: e * g.n * g.k, shape: bShape),
+                   into: try c.view(offset: off[e] * g.n, shape: [rows, g.n]), transposeA: false, transposeB: transposeB,
+                   alpha: 1, beta: beta)
+      }
+      return
+    }
     let pa = f32(a), pb = f32(b), pc = f32(c)
     for e in 0..<g.experts {
       let lo = off[e], rows = off[e + 1] - off[e]

@@ -188,7 +188,8 @@ public protocol Backend: AnyObject {
   func moeCombineBackward(_ dOut: Tensor, rows: Tensor, slots: Tensor, dWeights: Tensor) throws
   /// Per expert segment of rows, with b holding one matrix per expert:
   /// - not transposeA: c (R, n)[seg e] = a (R, k)[seg e] · op(b[e]) + β·c, b (E, n, k) with
-  ///   transposeB (x·Wᵀ) or (E, k, n) without; rows after offsets[E] are left alone.
+  ///   transposeB (x·Wᵀ) or (E, k, n) without; rows after offsets[E] are left alone. b may be
+  ///   f16 / bf16 (frozen experts under mixed precision), accumulated in f32.
   /// - transposeA: c (E, m, n)[e] = a (R, m)[seg e]ᵀ · b (R, n)[seg e] + β·c[e] (weight
   ///   gradients; transposeB must be false).
   func groupedMatmul(_ a: Tensor, _ b: Tensor, into c: Tensor, offsets: Tensor, transposeA: Bool,

@@ -95,7 +95,9 @@ extension ShapeCheck {
   public static func groupedMatmul(_ a: Tensor, _ b: Tensor, _ c: Tensor, offsets: Tensor, transposeA: Bool,
                                    transposeB: Bool) throws -> GroupedGemm {
     let op = Op.groupedMatmul
-    try dtype(op, .f32, a, b, c)
+    // b may be frozen experts stored 16-bit (read with f32 accumulation) in the products
+    // with b per expert; a weight gradient's operands are f32.
+    if !transposeA, b.dtype == .f16 || b.dtype == .bf16 { try dtype(op, .f32, a, c) } else { try dtype(op, .f32, a, b, c) }
     try dtype(op, .i32, offsets)
     let e = offsets.count - 1
     guard e >= 1 else { throw fail(op, "offsets \(offsets.shape) must hold E + 1 ≥ 2 values") }

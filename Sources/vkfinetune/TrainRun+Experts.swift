@@ -6,8 +6,8 @@ extension TrainRun {
 
   /// The settings of a run on a mixture-of-experts model (Mixtral, Qwen3-MoE): LoRA on the
   /// attention (the default targets narrowed to q/k/v/o, MLP names refused: PEFT applies them to
-  /// every expert, and adapters on experts are not implemented), and the modes that do not
-  /// cover experts yet refused by flag; `router_aux_loss_coef` sets the load-balancing weight.
+  /// every expert, and adapters on experts are not implemented), and QLoRA (experts cannot be
+  /// NF4 yet) refused; `router_aux_loss_coef` sets the load-balancing weight.
   /// Dense models pass through unchanged (the key refused: it would do nothing).
   static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> (TrainSettings, TransformerShape) {
     guard shape.moe != nil else {
@@ -25,10 +25,6 @@ extension TrainRun {
     if s.method == .qlora {
       throw RecipeError("--method qlora on a mixture-of-experts model is not implemented (the experts, most of "
         + "its weights, cannot be 4-bit yet); use --method lora")
-    }
-    if s.frozenStorage != .f32 {
-      throw RecipeError("--bf16 / --fp16 on a mixture-of-experts model is not implemented yet (16-bit saved "
-        + "activations do not cover the expert rows); train in f32")
     }
     if s.method != .full {
       if s.loraTargetModules == RecipeKeys.allLinear {

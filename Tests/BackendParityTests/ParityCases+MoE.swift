@@ -72,6 +72,20 @@ extension ParityTable {
         try b.groupedMatmul(h, xs, into: dw, offsets: r.offsets, transposeA: true, transposeB: false, beta: 1)
         return [try b.floats(h), try b.floats(dx), try b.floats(dw)]
       },
+      ParityCase(op: .groupedMatmul, name: "f16 / bf16 frozen experts, forward and input gradient", tolerance: .matmul) { b in
+        let r = try routed(b, alignment: 8), xs = try b.allocate([r.rows, c])
+        try b.moeGather(try b.random([n, c], seed: 310), sources: r.sources, topK: k, weights: nil, into: xs)
+        let w32 = TestData.uniform(e * f * c, seed: 311)
+        var out: [[Float]] = []
+        for dtype in [DType.f16, .bf16] {
+          let w = try b.tensor(TestData.half(w32, dtype).bits, shape: [e, f, c], dtype)
+          let h = try b.zeros([r.rows, f]), dx = try b.zeros([r.rows, c])
+          try b.groupedMatmul(xs, w, into: h, offsets: r.offsets, transposeA: false, transposeB: true, beta: 0)
+          try b.groupedMatmul(h, w, into: dx, offsets: r.offsets, transposeA: false, transposeB: false, beta: 0)
+          out += [try b.floats(h), try b.floats(dx)]
+        }
+        return out
+      },
       ParityCase(op: .moeRouterStatistics, name: "masked tokens, two layers", tolerance: .reduction) { b in
         let r = try routed(b, alignment: 1), stats = try b.zeros([2 * e + 1])
         let mask = try b.tensor((0..<n).map { $0 % 5 == 4 ? Float(0) : 1 }, shape: [n])

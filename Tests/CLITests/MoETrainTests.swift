@@ -95,7 +95,7 @@ final class MoETrainTests: XCTestCase {
   func test_unsupportedModes_refusedWithWhatToChange() throws {
     let s = try setUp("refuse")
     let out = s.dir.appendingPathComponent("refused")
-    for (flags, says) in [(["--method", "qlora"], "use --method lora"), (["--method", "lora", "--bf16"], "train in f32"),
+    for (flags, says) in [(["--method", "qlora"], "use --method lora"),
                           (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
                           (["--objective", "dpo"], "pass --router-aux-loss-coef 0"),
                           (["--router-aux-loss-coef=-1"], "use a weight ≥ 0")] {
@@ -112,12 +112,14 @@ final class MoETrainTests: XCTestCase {
     XCTAssertTrue(dense.stderr.contains("this model is dense"), dense.stderr)
   }
 
-  /// `--router-aux-loss-coef` overrides the config: 0 turns the load-balancing loss off.
-  func test_auxLossCoefficient_overridesTheConfig() throws {
+  /// `--router-aux-loss-coef` overrides the config: 0 turns the load-balancing loss off. With
+  /// `--bf16` the frozen experts are stored 16-bit (the estimate's weights shrink).
+  func test_auxLossCoefficient_overridesTheConfig_andBF16Trains() throws {
     let s = try setUp("coef")
-    let r = try CLITests.run(common(s) + ["--method", "lora", "--router-aux-loss-coef", "0",
+    let r = try CLITests.run(common(s) + ["--method", "lora", "--router-aux-loss-coef", "0", "--bf16",
                                           "--output", s.dir.appendingPathComponent("off").path])
     XCTAssertEqual(r.status, 0, r.stderr)
     XCTAssertTrue(r.stdout.contains("4 experts, top-2 on 2 of 2 layers)"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("done: 2 steps"), r.stdout)
   }
 }

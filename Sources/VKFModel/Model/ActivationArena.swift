@@ -152,6 +152,7 @@ final class ActivationArena {
     w.rstd1 = own.rstd1; w.probs = own.probs; w.rstd2 = own.rstd2
     w.qRstd = own.qRstd; w.kRstd = own.kRstd
     w.rstd3 = own.rstd3; w.rstd4 = own.rstd4
+    w.moe = own.moe  // routing and expert outputs stay f32, per layer
     return w
   }
 

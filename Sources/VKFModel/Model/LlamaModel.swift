@@ -72,10 +72,6 @@ public final class LlamaModel {
     guard activationType.isFloat else {
       throw VKFError.other("LlamaModel: activations are stored f32, f16 or bf16, not \(activationType)")
     }
-    if weights.shape.moe != nil, activationType != .f32 {
-      throw VKFError.other("LlamaModel: 16-bit saved activations are not implemented for mixture-of-experts "
-        + "models yet; train in f32")
-    }
     self.weights = weights
     self.checkpointing = checkpointing
     self.activationType = activationType

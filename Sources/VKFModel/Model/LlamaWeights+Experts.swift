@@ -43,16 +43,21 @@ struct ExpertStacks {
 }
 
 extension LlamaWeights {
-  /// Allocates the (uninitialised) stacks of every sparse layer of `shape`.
-  static func expertStacks(_ shape: TransformerShape, _ backend: Backend) throws -> ExpertStacks {
+  /// Allocates the (uninitialised) stacks of every sparse layer of `shape`: f32, or
+  /// `frozenStorage` (f16 / bf16) for a stack none of whose experts trains.
+  static func expertStacks(_ shape: TransformerShape, _ backend: Backend, trainable: TrainableParameters,
+                           frozenStorage: DType) throws -> ExpertStacks {
     var out = ExpertStacks()
     guard let m = shape.moe else { return out }
     let (e, f, c) = (m.experts, m.intermediate, shape.hidden)
     for i in 0..<shape.layers where shape.isSparse(layer: i) {
       let names = (0..<e).map { m.expertNames(i, $0) }
-      let gate = ExpertStack(tensor: try backend.allocate([e, f, c]), names: names.map(\.gate))
-      let up = ExpertStack(tensor: try backend.allocate([e, f, c]), names: names.map(\.up))
-      let down = ExpertStack(tensor: try backend.allocate([e, c, f]), names: names.map(\.down))
+      func stack(_ shape: [Int], _ names: [String]) throws -> ExpertStack {
+        let dtype = names.contains(where: trainable.contains) ? DType.f32 : frozenStorage
+        return ExpertStack(tensor: try backend.allocate(shape, dtype, memory: .device), names: names)
+      }
+      let gate = try stack([e, f, c], names.map(\.gate)), up = try stack([e, f, c], names.map(\.up))
+      let down = try stack([e, c, f], names.map(\.down))
       out.byLayer[i] = (gate, up, down)
       for stack in [gate, up, down] {
         out.all.append(stack)

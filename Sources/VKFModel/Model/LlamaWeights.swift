@@ -149,7 +149,7 @@ public final class LlamaWeights {
     for f in shape.fusedModules { fusedParts[f.module + ".weight"] = f.parts.map { ($0.module + ".weight", $0.rows) } }
     fusedPartNames = fusedParts.mapValues { $0.map(\.name) }
     // Expert weights land in per-layer stacks (E, F, C) / (E, C, F): name → (stack, expert).
-    let stacks = try Self.expertStacks(shape, backend)
+    let stacks = try Self.expertStacks(shape, backend, trainable: trainable, frozenStorage: frozenStorage)
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -184,7 +184,11 @@ public final class LlamaWeights {
       }
       if let (stack, e) = stacks.slot[name] {
         let part = try stack.tensor.view(offset: e * stack.perExpert, shape: want)
-        try backend.upload(values, to: part)
+        if part.dtype == .f32 {
+          try backend.upload(values, to: part)
+        } else {
+          try backend.upload(try Self.bits16(values, part.dtype, name: name), to: part)
+        }
         params[name] = part
         continue
       }
@@ -354,6 +358,11 @@ public final class LlamaWeights {
   /// f16 holds at most 65504: a larger weight would become inf, so it is refused by name.
   static func upload16(_ values: [Float], shape: [Int], _ dtype: DType, name: String,
                        on backend: Backend) throws -> Tensor {
+    try backend.tensor(try bits16(values, dtype, name: name), shape: shape, dtype)
+  }
+
+  /// `values` rounded to f16 / bf16 bit patterns (nearest even); f16 refuses what it cannot hold.
+  static func bits16(_ values: [Float], _ dtype: DType, name: String) throws -> [UInt16] {
     let bits: [UInt16]
     if dtype == .f16 {
       if let i = values.firstIndex(where: { abs($0) > Float(Float16.greatestFiniteMagnitude) }) {
@@ -364,7 +373,7 @@ public final class LlamaWeights {
     } else {
       bits = values.map { BFloat16.fromFloat($0) }
     }
-    return try backend.tensor(bits, shape: shape, dtype)
+    return bits
   }
 
 

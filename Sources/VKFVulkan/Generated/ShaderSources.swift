@@ -1620,19 +1620,31 @@ void main() {
 // Variant defines (Swift `GroupedMatmulVariant.defines` mirrors this list):
 //   TRANS_A 0|1   weight-gradient form (b must then be TRANS_B 0)
 //   TRANS_B 0|1   b[x] stored (n, k) instead of (k, n)
+//   B_TYPE 0|1|2  TRANS_A 0: b stored f32, f16 or bf16 (frozen experts under mixed precision),
+//                 bound as uint words and widened as it is staged (common/half.glsl)
 // variant: TRANS_A=0 TRANS_B=1
 // variant: TRANS_A=1 TRANS_B=0
+// variant: TRANS_A=0 TRANS_B=1 B_TYPE=2
+// variant: TRANS_A=0 TRANS_B=0 B_TYPE=1
 #ifndef TRANS_A
 #define TRANS_A 0
 #endif
 #ifndef TRANS_B
 #define TRANS_B 0
 #endif
+#ifndef B_TYPE
+#define B_TYPE 0
+#endif
 
 #include "common/push.glsl"
+#include "common/half.glsl"
 
 layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+#if B_TYPE == 0
 layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
+#else
+layout(set = 0, binding = 1) readonly buffer BufB { uint b[]; };
+#endif
 layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
 layout(set = 0, binding = 3) buffer BufC { float c[]; };
 
@@ -1671,11 +1683,19 @@ float mm_load_a(uint row, uint kk) {
 #endif
 }
 
+float b_at(uint e) {
+#if B_TYPE == 0
+  return b[e];
+#else
+  return HALF_TO_F32(B_TYPE, half_bits(b[e >> 1], e));
+#endif
+}
+
 float mm_load_b(uint kk, uint col) {
 #if TRANS_B
-  return b[baseB + col * pc.ldb + kk];
+  return b_at(baseB + col * pc.ldb + kk);
 #else
-  return b[baseB + kk * pc.ldb + col];
+  return b_at(baseB + kk * pc.ldb + col);
 #endif
 }
 
@@ -1725,7 +1745,7 @@ void main() {
       rowLo = max(segLo, row0);
       uint rowHi = min(segHi, row0 + BM);
       if (rowLo >= rowHi) continue;  // an empty segment (uniform)
-      baseB = pc.boff[1] + x * pc.strideB;
+      baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + x * pc.strideB;
       for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
         mm_zero();
         mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);

@@ -24,9 +24,10 @@ struct GroupedMatmulPush {
 
 /// The `#define` variants of grouped_matmul.comp.
 enum GroupedMatmulVariant {
-  /// TRANS_A: the weight-gradient form; TRANS_B: b[e] stored (n, k).
-  static func defines(transposeA: Bool, transposeB: Bool) -> [String: String] {
-    ["TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0"]
+  /// TRANS_A: the weight-gradient form; TRANS_B: b[e] stored (n, k); B_TYPE: b's storage
+  /// code (0 f32, 1 f16, 2 bf16: `castTypeCodes`).
+  static func defines(transposeA: Bool, transposeB: Bool, bType: String = "0") -> [String: String] {
+    ["TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0", "B_TYPE": bType]
   }
 }
 
@@ -51,7 +52,8 @@ extension VulkanBackend {
     let g = try ShapeCheck.groupedMatmul(a, b, c, offsets: offsets, transposeA: transposeA, transposeB: transposeB)
     guard g.m > 0, g.n > 0 else { return }
     let t = MatmulTiling.current
-    let defines = GroupedMatmulVariant.defines(transposeA: transposeA, transposeB: transposeB)
+    let defines = GroupedMatmulVariant.defines(transposeA: transposeA, transposeB: transposeB,
+                                               bType: castTypeCodes[b.dtype] ?? "0")
     let capped = Self.groupedSliceOverride ?? capabilities.matmulMaxK
     if transposeA {
       // a: (R, m); b: (R, n); c: (E, m, n)
