@@ -104,8 +104,13 @@ extension HFModelWriter {
       throw PEFTError("the model has fused projections with features Phi-3 lacks, which no supported config "
         + "type describes; put the model's config.json beside the .gguf and load it again")
     }
-    let modelType = shape.fusedProjections ? "phi3"
-      : gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama"
+    if let m = shape.moe, gemma || shape.fusedProjections || shape.qkvBias || shape.qkNorm != (m.style == .qwen3) {
+      throw PEFTError("the model's experts come with features \(m.style == .mixtral ? "Mixtral" : "Qwen3-MoE") lacks, "
+        + "which no supported config type describes; put the model's config.json beside the .gguf and load it again")
+    }
+    let experts = shape.moe.map { $0.style == .mixtral ? "mixtral" : "qwen3_moe" }
+    let modelType = experts ?? (shape.fusedProjections ? "phi3"
+      : gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama")
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
     var object: [String: Any] = [
       "model_type": modelType,
@@ -128,6 +133,24 @@ extension HFModelWriter {
     }
     if shape.fusedProjections, let w = shape.slidingWindows.first(where: { $0 > 0 }) {
       object["sliding_window"] = w  // Phi-3: every layer
+    }
+    if let m = shape.moe {
+      guard m.sparseLayers.allSatisfy({ $0 }) else {
+        throw PEFTError("the model mixes dense and sparse layers, which a GGUF does not say how to write; put the "
+          + "model's config.json beside the .gguf and load it again")
+      }
+      object["num_experts_per_tok"] = m.topK
+      object["router_aux_loss_coef"] = 0.001  // transformers' default; GGUF files carry none
+      object["output_router_logits"] = m.auxLossCoefficient > 0
+      if m.style == .mixtral {
+        object["num_local_experts"] = m.experts
+        object["intermediate_size"] = m.intermediate
+        object["sliding_window"] = NSNull()
+      } else {
+        object["num_experts"] = m.experts
+        object["moe_intermediate_size"] = m.intermediate
+        object["norm_topk_prob"] = m.normalizeTopK
+      }
     }
     return try decodedConfig(object, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)
   }

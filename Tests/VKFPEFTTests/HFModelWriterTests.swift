@@ -128,6 +128,26 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
+  /// Experts (a Mixtral or Qwen3-MoE GGUF alone) are mixtral, or qwen3_moe with q/k norms, with
+  /// the routing keys each spells; each config gives back the same shape. Dense layers beside
+  /// sparse ones (which no GGUF key describes) are refused.
+  func test_synthesizedConfig_experts_isMixtralOrQwen3MoE() throws {
+    var shape = try PEFTFixture.shape()
+    shape.moe = MoEShape(style: .mixtral, experts: 4, topK: 2, intermediate: shape.intermediate, normalizeTopK: true,
+                         sparseLayers: Array(repeating: true, count: shape.layers))
+    let mixtral = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(mixtral.modelType, "mixtral")
+    XCTAssertNil(try TransformerShape(config: mixtral).firstDifference(from: shape))
+    shape.qkNorm = true
+    shape.moe?.style = .qwen3; shape.moe?.intermediate = 24; shape.moe?.normalizeTopK = false
+    let qwen = try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(qwen.modelType, "qwen3_moe")
+    XCTAssertEqual(qwen.moe?.expertIntermediateSize, 24)
+    XCTAssertNil(try TransformerShape(config: qwen).firstDifference(from: shape))
+    shape.moe?.sparseLayers[0] = false
+    XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
+  }
+
   /// Sandwich norms (a Gemma 2/3 GGUF alone) are gemma2, or gemma3_text with q/k norms: the
   /// windows as layer_types, the scale as query_pre_attn_scalar, the caps (null when off)
   /// and Gemma 3's local RoPE base; each config gives back the same shape.

@@ -85,7 +85,13 @@ public enum ModelLoader {
     if useSiblingFiles, fm.fileExists(atPath: configURL.path) {
       let sibling = try LlamaConfig.load(from: configURL)
       let fromConfig = try TransformerShape(config: sibling, file: configURL.path)
-      if let difference = fromConfig.firstDifference(from: shape) {
+      var fromGGUF = shape
+      if facts.expertWeightsNorm == nil, let norm = fromConfig.moe?.normalizeTopK {
+        // llama.cpp writes no renormalisation flag for Mixtral / qwen3moe (it always
+        // renormalises); the config's norm_topk_prob is the model's own setting.
+        fromGGUF.moe?.normalizeTopK = norm
+      }
+      if let difference = fromConfig.firstDifference(from: fromGGUF) {
         throw ModelFileError(configURL.path, "describes a different model than \(file.lastPathComponent) "
           + "(config vs GGUF: \(difference)); remove or fix the config.json beside the .gguf")
       }

@@ -54,8 +54,10 @@ extension TransformerShape {
 // MARK: - From GGUF metadata
 
 extension TransformerShape {
-  /// The GGUF architectures whose tensors map onto this decoder (Mistral GGUFs say "llama").
-  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"]
+  /// The GGUF architectures whose tensors map onto this decoder (Mistral and Mixtral GGUFs
+  /// say "llama"; Qwen3-MoE is "qwen3moe"). Other mixture-of-experts architectures (qwen2moe,
+  /// deepseek2, olmoe, …) are refused by name.
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"]
 
   /// The block count of the Gemma 2 / Gemma 3 27B models, whose attention scale llama.cpp
   /// takes as (hidden / heads)^−½ (their query_pre_attn_scalar); every other size uses
@@ -77,12 +79,16 @@ extension TransformerShape {
   /// when the file has no `output.weight`, q/k/v biases follow the tensors present, and the
   /// RoPE table is θ^(−2i/d) adjusted by `rope_freqs.weight` (llama.cpp's per-frequency
   /// divisors, which its converter writes for Llama 3.1 scaling) or by linear
-  /// `rope.scaling.*` keys.
+  /// `rope.scaling.*` keys. Experts ("llama" with `expert_count` > 0, "qwen3moe") follow
+  /// `ggufMixtureOfExperts`: every layer sparse, the top-k weights renormalised, no
+  /// load-balancing loss until a run asks for one.
   public init(gguf facts: GGUFModelFacts, weights: GGUFWeightSource) throws(ModelFileError) {
     let path = weights.file.path
     guard Self.ggufArchitectures.contains(facts.architecture) else {
+      let moe = facts.expertCount > 0
+        ? " (of mixture-of-experts models, only Mixtral as \"llama\" and \"qwen3moe\")" : ""
       throw ModelFileError(path, "general.architecture is \"\(facts.architecture)\"; vkfinetune loads "
-        + "\(Self.ggufArchitectures.joined(separator: ", ")) GGUF files")
+        + "\(Self.ggufArchitectures.joined(separator: ", ")) GGUF files" + moe)
     }
     guard let vocab = facts.vocabSize else {
       throw ModelFileError(path, "neither \(facts.architecture).vocab_size nor tokenizer.ggml.tokens is "
@@ -118,6 +124,7 @@ extension TransformerShape {
               qkvBias: weights.tensorNames.contains(qBias))
     // Qwen3's per-head q/k RMSNorm (`blk.N.attn_q_norm` / `attn_k_norm`).
     qkNorm = weights.tensorNames.contains(qNorm)
+    moe = try Self.ggufMixtureOfExperts(facts, weights: weights)
     if facts.architecture.hasPrefix("gemma") {
       activation = .geluTanh
       normWeightOffset = 1
@@ -160,6 +167,29 @@ extension TransformerShape {
     return values
   }
 
+  /// The first routing setting in which two mixture-of-experts parts disagree (the
+  /// load-balancing weight is a training choice, not compared).
+  static func firstDifference(_ a: MoEShape?, _ b: MoEShape?) -> String? {
+    switch (a, b) {
+    case (nil, nil): return nil
+    case let (a?, nil): return "mixture of experts: \(a.experts) experts vs none (dense)"
+    case let (nil, b?): return "mixture of experts: none (dense) vs \(b.experts) experts"
+    case let (a?, b?):
+      if a.style != b.style { return "mixture-of-experts style \(a.style) vs \(b.style)" }
+      let pairs = [("experts", a.experts, b.experts), ("experts per token (top-k)", a.topK, b.topK),
+                   ("expert width", a.intermediate, b.intermediate)]
+      if let (name, x, y) = pairs.first(where: { $0.1 != $0.2 }) { return "\(name) \(x) vs \(y)" }
+      if a.normalizeTopK != b.normalizeTopK {
+        return "top-k weights renormalised \(a.normalizeTopK) vs \(b.normalizeTopK)"
+      }
+      if a.sparseLayers != b.sparseLayers {
+        let sparse = { (m: MoEShape) in m.sparseLayers.indices.filter { m.sparseLayers[$0] } }
+        return "sparse layers \(sparse(a)) vs \(sparse(b))"
+      }
+      return nil
+    }
+  }
+
   /// The first dimension in which two shapes disagree, as "name a vs b", or nil when they
   /// describe the same architecture (RoPE tables compared to 1e-6 relative, since a GGUF
   /// stores θ as f32).
@@ -182,6 +212,7 @@ extension TransformerShape {
     if fusedProjections != other.fusedProjections {
       return "fused projections \(fusedProjections) vs \(other.fusedProjections)"
     }
+    if let difference = Self.firstDifference(moe, other.moe) { return difference }
     for (name, a, b) in [("attention soft-cap", attentionSoftcap, other.attentionSoftcap),
                          ("logit soft-cap", finalLogitSoftcap, other.finalLogitSoftcap)]
     where abs(a - b) > max(a, b) * 1e-6 {

@@ -42,6 +42,25 @@ public struct GGUFModelFacts: Sendable, Equatable {
   /// `<arch>.attention.sliding_window` (Gemma 2/3), if present.
   public var slidingWindow: Int?
 
+  // MARK: Mixture of experts (llama.cpp `llama_model::load_hparams`, `LLM_KV_EXPERT_*`)
+
+  /// `<arch>.expert_count` (HF `num_local_experts` / `num_experts`); 0 when absent (a dense model).
+  public var expertCount: Int
+  /// `<arch>.expert_used_count` (HF `num_experts_per_tok`), if present: experts per token.
+  public var expertUsedCount: Int?
+  /// `<arch>.expert_feed_forward_length` (HF `moe_intermediate_size`), if present.
+  public var expertFeedForwardLength: Int?
+  /// `<arch>.expert_shared_count`, if present (shared experts: not implemented).
+  public var expertSharedCount: Int?
+  /// `<arch>.expert_shared_feed_forward_length`, if present (shared experts: not implemented).
+  public var expertSharedFeedForwardLength: Int?
+  /// `<arch>.expert_group_count`, if present (group-limited routing: not implemented above 1).
+  public var expertGroupCount: Int?
+  /// `<arch>.expert_gating_func` (1 softmax, 2 sigmoid, 3 sqrt-softplus), if present.
+  public var expertGatingFunction: Int?
+  /// `<arch>.expert_weights_norm`: whether the top-k weights are renormalised, if present.
+  public var expertWeightsNorm: Bool?
+
   /// Reads the facts; required keys missing or mistyped are a `ModelFileError`.
   public init(file: GGUFFile) throws(ModelFileError) {
     guard let arch = file.architecture else {
@@ -76,6 +95,39 @@ public struct GGUFModelFacts: Sendable, Equatable {
     attentionSoftcap = optionalFloat("attn_logit_softcapping")
     finalLogitSoftcap = optionalFloat("final_logit_softcapping")
     slidingWindow = optionalInt("attention.sliding_window")
+
+    // llama.cpp reads expert_count with get_key and expert_used_count /
+    // expert_feed_forward_length with get_key_or_arr (one value or one per layer).
+    func perLayer(_ suffix: String) throws(ModelFileError) -> Int? {
+      let key = "\(arch).\(suffix)"
+      guard let value = file.metadata[key] else { return nil }
+      if let one = value.int { return one }
+      guard let values = value.intArray, let first = values.first else {
+        throw ModelFileError(file.path, "\(key) is neither an integer nor an array of integers")
+      }
+      guard values.allSatisfy({ $0 == first }) else {
+        let listed = values.map(String.init).joined(separator: ", ")
+        throw ModelFileError(file.path, "\(key) differs between layers (\(listed)); per-layer values are "
+          + "not implemented")
+      }
+      return first
+    }
+    let experts = "\(arch).expert_count"
+    if let value = file.metadata[experts] {
+      guard let count = value.int, count >= 0 else {
+        throw ModelFileError(file.path, "\(experts) is not a non-negative integer")
+      }
+      expertCount = count
+    } else {
+      expertCount = 0
+    }
+    expertUsedCount = try perLayer("expert_used_count")
+    expertFeedForwardLength = try perLayer("expert_feed_forward_length")
+    expertSharedCount = optionalInt("expert_shared_count")
+    expertSharedFeedForwardLength = try perLayer("expert_shared_feed_forward_length")
+    expertGroupCount = optionalInt("expert_group_count")
+    expertGatingFunction = optionalInt("expert_gating_func")
+    expertWeightsNorm = file.metadata["\(arch).expert_weights_norm"]?.bool
   }
 
   /// llama.cpp's default `rope.freq_base` when the key is absent.

@@ -49,6 +49,11 @@ public enum GGUFNameMap {
     guard let architecture else { return block }
     if sandwichNormArchitectures.contains(architecture) { return block.merging(sandwichBlock) { $1 } }
     if architecture == "phi3" { return block.merging(fusedBlock) { $1 } }
+    if let style = moeStyle(architecture: architecture) {
+      // The router: gguf-py tensor_mapping FFN_GATE_INP ← `block_sparse_moe.gate` (Mixtral),
+      // `mlp.gate` (Qwen3-MoE).
+      return block.merging(["ffn_gate_inp": style.block + ".gate"]) { $1 }
+    }
     return block
   }
 
@@ -65,6 +70,56 @@ public enum GGUFNameMap {
     guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
           let mapped = block[String(parts[2])] else { return nil }
     return "model.layers.\(layer).\(mapped)\(suffix)"
+  }
+
+  // MARK: - Mixture of experts
+
+  /// The mixture-of-experts naming of a GGUF architecture, or nil when it has none here:
+  /// llama.cpp writes Mixtral as "llama" (with `llama.expert_count` > 0) and Qwen3-MoE as
+  /// "qwen3moe" (`convert_hf_to_gguf.py` `LlamaModel` / `Qwen3MoeModel`).
+  public static func moeStyle(architecture: String?) -> MoEStyle? {
+    switch architecture {
+    case "llama"?: .mixtral
+    case "qwen3moe"?: .qwen3
+    default: nil
+    }
+  }
+
+  /// A projection kind of the stacked expert tensors, by its llama.cpp name inside `blk.N.`.
+  public enum ExpertProjection: String, Sendable, CaseIterable {
+    /// `ffn_gate_exps`: ne = [C, F, E], HF (E, F, C) → each expert's `w1` / `gate_proj` (F, C).
+    case gate = "ffn_gate_exps"
+    /// `ffn_up_exps`: ne = [C, F, E] → each expert's `w3` / `up_proj` (F, C).
+    case up = "ffn_up_exps"
+    /// `ffn_down_exps`: ne = [F, C, E] → each expert's `w2` / `down_proj` (C, F).
+    case down = "ffn_down_exps"
+  }
+
+  /// The layer and projection of a stacked expert tensor (`blk.N.ffn_gate_exps.weight`), or
+  /// nil for any other name or an architecture without experts here.
+  ///
+  /// The converters stack the experts with `torch.stack(datas, dim=0)`, so a numpy
+  /// (E, rows, cols) array is stored with ggml ne = [cols, rows, E]: expert e is the
+  /// contiguous block of rows e·rows ..< (e + 1)·rows.
+  public static func expertStack(_ ggufName: String, architecture: String?)
+    -> (layer: Int, projection: ExpertProjection)? {
+    guard moeStyle(architecture: architecture) != nil, ggufName.hasSuffix(".weight") else { return nil }
+    let parts = ggufName.dropLast(".weight".count).split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
+          let projection = ExpertProjection(rawValue: String(parts[2])) else { return nil }
+    return (layer, projection)
+  }
+
+  /// The Hugging Face name of expert `expert`'s slice of a stacked tensor
+  /// (`model.layers.N.block_sparse_moe.experts.E.w1.weight`, `….mlp.experts.E.gate_proj.weight`).
+  public static func expertName(layer: Int, projection: ExpertProjection, expert: Int, style: MoEStyle) -> String {
+    let names = style.expertProjections
+    let leaf = switch projection {
+    case .gate: names.gate
+    case .up: names.up
+    case .down: names.down
+    }
+    return "model.layers.\(layer).\(style.block).experts.\(expert).\(leaf).weight"
   }
 
   // MARK: - Row permutation

@@ -2,6 +2,10 @@
 /// f32 data that is dequantised and, for architectures whose converter permuted q/k rows,
 /// un-permuted (see `GGUFNameMap.permutedArchitectures`).
 ///
+/// A stacked expert tensor (`blk.N.ffn_gate_exps.weight`, ne = [C, F, E]) appears as its E
+/// experts' 2-D Hugging Face tensors (`….experts.{e}.w1.weight`, (F, C)), each read from its
+/// own block of rows, so only that expert is dequantised.
+///
 /// Tensors with no HF counterpart (e.g. `rope_freqs.weight`) are left out of `tensorNames`
 /// and listed in `unmappedTensorNames`; they stay readable through `file`.
 public final class GGUFWeightSource: WeightSource {
@@ -13,7 +17,25 @@ public final class GGUFWeightSource: WeightSource {
   public var weightsPath: String { file.path }
   /// GGUF tensor names that have no HF name, in file order.
   public let unmappedTensorNames: [String]
-  private let byHFName: [String: GGUFTensorInfo]
+  private let byHFName: [String: Entry]
+
+  /// Where an HF tensor lives: a whole GGUF tensor, or one expert's rows of a stacked one.
+  private struct Entry {
+    var info: GGUFTensorInfo
+    /// The expert index in a stacked tensor (outermost HF dimension), nil for a whole tensor.
+    var expert: Int?
+
+    /// ggml rows (HF rows of the 2-D slice) per entry and the first of them in the tensor.
+    var rowLength: Int { info.dimensions.first ?? 1 }
+    var rows: Int {
+      let all = rowLength == 0 ? 0 : info.elementCount / rowLength
+      guard expert != nil, let experts = info.dimensions.last, experts > 0 else { return all }
+      return all / experts
+    }
+    var firstRow: Int { (expert ?? 0) * rows }
+    /// The HF shape: the reversed GGUF dimensions, less the expert dimension for a slice.
+    var shape: [Int] { expert == nil ? info.reversedShape : Array(info.reversedShape.dropFirst()) }
+  }
 
   /// Opens and indexes the GGUF file at `path`.
   public convenience init(path: String) throws(ModelFileError) {
@@ -23,33 +45,55 @@ public final class GGUFWeightSource: WeightSource {
   /// Indexes an open GGUF file.
   public init(file: GGUFFile) throws(ModelFileError) {
     self.file = file
-    var map: [String: GGUFTensorInfo] = [:]
+    var map: [String: Entry] = [:]
     var unmapped: [String] = []
+    func add(_ hf: String, _ entry: Entry) throws(ModelFileError) {
+      if let previous = map.updateValue(entry, forKey: hf) {
+        throw ModelFileError(file.path, "tensors \(previous.info.name) and \(entry.info.name) both map to \(hf)")
+      }
+    }
+    let arch = file.architecture
     for info in file.tensors {
-      guard let hf = GGUFNameMap.huggingFaceName(for: info.name, architecture: file.architecture) else {
+      if let stack = GGUFNameMap.expertStack(info.name, architecture: arch),
+         let style = GGUFNameMap.moeStyle(architecture: arch) {
+        guard info.dimensions.count == 3, info.dimensions[2] > 0 else {
+          throw ModelFileError(file.path, "tensor \(info.name) has dimensions \(info.dimensions); a stacked "
+            + "expert tensor has three, ne = [columns, rows, experts]")
+        }
+        for e in 0 ..< info.dimensions[2] {
+          let hf = GGUFNameMap.expertName(layer: stack.layer, projection: stack.projection, expert: e, style: style)
+          try add(hf, Entry(info: info, expert: e))
+        }
+        continue
+      }
+      guard let hf = GGUFNameMap.huggingFaceName(for: info.name, architecture: arch) else {
         unmapped.append(info.name)
         continue
       }
-      if let previous = map.updateValue(info, forKey: hf) {
-        throw ModelFileError(file.path, "tensors \(previous.name) and \(info.name) both map to \(hf)")
-      }
+      try add(hf, Entry(info: info, expert: nil))
     }
     byHFName = map
     tensorNames = map.keys.sorted()
     unmappedTensorNames = unmapped
   }
 
-  /// The GGUF tensor info behind an HF name.
-  public func info(for name: String) throws(ModelFileError) -> GGUFTensorInfo {
-    guard let info = byHFName[name] else {
+  private func entry(for name: String) throws(ModelFileError) -> Entry {
+    guard let entry = byHFName[name] else {
       throw ModelFileError(file.path, "no tensor \(name) in this GGUF file (it has \(tensorNames.count) "
         + "mapped tensors; \(unmappedTensorNames.count) unmapped)")
     }
-    return info
+    return entry
   }
 
-  /// The HF shape (outermost first): the reverse of the GGUF dimensions.
-  public func shape(of name: String) throws -> [Int] { try info(for: name).reversedShape }
+  /// The GGUF tensor info behind an HF name (for one expert's tensor: the whole stack).
+  public func info(for name: String) throws(ModelFileError) -> GGUFTensorInfo { try entry(for: name).info }
+
+  /// The expert index an HF name reads from its stacked GGUF tensor, nil for a whole tensor.
+  public func expertIndex(of name: String) throws(ModelFileError) -> Int? { try entry(for: name).expert }
+
+  /// The HF shape (outermost first): the reverse of the GGUF dimensions (for one expert,
+  /// without the expert dimension).
+  public func shape(of name: String) throws -> [Int] { try entry(for: name).shape }
 
   /// The ggml type name ("Q4_1", "F32", …).
   public func storedType(of name: String) throws -> String { try info(for: name).type.name }
@@ -59,7 +103,9 @@ public final class GGUFWeightSource: WeightSource {
 
   /// The tensor as row-major f32 in HF layout (typed-throwing form of `floats`).
   public func dequantized(_ name: String) throws(ModelFileError) -> [Float] {
-    let info = try info(for: name)
+    let entry = try entry(for: name)
+    let info = entry.info
+    if entry.expert != nil { return try expertSlice(entry) }
     let raw = try GGUFWeightSource.dequantize(info, in: file)
     if let arch = file.architecture, GGUFNameMap.normPlusOneArchitectures.contains(arch),
        info.name.hasSuffix("norm.weight") {
@@ -85,14 +131,19 @@ public final class GGUFWeightSource: WeightSource {
     }
   }
 
-  /// Selected rows (HF row indices, outermost dimension) of a tensor, concatenated, in HF
-  /// layout: reads only those rows, e.g. a few embedding rows without the whole table.
+  /// Selected rows (HF row indices, outermost dimension; for one expert's tensor, rows of
+  /// that expert) of a tensor, concatenated, in HF layout: reads only those rows, e.g. a few
+  /// embedding rows without the whole table.
   public func dequantizedRows(_ name: String, _ rows: [Int]) throws(ModelFileError) -> [Float] {
-    let info = try info(for: name)
+    let entry = try entry(for: name)
+    let info = entry.info
     guard info.type.canDequantize else { return try GGUFWeightSource.dequantize(info, in: file) }
-    let rowLength = info.dimensions.first ?? 1
-    let rowCount = rowLength == 0 ? 0 : info.elementCount / rowLength
-    let rowBytes = rowCount == 0 ? 0 : info.byteCount / rowCount
+    let rowLength = entry.rowLength
+    let rowCount = entry.rows
+    let allRows = rowLength == 0 ? 0 : info.elementCount / rowLength
+    // Every ggml block lies within one row (GGUFFile checked ne[0] % block size), so a row
+    // is a whole number of bytes and an expert's rows are one contiguous byte range.
+    let rowBytes = allRows == 0 ? 0 : info.byteCount / allRows
     let group = GGUFNameMap.permutation(for: info.name, architecture: file.architecture)
     let heads = try group.map { g throws(ModelFileError) in try headCount(g, tensor: info.name) } ?? 1
     guard rowCount % (2 * heads) == 0 || group == nil else {
@@ -104,7 +155,7 @@ public final class GGUFWeightSource: WeightSource {
       guard (0 ..< rowCount).contains(row) else {
         throw ModelFileError(file.path, "row \(row) of \(name) is out of range 0..<\(rowCount)")
       }
-      var stored = row
+      var stored = entry.firstRow + row
       if group != nil {
         // HF row h·hd + s·hd/2 + i is stored at h·hd + 2i + s (LlamaModel.permute).
         let headDim = rowCount / heads, halfDim = headDim / 2
@@ -121,6 +172,24 @@ public final class GGUFWeightSource: WeightSource {
       }
     }
     return out
+  }
+
+  /// One expert's rows of a stacked tensor, dequantised in one pass over their contiguous
+  /// bytes (expert tensors are never permuted nor stored + 1).
+  private func expertSlice(_ entry: Entry) throws(ModelFileError) -> [Float] {
+    let info = entry.info
+    guard info.type.canDequantize else { return try GGUFWeightSource.dequantize(info, in: file) }
+    let count = entry.rows * entry.rowLength
+    let allRows = entry.rowLength == 0 ? 0 : info.elementCount / entry.rowLength
+    let rowBytes = allRows == 0 ? 0 : info.byteCount / allRows
+    return file.withRawBytes(of: info) { bytes in
+      [Float](unsafeUninitializedCapacity: count) { out, initialized in
+        if let src = bytes.baseAddress, let dst = out.baseAddress {
+          _ = GGUFDequantizer.dequantize(info.type, src + entry.firstRow * rowBytes, count: count, into: dst)
+        }
+        initialized = count
+      }
+    }
   }
 
   /// Dequantises a GGUF tensor as stored (no un-permuting), row-major f32.
