@@ -4,10 +4,7 @@
 //   TRANS_A 0:  c[seg x] = a[seg x] · op(b[x]) + beta·c[seg x]
 //       a (m, k) rows of width lda = k; c (m, n); op(b[x]) = b[x]ᵀ with TRANS_B 1, b (E, n, k),
 //       or b[x] with TRANS_B 0, b (E, k, n); b[x] starts at x·strideB. Rows from offsets[E]
-//       on are never written. A row tile never spans two segments when the segments start at
-//       multiples of BM (Swift `moeRowAlignment`); for any other offsets a tile is computed
-//       once per segment it meets and each pass writes only that segment's rows, so the
-//       result is the same, only slower.
+//       on are never written; the walk over segments and row tiles is common/grouped_rows.glsl.
 //       Host K slices (lavapipe's loop cap, Swift `matmulMaxK`): each dispatch sees a and b
 //       as views starting at its first k, with k = the slice and beta = 1 after the first.
 //   TRANS_A 1:  c[x] = a[seg x]ᵀ · b[seg x] + beta·c[x]    (the experts' weight gradients)
@@ -54,7 +51,6 @@ layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
 #else
 layout(set = 0, binding = 1) readonly buffer BufB { uint b[]; };
 #endif
-layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
 layout(set = 0, binding = 3) buffer BufC { float c[]; };
 
 PUSH_BEGIN
@@ -74,15 +70,10 @@ PUSH_END
 #define MM_A_K_FAST (1 - TRANS_A)
 #define MM_B_K_FAST TRANS_B
 #include "common/matmul_tile.glsl"
+#define GROUPED_OFFSETS 2
+#include "common/grouped_rows.glsl"
 
 uint baseA, baseB, baseC;  // the current product's first element of op(A), op(B) and C
-uint rowLo;                // TRANS_A 0: rows below this one belong to another segment
-
-// offsets[x], clamped to [0, limit] so that malformed offsets never index out of bounds.
-uint segment_bound(uint x, uint limit) {
-  int v = offsets[pc.boff[2] + x];
-  return v < 0 ? 0u : min(uint(v), limit);
-}
 
 float mm_load_a(uint row, uint kk) {
 #if TRANS_A
@@ -116,9 +107,20 @@ void mm_write(uint row, uint col, float acc) {
   c[i] = pc.beta == 0.0 ? acc : acc + pc.beta * c[i];
 }
 
+// TRANS_A 0: expert x's product for rows row0 ..< rowHi (common/grouped_rows.glsl).
+void grouped_segment(uint x, uint row0, uint rowHi) {
+  const uint tilesN = (pc.n + BN - 1) / BN;
+  baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + x * pc.strideB;
+  for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+    mm_zero();
+    mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
+    mm_store(row0, tx * BN, rowHi, pc.n);
+  }
+}
+
 void main() {
-  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
 #if TRANS_A
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
   for (uint x = gl_WorkGroupID.z; x < pc.experts; x += gl_NumWorkGroups.z) {
     uint hi = segment_bound(x + 1u, pc.k), lo = min(segment_bound(x, pc.k), hi);
     uint segRows = hi - lo;
@@ -138,29 +140,6 @@ void main() {
 #else
   baseA = pc.boff[0];
   baseC = pc.boff[3];
-  uint end = segment_bound(pc.experts, pc.m);  // rows from here on are left alone
-  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
-    uint row0 = ty * BM;
-    if (row0 >= end) break;  // uniform; later tiles start further down
-    // The first segment ending after row0 (offsets rise), by bisection.
-    uint lo = 0u, hi = pc.experts;
-    while (lo < hi) {
-      uint mid = (lo + hi) / 2u;
-      if (segment_bound(mid + 1u, end) <= row0) lo = mid + 1u; else hi = mid;
-    }
-    for (uint x = lo; x < pc.experts; ++x) {
-      uint segLo = segment_bound(x, end), segHi = segment_bound(x + 1u, end);
-      if (segLo >= row0 + BM) break;
-      rowLo = max(segLo, row0);
-      uint rowHi = min(segHi, row0 + BM);
-      if (rowLo >= rowHi) continue;  // an empty segment (uniform)
-      baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + x * pc.strideB;
-      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
-        mm_zero();
-        mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
-        mm_store(row0, tx * BN, rowHi, pc.n);
-      }
-    }
-  }
+  grouped_rows(pc.experts, pc.m);
 #endif
 }

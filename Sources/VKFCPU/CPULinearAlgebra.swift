@@ -65,7 +65,7 @@ extension CPUBackend {
 
   /// Calls `body` with w's per-block f32 absmax: the tensor itself, or the double-quantised
   /// codes decoded into a temporary array (one float per block, 1/64 of the weight).
-  private func withAbsmax<R>(_ w: NF4Weight, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+  func withAbsmax<R>(_ w: NF4Weight, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
     switch w.scales {
     case .f32(let absmax):
       return try body(UnsafePointer(f32(absmax)))
@@ -174,7 +174,9 @@ enum NF4Kernel {
     }
   }
 
-  /// `dequantize` split over the cores (chunk starts are even: whole bytes per chunk).
+  /// `dequantize` split over the cores (chunks start at base + 2i, so a range with an odd
+  /// start — an expert's block of a stack — splits its first byte's nibbles between
+  /// `dequantize`'s odd-start path and the previous chunk; each writes its own elements).
   static func dequantizeParallel(_ packed: UnsafePointer<UInt8>, _ absmax: UnsafePointer<Float>,
                                  blockSize: Int, elements: Range<Int>,
                                  into out: UnsafeMutablePointer<Float>) {

@@ -130,7 +130,7 @@ extension CPUBackend {
                             transposeB: Bool, beta: Float) throws {
     try validate(.groupedMatmul, a, b, c, offsets)
     let g = try ShapeCheck.groupedMatmul(a, b, c, offsets: offsets, transposeA: transposeA, transposeB: transposeB)
-    let off = try segmentBounds(offsets, experts: g.experts, rows: g.rows)
+    let off = try segmentBounds(.groupedMatmul, offsets, experts: g.experts, rows: g.rows)
     if b.dtype != .f32 {
       // Frozen 16-bit experts: each segment through the widening matmul (panels of b[e]
       // widened to f32, as the shader stages its tiles).
@@ -152,6 +152,28 @@ extension CPUBackend {
       } else {
         CPUBackend.sgemm(false, transposeB, m: rows, n: g.n, k: g.k, alpha: 1, a: pa + lo * g.k, lda: g.k,
                          b: pb + e * g.n * g.k, ldb: transposeB ? g.k : g.n, beta: beta, c: pc + lo * g.n, ldc: g.n)
+      }
+    }
+  }
+
+  public func groupedMatmulNF4(_ a: Tensor, _ w: NF4Weight, experts: Int, into c: Tensor, offsets: Tensor,
+                               transposeB: Bool, beta: Float) throws {
+    try validateTensors(.groupedMatmulNF4, [a, c, offsets] + w.tensors)
+    try validate(.groupedMatmulNF4)
+    let g = try ShapeCheck.groupedMatmulNF4(a, w, experts: experts, c, offsets: offsets, transposeB: transposeB)
+    let off = try segmentBounds(.groupedMatmulNF4, offsets, experts: experts, rows: g.rows)
+    // Each expert with rows: its matrix (r, cols) dequantised from the stack's blocks, then sgemm.
+    let per = g.perExpert * w.cols
+    let buffer = try scratch.floats(max(per, 1))
+    let pa = UnsafePointer(f32(a)), pc = f32(c), packed = UnsafePointer(u8(w.packed))
+    withAbsmax(w) { absmax in
+      for e in 0..<experts where off[e + 1] > off[e] {
+        let lo = off[e], rows = off[e + 1] - off[e]
+        NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize, elements: (e * per)..<((e + 1) * per),
+                                     into: buffer)
+        // transposeB: c (rows, r) = a (rows, cols)·W_eᵀ; else c (rows, cols) = a (rows, r)·W_e.
+        CPUBackend.sgemm(false, transposeB, m: rows, n: g.n, k: g.k, alpha: 1, a: pa + lo * g.k, lda: g.k,
+                         b: buffer, ldb: w.cols, beta: beta, c: pc + lo * g.n, ldc: g.n)
       }
     }
   }
@@ -240,11 +262,11 @@ extension CPUBackend {
   }
 
   /// offsets as Ints, checked to rise from 0 and stay within the rows.
-  private func segmentBounds(_ offsets: Tensor, experts: Int, rows: Int) throws -> [Int] {
+  private func segmentBounds(_ op: Op, _ offsets: Tensor, experts: Int, rows: Int) throws -> [Int] {
     let o = i32(offsets)
     let out = (0...experts).map { Int(o[$0]) }
     guard out[0] == 0, zip(out, out.dropFirst()).allSatisfy({ $0 <= $1 }), out[experts] <= rows else {
-      throw VKFError.outOfRange(op: Op.groupedMatmul.rawValue, detail: "offsets \(out) must rise from 0 to at most \(rows)")
+      throw VKFError.outOfRange(op: op.rawValue, detail: "offsets \(out) must rise from 0 to at most \(rows)")
     }
     return out
   }

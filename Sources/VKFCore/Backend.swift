@@ -194,6 +194,12 @@ public protocol Backend: AnyObject {
   ///   gradients; transposeB must be false).
   func groupedMatmul(_ a: Tensor, _ b: Tensor, into c: Tensor, offsets: Tensor, transposeA: Bool,
                      transposeB: Bool, beta: Float) throws
+  /// `groupedMatmul` (not transposeA) with frozen NF4 experts: w stacks the E experts' matrices
+  /// as (E·r, cols), expert e's rows e·r ..< (e + 1)·r (the blocks of the stacked row-major
+  /// tensor, as one NF4 weight quantises them). transposeB: c (R, r)[seg e] = a (R, cols)·W_eᵀ;
+  /// otherwise c (R, cols)[seg e] = a (R, r)·W_e. Plus β·c.
+  func groupedMatmulNF4(_ a: Tensor, _ w: NF4Weight, experts: Int, into c: Tensor, offsets: Tensor,
+                        transposeB: Bool, beta: Float) throws
   /// stats (2·E + 1) += [pairs routed to each expert; Σ probs per expert; tokens], each token
   /// weighted by its tokenMask (N) f32 value (1 real, 0 padding: skipped; nil: all 1): the
   /// load-balancing loss's sums for one layer.

@@ -40,6 +40,13 @@ extension CheckingBackend {
                           transposeB: transposeB, beta: beta)
     }
   }
+  public func groupedMatmulNF4(_ a: Tensor, _ w: NF4Weight, experts: Int, into c: Tensor, offsets: Tensor,
+                               transposeB: Bool, beta: Float) throws {
+    try check(.groupedMatmulNF4, inputs: [a, offsets] + w.tensors, outputs: [c]) { b, m in
+      try b.groupedMatmulNF4(m(a), w.mapped(m), experts: experts, into: m(c), offsets: m(offsets),
+                             transposeB: transposeB, beta: beta)
+    }
+  }
   public func moeRouterStatistics(probs: Tensor, experts: Tensor, tokenMask: Tensor?, into stats: Tensor) throws {
     try check(.moeRouterStatistics, inputs: [probs, experts, tokenMask], outputs: [stats]) { b, m in
       try b.moeRouterStatistics(probs: m(probs), experts: m(experts), tokenMask: tokenMask.map(m), into: m(stats))

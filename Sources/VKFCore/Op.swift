@@ -17,7 +17,7 @@ public enum Op: String, CaseIterable, Sendable {
   case crossEntropy, preferenceLoss
   // mixture of experts
   case moeRoute, moeRouteBackward, moeDispatch, moeGather, moeCombine, moeCombineBackward
-  case groupedMatmul, moeRouterStatistics, moeAuxLoss
+  case groupedMatmul, groupedMatmulNF4, moeRouterStatistics, moeAuxLoss
   // elementwise and reductions
   case add, mul, scale, scaleRows, sumOfSquares, dropoutMask
   // optimizer

@@ -120,6 +120,26 @@ extension ShapeCheck {
     return GroupedGemm(experts: e, rows: r, m: r, n: n, k: k)
   }
 
+  /// Returns (R, n, k, rows per expert): c (R, n) = a (R, k) · op(W_e).
+  public static func groupedMatmulNF4(_ a: Tensor, _ w: NF4Weight, experts: Int, _ c: Tensor, offsets: Tensor,
+                                      transposeB: Bool) throws -> (rows: Int, n: Int, k: Int, perExpert: Int) {
+    let op = Op.groupedMatmulNF4
+    try nf4(op, w)
+    try dtype(op, .f32, a, c)
+    try dtype(op, .i32, offsets)
+    guard experts >= 1, offsets.count == experts + 1, w.rows % experts == 0 else {
+      throw fail(op, "\(experts) experts over NF4 \(w.rows)×\(w.cols) with offsets \(offsets.shape)")
+    }
+    let r = w.rows / experts
+    let (k, n) = transposeB ? (w.cols, r) : (r, w.cols)
+    guard a.lastDim == k, c.lastDim == n, a.rowCount == c.rowCount else {
+      throw fail(op, "a \(a.shape) · W_e\(transposeB ? "ᵀ" : "") (\(k)×\(n)) into c \(c.shape)")
+    }
+    try noOverlap(op, output: c, inputs: a, offsets)
+    for t in w.tensors { try noOverlap(op, output: c, inputs: t) }
+    return (a.rowCount, n, k, r)
+  }
+
   /// Returns E.
   public static func moeRouterStatistics(probs: Tensor, experts: Tensor, tokenMask: Tensor?, stats: Tensor) throws -> Int {
     let op = Op.moeRouterStatistics

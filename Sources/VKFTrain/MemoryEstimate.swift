@@ -91,7 +91,8 @@ public struct MemoryEstimate: Equatable, Sendable {
     var weightBytes = 0, parameterElements = 0
     let projectionSuffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
                               "gate_proj.weight", "up_proj.weight", "down_proj.weight",
-                              "qkv_proj.weight", "gate_up_proj.weight"]  // Phi-3's fused ones
+                              "qkv_proj.weight", "gate_up_proj.weight",  // Phi-3's fused ones
+                              "w1.weight", "w2.weight", "w3.weight"]  // Mixtral's experts
     for (name, shape) in s.parameterShapes {
       let n = shape.reduce(1, *)
       parameterElements += aligned(n)

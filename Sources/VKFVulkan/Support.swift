@@ -25,6 +25,7 @@ enum VulkanSupport {
     // mixture of experts (routing indices and offsets are i32 operands)
     .moeRoute: [.f32], .moeRouteBackward: [.f32], .moeDispatch: [.f32], .moeGather: [.f32],
     .moeCombine: [.f32], .moeCombineBackward: [.f32], .groupedMatmul: [.f32, .f16, .bf16],  // b may be frozen 16-bit experts
+    .groupedMatmulNF4: [.f32],  // frozen NF4 experts; a and c f32
     .moeRouterStatistics: [.f32], .moeAuxLoss: [.f32],
     // elementwise and reductions
     .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32], .dropoutMask: [.f32],

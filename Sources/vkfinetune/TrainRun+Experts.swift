@@ -6,8 +6,8 @@ extension TrainRun {
 
   /// The settings of a run on a mixture-of-experts model (Mixtral, Qwen3-MoE): LoRA on the
   /// attention (the default targets narrowed to q/k/v/o, MLP names refused: PEFT applies them to
-  /// every expert, and adapters on experts are not implemented), and QLoRA (experts cannot be
-  /// NF4 yet) refused; `router_aux_loss_coef` sets the load-balancing weight.
+  /// every expert, and adapters on experts are not implemented; QLoRA quantises each frozen
+  /// expert stack as one NF4 weight); `router_aux_loss_coef` sets the load-balancing weight.
   /// Dense models pass through unchanged (the key refused: it would do nothing).
   static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> (TrainSettings, TransformerShape) {
     guard shape.moe != nil else {
@@ -21,10 +21,6 @@ extension TrainRun {
     if (shape.moe?.auxLossCoefficient ?? 0) > 0, s.objective != .sft {
       throw RecipeError("the load-balancing loss (router_aux_loss_coef \(shape.moe?.auxLossCoefficient ?? 0)) is "
         + "implemented for the sft objective only; pass --router-aux-loss-coef 0 to train \(s.objective.rawValue) without it")
-    }
-    if s.method == .qlora {
-      throw RecipeError("--method qlora on a mixture-of-experts model is not implemented (the experts, most of "
-        + "its weights, cannot be 4-bit yet); use --method lora")
     }
     if s.method != .full {
       if s.loraTargetModules == RecipeKeys.allLinear {

@@ -86,6 +86,23 @@ extension ParityTable {
         }
         return out
       },
+      // One NF4 weight stacks the experts (E·F, C): F·C = 480 elements are 7.5 blocks of 64,
+      // so odd experts start mid-block (the block's absmax spans two experts).
+      ParityCase(op: .groupedMatmulNF4, name: "NF4 experts plain and double-quantised, forward and input gradient",
+                 tolerance: .matmul) { b in
+        let r = try routed(b, alignment: 8), xs = try b.allocate([r.rows, c])
+        try b.moeGather(try b.random([n, c], seed: 312), sources: r.sources, topK: k, weights: nil, into: xs)
+        let values = TestData.uniform(e * f * c, seed: 313, -0.5, 0.5), dx0 = TestData.uniform(r.rows * c, seed: 314)
+        var out: [[Float]] = []
+        for doubleQuant in [false, true] {
+          let w = try NF4Weight.quantizing(values, rows: e * f, cols: c, on: b, doubleQuant: doubleQuant)
+          let h = try b.zeros([r.rows, f]), dx = try b.tensor(dx0, shape: [r.rows, c])
+          try b.groupedMatmulNF4(xs, w, experts: e, into: h, offsets: r.offsets, transposeB: true, beta: 0)
+          try b.groupedMatmulNF4(h, w, experts: e, into: dx, offsets: r.offsets, transposeB: false, beta: 0.5)
+          out += [try b.floats(h), try b.floats(dx)]
+        }
+        return out
+      },
       ParityCase(op: .moeRouterStatistics, name: "masked tokens, two layers", tolerance: .reduction) { b in
         let r = try routed(b, alignment: 1), stats = try b.zeros([2 * e + 1])
         let mask = try b.tensor((0..<n).map { $0 % 5 == 4 ? Float(0) : 1 }, shape: [n])

@@ -96,6 +96,11 @@ final class RejectionTests: XCTestCase {
         try b.groupedMatmul(bad, try b.random([2, 4, 8], seed: 4), into: try b.allocate([8, 4]), offsets: try b.zeros([3], .i32),
                             transposeA: false, transposeB: true, beta: 0)
       },
+      // q as 2 experts of 4 rows: a (8, 8)·W_eᵀ into c (8, 4).
+      BadCall(op: .groupedMatmulNF4, good: [8, 8]) { b, bad in
+        try b.groupedMatmulNF4(bad, q, experts: 2, into: try b.allocate([8, 4]), offsets: try b.zeros([3], .i32),
+                               transposeB: true, beta: 0)
+      },
       BadCall(op: .moeRouterStatistics) { b, bad in
         try b.moeRouterStatistics(probs: bad, experts: try b.zeros([4, 2], .i32), tokenMask: nil, into: try b.zeros([17]))
       },

@@ -73,6 +73,11 @@ final class MoETrainTests: XCTestCase {
     let config = try XCTUnwrap(try JSONSerialization.jsonObject(
       with: Data(contentsOf: adapter.appendingPathComponent("adapter_config.json"))) as? [String: Any])
     XCTAssertEqual(config["target_modules"] as? [String], ["q_proj", "k_proj", "v_proj", "o_proj"])
+    // QLoRA: each frozen expert stack quantised as one NF4 weight (6 stacks + 8 attention projections).
+    let qlora = try CLITests.run(common(s) + ["--method", "qlora", "--output", s.dir.appendingPathComponent("qlora").path])
+    XCTAssertEqual(qlora.status, 0, qlora.stderr)
+    XCTAssertTrue(qlora.stdout.contains("done: 2 steps"), qlora.stdout)
+    XCTAssertTrue(qlora.stdout.contains("14 projections"), qlora.stdout)
 
     let full = s.dir.appendingPathComponent("full")
     let run = try CLITests.run(common(s) + ["--method", "full", "--output", full.path])
@@ -95,8 +100,7 @@ final class MoETrainTests: XCTestCase {
   func test_unsupportedModes_refusedWithWhatToChange() throws {
     let s = try setUp("refuse")
     let out = s.dir.appendingPathComponent("refused")
-    for (flags, says) in [(["--method", "qlora"], "use --method lora"),
-                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
+    for (flags, says) in [                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
                           (["--objective", "dpo"], "pass --router-aux-loss-coef 0"),
                           (["--router-aux-loss-coef=-1"], "use a weight ≥ 0")] {
       let r = try CLITests.run(common(s) + flags + ["--output", out.path])

@@ -121,10 +121,10 @@ struct CachedDecoderLayer {
     try be.moeDispatch(experts: experts, expertCount: ms.experts, alignment: r.alignment, offsets: m.offsets,
                        slots: slots, sources: m.sources)
     try be.moeGather(h, sources: m.sources, topK: ms.topK, weights: nil, into: r.inputs)
-    try be.groupedMatmul(r.inputs, ex.gate, into: g, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
-    try be.groupedMatmul(r.inputs, ex.up, into: u, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.expertMatmul(r.inputs, ex.gate, experts: ms.experts, into: g, offsets: m.offsets, transposeB: true, beta: 0)
+    try be.expertMatmul(r.inputs, ex.up, experts: ms.experts, into: u, offsets: m.offsets, transposeB: true, beta: 0)
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
-    try be.groupedMatmul(act, ex.down, into: m.rows, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
     try be.moeCombine(m.rows, slots: slots, weights: weights, into: out, accumulate: false)
   }
 }

@@ -22,10 +22,10 @@ extension DecoderLayer {
     try be.moeDispatch(experts: m.experts, expertCount: ms.experts, alignment: sc.alignment, offsets: m.offsets,
                        slots: m.slots, sources: m.sources)
     try be.moeGather(a.h2, sources: m.sources, topK: ms.topK, weights: nil, into: sc.rowsA)  // (R, C)
-    try be.groupedMatmul(sc.rowsA, ex.gate, into: g, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
-    try be.groupedMatmul(sc.rowsA, ex.up, into: u, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.expertMatmul(sc.rowsA, ex.gate, experts: ms.experts, into: g, offsets: m.offsets, transposeB: true, beta: 0)
+    try be.expertMatmul(sc.rowsA, ex.up, experts: ms.experts, into: u, offsets: m.offsets, transposeB: true, beta: 0)
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
-    try be.groupedMatmul(act, ex.down, into: m.rows, offsets: m.offsets, transposeA: false, transposeB: true, beta: 0)
+    try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
     try be.moeCombine(m.rows, slots: m.slots, weights: m.weights, into: out, accumulate: false)
     if !recomputing, ms.auxLossCoefficient > 0 {
       try be.moeRouterStatistics(probs: m.probs, experts: m.experts, tokenMask: sc.tokenMask, into: sc.stats)
@@ -46,7 +46,7 @@ extension DecoderLayer {
     try be.moeGather(dOut, sources: m.sources, topK: ms.topK, weights: m.weights, into: sc.rowsA)  // dL/d rows
     // Through down: act is recomputed (not kept per layer).
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
-    try be.groupedMatmul(sc.rowsA, ex.down, into: dAct, offsets: m.offsets, transposeA: false, transposeB: false, beta: 0)
+    try be.expertMatmul(sc.rowsA, ex.down, experts: ms.experts, into: dAct, offsets: m.offsets, transposeB: false, beta: 0)
     if let dDown = ex.downGrad {
       try be.groupedMatmul(sc.rowsA, act, into: dDown, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
     }
@@ -59,8 +59,8 @@ extension DecoderLayer {
     if let dU = ex.upGrad {
       try be.groupedMatmul(dUp, sc.rowsA, into: dU, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
     }
-    try be.groupedMatmul(dGate, ex.gate, into: sc.rowsB, offsets: m.offsets, transposeA: false, transposeB: false, beta: 0)
-    try be.groupedMatmul(dUp, ex.up, into: sc.rowsB, offsets: m.offsets, transposeA: false, transposeB: false, beta: 1)
+    try be.expertMatmul(dGate, ex.gate, experts: ms.experts, into: sc.rowsB, offsets: m.offsets, transposeB: false, beta: 0)
+    try be.expertMatmul(dUp, ex.up, experts: ms.experts, into: sc.rowsB, offsets: m.offsets, transposeB: false, beta: 1)
     try be.moeCombine(sc.rowsB, slots: m.slots, weights: nil, into: ar.dHidden, accumulate: false)
     // Through the router: top-K weights (and the load-balancing loss) → logits → n2.
     try be.moeRouteBackward(dWeights: sc.dWeights, probs: m.probs, weights: m.weights, experts: m.experts,

@@ -7,18 +7,51 @@ import VKFCore
 
 /// One layer's stacked weights of one projection kind, with its experts' names in order.
 final class ExpertStack {
-  /// (E, rows, cols) on the backend.
-  let tensor: Tensor
+  /// (E, rows, cols).
+  let shape: [Int]
+  /// The dense stack on the backend; nil when it is quantised (QLoRA).
+  let tensor: Tensor?
   /// Hugging Face names of experts 0..<E.
   let names: [String]
   /// Elements per expert.
   let perExpert: Int
   /// The stacked gradient, set when any expert of the stack trains.
   var gradient: Tensor?
+  /// The quantised stack (E·rows, cols), once every expert was collected.
+  private(set) var quantized: LinearWeight?
+  /// Host values collected for quantisation, and how many experts are in.
+  private var pending: [Float] = [], collected = 0
 
-  init(tensor: Tensor, names: [String]) {
-    self.tensor = tensor; self.names = names
-    perExpert = tensor.shape.dropFirst().reduce(1, *)
+  init(shape: [Int], tensor: Tensor?, names: [String]) {
+    self.shape = shape; self.tensor = tensor; self.names = names
+    perExpert = shape.dropFirst().reduce(1, *)
+  }
+
+  /// The stack as the model multiplies it.
+  func weight() throws -> LinearWeight {
+    if let tensor { return .dense(tensor) }
+    guard let quantized else {
+      throw ModelWeightsError(names.first ?? "", "the expert stack was never completed (\(collected) of \(names.count) experts)")
+    }
+    return quantized
+  }
+
+  /// Adds expert `e`'s values; with the last one, quantises the whole stack through
+  /// `quantizer` (module name, values, rows, cols → base) and frees the host copy.
+  func collect(_ values: [Float], expert e: Int, quantizer: LlamaWeights.ProjectionBaseMaker?) throws {
+    guard let quantizer else { throw ModelWeightsError(names[e], "a quantised expert stack needs a quantiser") }
+    if pending.isEmpty { pending = [Float](repeating: 0, count: names.count * perExpert) }
+    pending.withUnsafeMutableBufferPointer { p in
+      values.withUnsafeBufferPointer { v in
+        guard let dst = p.baseAddress, let src = v.baseAddress else { return }
+        (dst + e * perExpert).update(from: src, count: min(v.count, perExpert))
+      }
+    }
+    collected += 1
+    guard collected == names.count else { return }
+    let module = names[0].replacingOccurrences(of: ".experts.0.", with: ".experts.")  // …experts.w1.weight
+    quantized = try quantizer(String(module.dropLast(".weight".count)), pending, shape[0] * shape[1], shape[2])
+    pending = []
   }
 }
 
@@ -37,24 +70,27 @@ struct ExpertStacks {
     let name = s.gate.names[0]  // …experts.0.w1.weight → the block prefix
     guard let range = name.range(of: ".experts.") else { throw ModelWeightsError(name, "is not an expert weight") }
     return ExpertWeights(router: try router(String(name[..<range.lowerBound]) + ".gate"),
-                         gate: s.gate.tensor, up: s.up.tensor, down: s.down.tensor,
+                         gate: try s.gate.weight(), up: try s.up.weight(), down: try s.down.weight(),
                          gateGrad: s.gate.gradient, upGrad: s.up.gradient, downGrad: s.down.gradient)
   }
 }
 
 extension LlamaWeights {
   /// Allocates the (uninitialised) stacks of every sparse layer of `shape`: f32, or
-  /// `frozenStorage` (f16 / bf16) for a stack none of whose experts trains.
+  /// `frozenStorage` (f16 / bf16) for a stack none of whose experts trains, or with
+  /// `quantized` (QLoRA) no dense stack for those: they are collected and quantised.
   static func expertStacks(_ shape: TransformerShape, _ backend: Backend, trainable: TrainableParameters,
-                           frozenStorage: DType) throws -> ExpertStacks {
+                           frozenStorage: DType, quantized: Bool) throws -> ExpertStacks {
     var out = ExpertStacks()
     guard let m = shape.moe else { return out }
     let (e, f, c) = (m.experts, m.intermediate, shape.hidden)
     for i in 0..<shape.layers where shape.isSparse(layer: i) {
       let names = (0..<e).map { m.expertNames(i, $0) }
       func stack(_ shape: [Int], _ names: [String]) throws -> ExpertStack {
-        let dtype = names.contains(where: trainable.contains) ? DType.f32 : frozenStorage
-        return ExpertStack(tensor: try backend.allocate(shape, dtype, memory: .device), names: names)
+        let trained = names.contains(where: trainable.contains)
+        if quantized, !trained { return ExpertStack(shape: shape, tensor: nil, names: names) }
+        let dtype = trained ? DType.f32 : frozenStorage
+        return ExpertStack(shape: shape, tensor: try backend.allocate(shape, dtype, memory: .device), names: names)
       }
       let gate = try stack([e, f, c], names.map(\.gate)), up = try stack([e, f, c], names.map(\.up))
       let down = try stack([e, c, f], names.map(\.down))
@@ -65,5 +101,18 @@ extension LlamaWeights {
       }
     }
     return out
+  }
+}
+
+extension Backend {
+  /// `groupedMatmul` (not transposeA) over a stack of `experts` stored dense or NF4.
+  func expertMatmul(_ a: Tensor, _ w: LinearWeight, experts: Int, into c: Tensor, offsets: Tensor,
+                    transposeB: Bool, beta: Float) throws {
+    switch w {
+    case .dense(let t):
+      try groupedMatmul(a, t, into: c, offsets: offsets, transposeA: false, transposeB: transposeB, beta: beta)
+    case .nf4(let q):
+      try groupedMatmulNF4(a, q, experts: experts, into: c, offsets: offsets, transposeB: transposeB, beta: beta)
+    }
   }
 }

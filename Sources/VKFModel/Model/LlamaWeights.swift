@@ -56,12 +56,13 @@ public struct LlamaLayerWeights {
 
 /// A sparse layer's mixture of experts: the router and every expert's gated MLP, each
 /// projection kind stacked over the experts in one tensor (expert e's weight is row block e,
-/// the view `parameters` holds under its Hugging Face name).
+/// the view `parameters` holds under its Hugging Face name), or for QLoRA one NF4 weight
+/// (E·F, C) / (E·C, F) quantised as a whole.
 public struct ExpertWeights {
   /// Router (E, C): logits = x·routerᵀ.
   public var router: Linear
-  /// Gate and up (E, F, C), down (E, C, F).
-  public var gate, up, down: Tensor
+  /// Gate and up (E, F, C), down (E, C, F): dense (f32 or 16-bit) or NF4.
+  public var gate, up, down: LinearWeight
   /// Their accumulated gradients (nil where frozen), stacked the same way.
   public var gateGrad, upGrad, downGrad: Tensor?
 
@@ -149,7 +150,8 @@ public final class LlamaWeights {
     for f in shape.fusedModules { fusedParts[f.module + ".weight"] = f.parts.map { ($0.module + ".weight", $0.rows) } }
     fusedPartNames = fusedParts.mapValues { $0.map(\.name) }
     // Expert weights land in per-layer stacks (E, F, C) / (E, C, F): name → (stack, expert).
-    let stacks = try Self.expertStacks(shape, backend, trainable: trainable, frozenStorage: frozenStorage)
+    let stacks = try Self.expertStacks(shape, backend, trainable: trainable, frozenStorage: frozenStorage,
+                                       quantized: projectionBase != nil)
     for (name, want) in expected {
       guard available.contains(name) else {
         throw ModelWeightsError(name, "missing from the weights (expected shape \(want)); "
@@ -183,7 +185,12 @@ public final class LlamaWeights {
         continue
       }
       if let (stack, e) = stacks.slot[name] {
-        let part = try stack.tensor.view(offset: e * stack.perExpert, shape: want)
+        guard let dense = stack.tensor else {
+          // QLoRA: collected on the host, quantised as one weight once the last expert is in.
+          try stack.collect(values, expert: e, quantizer: projectionBase)
+          continue
+        }
+        let part = try dense.view(offset: e * stack.perExpert, shape: want)
         if part.dtype == .f32 {
           try backend.upload(values, to: part)
         } else {
@@ -217,7 +224,7 @@ public final class LlamaWeights {
       for (name, s) in trained { grads[name] = try arena.view(offset: offsets[name] ?? 0, shape: s) }
       for stack in stacks.all {
         guard let at = stackGradOffsets[ObjectIdentifier(stack)] else { continue }
-        stack.gradient = try arena.view(offset: at, shape: stack.tensor.shape)
+        stack.gradient = try arena.view(offset: at, shape: stack.shape)
       }
     }
     // The parts of fused tensors: row views of the parameter and of its gradient.

@@ -808,6 +808,59 @@ uint global_linear_id() {
   return wg_linear_id() * WG_SIZE + gl_LocalInvocationID.x;
 }
 """#,
+    "common/grouped_rows.glsl": #"""
+// Expert segments of rows for the grouped products (grouped_matmul.comp,
+// grouped_matmul_nf4.comp): segment x is rows offsets[x] ..< offsets[x + 1], device data the
+// host never reads, so every grid covers the worst case (all R rows) and the data decides
+// what each workgroup does.
+//
+// The including shader defines GROUPED_OFFSETS (the binding slot of the E + 1 i32 offsets,
+// declared here) and includes common/push.glsl and common/matmul_tile.glsl (BM, BN) first;
+// after this file it defines
+//   void grouped_segment(uint x, uint row0, uint rowHi)
+// which computes every column tile of rows row0 ..< rowHi with expert x's matrix (rows below
+// `rowLo` belong to another segment: mm_write must skip them).
+
+layout(set = 0, binding = GROUPED_OFFSETS) readonly buffer BufOffsets { int offsets[]; };
+
+uint rowLo;  // rows below this one belong to another segment
+
+void grouped_segment(uint x, uint row0, uint rowHi);
+
+// offsets[x], clamped to [0, limit] so that malformed offsets never index out of bounds.
+uint segment_bound(uint x, uint limit) {
+  int v = offsets[pc.boff[GROUPED_OFFSETS] + x];
+  return v < 0 ? 0u : min(uint(v), limit);
+}
+
+// Walks the row tiles of c (m rows) over `experts` segments. A row tile never spans two
+// segments when the segments start at multiples of BM (Swift `moeRowAlignment`); for any
+// other offsets a tile is computed once per segment it meets and each pass writes only that
+// segment's rows (`rowLo`), so the result is the same, only slower. Rows from offsets[E] on
+// are never written. Every branch is workgroup-uniform (the tile loops hold barriers).
+void grouped_rows(uint experts, uint m) {
+  const uint tilesM = (m + BM - 1) / BM;
+  uint end = segment_bound(experts, m);  // rows from here on are left alone
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    uint row0 = ty * BM;
+    if (row0 >= end) break;  // later tiles start further down
+    // The first segment ending after row0 (offsets rise), by bisection.
+    uint lo = 0u, hi = experts;
+    while (lo < hi) {
+      uint mid = (lo + hi) / 2u;
+      if (segment_bound(mid + 1u, end) <= row0) lo = mid + 1u; else hi = mid;
+    }
+    for (uint x = lo; x < experts; ++x) {
+      uint segLo = segment_bound(x, end), segHi = segment_bound(x + 1u, end);
+      if (segLo >= row0 + BM) break;
+      rowLo = max(segLo, row0);
+      uint rowHi = min(segHi, row0 + BM);
+      if (rowLo >= rowHi) continue;  // an empty segment
+      grouped_segment(x, row0, rowHi);
+    }
+  }
+}
+"""#,
     "common/half.glsl": #"""
 // 16-bit floats packed two per uint word (element 2p in the low half of word p), converted
 // by bit manipulation, so no float16 / int16 device feature is needed and the results are
@@ -1595,10 +1648,7 @@ void main() {
 //   TRANS_A 0:  c[seg x] = a[seg x] · op(b[x]) + beta·c[seg x]
 //       a (m, k) rows of width lda = k; c (m, n); op(b[x]) = b[x]ᵀ with TRANS_B 1, b (E, n, k),
 //       or b[x] with TRANS_B 0, b (E, k, n); b[x] starts at x·strideB. Rows from offsets[E]
-//       on are never written. A row tile never spans two segments when the segments start at
-//       multiples of BM (Swift `moeRowAlignment`); for any other offsets a tile is computed
-//       once per segment it meets and each pass writes only that segment's rows, so the
-//       result is the same, only slower.
+//       on are never written; the walk over segments and row tiles is common/grouped_rows.glsl.
 //       Host K slices (lavapipe's loop cap, Swift `matmulMaxK`): each dispatch sees a and b
 //       as views starting at its first k, with k = the slice and beta = 1 after the first.
 //   TRANS_A 1:  c[x] = a[seg x]ᵀ · b[seg x] + beta·c[x]    (the experts' weight gradients)
@@ -1645,7 +1695,6 @@ layout(set = 0, binding = 1) readonly buffer BufB { float b[]; };
 #else
 layout(set = 0, binding = 1) readonly buffer BufB { uint b[]; };
 #endif
-layout(set = 0, binding = 2) readonly buffer BufOffsets { int offsets[]; };
 layout(set = 0, binding = 3) buffer BufC { float c[]; };
 
 PUSH_BEGIN
@@ -1665,15 +1714,10 @@ PUSH_END
 #define MM_A_K_FAST (1 - TRANS_A)
 #define MM_B_K_FAST TRANS_B
 #include "common/matmul_tile.glsl"
+#define GROUPED_OFFSETS 2
+#include "common/grouped_rows.glsl"
 
 uint baseA, baseB, baseC;  // the current product's first element of op(A), op(B) and C
-uint rowLo;                // TRANS_A 0: rows below this one belong to another segment
-
-// offsets[x], clamped to [0, limit] so that malformed offsets never index out of bounds.
-uint segment_bound(uint x, uint limit) {
-  int v = offsets[pc.boff[2] + x];
-  return v < 0 ? 0u : min(uint(v), limit);
-}
 
 float mm_load_a(uint row, uint kk) {
 #if TRANS_A
@@ -1707,9 +1751,20 @@ void mm_write(uint row, uint col, float acc) {
   c[i] = pc.beta == 0.0 ? acc : acc + pc.beta * c[i];
 }
 
+// TRANS_A 0: expert x's product for rows row0 ..< rowHi (common/grouped_rows.glsl).
+void grouped_segment(uint x, uint row0, uint rowHi) {
+  const uint tilesN = (pc.n + BN - 1) / BN;
+  baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + x * pc.strideB;
+  for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+    mm_zero();
+    mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
+    mm_store(row0, tx * BN, rowHi, pc.n);
+  }
+}
+
 void main() {
-  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
 #if TRANS_A
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
   for (uint x = gl_WorkGroupID.z; x < pc.experts; x += gl_NumWorkGroups.z) {
     uint hi = segment_bound(x + 1u, pc.k), lo = min(segment_bound(x, pc.k), hi);
     uint segRows = hi - lo;
@@ -1729,31 +1784,121 @@ void main() {
 #else
   baseA = pc.boff[0];
   baseC = pc.boff[3];
-  uint end = segment_bound(pc.experts, pc.m);  // rows from here on are left alone
-  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
-    uint row0 = ty * BM;
-    if (row0 >= end) break;  // uniform; later tiles start further down
-    // The first segment ending after row0 (offsets rise), by bisection.
-    uint lo = 0u, hi = pc.experts;
-    while (lo < hi) {
-      uint mid = (lo + hi) / 2u;
-      if (segment_bound(mid + 1u, end) <= row0) lo = mid + 1u; else hi = mid;
-    }
-    for (uint x = lo; x < pc.experts; ++x) {
-      uint segLo = segment_bound(x, end), segHi = segment_bound(x + 1u, end);
-      if (segLo >= row0 + BM) break;
-      rowLo = max(segLo, row0);
-      uint rowHi = min(segHi, row0 + BM);
-      if (rowLo >= rowHi) continue;  // an empty segment (uniform)
-      baseB = (B_TYPE == 0 ? pc.boff[1] : 2u * pc.boff[1]) + x * pc.strideB;
-      for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
-        mm_zero();
-        mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
-        mm_store(row0, tx * BN, rowHi, pc.n);
-      }
-    }
-  }
+  grouped_rows(pc.experts, pc.m);
 #endif
+}
+"""#,
+    "grouped_matmul_nf4.comp": #"""
+#version 450
+// grouped_matmul_nf4: one product per expert segment of rows, the experts' matrices frozen
+// as one NF4 weight.                                        CPU twin: CPUBackend.groupedMatmulNF4
+//   W (E·r, cols) NF4 stacks the E experts (see dequantize_nf4.comp for the packing); W_x is
+//   rows x·r ..< (x + 1)·r, global elements x·strideB ..< (x + 1)·strideB with strideB =
+//   r·cols. Absmax blocks and double-quant groups count over the whole stack, so an element
+//   is decoded from its global index (a block may straddle two experts).
+//   Segment x is rows offsets[x] ..< offsets[x + 1] of a and c (device data: the host never
+//   reads it); rows from offsets[E] on are never written (common/grouped_rows.glsl).
+//   TRANS_B 1 (forward):         c (R, r)[seg x]    = a (R, cols)[seg x] · W_xᵀ + beta·c
+//   TRANS_B 0 (input gradient):  c (R, cols)[seg x] = a (R, r)[seg x] · W_x + beta·c
+//   So n = c's width, k = a's width (lda) and op(W_x)[kk, col] = W_x[col, kk] (TRANS_B 1) or
+//   W_x[kk, col] (TRANS_B 0). W is dequantised as its tile is staged (code · absmax, f32):
+//   the dense experts never exist in device memory.
+//   Host K slices (lavapipe's loop cap, Swift `matmulMaxK`): dispatch i covers
+//   kFirst ..< kFirst + k of the reduction, beta = 1 after the first. a and W are indexed
+//   from kFirst in the shader (no views), so a slice may start at any k, mid-byte and
+//   mid-block included. beta = 0 never reads c. Sums run over k in order per output
+//   (common/matmul_tile.glsl).
+// Bindings: 0 a f32, 1 packed (uint words), 2 absmax f32 or codes (NF4_DQ = 1), 3 offsets
+//   (E + 1) i32, all readonly; 4 c (read when beta ≠ 0, written); 5 nested scales (NF4_DQ = 1
+//   only, readonly); absmax as in dequantize_nf4.comp (common/nf4.glsl NF4_ABSMAX).
+// Push (after boff[8]): m, n, k, kFirst, lda, cols, strideB, experts, blockSize, beta,
+//   nestedBlock, absmaxOffset → Swift `GroupedMatmulNF4Push`.
+// Dispatch: x = ceil(n / BN), y = ceil(R / BM), z = 1 (m = R, the worst case; tiles past
+//   offsets[E] exit), clamped to maxComputeWorkGroupCount with grid-stride loops. Workgroup
+//   (BM/TM)·(BN/TN) invocations; tiles in specialization constants 3..7.
+// Variant defines (Swift `groupedMatmulNF4` sets them):
+//   TRANS_B 0|1   see above
+//   NF4_DQ 0|1    f32 or double-quantised absmax
+// variant: TRANS_B=0
+// variant: NF4_DQ=1
+// variant: TRANS_B=0 NF4_DQ=1
+#ifndef TRANS_B
+#define TRANS_B 1
+#endif
+#ifndef NF4_DQ
+#define NF4_DQ 0
+#endif
+
+#include "common/push.glsl"
+#include "common/nf4.glsl"
+
+layout(set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(set = 0, binding = 1) readonly buffer Packed { uint packed[]; };
+layout(set = 0, binding = 4) buffer BufC { float c[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint kFirst;
+  uint lda;
+  uint cols;
+  uint strideB;
+  uint experts;
+  uint blockSize;
+  float beta;
+  uint nestedBlock;
+  float absmaxOffset;
+PUSH_END
+
+NF4_ABSMAX(2, 5)
+
+#define MM_A_K_FAST 1
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+#define GROUPED_OFFSETS 3
+#include "common/grouped_rows.glsl"
+
+uint baseB;  // the current expert's first element of W (global over the stack)
+
+float mm_load_a(uint row, uint kk) {
+  return a[pc.boff[0] + row * pc.lda + pc.kFirst + kk];
+}
+
+// Element e of the stacked W dequantised: packed word e/8, absmax block e/blockSize.
+float nf4_element(uint e) {
+  uint word = packed[pc.boff[1] + (e >> 3u)];
+  return NF4_CODE[nf4_index(word, e & 7u)] * block_absmax(e / pc.blockSize);
+}
+
+float mm_load_b(uint kk, uint col) {
+  uint kg = pc.kFirst + kk;
+#if TRANS_B
+  return nf4_element(baseB + col * pc.cols + kg);
+#else
+  return nf4_element(baseB + kg * pc.cols + col);
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+  if (row < rowLo) return;
+  uint i = pc.boff[4] + row * pc.n + col;
+  c[i] = pc.beta == 0.0 ? acc : acc + pc.beta * c[i];
+}
+
+// Expert x's product for rows row0 ..< rowHi (common/grouped_rows.glsl).
+void grouped_segment(uint x, uint row0, uint rowHi) {
+  const uint tilesN = (pc.n + BN - 1) / BN;
+  baseB = x * pc.strideB;
+  for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+    mm_zero();
+    mm_accumulate(row0, tx * BN, rowHi, pc.n, pc.k);
+    mm_store(row0, tx * BN, rowHi, pc.n);
+  }
+}
+
+void main() {
+  grouped_rows(pc.experts, pc.m);
 }
 """#,
     "layer_norm.comp": #"""

@@ -3,7 +3,7 @@ import VKFCore
 // Mixture-of-experts routing and row movement (moe_route.comp, moe_dispatch.comp,
 // moe_gather.comp, moe_combine.comp, moe_combine_back.comp, moe_router_stats.comp,
 // moe_aux_loss.comp, moe_route_back.comp); the per-expert products are in
-// GroupedMatmulKernel.swift.
+// GroupedMatmulKernel.swift and GroupedMatmulNF4Kernel.swift.
 // Legend: N tokens, E experts, K experts per token, R expert rows, C row width.
 // The routing (experts, offsets, slots, sources) is data the host never reads: a recorded
 // step replays with each step's routing, so every grid covers the worst case and the
