@@ -18,10 +18,10 @@ extension HFModelWriter {
 
   /// `config` as config.json: its verbatim keys plus `architectures` and the dtype keys
   /// (`torch_dtype` for transformers 4, `dtype` for 5).
-  static func configObject(_ config: LlamaConfig) throws -> [String: Any] {
+  static func configObject(_ config: DecoderConfig) throws -> [String: Any] {
     let data = try JSONEncoder().encode(config)
     guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-      throw PEFTError("internal: LlamaConfig did not encode to a JSON object")
+      throw PEFTError("internal: DecoderConfig did not encode to a JSON object")
     }
     guard let architecture = architectureNames[config.modelType] else {
       throw PEFTError("model_type \"\(config.modelType)\" has no transformers class to write in architectures")
@@ -61,7 +61,7 @@ extension HFModelWriter {
   }
 
   /// Throws unless `config` describes exactly the architecture of the weights being written.
-  static func check(_ config: LlamaConfig, matches shape: TransformerShape) throws {
+  static func check(_ config: DecoderConfig, matches shape: TransformerShape) throws {
     let fromConfig: TransformerShape
     do { fromConfig = try TransformerShape(config: config) } catch {
       throw PEFTError("the config cannot describe these weights: \(error)")
@@ -84,7 +84,7 @@ extension HFModelWriter {
   /// `rope_freqs` table cannot be turned back into transformers' llama3 parameters; then
   /// the model's own config.json must be put beside the GGUF.
   public static func synthesizedConfig(shape: TransformerShape, facts: GGUFModelFacts?,
-                                       bosTokenID: Int?, eosTokenIDs: [Int]) throws -> LlamaConfig {
+                                       bosTokenID: Int?, eosTokenIDs: [Int]) throws -> DecoderConfig {
     // qwen3 when the heads have q/k RMSNorm (its q/k/v biases would come with an o_proj bias
     // this trainer does not implement), qwen2 when q/k/v carry biases, else llama.
     if shape.qkNorm, shape.qkvBias {
@@ -158,7 +158,7 @@ extension HFModelWriter {
   /// `synthesizedConfig` for Gemma 2 (no q/k norms) and Gemma 3 (q/k norms, a local RoPE
   /// base on its windowed layers).
   static func synthesizedSandwichConfig(shape: TransformerShape, facts: GGUFModelFacts?, bosTokenID: Int?,
-                                        eosTokenIDs: [Int]) throws -> LlamaConfig {
+                                        eosTokenIDs: [Int]) throws -> DecoderConfig {
     guard shape.activation == .geluTanh, shape.normWeightOffset == 1, !shape.qkvBias,
           shape.embeddingScale == Float(Double(shape.hidden).squareRoot()) else {
       throw PEFTError("the model has sandwich norms without the rest of Gemma 2/3 (GeGLU, (1 + w) norms, "
@@ -201,13 +201,13 @@ extension HFModelWriter {
   }
 
   /// A synthesised config object with the special token ids, decoded (and so validated).
-  private static func decodedConfig(_ object: [String: Any], bosTokenID: Int?, eosTokenIDs: [Int]) throws -> LlamaConfig {
+  private static func decodedConfig(_ object: [String: Any], bosTokenID: Int?, eosTokenIDs: [Int]) throws -> DecoderConfig {
     var object = object
     if let bosTokenID { object["bos_token_id"] = bosTokenID }
     if eosTokenIDs.count == 1 { object["eos_token_id"] = eosTokenIDs[0] }
     else if !eosTokenIDs.isEmpty { object["eos_token_id"] = eosTokenIDs }
     let data = try JSONSerialization.data(withJSONObject: object)
-    return try LlamaConfig.decode(data, file: "<synthesised config>")
+    return try DecoderConfig.decode(data, file: "<synthesised config>")
   }
 
   /// θ from the ratio of the first and last inverse frequencies, `inv[0]/inv[k] = θ^(2k/d)`

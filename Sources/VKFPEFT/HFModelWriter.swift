@@ -51,7 +51,7 @@ public enum HFModelWriter {
     /// Tokenizer and generation files copied from the source.
     public var copiedFiles: [String]
     /// The config written as config.json.
-    public var config: LlamaConfig
+    public var config: DecoderConfig
   }
 
   // MARK: - Writing
@@ -68,7 +68,7 @@ public enum HFModelWriter {
   ///   - scoreHead: write a reward model (`<Model>ForSequenceClassification`, one label,
   ///     `score.weight`, no LM head) instead of a causal LM.
   @discardableResult
-  public static func write(weights: LlamaWeights, config: LlamaConfig?, tokenizerSource: URL?,
+  public static func write(weights: DecoderWeights, config: DecoderConfig?, tokenizerSource: URL?,
                            to dir: URL, shardBytes: Int = defaultShardBytes, overwrite: Bool = false,
                            bosTokenID: Int? = nil, eosTokenIDs: [Int] = [], scoreHead: ScoreHead? = nil) throws -> Written {
     guard shardBytes > 0 else { throw PEFTError("shardBytes must be positive, got \(shardBytes)") }
@@ -108,7 +108,7 @@ public enum HFModelWriter {
   /// Writes `weights` as the model `model` was loaded from: its config (or one synthesised
   /// from the GGUF metadata and shape), its tokenizer files, its bos/eos ids.
   @discardableResult
-  public static func write(weights: LlamaWeights, model: LoadedModel, to dir: URL,
+  public static func write(weights: DecoderWeights, model: LoadedModel, to dir: URL,
                            shardBytes: Int = defaultShardBytes, overwrite: Bool = false,
                            scoreHead: ScoreHead? = nil) throws -> Written {
     var config = model.config
@@ -125,7 +125,7 @@ public enum HFModelWriter {
 
   /// Every parameter by Hugging Face name in load order, with its tensor; the tied LM head
   /// is omitted (transformers re-ties it from `tie_word_embeddings`).
-  static func denseTensors(of weights: LlamaWeights) throws -> [(name: String, tensor: Tensor)] {
+  static func denseTensors(of weights: DecoderWeights) throws -> [(name: String, tensor: Tensor)] {
     var projections: [String: Linear] = [:]
     try weights.updateProjections { module, linear in
       if linear.adapter != nil {

@@ -52,7 +52,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
   }
 
   /// The seven Llama projections, in PEFT's (and the model's) order.
-  public static let allLinear = LlamaWeights.projectionModules
+  public static let allLinear = DecoderWeights.projectionModules
 
   /// Phi-3's fused projections and the split ones each one stands for (PEFT targets the
   /// fused linear; the model runs its parts).

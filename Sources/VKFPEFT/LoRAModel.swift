@@ -4,7 +4,7 @@ import VKFModel
 /// LoRA / rsLoRA / DoRA adapters attached to a model's projections (peft `get_peft_model`).
 ///
 /// Creating one attaches an adapter to every targeted projection of `weights` (in layer order,
-/// PEFT's order within a layer); `LlamaModel(weights:)` then trains them: the adapters' gradients
+/// PEFT's order within a layer); `DecoderModel(weights:)` then trains them: the adapters' gradients
 /// accumulate in one allocation (`zeroGradients` is one fill) and `trainableTensors` hands
 /// them to the optimizer under their PEFT keys. Load the weights with `trainable: .none` for
 /// LoRA-only training. For QLoRA call `QLoRA.quantize(weights)` first, so DoRA magnitudes
@@ -12,7 +12,7 @@ import VKFModel
 public final class LoRAModel {
   /// The LoRA settings.
   public let config: LoRAConfig
-  /// The model the adapters are attached to (a decoder's `LlamaWeights` or an encoder's
+  /// The model the adapters are attached to (a decoder's `DecoderWeights` or an encoder's
   /// `BertWeights`).
   public let weights: AdaptableWeights
   /// Every adapter with its module name (`model.layers.0.self_attn.q_proj`).
@@ -36,7 +36,7 @@ public final class LoRAModel {
   /// kaiming-uniform(a = √5) = U(−1/√in, 1/√in) drawn from SplitMix64(seed), B = 0, DoRA's
   /// magnitude = row norms of W.
   public init(weights: AdaptableWeights, config: LoRAConfig, seed: UInt64) throws {
-    let fusedNames = weights is LlamaWeights ? LoRAConfig.fusedModules.map(\.fused) : []
+    let fusedNames = weights is DecoderWeights ? LoRAConfig.fusedModules.map(\.fused) : []
     try config.validate(modules: weights.loraModules + fusedNames)
     self.config = config
     self.weights = weights
@@ -78,7 +78,7 @@ public final class LoRAModel {
     }
     let r = config.r
     // Parameters and gradients: one allocation each, every view 64-float aligned like
-    // LlamaWeights' gradients.
+    // DecoderWeights' gradients.
     func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
     var total = 0
     var offsets: [String: (a: Int, b: Int, m: Int)] = [:]

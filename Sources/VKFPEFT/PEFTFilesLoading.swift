@@ -138,7 +138,7 @@ extension PEFTAdapterFiles {
   ///
   /// On any error the weights are left without adapters. A reward-model (SEQ_CLS) adapter is
   /// refused here, since its score head would be dropped: use `loadAdapter`.
-  public static func load(_ dir: URL, into weights: LlamaWeights, seed: UInt64 = 0) throws -> LoRAModel {
+  public static func load(_ dir: URL, into weights: DecoderWeights, seed: UInt64 = 0) throws -> LoRAModel {
     let info = try readAdapterConfig(dir)
     guard !info.sequenceClassification else {
       throw PEFTError("\(configURL(dir).path): a reward-model adapter (task_type SEQ_CLS, with a score head), "
@@ -161,7 +161,7 @@ extension PEFTAdapterFiles {
   /// every tensor's key and shape first; a SEQ_CLS adapter must carry
   /// `base_model.model.score.weight` (1, hidden). On any error the weights are left without
   /// adapters.
-  public static func loadAdapter(_ dir: URL, into weights: LlamaWeights, seed: UInt64 = 0) throws -> LoadedAdapter {
+  public static func loadAdapter(_ dir: URL, into weights: DecoderWeights, seed: UInt64 = 0) throws -> LoadedAdapter {
     let info = try readAdapterConfig(dir)
     let config = info.config
     let file = dir.appendingPathComponent(weightsFileName)
@@ -219,7 +219,7 @@ extension PEFTAdapterFiles {
   /// Every PEFT key and shape an adapter with `config` has on `weights`, in module order.
   /// A fused projection (Phi-3's qkv_proj, gate_up_proj) is one module whose B stacks its
   /// parts' rows.
-  static func expectedTensors(config: LoRAConfig, weights: LlamaWeights) throws -> [(key: String, shape: [Int])] {
+  static func expectedTensors(config: LoRAConfig, weights: DecoderWeights) throws -> [(key: String, shape: [Int])] {
     try config.checkTargets(fusedProjections: weights.shape.fusedProjections)
     let targets = Set(config.resolvedTargetModules)
     var partOf: [String: String] = [:]

@@ -43,7 +43,7 @@ public enum QLoRA {
   /// norms and LM head stay f32) by NF4 and releases the dense tensors. Projections already in
   /// NF4 are left alone. The base must be frozen (`trainable: .none` for those weights).
   /// Adapters already attached stay attached.
-  public static func quantize(_ weights: LlamaWeights, options: Options = .init()) throws -> QuantizationReport {
+  public static func quantize(_ weights: DecoderWeights, options: Options = .init()) throws -> QuantizationReport {
     try checkBlockSize(options)
     var problem: PEFTError?
     weights.updateProjections { module, linear in
@@ -73,10 +73,10 @@ public enum QLoRA {
   /// was quantised.
   public static func load(from source: WeightSource, shape: TransformerShape, backend: Backend,
                           options: Options = .init(), frozenStorage: DType = .f32,
-                          report: inout QuantizationReport) throws -> LlamaWeights {
+                          report: inout QuantizationReport) throws -> DecoderWeights {
     try checkBlockSize(options)
     var r = QuantizationReport()
-    let weights = try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none,
+    let weights = try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none,
                                    frozenStorage: frozenStorage) { module, values, rows, cols in
       .nf4(try quantized(module, values, rows: rows, cols: cols, on: backend, options: options, into: &r))
     }

@@ -14,7 +14,7 @@ extension DPOTask: StagedTrainingTask {
     // Answer lengths, and reference log-probs unless the recorded pass computes them.
     let t = batch.seqLength
     let counts = (0..<rows).map { r in
-      targets[(r * t)..<((r + 1) * t)].reduce(0) { $0 + ($1 == LlamaModel.ignoreIndex ? 0 : 1) }
+      targets[(r * t)..<((r + 1) * t)].reduce(0) { $0 + ($1 == DecoderModel.ignoreIndex ? 0 : 1) }
     }
     var refs = [Float](repeating: 0, count: rows)
     if case .precomputed = reference {

@@ -13,7 +13,7 @@ func rowLogProbs(tokenLosses: [Float], targets: [Int32], rows: Int) -> (logps: [
   var logps = [Double](repeating: 0, count: rows), counts = [Int](repeating: 0, count: rows)
   for r in 0..<rows {
     var s = 0.0, c = 0
-    for i in (r * t)..<((r + 1) * t) where targets[i] != LlamaModel.ignoreIndex {
+    for i in (r * t)..<((r + 1) * t) where targets[i] != DecoderModel.ignoreIndex {
       s -= Double(tokenLosses[i]); c += 1
     }
     logps[r] = s; counts[r] = c
@@ -46,12 +46,12 @@ public struct ReferenceLogProbs: Codable, Equatable, Sendable {
   }
 
   /// Runs `model` (as it is now: the reference) over `examples` in batches without gradients.
-  public static func compute(model: LlamaModel, examples: [TokenizedExample], batchSize: Int,
+  public static func compute(model: DecoderModel, examples: [TokenizedExample], batchSize: Int,
                              padID: Int) throws -> ReferenceLogProbs {
     var out = ReferenceLogProbs()
     for batch in Batching.batches(examples, batchSize: max(1, batchSize), padID: padID) {
       let (ids, targets) = try SFTTask.int32(batch)
-      guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { continue }
+      guard targets.contains(where: { $0 != DecoderModel.ignoreIndex }) else { continue }
       try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
       let (logps, _) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize)
       for r in 0..<batch.batchSize {
@@ -102,7 +102,7 @@ public final class DPOTask: TrainingTask {
     case precomputed(ReferenceLogProbs)
   }
 
-  public let model: LlamaModel
+  public let model: DecoderModel
   public let trainableTensors: [TrainableTensor]
   public let loss: DPOLossConfig
   public let reference: Reference
@@ -141,7 +141,7 @@ public final class DPOTask: TrainingTask {
   /// Adds a staged step's metric sums to the training metrics.
   func addTrainingMetrics(sums: [Float]) { trainMetrics.add(sums: sums.map(Double.init)) }
 
-  public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
+  public init(model: DecoderModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               reference: Reference, loss: DPOLossConfig,
               setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) throws {
@@ -152,7 +152,7 @@ public final class DPOTask: TrainingTask {
   }
 
   /// LoRA / QLoRA: the reference is the model with the adapter disabled, unless precomputed.
-  public convenience init(model: LlamaModel, lora: LoRAModel, loss: DPOLossConfig,
+  public convenience init(model: DecoderModel, lora: LoRAModel, loss: DPOLossConfig,
                           precomputed: ReferenceLogProbs? = nil) throws {
     try self.init(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
                   reference: precomputed.map { .precomputed($0) } ?? .disabledAdapter { lora.enabled = $0 },
@@ -160,7 +160,7 @@ public final class DPOTask: TrainingTask {
   }
 
   /// Full fine-tuning against precomputed reference log-probs.
-  public convenience init(fullFineTuning model: LlamaModel, reference: ReferenceLogProbs,
+  public convenience init(fullFineTuning model: DecoderModel, reference: ReferenceLogProbs,
                           loss: DPOLossConfig) throws {
     let w = model.weights
     try self.init(model: model, trainables: w.trainableTensors, zero: { try w.zeroGradients() },
@@ -256,7 +256,7 @@ public final class DPOTask: TrainingTask {
       throw TrainingError.invalidBatch("a preference batch has \(batch.batchSize) rows; it needs chosen/rejected pairs")
     }
     let t = batch.seqLength
-    for r in 0..<batch.batchSize where !targets[(r * t)..<((r + 1) * t)].contains(where: { $0 != LlamaModel.ignoreIndex }) {
+    for r in 0..<batch.batchSize where !targets[(r * t)..<((r + 1) * t)].contains(where: { $0 != DecoderModel.ignoreIndex }) {
       throw TrainingError.invalidBatch("row \(r) of a preference batch has no answer token")
     }
   }

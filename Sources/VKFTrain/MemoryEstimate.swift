@@ -54,14 +54,14 @@ public struct MemoryEstimate: Equatable, Sendable {
     /// Device window of paged optimizer state, in elements.
     public var optimizerWindowElements: Int
     /// Attention through `Backend.attention` (one log-sum-exp per row instead of T
-    /// probabilities), as `LlamaModel.fusedAttention`.
+    /// probabilities), as `DecoderModel.fusedAttention`.
     public var fusedAttention: Bool
     /// Storage of the frozen matrices (mixed precision: f16 / bf16), as
-    /// `LlamaWeights.frozenStorage`; trained parameters, norms and biases stay f32.
+    /// `DecoderWeights.frozenStorage`; trained parameters, norms and biases stay f32.
     public var frozenStorage: DType
-    /// Rows per LM-head chunk (`LlamaModel.headChunkTokens`); nil: the model's default.
+    /// Rows per LM-head chunk (`DecoderModel.headChunkTokens`); nil: the model's default.
     public var headChunkTokens: Int?
-    /// Storage of the saved activations (`LlamaModel.activationType`; 16-bit only matters
+    /// Storage of the saved activations (`DecoderModel.activationType`; 16-bit only matters
     /// without checkpointing).
     public var activationType: DType
     /// A mixture-of-experts model's expert-row alignment (`Backend.moeRowAlignment`); the
@@ -113,7 +113,7 @@ public struct MemoryEstimate: Equatable, Sendable {
     let windowBytes = paged ? AdamW.stateBytes(elements: min(settings.optimizerWindowElements, trained)) : 0
 
     // Activations: the arena as the model carves it (every block's buffers included).
-    let activationBytes = LlamaModel.activationBytes(
+    let activationBytes = DecoderModel.activationBytes(
       shape: s, batch: settings.microBatchSize, tokens: settings.seqLength, checkpointing: settings.checkpointing,
       headChunkTokens: settings.headChunkTokens, fusedAttention: settings.fusedAttention,
       activationType: settings.activationType, moeRowAlignment: settings.moeRowAlignment)

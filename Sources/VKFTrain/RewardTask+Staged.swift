@@ -36,7 +36,7 @@ extension RewardTask: StagedTrainingTask {
         + "\(PreferenceLossParameters.maxPairs)")
     }
     let positions = try scoredPositions(ids, rows: rows)
-    let ignored = [Int32](repeating: LlamaModel.ignoreIndex, count: ids.count)
+    let ignored = [Int32](repeating: DecoderModel.ignoreIndex, count: ids.count)
     let padded = try SFTTask.padded(ids: ids, targets: ignored, batch: batch, to: shape)
     try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch)
     let b = try stepBuffers(shape)

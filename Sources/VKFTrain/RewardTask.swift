@@ -39,7 +39,7 @@ public final class RewardHead {
 /// its last token whose id is not `padID` — transformers' rule for sequence classification
 /// with `pad_token_id`, so a saved model scores the same there.
 public final class RewardTask: TrainingTask {
-  public let model: LlamaModel
+  public let model: DecoderModel
   public let head: RewardHead
   public let trainableTensors: [TrainableTensor]
   /// Subtracted from r_c − r_r inside the loss (TRL's `margin`; 0 by default).
@@ -60,7 +60,7 @@ public final class RewardTask: TrainingTask {
 
   /// `headName` names the head among the trainables: `RewardHead.peftKey` for adapters,
   /// `RewardHead.parameterName` for full fine-tuning.
-  public init(model: LlamaModel, head: RewardHead, baseTrainables: [TrainableTensor], headName: String,
+  public init(model: DecoderModel, head: RewardHead, baseTrainables: [TrainableTensor], headName: String,
               zero: @escaping () throws -> Void, padID: Int, margin: Double = 0,
               setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) {
@@ -72,7 +72,7 @@ public final class RewardTask: TrainingTask {
   }
 
   /// LoRA / QLoRA body plus the head (saved as PEFT's `modules_to_save`).
-  public convenience init(model: LlamaModel, lora: LoRAModel, head: RewardHead, padID: Int, margin: Double = 0) {
+  public convenience init(model: DecoderModel, lora: LoRAModel, head: RewardHead, padID: Int, margin: Double = 0) {
     self.init(model: model, head: head, baseTrainables: lora.trainableTensors, headName: RewardHead.peftKey,
               zero: { try lora.zeroGradients() }, padID: padID, margin: margin,
               setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
@@ -80,7 +80,7 @@ public final class RewardTask: TrainingTask {
 
   /// Full fine-tuning of every parameter loaded as trainable, plus the head. The LM head takes
   /// no part (its gradient stays zero and it is not saved) unless tied to the embedding.
-  public convenience init(fullFineTuning model: LlamaModel, head: RewardHead, padID: Int, margin: Double = 0) {
+  public convenience init(fullFineTuning model: DecoderModel, head: RewardHead, padID: Int, margin: Double = 0) {
     let w = model.weights
     let base = w.trainableTensors.filter { $0.name != ParameterNames.lmHead }
     self.init(model: model, head: head, baseTrainables: base, headName: RewardHead.parameterName,

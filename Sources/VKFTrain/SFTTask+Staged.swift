@@ -8,9 +8,9 @@ extension SFTTask: StagedTrainingTask {
   public func stage(_ batch: Batch, as shape: StepShape, dropoutSeed: UInt64) throws -> Bool {
     let (ids, targets) = try Self.int32(batch)
     // A micro-batch with no trained target adds nothing to loss or gradients.
-    guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return false }
+    guard targets.contains(where: { $0 != DecoderModel.ignoreIndex }) else { return false }
     let padded = try Self.padded(ids: ids, targets: targets, batch: batch, to: shape)
-    let trained = Float(targets.filter { $0 != LlamaModel.ignoreIndex }.count)
+    let trained = Float(targets.filter { $0 != DecoderModel.ignoreIndex }.count)
     try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch,
                     tokenMask: Self.tokenMask(batch, model: model, tokens: shape.tokens),
                     auxLossWeight: trained / stepLossNormalizer)
@@ -51,7 +51,7 @@ extension SFTTask: StagedTrainingTask {
     for r in 0..<b {
       let row = (r * t)..<((r + 1) * t)
       pi += ids[row]; pi += repeatElement(ids[row.upperBound - 1], count: extra)
-      pt += targets[row]; pt += repeatElement(LlamaModel.ignoreIndex, count: extra)
+      pt += targets[row]; pt += repeatElement(DecoderModel.ignoreIndex, count: extra)
     }
     return (pi, pt)
   }

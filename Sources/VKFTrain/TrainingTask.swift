@@ -41,11 +41,11 @@ extension TrainingTask {
 }
 
 /// Supervised fine-tuning (next-token cross-entropy on the unmasked targets) over a
-/// `LlamaModel`. The trainables and their gradient reset come from whoever made them:
-/// `LlamaWeights.trainableTensors` for full fine-tuning, a LoRA model's tensors for LoRA/QLoRA.
+/// `DecoderModel`. The trainables and their gradient reset come from whoever made them:
+/// `DecoderWeights.trainableTensors` for full fine-tuning, a LoRA model's tensors for LoRA/QLoRA.
 public final class SFTTask: TrainingTask {
   /// The model; adapters are already attached to its projections.
-  public let model: LlamaModel
+  public let model: DecoderModel
   public let trainableTensors: [TrainableTensor]
   private let zero: () throws -> Void
   let dropoutSeedSetter: (UInt64) throws -> Void
@@ -59,7 +59,7 @@ public final class SFTTask: TrainingTask {
   ///   - zero: resets every gradient of `trainables` (and any the model accumulates).
   ///   - setDropoutSeed: called before each micro-batch (adapter dropout); ignore if none.
   ///   - setTraining: called with false around evaluation (dropout off) and true after.
-  public init(model: LlamaModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
+  public init(model: DecoderModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) {
     self.model = model
@@ -70,7 +70,7 @@ public final class SFTTask: TrainingTask {
   }
 
   /// Full fine-tuning: every parameter the weights were loaded with `trainable:` for.
-  public convenience init(fullFineTuning model: LlamaModel) {
+  public convenience init(fullFineTuning model: DecoderModel) {
     let weights = model.weights
     self.init(model: model, trainables: weights.trainableTensors, zero: { try weights.zeroGradients() })
   }
@@ -82,7 +82,7 @@ public final class SFTTask: TrainingTask {
   public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
     let (ids, targets) = try Self.int32(batch)
     // A micro-batch with no trained target adds nothing to loss or gradients.
-    guard targets.contains(where: { $0 != LlamaModel.ignoreIndex }) else { return 0 }
+    guard targets.contains(where: { $0 != DecoderModel.ignoreIndex }) else { return 0 }
     try dropoutSeedSetter(dropoutSeed)
     try model.forward(ids: ids, targets: targets, batch: batch.batchSize,
                       lossNormalizer: lossNormalizer, computeGradients: true, tokenMask: Self.tokenMask(batch, model: model))
@@ -93,7 +93,7 @@ public final class SFTTask: TrainingTask {
 
   public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
     let (ids, targets) = try Self.int32(batch)
-    let tokens = targets.filter { $0 != LlamaModel.ignoreIndex }.count
+    let tokens = targets.filter { $0 != DecoderModel.ignoreIndex }.count
     guard tokens > 0 else { return (0, 0) }
     trainingModeSetter(false)
     defer { trainingModeSetter(true) }
@@ -106,7 +106,7 @@ public final class SFTTask: TrainingTask {
   /// For a mixture-of-experts model: 1 at the batch's example tokens, 0 at padding, row by row
   /// over `tokens` columns (≥ the batch's; the extra ones are padding) — the tokens its
   /// load-balancing loss counts, as transformers' attention mask. nil for dense models.
-  static func tokenMask(_ batch: Batch, model: LlamaModel, tokens: Int? = nil) -> [Float]? {
+  static func tokenMask(_ batch: Batch, model: DecoderModel, tokens: Int? = nil) -> [Float]? {
     guard model.shape.moe != nil else { return nil }
     let t = tokens ?? batch.seqLength
     var mask = [Float](repeating: 0, count: batch.batchSize * t)

@@ -59,7 +59,7 @@ struct BenchModel: ParsableCommand {
     var rng = SplitMix64(seed: 0x5EED)
     let ids = (0 ..< tokens).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
     // Next-token targets within each row; the last position of a row is ignored.
-    let targets = (0 ..< tokens).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] }
+    let targets = (0 ..< tokens).map { i in (i + 1) % seq == 0 ? DecoderModel.ignoreIndex : ids[i + 1] }
     let shape = "\(batch)x\(seq) (\(tokens) tokens)"
 
     print(Self.header)
@@ -68,9 +68,9 @@ struct BenchModel: ParsableCommand {
     // built, so peak memory is that of the larger one.
     for mode in ["forward", "full"] {
       let training = mode == "full"
-      let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
+      let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
                                      trainable: training ? .all : .none)
-      let llama = try LlamaModel(weights: weights)
+      let llama = try DecoderModel(weights: weights)
       let step = {
         if training {
           try llama.forward(ids: ids, targets: targets, batch: self.batch, computeGradients: true)

@@ -113,7 +113,7 @@ struct BenchTrain: ParsableCommand {
     let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant,
                                            frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
-    let llama = try LlamaModel(weights: weights, checkpointing: gradientCheckpointing, headChunkTokens: headChunkTokens,
+    let llama = try DecoderModel(weights: weights, checkpointing: gradientCheckpointing, headChunkTokens: headChunkTokens,
                                fusedAttention: !unfusedAttention, activationType: settings.frozenStorage)
     let trainables = lora?.trainableTensors ?? weights.trainableTensors
     let optimizer = try AdamW(parameters: trainables, config: settings.trainingConfig.adamW, backend: backend)
@@ -124,7 +124,7 @@ struct BenchTrain: ParsableCommand {
     // Random rows; targets are the next id, the last of each row ignored.
     func randomRows() -> (ids: [Int32], targets: [Int32]) {
       let ids = (0..<(rows * seq)).map { _ in Int32(rng.next() % UInt64(loaded.shape.vocab)) }
-      return (ids, (0..<(rows * seq)).map { i in (i + 1) % seq == 0 ? LlamaModel.ignoreIndex : ids[i + 1] })
+      return (ids, (0..<(rows * seq)).map { i in (i + 1) % seq == 0 ? DecoderModel.ignoreIndex : ids[i + 1] })
     }
     let (ids, targets) = randomRows()
     let tokens = rows * seq * accumulation
@@ -197,7 +197,7 @@ struct BenchTrain: ParsableCommand {
   /// The DPO task as `train` builds it (reference: the disabled adapter, as TRL without
   /// precompute_ref_log_probs; full fine-tuning: log-probs precomputed before timing), or the
   /// reward task with a fresh head.
-  static func preferenceTask(_ objective: TrainObjective, model: LlamaModel, lora: LoRAModel?,
+  static func preferenceTask(_ objective: TrainObjective, model: DecoderModel, lora: LoRAModel?,
                              examples: [TokenizedExample], padID: Int) throws -> TrainingTask {
     if objective == .reward {
       let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: 0)

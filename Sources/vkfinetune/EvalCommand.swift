@@ -75,7 +75,7 @@ struct EvalCommand: ParsableCommand {
     let backend = try backendOptions.makeBackend()
     let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
     lora?.training = false
-    let task = SFTTask(model: try LlamaModel(weights: weights), trainables: [], zero: {})
+    let task = SFTTask(model: try DecoderModel(weights: weights), trainables: [], zero: {})
     var sum = 0.0, tokens = 0
     // The SFT tokenizer already cut every example to max_seq_length, as for training.
     for batch in Batching.batches(examples, batchSize: batchSize, padID: loaded.eosTokenIDs.first ?? 0) {
@@ -156,8 +156,8 @@ struct EvalReport: Codable {
 
 /// A base model's frozen weights with an optional PEFT adapter attached.
 enum ModelWithAdapter {
-  static func load(_ loaded: LoadedModel, adapter: String?, backend: Backend) throws -> (LlamaWeights, LoRAModel?) {
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+  static func load(_ loaded: LoadedModel, adapter: String?, backend: Backend) throws -> (DecoderWeights, LoRAModel?) {
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
     guard let adapter else { return (weights, nil) }
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {

@@ -79,7 +79,7 @@ struct GenerateCommand: ParsableCommand {
     let promptIDs = try promptTokens(loaded)
     let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
     lora?.training = false  // no dropout when generating
-    let llama = try LlamaModel(weights: weights)
+    let llama = try DecoderModel(weights: weights)
     let config = generationConfig
     var capacity = promptIDs.count + config.maxNewTokens
     if let limit = loaded.config?.maxPositionEmbeddings, limit > promptIDs.count { capacity = min(capacity, limit) }

@@ -39,7 +39,7 @@ struct MergeCommand: ParsableCommand {
     guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
       throw RecipeError("--adapter: no such directory \(adapter)")
     }
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
     // A reward (SEQ_CLS) adapter merges into a reward model directory: its head replaces the LM head.
     let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
     let lora = a.lora

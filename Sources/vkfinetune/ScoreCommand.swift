@@ -68,7 +68,7 @@ struct ScoreCommand: ParsableCommand {
                                              tokenizer: TrainData.preferenceTokenizer(settings: s, model: loaded))
     let backend = try backendOptions.makeBackend()
     let reward = try RewardModel.load(loaded, adapter: adapter, backend: backend)
-    let task = RewardTask(model: try LlamaModel(weights: reward.weights), head: reward.head, baseTrainables: [],
+    let task = RewardTask(model: try DecoderModel(weights: reward.weights), head: reward.head, baseTrainables: [],
                           headName: RewardHead.parameterName, zero: {}, padID: reward.padID)
 
     var rewards: [(chosen: Double, rejected: Double)] = []
@@ -138,7 +138,7 @@ struct ScoreReport: Codable {
 
 /// A reward model ready to score: weights (with a reward adapter attached, or merged), head, pad id.
 struct RewardModel {
-  var weights: LlamaWeights
+  var weights: DecoderWeights
   var head: RewardHead
   var padID: Int
 
@@ -151,7 +151,7 @@ struct RewardModel {
       guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
         throw RecipeError("--adapter: no such directory \(adapter)")
       }
-      let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+      let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
       let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
       guard let values = a.scoreHead else {
         a.lora.detach()
@@ -171,7 +171,7 @@ struct RewardModel {
       throw RecipeError("\(RewardModelKeys.scoreWeight) has shape \(shape); a reward model has [1, \(loaded.shape.hidden)] "
         + "(one label)")
     }
-    let weights = try LlamaWeights(from: WithoutLMHead(source, shape: loaded.shape), shape: loaded.shape,
+    let weights = try DecoderWeights(from: WithoutLMHead(source, shape: loaded.shape), shape: loaded.shape,
                                    backend: backend, trainable: .none)
     return RewardModel(weights: weights, head: try RewardHead(values: try source.floats(RewardModelKeys.scoreWeight),
                                                              backend: backend), padID: padID)

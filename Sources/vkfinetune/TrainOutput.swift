@@ -11,7 +11,7 @@ import VKFPEFT
 /// The files are built in a hidden temporary directory inside `dir`, then each is renamed
 /// into place, so a crash leaves the previous file or the new one, never half of one.
 enum OutputWriter {
-  static func write(lora: LoRAModel?, weights: LlamaWeights, model: LoadedModel, settings: TrainSettings,
+  static func write(lora: LoRAModel?, weights: DecoderWeights, model: LoadedModel, settings: TrainSettings,
                     into dir: URL, scoreHead: HFModelWriter.ScoreHead? = nil) throws {
     try staged(into: dir) { staging in
       if let lora {

@@ -12,7 +12,7 @@ enum Quantization {
   /// logs the memory saved.
   /// `frozenStorage` f16 / bf16 (mixed precision) keeps the frozen matrices 16-bit.
   static func weights(_ loaded: LoadedModel, method: FineTuneMethod, doubleQuant: Bool,
-                      frozenStorage: DType = .f32, backend: Backend, log: (String) -> Void) throws -> LlamaWeights {
+                      frozenStorage: DType = .f32, backend: Backend, log: (String) -> Void) throws -> DecoderWeights {
     if frozenStorage != .f32 {
       log(method == .full
         ? "mixed precision: saved activations stored \(frozenStorage) (without gradient checkpointing); every "
@@ -21,7 +21,7 @@ enum Quantization {
           + "\(frozenStorage) on the device; f32 accumulation, f32 trained parameters and AdamW state")
     }
     guard method == .qlora else {
-      return try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
+      return try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
                               trainable: method == .full ? .all : .none, frozenStorage: frozenStorage)
     }
     var r = QuantizationReport()

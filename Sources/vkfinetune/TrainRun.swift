@@ -87,7 +87,7 @@ struct TrainRun {
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
     let model = try advised {
-      try LlamaModel(weights: weights, checkpointing: planned.gradientCheckpointing, activationType: s.frozenStorage)
+      try DecoderModel(weights: weights, checkpointing: planned.gradientCheckpointing, activationType: s.frozenStorage)
     }
     if let lora {
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
@@ -128,7 +128,7 @@ struct TrainRun {
   }
 
   /// The part of `run` that writes into the output directory.
-  private func train(loaded: LoadedModel, data: TrainData, weights: LlamaWeights, lora: LoRAModel?, model: LlamaModel,
+  private func train(loaded: LoadedModel, data: TrainData, weights: DecoderWeights, lora: LoRAModel?, model: DecoderModel,
                      placement: OptimizerStatePlacement, estimate: MemoryEstimate, output: URL,
                      progress: ProgressLine) throws {
     let s = settings
@@ -218,7 +218,7 @@ struct TrainRun {
   // MARK: - Tasks
 
   /// The objective's task over `model` (with `lora`, or every weight), and the reward head.
-  func makeTask(model: LlamaModel, lora: LoRAModel?, data: TrainData, output: URL,
+  func makeTask(model: DecoderModel, lora: LoRAModel?, data: TrainData, output: URL,
                 progress: ProgressLine) throws -> (task: TrainingTask, scoreHead: HFModelWriter.ScoreHead?) {
     let s = settings
     switch s.objective {
@@ -262,7 +262,7 @@ struct TrainRun {
   /// DPO's reference log-probs over every training and validation sequence: read back from
   /// `reference_logps.json` when resuming, else computed now (the adapter switched off, or
   /// the untouched weights of full fine-tuning) and saved there.
-  func referenceLogProbs(model: LlamaModel, lora: LoRAModel?, data: TrainData, output: URL,
+  func referenceLogProbs(model: DecoderModel, lora: LoRAModel?, data: TrainData, output: URL,
                          progress: ProgressLine) throws -> ReferenceLogProbs {
     let url = output.appendingPathComponent(ReferenceLogProbs.fileName)
     if resume, FileManager.default.fileExists(atPath: url.path) {

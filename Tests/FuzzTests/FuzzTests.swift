@@ -97,7 +97,7 @@ final class FuzzTests: XCTestCase {
       for name in ["config.json", "tokenizer_config.json", "generation_config.json"] {
         try? Data(input).write(to: dir.appendingPathComponent(name))
       }
-      if let config = try? LlamaConfig.load(from: dir.appendingPathComponent("config.json")) {
+      if let config = try? DecoderConfig.load(from: dir.appendingPathComponent("config.json")) {
         _ = try? TransformerShape(config: config)
       }
       _ = try? ModelLoader.siblingChatTemplate(in: dir)

@@ -7,11 +7,11 @@ import XCTest
 /// which layers attend through a sliding window, Gemma's defaults and activation; malformed
 /// or unimplemented settings refused by key (never ignored).
 final class ArchitectureConfigTests: XCTestCase {
-  private func config(_ type: String, layers: Int = 4, _ extra: String = "") throws -> LlamaConfig {
+  private func config(_ type: String, layers: Int = 4, _ extra: String = "") throws -> DecoderConfig {
     let json = #"{"model_type": ""# + type + #"", "hidden_size": 64, "intermediate_size": 128,"#
       + #" "num_hidden_layers": "# + "\(layers)" + #", "num_attention_heads": 4, "vocab_size": 10"#
       + (extra.isEmpty ? "" : ", " + extra) + "}"
-    return try LlamaConfig.decode(Data(json.utf8))
+    return try DecoderConfig.decode(Data(json.utf8))
   }
 
   func test_mistral_windowOnEveryLayer_defaulting4096LikeTransformers() throws {
@@ -38,7 +38,7 @@ final class ArchitectureConfigTests: XCTestCase {
     let c = try config("mistral", layers: 3,
                        #""sliding_window": 5, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]"#)
     XCTAssertEqual(try c.layerWindows(), [5, 0, 5])
-    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+    XCTAssertEqual(try DecoderConfig.decode(JSONEncoder().encode(c)), c)
     // A sliding layer with no window in force attends causally, as in transformers.
     XCTAssertEqual(try config("qwen2", layers: 2, #""layer_types": ["sliding_attention", "full_attention"]"#)
       .layerWindows(), [0, 0])
@@ -111,11 +111,11 @@ final class ArchitectureConfigTests: XCTestCase {
     XCTAssertEqual(shape.finalLogitSoftcap, 30)
     XCTAssertEqual(shape.normWeightOffset, 1)
     XCTAssertTrue(shape.featureSummary.contains("attention soft-cap 50.0"), "\(shape.featureSummary)")
-    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+    XCTAssertEqual(try DecoderConfig.decode(JSONEncoder().encode(c)), c)
     let uncapped = try config("gemma2", #""attn_logit_softcapping": null, "final_logit_softcapping": null"#)
     XCTAssertNil(uncapped.attnLogitSoftcapping)
     XCTAssertNil(uncapped.finalLogitSoftcapping)
-    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(uncapped)), uncapped)
+    XCTAssertEqual(try DecoderConfig.decode(JSONEncoder().encode(uncapped)), uncapped)
     XCTAssertEqual(try TransformerShape(config: uncapped).attentionSoftcap, 0)
     for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
       XCTAssertThrowsError(try config("gemma2", "\"\(key)\": -1.0")) { e in
@@ -160,7 +160,7 @@ final class ArchitectureConfigTests: XCTestCase {
     XCTAssertEqual(shape.attentionScale, 1 / 16)  // 256^−½
     XCTAssertEqual(shape.localInvFreq, RoPE.inverseFrequencies(headDim: 256, theta: 10000))
     XCTAssertEqual(shape.invFreq, RoPE.inverseFrequencies(headDim: 256, theta: 1_000_000))
-    XCTAssertEqual(try LlamaConfig.decode(JSONEncoder().encode(c)), c)
+    XCTAssertEqual(try DecoderConfig.decode(JSONEncoder().encode(c)), c)
   }
 
   func test_malformedWindowSettings_areRefusedNamingTheKey() {

@@ -13,7 +13,7 @@ final class ArenaReuseTests: XCTestCase {
   private func check(on backend: Backend) throws {
     let g = try GoldenCase.load("qwen2_tied")
     let ids = try g.ids, targets = try g.targets, t = ids.count / g.batch
-    func run(_ model: LlamaModel, _ i: [Int32], _ tg: [Int32], _ b: Int) throws -> (Float, [String: [Float]]) {
+    func run(_ model: DecoderModel, _ i: [Int32], _ tg: [Int32], _ b: Int) throws -> (Float, [String: [Float]]) {
       try model.zeroGradients()
       try model.forward(ids: i, targets: tg, batch: b, computeGradients: true)
       let loss = try model.loss()
@@ -21,7 +21,7 @@ final class ArenaReuseTests: XCTestCase {
       return (loss, try ModelFixtures.gradients(of: model))
     }
     // A shorter batch: the first row cut to 4 tokens.
-    let shortIDs = Array(ids[0..<4]), shortTargets = Array(targets[0..<3]) + [LlamaModel.ignoreIndex]
+    let shortIDs = Array(ids[0..<4]), shortTargets = Array(targets[0..<3]) + [DecoderModel.ignoreIndex]
     let reused = try g.model(on: backend)
     _ = try run(reused, ids, targets, g.batch)              // allocate for (2, 7)
     let short = try run(reused, shortIDs, shortTargets, 1)   // (1, 4) inside that allocation

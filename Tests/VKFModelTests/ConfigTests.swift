@@ -8,8 +8,8 @@ private func configFixture(_ name: String) -> URL {
   Bundle.module.resourceURL!.appendingPathComponent("Fixtures/configs/\(name).json")
 }
 
-private func loadConfig(_ name: String) throws -> LlamaConfig {
-  try LlamaConfig.load(from: configFixture(name))
+private func loadConfig(_ name: String) throws -> DecoderConfig {
+  try DecoderConfig.load(from: configFixture(name))
 }
 
 final class ConfigDecodingTests: XCTestCase {
@@ -102,7 +102,7 @@ final class ConfigDecodingTests: XCTestCase {
   func test_defaults_applyWhenKeysAreAbsent() throws {
     let json = #"{"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,"#
       + #" "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#
-    let c = try LlamaConfig.decode(Data(json.utf8))
+    let c = try DecoderConfig.decode(Data(json.utf8))
     XCTAssertEqual(c.numKeyValueHeads, 4)
     XCTAssertEqual(c.headDim, 16)
     XCTAssertEqual(c.rmsNormEps, 1e-6)
@@ -116,7 +116,7 @@ final class ConfigDecodingTests: XCTestCase {
     for name in ["smollm2-135m-instruct", "llama-3.2-1b-instruct", "mistral-7b-v0.1",
                  "qwen2.5-0.5b-instruct", "rope-parameters-llama3", "linear-rope"] {
       let c = try loadConfig(name)
-      let again = try LlamaConfig.decode(JSONEncoder().encode(c))
+      let again = try DecoderConfig.decode(JSONEncoder().encode(c))
       XCTAssertEqual(c, again, name)
     }
   }
@@ -163,7 +163,7 @@ final class ConfigErrorTests: XCTestCase {
   func test_headsNotDivisible_isInvalidValue() {
     let json = #"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,"#
       + #" "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 3, "vocab_size": 10}"#
-    XCTAssertThrowsError(try LlamaConfig.decode(Data(json.utf8))) { e in
+    XCTAssertThrowsError(try DecoderConfig.decode(Data(json.utf8))) { e in
       guard case .invalidValue("num_key_value_heads", _, _)? = e as? ConfigError else {
         return XCTFail("got \(e)")
       }
@@ -179,7 +179,7 @@ final class ConfigErrorTests: XCTestCase {
                     "\"num_hidden_layers\": 2", "\"num_attention_heads\": 4", "\"vocab_size\": 10"]
       fields.removeAll { $0.hasPrefix("\"\(key)\"") }
       fields.append("\"\(key)\": \(value)")
-      XCTAssertThrowsError(try LlamaConfig.decode(Data(("{" + fields.joined(separator: ", ") + "}").utf8)), key) { e in
+      XCTAssertThrowsError(try DecoderConfig.decode(Data(("{" + fields.joined(separator: ", ") + "}").utf8)), key) { e in
         guard case .invalidValue(key, _, _)? = e as? ConfigError else { return XCTFail("\(key): got \(e)") }
         XCTAssertTrue("\(e)".contains("beyond any model"), "\(e)")
       }
@@ -187,7 +187,7 @@ final class ConfigErrorTests: XCTestCase {
   }
 
   func test_missingFile_isUnreadable() {
-    XCTAssertThrowsError(try LlamaConfig.load(from: URL(fileURLWithPath: "/nonexistent/config.json"))) { e in
+    XCTAssertThrowsError(try DecoderConfig.load(from: URL(fileURLWithPath: "/nonexistent/config.json"))) { e in
       guard case .unreadable? = e as? ConfigError else { return XCTFail("got \(e)") }
     }
   }

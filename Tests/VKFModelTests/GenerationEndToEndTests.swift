@@ -25,8 +25,8 @@ final class GenerationEndToEndTests: XCTestCase {
                                    bosToken: loaded.bosTokenID.flatMap { tok.token(for: $0) } ?? "",
                                    eosToken: loaded.eosTokenIDs.first.flatMap { tok.token(for: $0) } ?? "")
     let prompt = tok.encode(text, addSpecialTokens: false)
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu, trainable: .none)
-    let model = try LlamaModel(weights: weights)
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu, trainable: .none)
+    let model = try DecoderModel(weights: weights)
     let generator = TextGenerator(predictor: try CachedLlamaPredictor(model: model, capacity: prompt.count + 20),
                                   decoder: tok, eosTokenIDs: loaded.eosTokenIDs)
     var streamed = ""

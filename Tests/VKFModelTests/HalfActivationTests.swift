@@ -4,7 +4,7 @@ import VKFCore
 import VKFModel
 import VKFTestSupport
 
-/// Mixed precision's saved activations: LlamaModel(activationType: .bf16 / .f16) runs every
+/// Mixed precision's saved activations: DecoderModel(activationType: .bf16 / .f16) runs every
 /// layer in f32 and keeps 16-bit copies of its matmul inputs and outputs for the backward.
 /// The forward is the f32 forward exactly; the gradients differ only by those roundings.
 final class HalfActivationTests: XCTestCase {
@@ -29,8 +29,8 @@ final class HalfActivationTests: XCTestCase {
 
   private func run(_ g: GoldenCase, on be: Backend, type: DType, checkpointing: Bool = false)
     throws -> (losses: [Float], grads: [String: [Float]]) {
-    let w = try LlamaWeights(from: g.weights, shape: g.shape, backend: be, trainable: .all)
-    let m = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
+    let w = try DecoderWeights(from: g.weights, shape: g.shape, backend: be, trainable: .all)
+    let m = try DecoderModel(weights: w, checkpointing: checkpointing, activationType: type)
     try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch, computeGradients: true)
     let losses = try m.tokenLosses()
     try m.backward()
@@ -70,7 +70,7 @@ final class HalfActivationTests: XCTestCase {
   func test_passWithoutGradients_skipsTheRoundedCopies() throws {
     let g = try GoldenCase.load("llama_tied"), be = TestBackends.cpu
     func pass(_ trainable: TrainableParameters) throws -> (dispatches: Int, losses: [Float]) {
-      let m = try LlamaModel(weights: try LlamaWeights(from: g.weights, shape: g.shape, backend: be,
+      let m = try DecoderModel(weights: try DecoderWeights(from: g.weights, shape: g.shape, backend: be,
                                                        trainable: trainable), activationType: .bf16)
       try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch)  // warm-up: arena made
       let before = be.statistics.dispatches

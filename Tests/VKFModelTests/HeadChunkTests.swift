@@ -84,8 +84,8 @@ final class HeadChunkTests: XCTestCase {
 
   /// 64-row multiples keep every chunk view 256-byte aligned; at least 64 rows.
   func test_defaultChunk_followsVocabulary() {
-    XCTAssertEqual(LlamaModel.defaultHeadChunkTokens(vocab: 49_152), 640)
-    XCTAssertEqual(LlamaModel.defaultHeadChunkTokens(vocab: 128_256), 256)
-    XCTAssertEqual(LlamaModel.defaultHeadChunkTokens(vocab: 1 << 30), 64)
+    XCTAssertEqual(DecoderModel.defaultHeadChunkTokens(vocab: 49_152), 640)
+    XCTAssertEqual(DecoderModel.defaultHeadChunkTokens(vocab: 128_256), 256)
+    XCTAssertEqual(DecoderModel.defaultHeadChunkTokens(vocab: 1 << 30), 64)
   }
 }

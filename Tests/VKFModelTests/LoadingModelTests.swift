@@ -85,7 +85,7 @@ final class LoadingModelTests: XCTestCase {
      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
     """#
-    let config = try LlamaConfig.decode(Data(json.utf8))
+    let config = try DecoderConfig.decode(Data(json.utf8))
     let shape = try TransformerShape(config: config)
     XCTAssertEqual(shape.headDim, 16)
     XCTAssertEqual(shape.invFreq, config.ropeInverseFrequencies())

@@ -6,11 +6,11 @@ import XCTest
 /// What config.json implies for the mixture-of-experts decoders, with transformers' defaults
 /// (MixtralConfig, Qwen3MoeConfig), and the settings that are not implemented refused by key.
 final class MoEConfigTests: XCTestCase {
-  private func config(_ type: String, _ extra: String = "") throws -> LlamaConfig {
+  private func config(_ type: String, _ extra: String = "") throws -> DecoderConfig {
     let json = #"{"model_type": ""# + type + #"", "hidden_size": 64, "intermediate_size": 128,"#
       + #" "num_hidden_layers": 4, "num_attention_heads": 4, "vocab_size": 10"#
       + (extra.isEmpty ? "" : ", " + extra) + "}"
-    return try LlamaConfig.decode(Data(json.utf8))
+    return try DecoderConfig.decode(Data(json.utf8))
   }
 
   private func refusal(_ type: String, _ extra: String) -> String {
@@ -54,7 +54,7 @@ final class MoEConfigTests: XCTestCase {
     for (type, extra) in [("mixtral", #""num_local_experts": 4, "output_router_logits": true"#),
                           ("qwen3_moe", #""num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "mlp_only_layers": [0]"#)] {
       let c = try config(type, extra)
-      let again = try LlamaConfig.decode(try JSONEncoder().encode(c))
+      let again = try DecoderConfig.decode(try JSONEncoder().encode(c))
       XCTAssertEqual(again.moe, c.moe, type)
     }
   }

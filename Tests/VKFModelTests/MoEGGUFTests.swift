@@ -169,7 +169,7 @@ final class MoEGGUFTests: XCTestCase {
     let source = try GGUFWeightSource(path: Self.fixture(name, type).path)
     let shape = try TransformerShape(gguf: try GGUFModelFacts(file: source.file), weights: source)
     let configURL = GGUFFixtures.directory.appendingPathComponent("\(name).config.json")
-    let fromConfig = try TransformerShape(config: try LlamaConfig.load(from: configURL), file: configURL.path)
+    let fromConfig = try TransformerShape(config: try DecoderConfig.load(from: configURL), file: configURL.path)
     XCTAssertNil(shape.firstDifference(from: fromConfig), "GGUF shape vs config.json", file: file, line: line)
     let expected = try SafetensorsFile(contentsOf: GGUFFixtures.directory.appendingPathComponent("\(name).expected.safetensors"))
     try compareLogits(source, shape, ids: try expected.floats("ids").map { Int32($0) },
@@ -180,7 +180,7 @@ final class MoEGGUFTests: XCTestCase {
   private func compareLogits(_ source: GGUFWeightSource, _ shape: TransformerShape, ids: [Int32], expected: [Float],
                              label: String, file: StaticString = #filePath, line: UInt = #line) throws {
     let backend = TestBackends.cpu
-    let model = try LlamaModel(weights: try LlamaWeights(from: source, shape: shape, backend: backend, trainable: .none))
+    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
     try model.forward(ids: ids, batch: 2)
     let actual = try backend.floats(try XCTUnwrap(model.logits))
     print(String(format: "%@ logits: nmse %.2e maxAbs %.2e", label, Compare.nmse(expected, actual),
@@ -189,7 +189,7 @@ final class MoEGGUFTests: XCTestCase {
                  label, file: file, line: line)
   }
 
-  /// convert_hf_to_gguf.py `LlamaModel.permute` on a row-major (rows, cols) matrix: stored row
+  /// convert_hf_to_gguf.py `DecoderModel.permute` on a row-major (rows, cols) matrix: stored row
   /// h·hd + 2i + s holds original row h·hd + s·hd/2 + i.
   static func permuteRows(_ values: [Float], rows: Int, heads: Int) -> [Float] {
     let columns = values.count / rows, headDim = rows / heads, half = headDim / 2

@@ -33,8 +33,8 @@ final class MoEMixedPrecisionTests: XCTestCase {
   /// every expert and router — frozen, so stored `frozen`).
   private func run(_ g: GoldenCase, _ source: WeightSource, frozen: DType, on be: Backend) throws -> [[Float]] {
     let trained = Set(g.shape.parameterShapes.map(\.name).filter { $0.hasSuffix("q_proj.weight") })
-    let w = try LlamaWeights(from: source, shape: g.shape, backend: be, trainable: .named(trained), frozenStorage: frozen)
-    let m = try LlamaModel(weights: w)
+    let w = try DecoderWeights(from: source, shape: g.shape, backend: be, trainable: .named(trained), frozenStorage: frozen)
+    let m = try DecoderModel(weights: w)
     try m.forward(ids: try g.ids, batch: g.batch)
     let logits = try be.floats(try XCTUnwrap(m.logits))
     try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch, computeGradients: true,
@@ -69,8 +69,8 @@ final class MoEMixedPrecisionTests: XCTestCase {
     for name in ["mixtral", "qwen3_moe"] {
       let g = try GoldenCase.load(name)
       func run(_ type: DType) throws -> (losses: [Float], grads: [String: [Float]]) {
-        let w = try LlamaWeights(from: g.weights, shape: g.shape, backend: TestBackends.cpu, trainable: .all)
-        let m = try LlamaModel(weights: w, activationType: type)
+        let w = try DecoderWeights(from: g.weights, shape: g.shape, backend: TestBackends.cpu, trainable: .all)
+        let m = try DecoderModel(weights: w, activationType: type)
         try m.forward(ids: try g.ids, targets: try g.targets, batch: g.batch, computeGradients: true,
                       tokenMask: try g.expected.floats("mask"))
         let losses = try m.tokenLosses()

@@ -132,10 +132,10 @@ final class ModelFilesConsistencyTests: XCTestCase {
     ]
     for (name, bad, quantised) in cases {
       let source = PoisonedSource(loaded.weights, tensor: name, element: 5, value: bad)
-      let builder: LlamaWeights.ProjectionBaseMaker? = quantised ? { _, values, rows, cols in
+      let builder: DecoderWeights.ProjectionBaseMaker? = quantised ? { _, values, rows, cols in
         .dense(try TestBackends.cpu.tensor(values, shape: [rows, cols]))
       } : nil
-      XCTAssertThrowsError(try LlamaWeights(from: source, shape: loaded.shape, backend: TestBackends.cpu,
+      XCTAssertThrowsError(try DecoderWeights(from: source, shape: loaded.shape, backend: TestBackends.cpu,
                                             projectionBase: builder)) { e in
         XCTAssertTrue("\(e)".hasPrefix(name + ": holds \(bad) at element 5"), "\(e)")
       }

@@ -14,7 +14,7 @@ struct GoldenCase {
 
   /// Hard-coded from tools/make_fixtures.py (COMMON + per-config extras) for the first three;
   /// the later cases read their shape from the config.json transformers wrote, through the
-  /// loader's own path (`LlamaConfig` → `TransformerShape`: windows, q/k norm, head_dim).
+  /// loader's own path (`DecoderConfig` → `TransformerShape`: windows, q/k norm, head_dim).
   static func load(_ name: String) throws -> GoldenCase {
     let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
       .appendingPathComponent("Fixtures/golden")
@@ -24,7 +24,7 @@ struct GoldenCase {
                                  tiedEmbeddings: tied, qkvBias: bias)
     if !["llama_untied", "llama_tied", "qwen2_tied"].contains(name) {
       let url = dir.appendingPathComponent("\(name).config.json")
-      shape = try TransformerShape(config: try LlamaConfig.load(from: url), file: url.path)
+      shape = try TransformerShape(config: try DecoderConfig.load(from: url), file: url.path)
     }
     return GoldenCase(name: name, shape: shape,
                       weights: try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).weights.safetensors")),
@@ -42,9 +42,9 @@ struct GoldenCase {
   /// A model on `backend` with every parameter trainable unless told otherwise.
   func model(on backend: Backend, trainable: TrainableParameters = .all,
              checkpointing: Bool = false, headChunkTokens: Int? = nil,
-             fusedAttention: Bool = true) throws -> LlamaModel {
-    let w = try LlamaWeights(from: weights, shape: shape, backend: backend, trainable: trainable)
-    return try LlamaModel(weights: w, checkpointing: checkpointing, headChunkTokens: headChunkTokens,
+             fusedAttention: Bool = true) throws -> DecoderModel {
+    let w = try DecoderWeights(from: weights, shape: shape, backend: backend, trainable: trainable)
+    return try DecoderModel(weights: w, checkpointing: checkpointing, headChunkTokens: headChunkTokens,
                           fusedAttention: fusedAttention)
   }
 }
@@ -61,7 +61,7 @@ enum ModelFixtures {
   }
 
   /// Downloads every gradient of a model by name.
-  static func gradients(of model: LlamaModel) throws -> [String: [Float]] {
+  static func gradients(of model: DecoderModel) throws -> [String: [Float]] {
     try model.weights.gradients.mapValues { try model.backend.floats($0) }
   }
 }

@@ -4,7 +4,7 @@ import VKFCore
 import VKFModel
 import VKFTestSupport
 
-/// Training mechanics of `LlamaModel` beyond the golden values: gradient accumulation,
+/// Training mechanics of `DecoderModel` beyond the golden values: gradient accumulation,
 /// activation checkpointing, trainable subsets, arena reuse and weight-shape errors.
 final class ModelTrainingTests: XCTestCase {
   /// Two micro-batches vs the whole batch: the same per-token terms summed in another
@@ -35,7 +35,7 @@ final class ModelTrainingTests: XCTestCase {
     let expected = try ModelFixtures.gradients(of: whole)
 
     let micro = try g.model(on: backend)
-    let count = Float(targets.filter { $0 != LlamaModel.ignoreIndex }.count)
+    let count = Float(targets.filter { $0 != DecoderModel.ignoreIndex }.count)
     var loss: Float = 0
     for row in 0..<g.batch {
       let r = (row * t)..<((row + 1) * t)
@@ -128,16 +128,16 @@ final class ModelTrainingTests: XCTestCase {
     let g = try GoldenCase.load("llama_untied")
     var shape = g.shape
     shape.intermediate = 128
-    XCTAssertThrowsError(try LlamaWeights(from: g.weights, shape: shape, backend: TestBackends.cpu)) {
+    XCTAssertThrowsError(try DecoderWeights(from: g.weights, shape: shape, backend: TestBackends.cpu)) {
       XCTAssertEqual(($0 as? ModelWeightsError)?.tensor, "model.layers.0.mlp.gate_proj.weight", "\($0)")
     }
     shape = g.shape
     shape.tiedEmbeddings = false
     shape.qkvBias = true
-    XCTAssertThrowsError(try LlamaWeights(from: g.weights, shape: shape, backend: TestBackends.cpu)) {
+    XCTAssertThrowsError(try DecoderWeights(from: g.weights, shape: shape, backend: TestBackends.cpu)) {
       XCTAssertEqual(($0 as? ModelWeightsError)?.tensor, "model.layers.0.self_attn.q_proj.bias", "\($0)")
     }
-    XCTAssertThrowsError(try LlamaWeights(from: g.weights, shape: g.shape, backend: TestBackends.cpu,
+    XCTAssertThrowsError(try DecoderWeights(from: g.weights, shape: g.shape, backend: TestBackends.cpu,
                                           trainable: .named(["model.layers.9.mlp.up_proj.weight"])))
   }
 }

@@ -58,7 +58,7 @@ final class NewDecoderGGUFTests: XCTestCase {
     let derived = shape
     adjust(&shape)
     XCTAssertNil(shape.firstDifference(from: g.shape), "GGUF shape vs the config's", file: file, line: line)
-    let model = try LlamaModel(weights: try LlamaWeights(from: source, shape: shape, backend: TestBackends.cpu,
+    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: TestBackends.cpu,
                                                           trainable: .none))
     try model.forward(ids: try g.ids, batch: g.batch)
     let e = try g.expected.floats("logits"), a = try TestBackends.cpu.floats(try XCTUnwrap(model.logits))
@@ -73,13 +73,13 @@ final class NewDecoderGGUFTests: XCTestCase {
     let g = try GoldenCase.load("gemma")
     var wrong = g.shape
     wrong.vocab += 1
-    XCTAssertThrowsError(try LlamaWeights(from: g.weights, shape: wrong, backend: TestBackends.cpu)) { error in
+    XCTAssertThrowsError(try DecoderWeights(from: g.weights, shape: wrong, backend: TestBackends.cpu)) { error in
       let text = "\(error)"
       XCTAssertTrue(text.hasPrefix(g.weights.url.path + ": model.embed_tokens.weight: has shape"), text)
     }
     let path = try writeGGUF(g, arch: "gemma")
     defer { try? FileManager.default.removeItem(atPath: path) }
-    XCTAssertThrowsError(try LlamaWeights(from: try GGUFWeightSource(path: path), shape: wrong,
+    XCTAssertThrowsError(try DecoderWeights(from: try GGUFWeightSource(path: path), shape: wrong,
                                           backend: TestBackends.cpu)) { error in
       XCTAssertTrue("\(error)".hasPrefix(path + ": model.embed_tokens.weight"), "\(error)")
     }

@@ -65,13 +65,13 @@ final class RealModelGoldenTests: XCTestCase {
   static let topValueTolerance: Float = 1e-3
 
   /// One model per test process: dequantising 135M parameters takes seconds.
-  nonisolated(unsafe) static var cached: (LoadedModel, LlamaModel)?
+  nonisolated(unsafe) static var cached: (LoadedModel, DecoderModel)?
 
-  private func cpuModel() throws -> (LoadedModel, LlamaModel) {
+  private func cpuModel() throws -> (LoadedModel, DecoderModel) {
     if let cached = Self.cached { return cached }
     let loaded = try ModelLoader.load(try SmolLM2Golden.sharedModelDirectory())
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu)
-    let result = (loaded, try LlamaModel(weights: weights))
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu)
+    let result = (loaded, try DecoderModel(weights: weights))
     Self.cached = result
     return result
   }
@@ -85,16 +85,16 @@ final class RealModelGoldenTests: XCTestCase {
     let backend = try ModelFixtures.vulkanOrSkip()
     let (loaded, _) = try cpuModel()
     let start = Date()
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: backend)
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend)
     // lavapipe with validation takes ~50 s for all three prompts; the 12-token one covers
     // every kernel, the others only add length. VKF_SLOW_TESTS=1 runs all three.
     let all = ProcessInfo.processInfo.environment["VKF_SLOW_TESTS"] == "1"
-    try check(loaded: loaded, model: try LlamaModel(weights: weights), only: all ? nil : "plain")
+    try check(loaded: loaded, model: try DecoderModel(weights: weights), only: all ? nil : "plain")
     print(String(format: "%@: upload + %@ %.1f s", backend.name, all ? "3 prompts" : "1 prompt", Date().timeIntervalSince(start)))
   }
 
   /// Compares every prompt (or only the one named `only`).
-  private func check(loaded: LoadedModel, model: LlamaModel, only: String? = nil) throws {
+  private func check(loaded: LoadedModel, model: DecoderModel, only: String? = nil) throws {
     let golden = try SmolLM2Golden.load()
     let vocab = loaded.shape.vocab
     for (index, prompt) in golden.prompts.enumerated() where only == nil || prompt.name == only {

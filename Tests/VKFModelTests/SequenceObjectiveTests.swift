@@ -37,7 +37,7 @@ final class SequenceObjectiveTests: XCTestCase {
     let losses = try model.tokenLosses()
     XCTAssertEqual(losses.count, ids.count)
     XCTAssertEqual(Double(losses.reduce(0, +)), Double(try model.loss()), accuracy: 1e-4)
-    for (i, target) in targets.enumerated() where target == LlamaModel.ignoreIndex {
+    for (i, target) in targets.enumerated() where target == DecoderModel.ignoreIndex {
       XCTAssertEqual(losses[i], 0, "ignored target \(i) has no loss")
     }
     let weights = (0..<ids.count).map { $0 < t ? Float(2) : 0 }
@@ -46,7 +46,7 @@ final class SequenceObjectiveTests: XCTestCase {
 
     let masked = try g.model(on: backend, trainable: trainable)
     var rowZero = targets
-    for i in t..<ids.count { rowZero[i] = LlamaModel.ignoreIndex }
+    for i in t..<ids.count { rowZero[i] = DecoderModel.ignoreIndex }
     try masked.forward(ids: ids, targets: rowZero, batch: g.batch, lossNormalizer: 0.5, computeGradients: true)
     try masked.backward()
     let expected = try ModelFixtures.gradients(of: masked)

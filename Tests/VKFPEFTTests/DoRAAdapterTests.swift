@@ -116,9 +116,9 @@ final class DoRAAdapterTests: XCTestCase {
   func test_doraModel_initialLogits_equalBase() throws {
     let be = TestBackends.cpu
     let w = try LoRATiny.weights(on: be)
-    let base = try LoRATiny.logits(try LlamaModel(weights: w))
+    let base = try LoRATiny.logits(try DecoderModel(weights: w))
     _ = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, useDoRA: true), seed: 3)
-    let dora = try LoRATiny.logits(try LlamaModel(weights: w))
+    let dora = try LoRATiny.logits(try DecoderModel(weights: w))
     // m/‖W‖ is 1 within ~3 ulps; through 2 layers the logits (O(1)) move by ≤ ~1e-6.
     if let why = Compare.check(base, dora, nmse: 1e-12, maxAbs: 1e-5) { XCTFail("DoRA init logits: \(why)") }
   }

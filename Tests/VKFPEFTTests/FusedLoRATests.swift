@@ -23,8 +23,8 @@ final class FusedLoRATests: XCTestCase {
     return s
   }()
 
-  private func weights(_ trainable: TrainableParameters) throws -> LlamaWeights {
-    try LlamaWeights(from: LoRATestWeights(shape: Self.shape, seed: 5), shape: Self.shape,
+  private func weights(_ trainable: TrainableParameters) throws -> DecoderWeights {
+    try DecoderWeights(from: LoRATestWeights(shape: Self.shape, seed: 5), shape: Self.shape,
                      backend: TestBackends.cpu, trainable: trainable)
   }
 
@@ -45,7 +45,7 @@ final class FusedLoRATests: XCTestCase {
     XCTAssertEqual(config.peftTargetModules(fusedProjections: true), ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
     let values = LoRATiny.randomAdapterValues(lora, seed: 9)
     try lora.load(values)
-    let loraLoss = try LoRATiny.step(try LlamaModel(weights: w1))
+    let loraLoss = try LoRATiny.step(try DecoderModel(weights: w1))
     let loraGrads = try LoRATiny.gradients(lora)
 
     // The merged model, every weight trained: G = dL/dW' by HF (fused) name.
@@ -53,7 +53,7 @@ final class FusedLoRATests: XCTestCase {
     let merging = try LoRAModel(weights: w2, config: config, seed: 3)
     try merging.load(values)
     try Merge.merge(merging)
-    let mergedLoss = try LoRATiny.step(try LlamaModel(weights: w2))
+    let mergedLoss = try LoRATiny.step(try DecoderModel(weights: w2))
     XCTAssertEqual(loraLoss, mergedLoss, accuracy: 1e-5 * abs(mergedLoss))
 
     let s = config.scaling, r = config.r
@@ -108,6 +108,6 @@ final class FusedLoRATests: XCTestCase {
     let atLoad = try QLoRA.load(from: LoRATestWeights(shape: Self.shape, seed: 5), shape: Self.shape,
                                 backend: TestBackends.cpu, report: &report)
     XCTAssertEqual(report.projections, 2 * 7)
-    XCTAssertEqual(try LoRATiny.logits(try LlamaModel(weights: atLoad)), try LoRATiny.logits(try LlamaModel(weights: after)))
+    XCTAssertEqual(try LoRATiny.logits(try DecoderModel(weights: atLoad)), try LoRATiny.logits(try DecoderModel(weights: after)))
   }
 }

@@ -6,7 +6,7 @@ import VKFTestSupport
 @testable import VKFPEFT
 
 /// Hugging Face model directories: written weights and config read back through
-/// `SafetensorsCheckpoint` + `LlamaConfig` + `LlamaWeights` bit for bit.
+/// `SafetensorsCheckpoint` + `DecoderConfig` + `DecoderWeights` bit for bit.
 final class HFModelWriterTests: XCTestCase {
   private var dir: PEFTTestDirectory!
   override func setUpWithError() throws { dir = try PEFTTestDirectory() }
@@ -14,12 +14,12 @@ final class HFModelWriterTests: XCTestCase {
   private let cpu: Backend = TestBackends.cpu
 
   /// Reads `out` back as a model and checks every parameter against `weights` bitwise.
-  private func assertRoundTrips(_ out: URL, _ weights: LlamaWeights, file: StaticString = #filePath,
+  private func assertRoundTrips(_ out: URL, _ weights: DecoderWeights, file: StaticString = #filePath,
                                 line: UInt = #line) throws {
-    let config = try LlamaConfig.load(from: out)
+    let config = try DecoderConfig.load(from: out)
     let shape = try TransformerShape(config: config)
     XCTAssertNil(shape.firstDifference(from: weights.shape), "config.json describes the model", file: file, line: line)
-    let back = try LlamaWeights(from: try SafetensorsCheckpoint.open(directory: out), shape: shape, backend: cpu)
+    let back = try DecoderWeights(from: try SafetensorsCheckpoint.open(directory: out), shape: shape, backend: cpu)
     XCTAssertEqual(Set(back.parameters.keys), Set(weights.parameters.keys), file: file, line: line)
     for (name, t) in weights.parameters {
       XCTAssertEqual(try cpu.floats(try XCTUnwrap(back.parameters[name])).map(\.bitPattern),
@@ -35,7 +35,7 @@ final class HFModelWriterTests: XCTestCase {
   func test_write_untiedAndTied_roundTripBitwise_tiedOmitsLMHead() throws {
     for tied in [false, true] {
       let weights = try PEFTFixture.base(on: cpu, tied: tied)
-      var config = try LlamaConfig.load(from: PEFTFixture.baseDirectory)
+      var config = try DecoderConfig.load(from: PEFTFixture.baseDirectory)
       config.tieWordEmbeddings = tied
       let out = dir.path(tied ? "tied" : "untied")
       let written = try HFModelWriter.write(weights: weights, config: config, tokenizerSource: nil, to: out)
@@ -56,7 +56,7 @@ final class HFModelWriterTests: XCTestCase {
     let weights = try PEFTFixture.base(on: cpu)
     let out = dir.path("sharded")
     // The embedding and LM head are 61·32·4 = 7808 bytes each; 20000 bytes gives several shards.
-    let written = try HFModelWriter.write(weights: weights, config: try LlamaConfig.load(from: PEFTFixture.baseDirectory),
+    let written = try HFModelWriter.write(weights: weights, config: try DecoderConfig.load(from: PEFTFixture.baseDirectory),
                                           tokenizerSource: nil, to: out, shardBytes: 20_000)
     XCTAssertGreaterThan(written.weightFiles.count, 1)
     let n = written.weightFiles.count
@@ -195,7 +195,7 @@ final class HFModelWriterTests: XCTestCase {
 
   /// Every model type the loader accepts can be written back (causal LM and reward model).
   func test_everySupportedModelType_hasTransformersClasses() {
-    for type in LlamaConfig.supportedModelTypes {
+    for type in DecoderConfig.supportedModelTypes {
       XCTAssertNotNil(HFModelWriter.architectureNames[type], type)
       XCTAssertNotNil(HFModelWriter.sequenceClassificationNames[type], type)
     }
@@ -242,7 +242,7 @@ final class HFModelWriterTests: XCTestCase {
     let facts = try GGUFModelFacts(file: source.file)
     let shape = try TransformerShape(gguf: facts, weights: source)
     let synthesized = try HFModelWriter.synthesizedConfig(shape: shape, facts: facts, bosTokenID: 1, eosTokenIDs: [2])
-    let real = try LlamaConfig.load(from: path)
+    let real = try DecoderConfig.load(from: path)
     XCTAssertEqual(synthesized.modelType, real.modelType)
     XCTAssertEqual(synthesized.hiddenSize, real.hiddenSize)
     XCTAssertEqual(synthesized.numKeyValueHeads, real.numKeyValueHeads)
@@ -275,7 +275,7 @@ final class HFModelWriterTests: XCTestCase {
 
   func test_write_configOfAnotherModel_refused() throws {
     let weights = try PEFTFixture.base(on: cpu)
-    var config = try LlamaConfig.load(from: PEFTFixture.baseDirectory)
+    var config = try DecoderConfig.load(from: PEFTFixture.baseDirectory)
     config.intermediateSize += 2
     XCTAssertThrowsError(try HFModelWriter.write(weights: weights, config: config, tokenizerSource: nil,
                                                  to: dir.path("x"))) {

@@ -40,13 +40,13 @@ enum LoRATiny {
   static let ids: [Int32] = TestData.ints(10, seed: 11, upper: 19)
   static let targets: [Int32] = {
     var t = TestData.ints(10, seed: 12, upper: 19)
-    t[3] = LlamaModel.ignoreIndex
+    t[3] = DecoderModel.ignoreIndex
     return t
   }()
 
   /// Frozen tiny-model weights on `backend`.
-  static func weights(on backend: Backend, trainable: TrainableParameters = .none) throws -> LlamaWeights {
-    try LlamaWeights(from: LoRATestWeights(shape: shape, seed: 5), shape: shape, backend: backend,
+  static func weights(on backend: Backend, trainable: TrainableParameters = .none) throws -> DecoderWeights {
+    try DecoderWeights(from: LoRATestWeights(shape: shape, seed: 5), shape: shape, backend: backend,
                      trainable: trainable)
   }
 
@@ -63,7 +63,7 @@ enum LoRATiny {
 
   /// Forward with gradients, backward, and the loss.
   @discardableResult
-  static func step(_ model: LlamaModel) throws -> Float {
+  static func step(_ model: DecoderModel) throws -> Float {
     try model.forward(ids: ids, targets: targets, batch: batch, computeGradients: true)
     let loss = try model.loss()
     try model.backward()
@@ -71,13 +71,13 @@ enum LoRATiny {
   }
 
   /// The loss of an inference forward.
-  static func loss(_ model: LlamaModel) throws -> Float {
+  static func loss(_ model: DecoderModel) throws -> Float {
     try model.forward(ids: ids, targets: targets, batch: batch)
     return try model.loss()
   }
 
   /// Logits of an inference forward.
-  static func logits(_ model: LlamaModel) throws -> [Float] {
+  static func logits(_ model: DecoderModel) throws -> [Float] {
     try model.forward(ids: ids, batch: batch)
     return try model.backend.floats(try XCTUnwrap(model.logits))
   }

@@ -24,11 +24,11 @@ final class LoRAModelTests: XCTestCase {
   /// B = 0 adds exactly 0·s to every output: the logits are bit-identical to the base model's.
   private func checkZeroB(on be: Backend) throws {
     let w = try LoRATiny.weights(on: be)
-    let base = try LoRATiny.logits(try LlamaModel(weights: w))
+    let base = try LoRATiny.logits(try DecoderModel(weights: w))
     let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, dropout: 0.1), seed: 7)
     XCTAssertEqual(lora.adapters.count, 14)
     lora.training = false
-    XCTAssertEqual(try LoRATiny.logits(try LlamaModel(weights: w)), base)
+    XCTAssertEqual(try LoRATiny.logits(try DecoderModel(weights: w)), base)
     // A is U(−1/√in, 1/√in), not zero.
     let a0 = try be.floats(lora.adapters[0].adapter.a)
     XCTAssertTrue(a0.contains { $0 != 0 } && a0.allSatisfy { abs($0) <= 1 / Float(16).squareRoot() })
@@ -37,10 +37,10 @@ final class LoRAModelTests: XCTestCase {
   /// enabled = false gives the base logits exactly even with nonzero B; enabled = true differs.
   func test_disabled_equalsBase() throws {
     let w = try LoRATiny.weights(on: TestBackends.cpu)
-    let base = try LoRATiny.logits(try LlamaModel(weights: w))
+    let base = try LoRATiny.logits(try DecoderModel(weights: w))
     let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8), seed: 7)
     try lora.load(LoRATiny.randomAdapterValues(lora, seed: 1))
-    let model = try LlamaModel(weights: w)
+    let model = try DecoderModel(weights: w)
     XCTAssertNotEqual(try LoRATiny.logits(model), base)
     lora.enabled = false
     XCTAssertFalse(lora.enabled)
@@ -82,7 +82,7 @@ final class LoRAModelTests: XCTestCase {
     let w = try LoRATiny.weights(on: be)
     let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 3, alpha: 6), seed: 9)
     try lora.load(LoRATiny.randomAdapterValues(lora, seed: 3))
-    let model = try LlamaModel(weights: w)
+    let model = try DecoderModel(weights: w)
     try LoRATiny.step(model)
     let grads = try LoRATiny.gradients(lora)
     let h: Float = 1e-2
@@ -114,7 +114,7 @@ final class LoRAModelTests: XCTestCase {
       let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, dropout: 0.2, useDoRA: true), seed: 4)
       try lora.load(LoRATiny.randomAdapterValues(lora, seed: 4))
       try lora.setDropoutSeed(77)
-      let model = try LlamaModel(weights: w, checkpointing: checkpointing)
+      let model = try DecoderModel(weights: w, checkpointing: checkpointing)
       try LoRATiny.step(model)
       try LoRATiny.step(model)  // a second micro-batch: the next masks
       results.append(try LoRATiny.gradients(lora))
@@ -135,7 +135,7 @@ final class LoRAModelTests: XCTestCase {
       let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, dropout: dropout), seed: 5)
       try lora.load(LoRATiny.randomAdapterValues(lora, seed: 5))
       if let seed { try lora.setDropoutSeed(seed) } else { lora.training = false }
-      let model = try LlamaModel(weights: w)
+      let model = try DecoderModel(weights: w)
       let loss = try LoRATiny.step(model) + LoRATiny.step(model)
       return (loss, try LoRATiny.gradients(lora))
     }
@@ -162,7 +162,7 @@ final class LoRAModelTests: XCTestCase {
       "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"])
     XCTAssertEqual(t.prefix(3).map(\.value.shape), [[2, 16], [16, 2], [16]])
     XCTAssertEqual(t[3].value.shape, [2, 24])
-    let model = try LlamaModel(weights: w)
+    let model = try DecoderModel(weights: w)
     try LoRATiny.step(model)
     XCTAssertTrue(try LoRATiny.gradients(lora).values.contains { $0.contains { $0 != 0 } })
     try lora.zeroGradients()
@@ -211,7 +211,7 @@ final class LoRAModelTests: XCTestCase {
       let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, dropout: 0.1), seed: 6)
       try lora.load(LoRATiny.randomAdapterValues(lora, seed: 6))
       try lora.setDropoutSeed(3)
-      try LoRATiny.step(try LlamaModel(weights: w))
+      try LoRATiny.step(try DecoderModel(weights: w))
       results.append(try LoRATiny.gradients(lora))
     }
     for (name, e) in results[0] {

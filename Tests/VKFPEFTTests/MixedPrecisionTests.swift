@@ -5,7 +5,7 @@ import VKFModel
 import VKFTestSupport
 @testable import VKFPEFT
 
-/// Mixed precision's frozen weights: LlamaWeights(frozenStorage: .bf16 / .f16) keeps the frozen
+/// Mixed precision's frozen weights: DecoderWeights(frozenStorage: .bf16 / .f16) keeps the frozen
 /// matrices 16-bit and every kernel widens them exactly, so a LoRA / DoRA / QLoRA step over a
 /// 16-bit base equals the f32 step over the same weights rounded to 16 bits — the only
 /// difference mixed precision makes here is that rounding, which happens once, at load.
@@ -35,10 +35,10 @@ final class MixedPrecisionTests: XCTestCase {
     var report = QuantizationReport()
     let w = qlora
       ? try QLoRA.load(from: source, shape: LoRATiny.shape, backend: be, frozenStorage: frozenStorage, report: &report)
-      : try LlamaWeights(from: source, shape: LoRATiny.shape, backend: be, frozenStorage: frozenStorage)
+      : try DecoderWeights(from: source, shape: LoRATiny.shape, backend: be, frozenStorage: frozenStorage)
     let lora = try LoRAModel(weights: w, config: config, seed: 3)
     try lora.load(LoRATiny.randomAdapterValues(lora, seed: 9))
-    let model = try LlamaModel(weights: w)
+    let model = try DecoderModel(weights: w)
     try model.forward(ids: LoRATiny.ids, targets: LoRATiny.targets, batch: LoRATiny.batch, computeGradients: true)
     let losses = try model.tokenLosses()
     try model.backward()
@@ -96,7 +96,7 @@ final class MixedPrecisionTests: XCTestCase {
   /// trained matrices stay f32, and an untied LM head is stored like the embedding.
   func test_storage_frozenMatricesOnly() throws {
     let be = TestBackends.cpu
-    let w = try LlamaWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
+    let w = try DecoderWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
                              backend: be, trainable: .named(["model.layers.1.mlp.up_proj.weight"]),
                              frozenStorage: .bf16)
     XCTAssertEqual(w.frozenStorage, .bf16)
@@ -107,7 +107,7 @@ final class MixedPrecisionTests: XCTestCase {
     XCTAssertEqual(w.layers[0].inputNorm.dtype, .f32)
     XCTAssertEqual(w.finalNorm.dtype, .f32)
     XCTAssertEqual(w.layers[1].up?.denseWeight?.dtype, .f32, "a trained matrix keeps its f32 master")
-    XCTAssertEqual(try LlamaWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
+    XCTAssertEqual(try DecoderWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
                                     backend: be).frozenStorage, .f32)
   }
 
@@ -116,19 +116,19 @@ final class MixedPrecisionTests: XCTestCase {
     let src = LoRATestWeights(shape: LoRATiny.shape, seed: 5)
     let name = "model.layers.0.self_attn.k_proj.weight"
     src.tensors[name]?.values[3] = 70_000
-    XCTAssertThrowsError(try LlamaWeights(from: src, shape: LoRATiny.shape, backend: TestBackends.cpu,
+    XCTAssertThrowsError(try DecoderWeights(from: src, shape: LoRATiny.shape, backend: TestBackends.cpu,
                                           frozenStorage: .f16)) { e in
       XCTAssertTrue("\(e)".hasPrefix(name), "\(e)")
       XCTAssertTrue("\(e)".contains("bf16"), "\(e)")
     }
-    XCTAssertNoThrow(try LlamaWeights(from: src, shape: LoRATiny.shape, backend: TestBackends.cpu,
+    XCTAssertNoThrow(try DecoderWeights(from: src, shape: LoRATiny.shape, backend: TestBackends.cpu,
                                       frozenStorage: .bf16))
   }
 
   /// Merging into a 16-bit base would round the update to 16 bits: refused before anything
   /// changes, naming the module.
   func test_merge_refusesHalfBase() throws {
-    let w = try LlamaWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
+    let w = try DecoderWeights(from: LoRATestWeights(shape: LoRATiny.shape, seed: 5), shape: LoRATiny.shape,
                              backend: TestBackends.cpu, frozenStorage: .bf16)
     let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 2, alpha: 4, targetModules: ["q_proj"]), seed: 1)
     XCTAssertThrowsError(try Merge.merge(lora)) { e in

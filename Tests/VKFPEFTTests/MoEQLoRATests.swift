@@ -20,7 +20,7 @@ final class MoEQLoRATests: XCTestCase {
     let config = dir.appendingPathComponent("\(name).config.json")
     let expected = try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).expected.safetensors"))
     return (try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(name).weights.safetensors")),
-            try TransformerShape(config: try LlamaConfig.load(from: config), file: config.path),
+            try TransformerShape(config: try DecoderConfig.load(from: config), file: config.path),
             try expected.floats("ids").map { Int32($0) }, try expected.floats("targets").map { Int32($0) })
   }
 
@@ -35,7 +35,7 @@ final class MoEQLoRATests: XCTestCase {
   }
 
   /// Every NF4 weight of `w` dequantised, by the Hugging Face names of its parts.
-  private func dequantised(_ w: LlamaWeights, _ be: Backend) throws -> [String: [Float]] {
+  private func dequantised(_ w: DecoderWeights, _ be: Backend) throws -> [String: [Float]] {
     var out: [String: [Float]] = [:]
     func values(_ q: NF4Weight) throws -> [Float] {
       let t = try be.allocate([q.rows, q.cols]); try be.dequantizeNF4(q, into: t); return try be.floats(t)
@@ -66,13 +66,13 @@ final class MoEQLoRATests: XCTestCase {
       let layers = g.shape.moe?.sparseLayerCount ?? 0
       XCTAssertEqual(report.projections, 4 * g.shape.layers + 3 * layers + (name == "qwen3_moe" ? 3 : 0),
                      "\(name): attention, a stack per expert kind, the dense layer's MLP")
-      let f = try LlamaWeights(from: Replaced(g.source, try dequantised(q, be)), shape: g.shape, backend: be)
+      let f = try DecoderWeights(from: Replaced(g.source, try dequantised(q, be)), shape: g.shape, backend: be)
       let config = LoRAConfig(r: 4, alpha: 8, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"])
       var results: [[[Float]]] = []
       for w in [q, f] {
         let lora = try LoRAModel(weights: w, config: config, seed: 3)
         try lora.load(LoRATiny.randomAdapterValues(lora, seed: 9))
-        let model = try LlamaModel(weights: w)
+        let model = try DecoderModel(weights: w)
         try model.forward(ids: g.ids, targets: g.targets, batch: 2, computeGradients: true)
         let losses = try model.tokenLosses()
         try model.backward()

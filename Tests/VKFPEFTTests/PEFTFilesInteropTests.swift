@@ -21,7 +21,7 @@ final class PEFTFilesInteropTests: XCTestCase {
     let base = env["VKF_PEFT_BASE"].map { URL(fileURLWithPath: $0) } ?? PEFTFixture.baseDirectory
     let out = URL(fileURLWithPath: outPath)
     try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-    let config = try LlamaConfig.load(from: base)
+    let config = try DecoderConfig.load(from: base)
     let shape = try TransformerShape(config: config)
     let ids: [Int32] = [1, 17, 5, 42, 9, 33, 60, 2, 28]
     let variants: [(String, LoRAConfig)] = [
@@ -30,7 +30,7 @@ final class PEFTFilesInteropTests: XCTestCase {
                           useDoRA: true)),
     ]
     for (i, (name, loraConfig)) in variants.enumerated() {
-      let weights = try LlamaWeights(from: try SafetensorsCheckpoint.open(directory: base), shape: shape,
+      let weights = try DecoderWeights(from: try SafetensorsCheckpoint.open(directory: base), shape: shape,
                                      backend: TestBackends.cpu)
       let lora = try LoRAModel(weights: weights, config: loraConfig, seed: 42)
       try PEFTTestSupport.randomize(lora, seed: 1000 + UInt64(i), amplitude: 0.05)
@@ -63,7 +63,7 @@ final class PEFTFilesInteropTests: XCTestCase {
     }
     let loaded = try ModelLoader.load(.gguf(URL(fileURLWithPath: gguf)), useSiblingFiles: false)
     XCTAssertNil(loaded.config, "the config is synthesised, not read")
-    let weights = try LlamaWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu)
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: TestBackends.cpu)
     let ids: [Int32] = [1, 17, 5, 42, 9, 33, 60, 2, 28]
     let logits = try PEFTFixture.logits(weights, ids: ids)
     let dir = URL(fileURLWithPath: outPath).appendingPathComponent("gguf-model")

@@ -23,20 +23,20 @@ enum PEFTFixture {
 
   /// The base model's shape, from its config.json.
   static func shape(tied: Bool = false) throws -> TransformerShape {
-    var s = try TransformerShape(config: try LlamaConfig.load(from: baseDirectory))
+    var s = try TransformerShape(config: try DecoderConfig.load(from: baseDirectory))
     s.tiedEmbeddings = tied
     return s
   }
 
   /// The base weights (frozen) on `backend`; `tied` drops the LM head and reuses the embedding.
-  static func base(on backend: Backend, tied: Bool = false) throws -> LlamaWeights {
-    try LlamaWeights(from: try SafetensorsCheckpoint.open(directory: baseDirectory), shape: try shape(tied: tied),
+  static func base(on backend: Backend, tied: Bool = false) throws -> DecoderWeights {
+    try DecoderWeights(from: try SafetensorsCheckpoint.open(directory: baseDirectory), shape: try shape(tied: tied),
                      backend: backend)
   }
 
   /// Logits (T, V) of one sequence.
-  static func logits(_ weights: LlamaWeights, ids: [Int32]) throws -> [Float] {
-    let model = try LlamaModel(weights: weights)
+  static func logits(_ weights: DecoderWeights, ids: [Int32]) throws -> [Float] {
+    let model = try DecoderModel(weights: weights)
     try model.forward(ids: ids, batch: 1)
     return try weights.backend.floats(try XCTUnwrap(model.logits))
   }

@@ -32,7 +32,7 @@ final class PEFTGoldenFullTests: XCTestCase {
     let c = g.meta
     var report = GoldenReport("\(name) on \(backend.name)")
     let weights = try g.baseWeights(on: backend, trainable: .all)
-    let model = try LlamaModel(weights: weights)
+    let model = try DecoderModel(weights: weights)
     let trainable = weights.trainableTensors
     XCTAssertEqual(trainable.count, c.trainable)
     XCTAssertEqual(Set(trainable.filter { !$0.decays }.map(\.name)), Set(try XCTUnwrap(c.noDecay)),

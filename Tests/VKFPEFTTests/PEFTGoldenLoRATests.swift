@@ -52,7 +52,7 @@ final class PEFTGoldenLoRATests: XCTestCase {
     XCTAssertEqual(config.scaling, try XCTUnwrap(c.scaling), accuracy: 1e-6, "PEFT's scaling")
     let lora = try LoRAModel(weights: weights, config: config, seed: 1)
     try lora.load(try g.initialAdapter())
-    let model = try LlamaModel(weights: weights)
+    let model = try DecoderModel(weights: weights)
     let trainable = lora.trainableTensors
     XCTAssertEqual(trainable.count, c.trainable, "one tensor per PEFT key")
 

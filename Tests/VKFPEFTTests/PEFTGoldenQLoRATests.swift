@@ -111,7 +111,7 @@ final class PEFTGoldenQLoRATests: XCTestCase {
                             targetModules: LoRAConfig.allLinear, useRSLoRA: c.useRslora ?? false)
     let lora = try LoRAModel(weights: weights, config: config, seed: 1)
     try lora.load(try g.initialAdapter())
-    let model = try LlamaModel(weights: weights)
+    let model = try DecoderModel(weights: weights)
     var report = GoldenReport("qlora_llama_untied on \(backend.name)")
     try lora.zeroGradients()
     try model.forward(ids: try g.ids, targets: try g.targets, batch: g.batch, computeGradients: true)
@@ -131,7 +131,7 @@ final class PEFTGoldenQLoRATests: XCTestCase {
   }
 
   /// Every projection's NF4 base by module name, in layer order; fails on a dense one.
-  private func nf4Bases(_ weights: LlamaWeights) throws -> [(module: String, q: NF4Weight)] {
+  private func nf4Bases(_ weights: DecoderWeights) throws -> [(module: String, q: NF4Weight)] {
     var out: [(String, NF4Weight)] = []
     var dense: [String] = []
     weights.updateProjections { module, linear in

@@ -54,7 +54,7 @@ struct PEFTGoldenCase {
 
   /// The tiny base model of tools/make_fixtures.py (Tests/VKFModelTests/Fixtures/golden),
   /// whose shape tools/make_fixtures.py's COMMON fixes.
-  func baseWeights(on backend: Backend, trainable: TrainableParameters) throws -> LlamaWeights {
+  func baseWeights(on backend: Backend, trainable: TrainableParameters) throws -> DecoderWeights {
     let dir = PEFTGoldenCase.directory.deletingLastPathComponent().deletingLastPathComponent()
       .deletingLastPathComponent().appendingPathComponent("VKFModelTests/Fixtures/golden")
     let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96,
@@ -62,7 +62,7 @@ struct PEFTGoldenCase {
                                  tiedEmbeddings: meta.model.hasSuffix("_tied"),
                                  qkvBias: meta.model.hasPrefix("qwen2"))
     let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("\(meta.model).weights.safetensors"))
-    return try LlamaWeights(from: source, shape: shape, backend: backend, trainable: trainable)
+    return try DecoderWeights(from: source, shape: shape, backend: backend, trainable: trainable)
   }
 }
 

@@ -71,7 +71,7 @@ final class QLoRATests: XCTestCase {
   /// NF4 weights give the same loss and adapter gradients; the dense tensors are released.
   private func checkDenseEquivalence(on be: Backend) throws {
     let source = LoRATestWeights(shape: LoRATiny.shape, seed: 5)
-    let qw = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: be)
+    let qw = try DecoderWeights(from: source, shape: LoRATiny.shape, backend: be)
     let report = try QLoRA.quantize(qw)
     XCTAssertEqual(report.projections, 14)
     let denseCount = LoRATiny.shape.parameterShapes.filter { $0.name.contains("_proj.weight") }
@@ -91,12 +91,12 @@ final class QLoRATests: XCTestCase {
                                count: values.count, blockSize: 64)
       source.tensors[name]?.values = deq
     }
-    let dw = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: be)
+    let dw = try DecoderWeights(from: source, shape: LoRATiny.shape, backend: be)
     var losses: [Float] = [], grads: [[String: [Float]]] = [], logits: [[Float]] = []
     for w in [qw, dw] {
       let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8, useDoRA: true), seed: 8)
       try lora.load(LoRATiny.randomAdapterValues(lora, seed: 8))
-      let model = try LlamaModel(weights: w)
+      let model = try DecoderModel(weights: w)
       logits.append(try LoRATiny.logits(model))
       losses.append(try LoRATiny.step(model))
       grads.append(try LoRATiny.gradients(lora))
@@ -118,7 +118,7 @@ final class QLoRATests: XCTestCase {
       _ = try QLoRA.quantize(w)
       let lora = try LoRAModel(weights: w, config: LoRAConfig(r: 4, alpha: 8), seed: 6)
       try lora.load(LoRATiny.randomAdapterValues(lora, seed: 6))
-      try LoRATiny.step(try LlamaModel(weights: w, checkpointing: true))
+      try LoRATiny.step(try DecoderModel(weights: w, checkpointing: true))
       results.append(try LoRATiny.gradients(lora))
     }
     for (name, e) in results[0] {
@@ -136,7 +136,7 @@ final class QLoRATests: XCTestCase {
     let streamingBackend = CPUBackend(), denseBackend = CPUBackend()
     var report = QuantizationReport()
     let streamed = try QLoRA.load(from: source, shape: LoRATiny.shape, backend: streamingBackend, report: &report)
-    let dense = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: denseBackend)
+    let dense = try DecoderWeights(from: source, shape: LoRATiny.shape, backend: denseBackend)
     let quantizedReport = try QLoRA.quantize(dense)
     XCTAssertEqual(report.projections, 14)
     XCTAssertEqual(report.quantizedBytes, quantizedReport.quantizedBytes)
@@ -151,12 +151,12 @@ final class QLoRATests: XCTestCase {
     let source = LoRATestWeights(shape: LoRATiny.shape, seed: 5)
     var report = QuantizationReport()
     let streamed = try QLoRA.load(from: source, shape: LoRATiny.shape, backend: vk, report: &report)
-    let dense = try LlamaWeights(from: source, shape: LoRATiny.shape, backend: vk)
+    let dense = try DecoderWeights(from: source, shape: LoRATiny.shape, backend: vk)
     _ = try QLoRA.quantize(dense)
     try assertSameWeights(streamed, vk, dense, vk)
   }
 
-  private func assertSameWeights(_ a: LlamaWeights, _ ab: Backend, _ b: LlamaWeights, _ bb: Backend) throws {
+  private func assertSameWeights(_ a: DecoderWeights, _ ab: Backend, _ b: DecoderWeights, _ bb: Backend) throws {
     for (la, lb) in zip(a.layers, b.layers) {
       for (x, y) in zip([la.q, la.k, la.v, la.o, la.gate, la.up, la.down], [lb.q, lb.k, lb.v, lb.o, lb.gate, lb.up, lb.down]) {
         guard case .nf4(let x)? = x?.base, case .nf4(let y)? = y?.base else {

@@ -17,8 +17,8 @@ final class RewardAdapterTests: XCTestCase {
 
   /// Scores of right-padded rows (B, T): the head at each row's last non-`pad` token of the
   /// final normed hidden states.
-  static func scores(_ weights: LlamaWeights, head: [Float], ids: [Int32], rows: Int, pad: Int32) throws -> [Float] {
-    let model = try LlamaModel(weights: weights)
+  static func scores(_ weights: DecoderWeights, head: [Float], ids: [Int32], rows: Int, pad: Int32) throws -> [Float] {
+    let model = try DecoderModel(weights: weights)
     let h = try weights.backend.floats(try model.forwardHidden(ids: ids, batch: rows))
     let t = ids.count / rows, c = weights.shape.hidden
     return try (0..<rows).map { r in
@@ -154,7 +154,7 @@ final class RewardAdapterTests: XCTestCase {
   func test_hfModelWriter_scoreHead_writesSequenceClassificationDirectory() throws {
     let be = TestBackends.cpu
     let weights = try PEFTFixture.base(on: be)
-    let config = try LlamaConfig.load(from: PEFTFixture.baseDirectory)
+    let config = try DecoderConfig.load(from: PEFTFixture.baseDirectory)
     let head = try be.tensor(TestData.uniform(weights.shape.hidden, seed: 11), shape: [1, weights.shape.hidden])
     let out = dir.path("rm")
     let written = try HFModelWriter.write(weights: weights, config: config, tokenizerSource: nil, to: out,

@@ -26,10 +26,10 @@ final class BackendTrainingTests: XCTestCase {
   func test_lora_20steps_cpuMatchesVulkan() throws {
     let vulkan = try Tiny.vulkanOrSkip()
     func lora(_ backend: Backend) throws -> SFTTask {
-      let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
+      let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
       // Dropout on: the masks are seeded by the trainer and must be the same on both backends.
       let adapters = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: 0.1), seed: 5)
-      return SFTTask(model: try LlamaModel(weights: weights), lora: adapters)
+      return SFTTask(model: try DecoderModel(weights: weights), lora: adapters)
     }
     let cpu = try run { try lora(TestBackends.cpu) }
     let vk = try run { try lora(vulkan) }

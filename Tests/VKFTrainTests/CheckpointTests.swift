@@ -74,9 +74,9 @@ final class CheckpointTests: XCTestCase {
   /// LoRA with dropout: the resumed run must also restore the dropout-seed stream.
   func test_resume_loraWithDropout_bitwiseEqualsUninterrupted() throws {
     func make() throws -> TrainingTask {
-      let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
+      let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
       let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: 0.2), seed: 3)
-      return SFTTask(model: try LlamaModel(weights: weights), lora: lora)
+      return SFTTask(model: try DecoderModel(weights: weights), lora: lora)
     }
     let dir = try Tiny.temporaryDirectory("resumelora")
     defer { try? FileManager.default.removeItem(at: dir) }
@@ -90,9 +90,9 @@ final class CheckpointTests: XCTestCase {
     for (key, s) in expectedState { XCTAssertTrue(r.state[key]?.1 == s.1, "\(key) differs after resuming") }
     // Dropout matters here: without it (or with another seed stream) the result differs.
     func noDropout() throws -> TrainingTask {
-      let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
+      let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
       let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: 0), seed: 3)
-      return SFTTask(model: try LlamaModel(weights: weights), lora: lora)
+      return SFTTask(model: try DecoderModel(weights: weights), lora: lora)
     }
     let (plain, _) = try Self.uninterrupted(noDropout)
     XCTAssertNotEqual(plain, expected)

@@ -22,7 +22,7 @@ final class MemoryEstimateTests: XCTestCase {
     let e = MemoryEstimate(shape: s, settings: .init(microBatchSize: 1, seqLength: 256, fullFineTuning: true))
     let params = s.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
     XCTAssertEqual(bytes(e, .weights).device, 4 * params)
-    // Gradients: every parameter, each view rounded up to 64 floats as LlamaWeights carves them.
+    // Gradients: every parameter, each view rounded up to 64 floats as DecoderWeights carves them.
     let grads = bytes(e, .gradients).device
     XCTAssertGreaterThanOrEqual(grads, 4 * params)
     XCTAssertLessThan(grads, 4 * params + 4 * 64 * s.parameterShapes.count)
@@ -154,7 +154,7 @@ final class MemoryEstimateTests: XCTestCase {
 
   /// The LoRA count formula against the adapters LoRAModel actually creates.
   func test_loraElements_matchesLoRAModel() throws {
-    let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
+    let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: TestBackends.cpu)
     let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
     let actual = lora.trainableTensors.reduce(0) { $0 + $1.count }
     XCTAssertEqual(MemoryEstimate.loraElements(shape: Tiny.shape, rank: 4, targetModules: Set(LoRAConfig.allLinear)), actual)
@@ -181,8 +181,8 @@ final class MemoryEstimateArenaTests: XCTestCase {
       let modes: [(Bool, DType)] = shape.moe == nil ? [(false, .f32), (true, .f32), (false, .bf16), (true, .f16)]
         : [(false, .f32), (true, .f32)]  // 16-bit activations are refused with experts
       for (checkpointing, type) in modes {
-        let w = try LlamaWeights(from: source, shape: shape, backend: TestBackends.cpu, trainable: .all)
-        let model = try LlamaModel(weights: w, checkpointing: checkpointing, activationType: type)
+        let w = try DecoderWeights(from: source, shape: shape, backend: TestBackends.cpu, trainable: .all)
+        let model = try DecoderModel(weights: w, checkpointing: checkpointing, activationType: type)
         let batch = 3, tokens = 7
         let ids = TestData.ints(batch * tokens, seed: 1, upper: Int32(shape.vocab))
         try model.forward(ids: ids, targets: ids, batch: batch, computeGradients: true)

@@ -13,9 +13,9 @@ import VKFVulkan
 final class ReplayedDPOTests: XCTestCase {
   private func task(on backend: Backend, dropout: Float = 0.1) throws -> DPOTask {
     let loss = DPOLossConfig(rpoAlpha: 0.5)
-    let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
+    let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
     let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: dropout), seed: 5)
-    return try DPOTask(model: try LlamaModel(weights: weights), lora: lora, loss: loss)
+    return try DPOTask(model: try DecoderModel(weights: weights), lora: lora, loss: loss)
   }
 
   func test_replayEqualsEager_andHostLossPath_cpu() throws { try checkPaths(on: TestBackends.cpu) }

@@ -12,10 +12,10 @@ import VKFVulkan
 
 final class ReplayedRewardTests: XCTestCase {
   private func task(on backend: Backend, dropout: Float = 0.1, margin: Double = 0.25) throws -> RewardTask {
-    let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
+    let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
     let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: dropout), seed: 5)
     let head = try RewardHead(hidden: Tiny.shape.hidden, backend: backend, seed: 6)
-    return RewardTask(model: try LlamaModel(weights: weights), lora: lora, head: head, padID: 0, margin: margin)
+    return RewardTask(model: try DecoderModel(weights: weights), lora: lora, head: head, padID: 0, margin: margin)
   }
 
   func test_replayEqualsEager_andHostLossPath_cpu() throws { try checkPaths(on: TestBackends.cpu) }

@@ -14,9 +14,9 @@ import VKFVulkan
 /// step with the previous parameters kept.
 final class ReplayedStepTests: XCTestCase {
   private static func loraTask(on backend: Backend, dropout: Float = 0.1) throws -> SFTTask {
-    let weights = try LlamaWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
+    let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
     let adapters = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: dropout), seed: 5)
-    return SFTTask(model: try LlamaModel(weights: weights), lora: adapters)
+    return SFTTask(model: try DecoderModel(weights: weights), lora: adapters)
   }
 
   /// Runs `steps` steps and returns the logged losses and the final trainables.

@@ -62,14 +62,14 @@ enum Tiny {
 
   /// A fresh full-fine-tuning task of the mixture-of-experts model.
   static func expertTask(on backend: Backend) throws -> SFTTask {
-    let w = try LlamaWeights(from: expertWeights, shape: expertShape, backend: backend, trainable: .all)
-    return SFTTask(fullFineTuning: try LlamaModel(weights: w))
+    let w = try DecoderWeights(from: expertWeights, shape: expertShape, backend: backend, trainable: .all)
+    return SFTTask(fullFineTuning: try DecoderModel(weights: w))
   }
 
   /// A fresh full-fine-tuning task on `backend` (same initial weights every call).
   static func fullTask(on backend: Backend) throws -> SFTTask {
-    let w = try LlamaWeights(from: weights, shape: shape, backend: backend, trainable: .all)
-    return SFTTask(fullFineTuning: try LlamaModel(weights: w))
+    let w = try DecoderWeights(from: weights, shape: shape, backend: backend, trainable: .all)
+    return SFTTask(fullFineTuning: try DecoderModel(weights: w))
   }
 
   /// Sequences that count up by a per-example stride (mod vocab) from a random start: the

@@ -1,6 +1,6 @@
 /// What a Hugging Face `model_type` means to this decoder: its transformers config class's
 /// defaults and the blocks it switches on. `registry` has one entry per supported type;
-/// `LlamaConfig` decodes through it and `TransformerShape(config:)` builds from it, so an
+/// `DecoderConfig` decodes through it and `TransformerShape(config:)` builds from it, so an
 /// architecture composed of the existing blocks is one entry here (plus its goldens).
 public struct Architecture: Sendable {
   /// How `sliding_window` spreads over the layers when `layer_types` is absent.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Why a Hugging Face `config.json` could not be turned into a `LlamaConfig`.
+/// Why a Hugging Face `config.json` could not be turned into a `DecoderConfig`.
 ///
 /// Every case names the file (or `"<memory>"` when decoding raw bytes) and, where it
 /// applies, the offending JSON key, so the message alone tells the user what to fix.

@@ -51,7 +51,7 @@ public struct RopeScaling: Codable, Equatable, Sendable {
   }
 
   /// Decodes a scaling object; unknown variants surface as `RopeScalingUnsupported`, which
-  /// `LlamaConfig.load` turns into `ConfigError.unsupportedRopeScaling`.
+  /// `DecoderConfig.load` turns into `ConfigError.unsupportedRopeScaling`.
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     guard let name = try Self.variantName(in: c) else {
@@ -91,5 +91,5 @@ public struct RopeScaling: Codable, Equatable, Sendable {
 }
 
 /// Thrown while decoding a `rope_scaling` whose variant is not implemented (internal:
-/// `LlamaConfig.load` converts it into `ConfigError.unsupportedRopeScaling`).
+/// `DecoderConfig.load` converts it into `ConfigError.unsupportedRopeScaling`).
 struct RopeScalingUnsupported: Error { var name: String }

@@ -35,7 +35,7 @@ public struct BertConfig {
 
   /// Reads `config.json` at `url` (or in the directory `url`).
   public static func load(from url: URL) throws -> BertConfig {
-    let (data, file) = try LlamaConfig.readConfigFile(url)
+    let (data, file) = try DecoderConfig.readConfigFile(url)
     return try decode(data, file: file)
   }
 
@@ -43,7 +43,7 @@ public struct BertConfig {
   /// "bert"; false when it says anything else or cannot be read (the decoder loader then
   /// gives its own error).
   public static func isBert(_ url: URL) -> Bool {
-    guard let data = try? LlamaConfig.readConfigFile(url).data,
+    guard let data = try? DecoderConfig.readConfigFile(url).data,
           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
     return object["model_type"] as? String == "bert"
   }
@@ -112,7 +112,7 @@ public struct BertConfig {
       layerNormEps: Float(try double("layer_norm_eps")), activation: act, initializerRange: try double("initializer_range"),
       padTokenId: try int("pad_token_id", positive: false), hiddenDropout: try double("hidden_dropout_prob"),
       attentionDropout: try double("attention_probs_dropout_prob"), labels: labels, raw: object)
-    let caps = LlamaConfig.dimensionCaps
+    let caps = DecoderConfig.dimensionCaps
     for (key, v, cap) in [("hidden_size", c.hiddenSize, caps.hidden), ("intermediate_size", c.intermediateSize, caps.intermediate),
                           ("num_hidden_layers", c.layers, caps.layers), ("num_attention_heads", c.heads, caps.heads),
                           ("vocab_size", c.vocabSize, caps.vocab), ("max_position_embeddings", c.maxPositions, 1 << 20),

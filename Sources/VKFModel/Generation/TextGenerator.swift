@@ -12,16 +12,16 @@ public protocol TokenPredictor: AnyObject {
   func append(_ ids: [Int]) throws -> [Float]
 }
 
-/// A `LlamaModel` with a batch-1 KV cache: the prompt is one prefill, each new token one
+/// A `DecoderModel` with a batch-1 KV cache: the prompt is one prefill, each new token one
 /// single-token pass.
 public final class CachedLlamaPredictor: TokenPredictor {
   /// The model.
-  public let model: LlamaModel
+  public let model: DecoderModel
   /// Its cache (batch 1).
   public let cache: KVCache
 
   /// A predictor holding up to `capacity` tokens.
-  public init(model: LlamaModel, capacity: Int, prefillChunk: Int = 128) throws {
+  public init(model: DecoderModel, capacity: Int, prefillChunk: Int = 128) throws {
     self.model = model
     cache = try model.makeKVCache(batch: 1, capacity: capacity, prefillChunk: prefillChunk)
   }

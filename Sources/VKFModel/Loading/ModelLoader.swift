@@ -21,7 +21,7 @@ public struct LoadedModel {
   /// without duplicates, most specific first.
   public let eosTokenIDs: [Int]
   /// The Hugging Face config; nil for a GGUF without config.json beside it.
-  public let config: LlamaConfig?
+  public let config: DecoderConfig?
 }
 
 /// Opens whatever `--model` names.
@@ -52,7 +52,7 @@ public enum ModelLoader {
 
   static func loadDirectory(_ directory: URL, location: ModelLocation) throws -> LoadedModel {
     let configURL = directory.appendingPathComponent("config.json")
-    let config = try LlamaConfig.load(from: configURL)
+    let config = try DecoderConfig.load(from: configURL)
     let shape = try TransformerShape(config: config, file: configURL.path)
     let weights = try SafetensorsCheckpoint.open(directory: directory)
     let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
@@ -80,10 +80,10 @@ public enum ModelLoader {
     let directory = file.deletingLastPathComponent()
     let fm = FileManager.default
 
-    var config: LlamaConfig?
+    var config: DecoderConfig?
     let configURL = directory.appendingPathComponent("config.json")
     if useSiblingFiles, fm.fileExists(atPath: configURL.path) {
-      let sibling = try LlamaConfig.load(from: configURL)
+      let sibling = try DecoderConfig.load(from: configURL)
       let fromConfig = try TransformerShape(config: sibling, file: configURL.path)
       var fromGGUF = shape
       if facts.expertWeightsNorm == nil, let norm = fromConfig.moe?.normalizeTopK {

@@ -5,11 +5,11 @@ import VKFCore
 
 extension TransformerShape {
   /// The architecture a `config.json` describes, with its RoPE table (scaling included, as
-  /// `LlamaConfig.ropeInverseFrequencies` computes it for sequences within the trained context).
+  /// `DecoderConfig.ropeInverseFrequencies` computes it for sequences within the trained context).
   ///
   /// Throws for features the decoder does not implement (biases on o_proj or the MLP), so a
   /// model that would silently compute something else never loads.
-  public init(config: LlamaConfig, file: String = "config.json") throws(ModelFileError) {
+  public init(config: DecoderConfig, file: String = "config.json") throws(ModelFileError) {
     if config.hasOutputProjectionBias || config.mlpBias {
       throw ModelFileError(file, "attention_bias on o_proj or mlp_bias is set; vkfinetune implements "
         + "biases on q/k/v only (Qwen2 style), so this model cannot be loaded")

@@ -112,8 +112,8 @@ final class ActivationArena {
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
-    let f32Count = measure.offset + LlamaWeights.aligned(n)  // + tokenWeights
-    let intCount = 2 * LlamaWeights.aligned(n)
+    let f32Count = measure.offset + DecoderWeights.aligned(n)  // + tokenWeights
+    let intCount = 2 * DecoderWeights.aligned(n)
     if let p = previous, p.storage.count >= f32Count, p.intStorage.count >= intCount {
       storage = p.storage; intStorage = p.intStorage
     } else {
@@ -137,7 +137,7 @@ final class ActivationArena {
     }
     let ints = intStorage
     ids = try ints.view(offset: 0, shape: [n])
-    targets = try ints.view(offset: LlamaWeights.aligned(n), shape: [n])
+    targets = try ints.view(offset: DecoderWeights.aligned(n), shape: [n])
     tokenWeights = try storage.view(offset: measure.offset, shape: [n])
     // Positions 0..T−1 in every row (no packing yet).
     positions = try backend.tensor((0..<n).map { Int32($0 % tokens) }, shape: [n])
@@ -185,7 +185,7 @@ final class ActivationArena {
     _ = try carve(measure, shape, batch: batch, tokens: tokens, savesEveryLayer: savesEveryLayer,
                   headTokens: headTokens, fusedAttention: fusedAttention, activationType: activationType,
                   moeAlignment: moeAlignment)
-    return measure.offset + LlamaWeights.aligned(batch * tokens)
+    return measure.offset + DecoderWeights.aligned(batch * tokens)
   }
 
   /// Carves every view of an arena for (batch, tokens) from `c`, in a fixed order.
@@ -267,7 +267,7 @@ final class Carver {
 
   func take(_ shape: [Int]) throws -> Tensor {
     let count = shape.reduce(1, *)
-    defer { offset += LlamaWeights.aligned(count) }
+    defer { offset += DecoderWeights.aligned(count) }
     guard let base else {
       return Tensor(storage: Self.placeholder, shape: shape, dtype: .f32, byteOffset: offset * 4)
     }
@@ -278,7 +278,7 @@ final class Carver {
   func take(_ shape: [Int], _ dtype: DType) throws -> Tensor {
     let count = shape.reduce(1, *)
     let slots = (count * dtype.size + 3) / 4
-    defer { offset += LlamaWeights.aligned(slots) }
+    defer { offset += DecoderWeights.aligned(slots) }
     guard let base else {
       return Tensor(storage: Self.placeholder, shape: shape, dtype: dtype, byteOffset: offset * 4)
     }

@@ -1,7 +1,7 @@
 import VKFCore
 
 /// A model's weights as adapters see them: its projections by module name, which short names
-/// LoRA may target, and how fused projections split. `LlamaWeights` (decoders) and
+/// LoRA may target, and how fused projections split. `DecoderWeights` (decoders) and
 /// `BertWeights` (encoders) conform, so one `LoRAModel` serves both.
 public protocol AdaptableWeights: AnyObject {
   /// The backend that owns every tensor.
@@ -19,7 +19,7 @@ public protocol AdaptableWeights: AnyObject {
   func updateProjections(_ body: (String, inout Linear) throws -> Void) rethrows
 }
 
-extension LlamaWeights: AdaptableWeights {
+extension DecoderWeights: AdaptableWeights {
   /// The seven Llama projections, in PEFT's (and the model's) order.
   public static let projectionModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
   /// A mixture-of-experts model offers its attention projections only (PEFT would apply the

@@ -14,7 +14,7 @@ import VKFCore
 /// the old ones).
 struct CachedDecoderLayer {
   let shape: TransformerShape
-  let weights: LlamaLayerWeights
+  let weights: DecoderLayerWeights
   let invFreq: Tensor
   /// This layer's cache, (P, B, KVH·HS) each.
   let keys, values: Tensor

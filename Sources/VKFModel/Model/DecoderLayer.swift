@@ -15,7 +15,7 @@ import VKFCore
 /// inside the matmul.
 struct DecoderLayer {
   let shape: TransformerShape
-  let weights: LlamaLayerWeights
+  let weights: DecoderLayerWeights
   let arena: ActivationArena
   let invFreq: Tensor
   /// `Backend.attention` (no T×T buffers) instead of scores → causal softmax → P·v.

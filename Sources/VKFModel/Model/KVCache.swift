@@ -41,7 +41,7 @@ public final class KVCache {
     try shape.validate()
     self.batch = batch; self.capacity = capacity; self.backend = backend; self.shape = shape
     self.prefillChunk = min(prefillChunk, capacity)
-    let per = LlamaWeights.aligned(capacity * batch * shape.kvWidth)
+    let per = DecoderWeights.aligned(capacity * batch * shape.kvWidth)
     let all = try backend.allocate([2 * shape.layers * per])
     keys = try (0..<shape.layers).map { try all.view(offset: 2 * $0 * per, shape: [capacity, batch, shape.kvWidth]) }
     values = try (0..<shape.layers).map { try all.view(offset: (2 * $0 + 1) * per, shape: [capacity, batch, shape.kvWidth]) }
@@ -53,7 +53,7 @@ public final class KVCache {
   public func reset() { length = 0 }
 
   /// Bytes held on the backend by the cache and its scratch.
-  public var byteCount: Int { 2 * keys.count * LlamaWeights.aligned(keys.first?.count ?? 0) * 4 + scratch.byteCount }
+  public var byteCount: Int { 2 * keys.count * DecoderWeights.aligned(keys.first?.count ?? 0) * 4 + scratch.byteCount }
 }
 
 /// Activations of one cached forward pass of at most B·Tc tokens attending over at most P
@@ -96,7 +96,7 @@ final class InferenceScratch {
                  batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,
                  mlp, mlp, mlp,
                  batch * s.hidden, batch * s.hidden, batch, batch * s.vocab]
-    let offsets = sizes.reduce(into: [0]) { $0.append($0[$0.count - 1] + LlamaWeights.aligned($1)) }
+    let offsets = sizes.reduce(into: [0]) { $0.append($0[$0.count - 1] + DecoderWeights.aligned($1)) }
     let total = offsets[offsets.count - 1]
     let f32 = try backend.allocate([total])
     let t = try (0..<sizes.count).map { try f32.view(offset: offsets[$0], shape: [sizes[$0]]) }
@@ -105,12 +105,12 @@ final class InferenceScratch {
     (kHead, vHead, scores, probs) = (t[8], t[9], t[10], t[11])
     (gate, up, act) = (t[12], t[13], t[14])
     (last, lastNormed, lastRstd, logits) = (t[15], t[16], t[17], t[18])
-    let a = LlamaWeights.aligned(n)
-    let ints = try backend.allocate([2 * a + LlamaWeights.aligned(batch)], .i32)
+    let a = DecoderWeights.aligned(n)
+    let ints = try backend.allocate([2 * a + DecoderWeights.aligned(batch)], .i32)
     ids = try ints.view(offset: 0, shape: [n])
     positions = try ints.view(offset: a, shape: [n])
     lastRows = try ints.view(offset: 2 * a, shape: [batch])
-    byteCount = 4 * (total + 2 * a + LlamaWeights.aligned(batch)) + (routing?.byteCount ?? 0)
+    byteCount = 4 * (total + 2 * a + DecoderWeights.aligned(batch)) + (routing?.byteCount ?? 0)
     moe = routing
   }
 }

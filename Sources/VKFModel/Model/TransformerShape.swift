@@ -1,7 +1,7 @@
 import VKFCore
 
-/// The architecture of a Llama-family decoder: everything the forward and backward pass need
-/// to know, and nothing about files. The coordinator builds it from `LlamaConfig`.
+/// The architecture of a decoder: everything the forward and backward pass need
+/// to know, and nothing about files. The coordinator builds it from `DecoderConfig`.
 public struct TransformerShape: Equatable, Sendable {
   /// Residual-stream width (`hidden_size`).
   public var hidden: Int
@@ -26,7 +26,7 @@ public struct TransformerShape: Equatable, Sendable {
   /// q/k/v projections have biases (Qwen2).
   public var qkvBias: Bool
   /// Each layer's sliding attention window (keys i − window < j ≤ i; 0 = full causal), or
-  /// empty when no layer has one (`LlamaConfig.layerWindows`: Mistral, Qwen2's upper layers).
+  /// empty when no layer has one (`DecoderConfig.layerWindows`: Mistral, Qwen2's upper layers).
   public var slidingWindows: [Int] = []
 
   /// RMSNorm over each query and key head (weights (HS) per layer) between the projection

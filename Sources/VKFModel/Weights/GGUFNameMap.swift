@@ -76,7 +76,7 @@ public enum GGUFNameMap {
 
   /// The mixture-of-experts naming of a GGUF architecture, or nil when it has none here:
   /// llama.cpp writes Mixtral as "llama" (with `llama.expert_count` > 0) and Qwen3-MoE as
-  /// "qwen3moe" (`convert_hf_to_gguf.py` `LlamaModel` / `Qwen3MoeModel`).
+  /// "qwen3moe" (`convert_hf_to_gguf.py` `DecoderModel` / `Qwen3MoeModel`).
   public static func moeStyle(architecture: String?) -> MoEStyle? {
     switch architecture {
     case "llama"?: .mixtral
@@ -134,7 +134,7 @@ public enum GGUFNameMap {
 
   /// Architectures whose llama.cpp converter permutes q/k rows.
   ///
-  /// `convert_hf_to_gguf.py` `LlamaModel.modify_tensors` applies `LlamaModel.permute` to
+  /// `convert_hf_to_gguf.py` `DecoderModel.modify_tensors` applies `DecoderModel.permute` to
   /// `q_proj.weight`/`.bias` (n_head) and `k_proj.weight`/`.bias` (n_head_kv) because
   /// llama.cpp's "llama" rope pairs adjacent elements (GGML_ROPE_TYPE_NORM) while HF's
   /// `rotate_half` pairs element i with i + head_dim/2. Qwen2 (`Qwen2Model`, rope type NEOX),
@@ -155,7 +155,7 @@ public enum GGUFNameMap {
     return nil
   }
 
-  /// Undoes `LlamaModel.permute` on a row-major (rows, columns) matrix in place of `src`:
+  /// Undoes `DecoderModel.permute` on a row-major (rows, columns) matrix in place of `src`:
   /// stored row `h·hd + 2i + s` holds original row `h·hd + s·hd/2 + i`
   /// (transformers `reverse_permute`: reshape(heads, hd/2, 2, …).swapaxes(1, 2)).
   static func unpermuteRows(

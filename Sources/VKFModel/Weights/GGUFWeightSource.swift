@@ -157,7 +157,7 @@ public final class GGUFWeightSource: WeightSource {
       }
       var stored = entry.firstRow + row
       if group != nil {
-        // HF row h·hd + s·hd/2 + i is stored at h·hd + 2i + s (LlamaModel.permute).
+        // HF row h·hd + s·hd/2 + i is stored at h·hd + 2i + s (DecoderModel.permute).
         let headDim = rowCount / heads, halfDim = headDim / 2
         let head = row / headDim, within = row % headDim
         stored = head * headDim + 2 * (within % halfDim) + within / halfDim

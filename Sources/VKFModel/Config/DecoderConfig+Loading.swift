@@ -3,9 +3,9 @@ import VKFCore
 
 // MARK: - Loading
 
-extension LlamaConfig {
+extension DecoderConfig {
   /// Reads and validates `config.json` at `url`, or a model directory containing one.
-  public static func load(from url: URL) throws -> LlamaConfig {
+  public static func load(from url: URL) throws -> DecoderConfig {
     let (data, file) = try readConfigFile(url)
     return try decode(data, file: file)
   }
@@ -24,13 +24,13 @@ extension LlamaConfig {
   }
 
   /// Decodes and validates config JSON; `file` only labels error messages.
-  public static func decode(_ data: Data, file: String = "<memory>") throws -> LlamaConfig {
+  public static func decode(_ data: Data, file: String = "<memory>") throws -> DecoderConfig {
     guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
       throw ConfigError.notJSON(file: file, reason: "expected a top-level {...} object")
     }
-    let config: LlamaConfig
+    let config: DecoderConfig
     do {
-      config = try JSONDecoder().decode(LlamaConfig.self, from: data)
+      config = try JSONDecoder().decode(DecoderConfig.self, from: data)
     } catch let error as ConfigError {
       throw error.relabelled(file: file)
     } catch let error as RopeScalingUnsupported {
@@ -129,7 +129,7 @@ extension LlamaConfig {
 
 // MARK: - RoPE
 
-extension LlamaConfig {
+extension DecoderConfig {
   /// The RoPE inverse frequencies (headDim/2 values) for sequences up to
   /// `sequenceLength` tokens, matching transformers' `ROPE_INIT_FUNCTIONS`.
   ///

@@ -1,6 +1,6 @@
 import VKFCore
 
-/// A Llama model's weights that cannot be used: the file and tensor concerned and what is
+/// A decoder's weights that cannot be used: the file and tensor concerned and what is
 /// wrong.
 public struct ModelWeightsError: Error, CustomStringConvertible, Equatable {
   /// The Hugging Face tensor name (or "" when no single tensor is concerned).
@@ -19,7 +19,7 @@ public struct ModelWeightsError: Error, CustomStringConvertible, Equatable {
 }
 
 /// One decoder layer's parameters (and gradients, nil where frozen).
-public struct LlamaLayerWeights {
+public struct DecoderLayerWeights {
   /// RMSNorm weight before attention (C).
   public var inputNorm: Tensor
   /// Its accumulated gradient.
@@ -70,9 +70,9 @@ public struct ExpertWeights {
   public var isTrained: Bool { router.isTrained || gateGrad != nil || upGrad != nil || downGrad != nil }
 }
 
-/// The parameters of a Llama-family model on one backend (f32), with gradient buffers for
+/// The parameters of a decoder model on one backend (f32), with gradient buffers for
 /// the trained subset carved from one allocation (so `zeroGradients` is one fill).
-public final class LlamaWeights {
+public final class DecoderWeights {
   /// The architecture these weights were checked against.
   public let shape: TransformerShape
   /// The backend that owns every tensor here.
@@ -82,7 +82,7 @@ public final class LlamaWeights {
   /// Its accumulated gradient (from the lookup and, when tied, the LM head).
   public private(set) var embeddingGrad: Tensor?
   /// The decoder layers.
-  public private(set) var layers: [LlamaLayerWeights]
+  public private(set) var layers: [DecoderLayerWeights]
   /// Final RMSNorm weight (C).
   public private(set) var finalNorm: Tensor
   /// Its accumulated gradient.
@@ -253,7 +253,7 @@ public final class LlamaWeights {
     embeddingGrad = grads[ParameterNames.embedding]
     layers = try (0..<shape.layers).map { i in
       let p = ParameterNames.layerPrefix(i)
-      return LlamaLayerWeights(
+      return DecoderLayerWeights(
         inputNorm: try param(p + "input_layernorm.weight"),
         inputNormGrad: grads[p + "input_layernorm.weight"],
         q: try linear(p + "self_attn.q_proj"), k: try linear(p + "self_attn.k_proj"),
@@ -293,11 +293,11 @@ public final class LlamaWeights {
   }
 
   /// Module-name suffix and key path of each attention projection, in PEFT's order.
-  nonisolated(unsafe) static let attentionKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear>)] = [
+  nonisolated(unsafe) static let attentionKeys: [(prefix: String, path: WritableKeyPath<DecoderLayerWeights, Linear>)] = [
     ("self_attn.q_proj", \.q), ("self_attn.k_proj", \.k), ("self_attn.v_proj", \.v), ("self_attn.o_proj", \.o),
   ]
   /// The dense MLP's projections (absent in sparse layers), after the attention's.
-  nonisolated(unsafe) static let mlpKeys: [(prefix: String, path: WritableKeyPath<LlamaLayerWeights, Linear?>)] = [
+  nonisolated(unsafe) static let mlpKeys: [(prefix: String, path: WritableKeyPath<DecoderLayerWeights, Linear?>)] = [
     ("mlp.gate_proj", \.gate), ("mlp.up_proj", \.up), ("mlp.down_proj", \.down),
   ]
 

@@ -2,7 +2,7 @@ import VKFCore
 
 // MARK: - Cached (inference) forward
 
-extension LlamaModel {
+extension DecoderModel {
   /// A KV cache (and inference scratch) for `batch` rows of up to `capacity` tokens on this
   /// model's backend. `prefillChunk`: the most new tokens one pass takes; its scratch grows
   /// with chunk × capacity (attention scores), so long prompts run in several passes.
@@ -17,21 +17,21 @@ extension LlamaModel {
   public func forward(newIDs ids: [Int32], cache: KVCache) throws -> [Float] {
     let b = cache.batch
     guard cache.backend === backend, cache.shape == shape else {
-      throw VKFError.other("LlamaModel.forward(newIDs:): the cache was made for another model or backend")
+      throw VKFError.other("DecoderModel.forward(newIDs:): the cache was made for another model or backend")
     }
     guard !ids.isEmpty, ids.count % b == 0 else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.forward(newIDs:)",
+      throw VKFError.shapeMismatch(op: "DecoderModel.forward(newIDs:)",
         detail: "\(ids.count) ids do not form \(b) non-empty rows")
     }
     let tn = ids.count / b
     guard cache.length + tn <= cache.capacity else {
-      throw VKFError.outOfRange(op: "LlamaModel.forward(newIDs:)",
+      throw VKFError.outOfRange(op: "DecoderModel.forward(newIDs:)",
         detail: "\(cache.length) cached + \(tn) new tokens exceed the cache capacity \(cache.capacity); "
           + "make the cache with a larger capacity")
     }
     let vocab = Int32(shape.vocab)
     if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
-      throw VKFError.outOfRange(op: "LlamaModel.forward(newIDs:)", detail: "token id \(bad) ∉ [0, \(vocab))")
+      throw VKFError.outOfRange(op: "DecoderModel.forward(newIDs:)", detail: "token id \(bad) ∉ [0, \(vocab))")
     }
     // Chunks of at most Tc tokens per row; only the last chunk's logits are computed.
     var start = 0

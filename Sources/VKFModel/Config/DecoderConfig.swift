@@ -1,18 +1,19 @@
 import Foundation
 import VKFCore
 
-/// A Llama-family model's hyper-parameters, decoded from a Hugging Face `config.json`.
+/// A decoder model's hyper-parameters, decoded from a Hugging Face `config.json`.
 ///
 /// Covers `model_type` `llama` (Llama 2/3, SmolLM2, TinyLlama), `mistral`, `qwen2`, `qwen3`,
-/// `gemma`, `gemma2` and `gemma3_text`, which share one architecture: RMSNorm, a gated MLP,
-/// grouped-query attention with RoPE (Qwen3 adds an RMSNorm over each query and key head;
-/// Gemma uses GeGLU, (1 + w) norms and an embedding scaled by √hidden; Gemma 2 adds sandwich
-/// norms, alternating sliding windows and soft-capped scores and logits; Gemma 3 q/k norms
-/// and a local RoPE base; Phi-3 stores q/k/v and gate/up fused).
+/// `gemma`, `gemma2`, `gemma3_text`, `phi3`, `mixtral` and `qwen3_moe` (the `Architecture`
+/// registry), composed of the same blocks: RMSNorm, a gated MLP or a sparse mixture of
+/// experts (`moe`), grouped-query attention with RoPE (Qwen3 adds an RMSNorm over each query
+/// and key head; Gemma uses GeGLU, (1 + w) norms and an embedding scaled by √hidden; Gemma 2
+/// adds sandwich norms, alternating sliding windows and soft-capped scores and logits; Gemma 3
+/// q/k norms and a local RoPE base; Phi-3 stores q/k/v and gate/up fused).
 /// Keys stay verbatim (`CodingKeys`). Fields marked "required" have no meaningful default
 /// and their absence is a `ConfigError.missingField`; other defaults follow the matching
-/// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
-public struct LlamaConfig: Codable, Equatable, Sendable {
+/// transformers config class (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, …).
+public struct DecoderConfig: Codable, Equatable, Sendable {
   /// The architectures this struct describes; the order is the one error messages list.
   public static var supportedModelTypes: [String] { Architecture.modelTypes }
 
@@ -148,7 +149,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
   /// adds) and `query_pre_attn_scalar`.
   public var hasSandwichNorms: Bool { architecture.sandwichNorms }
 
-  /// Decodes and validates; prefer `LlamaConfig.load(from:)`, which turns failures into
+  /// Decodes and validates; prefer `DecoderConfig.load(from:)`, which turns failures into
   /// `ConfigError`s naming the file and field.
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -38,7 +38,7 @@ final class ExpertStack {
 
   /// Adds expert `e`'s values; with the last one, quantises the whole stack through
   /// `quantizer` (module name, values, rows, cols → base) and frees the host copy.
-  func collect(_ values: [Float], expert e: Int, quantizer: LlamaWeights.ProjectionBaseMaker?) throws {
+  func collect(_ values: [Float], expert e: Int, quantizer: DecoderWeights.ProjectionBaseMaker?) throws {
     guard let quantizer else { throw ModelWeightsError(names[e], "a quantised expert stack needs a quantiser") }
     if pending.isEmpty { pending = [Float](repeating: 0, count: names.count * perExpert) }
     pending.withUnsafeMutableBufferPointer { p in
@@ -75,7 +75,7 @@ struct ExpertStacks {
   }
 }
 
-extension LlamaWeights {
+extension DecoderWeights {
   /// Allocates the (uninitialised) stacks of every sparse layer of `shape`: f32, or
   /// `frozenStorage` (f16 / bf16) for a stack none of whose experts trains, or with
   /// `quantized` (QLoRA) no dense stack for those: they are collected and quantised.

@@ -1,8 +1,9 @@
 import VKFCore
 
-/// A Llama-family causal LM (Llama, Qwen2, SmolLM, …) with an explicit forward and backward
+/// A decoder-only causal LM — every `Architecture` in the registry (Llama, Mistral, Qwen2/3,
+/// Gemma 1–3, Phi-3, Mixtral, Qwen3-MoE, SmolLM, …) — with an explicit forward and backward
 /// pass over `Backend` ops: embedding → layers → RMSNorm → LM head → fused cross-entropy.
-/// Matches transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM` in f32.
+/// Matches transformers' `<Architecture>ForCausalLM` classes in f32.
 ///
 /// Use: `forward(ids:targets:batch:computeGradients: true)`, then `backward()`; parameter
 /// gradients accumulate across calls until `weights.zeroGradients()`. Activations live in one
@@ -12,9 +13,9 @@ import VKFCore
 /// linear cross-entropy, over rows): a chunk's logits, its losses and — when gradients are
 /// computed — at once dL/dhidden and the head's gradients, so no pass holds N × V logits.
 /// Legend: B batch, T tokens per row, N = B·T, C hidden, V vocabulary.
-public final class LlamaModel {
+public final class DecoderModel {
   /// Parameters and gradients.
-  public let weights: LlamaWeights
+  public let weights: DecoderWeights
   /// The architecture.
   public var shape: TransformerShape { weights.shape }
   /// The backend every op runs on.
@@ -67,10 +68,10 @@ public final class LlamaModel {
   /// `headChunkTokens`: rows per LM-head chunk (default `defaultHeadChunkTokens(vocab:)`;
   /// tests pass small odd values to exercise the chunk edges).
   /// `activationType` f16 / bf16 keeps the saved activations 16-bit (mixed precision).
-  public init(weights: LlamaWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil,
+  public init(weights: DecoderWeights, checkpointing: Bool = false, headChunkTokens: Int? = nil,
               fusedAttention: Bool = true, activationType: DType = .f32) throws {
     guard activationType.isFloat else {
-      throw VKFError.other("LlamaModel: activations are stored f32, f16 or bf16, not \(activationType)")
+      throw VKFError.other("DecoderModel: activations are stored f32, f16 or bf16, not \(activationType)")
     }
     self.weights = weights
     self.checkpointing = checkpointing
@@ -109,7 +110,7 @@ public final class LlamaModel {
                                                   savesEveryLayer: !checkpointing, headTokens: head,
                                                   fusedAttention: fusedAttention, activationType: activationType,
                                                   moeAlignment: moeRowAlignment)) ?? 0
-    return (arena + LlamaWeights.aligned(n)) * 4 + 3 * LlamaWeights.aligned(n) * 4
+    return (arena + DecoderWeights.aligned(n)) * 4 + 3 * DecoderWeights.aligned(n) * 4
   }
 
   /// Logits (N, V) of the last forward pass without targets (passes with targets keep only
@@ -140,7 +141,7 @@ public final class LlamaModel {
       try stage(ids: ids, targets: targets, batch: batch, tokenMask: tokenMask,
                 auxLossWeight: lossNormalizer.map { trained / $0 } ?? 1)
       if lossNormalizer == nil, !targets.contains(where: { $0 != Self.ignoreIndex }) {
-        throw VKFError.other("LlamaModel.forward: every target is ignored (−100); "
+        throw VKFError.other("DecoderModel.forward: every target is ignored (−100); "
           + "pass lossNormalizer to run such a micro-batch")
       }
       try forwardStaged(lossNormalizer: lossNormalizer.map { .value($0) } ?? .targetCount,
@@ -148,9 +149,9 @@ public final class LlamaModel {
       return
     }
     guard !computeGradients else {
-      throw VKFError.other("LlamaModel.forward: computeGradients needs targets")
+      throw VKFError.other("DecoderModel.forward: computeGradients needs targets")
     }
-    try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
+    try checkIDs(ids, batch: batch, op: "DecoderModel.forward")
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
     try trunk(ar, saving: false)
@@ -159,7 +160,7 @@ public final class LlamaModel {
       fullLogits = nil; lastLogits = nil
       fullLogits = try backend.allocate([n * shape.vocab])
     }
-    guard let full = fullLogits else { throw VKFError.other("LlamaModel.forward: logits buffer missing") }
+    guard let full = fullLogits else { throw VKFError.other("DecoderModel.forward: logits buffer missing") }
     let logits = try full.view(shape: [n, shape.vocab])
     try weights.lmHead.forward(backend, ar.finalNormed, into: logits)  // (N, C) → (N, V)
     if shape.finalLogitSoftcap > 0 {
@@ -177,14 +178,14 @@ public final class LlamaModel {
   /// its trained targets / the step's).
   public func stage(ids: [Int32], targets: [Int32], batch: Int, tokenMask: [Float]? = nil,
                     auxLossWeight: Float = 1) throws {
-    try checkIDs(ids, batch: batch, op: "LlamaModel.forward")
+    try checkIDs(ids, batch: batch, op: "DecoderModel.forward")
     if targets.count != ids.count {
-      throw VKFError.shapeMismatch(op: "LlamaModel.forward",
+      throw VKFError.shapeMismatch(op: "DecoderModel.forward",
         detail: "\(targets.count) targets for \(ids.count) ids")
     }
     let vocab = Int32(shape.vocab)
     if let bad = targets.first(where: { $0 != Self.ignoreIndex && ($0 < 0 || $0 >= vocab) }) {
-      throw VKFError.outOfRange(op: "LlamaModel.forward", detail: "target \(bad) ∉ [0, \(vocab)) ∪ {−100}")
+      throw VKFError.outOfRange(op: "DecoderModel.forward", detail: "target \(bad) ∉ [0, \(vocab)) ∪ {−100}")
     }
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
@@ -192,7 +193,7 @@ public final class LlamaModel {
     if let m = ar.moe {
       if let tokenMask {
         guard tokenMask.count == ids.count else {
-          throw VKFError.shapeMismatch(op: "LlamaModel.forward", detail: "\(tokenMask.count) mask values for \(ids.count) ids")
+          throw VKFError.shapeMismatch(op: "DecoderModel.forward", detail: "\(tokenMask.count) mask values for \(ids.count) ids")
         }
         try backend.upload(tokenMask, to: m.tokenMask)
       } else {
@@ -218,10 +219,10 @@ public final class LlamaModel {
   public func forwardStaged(lossNormalizer: LossNormalizer, computeGradients: Bool,
                             weightedLater: Bool = false) throws {
     guard let ar = stagedArena else {
-      throw VKFError.other("LlamaModel.forwardStaged: stage a batch first")
+      throw VKFError.other("DecoderModel.forwardStaged: stage a batch first")
     }
     if computeGradients, !weights.hasGradients {
-      throw VKFError.other("LlamaModel.forward: no parameter is trainable "
+      throw VKFError.other("DecoderModel.forward: no parameter is trainable "
         + "(load the weights with trainable: .all or .named(…))")
     }
     arena = ar
@@ -298,7 +299,7 @@ public final class LlamaModel {
   /// The mean loss of the last forward pass with targets (Σ of the per-token losses; with a
   /// `lossNormalizer`, this micro-batch's share). Waits for the GPU.
   public func loss() throws -> Float {
-    guard let ar = arena else { throw VKFError.other("LlamaModel.loss: run forward first") }
+    guard let ar = arena else { throw VKFError.other("DecoderModel.loss: run forward first") }
     return Float(try backend.floats(ar.losses).reduce(0.0) { $0 + Double($1) })
   }
 
@@ -308,8 +309,8 @@ public final class LlamaModel {
   public func backward() throws {
     guard pending == .trunk, let ar = arena else {
       throw VKFError.other(pending == .weighted
-        ? "LlamaModel.backward: the forward pass expects per-token weights (backward(tokenWeights:))"
-        : "LlamaModel.backward: call forward(…, computeGradients: true) first")
+        ? "DecoderModel.backward: the forward pass expects per-token weights (backward(tokenWeights:))"
+        : "DecoderModel.backward: call forward(…, computeGradients: true) first")
     }
     pending = .none
     guard weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil else { return }
@@ -343,11 +344,11 @@ public final class LlamaModel {
   /// The arena of a pending weighted backward, checked against `count` token weights.
   private func weightedArena(weights count: Int) throws -> ActivationArena {
     guard pending == .weighted, let ar = arena else {
-      throw VKFError.other("LlamaModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
+      throw VKFError.other("DecoderModel.backward(tokenWeights:): call forward(…, computeGradients: true, "
         + "weightedLater: true) first")
     }
     guard count == ar.batch * ar.tokens else {
-      throw VKFError.shapeMismatch(op: "LlamaModel.backward(tokenWeights:)",
+      throw VKFError.shapeMismatch(op: "DecoderModel.backward(tokenWeights:)",
         detail: "\(count) weights for \(ar.batch * ar.tokens) tokens")
     }
     return ar
@@ -383,7 +384,7 @@ public final class LlamaModel {
   /// Per-token losses −log p(target) of the last forward pass with targets, each divided by
   /// that pass's normalizer (0 at ignored targets), in row-major (B, T) order. Waits.
   public func tokenLosses() throws -> [Float] {
-    guard let ar = arena else { throw VKFError.other("LlamaModel.tokenLosses: run forward first") }
+    guard let ar = arena else { throw VKFError.other("DecoderModel.tokenLosses: run forward first") }
     return try backend.floats(ar.losses)
   }
 
@@ -391,9 +392,9 @@ public final class LlamaModel {
   /// (N, C), valid until the next forward: the input of a scalar head (reward model). With
   /// `computeGradients`, fill `hiddenGradient` with dL/dhidden and call `backwardFromHidden()`.
   public func forwardHidden(ids: [Int32], batch: Int, computeGradients: Bool = false) throws -> Tensor {
-    try checkIDs(ids, batch: batch, op: "LlamaModel.forwardHidden")
+    try checkIDs(ids, batch: batch, op: "DecoderModel.forwardHidden")
     if computeGradients, !weights.hasGradients {
-      throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
+      throw VKFError.other("DecoderModel.forwardHidden: no parameter of the model is trainable")
     }
     let ar = try arena(batch: batch, tokens: ids.count / batch)
     try backend.upload(ids, to: ar.ids)
@@ -407,10 +408,10 @@ public final class LlamaModel {
   /// it can be recorded and replayed (a reward model's staged step).
   public func forwardHiddenStaged(computeGradients: Bool) throws -> Tensor {
     guard let ar = stagedArena else {
-      throw VKFError.other("LlamaModel.forwardHiddenStaged: stage a batch first")
+      throw VKFError.other("DecoderModel.forwardHiddenStaged: stage a batch first")
     }
     if computeGradients, !weights.hasGradients {
-      throw VKFError.other("LlamaModel.forwardHidden: no parameter of the model is trainable")
+      throw VKFError.other("DecoderModel.forwardHidden: no parameter of the model is trainable")
     }
     try trunk(ar, saving: computeGradients)
     pending = .none
@@ -424,7 +425,7 @@ public final class LlamaModel {
   /// Accumulates parameter gradients from `hiddenGradient` (see `forwardHidden`).
   public func backwardFromHidden() throws {
     guard hiddenBackwardPending, let ar = arena else {
-      throw VKFError.other("LlamaModel.backwardFromHidden: call forwardHidden(…, computeGradients: true) first")
+      throw VKFError.other("DecoderModel.backwardFromHidden: call forwardHidden(…, computeGradients: true) first")
     }
     hiddenBackwardPending = false
     guard weights.finalNormGrad != nil || weights.lowestTrainedLayer != nil else { return }
@@ -481,7 +482,7 @@ public final class LlamaModel {
                                                          fusedAttention: fusedAttention,
                                                          activationType: activationType,
                                                          moeAlignment: backend.moeRowAlignment) > p.storage.count
-                           || 2 * LlamaWeights.aligned(n) > p.intStorage.count {
+                           || 2 * DecoderWeights.aligned(n) > p.intStorage.count {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
     }
@@ -491,7 +492,7 @@ public final class LlamaModel {
       try backend.fill(t, value: 1)
       ones = t
     }
-    guard let ones else { throw VKFError.other("LlamaModel: ones vector missing") }
+    guard let ones else { throw VKFError.other("DecoderModel: ones vector missing") }
     let a = try ActivationArena(shape: shape, batch: batch, tokens: tokens, savesEveryLayer: saves,
                                 headTokens: headChunkTokens, fusedAttention: fusedAttention,
                                 activationType: activationType, previous: previous,
