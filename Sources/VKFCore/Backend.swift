@@ -165,8 +165,9 @@ public protocol Backend: AnyObject {
   // Legend: N tokens, E experts, K experts per token, R = `MoE.rowCapacity` expert rows.
   // A token's K (token, slot) pairs run as rows grouped by expert: segment e is rows
   // offsets[e] ..< offsets[e + 1], its pairs in token order, then zero rows up to the next
-  // multiple of `moeRowAlignment`, so a GPU tile of rows never spans two experts.
-  /// Rows each expert's segment is padded to a multiple of (a GPU's matmul tile; 1 on the CPU).
+  // multiple of `moeRowAlignment` (with the matmul tile's height, no tile of rows would span
+  // two experts; both backends use 1: see VulkanBackend.moeRowAlignment).
+  /// Rows each expert's segment is padded to a multiple of (1: unpadded).
   var moeRowAlignment: Int { get }
   /// The router: probs (N, E) = softmax(logits (N, E)) row-wise; experts (N, K) i32 the K most
   /// probable, most probable first (ties: lower index), and weights (N, K) their probabilities,

@@ -65,8 +65,8 @@ public struct MemoryEstimate: Equatable, Sendable {
     /// without checkpointing).
     public var activationType: DType
     /// A mixture-of-experts model's expert-row alignment (`Backend.moeRowAlignment`); the
-    /// default, 64 (Vulkan's), bounds every backend's.
-    public var moeRowAlignment = 64
+    /// default, 1, is both backends'.
+    public var moeRowAlignment = 1
 
     public init(microBatchSize: Int, seqLength: Int, checkpointing: Bool = false, nf4Projections: Bool = false,
                 nf4DoubleQuant: Bool = true,

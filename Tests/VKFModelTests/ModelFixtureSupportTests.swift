@@ -60,6 +60,26 @@ enum ModelFixtures {
     throw XCTSkip("no Vulkan device")
   }
 
+  /// Checks every `grad.<name>` of `expected` against the model's gradients (the same names,
+  /// each within `tolerance`, failing per tensor) and returns the worst (name, NMSE).
+  static func checkGradients(of model: DecoderModel, against expected: SafetensorsFile, _ tolerance: ModelTolerance,
+                             _ what: String) throws -> (name: String, nmse: Double) {
+    let grads = try gradients(of: model)
+    let names = Set(expected.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
+    XCTAssertEqual(Set(grads.keys), names, "\(what): gradient names")
+    var worst = (name: "", nmse: 0.0)
+    for pname in names.sorted() {
+      guard let actual = grads[pname] else { continue }
+      let e = try expected.floats("grad." + pname)
+      let err = Compare.nmse(e, actual)
+      if err > worst.nmse { worst = (pname, err) }
+      if let why = Compare.check(e, actual, nmse: tolerance.nmse, maxAbs: tolerance.maxAbs) {
+        XCTFail("\(what) grad \(pname): \(why)")
+      }
+    }
+    return worst
+  }
+
   /// Downloads every gradient of a model by name.
   static func gradients(of model: DecoderModel) throws -> [String: [Float]] {
     try model.weights.gradients.mapValues { try model.backend.floats($0) }

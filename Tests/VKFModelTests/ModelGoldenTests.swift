@@ -131,19 +131,7 @@ final class ModelGoldenTests: XCTestCase {
     report.append("loss \(loss) vs \(expectedLoss)")
     try model.backward()
 
-    let grads = try ModelFixtures.gradients(of: model)
-    let expectedNames = Set(g.expected.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
-    XCTAssertEqual(Set(grads.keys), expectedNames, "\(name): gradient names")
-    var worst = (name: "", nmse: 0.0)
-    for pname in expectedNames.sorted() {
-      guard let actual = grads[pname] else { continue }
-      let e = try g.expected.floats("grad." + pname)
-      let err = Compare.nmse(e, actual)
-      if err > worst.nmse { worst = (pname, err) }
-      if let why = Compare.check(e, actual, nmse: gradientTolerance.nmse, maxAbs: gradientTolerance.maxAbs) {
-        XCTFail("\(name) grad \(pname) on \(backend.name): \(why)")
-      }
-    }
+    let worst = try ModelFixtures.checkGradients(of: model, against: g.expected, gradientTolerance, "\(name) on \(backend.name)")
     report.append(String(format: "worst gradient nmse %.2e (%@)", worst.nmse, worst.name))
     print("golden \(name) on \(backend.name): " + report.joined(separator: "; "))
     if let vk = backend as? VulkanBackend {

@@ -99,10 +99,10 @@ public final class DecoderModel {
   /// copies, the LM-head chunk), plus the ids, targets and positions (i32) and the ones
   /// vector that live beside it: what `MemoryEstimate` reports, never a hand-derived twin.
   /// `moeRowAlignment`: the backend's expert-row alignment (`Backend.moeRowAlignment`); the
-  /// default, 64 (Vulkan's), bounds every backend's.
+  /// default, 1, is both backends'.
   public static func activationBytes(shape: TransformerShape, batch: Int, tokens: Int, checkpointing: Bool,
                                      headChunkTokens: Int? = nil, fusedAttention: Bool = true,
-                                     activationType: DType = .f32, moeRowAlignment: Int = 64) -> Int {
+                                     activationType: DType = .f32, moeRowAlignment: Int = 1) -> Int {
     let n = batch * tokens
     let head = max(1, headChunkTokens ?? defaultHeadChunkTokens(vocab: shape.vocab))
     // The measuring carve views no storage, so it cannot fail.

@@ -834,9 +834,9 @@ uint segment_bound(uint x, uint limit) {
 }
 
 // Walks the row tiles of c (m rows) over `experts` segments. A row tile never spans two
-// segments when the segments start at multiples of BM (Swift `moeRowAlignment`); for any
-// other offsets a tile is computed once per segment it meets and each pass writes only that
-// segment's rows (`rowLo`), so the result is the same, only slower. Rows from offsets[E] on
+// segments when the segments start at multiples of BM; for any other offsets (Swift's
+// `moeRowAlignment` is 1: unpadded segments) a tile is computed once per segment it meets
+// and each pass writes only that segment's rows (`rowLo`), at most E − 1 extra passes. Rows from offsets[E] on
 // are never written. Every branch is workgroup-uniform (the tile loops hold barriers).
 void grouped_rows(uint experts, uint m) {
   const uint tilesM = (m + BM - 1) / BM;

@@ -37,9 +37,13 @@ extension VulkanBackend {
   /// in production.
   nonisolated(unsafe) static var groupedSliceOverride: Int?
 
-  /// The matmul row tile BM: segments padded to it never share a tile of rows, so each
-  /// workgroup multiplies by one expert's matrix once (other offsets are correct, slower).
-  public var moeRowAlignment: Int { MatmulTiling.current.bm }
+  /// Expert segments are not padded (1): a tile of rows that meets several segments is
+  /// multiplied once per segment, writing that segment's rows only, which costs at most E − 1
+  /// extra tile passes — what padding every segment to the tile height BM costs too (Σ_e
+  /// ⌈n_e / BM⌉ ≤ N·K / BM + E tiles) — without padding's up to E·(BM − 1) rows in every expert
+  /// buffer, gather and combine (half the rows at Qwen3-MoE's 128 experts, top-8, 2048 tokens).
+  /// Not yet measured on a GPU.
+  public var moeRowAlignment: Int { 1 }
 
   /// grouped_matmul.comp. The segment offsets stay on the device: not transposeA, the grid
   /// covers all R rows and tiles past offsets[E] exit; transposeA, every segment may hold up
