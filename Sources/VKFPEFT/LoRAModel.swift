@@ -36,7 +36,13 @@ public final class LoRAModel {
   /// kaiming-uniform(a = √5) = U(−1/√in, 1/√in) drawn from SplitMix64(seed), B = 0, DoRA's
   /// magnitude = row norms of W.
   public init(weights: AdaptableWeights, config: LoRAConfig, seed: UInt64) throws {
-    let fusedNames = weights is DecoderWeights ? LoRAConfig.fusedModules.map(\.fused) : []
+    let decoder = weights as? DecoderWeights
+    if let d = decoder, d.shape.moe != nil,
+       let mlp = config.targetModules.first(where: { ["gate_proj", "up_proj", "down_proj", "gate_up_proj"].contains($0) }) {
+      throw PEFTError("LoRA target module \"\(mlp)\" on a mixture-of-experts model names its experts (as PEFT "
+        + "applies it), which adapters cannot target yet; target q_proj, k_proj, v_proj, o_proj")
+    }
+    let fusedNames = decoder != nil ? LoRAConfig.fusedModules.map(\.fused) : []
     try config.validate(modules: weights.loraModules + fusedNames)
     self.config = config
     self.weights = weights
