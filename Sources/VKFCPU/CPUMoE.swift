@@ -16,6 +16,7 @@ extension CPUBackend {
     let x = UncheckedSendable(UnsafePointer(f32(logits))), p = UncheckedSendable(f32(probs))
     let w = UncheckedSendable(f32(weights)), ex = UncheckedSendable(i32(experts))
     CPUParallel.forRanges(n, cost: e * (k + 2)) { rows in
+      var chosen = [Bool](repeating: false, count: e)  // one per chunk, reset per token
       for i in rows {
         let xr = x.value + i * e, pr = p.value + i * e
         var mx = -Float.infinity
@@ -24,7 +25,7 @@ extension CPUBackend {
         for j in 0..<e { pr[j] = expf(xr[j] - mx); sum += pr[j] }
         for j in 0..<e { pr[j] /= sum }
         // Top-K by selection: the largest remaining, lower index first on ties.
-        var chosen = [Bool](repeating: false, count: e)
+        for j in 0..<e { chosen[j] = false }
         var picked: Float = 0
         for s in 0..<k {
           var best = -1
