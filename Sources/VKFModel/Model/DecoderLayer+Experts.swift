@@ -79,9 +79,7 @@ extension DecoderLayer {
 
   /// The expert rows' gate, up and activation (R, F): leading views of the MLP buffers.
   private func expertRows(_ a: LayerActivations) throws -> (Tensor, Tensor, Tensor) {
-    guard let ms = shape.moe, let sc = arena.moe else {
-      throw VKFError.other("DecoderLayer: a sparse layer in an arena without expert buffers")
-    }
+    let (ms, sc) = try moeParts()
     let rows = [sc.rowCount, ms.intermediate]
     return (try a.gate.leading(rows), try a.up.leading(rows), try a.act.leading(rows))
   }

@@ -64,12 +64,11 @@ struct ExpertStacks {
   /// Every stack, in layer then kind order.
   var all: [ExpertStack] = []
 
-  /// Layer `i`'s `ExpertWeights` (nil in a dense layer), the router made by `router`.
-  func weights(layer i: Int, router: (String) throws -> Linear) throws -> ExpertWeights? {
+  /// Layer `i`'s `ExpertWeights` (nil in a dense layer), its router the `router` module.
+  func weights(layer i: Int, router: Linear?) throws -> ExpertWeights? {
     guard let s = byLayer[i] else { return nil }
-    let name = s.gate.names[0]  // …experts.0.w1.weight → the block prefix
-    guard let range = name.range(of: ".experts.") else { throw ModelWeightsError(name, "is not an expert weight") }
-    return ExpertWeights(router: try router(String(name[..<range.lowerBound]) + ".gate"),
+    guard let router else { throw ModelWeightsError(s.gate.names[0], "a sparse layer without its router") }
+    return ExpertWeights(router: router,
                          gate: try s.gate.weight(), up: try s.up.weight(), down: try s.down.weight(),
                          gateGrad: s.gate.gradient, upGrad: s.up.gradient, downGrad: s.down.gradient)
   }

@@ -270,7 +270,7 @@ public final class DecoderWeights {
         gate: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.gate_proj"),
         up: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.up_proj"),
         down: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.down_proj"),
-        experts: try stacks.weights(layer: i, router: linear))
+        experts: try stacks.weights(layer: i, router: shape.isSparse(layer: i) ? try shape.moe.map { try linear($0.blockPrefix(i) + ".gate") } : nil))
     }
     finalNorm = try param(ParameterNames.finalNorm)
     finalNormGrad = grads[ParameterNames.finalNorm]
