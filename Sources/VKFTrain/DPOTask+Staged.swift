@@ -1,7 +1,8 @@
 // DPO as a staged task: the host uploads a micro-batch of pairs (padded to its step shape)
 // with its answer lengths and, when precomputed, its reference log-probs; the recorded half
 // runs the reference forward (adapter off), the policy forward, the loss on the device
-// (`Backend.preferenceLoss`) and the weighted backward — no host round trip in a step.
+// (`Backend.preferenceLoss`), a mixture-of-experts model's load-balancing loss of the policy
+// pass, and the weighted backward — no host round trip in a step.
 import VKFCore
 import VKFData
 import VKFModel
@@ -21,13 +22,17 @@ extension DPOTask: StagedTrainingTask {
       refs = try referenceLogProbs(batch, ids, targets).map { Float($0) }
     }
     let padded = try SFTTask.padded(ids: ids, targets: targets, batch: batch, to: shape)
-    try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch)
+    try model.stage(ids: padded.ids, targets: padded.targets, batch: shape.batch,
+                    tokenMask: SFTTask.tokenMask(batch, model: model, tokens: shape.tokens),
+                    auxLossWeight: Float(rows / 2) / stepPairs)
     let buffers = try sequenceBuffers(rows: rows)
     try backend.upload(refs + counts.map { Float($0) }, to: try buffers.view(offset: rows, shape: [2 * rows]))
     stagedRows = rows
     try dropoutSeedSetter(dropoutSeed)
     return true
   }
+
+  public func willStage(lossNormalizer: Float) { stepPairs = lossNormalizer }
 
   public func reserve(_ shape: StepShape) throws {
     try model.reserve(batch: shape.batch, tokens: shape.tokens)
@@ -43,7 +48,7 @@ extension DPOTask: StagedTrainingTask {
     if case .disabledAdapter(let setEnabled) = self.reference {
       setEnabled(false)
       defer { setEnabled(true) }
-      try model.forwardStaged(lossNormalizer: .value(1), computeGradients: false)
+      try model.forwardStaged(lossNormalizer: .value(1), computeGradients: false, logProbsOnly: true)
       try rowSums(into: reference, rows: rows)
     }
     try model.forwardStaged(lossNormalizer: .value(1), computeGradients: true, weightedLater: true)
@@ -54,6 +59,8 @@ extension DPOTask: StagedTrainingTask {
     try backend.preferenceLoss(policy: policy, reference: reference, answerTokens: answerTokens,
                                pairsInStep: lossNormalizer, parameters: loss.parameters,
                                tokenWeights: weights, lossSum: lossSum, metrics: try stepMetricsTensor())
+    // TRL's DPO loss + router_aux_loss_coef · the policy pass's load-balancing loss.
+    try model.queueAuxLoss(into: lossSum)
     try model.backward(tokenWeights: weights)
   }
 

@@ -52,7 +52,8 @@ public struct ReferenceLogProbs: Codable, Equatable, Sendable {
     for batch in Batching.batches(examples, batchSize: max(1, batchSize), padID: padID) {
       let (ids, targets) = try SFTTask.int32(batch)
       guard targets.contains(where: { $0 != DecoderModel.ignoreIndex }) else { continue }
-      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1,
+                        logProbsOnly: true)
       let (logps, _) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize)
       for r in 0..<batch.batchSize {
         out.values[key(rowExample(batch, r))] = logps[r]
@@ -121,6 +122,11 @@ public final class DPOTask: TrainingTask {
   private var sequenceBuffersByRows: [Int: Tensor] = [:]
   var stagedRows = 0
   private var deviceMetrics: Tensor?
+  /// The step's loss normalizer (pairs in the step, over the loss scale), from `willStage`:
+  /// a micro-batch's load-balancing loss is weighted by its pairs over it.
+  var stepPairs: Float = 1
+  /// One f32 the unstaged step's load-balancing loss is read from.
+  private var auxLossScratch: Tensor?
 
   /// The [policy | reference | answer tokens] buffer for `rows` rows (made once per count,
   /// so recordings keep valid views).
@@ -188,8 +194,10 @@ public final class DPOTask: TrainingTask {
     try checkPairs(batch, targets)
     let refs = try referenceLogProbs(batch, ids, targets)
     try dropoutSeedSetter(dropoutSeed)
-    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, computeGradients: true,
-                      weightedLater: true)
+    try model.stage(ids: ids, targets: targets, batch: rows, tokenMask: SFTTask.tokenMask(batch, model: model),
+                    auxLossWeight: Float(rows / 2) / lossNormalizer)
+    try model.forwardStaged(lossNormalizer: .value(1), computeGradients: true, weightedLater: true)
+    let aux = try auxLoss()
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
     // dL/dlogits = (dℓ/dπ)/P · dπ/dlogits = −(dℓ/dπ)/P · (softmax − onehot): the row weights.
     let out = PreferenceLossMath.batch(policy: policy, reference: refs, answerTokens: counts,
@@ -198,7 +206,18 @@ public final class DPOTask: TrainingTask {
     let t = batch.seqLength
     let weights = (0..<(rows * t)).map { i in Float(out.rowWeights[i / t]) }
     try model.backward(tokenWeights: weights)
-    return Float(out.loss)
+    return Float(out.loss) + aux
+  }
+
+  /// The policy pass's load-balancing loss, weighted by this micro-batch's share of the step
+  /// (0 unless the model trains it), its gradient left for the backward.
+  private func auxLoss() throws -> Float {
+    guard model.trainsAuxLoss else { return 0 }
+    let sum = try auxLossScratch ?? backend.allocate([1])
+    auxLossScratch = sum
+    try backend.fill(sum, value: 0)
+    try model.queueAuxLoss(into: sum)
+    return try backend.floats(sum)[0]
   }
 
   /// Sum of pair losses and the number of pairs (so the trainer's mean is the mean pair loss).
@@ -209,7 +228,7 @@ public final class DPOTask: TrainingTask {
     trainingModeSetter(false)
     defer { trainingModeSetter(true) }
     let refs = try evaluationReferenceLogProbs(batch, ids, targets)
-    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1)
+    try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, logProbsOnly: true)
     let (policy, counts) = rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: rows)
     let out = PreferenceLossMath.batch(policy: policy, reference: refs, answerTokens: counts, pairsInStep: 1,
                                        loss.parameters)
@@ -237,7 +256,8 @@ public final class DPOTask: TrainingTask {
     case .disabledAdapter(let setEnabled):
       setEnabled(false)
       defer { setEnabled(true) }
-      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1)
+      try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1,
+                        logProbsOnly: true)
       return rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize).logps
     case .precomputed(let cache):
       return try (0..<batch.batchSize).map { r in

@@ -181,7 +181,9 @@ struct TrainSettings: Encodable, Equatable {
   var mlmProbability = 0.15
   /// `router_aux_loss_coef` (LLaMA-Factory: `moe_aux_loss_coef`): a mixture-of-experts model's
   /// load-balancing loss weight; > 0 turns the loss on (as `output_router_logits` does), 0 off.
-  /// Default unset: the model's config decides (router_aux_loss_coef when output_router_logits).
+  /// Default unset: sft follows transformers' Trainer (router_aux_loss_coef when
+  /// output_router_logits), dpo TRL's DPOTrainer (router_aux_loss_coef), reward adds none
+  /// (TRL's RewardTrainer; a positive value is refused there).
   var routerAuxLossCoef: Double?
 
   // Declaration order is `--print-config`'s order.

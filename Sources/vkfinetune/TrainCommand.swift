@@ -126,7 +126,7 @@ struct TrainCommand: ParsableCommand {
   var margin: Double?
   @Option(help: "mlm objective: share of the tokens masked (default 0.15; 80 % [MASK], 10 % random, 10 % kept).")
   var mlmProbability: Double?
-  @Option(help: "Mixture-of-experts models: load-balancing loss weight, 0 = off (default: the model config's, when output_router_logits).")
+  @Option(help: "Mixture-of-experts models: load-balancing loss weight, 0 = off (default: sft the config's when output_router_logits, dpo the config's, reward none).")
   var routerAuxLossCoef: Double?
 
   // MARK: - Logging, evaluation, checkpoints

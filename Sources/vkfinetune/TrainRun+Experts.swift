@@ -7,7 +7,7 @@ extension TrainRun {
   /// The settings of a run on a mixture-of-experts model (Mixtral, Qwen3-MoE): LoRA on the
   /// attention (the default targets narrowed to q/k/v/o, MLP names refused: PEFT applies them to
   /// every expert, and adapters on experts are not implemented; QLoRA quantises each frozen
-  /// expert stack as one NF4 weight); `router_aux_loss_coef` sets the load-balancing weight.
+  /// expert stack as one NF4 weight); `auxLossCoefficient` sets the load-balancing weight.
   /// Dense models pass through unchanged (the key refused: it would do nothing).
   static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> (TrainSettings, TransformerShape) {
     guard shape.moe != nil else {
@@ -17,11 +17,8 @@ extension TrainRun {
       return (s, shape)
     }
     var out = s, shape = shape
-    if let c = s.routerAuxLossCoef { shape.moe?.auxLossCoefficient = Float(c) }
-    if (shape.moe?.auxLossCoefficient ?? 0) > 0, s.objective != .sft {
-      throw RecipeError("the load-balancing loss (router_aux_loss_coef \(shape.moe?.auxLossCoefficient ?? 0)) is "
-        + "implemented for the sft objective only; pass --router-aux-loss-coef 0 to train \(s.objective.rawValue) without it")
-    }
+    let coefficient = try auxLossCoefficient(s, moe: shape.moe)
+    shape.moe?.auxLossCoefficient = coefficient
     if s.method != .full {
       if s.loraTargetModules == RecipeKeys.allLinear {
         out.loraTargetModules = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -31,5 +28,24 @@ extension TrainRun {
       }
     }
     return (out, shape)
+  }
+
+  /// The load-balancing loss's weight in this run: `router_aux_loss_coef` when given; else sft
+  /// follows transformers' Trainer (the config's coefficient when `output_router_logits`), dpo
+  /// TRL's DPOTrainer (the declared coefficient on every mixture-of-experts model), and reward
+  /// adds none (neither TRL's RewardTrainer nor transformers' sequence classifiers do; a
+  /// positive value is refused).
+  static func auxLossCoefficient(_ s: TrainSettings, moe: MoEShape?) throws -> Float {
+    guard let moe else { return 0 }
+    switch s.objective {
+    case .reward:
+      if let c = s.routerAuxLossCoef, c > 0 {
+        throw RecipeError("router_aux_loss_coef \(c) with the reward objective: reward models train without the "
+          + "load-balancing loss (TRL's RewardTrainer and transformers' sequence classifiers add none); drop the key")
+      }
+      return 0
+    case .dpo: return s.routerAuxLossCoef.map(Float.init) ?? moe.declaredAuxLossCoefficient
+    case .sft, .classification, .mlm: return s.routerAuxLossCoef.map(Float.init) ?? moe.auxLossCoefficient
+    }
   }
 }

@@ -100,8 +100,9 @@ final class MoETrainTests: XCTestCase {
   func test_unsupportedModes_refusedWithWhatToChange() throws {
     let s = try setUp("refuse")
     let out = s.dir.appendingPathComponent("refused")
-    for (flags, says) in [                          (["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
-                          (["--objective", "dpo"], "pass --router-aux-loss-coef 0"),
+    for (flags, says) in [(["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
+                          (["--objective", "reward", "--router-aux-loss-coef", "0.01"],
+                           "reward models train without the load-balancing loss"),
                           (["--router-aux-loss-coef=-1"], "use a weight ≥ 0")] {
       let r = try CLITests.run(common(s) + flags + ["--output", out.path])
       XCTAssertNotEqual(r.status, 0, "\(flags)")
@@ -114,6 +115,33 @@ final class MoETrainTests: XCTestCase {
                                   "--router-aux-loss-coef", "0.01", "--output", out.path])
     XCTAssertNotEqual(dense.status, 0)
     XCTAssertTrue(dense.stderr.contains("this model is dense"), dense.stderr)
+  }
+
+  /// DPO adds the policy pass's load-balancing loss as TRL's DPOTrainer does (the config's
+  /// router_aux_loss_coef on every mixture-of-experts model, even without output_router_logits);
+  /// a reward model trains without it, as TRL's RewardTrainer does.
+  func test_preferenceObjectives_onExperts() throws {
+    let s = try setUp("pref")
+    let pairs = s.dir.appendingPathComponent("pairs.jsonl")
+    try PreferenceRuns.pairs(0..<4, to: pairs)
+    // output_router_logits false: transformers' SFT rule would leave the loss off, TRL's DPO does not.
+    let config = s.model.appendingPathComponent("config.json")
+    var json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as? [String: Any])
+    json["output_router_logits"] = false
+    try JSONSerialization.data(withJSONObject: json).write(to: config)
+    let run = ["train", "--cpu", "--model", s.model.path, "--data", pairs.path, "--max-length", "64",
+               "--batch-size", "2", "--max-steps", "2", "--learning-rate", "1e-3", "--method", "lora"]
+    let dpo = try CLITests.run(run + ["--objective", "dpo", "--output", s.dir.appendingPathComponent("dpo").path])
+    XCTAssertEqual(dpo.status, 0, dpo.stderr)
+    XCTAssertTrue(dpo.stdout.contains("load-balancing loss × 0.01"), dpo.stdout)
+    XCTAssertTrue(dpo.stdout.contains("done: 2 steps"), dpo.stdout)
+    let sft = try CLITests.run(common(s) + ["--method", "lora", "--output", s.dir.appendingPathComponent("sft").path])
+    XCTAssertEqual(sft.status, 0, sft.stderr)
+    XCTAssertFalse(sft.stdout.contains("load-balancing"), sft.stdout)
+    let reward = try CLITests.run(run + ["--objective", "reward", "--output", s.dir.appendingPathComponent("rm").path])
+    XCTAssertEqual(reward.status, 0, reward.stderr)
+    XCTAssertFalse(reward.stdout.contains("load-balancing"), reward.stdout)
+    XCTAssertTrue(reward.stdout.contains("done: 2 steps"), reward.stdout)
   }
 
   /// `--router-aux-loss-coef` overrides the config: 0 turns the load-balancing loss off. With

@@ -21,7 +21,8 @@ final class MoEGGUFTests: XCTestCase {
   func test_mixtralGGUF_f32_loadsTheConfigShapeAndTheTransformersLogits() throws {
     let shape = try checkLoads("mixtral", "f32")
     XCTAssertEqual(shape.moe, MoEShape(style: .mixtral, experts: 4, topK: 2, intermediate: 32, normalizeTopK: true,
-                                       sparseLayers: [true, true], auxLossCoefficient: 0))
+                                       sparseLayers: [true, true], auxLossCoefficient: 0,
+                                       declaredAuxLossCoefficient: 0.001))
     XCTAssertEqual(shape.headDim, 16)
   }
 
@@ -32,7 +33,8 @@ final class MoEGGUFTests: XCTestCase {
   func test_qwen3MoEGGUF_f32_loadsTheConfigShapeAndTheTransformersLogits() throws {
     let shape = try checkLoads("qwen3moe", "f32")
     XCTAssertEqual(shape.moe, MoEShape(style: .qwen3, experts: 4, topK: 3, intermediate: 32, normalizeTopK: true,
-                                       sparseLayers: [true, true], auxLossCoefficient: 0))
+                                       sparseLayers: [true, true], auxLossCoefficient: 0,
+                                       declaredAuxLossCoefficient: 0.001))
     XCTAssertTrue(shape.qkNorm)
     XCTAssertEqual(shape.intermediate, 64, "feed_forward_length is the dense width")
   }

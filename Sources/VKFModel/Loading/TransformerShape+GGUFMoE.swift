@@ -60,7 +60,8 @@ extension TransformerShape {
                            experts: experts, intermediate: intermediate, widthKey: widthKey)
     return MoEShape(style: style, experts: experts, topK: topK, intermediate: intermediate,
                     normalizeTopK: facts.expertWeightsNorm ?? true,
-                    sparseLayers: Array(repeating: true, count: facts.blockCount), auxLossCoefficient: 0)
+                    sparseLayers: Array(repeating: true, count: facts.blockCount), auxLossCoefficient: 0,
+                    declaredAuxLossCoefficient: MoEShape.defaultAuxLossCoefficient)
   }
 
   /// Throws for the metadata of routing variants this decoder does not run.

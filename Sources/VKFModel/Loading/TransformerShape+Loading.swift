@@ -24,7 +24,8 @@ extension TransformerShape {
     if let m = config.moe, let style = config.architecture.moe {
       moe = MoEShape(style: style, experts: m.experts, topK: m.expertsPerToken, intermediate: m.expertIntermediateSize,
                      normalizeTopK: m.normTopKProb, sparseLayers: (0..<config.numHiddenLayers).map(m.isSparse),
-                     auxLossCoefficient: Float(m.trainingAuxLossCoef))
+                     auxLossCoefficient: Float(m.trainingAuxLossCoef),
+                     declaredAuxLossCoefficient: Float(m.routerAuxLossCoef))
     }
     activation = config.gatedActivation ?? .silu
     if config.isGemmaFamily {

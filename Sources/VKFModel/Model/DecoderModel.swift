@@ -132,10 +132,10 @@ public final class DecoderModel {
   /// step makes accumulated gradients equal those of the whole batch.
   /// `weightedLater`: the backward takes per-token weights (`backward(tokenWeights:)`).
   /// `tokenMask` (B·T, 1 real, 0 padding) is what a mixture-of-experts model's load-balancing
-  /// loss counts (nil: every token).
+  /// loss counts (nil: every token); `logProbsOnly`: see `forwardStaged`.
   public func forward(ids: [Int32], targets: [Int32]? = nil, batch: Int,
                       lossNormalizer: Float? = nil, computeGradients: Bool = false,
-                      weightedLater: Bool = false, tokenMask: [Float]? = nil) throws {
+                      weightedLater: Bool = false, logProbsOnly: Bool = false, tokenMask: [Float]? = nil) throws {
     if let targets {
       let trained = Float(targets.filter { $0 != Self.ignoreIndex }.count)
       try stage(ids: ids, targets: targets, batch: batch, tokenMask: tokenMask,
@@ -145,7 +145,7 @@ public final class DecoderModel {
           + "pass lossNormalizer to run such a micro-batch")
       }
       try forwardStaged(lossNormalizer: lossNormalizer.map { .value($0) } ?? .targetCount,
-                        computeGradients: computeGradients, weightedLater: weightedLater)
+                        computeGradients: computeGradients, weightedLater: weightedLater, logProbsOnly: logProbsOnly)
       return
     }
     guard !computeGradients else {
@@ -216,8 +216,11 @@ public final class DecoderModel {
   /// `computeGradients`, each chunk's dL/dlogits go straight through the LM head into
   /// dL/dhidden (and the head's gradients) for `backward()`; with `weightedLater` too, the
   /// backward is `backward(tokenWeights:)`.
+  /// A mixture-of-experts model's load-balancing loss joins the first token's loss unless
+  /// `logProbsOnly` or `weightedLater`: then the per-token losses are the targets' −log p
+  /// alone (a sequence-level objective sums them per row; `queueAuxLoss` places the loss).
   public func forwardStaged(lossNormalizer: LossNormalizer, computeGradients: Bool,
-                            weightedLater: Bool = false) throws {
+                            weightedLater: Bool = false, logProbsOnly: Bool = false) throws {
     guard let ar = stagedArena else {
       throw VKFError.other("DecoderModel.forwardStaged: stage a batch first")
     }
@@ -236,13 +239,30 @@ public final class DecoderModel {
     // A trained head's weighted gradients need the weights: its chunks are redone then.
     let gradientsNow = computeGradients && !(weightedLater && weights.lmHead.isTrained)
     for r in headChunks(ar) { try headChunk(ar, r, gradients: gradientsNow, tokenWeights: nil) }
-    if let m = ar.moe, let ms = shape.moe, ms.auxLossCoefficient > 0, !weightedLater {
+    if let m = ar.moe, let ms = shape.moe, ms.auxLossCoefficient > 0, !weightedLater, !logProbsOnly {
       // The load-balancing loss joins the first token's loss (Σ losses is the pass's loss);
       // its gradient per expert waits in auxGradient for the sparse layers' backward.
       try backend.moeAuxLoss(stats: m.stats, coefficient: ms.auxLossCoefficient, weight: m.auxWeight,
                              lossSum: try ar.losses.view(offset: 0, shape: [1]), gradient: m.auxGradient)
     }
     pending = computeGradients ? (weightedLater ? .weighted : .trunk) : .none
+  }
+
+  /// Whether passes with a loss add the mixture-of-experts load-balancing loss (a sparse
+  /// model with a positive `MoEShape.auxLossCoefficient`).
+  public var trainsAuxLoss: Bool { (shape.moe?.auxLossCoefficient ?? 0) > 0 }
+
+  /// The load-balancing loss of the last trunk pass when the caller places it (a sequence-level
+  /// objective: after `forwardStaged(…, weightedLater: true)` or `forwardHiddenStaged`):
+  /// lossSum[0] += coefficient · the staged `auxLossWeight` · aux, and its gradient waits for
+  /// the backward that follows. Ops only (recordable); nothing on a model that trains none.
+  public func queueAuxLoss(into lossSum: Tensor) throws {
+    guard trainsAuxLoss, let ms = shape.moe else { return }
+    guard let m = arena?.moe, pending == .weighted || hiddenBackwardPending else {
+      throw VKFError.other("DecoderModel.queueAuxLoss: run a weighted or hidden forward with gradients first")
+    }
+    try backend.moeAuxLoss(stats: m.stats, coefficient: ms.auxLossCoefficient, weight: m.auxWeight,
+                           lossSum: try lossSum.view(offset: 0, shape: [1]), gradient: m.auxGradient)
   }
 
   /// Row ranges of the LM-head chunks of `ar`.

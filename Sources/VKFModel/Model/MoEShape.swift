@@ -14,12 +14,21 @@ public struct MoEShape: Equatable, Sendable {
   /// The load-balancing loss's weight in training (`router_aux_loss_coef` when
   /// `output_router_logits`), 0 = no loss.
   public var auxLossCoefficient: Float
+  /// `router_aux_loss_coef` as the model declares it, whatever `output_router_logits` says
+  /// (transformers' default 0.001 where nothing declares it, as for a GGUF file): the weight
+  /// TRL's DPO trainer gives the loss on every mixture-of-experts model.
+  public var declaredAuxLossCoefficient: Float
 
+  /// `declaredAuxLossCoefficient` nil: the same as `auxLossCoefficient`.
   public init(style: MoEStyle, experts: Int, topK: Int, intermediate: Int, normalizeTopK: Bool,
-              sparseLayers: [Bool], auxLossCoefficient: Float = 0) {
+              sparseLayers: [Bool], auxLossCoefficient: Float = 0, declaredAuxLossCoefficient: Float? = nil) {
     self.style = style; self.experts = experts; self.topK = topK; self.intermediate = intermediate
     self.normalizeTopK = normalizeTopK; self.sparseLayers = sparseLayers; self.auxLossCoefficient = auxLossCoefficient
+    self.declaredAuxLossCoefficient = declaredAuxLossCoefficient ?? auxLossCoefficient
   }
+
+  /// transformers' `router_aux_loss_coef` default (MixtralConfig, Qwen3MoeConfig).
+  public static let defaultAuxLossCoefficient: Float = 0.001
 
   /// Sparse layers in the model.
   public var sparseLayerCount: Int { sparseLayers.filter { $0 }.count }
@@ -41,7 +50,9 @@ public struct MoEShape: Equatable, Sendable {
       throw bad("experts \(experts), topK \(topK) and intermediate \(intermediate) must be positive, topK ≤ experts")
     }
     guard sparseLayers.count == layers else { throw bad("\(sparseLayers.count) sparse flags for \(layers) layers") }
-    guard auxLossCoefficient.isFinite, auxLossCoefficient >= 0 else { throw bad("aux loss coefficient \(auxLossCoefficient)") }
+    for c in [auxLossCoefficient, declaredAuxLossCoefficient] where !(c.isFinite && c >= 0) {
+      throw bad("aux loss coefficient \(c)")
+    }
   }
 }
 
