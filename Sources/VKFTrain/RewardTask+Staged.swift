@@ -62,10 +62,8 @@ extension RewardTask: StagedTrainingTask {
       throw VKFError.other("RewardTask: the forward pass left no ones or hidden-gradient buffer")
     }
     // Row scores: every token's h·headᵀ, masked to the scored token, summed per row.
-    try backend.matmul(h, head.weight, into: b.tokenScores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
-    try backend.mul(try b.tokenScores.reshaped([n]), b.selector, into: b.masked)
-    try backend.matmul(try b.masked.reshaped([rows, t]), try ones.view(shape: [t, 1]),
-                       into: try b.scores.reshaped([rows, 1]), transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    try head.rowScores(backend, hidden: h, selector: b.selector, tokenScores: b.tokenScores, masked: b.masked,
+                       ones: ones, rows: rows, into: b.scores)
     try backend.preferenceLoss(policy: b.scores, reference: try b.rowInputs.view(offset: 0, shape: [rows]),
                                answerTokens: try b.rowInputs.view(offset: rows, shape: [rows]),
                                pairsInStep: lossNormalizer, parameters: Self.lossParameters,
@@ -73,9 +71,7 @@ extension RewardTask: StagedTrainingTask {
     // Coefficients c = −dL/dscore at each scored token: dL/dhead += −cᵀ·h, dL/dh = −c·head.
     try backend.scaleRows(try b.selector.reshaped([rows, t]), weights: b.rowWeights,
                           into: try b.masked.reshaped([rows, t]))
-    let c = try b.masked.reshaped([n, 1])
-    try backend.matmul(c, h, into: head.gradient, transposeA: true, transposeB: false, alpha: -1, beta: 1)
-    try backend.matmul(c, head.weight, into: dh, transposeA: false, transposeB: false, alpha: -1, beta: 0)
+    try head.backward(backend, coefficients: try b.masked.reshaped([n, 1]), hidden: h, alpha: -1, dHidden: dh)
     try model.backwardFromHidden()
   }
 

@@ -7,40 +7,13 @@ import VKFData
 import VKFModel
 import VKFPEFT
 
-/// The scalar head `score.weight` (1, C) and its gradient.
-public final class RewardHead {
-  /// score.weight (1, C), as transformers names it.
-  public let weight: Tensor
-  /// Its accumulated gradient.
-  public let gradient: Tensor
-  /// The parameter name in a merged model (`score.weight`).
-  public static let parameterName = "score.weight"
-  /// The key in a PEFT adapter (`modules_to_save`).
-  public static let peftKey = "base_model.model.score.weight"
-
-  /// A head with transformers' init: normal(0, initializer_range) from `seed`.
-  public init(hidden: Int, backend: Backend, seed: UInt64, std: Double = 0.02) throws {
-    var rng = SplitMix64(seed: seed)
-    weight = try backend.tensor(rng.normals(count: hidden, std: std), shape: [1, hidden])
-    gradient = try backend.allocate([1, hidden])
-    try backend.fill(gradient, value: 0)
-  }
-
-  /// A head with given values (loading a trained reward model).
-  public init(values: [Float], backend: Backend) throws {
-    weight = try backend.tensor(values, shape: [1, values.count])
-    gradient = try backend.allocate([1, values.count])
-    try backend.fill(gradient, value: 0)
-  }
-}
-
 /// Scores sequences and trains on preference pairs ([chosen, rejected, …] examples grouped in
 /// twos, as for DPO). A row's score is the head applied to the final normed hidden state of
 /// its last token whose id is not `padID` — transformers' rule for sequence classification
 /// with `pad_token_id`, so a saved model scores the same there.
 public final class RewardTask: TrainingTask {
   public let model: DecoderModel
-  public let head: RewardHead
+  public let head: ScoreHead
   public let trainableTensors: [TrainableTensor]
   /// Subtracted from r_c − r_r inside the loss (TRL's `margin`; 0 by default).
   public let margin: Double
@@ -58,9 +31,9 @@ public final class RewardTask: TrainingTask {
   var stagedShape: StepShape?
   var deviceMetrics: Tensor?
 
-  /// `headName` names the head among the trainables: `RewardHead.peftKey` for adapters,
-  /// `RewardHead.parameterName` for full fine-tuning.
-  public init(model: DecoderModel, head: RewardHead, baseTrainables: [TrainableTensor], headName: String,
+  /// `headName` names the head among the trainables: `ScoreHead.peftKey` for adapters,
+  /// `ScoreHead.parameterName` for full fine-tuning.
+  public init(model: DecoderModel, head: ScoreHead, baseTrainables: [TrainableTensor], headName: String,
               zero: @escaping () throws -> Void, padID: Int, margin: Double = 0,
               setDropoutSeed: @escaping (UInt64) throws -> Void = { _ in },
               setTraining: @escaping (Bool) -> Void = { _ in }) {
@@ -72,18 +45,18 @@ public final class RewardTask: TrainingTask {
   }
 
   /// LoRA / QLoRA body plus the head (saved as PEFT's `modules_to_save`).
-  public convenience init(model: DecoderModel, lora: LoRAModel, head: RewardHead, padID: Int, margin: Double = 0) {
-    self.init(model: model, head: head, baseTrainables: lora.trainableTensors, headName: RewardHead.peftKey,
+  public convenience init(model: DecoderModel, lora: LoRAModel, head: ScoreHead, padID: Int, margin: Double = 0) {
+    self.init(model: model, head: head, baseTrainables: lora.trainableTensors, headName: ScoreHead.peftKey,
               zero: { try lora.zeroGradients() }, padID: padID, margin: margin,
               setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
   }
 
   /// Full fine-tuning of every parameter loaded as trainable, plus the head. The LM head takes
   /// no part (its gradient stays zero and it is not saved) unless tied to the embedding.
-  public convenience init(fullFineTuning model: DecoderModel, head: RewardHead, padID: Int, margin: Double = 0) {
+  public convenience init(fullFineTuning model: DecoderModel, head: ScoreHead, padID: Int, margin: Double = 0) {
     let w = model.weights
     let base = w.trainableTensors.filter { $0.name != ParameterNames.lmHead }
-    self.init(model: model, head: head, baseTrainables: base, headName: RewardHead.parameterName,
+    self.init(model: model, head: head, baseTrainables: base, headName: ScoreHead.parameterName,
               zero: { try w.zeroGradients() }, padID: padID, margin: margin)
   }
 
@@ -131,9 +104,8 @@ public final class RewardTask: TrainingTask {
     // dL/dhead += coefᵀ·h (1, C); dL/dh = coef·head (N, C), zero except at scored tokens.
     let s = try scratchTensors(ids.count)
     try backend.upload(coefficients, to: s.coefficients)
-    try backend.matmul(s.coefficients, h, into: head.gradient, transposeA: true, transposeB: false, alpha: 1, beta: 1)
     guard let dh = model.hiddenGradient else { throw TrainingError.invalidBatch("no hidden gradient buffer") }
-    try backend.matmul(s.coefficients, head.weight, into: dh, transposeA: false, transposeB: false, alpha: 1, beta: 0)
+    try head.backward(backend, coefficients: s.coefficients, hidden: h, alpha: 1, dHidden: dh)
     try model.backwardFromHidden()
     return Float(loss)
   }
@@ -149,21 +121,18 @@ public final class RewardTask: TrainingTask {
     return (sum, batch.batchSize / 2)
   }
 
-  /// Flat index of each row's last token whose id is not `padID`.
+  /// Flat index of each row's scored token (`ScoreHead.scoredPositions`).
   func scoredPositions(_ ids: [Int32], rows: Int) throws -> [Int] {
-    let t = ids.count / rows
-    return try (0..<rows).map { r in
-      guard let last = (0..<t).last(where: { Int(ids[r * t + $0]) != padID }) else {
-        throw TrainingError.invalidBatch("row \(r) has only padding (id \(padID)); nothing to score")
-      }
-      return r * t + last
+    try ScoreHead.scoredPositions(ids, rows: rows, padID: padID).enumerated().map { r, p in
+      guard let p else { throw TrainingError.invalidBatch("row \(r) has only padding (id \(padID)); nothing to score") }
+      return p
     }
   }
 
   /// scores (N, 1) = h · headᵀ, read at `positions`.
   private func rowScores(_ h: Tensor, _ positions: [Int]) throws -> [Double] {
     let s = try scratchTensors(h.rowCount)
-    try backend.matmul(h, head.weight, into: s.scores, transposeA: false, transposeB: true, alpha: 1, beta: 0)
+    try head.tokenScores(backend, hidden: h, into: s.scores)
     let all = try backend.floats(s.scores)
     return positions.map { Double(all[$0]) }
   }

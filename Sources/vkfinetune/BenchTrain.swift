@@ -200,7 +200,7 @@ struct BenchTrain: ParsableCommand {
   static func preferenceTask(_ objective: TrainObjective, model: DecoderModel, lora: LoRAModel?,
                              examples: [TokenizedExample], padID: Int) throws -> TrainingTask {
     if objective == .reward {
-      let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: 0)
+      let head = try ScoreHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: 0)
       return lora.map { RewardTask(model: model, lora: $0, head: head, padID: padID) }
         ?? RewardTask(fullFineTuning: model, head: head, padID: padID)
     }

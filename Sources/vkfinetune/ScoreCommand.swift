@@ -69,7 +69,7 @@ struct ScoreCommand: ParsableCommand {
     let backend = try backendOptions.makeBackend()
     let reward = try RewardModel.load(loaded, adapter: adapter, backend: backend)
     let task = RewardTask(model: try DecoderModel(weights: reward.weights), head: reward.head, baseTrainables: [],
-                          headName: RewardHead.parameterName, zero: {}, padID: reward.padID)
+                          headName: ScoreHead.parameterName, zero: {}, padID: reward.padID)
 
     var rewards: [(chosen: Double, rejected: Double)] = []
     let examples = TrainData.examples(dataset.pairs)
@@ -139,7 +139,7 @@ struct ScoreReport: Codable {
 /// A reward model ready to score: weights (with a reward adapter attached, or merged), head, pad id.
 struct RewardModel {
   var weights: DecoderWeights
-  var head: RewardHead
+  var head: ScoreHead
   var padID: Int
 
   /// `loaded` with the SEQ_CLS adapter at `adapter`, or `loaded` itself when it is a reward
@@ -159,7 +159,7 @@ struct RewardModel {
           + "pass a reward adapter (train --objective reward)")
       }
       a.lora.training = false
-      return RewardModel(weights: weights, head: try RewardHead(values: values, backend: backend), padID: padID)
+      return RewardModel(weights: weights, head: try ScoreHead(values: values, backend: backend), padID: padID)
     }
     let source = loaded.weights
     guard source.tensorNames.contains(RewardModelKeys.scoreWeight) else {
@@ -173,7 +173,7 @@ struct RewardModel {
     }
     let weights = try DecoderWeights(from: WithoutLMHead(source, shape: loaded.shape), shape: loaded.shape,
                                    backend: backend, trainable: .none)
-    return RewardModel(weights: weights, head: try RewardHead(values: try source.floats(RewardModelKeys.scoreWeight),
+    return RewardModel(weights: weights, head: try ScoreHead(values: try source.floats(RewardModelKeys.scoreWeight),
                                                              backend: backend), padID: padID)
   }
 }

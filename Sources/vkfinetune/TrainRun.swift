@@ -250,7 +250,7 @@ struct TrainRun {
     case .classification, .mlm:
       throw RecipeError("--objective \(s.objective.rawValue) runs through ClassificationRun")
     case .reward:
-      let head = try RewardHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: UInt64(s.seed))
+      let head = try ScoreHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: UInt64(s.seed))
       let task = lora.map { RewardTask(model: model, lora: $0, head: head, padID: data.padID, margin: s.margin) }
         ?? RewardTask(fullFineTuning: model, head: head, padID: data.padID, margin: s.margin)
       progress.message("reward model: score head [1, \(model.weights.shape.hidden)] on the last token that is not "

@@ -82,9 +82,12 @@ enum PreferenceRuns {
 
 /// `train --objective dpo|reward` and `score` end to end on the CPU.
 final class PreferenceTrainTests: XCTestCase {
-  /// With LoRA's B = 0 the policy is the reference exactly, so Δ = 0 and the first sigmoid
-  /// loss is log 2 up to the decimal round trip of metrics.jsonl (17 digits) and f32 → f64.
-  static let firstLossTolerance = 1e-6
+  /// With LoRA's B = 0 the policy is the reference, so Δ = 0 and the first sigmoid loss is
+  /// log 2 — up to the decimal round trip of metrics.jsonl (17 digits), f32 → f64, and the
+  /// fused LoRA forward's rounding (the base product accumulated with a zero low-rank term):
+  /// exact with the SKYLAKEX kernels tools/test selects, a margin of 1.1e-6 with the
+  /// Cooperlake kernels OpenBLAS picks here by itself.
+  static let firstLossTolerance = 4e-6
   /// `score` re-runs the trainer's evaluation forward in different batches (same kernels, a
   /// different row count per matmul): OpenBLAS may sum in another order, ~1e-6 on scores of ~1.
   static let rescoreTolerance = 1e-4

@@ -114,7 +114,7 @@ final class PreferenceGoldenTests: XCTestCase {
     let b = try batch(file, meta.seq_length)
     let m = try model(on: backend)
     let l = try lora(m, file)
-    let head = try RewardHead(values: try file.floats("reward.init_score"), backend: backend)
+    let head = try ScoreHead(values: try file.floats("reward.init_score"), backend: backend)
     let task = RewardTask(model: m, lora: l, head: head, padID: 0, margin: meta.margin)
     let scores = try task.scores(b)
     for (i, (s, e)) in zip(scores, try file.floats("reward.scores")).enumerated() {
@@ -141,7 +141,7 @@ final class PreferenceGoldenTests: XCTestCase {
     XCTAssertLessThan(b.seqLength, StepShape.granularity, "the step pads the rows")
     let m = try model(on: backend)
     let l = try lora(m, file)
-    let head = try RewardHead(values: try file.floats("reward.init_score"), backend: backend)
+    let head = try ScoreHead(values: try file.floats("reward.init_score"), backend: backend)
     let task = RewardTask(model: m, lora: l, head: head, padID: 0, margin: meta.margin)
     let optimizer = try AdamW(parameters: task.trainableTensors, backend: backend)
     let engine = try ReplayedSteps(task: task, optimizer: optimizer, maxTokens: StepShape.granularity,

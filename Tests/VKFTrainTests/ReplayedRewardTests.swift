@@ -14,7 +14,7 @@ final class ReplayedRewardTests: XCTestCase {
   private func task(on backend: Backend, dropout: Float = 0.1, margin: Double = 0.25) throws -> RewardTask {
     let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
     let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8, dropout: dropout), seed: 5)
-    let head = try RewardHead(hidden: Tiny.shape.hidden, backend: backend, seed: 6)
+    let head = try ScoreHead(hidden: Tiny.shape.hidden, backend: backend, seed: 6)
     return RewardTask(model: try DecoderModel(weights: weights), lora: lora, head: head, padID: 0, margin: margin)
   }
 
@@ -37,10 +37,10 @@ final class ReplayedRewardTests: XCTestCase {
       XCTAssertEqual(Set(e.keys), ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"],
                      "step \(i + 1)")
     }
-    XCTAssertTrue(replayed.values.keys.contains(RewardHead.peftKey))
+    XCTAssertTrue(replayed.values.keys.contains(ScoreHead.peftKey))
     try StagedPreferenceChecks.checkHostPath(staged: try task(on: backend, dropout: 0),
                                              host: try task(on: backend, dropout: 0), on: backend, what,
-                                             mustMove: { $0.contains("lora_B") || $0 == RewardHead.peftKey })
+                                             mustMove: { $0.contains("lora_B") || $0 == ScoreHead.peftKey })
   }
 
   /// One submission and one wait per optimizer step (2 micro-batches), nothing made after the

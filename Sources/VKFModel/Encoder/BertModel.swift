@@ -50,7 +50,8 @@ public final class BertModel {
     }
     let ar = try prepare(ids: ids, typeIDs: typeIDs, lengths: lengths, batch: batch, op: op)
     let be = backend
-    try classifierHead(ar)
+    guard let head = classifierHead else { throw VKFError.other("\(op): no classifier") }
+    try head.forward(be, ar, hidden: ar.hidden[config.layers])
     guard let labels else { return }
     try be.upload(labels, to: ar.labels)
     let labelled = labels.filter { $0 != Self.ignoreIndex }.count
@@ -68,7 +69,7 @@ public final class BertModel {
   public func forwardMaskedLM(ids: [Int32], typeIDs: [Int32]? = nil, lengths: [Int32], batch: Int, targets: [Int32],
                               lossNormalizer: Float? = nil, computeGradients: Bool = false) throws {
     let op = "BertModel.forwardMaskedLM", c = config
-    guard let transform = weights.mlmTransform, let norm = weights.mlmNorm, let bias = weights.mlmBias else {
+    guard weights.mlmTransform != nil else {
       throw VKFError.other("\(op): the model has the classification head (forward)")
     }
     guard targets.count == ids.count else {
@@ -80,39 +81,14 @@ public final class BertModel {
     let masked = targets.indices.filter { targets[$0] != Self.ignoreIndex }
     guard !masked.isEmpty else { throw VKFError.other("\(op): no token is masked (every target is −100)") }
     let ar = try prepare(ids: ids, typeIDs: typeIDs, lengths: lengths, batch: batch, op: op, maskedLM: true)
-    guard let h = ar.mlm else { throw VKFError.other("\(op): arena without masked-LM buffers") }
-    let be = backend, m = masked.count, w = weights
-    let rows = try h.rows.rows(0..<m)
-    try be.upload(masked.map { Int32($0) }, to: rows)
-    try be.upload(masked.map { targets[$0] }, to: try h.targets.rows(0..<m))
-    let gathered = try h.gathered.rows(0..<m), dense = try h.dense.rows(0..<m), act = try h.act.rows(0..<m)
-    let normed = try h.normed.rows(0..<m)
-    try be.embedding(ids: rows, table: ar.hidden[c.layers], into: gathered)
-    try transform.forward(be, gathered, into: dense)
-    try be.activation(c.activation, dense, into: act)
-    try be.layerNorm(act, weight: norm.weight, bias: norm.bias, eps: c.layerNormEps, into: normed,
-                     mean: try h.mean.rows(0..<m), rstd: try h.rstd.rows(0..<m))
-    let normalizer = LossNormalizer.value(lossNormalizer ?? Float(m))
-    for start in stride(from: 0, to: m, by: h.chunkRows) {
-      let r = start..<min(m, start + h.chunkRows)
-      let x = try normed.rows(r), logits = try h.logits.view(shape: [r.count, c.vocabSize])
-      try be.matmul(x, w.wordEmbeddings, into: logits, transposeA: false, transposeB: true, alpha: 1, beta: 0)
-      try be.add(logits, bias, alpha: 1, into: logits)
-      try be.crossEntropy(logits: logits, targets: try h.targets.rows(r), ignoreIndex: Self.ignoreIndex,
-                          normalizer: normalizer, softcap: 0, losses: try h.losses.rows(r),
-                          dLogits: computeGradients ? logits : nil)
-      guard computeGradients else { continue }
-      // The decoder is the word embeddings: dE += dLogitsᵀ·x, db += Σ_rows dLogits, dx = dLogits·E.
-      if let dE = w.wordEmbeddingsGrad {
-        try be.matmul(logits, x, into: dE, transposeA: true, transposeB: false, alpha: 1, beta: 1)
-      }
-      if let db = w.mlmBiasGrad {
-        try be.matmul(try h.ones.view(shape: [1, r.count]), logits, into: try db.reshaped([1, c.vocabSize]),
-                      transposeA: false, transposeB: false, alpha: 1, beta: 1)
-      }
-      try be.matmul(logits, w.wordEmbeddings, into: try h.dNormed.rows(r), transposeA: false, transposeB: false,
-                    alpha: 1, beta: 0)
+    guard let h = ar.mlm, let head = maskedLMHead(chunkRows: h.chunkRows) else {
+      throw VKFError.other("\(op): arena without masked-LM buffers")
     }
+    let be = backend, m = masked.count
+    try be.upload(masked.map { Int32($0) }, to: try h.rows.rows(0..<m))
+    try be.upload(masked.map { targets[$0] }, to: try h.targets.rows(0..<m))
+    try head.forward(be, h, hidden: ar.hidden[c.layers], rows: m, normalizer: .value(lossNormalizer ?? Float(m)),
+                     gradients: computeGradients)
     lastLosses = try h.losses.rows(0..<m)
     maskedRows = m
     pending = computeGradients ? .maskedLM(rows: m) : .none
@@ -122,21 +98,25 @@ public final class BertModel {
   /// recomputed chunk by chunk from the head's normed rows (valid until `backward()`, which
   /// reuses them). Waits.
   public func maskedLMLogits() throws -> [Float] {
-    guard let ar = arena, let h = ar.mlm, let m = maskedRows, let bias = weights.mlmBias else {
+    guard let ar = arena, let h = ar.mlm, let m = maskedRows, let head = maskedLMHead(chunkRows: h.chunkRows) else {
       throw VKFError.other("BertModel.maskedLMLogits: run forwardMaskedLM first")
     }
-    let be = backend, v = config.vocabSize
-    var out: [Float] = []
-    out.reserveCapacity(m * v)
-    for start in stride(from: 0, to: m, by: h.chunkRows) {
-      let r = start..<min(m, start + h.chunkRows)
-      let logits = try h.logits.view(shape: [r.count, v])
-      try be.matmul(try h.normed.rows(r), weights.wordEmbeddings, into: logits, transposeA: false, transposeB: true,
-                    alpha: 1, beta: 0)
-      try be.add(logits, bias, alpha: 1, into: logits)
-      out += try be.floats(logits)
-    }
-    return out
+    return try head.logits(backend, h, rows: m)
+  }
+
+  /// The masked-LM head over this model's weights (nil for the classification head).
+  private func maskedLMHead(chunkRows: Int) -> BertMaskedLMHead? {
+    let w = weights
+    guard let transform = w.mlmTransform, let norm = w.mlmNorm, let bias = w.mlmBias else { return nil }
+    let decoder = Linear(weight: w.wordEmbeddings, bias: bias, weightGrad: w.wordEmbeddingsGrad, biasGrad: w.mlmBiasGrad)
+    return BertMaskedLMHead(transform: transform, norm: norm, decoder: LanguageModelHead(projection: decoder, chunkRows: chunkRows),
+                            activation: config.activation, eps: config.layerNormEps)
+  }
+
+  /// The classification head over this model's weights (nil for the masked-LM head).
+  private var classifierHead: BertClassifierHead? {
+    guard let pooler = weights.pooler, let classifier = weights.classifier else { return nil }
+    return BertClassifierHead(pooler: pooler, classifier: classifier)
   }
 
   /// Masked tokens of the last `forwardMaskedLM` whose head rows are intact (nil after `backward`).
@@ -229,17 +209,6 @@ public final class BertModel {
                      mean: a.mean2, rstd: a.rstd2)
   }
 
-  /// [CLS] rows → pooler tanh(dense) → classifier logits.
-  private func classifierHead(_ ar: BertArena) throws {
-    let be = backend, w = weights
-    guard let pooler = w.pooler, let classifier = w.classifier else { throw VKFError.other("BertModel: no classifier") }
-    // The first token of each row, gathered as an embedding lookup into the last hidden states.
-    try be.embedding(ids: ar.clsRows, table: ar.hidden[config.layers], into: ar.pooledInput)
-    try pooler.forward(be, ar.pooledInput, into: ar.pooled)
-    try be.scale(ar.pooled, by: 1, softcap: 1, into: ar.pooled)  // tanh
-    try classifier.forward(be, ar.pooled, into: ar.logits)
-  }
-
   // MARK: - Backward
 
   /// Accumulates the gradients of the last forward's loss into the weights' gradients.
@@ -257,49 +226,15 @@ public final class BertModel {
       throw VKFError.other("BertModel.backward: call a forward with labels and computeGradients: true first")
     case .classifier:
       pending = .none
-      guard try classifierBackward(ar, encoderTrained: encoderTrained) else { return }
+      guard let head = classifierHead, try head.backward(backend, ar, encoderTrained: encoderTrained) else { return }
     case .maskedLM(let m):
       pending = .none
       maskedRows = nil
-      try maskedLMBackward(ar, rows: m)
+      guard let h = ar.mlm, let head = maskedLMHead(chunkRows: h.chunkRows) else { return }
+      try head.backward(backend, h, rows: m, ones: ar.ones, dHidden: ar.dResidual)
     }
     guard encoderTrained else { return }
     try encoderBackward(ar)
-  }
-
-  /// Classifier and pooler gradients; dL/d(last hidden) into `dResidual` when the encoder trains.
-  private func classifierBackward(_ ar: BertArena, encoderTrained: Bool) throws -> Bool {
-    let be = backend, w = weights
-    guard let pooler = w.pooler, let classifier = w.classifier else { return false }
-    let rowOnes = try ar.ones.rows(0..<ar.batch)
-    try classifier.backward(be, dy: ar.dLogits, x: ar.pooled, dx: ar.dPooled, accumulateInput: false, ones: rowOnes)
-    // Through tanh: d = dy ⊙ (1 − y²) = dy − dy ⊙ y ⊙ y.
-    try be.mul(ar.dPooled, ar.pooled, into: ar.pooledScratch)
-    try be.mul(ar.pooledScratch, ar.pooled, into: ar.pooledScratch)
-    try be.add(ar.dPooled, ar.pooledScratch, alpha: -1, into: ar.dPooled)
-    try pooler.backward(be, dy: ar.dPooled, x: ar.pooledInput, dx: encoderTrained ? ar.pooledScratch : nil,
-                        accumulateInput: false, ones: rowOnes)
-    guard encoderTrained else { return false }
-    try be.fill(ar.dResidual, value: 0)
-    try be.embeddingBackward(ids: ar.clsRows, dOut: ar.pooledScratch, dTable: ar.dResidual)
-    return true
-  }
-
-  /// The masked-LM transform's gradients from dL/d(normed) (left by the forward); dL/d(last
-  /// hidden) into `dResidual`, zero but at the masked tokens.
-  private func maskedLMBackward(_ ar: BertArena, rows m: Int) throws {
-    let be = backend, w = weights, c = config
-    guard let h = ar.mlm, let transform = w.mlmTransform, let norm = w.mlmNorm else { return }
-    let r = 0..<m
-    let dNormed = try h.dNormed.rows(r), dAct = try h.normed.rows(r), dGathered = try h.act.rows(r)
-    // The forward's normed and act rows are free once their gradients are formed: reuse them.
-    try be.layerNormBackward(dNormed, x: try h.act.rows(r), weight: norm.weight, mean: try h.mean.rows(r),
-                             rstd: try h.rstd.rows(r), dx: dAct, dWeight: norm.weightGrad, dBias: norm.biasGrad)
-    try be.activationBackward(c.activation, dAct, x: try h.dense.rows(r), into: dAct)
-    try transform.backward(be, dy: dAct, x: try h.gathered.rows(r), dx: dGathered, accumulateInput: false,
-                           ones: try ar.ones.rows(r))
-    try be.fill(ar.dResidual, value: 0)
-    try be.embeddingBackward(ids: try h.rows.rows(r), dOut: dGathered, dTable: ar.dResidual)
   }
 
   /// From dL/d(last hidden) in `dResidual` through every layer and the embeddings.

@@ -44,10 +44,7 @@ extension DecoderModel {
     }
     let sc = cache.scratch
     let logits = try sc.logits.leading([b, shape.vocab])
-    try weights.lmHead.forward(backend, try sc.lastNormed.leading([b, shape.hidden]), into: logits)
-    if shape.finalLogitSoftcap > 0 {
-      try backend.scale(logits, by: 1, softcap: shape.finalLogitSoftcap, into: logits)
-    }
+    try lmHead.logits(backend, try sc.lastNormed.leading([b, shape.hidden]), into: logits)
     return try backend.download(logits, as: Float.self)
   }
 

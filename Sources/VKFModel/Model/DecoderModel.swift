@@ -9,9 +9,11 @@ import VKFCore
 /// gradients accumulate across calls until `weights.zeroGradients()`. Activations live in one
 /// arena per (B, T), made on first use and reused while the shape stays the same.
 ///
-/// With targets, the LM head and the loss run `headChunkTokens` rows at a time (Liger's fused
-/// linear cross-entropy, over rows): a chunk's logits, its losses and — when gradients are
-/// computed — at once dL/dhidden and the head's gradients, so no pass holds N × V logits.
+/// With targets, the LM head and the loss run `headChunkTokens` rows at a time (the
+/// `LanguageModelHead` component; Liger's fused linear cross-entropy, over rows): a chunk's
+/// logits, its losses and — when gradients are computed — at once dL/dhidden and the head's
+/// gradients, so no pass holds N × V logits. A reward model runs the trunk alone
+/// (`forwardHidden`) under the `ScoreHead` component.
 /// Legend: B batch, T tokens per row, N = B·T, C hidden, V vocabulary.
 public final class DecoderModel {
   /// Parameters and gradients.
@@ -162,10 +164,7 @@ public final class DecoderModel {
     }
     guard let full = fullLogits else { throw VKFError.other("DecoderModel.forward: logits buffer missing") }
     let logits = try full.view(shape: [n, shape.vocab])
-    try weights.lmHead.forward(backend, ar.finalNormed, into: logits)  // (N, C) → (N, V)
-    if shape.finalLogitSoftcap > 0 {
-      try backend.scale(logits, by: 1, softcap: shape.finalLogitSoftcap, into: logits)
-    }
+    try lmHead.logits(backend, ar.finalNormed, into: logits)  // (N, C) → (N, V)
     lastLogits = logits
     pending = .none
   }
@@ -265,29 +264,23 @@ public final class DecoderModel {
                            lossSum: try lossSum.view(offset: 0, shape: [1]), gradient: m.auxGradient)
   }
 
-  /// Row ranges of the LM-head chunks of `ar`.
-  private func headChunks(_ ar: ActivationArena) -> [Range<Int>] {
-    let n = ar.batch * ar.tokens
-    return stride(from: 0, to: n, by: headChunkTokens).map { $0..<min(n, $0 + headChunkTokens) }
+  /// The LM head as a component: `weights.lmHead` (whatever adapter it carries now), the
+  /// final soft-cap and this model's chunk rows.
+  public var lmHead: LanguageModelHead {
+    LanguageModelHead(projection: weights.lmHead, softcap: shape.finalLogitSoftcap, chunkRows: headChunkTokens)
   }
 
-  /// Rows `r`: logits → per-token losses; with `gradients`, dL/dlogits (scaled per token by
-  /// `tokenWeights` when given) → dL/dhidden rows and the head's own gradients.
+  /// Row ranges of the LM-head chunks of `ar`.
+  private func headChunks(_ ar: ActivationArena) -> [Range<Int>] { lmHead.chunks(rows: ar.batch * ar.tokens) }
+
+  /// Rows `r` through the LM head and its loss (`LanguageModelHead.lossChunk`); dL/dhidden
+  /// rows only when something below the head trains.
   private func headChunk(_ ar: ActivationArena, _ r: Range<Int>, gradients: Bool, tokenWeights: Tensor?) throws {
-    let be = backend, head = weights.lmHead
-    let x = try ar.finalNormed.rows(r)
-    let logits = try ar.logits.view(shape: [r.count, shape.vocab])
-    try head.forward(be, x, into: logits)  // (n, C) → (n, V)
-    try be.crossEntropy(logits: logits, targets: try ar.targets.rows(r), ignoreIndex: Self.ignoreIndex,
-                        normalizer: headNormalizer, softcap: shape.finalLogitSoftcap, losses: try ar.losses.rows(r),
-                        dLogits: gradients ? logits : nil)
-    guard gradients else { return }
-    if let tokenWeights {
-      try be.scaleRows(logits, weights: try tokenWeights.rows(r), into: logits)
-    }
     let needsDx = weights.lowestTrainedLayer != nil || weights.finalNormGrad != nil
-    try head.backward(be, dy: logits, x: x, dx: needsDx ? try ar.dHidden.rows(r) : nil,
-                      accumulateInput: false, ones: try ar.ones.rows(r))
+    try lmHead.lossChunk(backend, x: try ar.finalNormed.rows(r), targets: try ar.targets.rows(r),
+                         logits: try ar.logits.view(shape: [r.count, shape.vocab]), normalizer: headNormalizer,
+                         losses: try ar.losses.rows(r), gradients: gradients, tokenWeights: try tokenWeights?.rows(r),
+                         dx: needsDx ? try ar.dHidden.rows(r) : nil, ones: try ar.ones.rows(r))
   }
 
   /// Per-token losses (N) of the last pass with targets, on the device: Σ is its loss.
@@ -482,7 +475,7 @@ public final class DecoderModel {
   }
 
   /// The ignored target (PyTorch's default `ignore_index`).
-  public static let ignoreIndex: Int32 = -100
+  public static let ignoreIndex = LanguageModelHead.ignoreIndex
 
   private func layer(_ l: Int, _ ar: ActivationArena) throws -> DecoderLayer {
     DecoderLayer(shape: shape, weights: weights.layers[l], arena: ar, invFreq: ropeTable(layer: l), fused: fusedAttention,
