@@ -17,6 +17,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
   public var useRSLoRA: Bool
   /// use_dora: weight-decomposed LoRA (Liu et al. 2024) with a trained magnitude. Default false.
   public var useDoRA: Bool
+  /// target_parameters: a mixture-of-experts model's stacked expert parameters to adapt, as
+  /// PEFT spells them (`mlp.experts.gate_up_proj`, `mlp.experts.down_proj`, or a suffix of
+  /// those). Default none.
+  public var targetParameters: [String] = []
 
   // Keys as PEFT's adapter_config.json spells them.
   enum CodingKeys: String, CodingKey {
@@ -26,13 +30,14 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     case targetModules = "target_modules"
     case useRSLoRA = "use_rslora"
     case useDoRA = "use_dora"
+    case targetParameters = "target_parameters"
   }
 
   /// A config with PEFT's defaults unless given.
   public init(r: Int = 8, alpha: Float = 16, dropout: Float = 0, targetModules: [String] = LoRAConfig.allLinear,
-              useRSLoRA: Bool = false, useDoRA: Bool = false) {
+              useRSLoRA: Bool = false, useDoRA: Bool = false, targetParameters: [String] = []) {
     self.r = r; self.alpha = alpha; self.dropout = dropout; self.targetModules = targetModules
-    self.useRSLoRA = useRSLoRA; self.useDoRA = useDoRA
+    self.useRSLoRA = useRSLoRA; self.useDoRA = useDoRA; self.targetParameters = targetParameters
   }
 
   /// Decodes with a default for every missing key (a YAML file may give only `r`).
@@ -49,7 +54,25 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     }
     useRSLoRA = try c.decodeIfPresent(Bool.self, forKey: .useRSLoRA) ?? d.useRSLoRA
     useDoRA = try c.decodeIfPresent(Bool.self, forKey: .useDoRA) ?? d.useDoRA
+    if let one = try? c.decodeIfPresent(String.self, forKey: .targetParameters) {
+      targetParameters = [one]
+    } else {
+      targetParameters = try c.decodeIfPresent([String].self, forKey: .targetParameters) ?? []
+    }
   }
+
+  /// The expert parameters LoRA can adapt, in the order a sparse block registers them (PEFT
+  /// nests the wrappers in this order: gate_up_proj innermost).
+  public static let expertParameters = ["gate_up_proj", "down_proj"]
+
+  /// The expert parameter kinds targeted (`expertParameters` order), from `targetParameters`
+  /// spelled as PEFT matches them: `mlp.experts.<kind>`, `experts.<kind>` or `<kind>`.
+  public var resolvedTargetParameters: [String] {
+    Self.expertParameters.filter { kind in targetParameters.contains { Self.spellings(kind).contains($0) } }
+  }
+
+  /// The spellings of an expert parameter PEFT's suffix match accepts on these models.
+  static func spellings(_ kind: String) -> [String] { [kind, "experts." + kind, "mlp.experts." + kind] }
 
   /// The seven Llama projections, in PEFT's (and the model's) order.
   public static let allLinear = DecoderWeights.projectionModules
@@ -126,9 +149,19 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     guard dropout >= 0, dropout < 1 else {
       throw PEFTError("LoRA dropout must be in [0, 1) (got \(dropout))")
     }
-    guard !targetModules.isEmpty else {
+    guard !targetModules.isEmpty || !targetParameters.isEmpty else {
       throw PEFTError("LoRA target modules are empty; name some of \(Self.allLinear.joined(separator: ", ")) "
         + "or \"\(Self.allLinearKeyword)\"")
+    }
+    let spelled = Self.expertParameters.flatMap(Self.spellings)
+    if let bad = targetParameters.first(where: { !spelled.contains($0) }) {
+      throw PEFTError("unknown LoRA target parameter \"\(bad)\"; a mixture-of-experts model's experts are "
+        + "mlp.experts.gate_up_proj and mlp.experts.down_proj")
+    }
+    if !targetParameters.isEmpty {
+      // PEFT's ParamWrapper (LoRA on parameters) refuses both.
+      if dropout != 0 { throw PEFTError("LoRA on expert parameters (target_parameters) does not work with lora_dropout != 0") }
+      if useDoRA { throw PEFTError("LoRA on expert parameters (target_parameters) does not work with use_dora") }
     }
     let valid = Set(modules + [Self.allLinearKeyword])
     if let bad = targetModules.first(where: { !valid.contains($0) }) {

@@ -29,7 +29,11 @@ public final class LoRAModel {
     public let a, aGrad, b, bGrad: Tensor
     public let magnitude, magnitudeGrad: Tensor?
   }
-  private let workspace: LoRAWorkspace
+  /// LoRA on a mixture-of-experts model's experts (`LoRAConfig.targetParameters`): one group
+  /// per sparse layer and targeted parameter, and one adapter per sparse layer.
+  public internal(set) var expertGroups: [ExpertGroup] = []
+  public internal(set) var expertAdapters: [ExpertLoRA] = []
+  let workspace: LoRAWorkspace
   private let gradientArena: Tensor
 
   /// Validates `config`, attaches adapters and initialises them as PEFT does: A from
@@ -39,9 +43,10 @@ public final class LoRAModel {
     let decoder = weights as? DecoderWeights
     if let d = decoder, d.shape.moe != nil,
        let mlp = config.targetModules.first(where: { ["gate_proj", "up_proj", "down_proj", "gate_up_proj"].contains($0) }) {
-      throw PEFTError("LoRA target module \"\(mlp)\" on a mixture-of-experts model names its experts (as PEFT "
-        + "applies it), which adapters cannot target yet; target q_proj, k_proj, v_proj, o_proj")
+      throw PEFTError("LoRA target module \"\(mlp)\" on a mixture-of-experts model: its experts are adapted "
+        + "through target_parameters (mlp.experts.gate_up_proj, mlp.experts.down_proj), as PEFT does")
     }
+    let expertPlan = try Self.expertPlan(weights: weights, config: config)
     let fusedNames = decoder != nil ? LoRAConfig.fusedModules.map(\.fused) : []
     try config.validate(modules: weights.loraModules + fusedNames)
     self.config = config
@@ -69,7 +74,7 @@ public final class LoRAModel {
       plan.append((module, linear.inFeatures, linear.outFeatures, fused?.module ?? module, fused?.rowOffset ?? 0))
     }
     if let problem { throw problem }
-    guard !plan.isEmpty else {
+    guard !plan.isEmpty || !expertPlan.isEmpty else {
       throw PEFTError("no projection matches the LoRA target modules \(config.targetModules)")
     }
     // PEFT modules in first-seen order, with their input width and total output rows.
@@ -94,6 +99,12 @@ public final class LoRAModel {
       let b = total; total += aligned(s.outF * r)
       let m = total; if config.useDoRA { total += aligned(s.outF) }
       offsets[g] = (a, b, m)
+    }
+    var expertOffsets: [(a: Int, b: Int)] = []
+    for e in expertPlan {
+      let a = total; total += aligned(e.aCount)
+      let b = total; total += aligned(e.bCount)
+      expertOffsets.append((a, b))
     }
     let params = try be.allocate([total])
     gradientArena = try be.allocate([total])
@@ -133,6 +144,17 @@ public final class LoRAModel {
     }
     adapters = built
     parameterGroups = groups
+    for (e, o) in zip(expertPlan, expertOffsets) {
+      let views = { (t: Tensor) throws -> (Tensor, Tensor) in
+        (try t.view(offset: o.a, shape: e.aShape), try t.view(offset: o.b, shape: [e.bCount]))
+      }
+      let (a, b) = try views(params), (ga, gb) = try views(gradientArena)
+      // PEFT's ParamWrapper initialises lora_A (r·E, in) as one nn.Linear: the same bound.
+      let bound = 1 / Double(e.inF).squareRoot()
+      try be.upload((0..<e.aCount).map { _ in Float((2 * rng.nextUnitDouble() - 1) * bound) }, to: a)
+      expertGroups.append(ExpertGroup(plan: e, a: a, aGrad: ga, b: b, bGrad: gb))
+    }
+    if let decoder, !expertGroups.isEmpty { try attachExperts(to: decoder) }
     let byModule = Dictionary(uniqueKeysWithValues: built.map { ($0.module, $0.adapter) })
     try weights.updateProjections { module, linear in
       guard let adapter = byModule[module] else { return }
@@ -172,14 +194,20 @@ public final class LoRAModel {
         out.append(TrainableTensor(name: Self.peftKey(module: g.module, Self.magnitudeKey), value: m, gradient: mg))
       }
       return out
+    } + expertGroups.flatMap { g in
+      [TrainableTensor(name: g.peftKey(Self.loraAKey), value: g.a, gradient: g.aGrad),
+       TrainableTensor(name: g.peftKey(Self.loraBKey), value: g.b, gradient: g.bGrad)]
     }
   }
 
   /// True when every adapter is on; setting it switches all of them (off: the base model,
   /// e.g. DPO's reference log-probs without a second copy).
   public var enabled: Bool {
-    get { adapters.allSatisfy { $0.adapter.enabled } }
-    set { for (_, a) in adapters { a.enabled = newValue } }
+    get { adapters.allSatisfy { $0.adapter.enabled } && expertAdapters.allSatisfy(\.enabled) }
+    set {
+      for (_, a) in adapters { a.enabled = newValue }
+      for a in expertAdapters { a.enabled = newValue }
+    }
   }
 
   /// Dropout applies only while training (PEFT's `model.train()` / `model.eval()`); set false
@@ -200,8 +228,9 @@ public final class LoRAModel {
     for (_, a) in adapters { a.dropoutStep = 0 }
   }
 
-  /// Replaces every adapter tensor with values by PEFT key (`lora_A.weight` [r, in],
-  /// `lora_B.weight` [out, r], DoRA `lora_magnitude_vector` [out]); all are required and no
+  /// Replaces every adapter tensor with values by PEFT key, in PEFT's layout (`lora_A.weight`
+  /// [r, in], `lora_B.weight` [out, r], DoRA `lora_magnitude_vector` [out]; on experts
+  /// lora_A [r·E, in] and lora_B [out, r·E], see `ExpertGroup`); all are required and no
   /// other key is accepted.
   public func load(_ tensors: [String: [Float]]) throws {
     let be = weights.backend
@@ -210,6 +239,13 @@ public final class LoRAModel {
       expected.append((Self.peftKey(module: g.module, Self.loraAKey), g.a))
       expected.append((Self.peftKey(module: g.module, Self.loraBKey), g.b))
       if let m = g.magnitude { expected.append((Self.peftKey(module: g.module, Self.magnitudeKey), m)) }
+    }
+    var tensors = tensors
+    for g in expertGroups {
+      expected.append((g.peftKey(Self.loraAKey), g.a))
+      expected.append((g.peftKey(Self.loraBKey), g.b))
+      let bKey = g.peftKey(Self.loraBKey)
+      if let v = tensors[bKey], v.count == g.plan.bCount { tensors[bKey] = g.plan.internalB(v) }
     }
     let known = Set(expected.map(\.key))
     if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
@@ -228,11 +264,15 @@ public final class LoRAModel {
     for (key, t) in expected { try be.upload(tensors[key] ?? [], to: t) }
   }
 
-  /// Removes this model's adapters from the projections (the base model again).
+  /// Removes this model's adapters from the projections and experts (the base model again).
   public func detach() {
     let mine = Set(adapters.map { ObjectIdentifier($0.adapter) })
     weights.updateProjections { _, linear in
       if let a = linear.adapter, mine.contains(ObjectIdentifier(a)) { linear.adapter = nil }
+    }
+    let experts = Set(expertAdapters.map(ObjectIdentifier.init))
+    (weights as? DecoderWeights)?.updateExperts { _, ex in
+      if let a = ex.adapter, experts.contains(ObjectIdentifier(a)) { ex.adapter = nil }
     }
   }
 

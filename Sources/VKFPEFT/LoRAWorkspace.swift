@@ -23,6 +23,8 @@ final class LoRAWorkspace {
     case weight, normalizedWeight
     /// DoRA: a column sum (1, out).
     case columnSum
+    /// LoRA on experts: s·x·A_eᵀ of the expert rows (R, r), and its gradient (R, r).
+    case expertRank, expertRankGradient
   }
 
   let backend: Backend

@@ -33,6 +33,7 @@ public enum Merge {
           + "merge into the f32 base: load the model without --bf16/--fp16, load the adapter into it, then merge")
       }
     }
+    let experts = try expertMerges(lora)
     for (module, adapter) in lora.adapters {
       guard let w = bases[module] else { continue }
       // W: (out, in) += s · B (out, r) · A (r, in)
@@ -43,8 +44,39 @@ public enum Merge {
         try be.scaleRows(w, weights: try be.tensor(factors, shape: [factors.count]), into: w)
       }
     }
+    for (w, b, a, scaling) in experts {
+      // Every expert at once: W_e (out, in) += s · B_e (out, r) · A_e (r, in), a batched product.
+      try be.matmul(b, a, into: w, transposeA: false, transposeB: false, alpha: scaling, beta: 1)
+    }
     try be.synchronize()
     lora.detach()
+  }
+
+  /// The expert stacks an expert adapter merges into, with its B parts, A and scaling —
+  /// checked first: every stack dense f32 (QLoRA's NF4 or 16-bit stacks refused as above).
+  static func expertMerges(_ lora: LoRAModel) throws -> [(Tensor, Tensor, Tensor, Float)] {
+    guard let weights = lora.weights as? DecoderWeights else { return [] }
+    var out: [(Tensor, Tensor, Tensor, Float)] = []
+    for adapter in lora.expertAdapters {
+      guard let ex = weights.layers[adapter.layer].experts else { continue }
+      func dense(_ w: LinearWeight, _ kind: String) throws -> Tensor {
+        let what = "layer \(adapter.layer)'s \(kind) experts"
+        guard case .dense(let t) = w else {
+          throw PEFTError("\(what) are NF4 (QLoRA); merging into 4-bit weights would lose the update: load the base "
+            + "model in f32, load the adapter into it (PEFTAdapterFiles.load), then merge")
+        }
+        guard t.dtype == .f32 else {
+          throw PEFTError("\(what) are stored \(t.dtype); merge into the f32 base: load the model without --bf16/--fp16")
+        }
+        return t
+      }
+      if let p = adapter.gateUp, let bUp = p.bUp {
+        out.append((try dense(ex.gate, "gate"), p.b, p.a, adapter.scaling))
+        out.append((try dense(ex.up, "up"), bUp, p.a, adapter.scaling))
+      }
+      if let p = adapter.down { out.append((try dense(ex.down, "down"), p.b, p.a, adapter.scaling)) }
+    }
+    return out
   }
 
   /// m_j / ‖W'_j‖ per output row j of W' = W + s·B·A (norms summed in Double).

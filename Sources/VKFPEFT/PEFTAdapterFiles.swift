@@ -48,8 +48,8 @@ public enum PEFTAdapterFiles {
                           overwrite: Bool = false, scoreHead: Tensor? = nil,
                           headTensors: [(key: String, tensor: Tensor)] = []) throws {
     let be = lora.weights.backend
-    var tensors = try lora.trainableTensors.filter { $0.name != scoreHeadKey }.map { t in
-      try SafetensorsWriter.Tensor(name: t.name, shape: t.value.shape, floats: try be.floats(t.value))
+    var tensors = try lora.peftTensors().filter { $0.key != scoreHeadKey }.map { t in
+      try SafetensorsWriter.Tensor(name: t.key, shape: t.shape, floats: t.values)
     }
     if let scoreHead {
       let hidden = lora.weights.hiddenSize
@@ -98,7 +98,9 @@ public enum PEFTAdapterFiles {
       "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA",
       "peft_version": peftFormatVersion, "qalora_group_size": 16, "r": config.r,
       "rank_pattern": [String: Any](), "revision": null, "target_modules": config.peftTargetModules(fusedProjections: fused, among: modules),
-      "target_parameters": null, "task_type": "CAUSAL_LM", "trainable_token_indices": null,
+      "target_parameters": config.resolvedTargetParameters.isEmpty ? null
+        : config.resolvedTargetParameters.map { "mlp.experts." + $0 }.sorted(),
+      "task_type": "CAUSAL_LM", "trainable_token_indices": null,
       "use_bdlora": null, "use_dora": config.useDoRA, "use_qalora": false, "use_rslora": config.useRSLoRA,
       "velora_config": null,
     ]

@@ -99,9 +99,22 @@ extension PEFTAdapterFiles {
       throw fail("layers_to_transform is set; adapters on a subset of layers are not supported")
     }
 
-    let targets = try targetModules(present("target_modules"), fail: fail)
+    let parameters: [String]
+    switch present("target_parameters") {
+    case nil: parameters = []
+    case let one as String: parameters = [one]
+    case let list as [Any]:
+      parameters = try list.map { v in
+        guard let s = v as? String else { throw fail("target_parameters must be a list of names, got \(v)") }
+        return s
+      }
+    case let other?: throw fail("target_parameters must be a list of names, got \(other)")
+    }
+    let targets = present("target_modules") == nil && !parameters.isEmpty
+      ? [] : try targetModules(present("target_modules"), fail: fail)
     let config = LoRAConfig(r: Int(r), alpha: Float(alpha), dropout: Float(dropout), targetModules: targets,
-                            useRSLoRA: try bool("use_rslora") ?? false, useDoRA: try bool("use_dora") ?? false)
+                            useRSLoRA: try bool("use_rslora") ?? false, useDoRA: try bool("use_dora") ?? false,
+                            targetParameters: parameters)
     do { try config.validate() } catch let e as PEFTError { throw fail(e.message) }
     return AdapterConfig(config: config, baseModel: present("base_model_name_or_path") as? String,
                          sequenceClassification: sequenceClassification)
@@ -204,7 +217,7 @@ extension PEFTAdapterFiles {
     let loraExpected = expected.filter { $0.key != scoreHeadKey }
     let lora = try LoRAModel(weights: weights, config: config, seed: seed)
     do {
-      let made = Dictionary(uniqueKeysWithValues: lora.trainableTensors.map { ($0.name, $0.value.shape) })
+      let made = lora.peftShapes
       guard made.count == loraExpected.count, loraExpected.allSatisfy({ made[$0.key] == $0.shape }) else {
         throw PEFTError("internal: the LoRA model's tensors differ from the adapter file's expected keys")
       }
@@ -243,6 +256,11 @@ extension PEFTAdapterFiles {
       if config.useDoRA {
         out.append((LoRAModel.peftKey(module: module, LoRAModel.magnitudeKey), [s.outF]))
       }
+    }
+    // Expert parameters (target_parameters) after the projections, as PEFT's keys.
+    for p in try LoRAModel.expertPlan(weights: weights, config: config) {
+      out.append((p.peftKey(LoRAModel.loraAKey), p.peftAShape))
+      out.append((p.peftKey(LoRAModel.loraBKey), p.peftBShape))
     }
     return out
   }

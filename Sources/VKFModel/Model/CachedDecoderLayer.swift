@@ -123,8 +123,10 @@ struct CachedDecoderLayer {
     try be.moeGather(h, sources: m.sources, topK: ms.topK, weights: nil, into: r.inputs)
     try be.expertMatmul(r.inputs, ex.gate, experts: ms.experts, into: g, offsets: m.offsets, transposeB: true, beta: 0)
     try be.expertMatmul(r.inputs, ex.up, experts: ms.experts, into: u, offsets: m.offsets, transposeB: true, beta: 0)
+    try ex.adapter?.gateUpForward(be, x: r.inputs, offsets: m.offsets, gate: g, up: u)
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
     try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
+    try ex.adapter?.downForward(be, x: act, offsets: m.offsets, into: m.rows)
     try be.moeCombine(m.rows, slots: slots, weights: weights, into: out, accumulate: false)
   }
 }

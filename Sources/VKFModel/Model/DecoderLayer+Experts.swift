@@ -24,8 +24,10 @@ extension DecoderLayer {
     try be.moeGather(a.h2, sources: m.sources, topK: ms.topK, weights: nil, into: sc.rowsA)  // (R, C)
     try be.expertMatmul(sc.rowsA, ex.gate, experts: ms.experts, into: g, offsets: m.offsets, transposeB: true, beta: 0)
     try be.expertMatmul(sc.rowsA, ex.up, experts: ms.experts, into: u, offsets: m.offsets, transposeB: true, beta: 0)
+    try ex.adapter?.gateUpForward(be, x: sc.rowsA, offsets: m.offsets, gate: g, up: u)
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
     try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
+    try ex.adapter?.downForward(be, x: act, offsets: m.offsets, into: m.rows)
     try be.moeCombine(m.rows, slots: m.slots, weights: m.weights, into: out, accumulate: false)
     if !recomputing, ms.auxLossCoefficient > 0 {
       try be.moeRouterStatistics(probs: m.probs, experts: m.experts, tokenMask: sc.tokenMask, into: sc.stats)
@@ -47,6 +49,7 @@ extension DecoderLayer {
     // Through down: act is recomputed (not kept per layer).
     try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
     try be.expertMatmul(sc.rowsA, ex.down, experts: ms.experts, into: dAct, offsets: m.offsets, transposeB: false, beta: 0)
+    try ex.adapter?.downBackward(be, dy: sc.rowsA, x: act, offsets: m.offsets, dx: dAct)
     if let dDown = ex.downGrad {
       try be.groupedMatmul(sc.rowsA, act, into: dDown, offsets: m.offsets, transposeA: true, transposeB: false, beta: 1)
     }
@@ -61,6 +64,7 @@ extension DecoderLayer {
     }
     try be.expertMatmul(dGate, ex.gate, experts: ms.experts, into: sc.rowsB, offsets: m.offsets, transposeB: false, beta: 0)
     try be.expertMatmul(dUp, ex.up, experts: ms.experts, into: sc.rowsB, offsets: m.offsets, transposeB: false, beta: 1)
+    try ex.adapter?.gateUpBackward(be, dGate: dGate, dUp: dUp, x: sc.rowsA, offsets: m.offsets, dx: sc.rowsB)
     try be.moeCombine(sc.rowsB, slots: m.slots, weights: nil, into: ar.dHidden, accumulate: false)
     // Through the router: top-K weights (and the load-balancing loss) → logits → n2.
     try be.moeRouteBackward(dWeights: sc.dWeights, probs: m.probs, weights: m.weights, experts: m.experts,

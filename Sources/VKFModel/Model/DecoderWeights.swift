@@ -65,9 +65,28 @@ public struct ExpertWeights {
   public var gate, up, down: LinearWeight
   /// Their accumulated gradients (nil where frozen), stacked the same way.
   public var gateGrad, upGrad, downGrad: Tensor?
+  /// What adds to the expert products (LoRA on the experts), or nil.
+  public var adapter: ExpertAdapter? = nil
 
-  /// True when the router or an expert is trained.
-  public var isTrained: Bool { router.isTrained || gateGrad != nil || upGrad != nil || downGrad != nil }
+  /// True when the router, an expert or an adapter on them is trained.
+  public var isTrained: Bool {
+    router.isTrained || gateGrad != nil || upGrad != nil || downGrad != nil || adapter != nil
+  }
+}
+
+/// Something that adds its own terms to a sparse layer's grouped expert products (LoRA on the
+/// experts), called by the layer right after each base product with the same expert rows;
+/// in the backward after the base's input gradient, adding to it. Rows are grouped by expert
+/// as `offsets` says (`Backend.moeDispatch`); R rows, C hidden, F expert width.
+public protocol ExpertAdapter: AnyObject {
+  /// gate and up (R, F) += the adapter's terms for the rows x (R, C).
+  func gateUpForward(_ be: Backend, x: Tensor, offsets: Tensor, gate: Tensor, up: Tensor) throws
+  /// y (R, C) += the adapter's term for the rows x (R, F) (the gated activations).
+  func downForward(_ be: Backend, x: Tensor, offsets: Tensor, into y: Tensor) throws
+  /// From dy (R, C) of down and its input x (R, F): the adapter's gradients, dx += its term.
+  func downBackward(_ be: Backend, dy: Tensor, x: Tensor, offsets: Tensor, dx: Tensor) throws
+  /// From dGate, dUp (R, F) and their input x (R, C): the adapter's gradients, dx += its term.
+  func gateUpBackward(_ be: Backend, dGate: Tensor, dUp: Tensor, x: Tensor, offsets: Tensor, dx: Tensor) throws
 }
 
 /// The parameters of a decoder model on one backend (f32), with gradient buffers for
@@ -317,6 +336,16 @@ public final class DecoderWeights {
         try body(p + suffix, &linear)
         layers[i][keyPath: path] = linear
       }
+    }
+  }
+
+  /// Calls `body` with every sparse layer's index and experts and stores what it changes (how
+  /// adapters attach to the experts).
+  public func updateExperts(_ body: (Int, inout ExpertWeights) throws -> Void) rethrows {
+    for i in layers.indices {
+      guard var ex = layers[i].experts else { continue }
+      try body(i, &ex)
+      layers[i].experts = ex
     }
   }
 
