@@ -50,13 +50,18 @@ def architectures():
                         final_logit_softcapping=1.0)),
         # Fused qkv_proj / gate_up_proj: the adapter's A is shared by the parts, as in PEFT.
         "phi3": (t.Phi3Config, t.Phi3ForCausalLM, dict(pad_token_id=None, sliding_window=8)),
-        # Mixture of experts: LoRA on the attention; the experts ride along in the merge.
+        # Mixture of experts: LoRA on the attention (and, as *_experts below, on the experts).
         "mixtral": (t.MixtralConfig, t.MixtralForCausalLM,
                     dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16, output_router_logits=True)),
         "qwen3_moe": (t.Qwen3MoeConfig, t.Qwen3MoeForCausalLM,
                       dict(tie_word_embeddings=True, head_dim=32, num_experts=6, num_experts_per_tok=2,
                            moe_intermediate_size=32, mlp_only_layers=[0])),
     }
+
+
+# Models checked a second time with LoRA on the experts too (PEFT's target_parameters).
+EXPERT_LORA = ["--lora-target-parameters", "mlp.experts.gate_up_proj,mlp.experts.down_proj"]
+VARIANTS = {"mixtral_experts": ("mixtral", EXPERT_LORA), "qwen3_moe_experts": ("qwen3_moe", EXPERT_LORA)}
 
 
 def make_model(name, directory):
@@ -88,16 +93,17 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--work", default="/tmp/vkf-arch-check")
     a = ap.parse_args()
-    names = [n for n in architectures() if not a.only or n in a.only.split(",")]
+    names = [n for n in list(architectures()) + list(VARIANTS) if not a.only or n in a.only.split(",")]
     failed = []
     for name in names:
         d = os.path.join(a.work, name)
         shutil.rmtree(d, ignore_errors=True)
         base, adapter, merged = (os.path.join(d, x) for x in ["base", "adapter", "merged"])
-        make_model(name, base)
+        arch, flags = VARIANTS.get(name, (name, []))
+        make_model(arch, base)
         steps = [
             [a.vkf, "train", "--cpu", "--model", base, "--data", DATA, "--method", "lora", "--max-steps", "3",
-             "--learning-rate", "5e-3", "--lora-r", "8", "--max-seq-length", "64", "--output", adapter],
+             "--learning-rate", "5e-3", "--lora-r", "8", "--max-seq-length", "64", "--output", adapter] + flags,
             [a.vkf, "merge", "--cpu", "--model", base, "--adapter", adapter, "--output", merged],
             [sys.executable, os.path.join(HERE, "check_peft_adapter.py"), "check", "--base", base,
              "--adapter", adapter, "--merged", merged, "--prompt",

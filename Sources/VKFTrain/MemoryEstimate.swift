@@ -129,9 +129,11 @@ public struct MemoryEstimate: Equatable, Sendable {
 
   /// Trained elements of LoRA with rank `rank` on the projections whose module name ends in
   /// one of `targetModules` (`q_proj`, …, `lm_head`): r·(in + out) each, plus `out` per
-  /// projection for DoRA's magnitude.
+  /// projection for DoRA's magnitude; on a mixture-of-experts model's sparse layers, per
+  /// targeted expert parameter (`gate_up_proj`, `down_proj`) r·E·(in + out) (gate_up's out
+  /// is 2F).
   public static func loraElements(shape s: TransformerShape, rank: Int, targetModules: Set<String>,
-                                  dora: Bool = false) -> Int {
+                                  dora: Bool = false, expertParameters: Set<String> = []) -> Int {
     let dims: [(String, Int, Int)] = [
       ("q_proj", s.hidden, s.qWidth), ("k_proj", s.hidden, s.kvWidth), ("v_proj", s.hidden, s.kvWidth),
       ("o_proj", s.qWidth, s.hidden), ("gate_proj", s.hidden, s.intermediate), ("up_proj", s.hidden, s.intermediate),
@@ -152,6 +154,11 @@ public struct MemoryEstimate: Equatable, Sendable {
       total += s.layers * (rank * (fanIn + fanOut) + (dora ? fanOut : 0))
     }
     if targetModules.contains("lm_head") { total += rank * (s.hidden + s.vocab) + (dora ? s.vocab : 0) }
+    if let m = s.moe {
+      let perLayer = (expertParameters.contains("gate_up_proj") ? rank * m.experts * (s.hidden + 2 * m.intermediate) : 0)
+        + (expertParameters.contains("down_proj") ? rank * m.experts * (m.intermediate + s.hidden) : 0)
+      total += m.sparseLayerCount * perLayer
+    }
     return total
   }
 

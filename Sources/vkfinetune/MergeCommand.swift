@@ -50,7 +50,8 @@ struct MergeCommand: ParsableCommand {
     try Merge.merge(lora)
     let written = try HFModelWriter.write(weights: weights, model: loaded, to: dest, overwrite: overwrite,
                                           scoreHead: scoreHead)
-    print("merged \(lora.parameterGroups.count) adapters into \(loaded.location.url.lastPathComponent)"
+    let experts = lora.expertGroups.isEmpty ? "" : " and \(lora.expertGroups.count) expert adapters"
+    print("merged \(lora.parameterGroups.count) adapters\(experts) into \(loaded.location.url.lastPathComponent)"
       + (scoreHead == nil ? "" : " (a reward model: score head, pad_token_id \(scoreHead?.padTokenID ?? 0))") + "; wrote "
       + (written.weightFiles + ["config.json"] + written.copiedFiles).joined(separator: ", ") + " to \(dest.path)")
   }

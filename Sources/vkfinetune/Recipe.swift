@@ -105,6 +105,10 @@ struct TrainSettings: Encodable, Equatable {
   var loraDropout = Double(LoRAConfig().dropout)
   /// `lora_target_modules`: projections that get adapters. Default all-linear (every projection but lm_head).
   var loraTargetModules = RecipeKeys.allLinear
+  /// `lora_target_parameters` (PEFT's `target_parameters`): a mixture-of-experts model's expert
+  /// parameters that get adapters, mlp.experts.gate_up_proj and/or mlp.experts.down_proj.
+  /// Default none.
+  var loraTargetParameters: [String] = []
   /// `use_rslora`: s = alpha / √r. Default false.
   var useRslora = false
   /// `use_dora`: weight-decomposed LoRA. Default false.
@@ -197,7 +201,8 @@ struct TrainSettings: Encodable, Equatable {
     case maxGradNorm = "max_grad_norm", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2"
     case adamEpsilon = "adam_epsilon", optimizerState = "optimizer_state", memoryBudget = "memory_budget"
     case loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
-    case loraTargetModules = "lora_target_modules", useRslora = "use_rslora", useDora = "use_dora"
+    case loraTargetModules = "lora_target_modules", loraTargetParameters = "lora_target_parameters"
+    case useRslora = "use_rslora", useDora = "use_dora"
     case doubleQuant = "double_quant", bf16, fp16, bnb4bitComputeDtype = "bnb_4bit_compute_dtype"
     case maxSeqLength = "max_seq_length", seed
     case evalSteps = "eval_steps", evalOnStart = "eval_on_start", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"

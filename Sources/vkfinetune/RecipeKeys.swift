@@ -94,6 +94,7 @@ enum RecipeKeys {
     RecipeKey("lora_alpha") { s, e in s.loraAlpha = try e.double() },
     RecipeKey("lora_dropout") { s, e in s.loraDropout = try e.double() },
     RecipeKey("lora_target_modules", ["target_modules", "lora_target"]) { s, e in s.loraTargetModules = try targets(e) },
+    RecipeKey("lora_target_parameters", ["target_parameters"]) { s, e in s.loraTargetParameters = try e.names() },
     RecipeKey("lora_target_linear") { s, e in if try e.bool() { s.loraTargetModules = allLinear } },
     RecipeKey("use_rslora", ["peft_use_rslora"]) { s, e in s.useRslora = try e.bool() },
     RecipeKey("use_dora", ["peft_use_dora"]) { s, e in s.useDora = try e.bool() },

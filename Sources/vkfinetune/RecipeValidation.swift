@@ -1,5 +1,6 @@
 import Foundation
 import VKFCore
+import VKFPEFT
 import VKFTokenizer
 import VKFTrain
 
@@ -85,6 +86,7 @@ extension TrainSettings {
         throw RecipeError("unknown target module \"\(m)\"; use all-linear or some of "
           + RecipeKeys.targetableModules.joined(separator: ", "))
       }
+      do { try loraConfig.validate(modules: RecipeKeys.targetableModules) } catch let e as PEFTError { throw RecipeError(e.message) }
     }
     try validatePreference()
     try validateClassification()

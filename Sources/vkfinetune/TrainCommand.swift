@@ -79,6 +79,8 @@ struct TrainCommand: ParsableCommand {
   var loraDropout: Double?
   @Option(help: "Adapted projections: comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head or all-linear (default).")
   var loraTargetModules: String?
+  @Option(help: "Mixture-of-experts models: adapted expert parameters, mlp.experts.gate_up_proj,mlp.experts.down_proj (PEFT's target_parameters; default none).")
+  var loraTargetParameters: String?
   @Flag(inversion: .prefixedNo, help: "rsLoRA scaling alpha/√r.")
   var useRslora: Bool?
   @Flag(inversion: .prefixedNo, help: "DoRA (weight-decomposed LoRA).")
@@ -176,6 +178,7 @@ struct TrainCommand: ParsableCommand {
     add("lora_r", "lora-r", loraR); add("lora_alpha", "lora-alpha", loraAlpha)
     add("lora_dropout", "lora-dropout", loraDropout)
     add("lora_target_modules", "lora-target-modules", loraTargetModules)
+    add("lora_target_parameters", "lora-target-parameters", loraTargetParameters)
     add("use_rslora", "use-rslora", useRslora); add("use_dora", "use-dora", useDora)
     add("max_seq_length", "max-seq-length", maxSeqLength); add("seed", "seed", seed)
     add("val_set_size", "val-set-size", valSetSize); add("dataset_format", "dataset-format", datasetFormat)

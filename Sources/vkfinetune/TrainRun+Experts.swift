@@ -5,12 +5,16 @@ extension TrainRun {
   static let mlpModules: Set<String> = ["gate_proj", "up_proj", "down_proj", "gate_up_proj"]
 
   /// The settings of a run on a mixture-of-experts model (Mixtral, Qwen3-MoE): LoRA on the
-  /// attention (the default targets narrowed to q/k/v/o, MLP names refused: PEFT applies them to
-  /// every expert, and adapters on experts are not implemented; QLoRA quantises each frozen
-  /// expert stack as one NF4 weight); `auxLossCoefficient` sets the load-balancing weight.
-  /// Dense models pass through unchanged (the key refused: it would do nothing).
+  /// attention (the default targets narrowed to q/k/v/o; MLP names refused — the experts are
+  /// adapted through `lora_target_parameters`, as PEFT's target_parameters; QLoRA quantises
+  /// each frozen expert stack as one NF4 weight); `auxLossCoefficient` sets the load-balancing
+  /// weight. Dense models pass through unchanged (both expert keys refused: they would do nothing).
   static func forExperts(_ s: TrainSettings, shape: TransformerShape) throws -> (TrainSettings, TransformerShape) {
     guard shape.moe != nil else {
+      if s.method != .full, !s.loraTargetParameters.isEmpty {
+        throw RecipeError("lora_target_parameters \(s.loraTargetParameters.joined(separator: ",")) name a "
+          + "mixture-of-experts model's experts; this model is dense (use lora_target_modules)")
+      }
       if s.routerAuxLossCoef != nil {
         throw RecipeError("router_aux_loss_coef applies to mixture-of-experts models (mixtral, qwen3_moe); this model is dense")
       }
@@ -23,8 +27,8 @@ extension TrainRun {
       if s.loraTargetModules == RecipeKeys.allLinear {
         out.loraTargetModules = ["q_proj", "k_proj", "v_proj", "o_proj"]
       } else if let bad = s.loraTargetModules.first(where: mlpModules.contains) {
-        throw RecipeError("LoRA target module \(bad) on a mixture-of-experts model: PEFT applies the MLP names to "
-          + "every expert, and adapters on experts are not implemented; target q_proj,k_proj,v_proj,o_proj")
+        throw RecipeError("LoRA target module \(bad) on a mixture-of-experts model: adapt the experts with "
+          + "lora_target_parameters mlp.experts.gate_up_proj,mlp.experts.down_proj (PEFT's target_parameters)")
       }
     }
     return (out, shape)

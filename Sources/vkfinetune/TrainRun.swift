@@ -91,8 +91,10 @@ struct TrainRun {
     }
     if let lora {
       let n = lora.trainableTensors.reduce(0) { $0 + $1.count }
+      let experts = lora.expertAdapters.isEmpty ? ""
+        : ", experts' \(s.loraConfig.resolvedTargetParameters.joined(separator: ",")) on \(lora.expertAdapters.count) layers"
       progress.message("LoRA: r \(s.loraR), alpha \(s.loraAlpha), \(lora.adapters.count) adapters on "
-        + "\(s.loraConfig.resolvedTargetModules.joined(separator: ",")), \(n) trainable parameters")
+        + "\(s.loraConfig.resolvedTargetModules.joined(separator: ","))\(experts), \(n) trainable parameters")
     }
 
     let placement: OptimizerStatePlacement
@@ -327,7 +329,7 @@ extension TrainSettings {
   /// The adapter settings.
   var loraConfig: LoRAConfig {
     LoRAConfig(r: loraR, alpha: Float(loraAlpha), dropout: Float(loraDropout), targetModules: loraTargetModules,
-               useRSLoRA: useRslora, useDoRA: useDora)
+               useRSLoRA: useRslora, useDoRA: useDora, targetParameters: loraTargetParameters)
   }
 
   /// The training loop's settings.
@@ -354,7 +356,7 @@ extension TrainSettings {
                       headChunkTokens: Int? = nil) -> MemoryEstimate {
     let adapterElements = method == .full ? 0
       : MemoryEstimate.loraElements(shape: shape, rank: loraR, targetModules: Set(loraConfig.resolvedTargetModules),
-                                    dora: useDora)
+                                    dora: useDora, expertParameters: Set(loraConfig.resolvedTargetParameters))
     let trained = method == .full ? shape.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } : adapterElements
     let state: MemoryKind
     switch optimizerState {

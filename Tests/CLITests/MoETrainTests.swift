@@ -97,13 +97,57 @@ final class MoETrainTests: XCTestCase {
     XCTAssertEqual(again.status, 0, again.stderr)
   }
 
+  /// LoRA on the experts (PEFT's target_parameters) trains with LoRA and QLoRA, writes PEFT's
+  /// adapter (keys nested as PEFT nests them), and evaluates the same through the adapter and
+  /// through the merged model.
+  func test_loraOnExperts_trainsEvaluatesAndMerges() throws {
+    let s = try setUp("experts")
+    let adapter = s.dir.appendingPathComponent("adapter")
+    let experts = ["--lora-target-parameters", "mlp.experts.gate_up_proj,mlp.experts.down_proj"]
+    let lora = try CLITests.run(common(s) + ["--method", "lora", "--output", adapter.path] + experts)
+    XCTAssertEqual(lora.status, 0, lora.stderr)
+    XCTAssertTrue(lora.stdout.contains("experts' gate_up_proj,down_proj on 2 layers"), lora.stdout)
+    let config = try XCTUnwrap(try JSONSerialization.jsonObject(
+      with: Data(contentsOf: adapter.appendingPathComponent("adapter_config.json"))) as? [String: Any])
+    XCTAssertEqual(config["target_parameters"] as? [String], ["mlp.experts.down_proj", "mlp.experts.gate_up_proj"])
+    let weights = try Data(contentsOf: adapter.appendingPathComponent("adapter_model.safetensors"))
+    let header = String(decoding: weights.prefix(20_000), as: UTF8.self)
+    for key in ["model.layers.1.mlp.experts.base_layer.lora_B.weight", "model.layers.0.mlp.experts.lora_A.weight"] {
+      XCTAssertTrue(header.contains("base_model.model.\(key)"), "\(key) missing")
+    }
+    let qlora = try CLITests.run(common(s) + ["--method", "qlora", "--output", s.dir.appendingPathComponent("q").path] + experts)
+    XCTAssertEqual(qlora.status, 0, qlora.stderr)
+    XCTAssertTrue(qlora.stdout.contains("done: 2 steps"), qlora.stdout)
+
+    let merged = s.dir.appendingPathComponent("merged")
+    let merge = try CLITests.run(["merge", "--cpu", "--model", s.model.path, "--adapter", adapter.path, "--output", merged.path])
+    XCTAssertEqual(merge.status, 0, merge.stderr)
+    func loss(_ args: [String], _ tag: String) throws -> Double {
+      let json = s.dir.appendingPathComponent("\(tag).json")
+      let r = try CLITests.run(["eval", "--cpu", "--max-seq-length", "64", "--data", s.data.path, "--json", json.path] + args)
+      XCTAssertEqual(r.status, 0, r.stderr)
+      return try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])?["loss"] as? Double)
+    }
+    let viaAdapter = try loss(["--model", s.model.path, "--adapter", adapter.path], "a")
+    let viaMerged = try loss(["--model", merged.path], "m")
+    let base = try loss(["--model", s.model.path], "b")
+    XCTAssertEqual(viaMerged, viaAdapter, accuracy: Self.mergedLossTolerance)
+    XCTAssertNotEqual(viaAdapter, base, "the adapter changes the model")
+  }
+
+  /// Merged weights vs base + adapter: the same sums in another order (f32, two layers).
+  static let mergedLossTolerance = 1e-5
+
   func test_unsupportedModes_refusedWithWhatToChange() throws {
     let s = try setUp("refuse")
     let out = s.dir.appendingPathComponent("refused")
-    for (flags, says) in [(["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "target q_proj,k_proj,v_proj,o_proj"),
+    for (flags, says) in [(["--method", "lora", "--lora-target-modules", "q_proj,gate_proj"], "adapt the experts with lora_target_parameters"),
                           (["--objective", "reward", "--router-aux-loss-coef", "0.01"],
                            "reward models train without the load-balancing loss"),
-                          (["--router-aux-loss-coef=-1"], "use a weight ≥ 0")] {
+                          (["--router-aux-loss-coef=-1"], "use a weight ≥ 0"),
+                          (["--lora-target-parameters", "mlp.experts.w1"], "unknown LoRA target parameter"),
+                          (["--lora-target-parameters", "mlp.experts.down_proj", "--lora-dropout", "0.1"],
+                           "does not work with lora_dropout")] {
       let r = try CLITests.run(common(s) + flags + ["--output", out.path])
       XCTAssertNotEqual(r.status, 0, "\(flags)")
       XCTAssertTrue(r.stderr.contains(says), "\(flags): \(r.stderr)")
@@ -115,6 +159,10 @@ final class MoETrainTests: XCTestCase {
                                   "--router-aux-loss-coef", "0.01", "--output", out.path])
     XCTAssertNotEqual(dense.status, 0)
     XCTAssertTrue(dense.stderr.contains("this model is dense"), dense.stderr)
+    let denseExperts = try CLITests.run(["train", "--cpu", "--model", try TrainedRun.modelDirectory(), "--data", s.data.path,
+                                         "--lora-target-parameters", "mlp.experts.down_proj", "--output", out.path])
+    XCTAssertNotEqual(denseExperts.status, 0)
+    XCTAssertTrue(denseExperts.stderr.contains("this model is dense (use lora_target_modules)"), denseExperts.stderr)
   }
 
   /// DPO adds the policy pass's load-balancing loss as TRL's DPOTrainer does (the config's

@@ -37,6 +37,6 @@ final class LoRAConfigTests: XCTestCase {
     XCTAssertEqual(c, LoRAConfig(r: 16, alpha: 32, dropout: 0, targetModules: ["all-linear"], useDoRA: true))
     let back = try JSONSerialization.jsonObject(with: JSONEncoder().encode(c)) as? [String: Any]
     XCTAssertEqual(Set(back?.keys.map { $0 } ?? []),
-                   ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora"])
+                   ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora", "target_parameters"])
   }
 }

@@ -87,13 +87,12 @@ final class MoEQLoRATests: XCTestCase {
   }
 
   /// Adapters on a mixture-of-experts model's MLP names are refused with what to target (PEFT
-  /// applies those names to the experts, which this trainer cannot adapt yet) — also when
-  /// loading an adapter written with them.
+  /// adapts experts through target_parameters) — also when loading an adapter written with them.
   func test_mlpTargets_onExperts_refusedWithWhatToTarget() throws {
     let g = try Self.golden("mixtral")
     let w = try DecoderWeights(from: g.source, shape: g.shape, backend: TestBackends.cpu)
     XCTAssertThrowsError(try LoRAModel(weights: w, config: LoRAConfig(targetModules: ["q_proj", "up_proj"]), seed: 1)) {
-      XCTAssertTrue("\($0)".contains("target q_proj, k_proj, v_proj, o_proj"), "\($0)")
+      XCTAssertTrue("\($0)".contains("adapted through target_parameters (mlp.experts.gate_up_proj"), "\($0)")
     }
     XCTAssertEqual(try LoRAModel(weights: w, config: LoRAConfig(targetModules: ["all-linear"]), seed: 1).adapters.count,
                    4 * g.shape.layers, "all-linear means the attention on an experts model")

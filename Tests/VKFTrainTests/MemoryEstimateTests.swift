@@ -159,6 +159,20 @@ final class MemoryEstimateTests: XCTestCase {
     let actual = lora.trainableTensors.reduce(0) { $0 + $1.count }
     XCTAssertEqual(MemoryEstimate.loraElements(shape: Tiny.shape, rank: 4, targetModules: Set(LoRAConfig.allLinear)), actual)
   }
+
+  /// With LoRA on the experts too (target_parameters), on a model with a dense and a sparse layer.
+  func test_loraElements_withExpertAdapters_matchesLoRAModel() throws {
+    let shape = Tiny.expertShape
+    let weights = try DecoderWeights(from: Tiny.expertWeights, shape: shape, backend: TestBackends.cpu, trainable: .none)
+    for parameters in [["mlp.experts.gate_up_proj", "mlp.experts.down_proj"], ["down_proj"], ["experts.gate_up_proj"]] {
+      let config = LoRAConfig(r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], targetParameters: parameters)
+      let lora = try LoRAModel(weights: weights, config: config, seed: 1)
+      defer { lora.detach() }
+      let actual = lora.trainableTensors.reduce(0) { $0 + $1.count }
+      XCTAssertEqual(MemoryEstimate.loraElements(shape: shape, rank: 4, targetModules: ["q_proj", "v_proj"],
+                                                 expertParameters: Set(config.resolvedTargetParameters)), actual, "\(parameters)")
+    }
+  }
 }
 
 /// The activation estimate against the arena the model really allocates, for a plain block

@@ -19,6 +19,15 @@ final class ReplayedStepTests: XCTestCase {
     return SFTTask(model: try DecoderModel(weights: weights), lora: adapters)
   }
 
+  /// LoRA on the attention and on the experts (target_parameters) of the tiny MoE model.
+  private static func expertLoRATask(on backend: Backend) throws -> SFTTask {
+    let weights = try DecoderWeights(from: Tiny.expertWeights, shape: Tiny.expertShape, backend: backend)
+    let config = LoRAConfig(r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"],
+                            targetParameters: ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    let adapters = try LoRAModel(weights: weights, config: config, seed: 5)
+    return SFTTask(model: try DecoderModel(weights: weights), lora: adapters)
+  }
+
   /// Runs `steps` steps and returns the logged losses and the final trainables.
   private func train(_ task: SFTTask, replays: Bool, steps: Int = 6, accumulation: Int = 2,
                      maxSeqLength: Int = 10) throws -> (losses: [Double], values: [String: [Float]], trainer: Trainer) {
@@ -68,6 +77,17 @@ final class ReplayedStepTests: XCTestCase {
   func test_replayEqualsEager_experts_vulkan() throws {
     let vk = try Tiny.vulkanOrSkip()
     try checkReplayEqualsEager({ try Tiny.expertTask(on: vk) }, "experts, vulkan")
+  }
+
+  /// LoRA on the experts: its grouped rank products (and their recomputation in the
+  /// backward) replay like the eager step.
+  func test_replayEqualsEager_expertLoRA_cpu() throws {
+    try checkReplayEqualsEager({ try Self.expertLoRATask(on: TestBackends.cpu) }, "expert LoRA, cpu")
+  }
+
+  func test_replayEqualsEager_expertLoRA_vulkan() throws {
+    let vk = try Tiny.vulkanOrSkip()
+    try checkReplayEqualsEager({ try Self.expertLoRATask(on: vk) }, "expert LoRA, vulkan")
   }
 
   /// The staged path (rows padded to a multiple of 64 tokens) trains like the old one
