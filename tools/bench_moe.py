@@ -6,12 +6,13 @@ The model (made here by transformers, random init, fp32): Mixtral architecture, 
 8 layers, 8 heads (head_dim 64, GQA 8/4), 8 experts of width 1376 with top-2 routing, vocab
 49152 (SmolLM2's tokenizer, which the loader wants beside the weights), untied head, the
 load-balancing loss on (output_router_logits, coefficient 0.001): 194M parameters, 64M active
-per token (the embedding and LM head 50M of them). LoRA r 16, alpha 32, dropout 0 on q/k/v/o (what
-vkfinetune adapts on MoE models), AdamW lr 1e-3; batch 4 × 256 random ids, every target
-trained; one warm-up step, then --steps measured.
+per token (the embedding and LM head 50M of them). LoRA r 16, alpha 32, dropout 0 on q/k/v/o (the
+default on MoE models) and, with --experts, on every expert's gate_up_proj and down_proj too
+(PEFT's target_parameters), AdamW lr 1e-3; batch 4 × 256 random ids, every target trained; one
+warm-up step, then --steps measured.
 
   $VKF_REF_VENV/bin/python tools/bench_moe.py [--vkf .build/release/vkfinetune] [--steps 5] \
-      [--threads 2] [--work /tmp/vkf-moe-bench]
+      [--threads 2] [--work /tmp/vkf-moe-bench] [--experts]
 
 Run on an idle machine, with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` (OpenBLAS picks
 its kernels for the CPU, as on a user's machine). Prints one JSON document.
@@ -46,7 +47,10 @@ def make_model(directory):
     shutil.copy(shared, directory)
 
 
-def torch_step_rate(directory, steps, threads):
+EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+def torch_step_rate(directory, steps, threads, experts):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -54,7 +58,8 @@ def torch_step_rate(directory, steps, threads):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             target_parameters=EXPERT_PARAMETERS if experts else None))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(0, 49152, (B, T))
@@ -71,9 +76,10 @@ def torch_step_rate(directory, steps, threads):
     return B * T * len(times) / sum(times), out.loss.item()
 
 
-def vkf_step_rate(vkf, directory, steps):
+def vkf_step_rate(vkf, directory, steps, experts):
+    extra = ["--lora-target-parameters", ",".join(EXPERT_PARAMETERS)] if experts else []
     out = subprocess.run([vkf, "bench", "train", "--cpu", "--model", directory, "--method", "lora", "--batch", str(B),
-                          "--seq", str(T), "--steps", str(steps), "--lora-r", "16"],
+                          "--seq", str(T), "--steps", str(steps), "--lora-r", "16"] + extra,
                          capture_output=True, text=True, check=True)
     m = re.search(r"([0-9.]+) tokens/s", out.stdout)
     if not m:
@@ -87,13 +93,15 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--work", default="/tmp/vkf-moe-bench")
+    ap.add_argument("--experts", action="store_true", help="LoRA on the experts too")
     a = ap.parse_args()
     model = os.path.join(a.work, "mixtral-194m")
     make_model(model)
-    ours, log = vkf_step_rate(a.vkf, model, a.steps)
-    theirs, loss = torch_step_rate(model, a.steps, a.threads)
+    ours, log = vkf_step_rate(a.vkf, model, a.steps, a.experts)
+    theirs, loss = torch_step_rate(model, a.steps, a.threads, a.experts)
     print(log, file=sys.stderr)
-    print(json.dumps({"model": model, "batch": B, "seq": T, "steps": a.steps, "vkfinetune_tok_s": ours,
+    print(json.dumps({"model": model, "batch": B, "seq": T, "steps": a.steps, "expert_lora": a.experts,
+                      "vkfinetune_tok_s": ours,
                       "pytorch_peft_tok_s": theirs, "ratio": ours / theirs, "pytorch_last_loss": loss}, indent=1))
 
 

@@ -47,6 +47,9 @@ struct BenchTrain: ParsableCommand {
   @Option(help: "LoRA rank (adapters on every projection but lm_head).")
   var loraR = 16
 
+  @Option(help: "Mixture-of-experts models: also adapt these expert parameters (mlp.experts.gate_up_proj,mlp.experts.down_proj).")
+  var loraTargetParameters: String?
+
   @Flag(help: "Recompute activations in the backward pass.")
   var gradientCheckpointing = false
 
@@ -107,8 +110,16 @@ struct BenchTrain: ParsableCommand {
     let rows = objective.isPreference ? 2 * batch : batch
     settings.perDeviceTrainBatchSize = rows; settings.gradientCheckpointing = gradientCheckpointing
     settings.bf16 = bf16; settings.fp16 = fp16
-    if objective != .sft, loaded.shape.moe != nil { settings.routerAuxLossCoef = 0 }  // sft only, as train says
-    (settings, loaded.shape) = try TrainRun.forExperts(settings, shape: loaded.shape)  // attention LoRA on experts models
+    settings.loraTargetParameters = loraTargetParameters.map {
+      $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+    } ?? []
+    if !settings.loraTargetParameters.isEmpty {
+      do { try settings.loraConfig.validate(modules: RecipeKeys.targetableModules) } catch let e as PEFTError {
+        throw RecipeError(e.message)
+      }
+    }
+    // Attention LoRA (and expert LoRA when asked) on experts models; the load-balancing loss as train has it.
+    (settings, loaded.shape) = try TrainRun.forExperts(settings, shape: loaded.shape)
 
     let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant,
                                            frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
