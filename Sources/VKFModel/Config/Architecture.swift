@@ -1,7 +1,8 @@
 /// What a Hugging Face `model_type` means to this decoder: its transformers config class's
 /// defaults and the blocks it switches on. `registry` has one entry per supported type;
 /// `DecoderConfig` decodes through it and `TransformerShape(config:)` builds from it, so an
-/// architecture composed of the existing blocks is one entry here (plus its goldens).
+/// architecture composed of the existing blocks is one file in Sources/VKFModel/Architectures
+/// and one `registry` entry (plus its goldens).
 public struct Architecture: Sendable {
   /// How `sliding_window` spreads over the layers when `layer_types` is absent.
   public enum WindowRule: Sendable, Equatable {
@@ -55,43 +56,10 @@ public struct Architecture: Sendable {
   /// The sparse mixture-of-experts block's layout, nil for dense MLPs only.
   public var moe: MoEStyle? = nil
 
-  /// Every supported architecture, in the order error messages list them.
+  /// Every supported architecture, in the order error messages list them: one file each in
+  /// Sources/VKFModel/Architectures, composed of the shared blocks this type switches on.
   public static let registry: [Architecture] = [
-    Architecture(modelType: "llama", causalLM: "LlamaForCausalLM",
-                 sequenceClassification: "LlamaForSequenceClassification", defaultContext: 2048),
-    Architecture(modelType: "mistral", causalLM: "MistralForCausalLM",
-                 sequenceClassification: "MistralForSequenceClassification", defaultContext: 131072,
-                 defaultWindow: 4096, windowOnByDefault: true, windowRule: .everyLayer),
-    Architecture(modelType: "qwen2", causalLM: "Qwen2ForCausalLM",
-                 sequenceClassification: "Qwen2ForSequenceClassification", defaultContext: 32768,
-                 defaultWindow: 4096, windowRule: .fromMaxWindowLayers, qkvBiasAlways: true),
-    Architecture(modelType: "qwen3", causalLM: "Qwen3ForCausalLM",
-                 sequenceClassification: "Qwen3ForSequenceClassification", defaultContext: 32768,
-                 defaultHeadDim: 128, defaultWindow: 4096, windowRule: .fromMaxWindowLayers, qkNorm: true),
-    Architecture(modelType: "gemma", causalLM: "GemmaForCausalLM",
-                 sequenceClassification: "GemmaForSequenceClassification", defaultContext: 8192,
-                 defaultHeadDim: 256, defaultTied: true, gemma: true),
-    Architecture(modelType: "gemma2", causalLM: "Gemma2ForCausalLM",
-                 sequenceClassification: "Gemma2ForSequenceClassification", defaultContext: 8192,
-                 defaultHeadDim: 256, defaultTied: true, defaultWindow: 4096, windowOnByDefault: true,
-                 windowRule: .everyNthFull(defaultPattern: 2), gemma: true, sandwichNorms: true,
-                 softcapKeys: true, defaultSoftcaps: (50, 30)),
-    Architecture(modelType: "gemma3_text", causalLM: "Gemma3ForCausalLM",
-                 sequenceClassification: "Gemma3TextForSequenceClassification", defaultContext: 131072,
-                 defaultHeadDim: 256, defaultTied: true, defaultRopeTheta: 1_000_000, defaultWindow: 4096,
-                 windowOnByDefault: true, windowRule: .everyNthFull(defaultPattern: 6), gemma: true,
-                 sandwichNorms: true, qkNorm: true, softcapKeys: true, defaultLocalRopeTheta: 10000),
-    Architecture(modelType: "phi3", causalLM: "Phi3ForCausalLM",
-                 sequenceClassification: "Phi3ForSequenceClassification", defaultContext: 4096,
-                 defaultRMSNormEps: 1e-5, windowOnByDefault: true, windowRule: .everyLayer,
-                 fusedProjections: true),
-    Architecture(modelType: "mixtral", causalLM: "MixtralForCausalLM",
-                 sequenceClassification: "MixtralForSequenceClassification", defaultContext: 131072,
-                 defaultRMSNormEps: 1e-5, defaultRopeTheta: 1_000_000, windowOnByDefault: true,
-                 windowRule: .everyLayer, moe: .mixtral),
-    Architecture(modelType: "qwen3_moe", causalLM: "Qwen3MoeForCausalLM",
-                 sequenceClassification: "Qwen3MoeForSequenceClassification", defaultContext: 32768,
-                 windowRule: .fromMaxWindowLayers, qkNorm: true, moe: .qwen3),
+    .llama, .mistral, .qwen2, .qwen3, .gemma, .gemma2, .gemma3Text, .phi3, .mixtral, .qwen3MoE,
   ]
 
   /// The entry for `modelType`, or nil when it is not supported.
