@@ -3,11 +3,14 @@
 //                                  CPU twin: CPUBackend.activation / activationBackward
 //   ACT 0 (gelu, BERT's exact): x·Φ(x) = ½·x·(1 + erf(x/√2)); derivative Φ(x) + x·φ(x).
 //   ACT 1 (gelu_tanh): ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+//   ACT 2 (sigmoid): σ(x) = 1 / (1 + e^−x) from e^−|x| (no overflow); derivative σ(1 − σ).
 //   BACKWARD 0: out = act(x).  BACKWARD 1: out = dy ⊙ act'(x).
 //   GLSL has no erf: Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-7), odd-extended.
 // variant: ACT=1
 // variant: BACKWARD=1
 // variant: ACT=1 BACKWARD=1
+// variant: ACT=2
+// variant: ACT=2 BACKWARD=1
 // Shapes: x, dy, out (n) f32. out may alias x or dy.
 // Bindings: 0 x (readonly), 1 dy (readonly; BACKWARD 1 only), 2 out.
 // Push (after boff[8]): n → Swift `ActivationPush`.
@@ -50,6 +53,10 @@ void main() {
   float cdf = 0.5 * (1.0 + erf_approx(v * 0.70710678118654752));
   float value = v * cdf;
   float slope = cdf + v * exp(-0.5 * v * v) * 0.39894228040143268;
+#elif ACT == 2
+  float e = exp(-abs(v));
+  float value = v >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+  float slope = value * (1.0 - value);
 #else
   const float c = 0.7978845608028654, k = 0.044715;
   float t = tanh_safe(c * (v + k * v * v * v));

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for the mixture-of-experts decoders (Mixtral, Qwen3-MoE) vs transformers.
+"""Golden fixtures for the mixture-of-experts decoders (Mixtral, Qwen3-MoE, Qwen2-MoE) vs transformers.
 
 For each tiny random config this writes, into Tests/VKFModelTests/Fixtures/golden/:
   <name>.weights.safetensors   the checkpoint as save_pretrained writes it (one 2-D tensor per
@@ -12,6 +12,11 @@ For each tiny random config this writes, into Tests/VKFModelTests/Fixtures/golde
                                into the checkpoint's per-expert names here)
   <name>.config.json           the config (the tests load the shape from it)
 
+Qwen2-MoE's sparse block adds a shared expert: out = experts(x) + sigmoid(shared_expert_gate(x))
+· shared_expert(x), a plain gated-SiLU MLP (mlp.shared_expert.{gate,up,down}_proj) and a
+Linear(hidden, 1) gate (mlp.shared_expert_gate.weight, shape (1, hidden)), both saved under
+those names as they are; its q/k/v projections have biases (qkv_bias).
+
 ce is F.cross_entropy over the given targets (mean over non-ignored); aux is transformers'
 load_balancing_loss_func over every sparse layer's router logits with the attention mask
 (row 1 ends in two padding tokens, whose targets are ignored). The forward itself runs
@@ -19,11 +24,14 @@ without the mask: with right padding no real token attends to a padding token, s
 real token's logits and every gradient are what a masked run gives (the padding rows'
 logits are compared too: both sides run them causally).
 
-The routers are initialised wide (std 0.3), and the seed is advanced until each token's K-th
-and (K+1)-th router logits differ by at least MIN_MARGIN: the top-K choice is then
-the same in any f32 summation order.
+The routers are initialised wide (std 0.3; Qwen2-MoE's shared-expert gates std 0.15, so that
+their sigmoid varies across tokens, about 0.2 to 0.9, without saturating), and the seed is
+advanced until each token's K-th and (K+1)-th router logits differ by at least MIN_MARGIN:
+the top-K choice is then the same in any f32 summation order.
 
-Run with the reference venv:  $VKF_REF_VENV/bin/python tools/make_moe_fixtures.py
+Run with the reference venv:  $VKF_REF_VENV/bin/python tools/make_moe_fixtures.py [--only NAME ...]
+(--only writes just the named configs; each config draws from its own seed, so the others'
+files are the same either way.)
 """
 import json
 import os
@@ -32,7 +40,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +66,12 @@ CONFIGS = {
     "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM,
                   dict(intermediate_size=96, moe_intermediate_size=32, num_experts=6, num_experts_per_tok=3,
                        norm_topk_prob=False, mlp_only_layers=[0], head_dim=64, rope_theta=10000.0), 12),
+    # Qwen2-MoE: q/k/v biases, both layers sparse: 4 experts of width 32, top-2 probabilities not
+    # renormalised, plus a shared expert of width 48 behind a sigmoid gate; head_dim 16 (hidden / heads);
+    # intermediate_size (96) is the width of a dense layer, which this model has none of.
+    "qwen2_moe": (Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                  dict(intermediate_size=96, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                       num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, rope_theta=10000.0), 13),
 }
 
 
@@ -108,6 +123,8 @@ def make_once(name, config_cls, model_cls, extra, seed):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             elif pname.endswith("mlp.gate.weight"):
                 p.copy_(0.3 * torch.randn_like(p))  # distinct router logits (see MIN_MARGIN)
+            elif pname.endswith("mlp.shared_expert_gate.weight"):
+                p.copy_(0.15 * torch.randn_like(p))  # a shared-expert gate that varies across tokens, unsaturated
             else:
                 p.copy_(0.08 * torch.randn_like(p))
     model.train(False)
@@ -121,7 +138,12 @@ def make_once(name, config_cls, model_cls, extra, seed):
     mask[1, 5:] = 0  # right padding
     targets[1, 4:] = -100
 
+    gates = []  # the shared-expert gates' sigmoid, per sparse layer (Qwen2-MoE), for the log line
+    hooks = [mod.register_forward_hook(lambda _m, _i, o: gates.append(torch.sigmoid(o.detach())))
+             for mname, mod in model.named_modules() if mname.endswith("mlp.shared_expert_gate")]
     out = model(input_ids=ids, output_router_logits=True)
+    for h in hooks:
+        h.remove()
     logits = out.logits
     k = cfg.num_experts_per_tok
     for r in out.router_logits:
@@ -157,12 +179,19 @@ def make_once(name, config_cls, model_cls, extra, seed):
     with open(os.path.join(OUT, name + ".config.json"), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)
     print(f"{name}: ce {ce.item():.6f} aux {aux.item():.6f} loss {loss.item():.6f}, {len(state)} weights, "
-          f"{len(grads)} gradients (seed {seed})", file=sys.stderr)
+          f"{len(grads)} gradients (seed {seed})" +
+          "".join(f", shared gate {i}: sigmoid {g.min().item():.3f}..{g.max().item():.3f}" for i, g in enumerate(gates)),
+          file=sys.stderr)
     return True
 
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.use_deterministic_algorithms(True)
-    for name, (c, m, extra, seed) in CONFIGS.items():
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else list(CONFIGS)
+    unknown = [n for n in only if n not in CONFIGS]
+    if unknown or not only:
+        sys.exit(f"--only takes config names from {list(CONFIGS)}; got {only}")
+    for name in only:
+        c, m, extra, seed = CONFIGS[name]
         make(name, c, m, extra, seed)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """GGUF fixtures of the mixture-of-experts decoders, written as llama.cpp's converter writes them.
 
-For each tiny random model (Mixtral and Qwen3-MoE, every layer sparse) this writes, into
+For each tiny random model (Mixtral, Qwen3-MoE and Qwen2-MoE, every layer sparse) this writes, into
 Tests/VKFModelTests/Fixtures/gguf/:
   <name>.f32.gguf              the model as `convert_hf_to_gguf.py --outtype f32` writes it
-  <name>.q8_0.gguf             … and as `--outtype q8_0` writes it (norms and the router
-                               `ffn_gate_inp` stay F32, as the converter keeps them)
+  <name>.q8_0.gguf             … and as `--outtype q8_0` writes it (norms, biases, the router
+                               `ffn_gate_inp` and the shared-expert gate `ffn_gate_inp_shexp`
+                               stay F32, as the converter keeps them)
   <name>.config.json           the config.json transformers saves (the test compares shapes)
   <name>.expected.safetensors  ids (i32, (B, T)); logits (B*T, V) of the transformers model;
                                logits_q8_0: the same model with every Q8_0-stored weight
@@ -24,6 +25,19 @@ conversion/base.py `TextModel.set_gguf_parameters` and `prepare_tensors`):
     mlp_only_layers or decoder_sparse_step: llama.cpp always renormalises the top-k weights
     and makes every layer sparse, so the Qwen3-MoE model here has norm_topk_prob true and no
     dense layer (the golden qwen3_moe fixture has both, which a GGUF cannot express).
+  - Qwen2-MoE: "qwen2moe" (conversion/qwen.py `Qwen2MoeModel`); the two counts,
+    qwen2moe.expert_feed_forward_length (moe_intermediate_size) and
+    qwen2moe.expert_shared_feed_forward_length (shared_expert_intermediate_size);
+    feed_forward_length is the dense intermediate_size (unused: every layer sparse). No
+    key_length / value_length: the config has no head_dim (llama.cpp takes hidden / heads, and
+    its qwen2moe graph needs heads · head_dim = hidden, hence head_dim 8 here). Rows not
+    permuted (NEOX rope). q/k/v biases as blk.N.attn_{q,k,v}.bias (F32). The shared expert:
+    blk.N.ffn_{gate,up,down}_shexp.weight, plain 2-D (numpy (S, C), (S, C), (C, S)), and its
+    gate blk.N.ffn_gate_inp_shexp.weight, numpy (1, C) = ne [C, 1], kept F32 like the router.
+    llama.cpp's qwen2moe never renormalises the top-k weights (norm_w false), so this model has
+    norm_topk_prob false, as Qwen2-MoE checkpoints do. The widths (hidden 32, experts 64, shared
+    96, dense 128) are distinct, so no two of the stacks' or shared projections' ne agree, and
+    multiples of 32, so every matrix but the F32 ones is Q8_0 in the Q8_0 file.
   - Per block: blk.N.ffn_gate_inp (router, numpy (E, C)), and the experts' projections
     stacked with torch.stack(dim=0): ffn_gate_exps / ffn_up_exps from w1 / w3 or gate_proj /
     up_proj, numpy (E, F, C) = ggml ne [C, F, E]; ffn_down_exps from w2 / down_proj, numpy
@@ -40,18 +54,29 @@ Checked against llama.cpp (neither check is part of the test suite):
     same transformers checkpoints with --outtype f32 / q8_0, writes byte-identical tensors
     (names, types, ne, data) and the same metadata but for general.name / size_label / type
     and the tokenizer section (these models have no tokenizer files, so the check replaced
-    the converter's vocabulary step).
-  - llama.cpp (llama-cpp-python 0.3.36, CPU, f32 KV cache) loads all four files; its logits for
+    the converter's vocabulary step). `--check-converter` runs this check; all six files pass.
+  - llama.cpp (llama-cpp-python 0.3.36, CPU, f32 KV cache) loads all six files; its logits for
     both rows of ids, one sequence at a time, against this file's references (`--check-llama-cpp`):
       mixtral.f32   vs logits        max|diff| 6.6e-07  nmse 9.5e-14  argmax agrees 12/12
       qwen3moe.f32  vs logits        max|diff| 6.9e-07  nmse 1.1e-13  argmax agrees 12/12
+      qwen2moe.f32  vs logits        max|diff| 7.2e-07  nmse 1.1e-13  argmax agrees 12/12
       mixtral.q8_0  vs logits_q8_0   max|diff| 2.2e-02  nmse 1.1e-04  argmax agrees 12/12
       qwen3moe.q8_0 vs logits_q8_0   max|diff| 2.5e-02  nmse 1.1e-04  argmax agrees 12/12
+      qwen2moe.q8_0 vs logits_q8_0   max|diff| 3.4e-02  nmse 2.1e-04  argmax agrees 12/12
     (llama.cpp's CPU kernels round the activations to Q8_0 before a Q8_0 matmul, hence the
     Q8_0 rows' larger difference; with the default f16 KV cache the f32 rows give ~8e-04.)
 
-Run with the reference venv:  /root/.cache/vkf-ref/venv/bin/python tools/make_moe_gguf_fixtures.py
-Check with llama.cpp:  <python with llama-cpp-python and numpy> tools/make_moe_gguf_fixtures.py --check-llama-cpp
+Run with the reference venv:  /root/.cache/vkf-ref/venv/bin/python tools/make_moe_gguf_fixtures.py [--only NAME ...]
+(--only writes just the named models; each model draws from its own seed, so the others' files are
+the same either way.)
+Check with llama.cpp:  <python with llama-cpp-python and numpy> tools/make_moe_gguf_fixtures.py --check-llama-cpp [--only NAME ...]
+Check against llama.cpp's converter (after generating; the reference venv, and a llama.cpp source tree
+with convert_hf_to_gguf.py, conversion/ and gguf-py/ in $LLAMA_CPP_SRC, default /tmp/llamacpp-src):
+  /root/.cache/vkf-ref/venv/bin/python tools/make_moe_gguf_fixtures.py --check-converter [--only NAME ...]
+runs the converter (its vocabulary step replaced: these models have no tokenizer files) on the
+transformers checkpoint the generator saved in /tmp/vkf-moe-gguf-<name>, with --outtype f32 and q8_0,
+and compares every tensor (name, type, ne, bytes) and every metadata key but general.name /
+size_label / type and tokenizer.* with the fixture.
 """
 import json
 import os
@@ -88,6 +113,13 @@ MODELS = {
     "qwen3moe": ("qwen3moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
                  dict(intermediate_size=64, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=3,
                       norm_topk_prob=True, mlp_only_layers=[], decoder_sparse_step=1), 22),
+    # Qwen2-MoE: q/k/v biases, 4 experts of width 64, top-2 not renormalised, a shared expert of
+    # width 96 behind a sigmoid gate, dense width 128 (unused); head_dim None: dropped from COMMON,
+    # so the model takes hidden / heads = 8, as llama.cpp's qwen2moe requires.
+    "qwen2moe": ("qwen2moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                 dict(intermediate_size=128, moe_intermediate_size=64, shared_expert_intermediate_size=96,
+                      num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, mlp_only_layers=[],
+                      decoder_sparse_step=1, head_dim=None), 23),
 }
 
 
@@ -121,6 +153,12 @@ def gguf_tensors(name, arch, cfg, state):
         "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
         "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
         f"{block}.gate.weight": "ffn_gate_inp.weight",
+        "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+        "self_attn.v_proj.bias": "attn_v.bias",
+        "mlp.shared_expert_gate.weight": "ffn_gate_inp_shexp.weight",
+        "mlp.shared_expert.gate_proj.weight": "ffn_gate_shexp.weight",
+        "mlp.shared_expert.up_proj.weight": "ffn_up_shexp.weight",
+        "mlp.shared_expert.down_proj.weight": "ffn_down_shexp.weight",
     }
     out = [("token_embd.weight", state["model.embed_tokens.weight"]),
            ("output_norm.weight", state["model.norm.weight"]),
@@ -149,7 +187,8 @@ def gguf_tensors(name, arch, cfg, state):
 
 def stored_type(gguf_name, array, qtype):
     """convert_hf_to_gguf.py prepare_tensors: 1-D tensors, norms and ffn_gate_inp stay F32."""
-    if qtype == QT.F32 or array.ndim <= 1 or gguf_name.endswith("_norm.weight") or ".ffn_gate_inp." in gguf_name:
+    if qtype == QT.F32 or array.ndim <= 1 or gguf_name.endswith("_norm.weight") or ".ffn_gate_inp." in gguf_name \
+            or ".ffn_gate_inp_shexp." in gguf_name:
         return QT.F32
     return qtype
 
@@ -167,14 +206,17 @@ def write_gguf(path, name, arch, cfg, tensors, qtype):
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_expert_count(cfg.get("num_local_experts") or cfg["num_experts"])
     w.add_expert_used_count(cfg["num_experts_per_tok"])
-    w.add_key_length(cfg["head_dim"])
-    w.add_value_length(cfg["head_dim"])
+    if cfg.get("head_dim") is not None:  # TextModel.set_gguf_parameters writes them only then
+        w.add_key_length(cfg["head_dim"])
+        w.add_value_length(cfg["head_dim"])
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if qtype == QT.F32 else gguf.LlamaFileType.MOSTLY_Q8_0)
     if arch == "llama":  # LlamaModel.set_gguf_parameters
         w.add_vocab_size(cfg["vocab_size"])
         w.add_rope_dimension_count(cfg["head_dim"])
     else:  # Qwen2MoeModel.set_gguf_parameters
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+        if cfg.get("shared_expert_intermediate_size") is not None:
+            w.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     tokens, types = vocabulary(cfg["vocab_size"])
     w.add_tokenizer_model("llama")
@@ -205,7 +247,8 @@ def round_trip_q8_0(state):
     out = {}
     for k, v in state.items():
         a = v.numpy()
-        keep = a.ndim <= 1 or k.endswith("norm.weight") or k.endswith(".gate.weight")
+        keep = a.ndim <= 1 or k.endswith("norm.weight") or k.endswith(".gate.weight") \
+            or k.endswith(".shared_expert_gate.weight")
         out[k] = v if keep else torch.from_numpy(dequantize(quantize(a, QT.Q8_0), QT.Q8_0).reshape(a.shape).copy())
     return out
 
@@ -221,7 +264,7 @@ def make_once(name, arch, config_name, model_name, extra, seed):
     import transformers
     config_cls, model_cls = getattr(transformers, config_name), getattr(transformers, model_name)
     torch.manual_seed(seed)
-    cfg = config_cls(**{**COMMON, **extra})
+    cfg = config_cls(**{k: v for k, v in {**COMMON, **extra}.items() if v is not None})
     model = model_cls(cfg).float()
     with torch.no_grad():
         for pname, p in model.named_parameters():
@@ -229,6 +272,8 @@ def make_once(name, arch, config_name, model_name, extra, seed):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             elif pname.endswith("mlp.gate.weight"):
                 p.copy_(0.3 * torch.randn_like(p))
+            elif pname.endswith("mlp.shared_expert_gate.weight"):
+                p.copy_(0.3 * torch.randn_like(p))  # a gate that varies across tokens (hidden 32)
             else:
                 p.copy_(0.1 * torch.randn_like(p))
     model.train(False)
@@ -276,10 +321,79 @@ def read_safetensors(path):
     return out
 
 
+def selected():
+    """The model names after --only (every model without it)."""
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else list(MODELS)
+    if not only or any(n not in MODELS for n in only):
+        sys.exit(f"--only takes model names from {list(MODELS)}; got {only}")
+    return only
+
+
+# Runs llama.cpp's convert_hf_to_gguf.py with every model class's vocabulary step replaced by a
+# placeholder SentencePiece list (the tokenizer section is not compared).
+CONVERTER = r"""
+import runpy, sys
+src, hf_dir, outtype, outfile = sys.argv[1:5]
+sys.path.insert(0, src)
+sys.path.insert(1, src + "/gguf-py")
+import conversion
+def placeholder_vocab(self):
+    n = self.hparams["vocab_size"]
+    self.gguf_writer.add_tokenizer_model("llama")
+    self.gguf_writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(n - 3)])
+get_model_class = conversion.get_model_class
+def patched(*args, **kwargs):
+    cls = get_model_class(*args, **kwargs)
+    cls.set_vocab = placeholder_vocab
+    return cls
+conversion.get_model_class = patched
+sys.argv = ["convert_hf_to_gguf.py", hf_dir, "--outtype", outtype, "--outfile", outfile]
+runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+
+def check_converter():
+    """Converts each model's saved checkpoint with llama.cpp's converter and compares the result."""
+    import subprocess
+    import tempfile
+    src = os.environ.get("LLAMA_CPP_SRC", "/tmp/llamacpp-src")
+    ignored = ("general.name", "general.size_label", "general.type")
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in selected():
+            hf_dir = f"/tmp/vkf-moe-gguf-{name}"
+            if not os.path.isdir(hf_dir):
+                sys.exit(f"{hf_dir} is missing: generate {name} first")
+            for qtype in ("f32", "q8_0"):
+                converted = os.path.join(tmp, f"{name}.{qtype}.gguf")
+                run = subprocess.run([sys.executable, "-c", CONVERTER, src, hf_dir, qtype, converted],
+                                     capture_output=True, text=True)
+                if run.returncode != 0:
+                    sys.exit(f"the converter failed on {name} {qtype}:\n{run.stderr[-4000:]}")
+                a = gguf.GGUFReader(converted)
+                b = gguf.GGUFReader(os.path.join(OUT, f"{name}.{qtype}.gguf"))
+                ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+                bad = sorted(set(ta) ^ set(tb)) + [
+                    k for k in set(ta) & set(tb)
+                    if ta[k].tensor_type != tb[k].tensor_type or list(ta[k].shape) != list(tb[k].shape)
+                    or not np.array_equal(np.asarray(ta[k].data).view(np.uint8), np.asarray(tb[k].data).view(np.uint8))]
+
+                def fields(r):
+                    return {k: f.contents() for k, f in r.fields.items()
+                            if not k.startswith(("GGUF.", "tokenizer.")) and k not in ignored}
+                fa, fb = fields(a), fields(b)
+                meta = {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+                failed |= bool(bad or meta)
+                print(f"{name}.{qtype}: {len(tb)} tensors, {len(fb)} metadata keys compared; "
+                      f"differing tensors {bad or 'none'}; differing metadata {meta or 'none'}")
+    if failed:
+        sys.exit("the converter's files differ from the fixtures")
+
+
 def check_llama_cpp():
     """Loads every fixture in llama.cpp (llama-cpp-python) and prints how its logits compare."""
     from llama_cpp import Llama
-    for name in MODELS:
+    for name in selected():
         expected = read_safetensors(os.path.join(OUT, f"{name}.expected.safetensors"))
         ids = expected["ids"]
         for qtype, key in (("f32", "logits"), ("q8_0", "logits_q8_0")):
@@ -303,8 +417,12 @@ if __name__ == "__main__":
     if "--check-llama-cpp" in sys.argv:
         check_llama_cpp()
         sys.exit(0)
+    if "--check-converter" in sys.argv:
+        check_converter()
+        sys.exit(0)
     os.makedirs(OUT, exist_ok=True)
     torch.use_deterministic_algorithms(True)
-    for name, (arch, c, m, extra, seed) in MODELS.items():
+    for name in selected():
+        arch, c, m, extra, seed = MODELS[name]
         if not any(make_once(name, arch, c, m, extra, seed + 1000 * attempt) for attempt in range(100)):
             sys.exit(f"{name}: no seed gave a routing margin >= {MIN_MARGIN}")

@@ -73,6 +73,14 @@ enum GeluTanh {
   }
 }
 
+/// σ(x) = 1 / (1 + e^−x) in f32, evaluated without overflow (e^−|x| only), as the shader.
+enum Sigmoid {
+  static func value(_ x: Float) -> Float {
+    let e = expf(-abs(x))
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e)
+  }
+}
+
 // MARK: - Token embedding
 // Legend: N ids, V vocabulary, C channels.
 
@@ -244,6 +252,7 @@ extension CPUBackend {
       switch kind {
       case .gelu: for i in r { o[i] = GeluErf.value(x[i]) }
       case .geluTanh: for i in r { o[i] = GeluTanh.value(x[i]) }
+      case .sigmoid: for i in r { o[i] = Sigmoid.value(x[i]) }
       }
     }
   }
@@ -258,6 +267,7 @@ extension CPUBackend {
       switch kind {
       case .gelu: for i in r { d[i] = dy[i] * GeluErf.derivative(x[i]) }
       case .geluTanh: for i in r { d[i] = dy[i] * GeluTanh.derivative(x[i]) }
+      case .sigmoid: for i in r { let s = Sigmoid.value(x[i]); d[i] = dy[i] * s * (1 - s) }
       }
     }
   }

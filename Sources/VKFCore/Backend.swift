@@ -331,6 +331,8 @@ public enum Activation: String, Sendable, Equatable {
   case gelu
   /// gelu_new / gelu_pytorch_tanh: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
   case geluTanh
+  /// σ(x) = 1 / (1 + e^−x): a shared expert's gate (Qwen2-MoE's shared_expert_gate).
+  case sigmoid
 }
 
 // MARK: - Conveniences

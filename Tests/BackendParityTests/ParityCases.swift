@@ -178,17 +178,20 @@ enum ParityTable {
       try b.rmsNormBackward(dOut, x: x, weight: w, rstd: rstd, dx: dx, dWeight: dw)
       return [try b.floats(dx), try b.floats(dw)]
     },
-    ParityCase(op: .activation, name: "exact GELU, 1000 values in ±6", tolerance: .reduction) { b in
+    ParityCase(op: .activation, name: "exact GELU and sigmoid, 1000 values in ±6 (sigmoid ±40)", tolerance: .reduction) { b in
       let x = try b.random([1000], seed: 70, -6, 6), out = try b.allocate([1000])
       try b.activation(.gelu, x, into: out)
-      return [try b.floats(out)]
+      let wide = try b.random([1000], seed: 73, -40, 40), sigmoid = try b.allocate([1000])
+      try b.activation(.sigmoid, wide, into: sigmoid)
+      return [try b.floats(out), try b.floats(sigmoid)]
     },
-    ParityCase(op: .activationBackward, name: "exact and tanh GELU derivatives", tolerance: .reduction) { b in
+    ParityCase(op: .activationBackward, name: "exact and tanh GELU and sigmoid derivatives", tolerance: .reduction) { b in
       let x = try b.random([1000], seed: 71, -6, 6), dOut = try b.random([1000], seed: 72)
-      let dx = try b.allocate([1000]), dxTanh = try b.allocate([1000])
+      let dx = try b.allocate([1000]), dxTanh = try b.allocate([1000]), dxSigmoid = try b.allocate([1000])
       try b.activationBackward(.gelu, dOut, x: x, into: dx)
       try b.activationBackward(.geluTanh, dOut, x: x, into: dxTanh)
-      return [try b.floats(dx), try b.floats(dxTanh)]
+      try b.activationBackward(.sigmoid, dOut, x: x, into: dxSigmoid)
+      return [try b.floats(dx), try b.floats(dxTanh), try b.floats(dxSigmoid)]
     },
     ParityCase(op: .layerNorm, name: "67 rows × 257", tolerance: .reduction) { b in
       let x = try b.random([67, 257], seed: 60, -3, 3), w = try b.random([257], seed: 61), bias = try b.random([257], seed: 62)

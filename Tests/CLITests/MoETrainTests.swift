@@ -7,8 +7,9 @@ import XCTest
 final class MoETrainTests: XCTestCase {
   /// The model's directory: config.json, random weights by Mixtral's checkpoint names, and the
   /// shared SmolLM2 tokenizer files.
-  static func tinyMixtral(in dir: URL) throws -> URL {
-    let model = dir.appendingPathComponent("tiny-mixtral")
+  /// `qwen2MoE`: a Qwen2-MoE instead (q/k/v biases, a shared expert of width 48 per layer).
+  static func tinyMixtral(in dir: URL, qwen2MoE: Bool = false) throws -> URL {
+    let model = dir.appendingPathComponent(qwen2MoE ? "tiny-qwen2-moe" : "tiny-mixtral")
     try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
     let shared = URL(fileURLWithPath: try TrainedRun.modelDirectory())
     for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
@@ -18,13 +19,20 @@ final class MoETrainTests: XCTestCase {
       }
     }
     let (v, h, f, layers, experts, kv, hd) = (49152, 64, 96, 2, 4, 32, 16)
-    let config: [String: Any] = [
+    var config: [String: Any] = [
       "model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "vocab_size": v, "hidden_size": h,
       "intermediate_size": f, "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
       "head_dim": hd, "num_local_experts": experts, "num_experts_per_tok": 2, "output_router_logits": true,
       "router_aux_loss_coef": 0.01, "tie_word_embeddings": true, "max_position_embeddings": 512,
       "bos_token_id": 1, "eos_token_id": 2,
     ]
+    let sharedWidth = 48, block = qwen2MoE ? "mlp" : "block_sparse_moe"
+    let (gName, uName, dName) = qwen2MoE ? ("gate_proj", "up_proj", "down_proj") : ("w1", "w3", "w2")
+    if qwen2MoE {
+      config["model_type"] = "qwen2_moe"; config["architectures"] = ["Qwen2MoeForCausalLM"]
+      config["num_local_experts"] = nil; config["num_experts"] = experts
+      config["moe_intermediate_size"] = f; config["shared_expert_intermediate_size"] = sharedWidth
+    }
     try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
     var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [v, h]), ("model.norm.weight", [h])]
     for l in 0..<layers {
@@ -32,10 +40,17 @@ final class MoETrainTests: XCTestCase {
       shapes += [(p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
                  (p + "self_attn.q_proj.weight", [4 * hd, h]), (p + "self_attn.k_proj.weight", [kv, h]),
                  (p + "self_attn.v_proj.weight", [kv, h]), (p + "self_attn.o_proj.weight", [h, 4 * hd]),
-                 (p + "block_sparse_moe.gate.weight", [experts, h])]
+                 (p + "\(block).gate.weight", [experts, h])]
       for e in 0..<experts {
-        let x = p + "block_sparse_moe.experts.\(e)."
-        shapes += [(x + "w1.weight", [f, h]), (x + "w3.weight", [f, h]), (x + "w2.weight", [h, f])]
+        let x = p + "\(block).experts.\(e)."
+        shapes += [(x + "\(gName).weight", [f, h]), (x + "\(uName).weight", [f, h]), (x + "\(dName).weight", [h, f])]
+      }
+      if qwen2MoE {
+        shapes += [(p + "self_attn.q_proj.bias", [4 * hd]), (p + "self_attn.k_proj.bias", [kv]),
+                   (p + "self_attn.v_proj.bias", [kv]), (p + "mlp.shared_expert.gate_proj.weight", [sharedWidth, h]),
+                   (p + "mlp.shared_expert.up_proj.weight", [sharedWidth, h]),
+                   (p + "mlp.shared_expert.down_proj.weight", [h, sharedWidth]),
+                   (p + "mlp.shared_expert_gate.weight", [1, h])]
       }
     }
     var seed: UInt64 = 11
@@ -133,6 +148,36 @@ final class MoETrainTests: XCTestCase {
     let base = try loss(["--model", s.model.path], "b")
     XCTAssertEqual(viaMerged, viaAdapter, accuracy: Self.mergedLossTolerance)
     XCTAssertNotEqual(viaAdapter, base, "the adapter changes the model")
+  }
+
+  /// Qwen2-MoE (a shared expert per sparse layer): LoRA (attention and experts) trains; full
+  /// fine-tuning writes the shared expert under its checkpoint names and a config transformers
+  /// reads (qkv_bias, shared_expert_intermediate_size), and the written model trains again.
+  func test_qwen2MoE_sharedExpert_trainsAndWrites() throws {
+    let s = try setUp("qwen2moe")
+    let model = try Self.tinyMixtral(in: s.dir, qwen2MoE: true)
+    let run = ["train", "--cpu", "--model", model.path, "--data", s.data.path, "--max-seq-length", "64",
+               "--batch-size", "2", "--max-steps", "2", "--learning-rate", "1e-3"]
+    let lora = try CLITests.run(run + ["--method", "lora", "--output", s.dir.appendingPathComponent("lora").path,
+                                       "--lora-target-parameters", "mlp.experts.gate_up_proj,mlp.experts.down_proj"])
+    XCTAssertEqual(lora.status, 0, lora.stderr)
+    XCTAssertTrue(lora.stdout.contains("4 experts, top-2 on 2 of 2 layers"), lora.stdout)
+    let full = s.dir.appendingPathComponent("full")
+    let f = try CLITests.run(run + ["--method", "full", "--output", full.path])
+    XCTAssertEqual(f.status, 0, f.stderr)
+    let header = String(decoding: try Data(contentsOf: full.appendingPathComponent("model.safetensors")).prefix(200_000),
+                        as: UTF8.self)
+    for name in ["model.layers.1.mlp.shared_expert.down_proj.weight", "model.layers.0.mlp.shared_expert_gate.weight",
+                 "model.layers.1.mlp.experts.3.up_proj.weight", "model.layers.0.self_attn.k_proj.bias"] {
+      XCTAssertTrue(header.contains("\"\(name)\""), "\(name) missing from the written model")
+    }
+    let written = try XCTUnwrap(try JSONSerialization.jsonObject(
+      with: Data(contentsOf: full.appendingPathComponent("config.json"))) as? [String: Any])
+    XCTAssertEqual(written["model_type"] as? String, "qwen2_moe")
+    XCTAssertEqual(written["shared_expert_intermediate_size"] as? Int, 48)
+    let again = try CLITests.run(["train", "--cpu", "--model", full.path, "--data", s.data.path, "--max-seq-length", "64",
+                                  "--max-steps", "1", "--method", "qlora", "--output", s.dir.appendingPathComponent("again").path])
+    XCTAssertEqual(again.status, 0, again.stderr)
   }
 
   /// Merged weights vs base + adapter: the same sums in another order (f32, two layers).

@@ -102,5 +102,17 @@ final class EncoderOpTests: XCTestCase {
       let v = Double(x[i]), z = (2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)
       XCTAssertEqual(Double(t[i]), 0.5 * v * (1 + Foundation.tanh(z)), accuracy: Self.forwardMaxAbs * max(1, abs(v)))
     }
+    // σ and σ(1 − σ), also far in the tails (x up to ±8 here, ±90 below: no overflow).
+    let wide = x + [-90, 90, -30, 30]
+    let wt = try be.tensor(wide, shape: [wide.count]), wo = try be.allocate([wide.count]), wd = try be.allocate([wide.count])
+    try be.activation(.sigmoid, wt, into: wo)
+    try be.activationBackward(.sigmoid, try be.tensor([Float](repeating: 1, count: wide.count), shape: [wide.count]), x: wt,
+                              into: wd)
+    let so = try be.floats(wo), sd = try be.floats(wd)
+    for i in 0..<wide.count {
+      let s = 1 / (1 + Foundation.exp(-Double(wide[i])))
+      XCTAssertEqual(Double(so[i]), s, accuracy: Self.forwardMaxAbs * max(s, 1e-30) + 1e-30, "σ(\(wide[i]))")
+      XCTAssertEqual(Double(sd[i]), s * (1 - s), accuracy: Self.forwardMaxAbs, "σ'(\(wide[i]))")
+    }
   }
 }

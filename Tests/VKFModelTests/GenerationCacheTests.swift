@@ -41,11 +41,14 @@ final class GenerationCacheTests: XCTestCase {
     try check("qwen3_qknorm", on: try ModelFixtures.vulkanOrSkip())
   }
   /// Mixture of experts on the cached path: routing over the new tokens only (prefill, then
-  /// one token per step), a dense layer beside a sparse one (qwen3_moe).
+  /// one token per step), a dense layer beside a sparse one (qwen3_moe), a shared expert
+  /// (qwen2_moe).
   func test_cachedSteps_equalFullForward_experts_cpu() throws {
     try check("mixtral", on: TestBackends.cpu)
     try check("qwen3_moe", on: TestBackends.cpu)
+    try check("qwen2_moe", on: TestBackends.cpu)
     try check("qwen3_moe", on: try ModelFixtures.vulkanOrSkip())
+    try check("qwen2_moe", on: try ModelFixtures.vulkanOrSkip())
   }
   func test_cachedSteps_equalFullForward_slidingWindow_vulkan() throws {
     try check("mistral_window", on: try ModelFixtures.vulkanOrSkip())

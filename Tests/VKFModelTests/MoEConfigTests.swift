@@ -49,10 +49,32 @@ final class MoEConfigTests: XCTestCase {
     XCTAssertFalse(d.normTopKProb)
   }
 
+  /// Qwen2-MoE: Qwen2MoeConfig's defaults (60 experts, top-4, width 1408, a shared expert of
+  /// 5632), q/k/v biases unless qkv_bias is false, and its window rule (even layers below
+  /// max_window_layers); transformers 5 writes sliding_window 0 when the window is off.
+  func test_qwen2MoE_defaults_sharedExpert_biases_andWindows() throws {
+    let c = try config("qwen2_moe")
+    let m = try XCTUnwrap(c.moe)
+    XCTAssertEqual([m.experts, m.expertsPerToken, m.expertIntermediateSize, m.sharedExpertIntermediateSize],
+                   [60, 4, 1408, 5632])
+    XCTAssertFalse(m.normTopKProb)
+    XCTAssertTrue(c.hasQKVBias)
+    XCTAssertFalse(c.hasOutputProjectionBias)
+    XCTAssertFalse(try config("qwen2_moe", #""qkv_bias": false"#).hasQKVBias)
+    XCTAssertEqual(try TransformerShape(config: c).moe?.sharedIntermediate, 5632)
+    XCTAssertEqual(try config("qwen2_moe", #""sliding_window": 0, "use_sliding_window": false"#).layerWindows(),
+                   [0, 0, 0, 0])
+    XCTAssertEqual(try config("qwen2_moe", #""sliding_window": 8, "use_sliding_window": true, "max_window_layers": 3"#)
+      .layerWindows(), [8, 0, 8, 0])
+    XCTAssertTrue(refusal("qwen2_moe", #""shared_expert_intermediate_size": 0"#).contains("shared_expert_intermediate_size"))
+    XCTAssertTrue(refusal("qwen2_moe", #""sliding_window": 0, "use_sliding_window": true"#).contains("sliding_window"))
+  }
+
   /// The written config keeps the keys each architecture's checkpoints use.
   func test_encode_roundTripsTheRoutingKeys() throws {
     for (type, extra) in [("mixtral", #""num_local_experts": 4, "output_router_logits": true"#),
-                          ("qwen3_moe", #""num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "mlp_only_layers": [0]"#)] {
+                          ("qwen3_moe", #""num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "mlp_only_layers": [0]"#),
+                          ("qwen2_moe", #""num_experts": 6, "shared_expert_intermediate_size": 40, "qkv_bias": true"#)] {
       let c = try config(type, extra)
       let again = try DecoderConfig.decode(try JSONEncoder().encode(c))
       XCTAssertEqual(again.moe, c.moe, type)

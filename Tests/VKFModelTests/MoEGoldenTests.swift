@@ -24,6 +24,10 @@ final class MoEGoldenTests: XCTestCase {
 
   func test_golden_mixtral_cpu() throws { try check("mixtral", on: TestBackends.cpu) }
   func test_golden_qwen3MoE_cpu() throws { try check("qwen3_moe", on: TestBackends.cpu) }
+  /// Qwen2-MoE: q/k/v biases, 4 experts top-2 not renormalised, and a shared expert (width 48)
+  /// gated by σ(shared_expert_gate) in both layers.
+  func test_golden_qwen2MoE_cpu() throws { try check("qwen2_moe", on: TestBackends.cpu) }
+  func test_golden_qwen2MoE_vulkan() throws { try check("qwen2_moe", on: try ModelFixtures.vulkanOrSkip()) }
   /// lavapipe: routing, dispatch into unpadded expert segments (row tiles spanning experts), grouped matmuls and the
   /// load-balancing loss in shaders.
   func test_golden_mixtral_vulkan() throws { try check("mixtral", on: try ModelFixtures.vulkanOrSkip()) }
@@ -33,6 +37,7 @@ final class MoEGoldenTests: XCTestCase {
   func test_golden_checkpointing_cpu() throws {
     try check("mixtral", on: TestBackends.cpu, checkpointing: true)
     try check("qwen3_moe", on: TestBackends.cpu, checkpointing: true)
+    try check("qwen2_moe", on: TestBackends.cpu, checkpointing: true)
   }
 
   /// The configs load as the fixtures intend: experts, K, widths, which layers are sparse,
@@ -46,6 +51,11 @@ final class MoEGoldenTests: XCTestCase {
                                       sparseLayers: [false, true], auxLossCoefficient: 0.5))
     XCTAssertTrue(qwen.qkNorm)
     XCTAssertEqual(qwen.intermediate, 96)
+    let qwen2 = try GoldenCase.load("qwen2_moe").shape
+    XCTAssertEqual(qwen2.moe, MoEShape(style: .qwen2, experts: 4, topK: 2, intermediate: 32, normalizeTopK: false,
+                                       sparseLayers: [true, true], auxLossCoefficient: 0.5, sharedIntermediate: 48))
+    XCTAssertTrue(qwen2.qkvBias)
+    XCTAssertFalse(qwen2.qkNorm)
   }
 
   /// Without the load-balancing term the loss is the cross-entropy alone, and the routers'

@@ -186,7 +186,11 @@ final class MemoryEstimateArenaTests: XCTestCase {
     var experts = Tiny.shape  // a dense layer 0 beside a sparse layer 1 (Qwen3-MoE style)
     experts.moe = MoEShape(style: .qwen3, experts: 4, topK: 2, intermediate: 8, normalizeTopK: false,
                            sparseLayers: (0..<Tiny.shape.layers).map { $0 % 2 == 1 }, auxLossCoefficient: 0.01)
-    for shape in [Tiny.shape, gemma3Like, experts] {
+    var shared = Tiny.shape  // Qwen2-MoE style: a shared expert beside the routed ones in every layer
+    shared.moe = MoEShape(style: .qwen2, experts: 4, topK: 2, intermediate: 8, normalizeTopK: false,
+                          sparseLayers: Array(repeating: true, count: Tiny.shape.layers), auxLossCoefficient: 0.01,
+                          sharedIntermediate: 24)
+    for shape in [Tiny.shape, gemma3Like, experts, shared] {
       var tensors: [String: ([Int], [Float])] = [:]
       for (i, (name, s)) in shape.parameterShapes.enumerated() {
         tensors[name] = (s, TestData.uniform(s.reduce(1, *), seed: 200 + UInt64(i), -0.15, 0.15))
@@ -208,7 +212,9 @@ final class MemoryEstimateArenaTests: XCTestCase {
         // The estimate also counts ids, targets and positions (i32) and the model's ones
         // vector, which live outside the shared f32 arena.
         let aligned = (batch * tokens + 63) / 64 * 64
-        let ints = 3 * aligned * 4, ones = aligned * 4
+        // A shared expert's row sums need C ones when C > N.
+        let onesCount = (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(batch * tokens, shape.hidden) : batch * tokens
+        let ints = 3 * aligned * 4, ones = (onesCount + 63) / 64 * 64 * 4
         let activations = e.lines.first { $0.category == .activations }?.deviceBytes ?? -1
         XCTAssertEqual(activations - ints - ones, arena, "q/k + sandwich norms \(shape.qkNorm), "
           + "checkpointing \(checkpointing), \(type)")

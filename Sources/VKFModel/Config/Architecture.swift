@@ -15,6 +15,8 @@ public struct Architecture: Sendable {
     /// Every `pattern`-th layer full, the others windowed: gemma2 (2), gemma3_text
     /// (`sliding_window_pattern`, default 6).
     case everyNthFull(defaultPattern: Int)
+    /// Even layers below `max_window_layers` (default 28), with `use_sliding_window` (qwen2_moe).
+    case evenBelowMaxWindowLayers
   }
 
   /// `model_type`.
@@ -59,7 +61,7 @@ public struct Architecture: Sendable {
   /// Every supported architecture, in the order error messages list them: one file each in
   /// Sources/VKFModel/Architectures, composed of the shared blocks this type switches on.
   public static let registry: [Architecture] = [
-    .llama, .mistral, .qwen2, .qwen3, .gemma, .gemma2, .gemma3Text, .phi3, .mixtral, .qwen3MoE,
+    .llama, .mistral, .qwen2, .qwen3, .gemma, .gemma2, .gemma3Text, .phi3, .mixtral, .qwen2MoE, .qwen3MoE,
   ]
 
   /// The entry for `modelType`, or nil when it is not supported.

@@ -90,7 +90,8 @@ extension DecoderConfig {
   /// `use_sliding_window`) to layers from `max_window_layers` (default 28) on, llama to none.
   /// Throws `invalidValue` naming the key for a malformed `layer_types` or window.
   public func layerWindows(file: String = "<memory>") throws -> [Int] {
-    if let w = slidingWindow, w <= 0 {
+    // transformers 5 saves qwen2_moe's window as 0 when use_sliding_window is false: none.
+    if let w = slidingWindow, w < 0 || (w == 0 && effectiveSlidingWindow != nil) {
       throw ConfigError.invalidValue("sliding_window", reason: "must be positive or null, got \(w)", file: file)
     }
     if let types = layerTypes {
@@ -117,6 +118,9 @@ extension DecoderConfig {
     case .fromMaxWindowLayers:
       let from = maxWindowLayers ?? 28
       return (0..<numHiddenLayers).map { $0 >= from ? w : 0 }
+    case .evenBelowMaxWindowLayers:
+      let below = maxWindowLayers ?? 28
+      return (0..<numHiddenLayers).map { $0 % 2 == 0 && $0 < below ? w : 0 }
     case .everyNthFull(let defaultPattern):
       let pattern = slidingWindowPattern ?? defaultPattern
       guard pattern > 0 else {

@@ -50,6 +50,8 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
   public var attentionBias: Bool
   /// `mlp_bias`: gate/up/down projections carry biases. Default: false.
   public var mlpBias: Bool
+  /// `qkv_bias` (Qwen2-MoE): whether q/k/v carry biases; nil when the config has no such key.
+  public var qkvBiasKey: Bool? = nil
   /// `sliding_window`: attention window (mistral v0.1; qwen2 records one it rarely uses).
   /// Default, as transformers: 4096 for mistral and qwen2 when the key is absent (an explicit
   /// null means none), nil for llama (whose transformers class has no window).
@@ -95,9 +97,9 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
   public var architecture: Architecture {
     Architecture.named(modelType) ?? Architecture.registry[0]
   }
-  /// Qwen2 always has q/k/v biases (its `attention_bias` key is absent); elsewhere they
-  /// follow `attention_bias`.
-  public var hasQKVBias: Bool { architecture.qkvBiasAlways || attentionBias }
+  /// Qwen2 always has q/k/v biases (its `attention_bias` key is absent), Qwen2-MoE unless
+  /// `qkv_bias` is false; elsewhere they follow `attention_bias`.
+  public var hasQKVBias: Bool { architecture.qkvBiasAlways ? qkvBiasKey ?? true : attentionBias }
   /// Whether the output projection `o_proj` has a bias (never for qwen2).
   public var hasOutputProjectionBias: Bool { !architecture.qkvBiasAlways && attentionBias }
   /// Qwen3's and Gemma 3's RMSNorm over each query and key head (`self_attn.q_norm` / `k_norm`).
@@ -123,7 +125,7 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     case maxPositionEmbeddings = "max_position_embeddings"
     case tieWordEmbeddings = "tie_word_embeddings", ropeTheta = "rope_theta"
     case ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
-    case attentionBias = "attention_bias", mlpBias = "mlp_bias"
+    case attentionBias = "attention_bias", mlpBias = "mlp_bias", qkvBias = "qkv_bias"
     case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
     case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
     case slidingWindowPattern = "sliding_window_pattern", queryPreAttnScalar = "query_pre_attn_scalar"
@@ -170,6 +172,7 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? arch.defaultTied
     attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
     mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+    qkvBiasKey = try c.decodeIfPresent(Bool.self, forKey: .qkvBias)
     // Absent: the class's default (MistralConfig / Qwen2Config's 4096); null: none.
     slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : arch.defaultWindow
     useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
@@ -303,6 +306,7 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
     try c.encode(attentionBias, forKey: .attentionBias)
     try c.encode(mlpBias, forKey: .mlpBias)
+    try c.encodeIfPresent(qkvBiasKey, forKey: .qkvBias)
     try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
     if slidingWindow == nil, modelType != "llama" { try c.encodeNil(forKey: .slidingWindow) }
     try c.encode(useSlidingWindow, forKey: .useSlidingWindow)

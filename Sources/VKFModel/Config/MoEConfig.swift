@@ -10,6 +10,10 @@ public enum MoEStyle: String, Sendable, Equatable {
   /// width `moe_intermediate_size`; `norm_topk_prob` decides the renormalisation;
   /// `mlp_only_layers` and `decoder_sparse_step` keep some layers dense.
   case qwen3
+  /// Qwen2-MoE: Qwen3-MoE's names and routing plus a shared expert in every sparse block:
+  /// out = experts(x) + σ(x·`shared_expert_gate`ᵀ) · `shared_expert`(x), the shared expert a
+  /// gated MLP of `shared_expert_intermediate_size`.
+  case qwen2
 
   /// The block's module name inside a layer.
   public var block: String { self == .mixtral ? "block_sparse_moe" : "mlp" }
@@ -40,6 +44,8 @@ public struct MoEConfig: Equatable, Sendable {
   public var decoderSparseStep: Int
   /// `mlp_only_layers` (Qwen3-MoE): layers kept dense.
   public var mlpOnlyLayers: [Int]
+  /// `shared_expert_intermediate_size` (Qwen2-MoE): the shared expert's width; 0 = none.
+  public var sharedExpertIntermediateSize: Int
 
   /// Whether layer `i` has the sparse block (else a dense MLP of `intermediate_size`).
   public func isSparse(layer i: Int) -> Bool {
@@ -63,15 +69,16 @@ public struct MoEConfig: Equatable, Sendable {
   init(from decoder: Decoder, style: MoEStyle, intermediateSize: Int, layers: Int) throws {
     let c = try decoder.container(keyedBy: Keys.self)
     experts = try c.decodeIfPresent(Int.self, forKey: .localExperts)
-      ?? c.decodeIfPresent(Int.self, forKey: .experts) ?? (style == .mixtral ? 8 : 128)
-    expertsPerToken = try c.decodeIfPresent(Int.self, forKey: .perToken) ?? (style == .mixtral ? 2 : 8)
+      ?? c.decodeIfPresent(Int.self, forKey: .experts) ?? [.mixtral: 8, .qwen3: 128, .qwen2: 60][style] ?? 8
+    expertsPerToken = try c.decodeIfPresent(Int.self, forKey: .perToken) ?? [.mixtral: 2, .qwen3: 8, .qwen2: 4][style] ?? 2
     expertIntermediateSize = style == .mixtral
-      ? intermediateSize : try c.decodeIfPresent(Int.self, forKey: .moeIntermediate) ?? 768
+      ? intermediateSize : try c.decodeIfPresent(Int.self, forKey: .moeIntermediate) ?? (style == .qwen2 ? 1408 : 768)
     normTopKProb = style == .mixtral ? true : try c.decodeIfPresent(Bool.self, forKey: .normTopK) ?? false
     routerAuxLossCoef = try c.decodeIfPresent(Double.self, forKey: .auxCoef) ?? 0.001
     outputRouterLogits = try c.decodeIfPresent(Bool.self, forKey: .outputRouterLogits) ?? false
-    decoderSparseStep = style == .qwen3 ? try c.decodeIfPresent(Int.self, forKey: .sparseStep) ?? 1 : 1
-    mlpOnlyLayers = style == .qwen3 ? try c.decodeIfPresent([Int].self, forKey: .mlpOnly) ?? [] : []
+    decoderSparseStep = style != .mixtral ? try c.decodeIfPresent(Int.self, forKey: .sparseStep) ?? 1 : 1
+    mlpOnlyLayers = style != .mixtral ? try c.decodeIfPresent([Int].self, forKey: .mlpOnly) ?? [] : []
+    sharedExpertIntermediateSize = style == .qwen2 ? try c.decodeIfPresent(Int.self, forKey: .sharedExpert) ?? 5632 : 0
     func bad(_ key: String, _ why: String) -> ConfigError { .invalidValue(key, reason: why, file: "") }
     guard experts >= 1 else { throw bad("num_local_experts", "is \(experts); a sparse layer needs at least one expert") }
     guard expertsPerToken >= 1, expertsPerToken <= experts else {
@@ -89,8 +96,11 @@ public struct MoEConfig: Equatable, Sendable {
       throw bad("router_jitter_noise", "is \(noise); router jitter (random scaling of the router's input in "
         + "training) is not implemented: set it to 0.0")
     }
-    if let shared = try? c.decodeIfPresent(Int.self, forKey: .sharedExpert), shared > 0 {
-      throw bad("shared_expert_intermediate_size", "is \(shared); shared experts are not implemented for \(style)")
+    if style == .qwen2, sharedExpertIntermediateSize < 1 {
+      throw bad("shared_expert_intermediate_size", "is \(sharedExpertIntermediateSize); Qwen2-MoE's shared expert needs a width ≥ 1")
+    }
+    if style != .qwen2, let shared = try? c.decodeIfPresent(Int.self, forKey: .sharedExpert), shared > 0 {
+      throw bad("shared_expert_intermediate_size", "is \(shared); \(style) has no shared expert (qwen2_moe has)")
     }
   }
 
@@ -110,5 +120,6 @@ public struct MoEConfig: Equatable, Sendable {
       try c.encode(decoderSparseStep, forKey: .sparseStep)
       try c.encode(mlpOnlyLayers, forKey: .mlpOnly)
     }
+    if style == .qwen2 { try c.encode(sharedExpertIntermediateSize, forKey: .sharedExpert) }
   }
 }

@@ -25,7 +25,8 @@ extension TransformerShape {
       moe = MoEShape(style: style, experts: m.experts, topK: m.expertsPerToken, intermediate: m.expertIntermediateSize,
                      normalizeTopK: m.normTopKProb, sparseLayers: (0..<config.numHiddenLayers).map(m.isSparse),
                      auxLossCoefficient: Float(m.trainingAuxLossCoef),
-                     declaredAuxLossCoefficient: Float(m.routerAuxLossCoef))
+                     declaredAuxLossCoefficient: Float(m.routerAuxLossCoef),
+                     sharedIntermediate: m.sharedExpertIntermediateSize)
     }
     activation = config.gatedActivation ?? .silu
     if config.isGemmaFamily {

@@ -70,6 +70,8 @@ final class ActivationArena {
   var losses: Tensor
   /// (N) ones: bias gradients are row sums, done as ones·dy (a view of the model's ones).
   let ones: Tensor
+  /// C ones (a shared expert's row sums), nil without one.
+  let onesHidden: Tensor?
   /// Scores before softmax in the forward pass, dP / dScores in the backward (B, NH, T, T);
   /// with fused attention the backward's rowsum(dO ⊙ O) scratch (B, NH, T).
   var scores: Tensor
@@ -126,6 +128,8 @@ final class ActivationArena {
     working = v.working
     (finalNormed, finalRstd, logits, losses, scores) = (v.f32[0], v.f32[1], v.f32[2], v.f32[3], v.f32[4])
     self.ones = try ones.view(shape: [n])
+    // A shared expert's row sums over C: the same ones (the model keeps ≥ max(N, C) of them).
+    onesHidden = s.moe?.sharedIntermediate ?? 0 > 0 ? try ones.view(shape: [s.hidden]) : nil
     (qA, qB, dAttn) = (v.f32[5], v.f32[6], v.f32[7])
     (kA, kB, dkHead, dvHead) = (v.f32[8], v.f32[9], v.f32[10], v.f32[11])
     (dResidual, dHidden, dTemp) = (v.f32[12], v.f32[13], v.f32[14])

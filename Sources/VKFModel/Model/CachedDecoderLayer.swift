@@ -128,5 +128,22 @@ struct CachedDecoderLayer {
     try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
     try ex.adapter?.downForward(be, x: act, offsets: m.offsets, into: m.rows)
     try be.moeCombine(m.rows, slots: slots, weights: weights, into: out, accumulate: false)
+    if let w = ex.shared {
+      // out += σ(h·scalarᵀ) ⊙ shared expert(h), on the pass's N tokens.
+      guard let sc = r.shared, let gs = m.sharedGate, let us = m.sharedUp, let zs = m.sharedLogit else {
+        throw VKFError.other("CachedDecoderLayer: a shared expert without its buffers")
+      }
+      let f = ms.sharedIntermediate
+      let (g, u, z) = (try gs.leading([n, f]), try us.leading([n, f]), try zs.leading([n, 1]))
+      let (act, so, sigma) = (try sc.act.leading([n, f]), try sc.out.leading([n, shape.hidden]), try sc.sigma.leading([n, 1]))
+      try w.scalar.forward(be, h, into: z)
+      try be.activation(.sigmoid, z, into: sigma)
+      try w.gate.forward(be, h, into: g)
+      try w.up.forward(be, h, into: u)
+      try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
+      try w.down.forward(be, act, into: so)
+      try be.scaleRows(so, weights: try sigma.reshaped([n]), into: so)
+      try be.add(out, so, alpha: 1, into: out)
+    }
   }
 }

@@ -29,6 +29,7 @@ extension DecoderLayer {
     try be.expertMatmul(act, ex.down, experts: ms.experts, into: m.rows, offsets: m.offsets, transposeB: true, beta: 0)
     try ex.adapter?.downForward(be, x: act, offsets: m.offsets, into: m.rows)
     try be.moeCombine(m.rows, slots: m.slots, weights: m.weights, into: out, accumulate: false)
+    if let shared = ex.shared { try sharedExpertForward(be, shared, saved: a, routed: m, into: out) }
     if !recomputing, ms.auxLossCoefficient > 0 {
       try be.moeRouterStatistics(probs: m.probs, experts: m.experts, tokenMask: sc.tokenMask, into: sc.stats)
     }
@@ -71,6 +72,51 @@ extension DecoderLayer {
                             normalize: ms.normalizeTopK, auxGradient: ms.auxLossCoefficient > 0 ? sc.auxGradient : nil,
                             tokenMask: sc.tokenMask, into: sc.router)
     try ex.router.backward(be, dy: sc.router, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ar.ones)
+    if let shared = ex.shared { try sharedExpertBackward(be, shared, saved: a, routed: m) }
+  }
+
+  /// out (N, C) += σ(h2·scalarᵀ) ⊙ down(act(h2·gateᵀ) ⊙ h2·upᵀ): Qwen2-MoE's shared expert on
+  /// every token, its gate and up products and the scalar gate's logit kept for the backward.
+  private func sharedExpertForward(_ be: Backend, _ w: SharedExpertWeights, saved a: LayerActivations,
+                                   routed m: RoutedActivations, into out: Tensor) throws {
+    guard let sc = arena.moe?.shared, let g = m.sharedGate, let u = m.sharedUp, let z = m.sharedLogit else {
+      throw VKFError.other("DecoderLayer: a shared expert in an arena without its buffers")
+    }
+    try w.scalar.forward(be, a.h2, into: z)
+    try be.activation(.sigmoid, z, into: sc.sigma)
+    try w.gate.forward(be, a.h2, into: g)
+    try w.up.forward(be, a.h2, into: u)
+    try be.gatedActivation(shape.activation, gate: g, up: u, into: sc.act)
+    try w.down.forward(be, sc.act, into: sc.out)
+    try be.scaleRows(sc.out, weights: try sc.sigma.reshaped([sc.sigma.count]), into: sc.out)
+    try be.add(out, sc.out, alpha: 1, into: out)
+  }
+
+  /// dL/dy (in `dResidual`) through the shared expert and its scalar gate: their gradients,
+  /// and dL/dh2 added into `dHidden`.
+  private func sharedExpertBackward(_ be: Backend, _ w: SharedExpertWeights, saved a: LayerActivations,
+                                    routed m: RoutedActivations) throws {
+    let ar = arena
+    guard let sc = ar.moe?.shared, let g = m.sharedGate, let u = m.sharedUp, let z = m.sharedLogit,
+          let onesC = ar.onesHidden else {
+      throw VKFError.other("DecoderLayer: a shared expert in an arena without its buffers")
+    }
+    let dOut = ar.dResidual, n = dOut.rowCount
+    // The expert's output again (act is not kept per layer), then dL/dσ = Σ_c dy ⊙ output.
+    try be.gatedActivation(shape.activation, gate: g, up: u, into: sc.act)
+    try w.down.forward(be, sc.act, into: sc.out)
+    try be.mul(sc.out, dOut, into: sc.out)
+    try be.matmul(sc.out, try onesC.reshaped([onesC.count, 1]), into: sc.dSigma, transposeA: false, transposeB: false,
+                  alpha: 1, beta: 0)
+    try be.activationBackward(.sigmoid, sc.dSigma, x: z, into: sc.dSigma)  // dL/dlogit (N, 1)
+    try w.scalar.backward(be, dy: sc.dSigma, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ar.ones)
+    // dL/d(output) = σ ⊙ dy, then down, the gated activation, gate and up.
+    try be.activation(.sigmoid, z, into: sc.sigma)
+    try be.scaleRows(dOut, weights: try sc.sigma.reshaped([n]), into: sc.out)
+    try w.down.backward(be, dy: sc.out, x: sc.act, dx: sc.dAct, accumulateInput: false, ones: ar.ones)
+    try be.gatedActivationBackward(shape.activation, sc.dAct, gate: g, up: u, dGate: sc.act, dUp: sc.dUp)
+    try w.gate.backward(be, dy: sc.act, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ar.ones)
+    try w.up.backward(be, dy: sc.dUp, x: a.h2, dx: ar.dHidden, accumulateInput: true, ones: ar.ones)
   }
 
   /// The model's expert settings and the arena's expert scratch.

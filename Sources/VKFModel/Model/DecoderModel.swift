@@ -112,7 +112,8 @@ public final class DecoderModel {
                                                   savesEveryLayer: !checkpointing, headTokens: head,
                                                   fusedAttention: fusedAttention, activationType: activationType,
                                                   moeAlignment: moeRowAlignment)) ?? 0
-    return (arena + DecoderWeights.aligned(n)) * 4 + 3 * DecoderWeights.aligned(n) * 4
+    let ones = (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(n, shape.hidden) : n
+    return (arena + DecoderWeights.aligned(n)) * 4 + (2 * DecoderWeights.aligned(n) + DecoderWeights.aligned(ones)) * 4
   }
 
   /// Logits (N, V) of the last forward pass without targets (passes with targets keep only
@@ -499,9 +500,10 @@ public final class DecoderModel {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
     }
-    if (ones?.count ?? 0) < n {
+    let onesNeeded = (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(n, shape.hidden) : n
+    if (ones?.count ?? 0) < onesNeeded {
       ones = nil
-      let t = try backend.allocate([n])
+      let t = try backend.allocate([onesNeeded])
       try backend.fill(t, value: 1)
       ones = t
     }

@@ -65,12 +65,12 @@ struct ExpertStacks {
   var all: [ExpertStack] = []
 
   /// Layer `i`'s `ExpertWeights` (nil in a dense layer), its router the `router` module.
-  func weights(layer i: Int, router: Linear?) throws -> ExpertWeights? {
+  func weights(layer i: Int, router: Linear?, shared: SharedExpertWeights?) throws -> ExpertWeights? {
     guard let s = byLayer[i] else { return nil }
     guard let router else { throw ModelWeightsError(s.gate.names[0], "a sparse layer without its router") }
     return ExpertWeights(router: router,
                          gate: try s.gate.weight(), up: try s.up.weight(), down: try s.down.weight(),
-                         gateGrad: s.gate.gradient, upGrad: s.up.gradient, downGrad: s.down.gradient)
+                         gateGrad: s.gate.gradient, upGrad: s.up.gradient, downGrad: s.down.gradient, shared: shared)
   }
 }
 

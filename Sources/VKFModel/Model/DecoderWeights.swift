@@ -67,11 +67,25 @@ public struct ExpertWeights {
   public var gateGrad, upGrad, downGrad: Tensor?
   /// What adds to the expert products (LoRA on the experts), or nil.
   public var adapter: ExpertAdapter? = nil
+  /// Qwen2-MoE's shared expert, or nil.
+  public var shared: SharedExpertWeights? = nil
 
-  /// True when the router, an expert or an adapter on them is trained.
+  /// True when the router, an expert, the shared expert or an adapter on them is trained.
   public var isTrained: Bool {
     router.isTrained || gateGrad != nil || upGrad != nil || downGrad != nil || adapter != nil
+      || shared?.isTrained == true
   }
+}
+
+/// A sparse block's shared expert (Qwen2-MoE): a gated MLP every token runs, its output scaled
+/// by σ(x·scalarᵀ) and added to the routed experts' sum.
+public struct SharedExpertWeights {
+  /// gate and up (Fs, C), down (C, Fs): `shared_expert.{gate,up,down}_proj`.
+  public var gate, up, down: Linear
+  /// `shared_expert_gate` (1, C).
+  public var scalar: Linear
+
+  public var isTrained: Bool { [gate, up, down, scalar].contains { $0.isTrained } }
 }
 
 /// Something that adds its own terms to a sparse layer's grouped expert products (LoRA on the
@@ -163,6 +177,11 @@ public final class DecoderWeights {
     var bases: [String: LinearWeight] = [:]
     let projectionWeights = Set((0..<shape.layers).flatMap { i in
       Self.projectionSuffixes.map { ParameterNames.layerPrefix(i) + $0 + ".weight" }
+    } + (0..<shape.layers).flatMap { i -> [String] in
+      // QLoRA quantises a shared expert's projections like any MLP's (its scalar gate stays f32).
+      guard let m = shape.moe, m.sharedIntermediate > 0, shape.isSparse(layer: i) else { return [] }
+      let s = m.sharedNames(i)
+      return [s.gate, s.up, s.down]
     })
     // Fused tensors (Phi-3's qkv_proj, gate_up_proj) by HF name → their parts' names and rows.
     var fusedParts: [String: [(name: String, rows: Int)]] = [:]
@@ -268,6 +287,13 @@ public final class DecoderWeights {
       return Linear(weight: try param(p + ".weight"), bias: params[p + ".bias"],
                     weightGrad: grads[p + ".weight"] ?? partGrads[p + ".weight"], biasGrad: grads[p + ".bias"])
     }
+    func sharedExpert(_ i: Int) throws -> SharedExpertWeights? {
+      guard let m = shape.moe, m.sharedIntermediate > 0, shape.isSparse(layer: i) else { return nil }
+      let s = m.sharedNames(i)
+      func module(_ name: String) -> String { String(name.dropLast(".weight".count)) }
+      return SharedExpertWeights(gate: try linear(module(s.gate)), up: try linear(module(s.up)),
+                                 down: try linear(module(s.down)), scalar: try linear(module(s.scalar)))
+    }
     embedding = try param(ParameterNames.embedding)
     embeddingGrad = grads[ParameterNames.embedding]
     layers = try (0..<shape.layers).map { i in
@@ -289,7 +315,8 @@ public final class DecoderWeights {
         gate: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.gate_proj"),
         up: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.up_proj"),
         down: shape.isSparse(layer: i) ? nil : try linear(p + "mlp.down_proj"),
-        experts: try stacks.weights(layer: i, router: shape.isSparse(layer: i) ? try shape.moe.map { try linear($0.blockPrefix(i) + ".gate") } : nil))
+        experts: try stacks.weights(layer: i, router: shape.isSparse(layer: i) ? try shape.moe.map { try linear($0.blockPrefix(i) + ".gate") } : nil,
+                                    shared: try sharedExpert(i)))
     }
     finalNorm = try param(ParameterNames.finalNorm)
     finalNormGrad = grads[ParameterNames.finalNorm]

@@ -121,6 +121,8 @@ final class InferenceRouting {
   let routed: RoutedActivations
   /// Gathered inputs (R, C) and router logits (N, E).
   let inputs, logits: Tensor
+  /// The shared expert's scratch (Qwen2-MoE), or nil.
+  let shared: SharedExpertScratch?
   /// Expert rows R, their alignment, and an expert's width F.
   let rowCount: Int, alignment: Int, width: Int
   /// Bytes of the allocation.
@@ -130,14 +132,14 @@ final class InferenceRouting {
     let a = backend.moeRowAlignment
     let r = MoE.rowCapacity(tokens: n, topK: m.topK, experts: m.experts, alignment: a)
     (alignment, rowCount, width) = (a, r, m.intermediate)
-    func carve(_ c: Carver) throws -> (RoutedActivations, Tensor, Tensor) {
+    func carve(_ c: Carver) throws -> (RoutedActivations, Tensor, Tensor, SharedExpertScratch?) {
       (try RoutedActivations(c, m, tokens: n, rows: r, hidden: s.hidden), try c.take([r, s.hidden]),
-       try c.take([n, m.experts]))
+       try c.take([n, m.experts]), m.sharedIntermediate > 0 ? try SharedExpertScratch(c, m, tokens: n, hidden: s.hidden) : nil)
     }
     let measure = Carver(base: nil)
     _ = try carve(measure)
     let storage = try backend.allocate([measure.offset])
-    (routed, inputs, logits) = try carve(Carver(base: storage))
+    (routed, inputs, logits, shared) = try carve(Carver(base: storage))
     byteCount = 4 * measure.offset
   }
 }

@@ -13,6 +13,8 @@ struct RoutedActivations {
   var slots, sources, offsets: Tensor
   /// The experts' outputs (R, C), before the weighted combine.
   var rows: Tensor
+  /// The shared expert's gate and up products (N, Fs) and its scalar gate's logit (N), or nil.
+  var sharedGate, sharedUp, sharedLogit: Tensor?
 
   init(_ c: Carver, _ m: MoEShape, tokens n: Int, rows r: Int, hidden: Int) throws {
     probs = try c.take([n, m.experts])
@@ -22,6 +24,27 @@ struct RoutedActivations {
     sources = try c.take([r], .i32)
     offsets = try c.take([m.experts + 1], .i32)
     rows = try c.take([r, hidden])
+    if m.sharedIntermediate > 0 {
+      sharedGate = try c.take([n, m.sharedIntermediate]); sharedUp = try c.take([n, m.sharedIntermediate])
+      sharedLogit = try c.take([n, 1])
+    }
+  }
+}
+
+/// The shared expert's scratch (Qwen2-MoE), shared by the sparse layers of one arena.
+/// Legend: Fs the shared expert's width.
+struct SharedExpertScratch {
+  /// silu(gate)·up (N, Fs), then dL/dgate; dL/d(silu(gate)·up) (N, Fs); dL/dup (N, Fs).
+  var act, dAct, dUp: Tensor
+  /// The shared expert's output (N, C), then dL/d(output) and products with it.
+  var out: Tensor
+  /// σ of the scalar gate (N, 1), and dL/dσ then dL/dlogit (N, 1).
+  var sigma, dSigma: Tensor
+
+  init(_ c: Carver, _ m: MoEShape, tokens n: Int, hidden: Int) throws {
+    let f = m.sharedIntermediate
+    act = try c.take([n, f]); dAct = try c.take([n, f]); dUp = try c.take([n, f])
+    out = try c.take([n, hidden]); sigma = try c.take([n, 1]); dSigma = try c.take([n, 1])
   }
 }
 
@@ -41,6 +64,8 @@ struct MoEScratch {
   var tokenMask: Tensor
   /// The micro-batch's share of the step's load-balancing loss (1).
   var auxWeight: Tensor
+  /// The shared expert's scratch, or nil.
+  var shared: SharedExpertScratch?
 
   init(_ c: Carver, _ m: MoEShape, tokens n: Int, rows r: Int, hidden: Int, alignment: Int) throws {
     rowCount = r; self.alignment = alignment
@@ -49,5 +74,6 @@ struct MoEScratch {
     dWeights = try c.take([n, m.topK])
     stats = try c.take([2 * m.experts + 1]); auxGradient = try c.take([m.experts])
     tokenMask = try c.take([n]); auxWeight = try c.take([1])
+    if m.sharedIntermediate > 0 { shared = try SharedExpertScratch(c, m, tokens: n, hidden: hidden) }
   }
 }

@@ -19,12 +19,17 @@ public struct MoEShape: Equatable, Sendable {
   /// TRL's DPO trainer gives the loss on every mixture-of-experts model.
   public var declaredAuxLossCoefficient: Float
 
+  /// The shared expert's width (Qwen2-MoE's `shared_expert_intermediate_size`), 0 = none.
+  public var sharedIntermediate: Int
+
   /// `declaredAuxLossCoefficient` nil: the same as `auxLossCoefficient`.
   public init(style: MoEStyle, experts: Int, topK: Int, intermediate: Int, normalizeTopK: Bool,
-              sparseLayers: [Bool], auxLossCoefficient: Float = 0, declaredAuxLossCoefficient: Float? = nil) {
+              sparseLayers: [Bool], auxLossCoefficient: Float = 0, declaredAuxLossCoefficient: Float? = nil,
+              sharedIntermediate: Int = 0) {
     self.style = style; self.experts = experts; self.topK = topK; self.intermediate = intermediate
     self.normalizeTopK = normalizeTopK; self.sparseLayers = sparseLayers; self.auxLossCoefficient = auxLossCoefficient
     self.declaredAuxLossCoefficient = declaredAuxLossCoefficient ?? auxLossCoefficient
+    self.sharedIntermediate = sharedIntermediate
   }
 
   /// transformers' `router_aux_loss_coef` default (MixtralConfig, Qwen3MoeConfig).
@@ -43,6 +48,13 @@ public struct MoEShape: Equatable, Sendable {
     return (p + n.gate + ".weight", p + n.up + ".weight", p + n.down + ".weight")
   }
 
+  /// The shared expert's gate, up and down weight names and its sigmoid gate's (1, C).
+  public func sharedNames(_ layer: Int) -> (gate: String, up: String, down: String, scalar: String) {
+    let p = blockPrefix(layer)
+    return (p + ".shared_expert.gate_proj.weight", p + ".shared_expert.up_proj.weight",
+            p + ".shared_expert.down_proj.weight", p + ".shared_expert_gate.weight")
+  }
+
   /// Throws unless the sizes are positive and consistent with `layers`.
   func validate(layers: Int) throws {
     func bad(_ why: String) -> VKFError { .shapeMismatch(op: "MoEShape", detail: why) }
@@ -50,6 +62,9 @@ public struct MoEShape: Equatable, Sendable {
       throw bad("experts \(experts), topK \(topK) and intermediate \(intermediate) must be positive, topK ≤ experts")
     }
     guard sparseLayers.count == layers else { throw bad("\(sparseLayers.count) sparse flags for \(layers) layers") }
+    guard sharedIntermediate >= 0, (sharedIntermediate > 0) == (style == .qwen2) else {
+      throw bad("shared expert width \(sharedIntermediate) for \(style) (only Qwen2-MoE has one, of width ≥ 1)")
+    }
     for c in [auxLossCoefficient, declaredAuxLossCoefficient] where !(c.isFinite && c >= 0) {
       throw bad("aux loss coefficient \(c)")
     }

@@ -226,6 +226,10 @@ public struct TransformerShape: Equatable, Sendable {
           out.append((names.up, [m.intermediate, hidden]))
           out.append((names.down, [hidden, m.intermediate]))
         }
+        if m.sharedIntermediate > 0 {
+          let s = m.sharedNames(i), f = m.sharedIntermediate
+          out += [(s.gate, [f, hidden]), (s.up, [f, hidden]), (s.down, [hidden, f]), (s.scalar, [1, hidden])]
+        }
       } else if fusedProjections {
         out.append((p + "mlp.gate_up_proj.weight", [2 * intermediate, hidden]))
       } else {

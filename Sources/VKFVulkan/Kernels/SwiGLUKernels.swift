@@ -52,7 +52,11 @@ extension VulkanBackend {
   /// activation.comp's defines for `kind` and direction.
   private func activationShaderDefines(_ kind: Activation, backward: Bool) -> [String: String] {
     var d: [String: String] = [:]
-    if kind == .geluTanh { d["ACT"] = "1" }
+    switch kind {
+    case .gelu: break
+    case .geluTanh: d["ACT"] = "1"
+    case .sigmoid: d["ACT"] = "2"
+    }
     if backward { d["BACKWARD"] = "1" }
     return d
   }
