@@ -53,6 +53,10 @@ def architectures():
         # Mixture of experts: LoRA on the attention (and, as *_experts below, on the experts).
         "mixtral": (t.MixtralConfig, t.MixtralForCausalLM,
                     dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16, output_router_logits=True)),
+        # A shared expert (sigmoid-gated) beside the routed ones, q/k/v biases.
+        "qwen2_moe": (t.Qwen2MoeConfig, t.Qwen2MoeForCausalLM,
+                      dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                           shared_expert_intermediate_size=64)),
         "qwen3_moe": (t.Qwen3MoeConfig, t.Qwen3MoeForCausalLM,
                       dict(tie_word_embeddings=True, head_dim=32, num_experts=6, num_experts_per_tok=2,
                            moe_intermediate_size=32, mlp_only_layers=[0])),
@@ -61,7 +65,8 @@ def architectures():
 
 # Models checked a second time with LoRA on the experts too (PEFT's target_parameters).
 EXPERT_LORA = ["--lora-target-parameters", "mlp.experts.gate_up_proj,mlp.experts.down_proj"]
-VARIANTS = {"mixtral_experts": ("mixtral", EXPERT_LORA), "qwen3_moe_experts": ("qwen3_moe", EXPERT_LORA)}
+VARIANTS = {"mixtral_experts": ("mixtral", EXPERT_LORA), "qwen3_moe_experts": ("qwen3_moe", EXPERT_LORA),
+            "qwen2_moe_experts": ("qwen2_moe", EXPERT_LORA)}
 
 
 def make_model(name, directory):
@@ -73,7 +78,7 @@ def make_model(name, directory):
         for pname, p in model.named_parameters():
             if pname.endswith("norm.weight"):
                 p.copy_((0 if name.startswith("gemma") else 1) + 0.2 * torch.randn_like(p))
-            elif pname.endswith("mlp.gate.weight"):
+            elif pname.endswith("mlp.gate.weight") or pname.endswith("shared_expert_gate.weight"):
                 p.copy_(0.3 * torch.randn_like(p))  # routers that actually prefer experts
     model.save_pretrained(directory, safe_serialization=True)
     for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:

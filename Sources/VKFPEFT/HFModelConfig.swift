@@ -104,11 +104,13 @@ extension HFModelWriter {
       throw PEFTError("the model has fused projections with features Phi-3 lacks, which no supported config "
         + "type describes; put the model's config.json beside the .gguf and load it again")
     }
-    if let m = shape.moe, gemma || shape.fusedProjections || shape.qkvBias || shape.qkNorm != (m.style == .qwen3) {
-      throw PEFTError("the model's experts come with features \(m.style == .mixtral ? "Mixtral" : "Qwen3-MoE") lacks, "
+    if let m = shape.moe, gemma || shape.fusedProjections || shape.qkvBias != (m.style == .qwen2)
+      || shape.qkNorm != (m.style == .qwen3) {
+      let name = [MoEStyle.mixtral: "Mixtral", .qwen3: "Qwen3-MoE", .qwen2: "Qwen2-MoE"][m.style] ?? "\(m.style)"
+      throw PEFTError("the model's experts come with features \(name) lacks (or lack its q/k/v biases / q/k norms), "
         + "which no supported config type describes; put the model's config.json beside the .gguf and load it again")
     }
-    let experts = shape.moe.map { $0.style == .mixtral ? "mixtral" : "qwen3_moe" }
+    let experts = shape.moe.map { [MoEStyle.mixtral: "mixtral", .qwen3: "qwen3_moe", .qwen2: "qwen2_moe"][$0.style] ?? "" }
     let modelType = experts ?? (shape.fusedProjections ? "phi3"
       : gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama")
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)
@@ -150,6 +152,11 @@ extension HFModelWriter {
         object["num_experts"] = m.experts
         object["moe_intermediate_size"] = m.intermediate
         object["norm_topk_prob"] = m.normalizeTopK
+      }
+      if m.style == .qwen2 {
+        object["shared_expert_intermediate_size"] = m.sharedIntermediate
+        object["qkv_bias"] = true
+        object["use_sliding_window"] = false
       }
     }
     return try decodedConfig(object, bosTokenID: bosTokenID, eosTokenIDs: eosTokenIDs)

@@ -15,11 +15,25 @@ final class MoEGGUFRefusalTests: XCTestCase {
   }
 
   func test_otherMoEArchitectures_areRefusedByName() throws {
-    for arch in ["qwen2moe", "olmoe", "deepseek2"] {
+    for arch in ["olmoe", "deepseek2"] {
       let path = try rewritten("qwen3moe", architecture: arch)
       defer { try? FileManager.default.removeItem(atPath: path) }
       assertRefused(path, ["general.architecture is \"\(arch)\"", "qwen3moe"])
     }
+  }
+
+  /// A qwen2moe file must describe its shared expert: the width key, one shared expert, and
+  /// its four tensors in every block.
+  func test_qwen2MoE_sharedExpertMustBeComplete() throws {
+    let noWidth = try rewritten("qwen2moe") { $0["qwen2moe.expert_shared_feed_forward_length"] = nil }
+    defer { try? FileManager.default.removeItem(atPath: noWidth) }
+    assertRefused(noWidth, ["qwen2moe.expert_shared_feed_forward_length is missing"])
+    let two = try rewritten("qwen2moe") { $0["qwen2moe.expert_shared_count"] = .uint32(2) }
+    defer { try? FileManager.default.removeItem(atPath: two) }
+    assertRefused(two, ["qwen2moe.expert_shared_count is 2", "one shared expert"])
+    let noGate = try rewritten("qwen2moe", tensors: { $0.removeAll { $0.name == "blk.1.ffn_gate_inp_shexp.weight" } })
+    defer { try? FileManager.default.removeItem(atPath: noGate) }
+    assertRefused(noGate, ["tensor blk.1.ffn_gate_inp_shexp.weight is missing"])
   }
 
   func test_sharedExperts_areRefused_byKeyAndByTensor() throws {

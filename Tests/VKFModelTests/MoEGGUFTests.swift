@@ -11,6 +11,8 @@ import VKFTestSupport
 ///   `expert_used_count` 2, q/k rows permuted, experts stacked in `blk.N.ffn_*_exps`.
 /// - qwen3moe.{f32,q8_0}.gguf: "qwen3moe", 4 experts of `expert_feed_forward_length` 32, top-3
 ///   renormalised, q/k norms.
+/// - qwen2moe.{f32,q8_0}.gguf: "qwen2moe", 4 experts of 64, top-2 not renormalised, q/k/v
+///   biases, a shared expert (`ffn_*_shexp`, `ffn_gate_inp_shexp`).
 /// Each loads to the shape of the config.json transformers saved and to transformers' logits.
 final class MoEGGUFTests: XCTestCase {
   /// Logits against transformers: the dense decoders' bound. The Q8_0 files are compared with
@@ -41,6 +43,24 @@ final class MoEGGUFTests: XCTestCase {
 
   func test_qwen3MoEGGUF_q8_0_matchesTheDequantisedTransformersLogits() throws {
     _ = try checkLoads("qwen3moe", "q8_0", logits: "logits_q8_0")
+  }
+
+  /// qwen2moe: 4 experts of 64, top-2 not renormalised (llama.cpp's qwen2moe), q/k/v biases, and a
+  /// shared expert of `expert_shared_feed_forward_length` 96 with its f32 scalar gate.
+  func test_qwen2MoEGGUF_f32_loadsTheConfigShapeAndTheTransformersLogits() throws {
+    let shape = try checkLoads("qwen2moe", "f32")
+    XCTAssertEqual(shape.moe, MoEShape(style: .qwen2, experts: 4, topK: 2, intermediate: 64, normalizeTopK: false,
+                                       sparseLayers: [true, true], auxLossCoefficient: 0,
+                                       declaredAuxLossCoefficient: 0.001, sharedIntermediate: 96))
+    XCTAssertTrue(shape.qkvBias)
+    let source = try GGUFWeightSource(path: Self.fixture("qwen2moe", "f32").path)
+    XCTAssertEqual(try source.shape(of: "model.layers.1.mlp.shared_expert.down_proj.weight"), [32, 96])
+    XCTAssertEqual(try source.shape(of: "model.layers.0.mlp.shared_expert_gate.weight"), [1, 32])
+    XCTAssertTrue(source.unmappedTensorNames.isEmpty, "\(source.unmappedTensorNames)")
+  }
+
+  func test_qwen2MoEGGUF_q8_0_matchesTheDequantisedTransformersLogits() throws {
+    _ = try checkLoads("qwen2moe", "q8_0", logits: "logits_q8_0")
   }
 
   /// Each expert's HF tensor is its block of rows of the stacked tensor, in either stored type,
@@ -125,7 +145,7 @@ final class MoEGGUFTests: XCTestCase {
 
   /// A bare GGUF builds shape and tokenizer from its metadata alone.
   func test_bareMoEGGUF_loadsThroughModelLoader() throws {
-    for name in ["mixtral", "qwen3moe"] {
+    for name in ["mixtral", "qwen3moe", "qwen2moe"] {
       let loaded = try ModelLoader.load(.gguf(Self.fixture(name, "q8_0")), useSiblingFiles: false)
       XCTAssertNotNil(loaded.shape.moe, name)
       XCTAssertEqual(loaded.tokenizer.vocabularySize, 97, name)

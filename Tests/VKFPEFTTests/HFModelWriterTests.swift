@@ -128,7 +128,8 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }
 
-  /// Experts (a Mixtral or Qwen3-MoE GGUF alone) are mixtral, or qwen3_moe with q/k norms, with
+  /// Experts (a Mixtral, Qwen2-MoE or Qwen3-MoE GGUF alone) are mixtral, qwen2_moe with a shared
+  /// expert and q/k/v biases, or qwen3_moe with q/k norms, with
   /// the routing keys each spells; each config gives back the same shape. Dense layers beside
   /// sparse ones (which no GGUF key describes) are refused.
   func test_synthesizedConfig_experts_isMixtralOrQwen3MoE() throws {
@@ -144,6 +145,14 @@ final class HFModelWriterTests: XCTestCase {
     XCTAssertEqual(qwen.modelType, "qwen3_moe")
     XCTAssertEqual(qwen.moe?.expertIntermediateSize, 24)
     XCTAssertNil(try TransformerShape(config: qwen).firstDifference(from: shape))
+    // A shared expert with q/k/v biases (a qwen2moe GGUF alone) is qwen2_moe.
+    var qwen2 = shape
+    qwen2.qkNorm = false; qwen2.qkvBias = true
+    qwen2.moe?.style = .qwen2; qwen2.moe?.sharedIntermediate = 40
+    let q2 = try HFModelWriter.synthesizedConfig(shape: qwen2, facts: nil, bosTokenID: nil, eosTokenIDs: [])
+    XCTAssertEqual(q2.modelType, "qwen2_moe")
+    XCTAssertEqual(q2.moe?.sharedExpertIntermediateSize, 40)
+    XCTAssertNil(try TransformerShape(config: q2).firstDifference(from: qwen2))
     shape.moe?.sparseLayers[0] = false
     XCTAssertThrowsError(try HFModelWriter.synthesizedConfig(shape: shape, facts: nil, bosTokenID: nil, eosTokenIDs: []))
   }

@@ -12,10 +12,14 @@ import VKFCore
 //   wide (else feed_forward_length / expert_used_count, `src/models/qwen3moe.cpp`), every layer
 //   sparse (the converter drops `mlp_only_layers` / `decoder_sparse_step`; llama.cpp requires
 //   the expert tensors in every block).
-// - Both route with softmax → top-k → renormalise (`build_moe_ffn(…, norm_w = true, …,
-//   LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX)`); neither reads `expert_weights_norm`, which
-//   their converters never write. Here the key, when a file has it, is honoured: a file that
-//   says false is not silently run renormalised.
+// - Qwen2-MoE is "qwen2moe" (`Qwen2MoeModel`): experts `expert_feed_forward_length` wide and
+//   a shared expert `expert_shared_feed_forward_length` wide in every block (`ffn_{gate,up}_shexp`
+//   ne [C, Fs], `ffn_down_shexp` [Fs, C], its scalar gate `ffn_gate_inp_shexp` [C, 1], kept f32),
+//   routed without renormalising the top-k weights (`src/models/qwen2moe.cpp`: norm_w = false).
+// - Mixtral and Qwen3-MoE route with softmax → top-k → renormalise (`build_moe_ffn(…, norm_w =
+//   true, …, LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX)`); none reads `expert_weights_norm`, which
+//   the converters never write. Here the key, when a file has it, is honoured: a file that
+//   says otherwise is not silently run another way.
 // - Tensors per block: `ffn_gate_inp` (ne [C, E], the router), `ffn_gate_exps` / `ffn_up_exps`
 //   (ne [C, F, E]) and `ffn_down_exps` (ne [F, C, E]): HF's per-expert tensors stacked on a new
 //   outermost dimension. The early split layout `blk.N.ffn_gate.E.weight` is still named in
@@ -23,7 +27,7 @@ import VKFCore
 
 extension TransformerShape {
   /// The mixture-of-experts part a GGUF file describes, or nil for a dense model (any
-  /// architecture but "llama" with experts and "qwen3moe").
+  /// architecture but "llama" with experts, "qwen2moe" and "qwen3moe").
   ///
   /// Throws, naming the file and the key or tensor, for what the decoder does not implement
   /// (shared experts, grouped or non-softmax routing, per-layer top-k, fused or split expert
@@ -34,8 +38,8 @@ extension TransformerShape {
     guard let style = GGUFNameMap.moeStyle(architecture: arch) else { return nil }
     let countKey = "\(arch).expert_count", usedKey = "\(arch).expert_used_count"
     guard facts.expertCount > 0 else {
-      if style == .qwen3 {
-        throw ModelFileError(path, "\(countKey) is missing or 0; llama.cpp requires experts in a qwen3moe model")
+      if style != .mixtral {
+        throw ModelFileError(path, "\(countKey) is missing or 0; llama.cpp requires experts in a \(arch) model")
       }
       if let stray = weights.file.tensors.first(where: { GGUFNameMap.expertStack($0.name, architecture: arch) != nil }) {
         throw ModelFileError(path, "tensor \(stray.name) holds experts but \(countKey) is missing or 0; "
@@ -48,7 +52,15 @@ extension TransformerShape {
       throw ModelFileError(path, "\(usedKey) is \(facts.expertUsedCount.map(String.init) ?? "missing"); "
         + "it must be in 1…\(experts) (\(countKey))")
     }
-    try refuseUnimplementedRouting(facts, path: path)
+    try refuseUnimplementedRouting(facts, path: path, sharedExpertAllowed: style == .qwen2)
+    var shared = 0
+    if style == .qwen2 {
+      guard let width = facts.expertSharedFeedForwardLength, width > 0 else {
+        throw ModelFileError(path, "\(arch).expert_shared_feed_forward_length is "
+          + "\(facts.expertSharedFeedForwardLength.map(String.init) ?? "missing"); a qwen2moe block's shared expert needs its width")
+      }
+      shared = width
+    }
     let intermediate = style == .mixtral
       ? facts.feedForwardLength : facts.expertFeedForwardLength ?? facts.feedForwardLength / topK
     guard intermediate > 0 else {
@@ -57,21 +69,24 @@ extension TransformerShape {
     let widthKey = style == .mixtral ? "feed_forward_length"
       : facts.expertFeedForwardLength != nil ? "expert_feed_forward_length" : "feed_forward_length / expert_used_count"
     try checkExpertTensors(weights, arch: arch, layers: facts.blockCount, hidden: facts.embeddingLength,
-                           experts: experts, intermediate: intermediate, widthKey: widthKey)
+                           experts: experts, intermediate: intermediate, widthKey: widthKey, shared: shared)
     return MoEShape(style: style, experts: experts, topK: topK, intermediate: intermediate,
-                    normalizeTopK: facts.expertWeightsNorm ?? true,
+                    normalizeTopK: facts.expertWeightsNorm ?? (style != .qwen2),
                     sparseLayers: Array(repeating: true, count: facts.blockCount), auxLossCoefficient: 0,
-                    declaredAuxLossCoefficient: MoEShape.defaultAuxLossCoefficient)
+                    declaredAuxLossCoefficient: MoEShape.defaultAuxLossCoefficient, sharedIntermediate: shared)
   }
 
   /// Throws for the metadata of routing variants this decoder does not run.
-  private static func refuseUnimplementedRouting(_ facts: GGUFModelFacts, path: String) throws(ModelFileError) {
+  private static func refuseUnimplementedRouting(_ facts: GGUFModelFacts, path: String,
+                                                 sharedExpertAllowed: Bool) throws(ModelFileError) {
     let arch = facts.architecture
-    if let n = facts.expertSharedCount, n > 0 {
-      throw ModelFileError(path, "\(arch).expert_shared_count is \(n); shared experts are not implemented")
+    if let n = facts.expertSharedCount, n > (sharedExpertAllowed ? 1 : 0) {
+      throw ModelFileError(path, "\(arch).expert_shared_count is \(n); "
+        + (sharedExpertAllowed ? "one shared expert per block is implemented" : "shared experts are not implemented for \(arch)"))
     }
-    if let n = facts.expertSharedFeedForwardLength, n > 0 {
-      throw ModelFileError(path, "\(arch).expert_shared_feed_forward_length is \(n); shared experts are not implemented")
+    if !sharedExpertAllowed, let n = facts.expertSharedFeedForwardLength, n > 0 {
+      throw ModelFileError(path, "\(arch).expert_shared_feed_forward_length is \(n); shared experts are not "
+        + "implemented for \(arch)")
     }
     if let n = facts.expertGroupCount, n > 1 {
       throw ModelFileError(path, "\(arch).expert_group_count is \(n); group-limited expert routing is not implemented")
@@ -86,23 +101,29 @@ extension TransformerShape {
   /// metadata implies (llama.cpp `create_tensor` checks the same ne), and nothing else that
   /// belongs to an MLP: extra blocks' tensors would be silently ignored otherwise.
   private static func checkExpertTensors(_ weights: GGUFWeightSource, arch: String, layers: Int, hidden: Int,
-                                         experts: Int, intermediate: Int, widthKey: String) throws(ModelFileError) {
+                                         experts: Int, intermediate: Int, widthKey: String,
+                                         shared: Int) throws(ModelFileError) {
     let file = weights.file, path = file.path
     // Foreign tensors first: their message says more than the missing stack they replace.
     let unmapped = Set(weights.unmappedTensorNames)
     for info in file.tensors where info.name.hasPrefix("blk.") {
-      if let why = unsupportedBlockTensor(info.name, arch: arch, unmapped: unmapped) {
+      if let why = unsupportedBlockTensor(info.name, arch: arch, unmapped: unmapped, shared: shared > 0) {
         throw ModelFileError(path, "tensor \(info.name) \(why)")
       }
     }
-    let keys = "\(arch).embedding_length (\(hidden)), expert_count (\(experts)) and \(widthKey) (\(intermediate))"
+    let keys = "\(arch).embedding_length (\(hidden)), expert_count (\(experts)), \(widthKey) (\(intermediate))"
+      + (shared > 0 ? " and expert_shared_feed_forward_length (\(shared))" : "")
     for i in 0 ..< layers {
-      let wanted: [(String, [Int])] = [
+      var wanted: [(String, [Int])] = [
         ("ffn_gate_inp", [hidden, experts]),
         ("ffn_gate_exps", [hidden, intermediate, experts]),
         ("ffn_up_exps", [hidden, intermediate, experts]),
         ("ffn_down_exps", [intermediate, hidden, experts]),
       ]
+      if shared > 0 {
+        wanted += [("ffn_gate_inp_shexp", [hidden, 1]), ("ffn_gate_shexp", [hidden, shared]),
+                   ("ffn_up_shexp", [hidden, shared]), ("ffn_down_shexp", [shared, hidden])]
+      }
       for (stem, ne) in wanted {
         let name = "blk.\(i).\(stem).weight"
         guard let info = file.tensor(named: name) else {
@@ -116,7 +137,8 @@ extension TransformerShape {
   }
 
   /// Why a block tensor of a mixture-of-experts file cannot be loaded, or nil when it can.
-  private static func unsupportedBlockTensor(_ name: String, arch: String, unmapped: Set<String>) -> String? {
+  private static func unsupportedBlockTensor(_ name: String, arch: String, unmapped: Set<String>,
+                                             shared: Bool) -> String? {
     let stem = name.split(separator: ".").dropFirst(2).first.map(String.init) ?? ""
     let parts = name.split(separator: ".")
     if ["ffn_gate", "ffn_up", "ffn_down"].contains(stem) {
@@ -126,7 +148,7 @@ extension TransformerShape {
       }
       return "is a dense MLP weight, but a \(arch) model with experts is sparse in every block (llama.cpp)"
     }
-    if stem.contains("_shexp") { return "belongs to a shared expert; shared experts are not implemented" }
+    if stem.contains("_shexp"), !shared { return "belongs to a shared expert, which \(arch) has none of here" }
     if stem == "ffn_gate_up_exps" {
       return "fuses the experts' gate and up projections, which llama.cpp does not load for \(arch); convert "
         + "without --fuse-gate-up-exps"

@@ -57,9 +57,10 @@ extension TransformerShape {
 
 extension TransformerShape {
   /// The GGUF architectures whose tensors map onto this decoder (Mistral and Mixtral GGUFs
-  /// say "llama"; Qwen3-MoE is "qwen3moe"). Other mixture-of-experts architectures (qwen2moe,
-  /// deepseek2, olmoe, …) are refused by name.
-  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"]
+  /// say "llama"; Qwen3-MoE is "qwen3moe", Qwen2-MoE "qwen2moe"). Other mixture-of-experts
+  /// architectures (deepseek2, olmoe, …) are refused by name.
+  public static let ggufArchitectures = ["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3",
+                                         "phi3"]
 
   /// The block count of the Gemma 2 / Gemma 3 27B models, whose attention scale llama.cpp
   /// takes as (hidden / heads)^−½ (their query_pre_attn_scalar); every other size uses
@@ -88,7 +89,7 @@ extension TransformerShape {
     let path = weights.file.path
     guard Self.ggufArchitectures.contains(facts.architecture) else {
       let moe = facts.expertCount > 0
-        ? " (of mixture-of-experts models, only Mixtral as \"llama\" and \"qwen3moe\")" : ""
+        ? " (of mixture-of-experts models, only Mixtral as \"llama\", \"qwen2moe\" and \"qwen3moe\")" : ""
       throw ModelFileError(path, "general.architecture is \"\(facts.architecture)\"; vkfinetune loads "
         + "\(Self.ggufArchitectures.joined(separator: ", ")) GGUF files" + moe)
     }
@@ -179,7 +180,8 @@ extension TransformerShape {
     case let (a?, b?):
       if a.style != b.style { return "mixture-of-experts style \(a.style) vs \(b.style)" }
       let pairs = [("experts", a.experts, b.experts), ("experts per token (top-k)", a.topK, b.topK),
-                   ("expert width", a.intermediate, b.intermediate)]
+                   ("expert width", a.intermediate, b.intermediate),
+                   ("shared expert width", a.sharedIntermediate, b.sharedIntermediate)]
       if let (name, x, y) = pairs.first(where: { $0.1 != $0.2 }) { return "\(name) \(x) vs \(y)" }
       if a.normalizeTopK != b.normalizeTopK {
         return "top-k weights renormalised \(a.normalizeTopK) vs \(b.normalizeTopK)"

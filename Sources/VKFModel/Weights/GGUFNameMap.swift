@@ -52,7 +52,15 @@ public enum GGUFNameMap {
     if let style = moeStyle(architecture: architecture) {
       // The router: gguf-py tensor_mapping FFN_GATE_INP ← `block_sparse_moe.gate` (Mixtral),
       // `mlp.gate` (Qwen3-MoE).
-      return block.merging(["ffn_gate_inp": style.block + ".gate"]) { $1 }
+      var names = ["ffn_gate_inp": style.block + ".gate"]
+      if style == .qwen2 {
+        // Qwen2-MoE's shared expert and its scalar gate (gguf-py FFN_*_SHEXP, FFN_GATE_INP_SHEXP).
+        names["ffn_gate_shexp"] = "mlp.shared_expert.gate_proj"
+        names["ffn_up_shexp"] = "mlp.shared_expert.up_proj"
+        names["ffn_down_shexp"] = "mlp.shared_expert.down_proj"
+        names["ffn_gate_inp_shexp"] = "mlp.shared_expert_gate"
+      }
+      return block.merging(names) { $1 }
     }
     return block
   }
@@ -75,12 +83,14 @@ public enum GGUFNameMap {
   // MARK: - Mixture of experts
 
   /// The mixture-of-experts naming of a GGUF architecture, or nil when it has none here:
-  /// llama.cpp writes Mixtral as "llama" (with `llama.expert_count` > 0) and Qwen3-MoE as
-  /// "qwen3moe" (`convert_hf_to_gguf.py` `DecoderModel` / `Qwen3MoeModel`).
+  /// llama.cpp writes Mixtral as "llama" (with `llama.expert_count` > 0), Qwen3-MoE as
+  /// "qwen3moe" and Qwen2-MoE as "qwen2moe" (`convert_hf_to_gguf.py` `DecoderModel` /
+  /// `Qwen3MoeModel` / `Qwen2MoeModel`).
   public static func moeStyle(architecture: String?) -> MoEStyle? {
     switch architecture {
     case "llama"?: .mixtral
     case "qwen3moe"?: .qwen3
+    case "qwen2moe"?: .qwen2
     default: nil
     }
   }
