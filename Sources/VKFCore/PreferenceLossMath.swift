@@ -16,6 +16,11 @@ public enum PreferenceLossKind: UInt32, Sendable, CaseIterable {
   /// policy values are the pair's scores, the reference values their margin (m_c − m_r is
   /// subtracted; 0 for none); β and ε are not used; the logged rewards are the scores.
   case reward = 4
+  /// ORPO's odds-ratio term (TRL's ORPOTrainer) on length-averaged log-probs a = π/len:
+  /// −β·log σ(log odds), log odds = (a_c − a_r) − (log(1 − e^a_c) − log(1 − e^a_r)); no
+  /// reference; the logged rewards are β·a. Its NLL term on the chosen rows is added by the
+  /// task (it reaches prompt tokens too).
+  case orpo = 5
 }
 
 /// Fixed settings of a `preferenceLoss` op (recorded with it).
@@ -37,9 +42,12 @@ public struct PreferenceLossParameters: Sendable, Equatable {
   /// Slots of the metrics vector the op adds into, each a sum over pairs.
   public enum Metric: Int, CaseIterable {
     case loss = 0, rewardsChosen, rewardsRejected, accuracy, logpsChosen, logpsRejected, pairs
+    /// ORPO: Σ log σ(log odds) and Σ log odds (TRL's log_odds_ratio / log_odds_chosen), and
+    /// Σ pairs·(the micro-batch's chosen NLL) (added by the task).
+    case logOddsRatio, logOdds, nll
   }
   /// f32 elements of the metrics vector (`Metric` slots, padded).
-  public static let metricCount = 8
+  public static let metricCount = 12
 }
 
 /// One pair's loss (without RPO), d loss / d(summed policy log-prob) of each answer, and the
@@ -48,6 +56,8 @@ public struct PreferencePairLoss: Sendable, Equatable {
   public var loss: Double
   public var dPolicyChosen: Double, dPolicyRejected: Double
   public var rewardChosen: Double, rewardRejected: Double
+  /// ORPO only: log σ(log odds) and the log odds (0 otherwise).
+  public var logOddsRatio = 0.0, logOdds = 0.0
 }
 
 /// The math of `Backend.preferenceLoss`.
@@ -56,6 +66,18 @@ public enum PreferenceLossMath {
   public static func logSigmoid(_ x: Double) -> Double { x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)) }
   /// σ(x).
   public static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
+  /// log(1 − e^x) for x < 0, accurate on both sides of −ln 2 (TRL's log1mexp).
+  public static func log1mexp(_ x: Double) -> Double { x < -M_LN2 ? log1p(-exp(x)) : log(-expm1(x)) }
+
+  /// ORPO's pair loss from length-averaged log-probs (a_c, a_r < 0): −β·log σ(lo) with
+  /// lo = (a_c − a_r) − (log1mexp(a_c) − log1mexp(a_r)); its derivatives by a_c and a_r
+  /// (d lo/d a = 1/(1 − e^a) = −1/expm1(a)).
+  static func orpo(averageChosen ac: Double, averageRejected ar: Double, beta: Double)
+    -> (loss: Double, dChosen: Double, dRejected: Double, ratio: Double, logOdds: Double) {
+    let lo = (ac - ar) - (log1mexp(ac) - log1mexp(ar))
+    let ratio = logSigmoid(lo), dLo = -beta * sigmoid(-lo)
+    return (-beta * ratio, dLo * (-1 / expm1(ac)), dLo * (1 / expm1(ar)), ratio, lo)
+  }
 
   /// The loss of one pair from summed answer log-probs (π policy, ref reference) and answer
   /// lengths (formulas in REFERENCE.md, TRL's semantics).
@@ -63,6 +85,14 @@ public enum PreferenceLossMath {
                           referenceRejected: Double, chosenTokens: Int, rejectedTokens: Int,
                           _ p: PreferenceLossParameters) -> PreferencePairLoss {
     let beta = p.beta, eps = p.labelSmoothing
+    if p.kind == .orpo {
+      let lc = Double(max(chosenTokens, 1)), lr = Double(max(rejectedTokens, 1))
+      let ac = policyChosen / lc, ar = policyRejected / lr
+      let o = orpo(averageChosen: ac, averageRejected: ar, beta: beta)
+      return PreferencePairLoss(loss: o.loss, dPolicyChosen: o.dChosen / lc, dPolicyRejected: o.dRejected / lr,
+                                rewardChosen: beta * ac, rewardRejected: beta * ar, logOddsRatio: o.ratio,
+                                logOdds: o.logOdds)
+    }
     // ipo works on length-averaged log-probs; the chain rule brings 1/length back.
     let lc = p.kind == .ipo ? Double(max(chosenTokens, 1)) : 1
     let lr = p.kind == .ipo ? Double(max(rejectedTokens, 1)) : 1
@@ -83,7 +113,7 @@ public enum PreferenceLossMath {
     case .robust:
       loss = (-(1 - eps) * logSigmoid(x) + eps * logSigmoid(-x)) / (1 - 2 * eps)
       dDelta = -beta * ((1 - eps) * sigmoid(-x) + eps * sigmoid(x)) / (1 - 2 * eps)
-    case .reward:
+    case .reward, .orpo:
       loss = -logSigmoid(delta)
       dDelta = -sigmoid(-delta)
     }
@@ -118,9 +148,13 @@ public enum PreferenceLossMath {
       m[M.rewardsChosen.rawValue] += out.rewardChosen
       m[M.rewardsRejected.rawValue] += out.rewardRejected
       m[M.accuracy.rawValue] += out.rewardChosen > out.rewardRejected ? 1 : 0
-      m[M.logpsChosen.rawValue] += policy[c]
-      m[M.logpsRejected.rawValue] += policy[r]
+      // ORPO logs the length-averaged log-probs it works on (TRL's logps/chosen there).
+      let orpo = p.kind == .orpo
+      m[M.logpsChosen.rawValue] += orpo ? policy[c] / Double(max(answerTokens[c], 1)) : policy[c]
+      m[M.logpsRejected.rawValue] += orpo ? policy[r] / Double(max(answerTokens[r], 1)) : policy[r]
       m[M.pairs.rawValue] += 1
+      m[M.logOddsRatio.rawValue] += out.logOddsRatio
+      m[M.logOdds.rawValue] += out.logOdds
     }
     if p.rpoAlpha > 0 {
       // α · mean NLL over this micro-batch's chosen tokens, weighted by its share of pairs.

@@ -11,6 +11,12 @@ extension DPOTask: StagedTrainingTask {
   public func stage(_ batch: Batch, as shape: StepShape, dropoutSeed: UInt64) throws -> Bool {
     let (ids, targets) = try SFTTask.int32(batch)
     try checkPairs(batch, targets)
+    if loss.oddsRatio {
+      try stageORPO(batch, ids: ids, targets: targets, as: shape)
+      stagedRows = batch.batchSize
+      try dropoutSeedSetter(dropoutSeed)
+      return true
+    }
     let rows = batch.batchSize
     // Answer lengths, and reference log-probs unless the recorded pass computes them.
     let t = batch.seqLength
@@ -37,9 +43,11 @@ extension DPOTask: StagedTrainingTask {
   public func reserve(_ shape: StepShape) throws {
     try model.reserve(batch: shape.batch, tokens: shape.tokens)
     _ = try sequenceBuffers(rows: shape.batch)
+    if loss.oddsRatio { _ = try orpoBuffers(shape) }
   }
 
   public func queueForwardBackward(lossNormalizer: Tensor, lossSum: Tensor) throws {
+    if loss.oddsRatio { return try queueORPO(lossNormalizer: lossNormalizer, lossSum: lossSum) }
     let rows = stagedRows
     let buffers = try sequenceBuffers(rows: rows)
     let policy = try buffers.view(offset: 0, shape: [rows])

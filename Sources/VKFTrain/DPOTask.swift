@@ -101,6 +101,8 @@ public final class DPOTask: TrainingTask {
     case disabledAdapter((Bool) -> Void)
     /// Computed before training (`ReferenceLogProbs.compute`).
     case precomputed(ReferenceLogProbs)
+    /// None (ORPO).
+    case none
   }
 
   public let model: DecoderModel
@@ -109,8 +111,8 @@ public final class DPOTask: TrainingTask {
   public let reference: Reference
   private let zero: () throws -> Void
   let dropoutSeedSetter: (UInt64) throws -> Void
-  private let trainingModeSetter: (Bool) -> Void
-  private var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
+  let trainingModeSetter: (Bool) -> Void
+  var trainMetrics = DPOStepMetrics(), evalMetrics = DPOStepMetrics()
   /// Reference log-probs of evaluation rows by `ReferenceLogProbs.key`, computed at the
   /// first evaluation and reused by every later one (the reference never changes).
   private var evaluationReferences: [String: Double] = [:]
@@ -127,6 +129,9 @@ public final class DPOTask: TrainingTask {
   var stepPairs: Float = 1
   /// One f32 the unstaged step's load-balancing loss is read from.
   private var auxLossScratch: Tensor?
+  /// ORPO's per-shape token buffers (`DPOTask+ORPO`) and the shape of the last staged batch.
+  var orpoBuffersByShape: [StepShape: ORPOBuffers] = [:]
+  var stagedShape: StepShape?
 
   /// The [policy | reference | answer tokens] buffer for `rows` rows (made once per count,
   /// so recordings keep valid views).
@@ -155,14 +160,26 @@ public final class DPOTask: TrainingTask {
     self.model = model; self.trainableTensors = trainables; self.zero = zero
     self.reference = reference; self.loss = loss
     dropoutSeedSetter = setDropoutSeed; trainingModeSetter = setTraining
+    if loss.oddsRatio != { if case .none = reference { return true } else { return false } }() {
+      throw PreferenceLossError(loss.oddsRatio ? "ORPO uses no reference model" : "DPO needs a reference")
+    }
+    trainMetrics.odds = loss.oddsRatio; evalMetrics.odds = loss.oddsRatio
   }
 
-  /// LoRA / QLoRA: the reference is the model with the adapter disabled, unless precomputed.
+  /// LoRA / QLoRA: the reference is the model with the adapter disabled, unless precomputed
+  /// (ORPO: none).
   public convenience init(model: DecoderModel, lora: LoRAModel, loss: DPOLossConfig,
                           precomputed: ReferenceLogProbs? = nil) throws {
     try self.init(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
-                  reference: precomputed.map { .precomputed($0) } ?? .disabledAdapter { lora.enabled = $0 },
+                  reference: loss.oddsRatio ? .none : precomputed.map { .precomputed($0) } ?? .disabledAdapter { lora.enabled = $0 },
                   loss: loss, setDropoutSeed: { try lora.setDropoutSeed($0) }, setTraining: { lora.training = $0 })
+  }
+
+  /// Full fine-tuning with ORPO (no reference).
+  public convenience init(fullFineTuning model: DecoderModel, orpo loss: DPOLossConfig) throws {
+    let w = model.weights
+    try self.init(model: model, trainables: w.trainableTensors, zero: { try w.zeroGradients() },
+                  reference: .none, loss: loss)
   }
 
   /// Full fine-tuning against precomputed reference log-probs.
@@ -183,12 +200,17 @@ public final class DPOTask: TrainingTask {
   }
 
   public func takeMetrics(training: Bool) -> [String: Double] {
-    defer { if training { trainMetrics = DPOStepMetrics() } else { evalMetrics = DPOStepMetrics() } }
+    defer {
+      var fresh = DPOStepMetrics()
+      fresh.odds = loss.oddsRatio
+      if training { trainMetrics = fresh } else { evalMetrics = fresh }
+    }
     let m = training ? trainMetrics : evalMetrics
     return m.pairs > 0 ? m.metrics : [:]
   }
 
   public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
+    if loss.oddsRatio { return try orpoForwardBackward(batch, lossNormalizer: lossNormalizer, dropoutSeed: dropoutSeed) }
     let (ids, targets) = try SFTTask.int32(batch)
     let rows = batch.batchSize
     try checkPairs(batch, targets)
@@ -211,7 +233,7 @@ public final class DPOTask: TrainingTask {
 
   /// The policy pass's load-balancing loss, weighted by this micro-batch's share of the step
   /// (0 unless the model trains it), its gradient left for the backward.
-  private func auxLoss() throws -> Float {
+  func auxLoss() throws -> Float {
     guard model.trainsAuxLoss else { return 0 }
     let sum = try auxLossScratch ?? backend.allocate([1])
     auxLossScratch = sum
@@ -222,6 +244,7 @@ public final class DPOTask: TrainingTask {
 
   /// Sum of pair losses and the number of pairs (so the trainer's mean is the mean pair loss).
   public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
+    if loss.oddsRatio { return try orpoEvaluate(batch) }
     let (ids, targets) = try SFTTask.int32(batch)
     let rows = batch.batchSize
     try checkPairs(batch, targets)
@@ -259,6 +282,8 @@ public final class DPOTask: TrainingTask {
       try model.forward(ids: ids, targets: targets, batch: batch.batchSize, lossNormalizer: 1,
                         logProbsOnly: true)
       return rowLogProbs(tokenLosses: try model.tokenLosses(), targets: targets, rows: batch.batchSize).logps
+    case .none:
+      return [Double](repeating: 0, count: batch.batchSize)
     case .precomputed(let cache):
       return try (0..<batch.batchSize).map { r in
         let key = ReferenceLogProbs.key(ReferenceLogProbs.rowExample(batch, r))

@@ -24,11 +24,18 @@ public struct DPOLossConfig: Codable, Sendable, Equatable {
   public var labelSmoothing: Double = 0
   /// `rpo_alpha`: weight of an SFT (mean NLL) term on the chosen answers; nil for none.
   public var rpoAlpha: Double?
+  /// ORPO (TRL's ORPOTrainer, `beta`): the chosen answers' NLL (over prompt and answer) minus
+  /// β·log σ(log odds ratio) of length-averaged log-probs; no reference; `type` unused.
+  public var oddsRatio = false
 
   public init(type: DPOLossType = .sigmoid, beta: Double = 0.1, labelSmoothing: Double = 0,
-              rpoAlpha: Double? = nil) {
+              rpoAlpha: Double? = nil, oddsRatio: Bool = false) {
     self.type = type; self.beta = beta; self.labelSmoothing = labelSmoothing; self.rpoAlpha = rpoAlpha
+    self.oddsRatio = oddsRatio
   }
+
+  /// ORPO's settings (TRL ORPOConfig's `beta`, default 0.1).
+  public static func orpo(beta: Double = 0.1) -> DPOLossConfig { DPOLossConfig(beta: beta, oddsRatio: true) }
 
   /// The settings as the backends' `preferenceLoss` op takes them.
   public var parameters: PreferenceLossParameters {
@@ -39,6 +46,7 @@ public struct DPOLossConfig: Codable, Sendable, Equatable {
     case .ipo: kind = .ipo
     case .robust: kind = .robust
     }
+    if oddsRatio { return PreferenceLossParameters(kind: .orpo, beta: beta) }
     return PreferenceLossParameters(kind: kind, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha ?? 0)
   }
 
@@ -52,6 +60,10 @@ public struct DPOLossConfig: Codable, Sendable, Equatable {
       throw PreferenceLossError("label_smoothing applies to the sigmoid and robust losses, not \(type.rawValue)")
     }
     if let a = rpoAlpha, !(a >= 0 && a.isFinite) { throw PreferenceLossError("rpo_alpha must be ≥ 0 (got \(a))") }
+    if oddsRatio, labelSmoothing != 0 || (rpoAlpha ?? 0) != 0 || type != .sigmoid {
+      throw PreferenceLossError("ORPO takes beta only (its NLL term is built in): loss_type, label_smoothing and "
+        + "rpo_alpha are DPO settings")
+    }
   }
 }
 
@@ -119,7 +131,16 @@ public struct DPOStepMetrics: Sendable, Equatable {
   public var rewardsChosen = 0.0, rewardsRejected = 0.0, rewardsAccuracy = 0.0
   public var logpsChosen = 0.0, logpsRejected = 0.0
   public var pairs = 0
+  /// ORPO's sums: log σ(log odds), log odds and pairs·NLL; nil for the DPO losses.
+  public var oddsRatio: (ratio: Double, logOdds: Double, nll: Double)?
   public init() {}
+
+  public static func == (a: DPOStepMetrics, b: DPOStepMetrics) -> Bool {
+    a.loss == b.loss && a.rewardsChosen == b.rewardsChosen && a.rewardsRejected == b.rewardsRejected
+      && a.rewardsAccuracy == b.rewardsAccuracy && a.logpsChosen == b.logpsChosen
+      && a.logpsRejected == b.logpsRejected && a.pairs == b.pairs
+      && a.oddsRatio.map { [$0.ratio, $0.logOdds, $0.nll] } == b.oddsRatio.map { [$0.ratio, $0.logOdds, $0.nll] }
+  }
 
   /// Adds one pair (call `finish` once after the last).
   public mutating func add(_ l: PairLoss, _ p: PairLogProbs) {
@@ -148,7 +169,14 @@ public struct DPOStepMetrics: Sendable, Equatable {
     rewardsChosen += v(.rewardsChosen); rewardsRejected += v(.rewardsRejected); rewardsAccuracy += v(.accuracy)
     logpsChosen += v(.logpsChosen); logpsRejected += v(.logpsRejected)
     pairs += Int(v(.pairs).rounded())
+    if odds {
+      let o = oddsRatio ?? (0, 0, 0)
+      oddsRatio = (o.ratio + v(.logOddsRatio), o.logOdds + v(.logOdds), o.nll + v(.nll))
+    }
   }
+
+  /// Whether `add(sums:)` keeps ORPO's sums (set by an ORPO task).
+  public var odds = false
 
   /// rewards/margins.
   public var rewardsMargin: Double { rewardsChosen - rewardsRejected }
@@ -156,8 +184,15 @@ public struct DPOStepMetrics: Sendable, Equatable {
   /// TRL's names → values (means), for metrics.jsonl and the progress line.
   public var metrics: [String: Double] {
     let m = mean
-    return ["loss": m.loss, "rewards/chosen": m.rewardsChosen, "rewards/rejected": m.rewardsRejected,
-            "rewards/margins": m.rewardsMargin, "rewards/accuracies": m.rewardsAccuracy,
-            "logps/chosen": m.logpsChosen, "logps/rejected": m.logpsRejected]
+    var out = ["loss": m.loss, "rewards/chosen": m.rewardsChosen, "rewards/rejected": m.rewardsRejected,
+               "rewards/margins": m.rewardsMargin, "rewards/accuracies": m.rewardsAccuracy,
+               "logps/chosen": m.logpsChosen, "logps/rejected": m.logpsRejected]
+    if let o = oddsRatio, pairs > 0 {
+      // TRL ORPOTrainer's names (log_odds_ratio is the mean log σ(log odds)).
+      let n = Double(pairs)
+      out["log_odds_ratio"] = o.ratio / n; out["log_odds_chosen"] = o.logOdds / n; out["nll_loss"] = o.nll / n
+      out["loss"] = m.loss + o.nll / n  // TRL: nll − mean β·log σ(log odds)
+    }
+    return out
   }
 }

@@ -23,6 +23,9 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   case dpo
   /// A scalar reward head trained on preference pairs (TRL's RewardTrainer).
   case reward
+  /// Odds-ratio preference optimisation on preference pairs, no reference model (TRL's
+  /// ORPOTrainer).
+  case orpo
   /// Sequence classification of labelled sentences by an encoder (BERT): transformers'
   /// run_glue / Trainer with BertForSequenceClassification.
   case classification
@@ -34,7 +37,7 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   var isEncoder: Bool { self == .classification || self == .mlm }
 
   /// True for the objectives that train on chosen/rejected pairs.
-  var isPreference: Bool { self == .dpo || self == .reward }
+  var isPreference: Bool { self == .dpo || self == .reward || self == .orpo }
 }
 
 /// Where AdamW's moments live: on the device, in host-visible memory streamed per step, or
@@ -59,8 +62,8 @@ struct TrainSettings: Encodable, Equatable {
   var outputDir: String?
   /// `method`: lora (default), qlora or full.
   var method: FineTuneMethod = .lora
-  /// `objective`: sft (default), dpo, reward, classification or mlm (LLaMA-Factory's `stage`:
-  /// sft, dpo, rm).
+  /// `objective`: sft (default), dpo, orpo, reward, classification or mlm (LLaMA-Factory's
+  /// `stage`: sft, dpo, rm).
   var objective: TrainObjective = .sft
 
   /// `learning_rate`: peak learning rate. Default 2e-4 (the usual LoRA rate).
@@ -236,9 +239,10 @@ struct TrainSettings: Encodable, Equatable {
     return .f32
   }
 
-  /// The DPO loss settings.
+  /// The DPO (or, for the orpo objective, ORPO) loss settings.
   var dpoLoss: DPOLossConfig {
-    DPOLossConfig(type: lossType, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha)
+    DPOLossConfig(type: lossType, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha,
+                  oddsRatio: objective == .orpo)
   }
 
   /// The preference pairs' length limits (`max_length` is `max_seq_length`).

@@ -156,8 +156,11 @@ extension TrainSettings {
       throw RecipeError("max_prompt_length = \(promptLimit) is invalid: it must be at least 1 and below "
         + "max_length (max_seq_length) = \(maxSeqLength), so the answers keep some room")
     }
-    if objective == .dpo {
+    if objective == .dpo || objective == .orpo {
       do { try dpoLoss.validate() } catch let e as PreferenceLossError { throw RecipeError(e.description) }
+      if objective == .orpo, precomputeRefLogProbs {
+        throw RecipeError("precompute_ref_log_probs applies to dpo; ORPO has no reference model (drop it)")
+      }
     } else {
       guard margin.isFinite else { throw RecipeError("margin = \(margin) is invalid: use a finite number") }
     }

@@ -22,7 +22,8 @@ struct TrainCommand: ParsableCommand {
       reference_logps.json); --batch-size counts pairs. --objective reward trains a scalar \
       head on the last non-pad token and writes a PEFT SEQ_CLS adapter (with the head in \
       modules_to_save) or a LlamaForSequenceClassification directory; score it with \
-      `vkfinetune score`.
+      `vkfinetune score`. --objective orpo trains on the same pairs with TRL's ORPO loss \
+      (the chosen answers' NLL minus beta·log σ(log odds ratio)), no reference model.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -41,7 +42,7 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
-  @Option(help: "sft (default), dpo, reward, classification or mlm; dpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
+  @Option(help: "sft (default), dpo, orpo, reward, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
   var objective: String?
 
   // MARK: - Optimisation

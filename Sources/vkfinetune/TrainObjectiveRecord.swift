@@ -18,6 +18,8 @@ enum ObjectiveRecord {
       v["precompute_ref_log_probs"] = "\(s.precomputeRefLogProbs || s.method == .full)"
     case .reward:
       v["margin"] = "\(s.margin)"; v["max_prompt_length"] = "\(s.promptLimit)"
+    case .orpo:
+      v["beta"] = "\(s.beta)"; v["max_prompt_length"] = "\(s.promptLimit)"
     }
     return v
   }

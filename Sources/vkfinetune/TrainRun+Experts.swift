@@ -49,7 +49,8 @@ extension TrainRun {
       }
       return 0
     case .dpo: return s.routerAuxLossCoef.map(Float.init) ?? moe.declaredAuxLossCoefficient
-    case .sft, .classification, .mlm: return s.routerAuxLossCoef.map(Float.init) ?? moe.auxLossCoefficient
+    // ORPOTrainer adds it as transformers' Trainer does (the config's output_router_logits).
+    case .sft, .orpo, .classification, .mlm: return s.routerAuxLossCoef.map(Float.init) ?? moe.auxLossCoefficient
     }
   }
 }

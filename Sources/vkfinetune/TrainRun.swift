@@ -249,6 +249,17 @@ struct TrainRun {
         + (s.rpoAlpha.map { ", rpo_alpha \($0)" } ?? "")
         + ", reference: " + (reference == nil ? "the model with its adapter disabled" : "precomputed log-probs"))
       return (task, nil)
+    case .orpo:
+      let task: DPOTask
+      do {
+        task = try lora.map { try DPOTask(model: model, lora: $0, loss: s.dpoLoss) }
+          ?? DPOTask(fullFineTuning: model, orpo: s.dpoLoss)
+      } catch let e as PreferenceLossError {
+        throw RecipeError(e.description)
+      }
+      progress.message("ORPO: beta \(s.beta); the chosen answers' NLL (prompt included) − beta·log σ(log odds ratio); "
+        + "no reference model")
+      return (task, nil)
     case .classification, .mlm:
       throw RecipeError("--objective \(s.objective.rawValue) runs through ClassificationRun")
     case .reward:

@@ -131,6 +131,28 @@ final class PreferenceTrainTests: XCTestCase {
     XCTAssertNotNil(eval["eval_rewards/accuracies"] as? Double, "\(eval)")
   }
 
+  /// ORPO (no reference): LoRA trains 2 steps with TRL's logged values, the logged loss being
+  /// nll_loss − beta·log_odds_ratio; the adapter is a CAUSAL_LM one.
+  func test_orpo_lora_trainsAndLogsTRLsValues() throws {
+    let made = try PreferenceRuns.shared()
+    let out = made.dir.appendingPathComponent("orpo")
+    let r = try CLITests.run(PreferenceRuns.common("orpo", model: made.model, data: made.train)
+      + ["--output", out.path, "--max-steps", "2", "--beta", "0.2"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("ORPO: beta 0.2"), r.stdout)
+    let steps = try TrainedRun.metrics(out).filter { $0["loss"] != nil }
+    XCTAssertEqual(steps.count, 2)
+    for s in steps {
+      let nll = try XCTUnwrap(s["nll_loss"] as? Double), ratio = try XCTUnwrap(s["log_odds_ratio"] as? Double)
+      XCTAssertNotNil(s["log_odds_chosen"] as? Double)
+      XCTAssertLessThan(ratio, 0)
+      XCTAssertEqual(try XCTUnwrap(s["loss"] as? Double), nll - 0.2 * ratio, accuracy: Self.firstLossTolerance * 10,
+                     "\(s)")
+    }
+    XCTAssertEqual(try PreferenceRuns.json(out.appendingPathComponent("adapter_config.json"))["task_type"] as? String,
+                   "CAUSAL_LM")
+  }
+
   func test_reward_lora_writesSeqClsAdapterThatScoreReads() throws {
     let made = try PreferenceRuns.shared()
     XCTAssertEqual(made.rewardRun.status, 0, made.rewardRun.stderr + made.rewardRun.stdout)
@@ -255,6 +277,9 @@ final class PreferenceSettingsTests: XCTestCase {
       (["--objective", "reward", "--train-on-prompt"], "train_on_prompt"),
       (["--objective", "reward", "--margin", "inf"], "margin"),
       (["--objective", "ppo"], "objective"),
+      (["--objective", "orpo", "--loss-type", "ipo"], "ORPO takes beta only"),
+      (["--objective", "orpo", "--rpo-alpha", "0.5"], "ORPO takes beta only"),
+      (["--objective", "orpo", "--precompute-ref-log-probs"], "ORPO has no reference model"),
     ]
     for (args, expected) in cases {
       let r = try CLITests.run(base + args)
@@ -266,7 +291,7 @@ final class PreferenceSettingsTests: XCTestCase {
     }
     // The same settings are fine for the objective they belong to (robust with ε, packing for SFT).
     for args in [["--objective", "dpo", "--loss-type", "robust", "--label-smoothing", "0.1"], ["--packing"],
-                 ["--objective", "reward", "--margin", "0.5"]] {
+                 ["--objective", "reward", "--margin", "0.5"], ["--objective", "orpo", "--beta", "0.2"]] {
       let r = try CLITests.run(base + args)
       XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
     }

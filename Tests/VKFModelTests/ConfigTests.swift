@@ -133,9 +133,10 @@ final class ConfigErrorTests: XCTestCase {
     }
     XCTAssertEqual(type, "gpt2")
     XCTAssertTrue(file.hasSuffix("broken-unknown-model-type.json"))
-    XCTAssertEqual(supported, ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe"])
+    XCTAssertEqual(supported, ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen2_moe",
+                               "qwen3_moe"])
     XCTAssertTrue("\(ConfigError.unsupportedModelType(type, file: file, supported: supported))"
-      .contains("llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, mixtral, qwen3_moe"))
+      .contains("llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, mixtral, qwen2_moe, qwen3_moe"))
   }
 
   func test_missingHiddenSize_namesFieldAndFile() {

@@ -3351,6 +3351,10 @@ void main() {
 //     robust:  ℓ = (−(1−ε)·logσ(x) + ε·logσ(−x))/(1−2ε), dℓ/dΔ = −β·((1−ε)·σ(−x) + ε·σ(x))/(1−2ε)
 //   kind 4 reward (Bradley–Terry; π are scores, ref margins; β, ε unused):
 //              ℓ = −logσ(Δ),                       dℓ/dΔ = −σ(−Δ);  reward_x = π_x
+//   kind 5 orpo (odds ratio on averages a_x = π_x/max(len_x, 1); ref unused):
+//              lo = (a_c − a_r) − (log(1−e^a_c) − log(1−e^a_r)),  ℓ = −β·logσ(lo),
+//              w_c = β·σ(−lo)·(−1/expm1(a_c))/(len_c·D), w_r = −β·σ(−lo)·(−1/expm1(a_r))/(len_r·D)
+//              (w = −dℓ/dπ / D); reward_x = β·a_x; metrics 4, 5 take a_x; metrics 7, 8 += Σlogσ(lo), Σlo.
 //   With D = pairsInStep[0]: row weight w_c = −(dℓ/dΔ)/(l_c·D), w_r = (dℓ/dΔ)/(l_r·D);
 //   lossSum[0] += Σℓ/D. RPO (alpha > 0, Lc = Σ len of chosen rows > 0, s = P/D):
 //   lossSum[0] += α·s·(−Σπ_c)/Lc and w_c += α·s/Lc. tokenWeights[r·T + t] = w_r.
@@ -3358,12 +3362,13 @@ void main() {
 //   reward_x = β(π_x − ref_x) (kinds 0–3).
 //   Sums run in pair order on one invocation (deterministic); f32 throughout.
 // Shapes: policy, reference, answerTokens (rows) f32, rows ≤ 512; pairsInStep, lossSum (1);
-//   tokenWeights (rows·T); metrics (8).
+//   tokenWeights (rows·T); metrics (12).
 // Bindings: 0 policy, 1 reference, 2 answerTokens, 3 pairsInStep (readonly), 4 tokenWeights,
 //   5 lossSum, 6 metrics.
 // Push (after boff[8]): rows, tokens, kind, beta, eps, alpha → Swift `PreferenceLossPush`.
 // Dispatch: one workgroup of spec constant 0 invocations.
 #include "common/push.glsl"
+#include "common/tanh.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
@@ -3387,6 +3392,8 @@ PUSH_END
 const uint MAX_PAIRS = 256u;
 shared float rowW[2u * MAX_PAIRS];
 shared float pairLoss[MAX_PAIRS];
+shared float pairRatio[MAX_PAIRS];
+shared float pairOdds[MAX_PAIRS];
 shared float rpoW;
 
 // log(1 + u) accurate for small u (log1p is not in GLSL 450).
@@ -3396,6 +3403,13 @@ float log1p_(float u) {
 }
 float logSigmoid(float x) { return x >= 0.0 ? -log1p_(exp(-x)) : x - log1p_(exp(x)); }
 float sigmoid(float x) { return x >= 0.0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+// e^x − 1 without cancellation near 0: 2t/(1 − t), t = tanh(x/2).
+float expm1_(float x) {
+  float t = tanh_safe(0.5 * x);
+  return 2.0 * t / (1.0 - t);
+}
+// log(1 − e^x) for x < 0 (TRL's log1mexp, branch at −ln 2).
+float log1mexp(float x) { return x < -0.69314718 ? log1p_(-exp(x)) : log(-expm1_(x)); }
 
 void main() {
   uint tid = gl_LocalInvocationID.x, nt = gl_WorkGroupSize.x;
@@ -3404,6 +3418,20 @@ void main() {
   float beta = pc.beta, eps = pc.eps;
   for (uint i = tid; i < pairs; i += nt) {
     uint c = 2u * i, r = c + 1u;
+    pairRatio[i] = 0.0;
+    pairOdds[i] = 0.0;
+    if (pc.kind == 5u) {
+      float lc = max(len[pc.boff[2] + c], 1.0), lr = max(len[pc.boff[2] + r], 1.0);
+      float ac = policy[pc.boff[0] + c] / lc, ar = policy[pc.boff[0] + r] / lr;
+      float lo = (ac - ar) - (log1mexp(ac) - log1mexp(ar));
+      float dLo = -beta * sigmoid(-lo);
+      pairLoss[i] = -beta * logSigmoid(lo);
+      pairRatio[i] = logSigmoid(lo);
+      pairOdds[i] = lo;
+      rowW[c] = -(dLo * (-1.0 / expm1_(ac))) / lc / d;
+      rowW[r] = -(dLo * (1.0 / expm1_(ar))) / lr / d;
+      continue;
+    }
     float lc = pc.kind == 2u ? max(len[pc.boff[2] + c], 1.0) : 1.0;
     float lr = pc.kind == 2u ? max(len[pc.boff[2] + r], 1.0) : 1.0;
     float delta = (policy[pc.boff[0] + c] - ref[pc.boff[1] + c]) / lc
@@ -3433,14 +3461,17 @@ void main() {
   barrier();
   if (tid == 0u) {
     float sLoss = 0.0, sRc = 0.0, sRr = 0.0, sAcc = 0.0, sPc = 0.0, sPr = 0.0, chosenLen = 0.0;
+    float sRatio = 0.0, sOdds = 0.0, sAc = 0.0, sAr = 0.0;
     for (uint i = 0u; i < pairs; ++i) {
       uint c = 2u * i, r = c + 1u;
       float pc_ = policy[pc.boff[0] + c], pr = policy[pc.boff[0] + r];
-      bool scores = pc.kind == 4u;
-      float rc = scores ? pc_ : beta * (pc_ - ref[pc.boff[1] + c]);
-      float rr = scores ? pr : beta * (pr - ref[pc.boff[1] + r]);
+      float ac = pc_ / max(len[pc.boff[2] + c], 1.0), ar = pr / max(len[pc.boff[2] + r], 1.0);
+      bool scores = pc.kind == 4u, orpo = pc.kind == 5u;
+      float rc = scores ? pc_ : orpo ? beta * ac : beta * (pc_ - ref[pc.boff[1] + c]);
+      float rr = scores ? pr : orpo ? beta * ar : beta * (pr - ref[pc.boff[1] + r]);
       sLoss += pairLoss[i]; sRc += rc; sRr += rr; sAcc += rc > rr ? 1.0 : 0.0;
       sPc += pc_; sPr += pr; chosenLen += len[pc.boff[2] + c];
+      sAc += ac; sAr += ar; sRatio += pairRatio[i]; sOdds += pairOdds[i];
     }
     float total = sLoss / d;
     rpoW = 0.0;
@@ -3452,7 +3483,9 @@ void main() {
     lossSum[pc.boff[5]] += total;
     uint m = pc.boff[6];
     metrics[m] += sLoss; metrics[m + 1u] += sRc; metrics[m + 2u] += sRr; metrics[m + 3u] += sAcc;
-    metrics[m + 4u] += sPc; metrics[m + 5u] += sPr; metrics[m + 6u] += float(pairs);
+    metrics[m + 4u] += pc.kind == 5u ? sAc : sPc; metrics[m + 5u] += pc.kind == 5u ? sAr : sPr;
+    metrics[m + 6u] += float(pairs);
+    metrics[m + 7u] += sRatio; metrics[m + 8u] += sOdds;
   }
   barrier();
   uint n = pc.rows * pc.tokens;
