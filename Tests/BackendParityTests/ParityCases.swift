@@ -48,13 +48,14 @@ enum ParityTable {
   static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference + experts }
 
   /// `preferenceLoss` for each kind (reward: the values as scores, the references as
-  /// margins), with label smoothing and RPO, 37 pairs of 13 tokens;
+  /// margins; orpo: averages from −60 to about −0.05, both sides of log1mexp's −ln 2 branch),
+  /// with label smoothing and RPO, 37 pairs of 13 tokens;
   /// called twice so the sums accumulate. Log-probs like real answers' (−60…−2), the
   /// references within ±8 of them, so every branch of σ and the hinge is taken.
   static var preference: [ParityCase] {
     let cases: [(PreferenceLossKind, Double, Double)] = [
       (.sigmoid, 0, 0), (.sigmoid, 0.1, 0.5), (.hinge, 0, 0), (.ipo, 0, 0), (.robust, 0.2, 0), (.ipo, 0, 1),
-      (.reward, 0, 0),
+      (.reward, 0, 0), (.orpo, 0, 0),
     ]
     return cases.enumerated().map { i, c in
       ParityCase(op: .preferenceLoss, name: "\(c.0) ε \(c.1) rpo \(c.2), 37 pairs × 13", tolerance: .preference) { b in
