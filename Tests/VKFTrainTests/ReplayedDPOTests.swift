@@ -54,4 +54,23 @@ final class ReplayedDPOTests: XCTestCase {
     let vk = try Tiny.vulkanOrSkip()
     try StagedPreferenceChecks.checkCountsPerStep(try task(on: vk), on: vk, "DPO")
   }
+
+  /// ORPO (no reference pass; the NLL and the answer mask on the device): replayed = eager bit
+  /// for bit, and the same per-step floor (one submission, one wait, nothing made after warm-up).
+  func test_orpo_replayEqualsEager_andCountsFloorOnVulkan() throws {
+    func orpo(on backend: Backend) throws -> DPOTask {
+      let weights = try DecoderWeights(from: Tiny.weights, shape: Tiny.shape, backend: backend)
+      let lora = try LoRAModel(weights: weights, config: LoRAConfig(r: 4, alpha: 8), seed: 5)
+      return try DPOTask(model: try DecoderModel(weights: weights), lora: lora, loss: .orpo(beta: 0.2))
+    }
+    for backend in [TestBackends.cpu as Backend] + [try? Tiny.vulkanOrSkip()].compactMap({ $0 }) {
+      let replayed = try StagedPreferenceChecks.train(try orpo(on: backend), replays: true)
+      let eager = try StagedPreferenceChecks.train(try orpo(on: backend), replays: false)
+      XCTAssertEqual(replayed.losses, eager.losses, "ORPO on \(backend.name)")
+      XCTAssertEqual(replayed.values, eager.values, "ORPO on \(backend.name)")
+      XCTAssertNotNil(replayed.extras.first?["nll_loss"], "ORPO logs TRL's nll_loss")
+    }
+    let vk = try Tiny.vulkanOrSkip()
+    try StagedPreferenceChecks.checkCountsPerStep(try orpo(on: vk), on: vk, "ORPO")
+  }
 }
