@@ -53,15 +53,8 @@ final class MoEPreferenceGoldenTests: XCTestCase {
     return try DPOTask(model: model, lora: lora, loss: DPOLossConfig(type: .sigmoid, beta: meta.beta))
   }
 
-  /// The fixture's rows as micro-batches of `pairs` pairs (each padded to its longest row).
   private func batches(_ file: SafetensorsFile, _ t: Int, pairs: Int) throws -> [Batch] {
-    let ids = try file.floats("ids").map { Int($0) }, targets = try file.floats("targets").map { Int($0) }
-    let examples = (0..<(ids.count / t)).map { r in
-      let row = (r * t)..<((r + 1) * t)
-      let real = ids[row].lastIndex { $0 != 0 }.map { $0 - row.lowerBound + 1 } ?? t
-      return TokenizedExample(inputIds: Array(ids[row].prefix(real)), targets: Array(targets[row].prefix(real)))
-    }
-    return Batching.batches(examples, batchSize: 2 * pairs, padID: 0)
+    try PreferenceGoldenFile.batches(file, tokens: t, pairs: pairs)
   }
 
   private func close(_ a: Double, _ e: Double, _ what: String) {
@@ -69,12 +62,8 @@ final class MoEPreferenceGoldenTests: XCTestCase {
   }
 
   private func checkGradients(_ task: DPOTask, _ file: SafetensorsFile, prefix: String, _ what: String) throws {
-    for t in task.trainableTensors {
-      if let why = Compare.check(try file.floats(prefix + t.name), try task.backend.floats(t.gradient),
-                                 nmse: Self.gradientNMSE, maxAbs: Self.gradientMaxAbs) {
-        XCTFail("\(what) \(t.name): \(why)")
-      }
-    }
+    try PreferenceGoldenFile.checkGradients(task, file, prefix: prefix, nmse: Self.gradientNMSE,
+                                            maxAbs: Self.gradientMaxAbs, what)
   }
 
   func test_dpoWithAuxLoss_matchesTRL_cpu() throws { try check(on: TestBackends.cpu) }

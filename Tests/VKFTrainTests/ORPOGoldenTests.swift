@@ -41,13 +41,7 @@ final class ORPOGoldenTests: XCTestCase {
 
   /// The fixture's rows without their padding (id 0 ends each row), as one batch.
   private func batch(_ file: SafetensorsFile, _ t: Int) throws -> Batch {
-    let ids = try file.floats("ids").map { Int($0) }, targets = try file.floats("targets").map { Int($0) }
-    let examples = (0..<(ids.count / t)).map { r in
-      let row = (r * t)..<((r + 1) * t)
-      let real = ids[row].lastIndex { $0 != 0 }.map { $0 - row.lowerBound + 1 } ?? t
-      return TokenizedExample(inputIds: Array(ids[row].prefix(real)), targets: Array(targets[row].prefix(real)))
-    }
-    return try XCTUnwrap(Batching.batches(examples, batchSize: examples.count, padID: 0).first)
+    try XCTUnwrap(try PreferenceGoldenFile.batches(file, tokens: t, pairs: 2).first)
   }
 
   private func close(_ a: Double, _ e: Double, _ what: String) {
@@ -66,12 +60,8 @@ final class ORPOGoldenTests: XCTestCase {
     close(metrics["log_odds_chosen"] ?? .nan, (odds[0] + odds[1]) / 2, "\(what) log_odds_chosen")
     let ratio = odds.map(PreferenceLossMath.logSigmoid).reduce(0, +) / 2
     close(metrics["log_odds_ratio"] ?? .nan, ratio, "\(what) log_odds_ratio")
-    for t in task.trainableTensors {
-      if let why = Compare.check(try file.floats("grad." + t.name), try task.backend.floats(t.gradient),
-                                 nmse: Self.gradientNMSE, maxAbs: Self.gradientMaxAbs) {
-        XCTFail("\(what) \(t.name): \(why)")
-      }
-    }
+    try PreferenceGoldenFile.checkGradients(task, file, prefix: "grad.", nmse: Self.gradientNMSE,
+                                            maxAbs: Self.gradientMaxAbs, what)
   }
 
   func test_orpo_matchesTRL_cpu() throws { try check(on: TestBackends.cpu) }

@@ -4,6 +4,7 @@ import Foundation
 import XCTest
 import VKFCore
 import VKFData
+import VKFModel
 import VKFTestSupport
 import VKFVulkan
 @testable import VKFTrain
@@ -98,6 +99,31 @@ enum StagedPreferenceChecks {
     print(tag)
     if let v = vk as? VulkanBackend {
       XCTAssertEqual(v.validationMessages, [], file: file, line: line); v.clearValidationMessages()
+    }
+  }
+}
+
+/// Reading the committed preference goldens (padded (rows, T) ids with id 0 ending each row).
+enum PreferenceGoldenFile {
+  /// The rows without their padding, `pairs` pairs per micro-batch (each padded to its longest).
+  static func batches(_ file: SafetensorsFile, tokens t: Int, pairs: Int) throws -> [Batch] {
+    let ids = try file.floats("ids").map { Int($0) }, targets = try file.floats("targets").map { Int($0) }
+    let examples = (0..<(ids.count / t)).map { r in
+      let row = (r * t)..<((r + 1) * t)
+      let real = ids[row].lastIndex { $0 != 0 }.map { $0 - row.lowerBound + 1 } ?? t
+      return TokenizedExample(inputIds: Array(ids[row].prefix(real)), targets: Array(targets[row].prefix(real)))
+    }
+    return Batching.batches(examples, batchSize: 2 * pairs, padID: 0)
+  }
+
+  /// Every trainable's gradient against `prefix + name` in `file`.
+  static func checkGradients(_ task: TrainingTask, _ file: SafetensorsFile, prefix: String, nmse: Double,
+                             maxAbs: Double, _ what: String) throws {
+    for t in task.trainableTensors {
+      if let why = Compare.check(try file.floats(prefix + t.name), try task.backend.floats(t.gradient),
+                                 nmse: nmse, maxAbs: maxAbs) {
+        XCTFail("\(what) \(t.name): \(why)")
+      }
     }
   }
 }
