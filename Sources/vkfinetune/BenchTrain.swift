@@ -29,7 +29,7 @@ struct BenchTrain: ParsableCommand {
   @Option(help: "lora, qlora or full.")
   var method = "lora"
 
-  @Option(help: "sft, dpo or reward: dpo and reward steps take --batch pairs (2 × --batch rows).")
+  @Option(help: "sft, dpo, orpo or reward: the preference objectives' steps take --batch pairs (2 × --batch rows).")
   var objective = "sft"
 
   @Option(help: "Rows per step (pairs with --objective dpo|reward).")
@@ -206,14 +206,18 @@ struct BenchTrain: ParsableCommand {
   }
 
   /// The DPO task as `train` builds it (reference: the disabled adapter, as TRL without
-  /// precompute_ref_log_probs; full fine-tuning: log-probs precomputed before timing), or the
-  /// reward task with a fresh head.
+  /// precompute_ref_log_probs; full fine-tuning: log-probs precomputed before timing), the
+  /// ORPO task (no reference), or the reward task with a fresh head.
   static func preferenceTask(_ objective: TrainObjective, model: DecoderModel, lora: LoRAModel?,
                              examples: [TokenizedExample], padID: Int) throws -> TrainingTask {
     if objective == .reward {
       let head = try ScoreHead(hidden: model.weights.shape.hidden, backend: model.backend, seed: 0)
       return lora.map { RewardTask(model: model, lora: $0, head: head, padID: padID) }
         ?? RewardTask(fullFineTuning: model, head: head, padID: padID)
+    }
+    if objective == .orpo {
+      return try lora.map { try DPOTask(model: model, lora: $0, loss: .orpo()) }
+        ?? DPOTask(fullFineTuning: model, orpo: .orpo())
     }
     if let lora { return try DPOTask(model: model, lora: lora, loss: DPOLossConfig()) }
     let reference = try ReferenceLogProbs.compute(model: model, examples: examples, batchSize: examples.count, padID: 0)

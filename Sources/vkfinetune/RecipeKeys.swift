@@ -120,7 +120,17 @@ enum RecipeKeys {
     RecipeKey("dataset_format", ["format"]) { s, e in s.datasetFormat = try format(e) },
     RecipeKey("beta", ["pref_beta", "rl_beta", "dpo_beta"]) { s, e in s.beta = try e.double() },
     RecipeKey("loss_type", ["pref_loss"]) { s, e in
-      s.lossType = DPOLossType(rawValue: try e.choice(DPOLossType.allCases.map(\.rawValue))) ?? .sigmoid
+      // LLaMA-Factory's `stage: dpo` + `pref_loss: orpo` is TRL's ORPOTrainer: the orpo objective
+      // (applied after `objective` in table order, so the file's order does not matter).
+      let choice = try e.choice(DPOLossType.allCases.map(\.rawValue) + ["orpo"])
+      if choice == "orpo" {
+        guard [.dpo, .orpo].contains(s.objective) else {
+          throw RecipeError("\(e.origin): \(e.key) orpo is a preference loss; it needs objective dpo or orpo")
+        }
+        s.objective = .orpo
+      } else {
+        s.lossType = DPOLossType(rawValue: choice) ?? .sigmoid
+      }
     },
     RecipeKey("label_smoothing", ["dpo_label_smoothing"]) { s, e in s.labelSmoothing = try e.double() },
     RecipeKey("rpo_alpha") { s, e in s.rpoAlpha = try e.double() },

@@ -369,5 +369,21 @@ final class PreferenceSettingsTests: XCTestCase {
     XCTAssertEqual(r2.status, 0, r2.stderr)
     let s2 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r2.stdout.utf8)) as? [String: Any])
     XCTAssertEqual(s2["objective"] as? String, "reward", "LLaMA-Factory's stage: rm")
+
+    // LLaMA-Factory's ORPO: stage dpo with pref_loss orpo (pref_beta is ORPO's beta), in either key order.
+    let orpo = dir.appendingPathComponent("orpo.yaml")
+    try Data("""
+      model_name_or_path: some/model
+      dataset: \(data.path)
+      output_dir: \(dir.appendingPathComponent("out").path)
+      pref_loss: orpo
+      pref_beta: 0.2
+      stage: dpo
+      """.utf8).write(to: orpo)
+    let r3 = try CLITests.run(["train", "--dry-run", "--print-config", "--print-format", "json", "--config", orpo.path])
+    XCTAssertEqual(r3.status, 0, r3.stderr)
+    let s3 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r3.stdout.utf8)) as? [String: Any])
+    XCTAssertEqual(s3["objective"] as? String, "orpo", "LLaMA-Factory's pref_loss: orpo")
+    XCTAssertEqual(s3["beta"] as? Double, 0.2)
   }
 }
