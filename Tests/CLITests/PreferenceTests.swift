@@ -330,11 +330,18 @@ final class PreferenceSettingsTests: XCTestCase {
     defer { try? FileManager.default.removeItem(at: dir) }
     let data = dir.appendingPathComponent("pairs.jsonl")
     try Data(#"{"prompt": "p", "chosen": "a", "rejected": "b"}"#.utf8).write(to: data)
-    let recipe = dir.appendingPathComponent("dpo.yaml")
-    try Data("""
-      model: some/model
-      data: \(data.path)
-      output_dir: \(dir.appendingPathComponent("out").path)
+    /// The settings `--dry-run --print-config` resolves from a recipe: `lines` after the model,
+    /// data and output keys (LLaMA-Factory's spelling with `factory`).
+    func resolved(_ name: String, factory: Bool = false, _ lines: String) throws -> [String: Any] {
+      let recipe = dir.appendingPathComponent(name + ".yaml")
+      let head = factory ? "model_name_or_path: some/model\ndataset: " : "model: some/model\ndata: "
+      try Data((head + data.path + "\noutput_dir: " + dir.appendingPathComponent("out").path + "\n" + lines).utf8)
+        .write(to: recipe)
+      let r = try CLITests.run(["train", "--dry-run", "--print-config", "--print-format", "json", "--config", recipe.path])
+      XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
+      return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    }
+    let s = try resolved("dpo", """
       objective: dpo
       beta: 0.25
       loss_type: robust
@@ -344,10 +351,7 @@ final class PreferenceSettingsTests: XCTestCase {
       max_prompt_length: 128
       precompute_ref_log_probs: true
       eval_on_start: false
-      """.utf8).write(to: recipe)
-    let r = try CLITests.run(["train", "--dry-run", "--print-config", "--print-format", "json", "--config", recipe.path])
-    XCTAssertEqual(r.status, 0, r.stderr)
-    let s = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+      """)
     XCTAssertEqual(s["objective"] as? String, "dpo")
     XCTAssertEqual(s["beta"] as? Double, 0.25)
     XCTAssertEqual(s["loss_type"] as? String, "robust")
@@ -357,33 +361,11 @@ final class PreferenceSettingsTests: XCTestCase {
     XCTAssertEqual(s["max_prompt_length"] as? Int, 128)
     XCTAssertEqual(s["precompute_ref_log_probs"] as? Bool, true)
     XCTAssertEqual(s["eval_on_start"] as? Bool, false)
-
-    let factory = dir.appendingPathComponent("rm.yaml")
-    try Data("""
-      model_name_or_path: some/model
-      dataset: \(data.path)
-      output_dir: \(dir.appendingPathComponent("out").path)
-      stage: rm
-      """.utf8).write(to: factory)
-    let r2 = try CLITests.run(["train", "--dry-run", "--print-config", "--print-format", "json", "--config", factory.path])
-    XCTAssertEqual(r2.status, 0, r2.stderr)
-    let s2 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r2.stdout.utf8)) as? [String: Any])
-    XCTAssertEqual(s2["objective"] as? String, "reward", "LLaMA-Factory's stage: rm")
-
+    XCTAssertEqual(try resolved("rm", factory: true, "stage: rm")["objective"] as? String, "reward",
+                   "LLaMA-Factory's stage: rm")
     // LLaMA-Factory's ORPO: stage dpo with pref_loss orpo (pref_beta is ORPO's beta), in either key order.
-    let orpo = dir.appendingPathComponent("orpo.yaml")
-    try Data("""
-      model_name_or_path: some/model
-      dataset: \(data.path)
-      output_dir: \(dir.appendingPathComponent("out").path)
-      pref_loss: orpo
-      pref_beta: 0.2
-      stage: dpo
-      """.utf8).write(to: orpo)
-    let r3 = try CLITests.run(["train", "--dry-run", "--print-config", "--print-format", "json", "--config", orpo.path])
-    XCTAssertEqual(r3.status, 0, r3.stderr)
-    let s3 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r3.stdout.utf8)) as? [String: Any])
-    XCTAssertEqual(s3["objective"] as? String, "orpo", "LLaMA-Factory's pref_loss: orpo")
-    XCTAssertEqual(s3["beta"] as? Double, 0.2)
+    let orpo = try resolved("orpo", factory: true, "pref_loss: orpo\npref_beta: 0.2\nstage: dpo")
+    XCTAssertEqual(orpo["objective"] as? String, "orpo", "LLaMA-Factory's pref_loss: orpo")
+    XCTAssertEqual(orpo["beta"] as? Double, 0.2)
   }
 }
