@@ -106,11 +106,11 @@ extension HFModelWriter {
     }
     if let m = shape.moe, gemma || shape.fusedProjections || shape.qkvBias != (m.style == .qwen2)
       || shape.qkNorm != (m.style == .qwen3) {
-      let name = [MoEStyle.mixtral: "Mixtral", .qwen3: "Qwen3-MoE", .qwen2: "Qwen2-MoE"][m.style] ?? "\(m.style)"
+      let name = Architecture.registry.first { $0.moe == m.style }?.modelType ?? "\(m.style)"
       throw PEFTError("the model's experts come with features \(name) lacks (or lack its q/k/v biases / q/k norms), "
         + "which no supported config type describes; put the model's config.json beside the .gguf and load it again")
     }
-    let experts = shape.moe.map { [MoEStyle.mixtral: "mixtral", .qwen3: "qwen3_moe", .qwen2: "qwen2_moe"][$0.style] ?? "" }
+    let experts = shape.moe.flatMap { m in Architecture.registry.first { $0.moe == m.style }?.modelType }
     let modelType = experts ?? (shape.fusedProjections ? "phi3"
       : gemma ? "gemma" : shape.qkNorm ? "qwen3" : shape.qkvBias ? "qwen2" : "llama")
     let theta = facts.map { Double($0.ropeFreqBase) } ?? recoveredTheta(shape)

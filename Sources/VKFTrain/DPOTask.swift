@@ -103,6 +103,8 @@ public final class DPOTask: TrainingTask {
     case precomputed(ReferenceLogProbs)
     /// None (ORPO).
     case none
+
+    var isNone: Bool { if case .none = self { true } else { false } }
   }
 
   public let model: DecoderModel
@@ -160,7 +162,7 @@ public final class DPOTask: TrainingTask {
     self.model = model; self.trainableTensors = trainables; self.zero = zero
     self.reference = reference; self.loss = loss
     dropoutSeedSetter = setDropoutSeed; trainingModeSetter = setTraining
-    if loss.oddsRatio != { if case .none = reference { return true } else { return false } }() {
+    guard loss.oddsRatio == reference.isNone else {
       throw PreferenceLossError(loss.oddsRatio ? "ORPO uses no reference model" : "DPO needs a reference")
     }
     trainMetrics.odds = loss.oddsRatio; evalMetrics.odds = loss.oddsRatio

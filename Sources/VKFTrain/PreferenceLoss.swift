@@ -131,16 +131,13 @@ public struct DPOStepMetrics: Sendable, Equatable {
   public var rewardsChosen = 0.0, rewardsRejected = 0.0, rewardsAccuracy = 0.0
   public var logpsChosen = 0.0, logpsRejected = 0.0
   public var pairs = 0
-  /// ORPO's sums: log σ(log odds), log odds and pairs·NLL; nil for the DPO losses.
-  public var oddsRatio: (ratio: Double, logOdds: Double, nll: Double)?
-  public init() {}
-
-  public static func == (a: DPOStepMetrics, b: DPOStepMetrics) -> Bool {
-    a.loss == b.loss && a.rewardsChosen == b.rewardsChosen && a.rewardsRejected == b.rewardsRejected
-      && a.rewardsAccuracy == b.rewardsAccuracy && a.logpsChosen == b.logpsChosen
-      && a.logpsRejected == b.logpsRejected && a.pairs == b.pairs
-      && a.oddsRatio.map { [$0.ratio, $0.logOdds, $0.nll] } == b.oddsRatio.map { [$0.ratio, $0.logOdds, $0.nll] }
+  /// ORPO's sums: log σ(log odds), log odds and pairs·NLL.
+  public struct OddsRatioSums: Sendable, Equatable {
+    public var ratio = 0.0, logOdds = 0.0, nll = 0.0
   }
+  /// ORPO's sums; nil for the DPO losses.
+  public var oddsRatio: OddsRatioSums?
+  public init() {}
 
   /// Adds one pair (call `finish` once after the last).
   public mutating func add(_ l: PairLoss, _ p: PairLogProbs) {
@@ -170,8 +167,9 @@ public struct DPOStepMetrics: Sendable, Equatable {
     logpsChosen += v(.logpsChosen); logpsRejected += v(.logpsRejected)
     pairs += Int(v(.pairs).rounded())
     if odds {
-      let o = oddsRatio ?? (0, 0, 0)
-      oddsRatio = (o.ratio + v(.logOddsRatio), o.logOdds + v(.logOdds), o.nll + v(.nll))
+      var o = oddsRatio ?? OddsRatioSums()
+      o.ratio += v(.logOddsRatio); o.logOdds += v(.logOdds); o.nll += v(.nll)
+      oddsRatio = o
     }
   }
 

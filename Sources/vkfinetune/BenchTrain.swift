@@ -113,11 +113,7 @@ struct BenchTrain: ParsableCommand {
     settings.loraTargetParameters = loraTargetParameters.map {
       $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
     } ?? []
-    if !settings.loraTargetParameters.isEmpty {
-      do { try settings.loraConfig.validate(modules: RecipeKeys.targetableModules) } catch let e as PEFTError {
-        throw RecipeError(e.message)
-      }
-    }
+    if !settings.loraTargetParameters.isEmpty { try settings.validateLoRAConfig() }
     // Attention LoRA (and expert LoRA when asked) on experts models; the load-balancing loss as train has it.
     (settings, loaded.shape) = try TrainRun.forExperts(settings, shape: loaded.shape)
 

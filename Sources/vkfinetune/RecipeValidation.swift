@@ -86,7 +86,7 @@ extension TrainSettings {
         throw RecipeError("unknown target module \"\(m)\"; use all-linear or some of "
           + RecipeKeys.targetableModules.joined(separator: ", "))
       }
-      do { try loraConfig.validate(modules: RecipeKeys.targetableModules) } catch let e as PEFTError { throw RecipeError(e.message) }
+      try validateLoRAConfig()
     }
     try validatePreference()
     try validateClassification()
@@ -141,6 +141,13 @@ extension TrainSettings {
     }
     guard mlmProbability > 0, mlmProbability < 1 else {
       throw RecipeError("mlm_probability = \(mlmProbability) is invalid: use a share in (0, 1) such as 0.15")
+    }
+  }
+
+  /// The adapter settings as PEFT would take them (target parameters, dropout and DoRA with them).
+  func validateLoRAConfig() throws {
+    do { try loraConfig.validate(modules: RecipeKeys.targetableModules) } catch let e as PEFTError {
+      throw RecipeError(e.message)
     }
   }
 

@@ -15,6 +15,16 @@ public enum MoEStyle: String, Sendable, Equatable {
   /// gated MLP of `shared_expert_intermediate_size`.
   case qwen2
 
+  /// transformers' defaults when the config omits them: experts, experts per token, and the
+  /// expert width (nil: Mixtral's experts are `intermediate_size` wide).
+  var defaults: (experts: Int, perToken: Int, width: Int?) {
+    switch self {
+    case .mixtral: (8, 2, nil)
+    case .qwen3: (128, 8, 768)
+    case .qwen2: (60, 4, 1408)
+    }
+  }
+
   /// The block's module name inside a layer.
   public var block: String { self == .mixtral ? "block_sparse_moe" : "mlp" }
   /// Expert projection names: gate, up, down.
@@ -69,10 +79,13 @@ public struct MoEConfig: Equatable, Sendable {
   init(from decoder: Decoder, style: MoEStyle, intermediateSize: Int, layers: Int) throws {
     let c = try decoder.container(keyedBy: Keys.self)
     experts = try c.decodeIfPresent(Int.self, forKey: .localExperts)
-      ?? c.decodeIfPresent(Int.self, forKey: .experts) ?? [.mixtral: 8, .qwen3: 128, .qwen2: 60][style] ?? 8
-    expertsPerToken = try c.decodeIfPresent(Int.self, forKey: .perToken) ?? [.mixtral: 2, .qwen3: 8, .qwen2: 4][style] ?? 2
-    expertIntermediateSize = style == .mixtral
-      ? intermediateSize : try c.decodeIfPresent(Int.self, forKey: .moeIntermediate) ?? (style == .qwen2 ? 1408 : 768)
+      ?? c.decodeIfPresent(Int.self, forKey: .experts) ?? style.defaults.experts
+    expertsPerToken = try c.decodeIfPresent(Int.self, forKey: .perToken) ?? style.defaults.perToken
+    if let width = style.defaults.width {
+      expertIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediate) ?? width
+    } else {
+      expertIntermediateSize = intermediateSize
+    }
     normTopKProb = style == .mixtral ? true : try c.decodeIfPresent(Bool.self, forKey: .normTopK) ?? false
     routerAuxLossCoef = try c.decodeIfPresent(Double.self, forKey: .auxCoef) ?? 0.001
     outputRouterLogits = try c.decodeIfPresent(Bool.self, forKey: .outputRouterLogits) ?? false

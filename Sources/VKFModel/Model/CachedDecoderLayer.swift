@@ -136,14 +136,8 @@ struct CachedDecoderLayer {
       let f = ms.sharedIntermediate
       let (g, u, z) = (try gs.leading([n, f]), try us.leading([n, f]), try zs.leading([n, 1]))
       let (act, so, sigma) = (try sc.act.leading([n, f]), try sc.out.leading([n, shape.hidden]), try sc.sigma.leading([n, 1]))
-      try w.scalar.forward(be, h, into: z)
-      try be.activation(.sigmoid, z, into: sigma)
-      try w.gate.forward(be, h, into: g)
-      try w.up.forward(be, h, into: u)
-      try be.gatedActivation(shape.activation, gate: g, up: u, into: act)
-      try w.down.forward(be, act, into: so)
-      try be.scaleRows(so, weights: try sigma.reshaped([n]), into: so)
-      try be.add(out, so, alpha: 1, into: out)
+      try w.forward(be, x: h, activation: shape.activation, logit: z, sigma: sigma, gate: g, up: u, act: act,
+                    output: so, into: out)
     }
   }
 }

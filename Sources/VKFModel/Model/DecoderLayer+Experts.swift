@@ -82,14 +82,8 @@ extension DecoderLayer {
     guard let sc = arena.moe?.shared, let g = m.sharedGate, let u = m.sharedUp, let z = m.sharedLogit else {
       throw VKFError.other("DecoderLayer: a shared expert in an arena without its buffers")
     }
-    try w.scalar.forward(be, a.h2, into: z)
-    try be.activation(.sigmoid, z, into: sc.sigma)
-    try w.gate.forward(be, a.h2, into: g)
-    try w.up.forward(be, a.h2, into: u)
-    try be.gatedActivation(shape.activation, gate: g, up: u, into: sc.act)
-    try w.down.forward(be, sc.act, into: sc.out)
-    try be.scaleRows(sc.out, weights: try sc.sigma.reshaped([sc.sigma.count]), into: sc.out)
-    try be.add(out, sc.out, alpha: 1, into: out)
+    try w.forward(be, x: a.h2, activation: shape.activation, logit: z, sigma: sc.sigma, gate: g, up: u, act: sc.act,
+                  output: sc.out, into: out)
   }
 
   /// dL/dy (in `dResidual`) through the shared expert and its scalar gate: their gradients,
@@ -132,5 +126,22 @@ extension DecoderLayer {
     let (ms, sc) = try moeParts()
     let rows = [sc.rowCount, ms.intermediate]
     return (try a.gate.leading(rows), try a.up.leading(rows), try a.act.leading(rows))
+  }
+}
+
+extension SharedExpertWeights {
+  /// out (N, C) += σ(x·scalarᵀ) ⊙ down(act(x·gateᵀ) ⊙ x·upᵀ) for x (N, C): the logit z (N, 1),
+  /// gate and up (N, Fs) are kept in the given buffers; σ (N, 1), act (N, Fs) and the
+  /// expert's output (N, C) are scratch.
+  func forward(_ be: Backend, x: Tensor, activation: GatedActivation, logit z: Tensor, sigma: Tensor, gate g: Tensor,
+               up u: Tensor, act: Tensor, output so: Tensor, into out: Tensor) throws {
+    try scalar.forward(be, x, into: z)
+    try be.activation(.sigmoid, z, into: sigma)
+    try gate.forward(be, x, into: g)
+    try up.forward(be, x, into: u)
+    try be.gatedActivation(activation, gate: g, up: u, into: act)
+    try down.forward(be, act, into: so)
+    try be.scaleRows(so, weights: try sigma.reshaped([sigma.count]), into: so)
+    try be.add(out, so, alpha: 1, into: out)
   }
 }

@@ -112,8 +112,14 @@ public final class DecoderModel {
                                                   savesEveryLayer: !checkpointing, headTokens: head,
                                                   fusedAttention: fusedAttention, activationType: activationType,
                                                   moeAlignment: moeRowAlignment)) ?? 0
-    let ones = (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(n, shape.hidden) : n
+    let ones = onesCount(shape: shape, tokens: n)
     return (arena + DecoderWeights.aligned(n)) * 4 + (2 * DecoderWeights.aligned(n) + DecoderWeights.aligned(ones)) * 4
+  }
+
+  /// The ones the model keeps for N tokens: N (bias gradients' row sums), or C when larger
+  /// with a shared expert (its scalar gate's row sums over C).
+  static func onesCount(shape: TransformerShape, tokens n: Int) -> Int {
+    (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(n, shape.hidden) : n
   }
 
   /// Logits (N, V) of the last forward pass without targets (passes with targets keep only
@@ -500,7 +506,7 @@ public final class DecoderModel {
       // Release the old allocation first (recordings still holding views keep theirs alive).
       arenas = [:]; arena = nil; stagedArena = nil; previous = nil
     }
-    let onesNeeded = (shape.moe?.sharedIntermediate ?? 0) > 0 ? max(n, shape.hidden) : n
+    let onesNeeded = Self.onesCount(shape: shape, tokens: n)
     if (ones?.count ?? 0) < onesNeeded {
       ones = nil
       let t = try backend.allocate([onesNeeded])
