@@ -48,7 +48,7 @@ let package = Package(
             path: "Tests/VKFTestSupport"),
     .testTarget(name: "VKFCoreTests", dependencies: ["VKFCore"]),
     .testTarget(name: "VKFTokenizerTests", dependencies: ["VKFTokenizer"], resources: [.copy("Fixtures")]),
-    .testTarget(name: "VKFModelTests", dependencies: ["VKFModel", "VKFCore", "VKFVulkan", "VKFTestSupport"],
+    .testTarget(name: "VKFModelTests", dependencies: ["VKFModel", "VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"],
                 resources: [.copy("Fixtures")]),
     .testTarget(name: "VKFCPUTests", dependencies: ["VKFCore", "VKFCPU", "VKFTestSupport"]),
     .testTarget(name: "VKFVulkanTests", dependencies: ["VKFCore", "VKFCPU", "VKFVulkan", "VKFTestSupport"]),

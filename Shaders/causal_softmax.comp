@@ -7,9 +7,13 @@
 //   sees keys j ≤ p, and only j > p − window when window > 0 (a sliding window).
 //   out[r, j] = exp(scale·x[r,j] − m) / Σ_visible exp(scale·x − m), m = max_visible scale·x;
 //   masked entries are 0 (and never read, so they may hold −inf or garbage).
-// Bindings: 0 x (readonly), 1 out. In place (out == x) is fine: each invocation reads its
-//   own elements only before the last reduction and writes them after.
-// Push (after boff[8]): rows, tq, tk, scale, window → Swift `CausalSoftmaxPush`.
+//   Key starts (rowsPerGroup > 0): whole row g = (firstRow + row) / rowsPerGroup of a
+//   left-padded batch also hides keys j < starts[g]; a row with no visible key is all 0.
+// Bindings: 0 x (readonly), 1 out, 2 starts i32 (readonly; x when unused). In place
+//   (out == x) is fine: each invocation reads its own elements only before the last
+//   reduction and writes them after.
+// Push (after boff[8]): rows, tq, tk, scale, window, rowsPerGroup, firstRow →
+//   Swift `CausalSoftmaxPush`.
 // Dispatch: one workgroup per row (2D grid), RED_WG invocations stride over the row.
 #include "common/push.glsl"
 #include "common/grid.glsl"
@@ -19,6 +23,7 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
 layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(set = 0, binding = 1) buffer BufOut { float o[]; };
+layout(set = 0, binding = 2) readonly buffer BufStarts { int starts[]; };
 
 PUSH_BEGIN
   uint rows;
@@ -26,6 +31,8 @@ PUSH_BEGIN
   uint tk;
   float scale;
   uint window;  // sliding window: keys p − window < j ≤ p for query position p; 0 = none
+  uint rowsPerGroup;  // rows per sequence with key starts; 0 = none
+  uint firstRow;      // this chunk's first row in the whole x
 PUSH_END
 
 void main() {
@@ -36,6 +43,11 @@ void main() {
   uint ob = pc.boff[1] + row * pc.tk;
   uint visible = row % pc.tq + (pc.tk - pc.tq) + 1u;  // keys first ..< visible
   uint first = (pc.window == 0u || visible <= pc.window) ? 0u : visible - pc.window;
+  if (pc.rowsPerGroup > 0u) first = max(first, uint(max(starts[pc.boff[2] + (pc.firstRow + row) / pc.rowsPerGroup], 0)));
+  if (first >= visible) {  // a padding query: nothing to attend to
+    for (uint j = t; j < pc.tk; j += RED_WG) o[pc.boff[1] + row * pc.tk + j] = 0.0;
+    return;  // uniform over the workgroup
+  }
 
   float m = -3.402823466e38;
   for (uint j = first + t; j < visible; j += RED_WG) m = max(m, pc.scale * x[xb + j]);

@@ -25,6 +25,8 @@ PUSH_BEGIN
   uint tk;
   float scale;
   uint window;  // the forward's sliding window: unused (masked outputs are 0, so their dx is)
+  uint rowsPerGroup;  // the forward's key starts: unused, for the same reason
+  uint firstRow;
 PUSH_END
 
 void main() {

@@ -6,17 +6,24 @@ import VKFCore
 // sliding window only j > p − window.
 
 extension CPUBackend {
-  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, keyStarts: Tensor?, into out: Tensor) throws {
     try validate(.causalSoftmax, x, out)
+    if let keyStarts { try validate(.causalSoftmax, keyStarts) }
     let (rows, TQ, TK) = try ShapeCheck.causalSoftmax(.causalSoftmax, x, out)
     try ShapeCheck.window(.causalSoftmax, window)
+    let groups = try ShapeCheck.keyStarts(.causalSoftmax, keyStarts, rows: rows, tq: TQ)
     guard TK > 0 else { return }
+    // Rows per sequence (a group of score matrices) and each sequence's first visible key.
+    let rowsPerGroup = groups > 0 ? rows / groups : rows
+    let starts = keyStarts.map { t in (0..<t.count).map { max(0, Int(i32(t)[$0])) } } ?? []
     let px = UncheckedSendable(UnsafePointer(f32(x))), po = UncheckedSendable(f32(out))
     CPUParallel.forRanges(rows, cost: 2 * TK) { range in
       for r in range {
         let xr = px.value + r * TK, o = po.value + r * TK
-        let vis = Self.visibleKeys(r % TQ + (TK - TQ), window: window)
+        var vis = Self.visibleKeys(r % TQ + (TK - TQ), window: window)
+        if groups > 0 { vis = min(max(vis.lowerBound, starts[r / rowsPerGroup]), vis.upperBound)..<vis.upperBound }
         let (lo, n) = (vis.lowerBound, vis.count)
+        guard n > 0 else { o.update(repeating: 0, count: TK); continue }  // a padding query
         // Scale first, into the output (x may alias out), then subtract the max so exp ≤ 1.
         for j in vis { o[j] = scale * xr[j] }
         let m = CPUMath.max(o + lo, n)

@@ -109,8 +109,11 @@ public protocol Backend: AnyObject {
   /// out = softmax(scale·x) over the last dim with a causal mask: x (…, tq, tk), tk ≥ tq,
   /// row i (position p = i + (tk − tq)) sees keys j ≤ p, and with `window` > 0 only
   /// j > p − window (a sliding window: transformers' `kv_idx > q_idx − sliding_window`).
-  /// Masked entries are 0.
-  func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws
+  /// Masked entries are 0. `keyStarts` (i32, one entry per sequence, or nil) masks a
+  /// left-padded batch: the (rows / tq) score matrices split into keyStarts.count equal
+  /// groups (sequences), and group g also hides keys j < keyStarts[g]; a row left with no
+  /// visible key (a padding query) is all 0.
+  func causalSoftmax(_ x: Tensor, scale: Float, window: Int, keyStarts: Tensor?, into out: Tensor) throws
   /// dx = scale · y ⊙ (dy − Σ dy⊙y), from the forward output y.
   func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws
   /// Causal attention without the T×T matrix (flash-attention style, online softmax over key
@@ -233,6 +236,12 @@ public protocol Backend: AnyObject {
   /// in `seed` (2 i32 words, low first, read when the op runs), `stream` and element i.
   /// mask f32, any shape; p ∈ [0, 1).
   func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws
+
+  // MARK: - Generation
+  /// ids[r] = the next token of row r drawn from logits (R, V) by `SamplingParameters` (see
+  /// there). presence (R, V) i32 or nil: nonzero marks a token row r has seen (the repetition
+  /// penalty applies to those); the op then marks the drawn token too. ids (R) i32.
+  func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor) throws
 
   // MARK: - Optimizer
   /// One AdamW step (PyTorch semantics) on param with grad, moments m and v (all f32, same
@@ -360,7 +369,12 @@ extension Backend {
 
   /// `causalSoftmax` without a sliding window.
   public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
-    try causalSoftmax(x, scale: scale, window: 0, into: out)
+    try causalSoftmax(x, scale: scale, window: 0, keyStarts: nil, into: out)
+  }
+
+  /// `causalSoftmax` without key starts (every sequence starts at key 0).
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
+    try causalSoftmax(x, scale: scale, window: window, keyStarts: nil, into: out)
   }
 
   /// Causal `attention` without a sliding window or soft-capping.

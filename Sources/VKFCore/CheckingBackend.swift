@@ -191,9 +191,9 @@ public final class CheckingBackend: Backend {
       try b.ropeBackward(m(dOut), positions: m(positions), invFreq: m(invFreq), into: m(dx))
     }
   }
-  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, into out: Tensor) throws {
-    try check(.causalSoftmax, inputs: [x], outputs: [out]) { b, m in
-      try b.causalSoftmax(m(x), scale: scale, window: window, into: m(out))
+  public func causalSoftmax(_ x: Tensor, scale: Float, window: Int, keyStarts: Tensor?, into out: Tensor) throws {
+    try check(.causalSoftmax, inputs: [x, keyStarts], outputs: [out]) { b, m in
+      try b.causalSoftmax(m(x), scale: scale, window: window, keyStarts: keyStarts.map(m), into: m(out))
     }
   }
   public func causalSoftmaxBackward(_ dOut: Tensor, out y: Tensor, scale: Float, into dx: Tensor) throws {
@@ -279,6 +279,11 @@ public final class CheckingBackend: Backend {
   public func dropoutMask(seed: Tensor, stream: UInt32, p: Float, into mask: Tensor) throws {
     try check(.dropoutMask, inputs: [seed], outputs: [mask]) { b, m in
       try b.dropoutMask(seed: m(seed), stream: stream, p: p, into: m(mask))
+    }
+  }
+  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor) throws {
+    try check(.sampleTokens, inputs: [logits], outputs: [ids, presence]) { b, m in
+      try b.sampleTokens(logits: m(logits), presence: presence.map(m), parameters: parameters, into: m(ids))
     }
   }
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {

@@ -20,6 +20,8 @@ public enum Op: String, CaseIterable, Sendable {
   case groupedMatmul, groupedMatmulNF4, moeRouterStatistics, moeAuxLoss
   // elementwise and reductions
   case add, mul, scale, scaleRows, sumOfSquares, dropoutMask
+  // generation
+  case sampleTokens
   // optimizer
   case adamW
 }

@@ -31,6 +31,8 @@ enum VulkanSupport {
     .add: [.f32], .mul: [.f32], .scale: [.f32], .scaleRows: [.f32], .sumOfSquares: [.f32], .dropoutMask: [.f32],
     // optimizer
     .adamW: [.f32],
+    // generation (keyed by the f32 logits; ids and presence are i32)
+    .sampleTokens: [.f32],
   ]
 
   static func supports(_ op: Op, _ dtype: DType) -> Bool { table[op]?.contains(dtype) ?? false }

@@ -45,7 +45,7 @@ extension Backend {
 
 /// Every op's cases. Shapes stay small: lavapipe runs ~40× slower than OpenBLAS.
 enum ParityTable {
-  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference + experts }
+  static var all: [ParityCase] { memory + linear + blocks + elementwise + optimizer + preference + experts + generation }
 
   /// `preferenceLoss` for each kind (reward: the values as scores, the references as
   /// margins; orpo: averages from −60 to about −0.05, both sides of log1mexp's −ln 2 branch),

@@ -130,6 +130,9 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .dropoutMask, good: [2], dtype: .i32) { b, bad in
         try b.dropoutMask(seed: bad, stream: 0, p: 0.1, into: y)
       },
+      BadCall(op: .sampleTokens) { b, bad in
+        try b.sampleTokens(logits: bad, presence: nil, parameters: SamplingParameters(temperature: 1), into: ids)
+      },
       BadCall(op: .adamW) { b, bad in
         try b.adamW(param: bad, grad: x, m: y, v: try b.zeros([4, 8]), hyper: hyper, gradSumOfSquares: one)
       },

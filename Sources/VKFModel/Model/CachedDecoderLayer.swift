@@ -21,6 +21,8 @@ struct CachedDecoderLayer {
   let scratch: InferenceScratch
   /// This layer's sliding window, 0 = none.
   var window = 0
+  /// Each row's first attended key (B) for a left-padded batch, or nil.
+  var keyStarts: Tensor?
 
   /// x (N, C) in scratch.x ← x + attention + MLP, in place; the new keys/values are stored
   /// in rows [past, past+Tn) of the cache. `scratch.positions` must hold past + t per token.
@@ -67,7 +69,7 @@ struct CachedDecoderLayer {
       softmaxScale = 1
     }
     try be.causalSoftmax(try scores.reshaped([b * nh, tn, tk]), scale: softmaxScale,
-                         window: window, into: try probs.reshaped([b * nh, tn, tk]))
+                         window: window, keyStarts: keyStarts, into: try probs.reshaped([b * nh, tn, tk]))
     // out (B·KVH, G·Tn, HS) = P · v → (B, NH, Tn, HS) permuted to (B, Tn, NH, HS) = (N, NH·HS)
     try be.matmul(probs, try vHead.reshaped([b * kvh, tk, hs]), into: try sc.qB.leading([b * kvh, g * tn, hs]),
                   transposeA: false, transposeB: false, alpha: 1, beta: 0)

@@ -33,7 +33,14 @@ extension DecoderModel {
     if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
       throw VKFError.outOfRange(op: "DecoderModel.forward(newIDs:)", detail: "token id \(bad) ∉ [0, \(vocab))")
     }
-    // Chunks of at most Tc tokens per row; only the last chunk's logits are computed.
+    try append(ids, newTokens: tn, cache: cache)
+    return try backend.download(try lastLogits(cache), as: Float.self)
+  }
+
+  /// Appends ids (B, Tn) row-major in chunks of at most Tc tokens per row; leaves each row's
+  /// last hidden state, normed, in the cache's scratch.
+  func append(_ ids: [Int32], newTokens tn: Int, cache: KVCache) throws {
+    let b = cache.batch
     var start = 0
     while start < tn {
       let count = min(cache.prefillChunk, tn - start)
@@ -42,26 +49,47 @@ extension DecoderModel {
       try forwardChunk(chunk, newTokens: count, cache: cache)
       start += count
     }
-    let sc = cache.scratch
-    let logits = try sc.logits.leading([b, shape.vocab])
-    try lmHead.logits(backend, try sc.lastNormed.leading([b, shape.hidden]), into: logits)
-    return try backend.download(logits, as: Float.self)
   }
 
-  /// One pass over ids (B, Tn) with Tn ≤ prefillChunk; leaves each row's last hidden state,
-  /// normed, in `scratch.lastNormed` (B, C).
-  private func forwardChunk(_ ids: [Int32], newTokens tn: Int, cache: KVCache) throws {
+  /// The logits (B, V) of each row's last token so far, computed into the cache's scratch.
+  func lastLogits(_ cache: KVCache) throws -> Tensor {
+    let sc = cache.scratch, b = cache.batch
+    let logits = try sc.logits.leading([b, shape.vocab])
+    try lmHead.logits(backend, try sc.lastNormed.leading([b, shape.hidden]), into: logits)
+    return logits
+  }
+
+  /// Draws each row's next token from its last logits into the scratch's ids, where the next
+  /// `appendDrawn` reads them, and returns them (B): the only download of a decode step.
+  func drawNext(cache: KVCache, parameters: SamplingParameters, presence: Tensor?) throws -> [Int32] {
+    let ids = try cache.scratch.ids.leading([cache.batch])
+    try backend.sampleTokens(logits: try lastLogits(cache), presence: presence, parameters: parameters, into: ids)
+    return try backend.download(ids, as: Int32.self)
+  }
+
+  /// Appends the tokens `drawNext` left on the device, one per row.
+  func appendDrawn(cache: KVCache) throws {
+    guard cache.length < cache.capacity else {
+      throw VKFError.outOfRange(op: "DecoderModel.appendDrawn", detail: "the cache is full (\(cache.capacity) tokens)")
+    }
+    try forwardChunk(nil, newTokens: 1, cache: cache)
+  }
+
+  /// One pass over ids (B, Tn) with Tn ≤ prefillChunk (nil: Tn = 1 and the ids are already
+  /// in the scratch); leaves each row's last hidden state, normed, in `scratch.lastNormed` (B, C).
+  private func forwardChunk(_ ids: [Int32]?, newTokens tn: Int, cache: KVCache) throws {
     let be = backend, s = shape, sc = cache.scratch, b = cache.batch, past = cache.length
     let n = b * tn
-    try be.upload(ids, to: try sc.ids.leading([n]))
-    try be.upload((0..<n).map { Int32(past + $0 % tn) }, to: try sc.positions.leading([n]))
+    if let ids { try be.upload(ids, to: try sc.ids.leading([n])) }
+    try be.upload(cache.positions(newTokens: tn), to: try sc.positions.leading([n]))
     let x = try sc.x.leading([n, s.hidden])
     try be.embedding(ids: try sc.ids.leading([n]), table: weights.embedding, into: x)
     if s.embeddingScale != 1 { try be.scale(x, by: s.embeddingScale, into: x) }
     for l in 0..<s.layers {
       let layer = CachedDecoderLayer(shape: s, weights: weights.layers[l], invFreq: ropeTable(layer: l),
                                      keys: cache.keys[l], values: cache.values[l], scratch: sc,
-                                     window: s.window(layer: l))
+                                     window: s.window(layer: l),
+                                     keyStarts: cache.padding.isEmpty ? nil : sc.keyStarts)
       try layer.forward(be, batch: b, newTokens: tn, past: past)
     }
     cache.length = past + tn

@@ -22,8 +22,11 @@ public final class KVCache {
   public let backend: Backend
   /// The architecture the buffers were sized for.
   public let shape: TransformerShape
-  /// Tokens per row already in the cache (the position of the next token).
+  /// Tokens per row already in the cache, padding included.
   public internal(set) var length = 0
+  /// Left padding per row (`setPadding`): row r's first pad[r] cache slots are hidden from
+  /// attention and its positions start after them. Empty: no padding.
+  public private(set) var padding: [Int] = []
   /// Per layer: keys (P, B, KVH·HS), roped.
   let keys: [Tensor]
   /// Per layer: values (P, B, KVH·HS).
@@ -49,8 +52,29 @@ public final class KVCache {
                                    capacity: capacity)
   }
 
-  /// Forgets every cached token (the buffers are kept).
-  public func reset() { length = 0 }
+  /// Forgets every cached token and the padding (the buffers are kept).
+  public func reset() { length = 0; padding = [] }
+
+  /// Declares a left-padded batch before its first pass: row r's first `pad[r]` tokens are
+  /// padding (any valid id), never attended to; its real tokens get positions 0, 1, … as if
+  /// unpadded. Empty clears it.
+  public func setPadding(_ pad: [Int]) throws {
+    guard length == 0 else {
+      throw VKFError.other("KVCache.setPadding: the cache already holds \(length) tokens; reset it first")
+    }
+    guard pad.isEmpty || (pad.count == batch && pad.allSatisfy { $0 >= 0 && $0 < capacity }) else {
+      throw VKFError.shapeMismatch(op: "KVCache.setPadding", detail: "\(pad.count) paddings for \(batch) rows, each in [0, \(capacity))")
+    }
+    if !pad.isEmpty { try backend.upload(pad.map { Int32($0) }, to: scratch.keyStarts) }
+    padding = pad
+  }
+
+  /// RoPE positions of the next `newTokens` tokens of every row, (B, Tn) row-major.
+  func positions(newTokens tn: Int) -> [Int32] {
+    (0..<(batch * tn)).map { i in
+      Int32(max(0, length + i % tn - (padding.isEmpty ? 0 : padding[i / tn])))
+    }
+  }
 
   /// Bytes held on the backend by the cache and its scratch.
   public var byteCount: Int { 2 * keys.count * DecoderWeights.aligned(keys.first?.count ?? 0) * 4 + scratch.byteCount }
@@ -78,8 +102,9 @@ final class InferenceScratch {
   let gate, up, act: Tensor
   /// Last position of each row (B, C), its RMSNorm (B, C) and 1/rms (B), logits (B, V).
   let last, lastNormed, lastRstd, logits: Tensor
-  /// Token ids and RoPE positions (N) i32; the row index of each row's last token (B) i32.
-  let ids, positions, lastRows: Tensor
+  /// Token ids and RoPE positions (N) i32; the row index of each row's last token (B) i32;
+  /// each row's first attended key (B) i32 for a left-padded batch.
+  let ids, positions, lastRows, keyStarts: Tensor
   /// Bytes of both allocations.
   let byteCount: Int
   /// A mixture-of-experts model's routing buffers (nil for dense models).
@@ -106,11 +131,13 @@ final class InferenceScratch {
     (gate, up, act) = (t[12], t[13], t[14])
     (last, lastNormed, lastRstd, logits) = (t[15], t[16], t[17], t[18])
     let a = DecoderWeights.aligned(n)
-    let ints = try backend.allocate([2 * a + DecoderWeights.aligned(batch)], .i32)
+    let ab = DecoderWeights.aligned(batch)
+    let ints = try backend.allocate([2 * a + 2 * ab], .i32)
     ids = try ints.view(offset: 0, shape: [n])
     positions = try ints.view(offset: a, shape: [n])
     lastRows = try ints.view(offset: 2 * a, shape: [batch])
-    byteCount = 4 * (total + 2 * a + DecoderWeights.aligned(batch)) + (routing?.byteCount ?? 0)
+    keyStarts = try ints.view(offset: 2 * a + ab, shape: [batch])
+    byteCount = 4 * (total + 2 * a + 2 * ab) + (routing?.byteCount ?? 0)
     moe = routing
   }
 }
