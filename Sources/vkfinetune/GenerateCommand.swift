@@ -22,8 +22,20 @@ struct GenerateCommand: ParsableCommand {
   @Option(help: "Model directory (config.json + safetensors), .gguf file, or Hugging Face repo id.")
   var model: String
 
-  @Option(help: "The prompt text.")
-  var prompt: String
+  @Option(help: "The prompt text (or --prompts).")
+  var prompt: String?
+
+  @Option(help: "JSONL of prompts to answer in batches: each line an object with a \"prompt\" string or a \"messages\" list; needs --output.")
+  var prompts: String?
+
+  @Option(help: "With --prompts: the JSONL to write, one line per answer: the record's fields plus completion, completion_tokens, stop_reason (and sample with --num-return-sequences > 1).")
+  var output: String?
+
+  @Option(help: "With --prompts: rows decoded together (prompts × samples per pass).")
+  var batchSize = 16
+
+  @Option(help: "With --prompts: answers sampled per prompt.")
+  var numReturnSequences = 1
 
   @Option(help: "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.")
   var adapter: String?
@@ -67,16 +79,29 @@ struct GenerateCommand: ParsableCommand {
   func validate() throws {
     do { try generationConfig.validate() } catch { throw ValidationError("--\(error)") }
     if system != nil, !chat { throw ValidationError("--system needs --chat") }
+    switch (prompt, prompts) {
+    case (nil, nil): throw ValidationError("pass --prompt TEXT or --prompts FILE.jsonl")
+    case (_?, _?): throw ValidationError("--prompt and --prompts exclude each other")
+    case (_?, nil):
+      if output != nil { throw ValidationError("--output needs --prompts (one --prompt streams to stdout)") }
+    case (nil, _?):
+      if output == nil { throw ValidationError("--prompts needs --output FILE.jsonl") }
+      guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1 (got \(batchSize))") }
+      guard numReturnSequences >= 1 else {
+        throw ValidationError("--num-return-sequences must be ≥ 1 (got \(numReturnSequences))")
+      }
+    }
     if let template, !ChatTemplate.builtinNames.contains(template.lowercased()) {
       throw ValidationError("--template must be one of \(ChatTemplate.builtinNames.joined(separator: ", ")) (got \(template))")
     }
   }
 
   func run() throws {
+    if let prompts, let output { return try runBatched(prompts: prompts, output: output) }
     let loaded = try ModelLoader.load(model)
     let backend = try backendOptions.makeBackend()
     let tokenizer = loaded.tokenizer
-    let promptIDs = try promptTokens(loaded)
+    let promptIDs = try promptTokens(loaded, prompt ?? "")
     let (weights, lora) = try ModelWithAdapter.load(loaded, adapter: adapter, backend: backend)
     lora?.training = false  // no dropout when generating
     let llama = try DecoderModel(weights: weights)
@@ -99,9 +124,18 @@ struct GenerateCommand: ParsableCommand {
 
   /// The prompt's ids: raw text with the tokenizer's special tokens (BOS), or the chat
   /// template's rendering, whose special tokens are already in the text.
-  private func promptTokens(_ loaded: LoadedModel) throws -> [Int] {
+  func promptTokens(_ loaded: LoadedModel, _ prompt: String) throws -> [Int] {
     let tok = loaded.tokenizer
     guard chat else { return tok.encode(prompt, addSpecialTokens: true) }
+    var messages: [ChatMessage] = []
+    if let system { messages.append(ChatMessage(role: "system", content: system)) }
+    messages.append(ChatMessage(role: "user", content: prompt))
+    return try chatTokens(loaded, messages)
+  }
+
+  /// `messages` rendered through the chat template with the assistant prompt appended.
+  func chatTokens(_ loaded: LoadedModel, _ messages: [ChatMessage]) throws -> [Int] {
+    let tok = loaded.tokenizer
     let chatTemplate: ChatTemplate
     if let name = template {
       chatTemplate = try ChatTemplate.builtin(name)
@@ -111,16 +145,13 @@ struct GenerateCommand: ParsableCommand {
       throw ValidationError("--chat: \(model) has no chat template; pass --template with one of "
         + ChatTemplate.builtinNames.joined(separator: ", "))
     }
-    var messages: [ChatMessage] = []
-    if let system { messages.append(ChatMessage(role: "system", content: system)) }
-    messages.append(ChatMessage(role: "user", content: prompt))
     let text = try chatTemplate.render(messages: messages, addGenerationPrompt: true,
                                    bosToken: loaded.bosTokenID.flatMap { tok.token(for: $0) } ?? "",
                                    eosToken: loaded.eosTokenIDs.first.flatMap { tok.token(for: $0) } ?? "")
     return tok.encode(text, addSpecialTokens: false)
   }
 
-  private func describe(_ r: StopReason) -> String {
+  func describe(_ r: StopReason) -> String {
     switch r {
     case .eos(let id): return "EOS \(id)"
     case .stopString(let s): return "stop string \(s.debugDescription)"

@@ -68,6 +68,13 @@ public final class BatchGenerator {
   /// the same number of rows and no longer rows).
   public var byteCount: Int { (cache?.byteCount ?? 0) + 4 * (presence?.count ?? 0) }
 
+  /// Allocates the cache for `rows` rows of up to `capacity` tokens now, so later calls with
+  /// that many rows and no more tokens reuse it (a batch of shorter prompts would otherwise
+  /// size it for itself, and the next, longer one reallocate).
+  public func reserve(rows: Int, capacity: Int) throws {
+    _ = try cacheFor(rows: rows, capacity: capacity)
+  }
+
   /// Frees the cache (the next call allocates a new one).
   public func release() { cache = nil; presence = nil }
 
