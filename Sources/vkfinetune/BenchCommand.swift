@@ -5,7 +5,7 @@ import VKFCore
 /// `vkfinetune bench …`: throughput measurements (never timed tests).
 struct BenchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "bench", abstract: "Measure throughput.", subcommands: [BenchOps.self, BenchModel.self, BenchTrain.self])
+    commandName: "bench", abstract: "Measure throughput.", subcommands: [BenchOps.self, BenchModel.self, BenchTrain.self, BenchGenerate.self])
 }
 
 /// `vkfinetune bench ops`: per-op GFLOP/s or GB/s at training shapes.

@@ -103,6 +103,33 @@ final class GenerationBatchTests: XCTestCase {
     for row in a { XCTAssertTrue(filtered[row.tokenIDs[0]].isFinite, "token \(row.tokenIDs[0]) is outside the top 20") }
   }
 
+  /// On the device a decode step is one submission and one host wait, reads back only the
+  /// B token ids (4 bytes each) and creates no pipeline: the difference between a 6-step
+  /// and a 4-step call of the same batch is two such steps.
+  func test_decodeStep_costsOneSubmitOneWaitAndTheIdsOnly_vulkan() throws {
+    let backend = try ModelFixtures.vulkanOrSkip()
+    let g = try GoldenCase.load("llama_untied")
+    let model = try g.model(on: backend, trainable: .none)
+    let prompts = try prompts(g)
+    let gen = BatchGenerator(model: model, decoder: decoder, eosTokenIDs: [])
+    try gen.reserve(rows: prompts.count, capacity: 16)
+    for penalty in [Float(1), 1.3] {
+      func cost(_ steps: Int) throws -> ExecutionStatistics {
+        let before = backend.statistics
+        _ = try gen.generate(prompts: prompts, config: GenerationConfig(maxNewTokens: steps, temperature: 0.7,
+                                                                        topP: 0.9, repetitionPenalty: penalty))
+        return backend.statistics - before
+      }
+      _ = try cost(6)  // warm-up: pipelines
+      let long = try cost(6), short = try cost(4)
+      let two = long - short
+      XCTAssertEqual(two.submits, 2, "penalty \(penalty)")
+      XCTAssertEqual(two.hostWaits, 2)
+      XCTAssertEqual(two.bytesDownloaded, 2 * 4 * prompts.count, "only the token ids come back")
+      XCTAssertEqual(two.pipelineCreations, 0)
+    }
+  }
+
   func test_badPrompts_throwNamingThePrompt() throws {
     let g = try GoldenCase.load("llama_untied")
     let model = try g.model(on: TestBackends.cpu, trainable: .none)
