@@ -130,6 +130,29 @@ final class GenerationBatchTests: XCTestCase {
     }
   }
 
+  /// With the training arena reserved large enough the cache lives in it (no second
+  /// allocation for its keys, values and scratch), answers are unchanged, and a training
+  /// pass in between (which overwrites that memory) changes nothing either.
+  func test_cacheInTheActivationArena_givesTheSameAnswers() throws {
+    let g = try GoldenCase.load("llama_untied")
+    let model = try g.model(on: TestBackends.cpu, trainable: .none)
+    let prompts = try prompts(g)
+    let config = GenerationConfig(maxNewTokens: 5, temperature: 0.9, seed: 3)
+    let own = try BatchGenerator(model: model, decoder: decoder, eosTokenIDs: []).generate(prompts: prompts, config: config)
+    try model.reserve(batch: 4, tokens: 64)
+    let shared = BatchGenerator(model: model, decoder: decoder, eosTokenIDs: [], sharesActivationMemory: true)
+    XCTAssertEqual(try shared.generate(prompts: prompts, config: config), own)
+    XCTAssertTrue(shared.cacheSharesActivations, "the reserved arena holds the cache")
+    try model.forward(ids: try g.ids, batch: g.batch)
+    XCTAssertEqual(try shared.generate(prompts: prompts, config: config), own)
+    // Too small an arena: the cache allocates its own memory and still answers the same.
+    let small = try g.model(on: TestBackends.cpu, trainable: .none)
+    try small.reserve(batch: 1, tokens: 2)
+    let alone = BatchGenerator(model: small, decoder: decoder, eosTokenIDs: [], sharesActivationMemory: true)
+    XCTAssertEqual(try alone.generate(prompts: prompts, config: config), own)
+    XCTAssertFalse(alone.cacheSharesActivations)
+  }
+
   func test_badPrompts_throwNamingThePrompt() throws {
     let g = try GoldenCase.load("llama_untied")
     let model = try g.model(on: TestBackends.cpu, trainable: .none)

@@ -52,6 +52,9 @@ public final class BatchGenerator {
   public let contextLimit: Int
   /// The most prompt tokens one prefill pass takes per row.
   public let prefillChunk: Int
+  /// Keep the cache in the model's training activation arena when it fits
+  /// (`DecoderModel.makeKVCache(…, sharingActivations:)`): for generation between steps.
+  public let sharesActivationMemory: Bool
   /// Timing of the last call.
   public private(set) var statistics = BatchGenerationStatistics()
   private var cache: KVCache?
@@ -59,10 +62,14 @@ public final class BatchGenerator {
 
   /// A generator over `model`. `contextLimit`: max_position_embeddings (Int.max: none).
   public init(model: DecoderModel, decoder: TokenTextDecoder, eosTokenIDs: [Int], contextLimit: Int = .max,
-              prefillChunk: Int = 128) {
+              prefillChunk: Int = 128, sharesActivationMemory: Bool = false) {
     self.model = model; self.decoder = decoder; self.eosTokenIDs = Set(eosTokenIDs)
     self.contextLimit = contextLimit; self.prefillChunk = prefillChunk
+    self.sharesActivationMemory = sharesActivationMemory
   }
+
+  /// Whether the cache now lives in the model's activation arena.
+  public var cacheSharesActivations: Bool { cache.map { model.cacheSharesActivations($0) } ?? false }
 
   /// Bytes the cache, its scratch and the presence marks hold now (kept between calls with
   /// the same number of rows and no longer rows).
@@ -150,12 +157,14 @@ public final class BatchGenerator {
 
   /// A cache for `rows` rows of `capacity` tokens: the last one when it fits, else a new one.
   private func cacheFor(rows: Int, capacity: Int) throws -> KVCache {
-    if let c = cache, c.batch == rows, c.capacity >= capacity, c.backend === model.backend {
+    if let c = cache, c.batch == rows, c.capacity >= capacity, c.backend === model.backend,
+       !sharesActivationMemory || c.borrowsMemory == model.cacheSharesActivations(c) {
       c.reset()
       return c
     }
     cache = nil  // free the old buffers first
-    let c = try model.makeKVCache(batch: rows, capacity: capacity, prefillChunk: prefillChunk)
+    let c = try model.makeKVCache(batch: rows, capacity: capacity, prefillChunk: prefillChunk,
+                                  sharingActivations: sharesActivationMemory)
     cache = c
     return c
   }

@@ -6,8 +6,20 @@ extension DecoderModel {
   /// A KV cache (and inference scratch) for `batch` rows of up to `capacity` tokens on this
   /// model's backend. `prefillChunk`: the most new tokens one pass takes; its scratch grows
   /// with chunk × capacity (attention scores), so long prompts run in several passes.
-  public func makeKVCache(batch: Int, capacity: Int, prefillChunk: Int = 128) throws -> KVCache {
-    try KVCache(shape: shape, backend: backend, batch: batch, capacity: capacity, prefillChunk: prefillChunk)
+  /// `sharingActivations`: keep the keys, values and f32 scratch in the training activation
+  /// arena's allocation when it is large enough (`reserve(batch:tokens:)` first) — memory
+  /// that is idle between training steps, so generating inside a training loop (GRPO, PPO)
+  /// costs no second copy. Such a cache must not be used between a forward and its backward.
+  public func makeKVCache(batch: Int, capacity: Int, prefillChunk: Int = 128,
+                          sharingActivations: Bool = false) throws -> KVCache {
+    try KVCache(shape: shape, backend: backend, batch: batch, capacity: capacity, prefillChunk: prefillChunk,
+                borrowing: sharingActivations ? activationArenaTensor : nil)
+  }
+
+  /// Whether `cache` lives in this model's current activation arena.
+  func cacheSharesActivations(_ cache: KVCache) -> Bool {
+    guard cache.borrowsMemory, let arena = activationArenaTensor, let k = cache.keys.first else { return false }
+    return k.storage === arena.storage
   }
 
   /// Appends ids (B, Tn) row-major — every row's next Tn tokens, at positions

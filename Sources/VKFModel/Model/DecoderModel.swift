@@ -129,6 +129,9 @@ public final class DecoderModel {
   /// The activation arenas' shared f32 allocation (tests: its identity and size).
   public var activationStorage: TensorStorage? { arena?.storage.storage }
 
+  /// The same allocation as one flat f32 tensor, for a KV cache to borrow between steps.
+  var activationArenaTensor: Tensor? { (arena ?? arenas.values.first)?.storage }
+
   /// Sets every parameter gradient to zero.
   public func zeroGradients() throws { try weights.zeroGradients() }
 

@@ -34,9 +34,15 @@ public final class KVCache {
   /// Scratch of one chunk.
   let scratch: InferenceScratch
 
-  /// Allocates the cache and scratch for `shape` on `backend`.
+  /// Whether the keys, values and f32 scratch live in borrowed memory (`init(…, borrowing:)`).
+  public let borrowsMemory: Bool
+
+  /// Allocates the cache and scratch for `shape` on `backend`. `borrowing`: a flat f32 tensor
+  /// (a training arena's allocation, idle between steps) that holds the keys, values and f32
+  /// scratch when it is large enough — then nothing but a few small buffers is allocated, and
+  /// the cache must not be used while the owner's data in it is live.
   public init(shape: TransformerShape, backend: Backend, batch: Int, capacity: Int,
-              prefillChunk: Int = 128) throws {
+              prefillChunk: Int = 128, borrowing: Tensor? = nil) throws {
     guard batch > 0, capacity > 0, prefillChunk > 0 else {
       throw VKFError.shapeMismatch(op: "KVCache",
         detail: "batch \(batch), capacity \(capacity) and prefillChunk \(prefillChunk) must be positive")
@@ -45,11 +51,21 @@ public final class KVCache {
     self.batch = batch; self.capacity = capacity; self.backend = backend; self.shape = shape
     self.prefillChunk = min(prefillChunk, capacity)
     let per = DecoderWeights.aligned(capacity * batch * shape.kvWidth)
-    let all = try backend.allocate([2 * shape.layers * per])
+    let cacheCount = 2 * shape.layers * per
+    let scratchCount = InferenceScratch.f32Count(shape: shape, batch: batch, chunk: self.prefillChunk, capacity: capacity,
+                                                 alignment: backend.moeRowAlignment)
+    let all: Tensor
+    if let b = borrowing, b.dtype == .f32, b.count >= cacheCount + scratchCount {
+      all = b
+      borrowsMemory = true
+    } else {
+      all = try backend.allocate([cacheCount + scratchCount])
+      borrowsMemory = false
+    }
     keys = try (0..<shape.layers).map { try all.view(offset: 2 * $0 * per, shape: [capacity, batch, shape.kvWidth]) }
     values = try (0..<shape.layers).map { try all.view(offset: (2 * $0 + 1) * per, shape: [capacity, batch, shape.kvWidth]) }
     scratch = try InferenceScratch(shape: shape, backend: backend, batch: batch, chunk: self.prefillChunk,
-                                   capacity: capacity)
+                                   capacity: capacity, f32: try all.view(offset: cacheCount, shape: [scratchCount]))
   }
 
   /// Forgets every cached token and the padding (the buffers are kept).
@@ -76,7 +92,7 @@ public final class KVCache {
     }
   }
 
-  /// Bytes held on the backend by the cache and its scratch.
+  /// Bytes held on the backend by the cache and its scratch (borrowed memory included).
   public var byteCount: Int { 2 * keys.count * DecoderWeights.aligned(keys.first?.count ?? 0) * 4 + scratch.byteCount }
 }
 
@@ -110,20 +126,35 @@ final class InferenceScratch {
   /// A mixture-of-experts model's routing buffers (nil for dense models).
   let moe: InferenceRouting?
 
-  init(shape s: TransformerShape, backend: Backend, batch: Int, chunk: Int, capacity: Int) throws {
+  /// The f32 buffers' sizes, in carving order.
+  private static func sizes(shape s: TransformerShape, batch: Int, chunk: Int, capacity: Int, alignment: Int) -> [Int] {
+    let n = batch * chunk
+    // The MLP buffers hold a dense layer's (N, F) and a sparse layer's expert rows (R, F_e).
+    let routed = s.moe.map { m in
+      MoE.rowCapacity(tokens: n, topK: m.topK, experts: m.experts, alignment: alignment) * m.intermediate
+    } ?? 0
+    let mlp = max(s.hasDenseMLP ? n * s.intermediate : 0, routed)
+    return [n * s.hidden, n * s.hidden, n * s.hidden, s.qkNorm ? n * max(s.heads, s.kvHeads) : n,
+            n * s.qWidth, n * s.qWidth, n * s.kvWidth, n * s.kvWidth,
+            batch * s.kvWidth * capacity, batch * s.kvWidth * capacity,
+            batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,
+            mlp, mlp, mlp,
+            batch * s.hidden, batch * s.hidden, batch, batch * s.vocab]
+  }
+
+  /// f32 elements of the scratch's main allocation.
+  static func f32Count(shape: TransformerShape, batch: Int, chunk: Int, capacity: Int, alignment: Int) -> Int {
+    sizes(shape: shape, batch: batch, chunk: chunk, capacity: capacity, alignment: alignment)
+      .reduce(0) { $0 + DecoderWeights.aligned($1) }
+  }
+
+  /// `f32`: at least `f32Count` elements to carve the f32 buffers from.
+  init(shape s: TransformerShape, backend: Backend, batch: Int, chunk: Int, capacity: Int, f32: Tensor) throws {
     let n = batch * chunk
     let routing = try s.moe.map { try InferenceRouting(shape: s, moe: $0, tokens: n, backend: backend) }
-    // The MLP buffers hold a dense layer's (N, F) and a sparse layer's expert rows (R, F_e).
-    let mlp = max(s.hasDenseMLP ? n * s.intermediate : 0, routing.map { $0.rowCount * $0.width } ?? 0)
-    let sizes = [n * s.hidden, n * s.hidden, n * s.hidden, s.qkNorm ? n * max(s.heads, s.kvHeads) : n,
-                 n * s.qWidth, n * s.qWidth, n * s.kvWidth, n * s.kvWidth,
-                 batch * s.kvWidth * capacity, batch * s.kvWidth * capacity,
-                 batch * s.heads * chunk * capacity, batch * s.heads * chunk * capacity,
-                 mlp, mlp, mlp,
-                 batch * s.hidden, batch * s.hidden, batch, batch * s.vocab]
+    let sizes = Self.sizes(shape: s, batch: batch, chunk: chunk, capacity: capacity, alignment: backend.moeRowAlignment)
     let offsets = sizes.reduce(into: [0]) { $0.append($0[$0.count - 1] + DecoderWeights.aligned($1)) }
     let total = offsets[offsets.count - 1]
-    let f32 = try backend.allocate([total])
     let t = try (0..<sizes.count).map { try f32.view(offset: offsets[$0], shape: [sizes[$0]]) }
     (x, h, proj, rstd) = (t[0], t[1], t[2], t[3])
     (qA, qB, kA, kB) = (t[4], t[5], t[6], t[7])
