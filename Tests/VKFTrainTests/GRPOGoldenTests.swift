@@ -89,3 +89,70 @@ final class GRPOGoldenTests: XCTestCase {
     }
   }
 }
+
+/// The rollout step through the model: log-probs, loss and LoRA gradients against TRL.
+final class GRPOStepGoldenTests: XCTestCase {
+  /// Per-token log-probs: our f32 forward against PyTorch's (the fixture models' bound).
+  static let logProbTolerance = 2e-5
+  /// Losses: sums of ≤ 32 f32 terms (~1e-7 relative each) of values ≤ ~2.
+  static let lossTolerance = 2e-6
+  /// LoRA gradients: the preference goldens' bound (the same f32 ops in another order).
+  static let gradientNMSE = 1e-9, gradientMaxAbs = 1e-5
+
+  func test_rolloutStep_matchesTRL_cpu() throws { try check(on: TestBackends.cpu) }
+  func test_rolloutStep_matchesTRL_vulkan() throws { try check(on: try Tiny.vulkanOrSkip()) }
+
+  private func check(on backend: Backend) throws {
+    let (m, file) = try GRPOGoldenTests.load()
+    let dir = GRPOGoldenTests.fixtures.deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("VKFModelTests/Fixtures/golden")
+    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
+                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
+    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
+    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
+    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
+    var initial: [String: [Float]] = [:]
+    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
+    try lora.load(initial)
+    let masks = m.completions.map { CompletionMask(completion: $0, eos: [m.eos_token_id], padID: m.pad_token_id) }
+    var rollouts = GRPORollouts(prompts: m.prompt_of_row.map { m.prompts[$0] },
+                                completions: zip(m.completions, masks).map { Array($0.prefix($1.length)) },
+                                masks: masks, advantages: [])
+    let (ids, targets, t, positions) = rollouts.sequences(padID: m.pad_token_id)
+    XCTAssertEqual(t, m.seq_length)
+    XCTAssertEqual(ids, try file.floats("ids").map { Int32($0) }, "prompt + completion, right-padded")
+    XCTAssertEqual(targets, try file.floats("targets").map { Int32($0) })
+
+    let probe = try GRPOTask(model: model, lora: lora, loss: GRPOLossConfig(), padID: m.pad_token_id)
+    let width = m.max_completion_length
+    let policy = try probe.logProbs(ids: ids, targets: targets, rows: rollouts.rows, positions: positions)
+    let want = try file.floats("policy_logps")
+    lora.enabled = false
+    let reference = try probe.logProbs(ids: ids, targets: targets, rows: rollouts.rows, positions: positions)
+    lora.enabled = true
+    let wantRef = try file.floats("ref_logps")
+    for r in 0..<rollouts.rows {
+      for j in policy[r].indices {
+        XCTAssertEqual(policy[r][j], Double(want[r * width + j]), accuracy: Self.logProbTolerance, "policy \(r),\(j)")
+        XCTAssertEqual(reference[r][j], Double(wantRef[r * width + j]), accuracy: Self.logProbTolerance, "ref \(r),\(j)")
+      }
+    }
+    rollouts.oldLogProbs = policy.enumerated().map { r, row in row.indices.map { row[$0] + m.old_logp_offsets[r][$0] } }
+    for (i, c) in m.cases.enumerated() where c.has_gradients {
+      let config = try GRPOGoldenTests.config(c, m)
+      let task = try GRPOTask(model: model, lora: lora, loss: config, padID: m.pad_token_id)
+      rollouts.advantages = c.advantages
+      try task.zeroGradients()
+      let tokens = rollouts.lossTokens(config).reduce(0, +)
+      let out = try task.train(on: rollouts, stepTokens: tokens, microBatches: 1, dropoutSeed: 0)
+      let what = "case \(i + 1) \(c.loss_type) β \(c.beta) on \(backend.name)"
+      XCTAssertEqual(Double(out.loss), c.loss, accuracy: Self.lossTolerance, what)
+      for p in task.trainableTensors {
+        if let why = Compare.check(try file.floats("case\(i + 1).grad." + p.name), try backend.floats(p.gradient),
+                                   nmse: Self.gradientNMSE, maxAbs: Self.gradientMaxAbs) {
+          XCTFail("\(what) \(p.name): \(why)")
+        }
+      }
+    }
+  }
+}
