@@ -43,6 +43,8 @@ public struct GRPOLossConfig: Equatable, Sendable {
   public var maskTruncatedCompletions: Bool
   /// `max_completion_length` (dr_grpo's denominator).
   public var maxCompletionLength: Int
+  /// `temperature`: log-probs are log_softmax(logits / T), T the sampling temperature.
+  public var temperature: Float = 1
 
   public init(beta: Double = 0, epsilon: Double = 0.2, epsilonHigh: Double? = nil, lossType: GRPOLossType = .dapo,
               scaleRewards: GRPORewardScaling = .group, biasCorrectedKL: Bool = true,

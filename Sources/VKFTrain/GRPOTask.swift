@@ -65,6 +65,12 @@ public final class GRPOTask {
   let trainingModeSetter: (Bool) -> Void
   /// The padding id of the training rows.
   public let padID: Int
+  /// Where rollouts come from when the task trains through a `Trainer` (nil: `train(on:)` only).
+  public var source: GRPORolloutSource?
+  /// The current step's rollouts per micro-batch, the next one's index, the step's loss tokens.
+  var pending: [GRPORollouts] = []
+  var cursor = 0, stepTokens = 0
+  var trainSums = GRPOMetricSums(), evalSums = GRPOMetricSums()
 
   public init(model: DecoderModel, trainables: [TrainableTensor], zero: @escaping () throws -> Void,
               setAdapterEnabled: ((Bool) -> Void)?, loss: GRPOLossConfig, padID: Int,
@@ -91,6 +97,8 @@ public final class GRPOTask {
 
   /// The log-prob of every kept token under the model as it is now (no gradients).
   func logProbs(ids: [Int32], targets: [Int32], rows: Int, positions: [[Int]]) throws -> [[Double]] {
+    try model.setLossTemperature(loss.temperature)
+    defer { try? model.setLossTemperature(1) }
     try model.forward(ids: ids, targets: targets, batch: rows, lossNormalizer: 1, logProbsOnly: true)
     let losses = try model.tokenLosses()
     return positions.map { $0.map { -Double(losses[$0]) } }
@@ -108,12 +116,14 @@ public final class GRPOTask {
   /// Forward and backward of the surrogate over `r` (gradients accumulate): `stepTokens`
   /// masked tokens in the whole step (dapo) over `microBatches` micro-batches. Returns this
   /// micro-batch's share of the step loss and its token statistics.
-  public func train(on r: GRPORollouts, stepTokens: Int, microBatches: Int, dropoutSeed: UInt64) throws
-    -> (loss: Float, step: GRPOMath.Step) {
+  public func train(on r: GRPORollouts, stepTokens: Int, microBatches: Int, dropoutSeed: UInt64,
+                    lossScale: Float = 1) throws -> (loss: Float, step: GRPOMath.Step) {
     let (ids, targets, t, positions) = r.sequences(padID: padID)
     let rows = r.rows
     let ref = try referenceLogProbs(ids: ids, targets: targets, rows: rows, positions: positions)
     try dropoutSeedSetter(dropoutSeed)
+    try model.setLossTemperature(loss.temperature)
+    defer { try? model.setLossTemperature(1) }
     let lengths = zip(r.prompts, r.completions).map { $0.count + $1.count }
     try model.stage(ids: ids, targets: targets, batch: rows, tokenMask: tokenMask(lengths, tokens: t), auxLossWeight: 0)
     try model.forwardStaged(lossNormalizer: .value(1), computeGradients: true, weightedLater: true)
@@ -137,10 +147,10 @@ public final class GRPOTask {
     // dL/dlogits = Σ (dL/dlogp)·dlogp/dlogits, and the cross-entropy gradient is −dlogp/dlogits.
     var weights = [Float](repeating: 0, count: rows * t), k = 0
     for row in 0..<rows {
-      for p in positions[row] { weights[p] = Float(-s.gradient[k]); k += 1 }
+      for p in positions[row] { weights[p] = lossScale * Float(-s.gradient[k]); k += 1 }
     }
     try model.backward(tokenWeights: weights)
-    return (Float(s.loss), s)
+    return (lossScale * Float(s.loss), s)
   }
 
   /// A mixture-of-experts model's real-token mask (the prompt and completion, not padding).

@@ -202,6 +202,7 @@ public final class Trainer {
       }
       let index = step + (inFlight == nil ? 0 : 1)  // completed steps before this one
       let micro = nextStepBatches()
+      try task.prepareStep(micro, completedSteps: index)
       let normalizer = task.lossNormalizer(for: micro)
       let lr = schedule.learningRate(step: index)
       let stepTokens = micro.reduce(0) { $0 + $1.realTokens }

@@ -30,6 +30,10 @@ public protocol TrainingTask: AnyObject {
   /// Task-specific means since the last call (e.g. DPO's rewards/accuracies), logged with
   /// each progress line (`training`) or evaluation. Default none.
   func takeMetrics(training: Bool) -> [String: Double]
+  /// Called with all of an optimizer step's micro-batches before the first of them runs,
+  /// with the number of steps completed before it (GRPO generates the step's completions
+  /// here). Default nothing.
+  func prepareStep(_ batches: [Batch], completedSteps: Int) throws
 }
 
 extension TrainingTask {
@@ -38,6 +42,7 @@ extension TrainingTask {
     Float(max(batches.reduce(0) { $0 + $1.trainedTargets }, 1))
   }
   public func takeMetrics(training: Bool) -> [String: Double] { [:] }
+  public func prepareStep(_ batches: [Batch], completedSteps: Int) throws {}
 }
 
 /// Supervised fine-tuning (next-token cross-entropy on the unmasked targets) over a

@@ -102,6 +102,58 @@ final class GRPOStepGoldenTests: XCTestCase {
   func test_rolloutStep_matchesTRL_cpu() throws { try check(on: TestBackends.cpu) }
   func test_rolloutStep_matchesTRL_vulkan() throws { try check(on: try Tiny.vulkanOrSkip()) }
 
+  /// The fixture model with LoRA at the fixture's initial adapter; `headScale` multiplies
+  /// the (untied) LM head's weights.
+  private func model(on backend: Backend, _ file: SafetensorsFile, headScale: Float = 1) throws -> (DecoderModel, LoRAModel) {
+    let dir = GRPOGoldenTests.fixtures.deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("VKFModelTests/Fixtures/golden")
+    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
+                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
+    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
+    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
+    if headScale != 1, case .dense(let w) = model.weights.lmHead.base { try backend.scale(w, by: headScale, into: w) }
+    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
+    var initial: [String: [Float]] = [:]
+    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
+    try lora.load(initial)
+    return (model, lora)
+  }
+
+  /// Log-probs at temperature T are those of logits / T: a step at T = 0.7 equals, loss and
+  /// every LoRA gradient, a step at T = 1 of the model whose LM head is divided by 0.7.
+  func test_temperature_equalsAHeadDividedByIt() throws {
+    let (m, file) = try GRPOGoldenTests.load()
+    let t: Float = 0.7
+    let (hot, hotLoRA) = try model(on: TestBackends.cpu, file)
+    let (scaled, scaledLoRA) = try model(on: TestBackends.cpu, file, headScale: 1 / t)
+    let masks = m.completions.map { CompletionMask(completion: $0, eos: [m.eos_token_id], padID: m.pad_token_id) }
+    var rollouts = GRPORollouts(prompts: m.prompt_of_row.map { m.prompts[$0] },
+                                completions: zip(m.completions, masks).map { Array($0.prefix($1.length)) },
+                                masks: masks, advantages: m.cases[0].advantages)
+    var config = try GRPOGoldenTests.config(m.cases[0], m)
+    let (ids, targets, _, positions) = rollouts.sequences(padID: m.pad_token_id)
+    config.temperature = t
+    let a = try GRPOTask(model: hot, lora: hotLoRA, loss: config, padID: m.pad_token_id)
+    config.temperature = 1
+    let b = try GRPOTask(model: scaled, lora: scaledLoRA, loss: config, padID: m.pad_token_id)
+    let policy = try a.logProbs(ids: ids, targets: targets, rows: rollouts.rows, positions: positions)
+    let divided = try b.logProbs(ids: ids, targets: targets, rows: rollouts.rows, positions: positions)
+    for (x, y) in zip(policy.joined(), divided.joined()) { XCTAssertEqual(x, y, accuracy: Self.logProbTolerance) }
+    rollouts.oldLogProbs = policy.enumerated().map { r, row in row.indices.map { row[$0] + m.old_logp_offsets[r][$0] } }
+    let tokens = rollouts.lossTokens(config).reduce(0, +)
+    try a.zeroGradients(); try b.zeroGradients()
+    let la = try a.train(on: rollouts, stepTokens: tokens, microBatches: 1, dropoutSeed: 0)
+    let lb = try b.train(on: rollouts, stepTokens: tokens, microBatches: 1, dropoutSeed: 0)
+    XCTAssertEqual(la.loss, lb.loss, accuracy: Float(Self.lossTolerance))
+    XCTAssertNotEqual(la.loss, 0)
+    for (p, q) in zip(a.trainableTensors, b.trainableTensors) {
+      if let why = Compare.check(try TestBackends.cpu.floats(q.gradient), try TestBackends.cpu.floats(p.gradient),
+                                 nmse: Self.gradientNMSE, maxAbs: Self.gradientMaxAbs) {
+        XCTFail("\(p.name): \(why)")
+      }
+    }
+  }
+
   private func check(on backend: Backend) throws {
     let (m, file) = try GRPOGoldenTests.load()
     let dir = GRPOGoldenTests.fixtures.deletingLastPathComponent().deletingLastPathComponent()

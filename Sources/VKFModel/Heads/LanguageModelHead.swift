@@ -15,6 +15,9 @@ public struct LanguageModelHead {
   public var softcap: Float
   /// Rows per chunk.
   public var chunkRows: Int
+  /// The loss's logits are multiplied by this first (1/temperature: GRPO's log-probs are
+  /// log_softmax(logits / T)); 1 = none. Not combined with a soft-cap.
+  public var logitScale: Float = 1
 
   /// The ignored target (PyTorch's default `ignore_index`).
   public static let ignoreIndex: Int32 = -100
@@ -46,9 +49,12 @@ public struct LanguageModelHead {
                         losses: Tensor, gradients: Bool, tokenWeights: Tensor? = nil, dx: Tensor?,
                         ones: Tensor) throws {
     try projection.forward(be, x, into: logits)
+    if logitScale != 1 { try be.scale(logits, by: logitScale, into: logits) }
     try be.crossEntropy(logits: logits, targets: targets, ignoreIndex: Self.ignoreIndex, normalizer: normalizer,
                         softcap: softcap, losses: losses, dLogits: gradients ? logits : nil)
     guard gradients else { return }
+    // d(scaled)/d(logits) = logitScale.
+    if logitScale != 1 { try be.scale(logits, by: logitScale, into: logits) }
     if let tokenWeights { try be.scaleRows(logits, weights: tokenWeights, into: logits) }
     try projection.backward(be, dy: logits, x: x, dx: dx, accumulateInput: false, ones: ones)
   }

@@ -126,6 +126,19 @@ public final class DecoderModel {
   /// one chunk of logits at a time).
   public var logits: Tensor? { lastLogits }
 
+  /// The temperature of the per-token losses: −log_softmax(logits / T)[target] (GRPO's
+  /// log-probs at its sampling temperature); 1 = plain cross-entropy. Generation ignores it.
+  public private(set) var lossTemperature: Float = 1
+
+  /// Sets `lossTemperature`; refused for a model with a final logit soft-cap (Gemma 2).
+  public func setLossTemperature(_ t: Float) throws {
+    guard t > 0, t.isFinite else { throw VKFError.other("loss temperature \(t) must be finite and > 0") }
+    guard t == 1 || shape.finalLogitSoftcap == 0 else {
+      throw VKFError.other("a loss temperature ≠ 1 on a model with final_logit_softcapping is not supported")
+    }
+    lossTemperature = t
+  }
+
   /// The activation arenas' shared f32 allocation (tests: its identity and size).
   public var activationStorage: TensorStorage? { arena?.storage.storage }
 
@@ -277,7 +290,9 @@ public final class DecoderModel {
   /// The LM head as a component: `weights.lmHead` (whatever adapter it carries now), the
   /// final soft-cap and this model's chunk rows.
   public var lmHead: LanguageModelHead {
-    LanguageModelHead(projection: weights.lmHead, softcap: shape.finalLogitSoftcap, chunkRows: headChunkTokens)
+    var head = LanguageModelHead(projection: weights.lmHead, softcap: shape.finalLogitSoftcap, chunkRows: headChunkTokens)
+    head.logitScale = 1 / lossTemperature
+    return head
   }
 
   /// Row ranges of the LM-head chunks of `ar`.
