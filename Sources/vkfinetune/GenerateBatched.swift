@@ -86,42 +86,20 @@ extension GenerateCommand {
     }
   }
 
-  /// The records of a prompts JSONL, each tokenized; errors name the file and line.
+  /// The records of a prompts file, each tokenized; errors name the file and line.
   func readPrompts(_ path: String, _ loaded: LoadedModel, contextLimit: Int) throws -> [PromptRecord] {
-    let text: String
-    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-      throw RecipeError("--prompts \(path): cannot read it as UTF-8 text (\(error.localizedDescription))")
-    }
-    var records: [PromptRecord] = []
-    for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-      let line = raw.trimmingCharacters(in: .whitespaces)
-      guard !line.isEmpty else { continue }
-      let at = "\(path) line \(i + 1)"
-      guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)), let fields = object as? [String: Any] else {
-        throw RecipeError("\(at): not a JSON object")
-      }
+    try PromptFile.read(path, flag: "--prompts").map { r in
       let ids: [Int]
-      if let prompt = fields["prompt"] as? String {
-        ids = try promptTokens(loaded, prompt)
-      } else if let list = fields["messages"] as? [Any] {
-        var messages: [ChatMessage] = []
-        for (k, m) in list.enumerated() {
-          guard let m = m as? [String: Any], let role = m["role"] as? String, let content = m["content"] as? String else {
-            throw RecipeError("\(at): messages[\(k)] needs a \"role\" and a \"content\" string")
-          }
-          messages.append(ChatMessage(role: role, content: content))
-        }
-        ids = try chatTokens(loaded, messages)
-      } else {
-        throw RecipeError("\(at): no \"prompt\" string or \"messages\" list")
+      switch r.prompt {
+      case .text(let text): ids = try promptTokens(loaded, text)
+      case .messages(let m): ids = try chatTokens(loaded, m)
       }
+      let at = "\(path) line \(r.line)"
       guard !ids.isEmpty else { throw RecipeError("\(at): the prompt is empty (no tokens)") }
       guard ids.count < contextLimit else {
         throw RecipeError("\(at): the prompt has \(ids.count) tokens; the model's context holds \(contextLimit)")
       }
-      records.append(PromptRecord(line: i + 1, fields: fields, ids: ids))
+      return PromptRecord(line: r.line, fields: r.fields, ids: ids)
     }
-    guard !records.isEmpty else { throw RecipeError("--prompts \(path): no prompts (the file is empty)") }
-    return records
   }
 }

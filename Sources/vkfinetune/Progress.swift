@@ -65,7 +65,22 @@ final class ProgressLine {
     var parts: [String] = []
     if let a = extra["rewards/accuracies"] { parts.append(String(format: "acc %.3f", a)) }
     if let m = extra["rewards/margins"] { parts.append(String(format: "margin %+.3f", m)) }
+    // GRPO: the mean reward of the step's completions, their KL to the reference.
+    if let r = extra["reward"] { parts.append(String(format: "reward %.3f", r)) }
+    if let k = extra["kl"] { parts.append(String(format: "kl %.4f", k)) }
     return parts
+  }
+
+  /// `eval step 20 | mean reward 0.412 | numeric_match 0.350 | number_only 0.062 | length 6.1 (best)`:
+  /// a GRPO evaluation (its "loss" is −mean reward).
+  static func grpoEvaluation(_ r: EvaluationResult) -> String {
+    var parts = ["eval step \(r.step)", String(format: "mean reward %.4f", -r.loss)]
+    for (k, v) in r.extra.sorted(by: { $0.key < $1.key }) where k.hasPrefix("rewards/") && k.hasSuffix("/mean") {
+      parts.append(String(format: "%@ %.3f", String(k.dropFirst(8).dropLast(5)), v))
+    }
+    if let l = r.extra["completions/mean_length"] { parts.append(String(format: "length %.1f", l)) }
+    parts.append("\(r.tokens) completions")
+    return parts.joined(separator: " | ") + (r.isBest ? " (best)" : "")
   }
 
   /// `eval step 50 | loss 0.6512 | acc 0.620 | margin +0.105 | chosen +0.051 | rejected -0.054 (best)`:

@@ -32,6 +32,9 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   /// Masked-language-model training of an encoder (BERT) on plain text: transformers'
   /// run_mlm with BertForMaskedLM.
   case mlm
+  /// Group relative policy optimisation on prompts, with completions sampled in the loop and
+  /// scored by reward functions (TRL's GRPOTrainer).
+  case grpo
 
   /// True for the objectives that train a BERT encoder.
   var isEncoder: Bool { self == .classification || self == .mlm }
@@ -166,10 +169,12 @@ struct TrainSettings: Encodable, Equatable {
   var datasetFormat = DatasetFormat.auto
 
   // Preference objectives (TRL DPOConfig / RewardConfig names). `max_length` is `max_seq_length`.
-  /// `beta`: DPO temperature β (rewards are β·log-ratios). Default 0.1 (TRL's).
-  var beta = 0.1
-  /// `loss_type`: sigmoid (default), hinge, ipo or robust.
-  var lossType = DPOLossType.sigmoid
+  /// `beta`: DPO temperature β (rewards are β·log-ratios), default 0.1; GRPO's KL weight,
+  /// default 0 (both TRL's). Unset: the objective's default (`effectiveBeta`).
+  var beta: Double?
+  /// `loss_type`: DPO sigmoid (default), hinge, ipo or robust; GRPO grpo, bnpo, dr_grpo or
+  /// dapo (default). Unset: the objective's default.
+  var lossType: String?
   /// `label_smoothing`: ε of the sigmoid and robust losses, in [0, 0.5). Default 0.
   var labelSmoothing = 0.0
   /// `rpo_alpha`: weight of an NLL term on the chosen answers; default none.
@@ -193,6 +198,58 @@ struct TrainSettings: Encodable, Equatable {
   /// (TRL's RewardTrainer; a positive value is refused there).
   var routerAuxLossCoef: Double?
 
+  // GRPO (TRL GRPOConfig names; defaults TRL 1.16's).
+  /// `num_generations`: completions sampled per prompt (a group). Default 8.
+  var numGenerations = 8
+  /// `max_completion_length`: tokens per completion. Default 512.
+  var maxCompletionLength = 512
+  /// `epsilon` / `epsilon_high`: the ratio's clip range [1 − ε, 1 + ε_high]. Default 0.2 / ε.
+  var epsilon = 0.2
+  var epsilonHigh: Double?
+  /// `scale_rewards`: group (default), batch or none (true = group, false = none).
+  var scaleRewards = "group"
+  /// Sampling: `temperature` (1), `top_k` (0 = off), `top_p` (1 = off), `repetition_penalty` (1).
+  var temperature = 1.0
+  var topK = 0
+  var topP = 1.0
+  var repetitionPenalty = 1.0
+  /// `num_iterations`: optimizer passes per generation batch (1).
+  var numIterations = 1
+  /// `mask_truncated_completions`: completions without an EOS add no loss (false).
+  var maskTruncatedCompletions = false
+  /// `use_bias_correction_kl`: the KL term times the probability ratio (true).
+  var useBiasCorrectionKL = true
+  /// `reward_functions`: built-ins, each a mapping {type, options…} (see BuiltinRewards).
+  var rewardFunctions: [[String: String]] = []
+  /// `reward_weights`: one per reward function (the reward model last); default all 1.
+  var rewardWeights: [Double]?
+  /// `reward_model`: a reward model from `train --objective reward` (its output directory:
+  /// a merged model, or an adapter over this run's base model).
+  var rewardModel: String?
+
+  /// GRPO's loss settings.
+  var grpoLoss: GRPOLossConfig {
+    var c = GRPOLossConfig(beta: effectiveBeta, epsilon: epsilon, epsilonHigh: epsilonHigh,
+                           lossType: lossType.flatMap(GRPOLossType.init(rawValue:)) ?? .dapo,
+                           scaleRewards: GRPORewardScaling(rawValue: scaleRewards) ?? .group,
+                           biasCorrectedKL: useBiasCorrectionKL, maskTruncatedCompletions: maskTruncatedCompletions,
+                           maxCompletionLength: maxCompletionLength)
+    c.temperature = Float(temperature)
+    return c
+  }
+
+  /// GRPO's sampling settings.
+  var grpoSampling: GRPOSampling {
+    GRPOSampling(numGenerations: numGenerations, maxCompletionLength: maxCompletionLength,
+                 temperature: Float(temperature), topK: topK, topP: Float(topP),
+                 repetitionPenalty: Float(repetitionPenalty), seed: UInt64(bitPattern: Int64(seed)))
+  }
+
+  /// `beta` or the objective's default.
+  var effectiveBeta: Double { beta ?? (objective == .grpo ? 0 : 0.1) }
+  /// The DPO loss type (`loss_type`, default sigmoid).
+  var dpoLossType: DPOLossType { lossType.flatMap(DPOLossType.init(rawValue:)) ?? .sigmoid }
+
   // Declaration order is `--print-config`'s order.
   enum CodingKeys: String, CodingKey, CaseIterable {
     case model, data, evalData = "eval_data", outputDir = "output_dir", method, objective
@@ -215,6 +272,11 @@ struct TrainSettings: Encodable, Equatable {
     case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
     case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin
     case mlmProbability = "mlm_probability", routerAuxLossCoef = "router_aux_loss_coef"
+    case numGenerations = "num_generations", maxCompletionLength = "max_completion_length", epsilon
+    case epsilonHigh = "epsilon_high", scaleRewards = "scale_rewards", temperature, topK = "top_k", topP = "top_p"
+    case repetitionPenalty = "repetition_penalty", numIterations = "num_iterations"
+    case maskTruncatedCompletions = "mask_truncated_completions", useBiasCorrectionKL = "use_bias_correction_kl"
+    case rewardFunctions = "reward_functions", rewardWeights = "reward_weights", rewardModel = "reward_model"
   }
 
   /// The defaults above.
@@ -241,7 +303,7 @@ struct TrainSettings: Encodable, Equatable {
 
   /// The DPO (or, for the orpo objective, ORPO) loss settings.
   var dpoLoss: DPOLossConfig {
-    DPOLossConfig(type: lossType, beta: beta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha,
+    DPOLossConfig(type: dpoLossType, beta: effectiveBeta, labelSmoothing: labelSmoothing, rpoAlpha: rpoAlpha,
                   oddsRatio: objective == .orpo)
   }
 

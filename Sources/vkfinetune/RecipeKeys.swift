@@ -122,14 +122,15 @@ enum RecipeKeys {
     RecipeKey("loss_type", ["pref_loss"]) { s, e in
       // LLaMA-Factory's `stage: dpo` + `pref_loss: orpo` is TRL's ORPOTrainer: the orpo objective
       // (applied after `objective` in table order, so the file's order does not matter).
-      let choice = try e.choice(DPOLossType.allCases.map(\.rawValue) + ["orpo"])
+      let grpo = GRPOLossType.allCases.map(\.rawValue), dpo = DPOLossType.allCases.map(\.rawValue)
+      let choice = try e.choice(s.objective == .grpo ? grpo : dpo + ["orpo"])
       if choice == "orpo" {
         guard [.dpo, .orpo].contains(s.objective) else {
           throw RecipeError("\(e.origin): \(e.key) orpo is a preference loss; it needs objective dpo or orpo")
         }
         s.objective = .orpo
       } else {
-        s.lossType = DPOLossType(rawValue: choice) ?? .sigmoid
+        s.lossType = choice
       }
     },
     RecipeKey("label_smoothing", ["dpo_label_smoothing"]) { s, e in s.labelSmoothing = try e.double() },
@@ -139,7 +140,59 @@ enum RecipeKeys {
     RecipeKey("margin") { s, e in s.margin = try e.double() },
     RecipeKey("mlm_probability") { s, e in s.mlmProbability = try e.double() },
     RecipeKey("router_aux_loss_coef", ["moe_aux_loss_coef"]) { s, e in s.routerAuxLossCoef = try e.double() },
+    RecipeKey("num_generations") { s, e in s.numGenerations = try e.int() },
+    RecipeKey("max_completion_length", ["max_new_tokens"]) { s, e in s.maxCompletionLength = try e.int() },
+    RecipeKey("epsilon", ["cliprange"]) { s, e in s.epsilon = try e.double() },
+    RecipeKey("epsilon_high") { s, e in s.epsilonHigh = try e.double() },
+    RecipeKey("scale_rewards") { s, e in
+      let choice = try e.choice(GRPORewardScaling.allCases.map(\.rawValue) + ["true", "false"])
+      s.scaleRewards = choice == "true" ? "group" : choice == "false" ? "none" : choice
+    },
+    RecipeKey("temperature") { s, e in s.temperature = try e.double() },
+    RecipeKey("top_k") { s, e in s.topK = try e.int() },
+    RecipeKey("top_p") { s, e in s.topP = try e.double() },
+    RecipeKey("repetition_penalty") { s, e in s.repetitionPenalty = try e.double() },
+    RecipeKey("num_iterations") { s, e in s.numIterations = try e.int() },
+    RecipeKey("mask_truncated_completions") { s, e in s.maskTruncatedCompletions = try e.bool() },
+    RecipeKey("use_bias_correction_kl") { s, e in s.useBiasCorrectionKL = try e.bool() },
+    RecipeKey("reward_functions", ["reward_funcs"]) { s, e in s.rewardFunctions = try rewardFunctions(e) },
+    RecipeKey("reward_weights") { s, e in s.rewardWeights = try numbers(e) },
+    RecipeKey("reward_model", ["reward_model_path"]) { s, e in s.rewardModel = try e.text() },
   ]
+
+  /// `reward_functions`: a list of mappings of scalars ({type: regex, pattern: …}), or of
+  /// bare type names (`[valid_json, think_format]`).
+  static func rewardFunctions(_ e: RecipeEntry) throws -> [[String: String]] {
+    guard case .list(let items) = e.value else {
+      throw RecipeError("\(e.origin): \(e.key) must be a list of reward functions ({type: …, …}), got \(e.value.shortText)")
+    }
+    return try items.enumerated().map { i, item in
+      switch item {
+      case .scalar(let type): return ["type": type]
+      case .map(let pairs):
+        var out: [String: String] = [:]
+        for (k, v) in pairs {
+          guard case .scalar(let text) = v else {
+            throw RecipeError("\(e.origin): \(e.key)[\(i)].\(k) must be a single value, got \(v.shortText)")
+          }
+          out[k] = text
+        }
+        return out
+      default:
+        throw RecipeError("\(e.origin): \(e.key)[\(i)] must be a mapping such as {type: numeric_match, column: answer}")
+      }
+    }
+  }
+
+  /// A list of numbers (or one number, or a comma-separated string).
+  static func numbers(_ e: RecipeEntry) throws -> [Double] {
+    try e.names().map {
+      guard let v = Double($0), v.isFinite else {
+        throw RecipeError("\(e.origin): \(e.key) must be a list of numbers, got \"\($0)\"")
+      }
+      return v
+    }
+  }
 
   /// Keys of the tools users copy recipes from that ask for something vkfinetune does not do.
   static let unsupported: [String: String] = [

@@ -23,7 +23,11 @@ struct TrainCommand: ParsableCommand {
       head on the last non-pad token and writes a PEFT SEQ_CLS adapter (with the head in \
       modules_to_save) or a LlamaForSequenceClassification directory; score it with \
       `vkfinetune score`. --objective orpo trains on the same pairs with TRL's ORPO loss \
-      (the chosen answers' NLL minus beta·log σ(log odds ratio)), no reference model.
+      (the chosen answers' NLL minus beta·log σ(log odds ratio)), no reference model. \
+      --objective grpo samples --num-generations completions of each prompt ({prompt} or \
+      {prompt: [messages]} records, other fields go to the reward functions) with the policy \
+      every step, scores them with the recipe's reward_functions and/or --reward-model, and \
+      trains TRL's GRPO loss; --batch-size counts completions.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -42,7 +46,7 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
-  @Option(help: "sft (default), dpo, orpo, reward, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
+  @Option(help: "sft (default), dpo, orpo, reward, grpo, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); grpo on prompts with rewards; classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
   var objective: String?
 
   // MARK: - Optimisation
@@ -113,10 +117,18 @@ struct TrainCommand: ParsableCommand {
   var fp16: Bool?
 
   // MARK: - Preference objectives (TRL names)
-  @Option(help: "DPO β: rewards are β·(policy − reference) log-ratios (default 0.1).")
+  @Option(help: "DPO β: rewards are β·(policy − reference) log-ratios (default 0.1); GRPO: the KL weight (default 0).")
   var beta: Double?
-  @Option(help: "DPO loss: \(DPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default sigmoid).")
+  @Option(help: "DPO loss: \(DPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default sigmoid); GRPO: \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default dapo).")
   var lossType: String?
+  @Option(help: "GRPO: completions sampled per prompt (default 8).")
+  var numGenerations: Int?
+  @Option(help: "GRPO: tokens per completion (default 512).")
+  var maxCompletionLength: Int?
+  @Option(help: "GRPO: sampling temperature (default 1).")
+  var temperature: Double?
+  @Option(help: "GRPO: a reward model from `train --objective reward` (its output directory: adapter or merged model).")
+  var rewardModel: String?
   @Option(help: "Label smoothing ε of the sigmoid and robust DPO losses, in [0, 0.5) (default 0).")
   var labelSmoothing: Double?
   @Option(help: "Weight of an NLL term on the chosen answers (RPO; default none).")
@@ -199,6 +211,9 @@ struct TrainCommand: ParsableCommand {
     add("margin", "margin", margin)
     add("mlm_probability", "mlm-probability", mlmProbability)
     add("router_aux_loss_coef", "router-aux-loss-coef", routerAuxLossCoef)
+    add("num_generations", "num-generations", numGenerations)
+    add("max_completion_length", "max-completion-length", maxCompletionLength)
+    add("temperature", "temperature", temperature); add("reward_model", "reward-model", rewardModel)
     return out
   }
 

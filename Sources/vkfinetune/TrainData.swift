@@ -2,6 +2,7 @@ import Foundation
 import VKFData
 import VKFModel
 import VKFTokenizer
+import VKFTrain
 
 /// The tokenized training and validation examples of a run, with what the log should say.
 struct TrainData {
@@ -15,6 +16,8 @@ struct TrainData {
   var summary: String
   /// What the user should know about the data (cut records), one line each.
   var warnings: [String] = []
+  /// GRPO: every prompt's ids with its text and fields (training and validation).
+  var prompts: [(ids: [Int], prompt: GRPOPrompt)] = []
 
   /// The warning for `count` of `total` records cut to `limit` tokens (nil when none was):
   /// how many, how many tokens went, the longest record's length.

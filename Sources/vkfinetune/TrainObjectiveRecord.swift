@@ -13,13 +13,25 @@ enum ObjectiveRecord {
     case .sft, .classification: break
     case .mlm: v["mlm_probability"] = "\(s.mlmProbability)"
     case .dpo:
-      v["beta"] = "\(s.beta)"; v["loss_type"] = s.lossType.rawValue; v["label_smoothing"] = "\(s.labelSmoothing)"
+      v["beta"] = "\(s.effectiveBeta)"; v["loss_type"] = s.dpoLossType.rawValue; v["label_smoothing"] = "\(s.labelSmoothing)"
       v["rpo_alpha"] = s.rpoAlpha.map { "\($0)" } ?? "none"; v["max_prompt_length"] = "\(s.promptLimit)"
       v["precompute_ref_log_probs"] = "\(s.precomputeRefLogProbs || s.method == .full)"
     case .reward:
       v["margin"] = "\(s.margin)"; v["max_prompt_length"] = "\(s.promptLimit)"
     case .orpo:
-      v["beta"] = "\(s.beta)"; v["max_prompt_length"] = "\(s.promptLimit)"
+      v["beta"] = "\(s.effectiveBeta)"; v["max_prompt_length"] = "\(s.promptLimit)"
+    case .grpo:
+      let l = s.grpoLoss, g = s.grpoSampling
+      v["beta"] = "\(l.beta)"; v["loss_type"] = l.lossType.rawValue; v["epsilon"] = "\(l.epsilon)"
+      v["epsilon_high"] = "\(l.epsilonHigh)"; v["scale_rewards"] = l.scaleRewards.rawValue
+      v["mask_truncated_completions"] = "\(l.maskTruncatedCompletions)"; v["use_bias_correction_kl"] = "\(l.biasCorrectedKL)"
+      v["num_generations"] = "\(g.numGenerations)"; v["max_completion_length"] = "\(g.maxCompletionLength)"
+      v["temperature"] = "\(g.temperature)"; v["top_k"] = "\(g.topK)"; v["top_p"] = "\(g.topP)"
+      v["repetition_penalty"] = "\(g.repetitionPenalty)"; v["max_prompt_length"] = "\(s.promptLimit)"
+      v["reward_functions"] = s.rewardFunctions.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        .joined(separator: ",") }.joined(separator: ";")
+      v["reward_weights"] = s.rewardWeights.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "all 1"
+      v["reward_model"] = s.rewardModel ?? "none"
     }
     return v
   }

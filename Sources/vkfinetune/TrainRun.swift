@@ -35,6 +35,7 @@ struct TrainRun {
     (s, loaded.shape) = try Self.forExperts(s, shape: loaded.shape)
     let data = s.objective.isPreference
       ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
+      : s.objective == .grpo ? try TrainData.loadPrompts(settings: s, model: loaded, trainFile: dataPath)
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
     let backend = try backendOptions.makeBackend()
     progress.message("backend: \(backend.name)")
@@ -136,7 +137,9 @@ struct TrainRun {
     let s = settings
     func advised<T>(_ body: () throws -> T) throws -> T { try Self.advised(estimate, progress, body) }
     if !resume { try ObjectiveRecord.write(s, into: output) }
-    let made = try advised { try makeTask(model: model, lora: lora, data: data, output: output, progress: progress) }
+    let made = try advised {
+      try makeTask(model: model, lora: lora, data: data, output: output, progress: progress, loaded: loaded)
+    }
     let task = made.task, scoreHead = made.scoreHead
     if lora == nil {
       progress.message("full fine-tuning: \(task.trainableTensors.reduce(0) { $0 + $1.count }) trainable parameters")
@@ -221,9 +224,11 @@ struct TrainRun {
 
   /// The objective's task over `model` (with `lora`, or every weight), and the reward head.
   func makeTask(model: DecoderModel, lora: LoRAModel?, data: TrainData, output: URL,
-                progress: ProgressLine) throws -> (task: TrainingTask, scoreHead: HFModelWriter.ScoreHead?) {
+                progress: ProgressLine, loaded: LoadedModel) throws -> (task: TrainingTask, scoreHead: HFModelWriter.ScoreHead?) {
     let s = settings
     switch s.objective {
+    case .grpo:
+      return (try makeGRPOTask(model: model, lora: lora, data: data, loaded: loaded, progress: progress), nil)
     case .sft:
       if let lora {
         return (SFTTask(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },
@@ -244,7 +249,8 @@ struct TrainRun {
       } catch let e as PreferenceLossError {
         throw RecipeError(e.description)
       }
-      progress.message("DPO: \(s.lossType.rawValue) loss, beta \(s.beta)"
+      let lossLine = "DPO: \(s.dpoLossType.rawValue) loss, beta \(s.effectiveBeta)"
+      progress.message(lossLine
         + (s.labelSmoothing > 0 ? ", label_smoothing \(s.labelSmoothing)" : "")
         + (s.rpoAlpha.map { ", rpo_alpha \($0)" } ?? "")
         + ", reference: " + (reference == nil ? "the model with its adapter disabled" : "precomputed log-probs"))
@@ -257,7 +263,7 @@ struct TrainRun {
       } catch let e as PreferenceLossError {
         throw RecipeError(e.description)
       }
-      progress.message("ORPO: beta \(s.beta); the chosen answers' NLL (prompt included) − beta·log σ(log odds ratio); "
+      progress.message("ORPO: beta \(s.effectiveBeta); the chosen answers' NLL (prompt included) − beta·log σ(log odds ratio); "
         + "no reference model")
       return (task, nil)
     case .classification, .mlm:
@@ -320,7 +326,8 @@ struct TrainRun {
         progress.message("eval step \(r.step) | loss \(String(format: "%.4f", r.loss))"
           + TrainingProgress.extraText(r.extra) + (r.isBest ? " (best)" : ""))
       } else {
-        progress.message(objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
+        progress.message(objective == .grpo ? ProgressLine.grpoEvaluation(r)
+          : objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
       }
     case .checkpointSaved(let url): progress.message("saved \(url.lastPathComponent)")
     case .checkpointSkipped(let url, let reason): progress.message("skipped \(url.lastPathComponent): \(reason)")
@@ -353,6 +360,8 @@ extension TrainSettings {
     c.lrSchedulerKwargs = lrSchedulerKwargs
     c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps
     c.perDeviceTrainBatchSize = perDeviceTrainBatchSize; c.gradientAccumulationSteps = gradientAccumulationSteps
+    // GRPO's batch counts completions (TRL's): the trainer batches their prompts.
+    if objective == .grpo { c.perDeviceTrainBatchSize = max(1, perDeviceTrainBatchSize / max(numGenerations, 1)) }
     c.maxSeqLength = maxSeqLength; c.packing = packing
     c.evalSteps = evalSteps; c.evalOnStart = evalOnStart; c.earlyStoppingPatience = earlyStoppingPatience
     c.saveSteps = saveSteps; c.saveTotalLimit = saveTotalLimit
