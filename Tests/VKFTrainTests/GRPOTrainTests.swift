@@ -81,6 +81,9 @@ final class GRPOTrainTests: XCTestCase {
     let dir = try Tiny.temporaryDirectory("grpo-resume")
     defer { try? FileManager.default.removeItem(at: dir) }
     try Trainer(task: full, config: c, train: Self.examples, outputDirectory: dir).train()
+    // The curve gets a mean-reward panel under the loss.
+    let svg = try String(contentsOf: dir.appendingPathComponent("loss-curve.svg"), encoding: .utf8)
+    XCTAssertTrue(svg.contains("viewBox=\"0 0 640 720\"") && svg.contains("<polyline id=\"reward\""), svg)
     let resumed = try Self.task()
     let out = try Tiny.temporaryDirectory("grpo-resumed")
     defer { try? FileManager.default.removeItem(at: out) }

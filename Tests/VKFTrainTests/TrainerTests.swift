@@ -271,6 +271,7 @@ final class TrainerTests: XCTestCase {
       XCTAssertEqual(line["eval_tokens"] as? Int, r.tokens)
     }
     let svg = try String(contentsOf: dir.appendingPathComponent("loss-curve.svg"), encoding: .utf8)
+    XCTAssertFalse(svg.contains("id=\"reward\""), "no reward panel without rewards")
     XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("<polyline id=\"train\""), svg)
     XCTAssertEqual(svg.components(separatedBy: "class=\"eval\"").count - 1, 2)
     let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".vkf-tmp") }
