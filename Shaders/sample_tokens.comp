@@ -12,11 +12,13 @@
 //     where the running sum of w in index order first exceeds u·Σw. Each invocation sums a
 //     contiguous chunk, invocation 0 scans the chunk sums, the one chunk holding u·Σw scans
 //     its tokens; rounding past the end falls back to the last kept token.
-//   presence[r, id] = 1 afterwards (when bound).
-// Shapes: logits (rows, vocab) f32, presence (rows, vocab) i32, ids (rows) i32.
-// Bindings: 0 logits (readonly), 1 presence (logits when hasPresence = 0; unused), 2 ids.
+//   presence[r, id] = 1 afterwards (when bound). entropy[r] (when bound) = H(softmax(l / T)),
+//   T the temperature (1 when greedy), unpenalised and unfiltered: log Σe^z − Σe^z·z / Σe^z.
+// Shapes: logits (rows, vocab) f32, presence (rows, vocab) i32, ids (rows) i32, entropy (rows) f32.
+// Bindings: 0 logits (readonly), 1 presence (logits when hasPresence = 0; unused), 2 ids,
+//   3 entropy (ids when hasEntropy = 0; unused).
 // Push (after boff[8]): rows, vocab, temperature, topK, topP, penalty, seedLo, seedHi, step,
-//   hasPresence → Swift `SampleTokensPush`.
+//   hasPresence, hasEntropy → Swift `SampleTokensPush`.
 // Dispatch: one workgroup per row (2D grid), RED_WG invocations.
 #include "common/push.glsl"
 #include "common/grid.glsl"
@@ -27,6 +29,7 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 layout(set = 0, binding = 0) readonly buffer BufLogits { float logits[]; };
 layout(set = 0, binding = 1) buffer BufPresence { int presence[]; };
 layout(set = 0, binding = 2) buffer BufIds { int ids[]; };
+layout(set = 0, binding = 3) buffer BufEntropy { float entropy[]; };
 
 PUSH_BEGIN
   uint rows;
@@ -39,6 +42,7 @@ PUSH_BEGIN
   uint seedHi;
   uint step;
   uint hasPresence;
+  uint hasEntropy;
 PUSH_END
 
 const uint NONE = 0xFFFFFFFFu;
@@ -109,6 +113,20 @@ void main() {
   uint t = gl_LocalInvocationID.x;
   lb = pc.boff[0] + row * pc.vocab;
   pb = pc.boff[1] + row * pc.vocab;
+  if (pc.hasEntropy != 0u) {
+    float te = pc.temperature > 0.0 ? pc.temperature : 1.0;
+    float mx = -3.402823466e38;
+    for (uint j = t; j < pc.vocab; j += RED_WG) mx = max(mx, logits[lb + j] / te);
+    mx = wg_reduce_max(mx);
+    float s = 0.0, w = 0.0;
+    for (uint j = t; j < pc.vocab; j += RED_WG) {
+      float z = logits[lb + j] / te - mx, e = exp(z);
+      s += e; w += e * z;
+    }
+    s = wg_reduce_sum(s);
+    w = wg_reduce_sum(w);
+    if (t == 0u) entropy[pc.boff[3] + row] = log(s) - w / s;
+  }
   uint id;
   if (pc.temperature == 0.0) {
     float best = 0.0; uint bi = NONE;

@@ -6,14 +6,17 @@ import VKFCore
 // its order key (`TokenSampling.orderKey(g)`) is ≥ the row's lowest kept key.
 
 extension CPUBackend {
-  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters p: SamplingParameters, into ids: Tensor) throws {
-    try validate(.sampleTokens, logits, presence, ids)
-    let (rows, vocab) = try ShapeCheck.sampleTokens(logits: logits, presence: presence, parameters: p, ids: ids)
+  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters p: SamplingParameters, into ids: Tensor,
+                           entropy: Tensor?) throws {
+    try validate(.sampleTokens, logits, presence, ids, entropy)
+    let (rows, vocab) = try ShapeCheck.sampleTokens(logits: logits, presence: presence, parameters: p, ids: ids,
+                                                    entropy: entropy)
     let pl = UncheckedSendable(UnsafePointer(f32(logits))), pi = UncheckedSendable(i32(ids))
-    let pp = presence.map { UncheckedSendable(i32($0)) }
+    let pp = presence.map { UncheckedSendable(i32($0)) }, pe = entropy.map { UncheckedSendable(f32($0)) }
     CPUParallel.forRanges(rows, cost: 16 * vocab) { range in
       var g = [Float](repeating: 0, count: vocab), keys = [UInt32](repeating: 0, count: vocab)
       for r in range {
+        if let pe { pe.value[r] = Self.entropy(pl.value + r * vocab, vocab: vocab, temperature: p.temperature) }
         let seen = pp.map { $0.value + r * vocab }
         let id = Self.sampleRow(pl.value + r * vocab, seen: seen.map { UnsafePointer($0) }, vocab: vocab,
                                 parameters: p, row: UInt32(truncatingIfNeeded: r), g: &g, keys: &keys)
@@ -55,6 +58,19 @@ extension CPUBackend {
       if target < cumulative { return j }
     }
     return last
+  }
+
+  /// H(softmax(l / T)) = log Σe^z − Σ e^z·z / Σ e^z with z = l/T − max (T = 1 when greedy).
+  static func entropy(_ l: UnsafePointer<Float>, vocab: Int, temperature: Float) -> Float {
+    let t = Double(temperature > 0 ? temperature : 1)
+    var m = -Double.infinity
+    for j in 0..<vocab { m = max(m, Double(l[j]) / t) }
+    var s = 0.0, w = 0.0
+    for j in 0..<vocab {
+      let z = Double(l[j]) / t - m, e = exp(z)
+      s += e; w += e * z
+    }
+    return Float(log(s) - w / s)
   }
 
   /// The k-th largest key (ties counted), by four 8-bit radix passes from the top byte.

@@ -241,7 +241,10 @@ public protocol Backend: AnyObject {
   /// ids[r] = the next token of row r drawn from logits (R, V) by `SamplingParameters` (see
   /// there). presence (R, V) i32 or nil: nonzero marks a token row r has seen (the repetition
   /// penalty applies to those); the op then marks the drawn token too. ids (R) i32.
-  func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor) throws
+  /// entropy (R) f32 or nil: each row's entropy of softmax(logits / T) (T the temperature, 1
+  /// when greedy; no penalty, no filter), TRL's logged `entropy` of a sampled token.
+  func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor,
+                    entropy: Tensor?) throws
 
   // MARK: - Optimizer
   /// One AdamW step (PyTorch semantics) on param with grad, moments m and v (all f32, same
@@ -370,6 +373,11 @@ extension Backend {
   /// `causalSoftmax` without a sliding window.
   public func causalSoftmax(_ x: Tensor, scale: Float, into out: Tensor) throws {
     try causalSoftmax(x, scale: scale, window: 0, keyStarts: nil, into: out)
+  }
+
+  /// `sampleTokens` without entropies.
+  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor) throws {
+    try sampleTokens(logits: logits, presence: presence, parameters: parameters, into: ids, entropy: nil)
   }
 
   /// `causalSoftmax` without key starts (every sequence starts at key 0).

@@ -281,9 +281,11 @@ public final class CheckingBackend: Backend {
       try b.dropoutMask(seed: m(seed), stream: stream, p: p, into: m(mask))
     }
   }
-  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor) throws {
-    try check(.sampleTokens, inputs: [logits], outputs: [ids, presence]) { b, m in
-      try b.sampleTokens(logits: m(logits), presence: presence.map(m), parameters: parameters, into: m(ids))
+  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters: SamplingParameters, into ids: Tensor,
+                           entropy: Tensor?) throws {
+    try check(.sampleTokens, inputs: [logits], outputs: [ids, presence, entropy]) { b, m in
+      try b.sampleTokens(logits: m(logits), presence: presence.map(m), parameters: parameters, into: m(ids),
+                         entropy: entropy.map(m))
     }
   }
   public func sumOfSquares(_ x: Tensor, into out: Tensor) throws {

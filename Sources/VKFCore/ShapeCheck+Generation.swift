@@ -4,14 +4,15 @@ extension ShapeCheck {
   /// Returns (rows, vocab) of `sampleTokens`: logits (R, V) f32, presence (R, V) i32 or nil,
   /// ids (R) i32; V < 2²⁴ (the kernel counts tokens in f32).
   public static func sampleTokens(logits: Tensor, presence: Tensor?, parameters p: SamplingParameters,
-                                  ids: Tensor) throws -> (rows: Int, vocab: Int) {
+                                  ids: Tensor, entropy: Tensor? = nil) throws -> (rows: Int, vocab: Int) {
     let op = Op.sampleTokens
-    try dtype(op, .f32, logits)
+    try dtype(op, .f32, logits, entropy)
     try dtype(op, .i32, ids, presence)
     guard logits.rank == 2 else { throw fail(op, "logits \(logits): (rows, vocab) required") }
     let (rows, vocab) = (logits.shape[0], logits.shape[1])
     guard vocab > 0, vocab < 1 << 24 else { throw fail(op, "vocabulary \(vocab) must lie in [1, 2²⁴)") }
-    try count(op, rows, ids)
+    try count(op, rows, ids, entropy)
+    if let entropy { try noOverlap(op, output: entropy, inputs: logits, ids, presence) }
     try count(op, logits.count, presence)
     guard p.temperature >= 0, p.temperature.isFinite else {
       throw fail(op, "temperature \(p.temperature) must be finite and ≥ 0")

@@ -95,6 +95,14 @@ extension GRPOTask: TrainingTask {
     return (training ? trainSums : evalSums).means
   }
 
+  /// TRL's `entropy`: the mean over the completion tokens with a loss (the mask) of the
+  /// sampling distribution's entropy (at the temperature; the generation's own passes).
+  static func meanEntropy(_ sums: [Double], _ masks: [CompletionMask], _ c: GRPOLossConfig) -> Double {
+    var total = 0.0, tokens = 0
+    for (s, m) in zip(sums, masks) where !(c.maskTruncatedCompletions && m.truncated) { total += s; tokens += m.length }
+    return tokens > 0 ? total / Double(tokens) : .nan
+  }
+
   /// The prompts of a batch's rows (padding stripped by the rows' boundaries).
   static func prompts(of b: Batch) -> [[Int]] {
     (0..<b.batchSize).map { r in
@@ -105,10 +113,11 @@ extension GRPOTask: TrainingTask {
 
   /// Samples G completions of every prompt (adapter on, dropout off), scores them.
   func rollouts(_ prompts: [[Int]], seed: UInt64) throws
-    -> (rows: [[Int]], completions: [[Int]], masks: [CompletionMask], rewards: [[Double]]) {
+    -> (rows: [[Int]], completions: [[Int]], masks: [CompletionMask], rewards: [[Double]], entropy: [Double]) {
     guard let src = source else { throw VKFError.other("GRPOTask: no rollout source (set `source` to train)") }
     let g = src.sampling.numGenerations
     let rows = prompts.flatMap { p in [[Int]](repeating: p, count: g) }
+    src.generator.recordsEntropy = true
     trainingModeSetter(false)
     defer { trainingModeSetter(true) }
     let done = try src.generator.generate(prompts: rows, config: src.sampling.generation(seed: seed))
@@ -123,7 +132,7 @@ extension GRPOTask: TrainingTask {
       completions.append(kept); masks.append(mask); sequences.append(row + kept)
       inputs.append(RewardInput(prompt: p.text, completion: out.text, completionTokens: kept.count, fields: p.fields))
     }
-    return (rows, completions, masks, try src.rewards.score(inputs, sequences: sequences))
+    return (rows, completions, masks, try src.rewards.score(inputs, sequences: sequences), done.map(\.entropySum))
   }
 
   public func prepareStep(_ batches: [Batch], completedSteps: Int) throws {
@@ -133,7 +142,7 @@ extension GRPOTask: TrainingTask {
     // Room for the training pass (and the cache, which borrows it between steps).
     let longest = prompts.joined().map(\.count).max() ?? 1
     try model.reserve(batch: (prompts.map(\.count).max() ?? 1) * g, tokens: longest + src.sampling.maxCompletionLength)
-    var made: [(rows: [[Int]], completions: [[Int]], masks: [CompletionMask], rewards: [[Double]])] = []
+    var made: [(rows: [[Int]], completions: [[Int]], masks: [CompletionMask], rewards: [[Double]], entropy: [Double])] = []
     for (i, p) in prompts.enumerated() {
       var mix = SplitMix64(seed: src.sampling.seed ^ (UInt64(completedSteps) &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(i))
       made.append(try rollouts(p, seed: mix.next()))
@@ -145,6 +154,7 @@ extension GRPOTask: TrainingTask {
     var metrics = GRPOMetrics.rollout(rewardsPerFunction: perFunction, names: src.rewards.names, rewards: combined,
                                       masks: made.flatMap(\.masks))
     metrics["frac_reward_zero_std"] = Double(zeroStd.filter { $0 }.count) / Double(max(zeroStd.count, 1))
+    metrics["entropy"] = Self.meanEntropy(made.flatMap(\.entropy), made.flatMap(\.masks), loss)
     trainSums.add(metrics)
     pending = []
     cursor = 0
@@ -181,8 +191,10 @@ extension GRPOTask: TrainingTask {
     guard let src = source else { return (0, 0) }
     let m = try rollouts(Self.prompts(of: batch), seed: src.sampling.seed ^ 0xE7A1_5EED)
     let combined = GRPOMath.combinedRewards(m.rewards, weights: src.rewards.weights)
-    evalSums.add(GRPOMetrics.rollout(rewardsPerFunction: m.rewards, names: src.rewards.names, rewards: combined,
-                                     masks: m.masks))
+    var metrics = GRPOMetrics.rollout(rewardsPerFunction: m.rewards, names: src.rewards.names, rewards: combined,
+                                      masks: m.masks)
+    metrics["entropy"] = Self.meanEntropy(m.entropy, m.masks, loss)
+    evalSums.add(metrics)
     let scored = combined.filter { !$0.isNaN }
     return (-scored.reduce(0, +), scored.count)
   }

@@ -22,7 +22,16 @@ extension ParityTable {
         return [try b.floats(out)]
       }
     }
-    return masked + settings.enumerated().map { i, p in
+    let entropies = [Float(0), 0.8].map { t in
+      ParityCase(op: .sampleTokens, name: "entropy at T \(t), 6 × 1000", tolerance: .reduction) { b in
+        let logits = try b.random([6, 1000], seed: 320, -8, 8), ids = try b.allocate([6], .i32)
+        let h = try b.allocate([6])
+        try b.sampleTokens(logits: logits, presence: nil, parameters: SamplingParameters(temperature: t, seed: 1),
+                           into: ids, entropy: h)
+        return [try b.floats(h)]
+      }
+    }
+    return masked + entropies + settings.enumerated().map { i, p in
       ParityCase(op: .sampleTokens, name: "T \(p.temperature) k \(p.topK) p \(p.topP) penalty \(p.repetitionPenalty), 6 × 1000",
                  tolerance: .exact) { b in
         let rows = 6, vocab = 1000

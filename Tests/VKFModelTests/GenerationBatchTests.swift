@@ -153,6 +153,25 @@ final class GenerationBatchTests: XCTestCase {
     XCTAssertFalse(alone.cacheSharesActivations)
   }
 
+  /// `recordsEntropy`: each row's entropy sum is that of the one-sequence logits it drew from.
+  func test_recordedEntropy_isTheDrawnDistributions() throws {
+    let g = try GoldenCase.load("llama_untied")
+    let model = try g.model(on: TestBackends.cpu, trainable: .none)
+    let prompts = try prompts(g)
+    let gen = BatchGenerator(model: model, decoder: decoder, eosTokenIDs: [])
+    gen.recordsEntropy = true
+    let got = try gen.generate(prompts: prompts, config: GenerationConfig(maxNewTokens: 4))
+    for (r, prompt) in prompts.enumerated() {
+      let one = try CachedLlamaPredictor(model: model, capacity: 16)
+      var logits = try one.append(prompt), want = 0.0
+      for id in got[r].tokenIDs {
+        want -= Sampler.softmax(logits).reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
+        logits = try one.append([id])
+      }
+      XCTAssertEqual(got[r].entropySum, want, accuracy: 1e-4, "row \(r)")
+    }
+  }
+
   func test_badPrompts_throwNamingThePrompt() throws {
     let g = try GoldenCase.load("llama_untied")
     let model = try g.model(on: TestBackends.cpu, trainable: .none)

@@ -32,6 +32,23 @@ final class GenerationDeviceSamplingTests: XCTestCase {
     }
   }
 
+  /// The entropy output is H(softmax(logits / T)) of the unpenalised, unfiltered row.
+  func test_entropy_ofTheTemperedSoftmax() throws {
+    let vocab = 500, logits = TestData.uniform(2 * vocab, seed: 9, -6, 6)
+    for t: Float in [0, 0.7, 1.5] {
+      let h = try cpu.allocate([2]), ids = try cpu.allocate([2], .i32)
+      try cpu.sampleTokens(logits: try cpu.tensor(logits, shape: [2, vocab]), presence: nil,
+                           parameters: SamplingParameters(temperature: t, topK: 3, repetitionPenalty: 1), into: ids,
+                           entropy: h)
+      let got = try cpu.floats(h)
+      for r in 0..<2 {
+        let p = Sampler.softmax(logits[(r * vocab)..<((r + 1) * vocab)].map { $0 / (t > 0 ? t : 1) })
+        let want = -p.reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
+        XCTAssertEqual(Double(got[r]), want, accuracy: 1e-5, "T \(t) row \(r)")
+      }
+    }
+  }
+
   /// Top-k keeps exactly `Sampler.topKFilter`'s tokens, ties with the k-th included.
   func test_topK_keepsTheSamplersSet_tiesIncluded() throws {
     for (seed, k) in [(UInt64(2), 1), (3, 5), (4, 17), (5, 299)] {

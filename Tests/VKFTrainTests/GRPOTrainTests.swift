@@ -65,7 +65,7 @@ final class GRPOTrainTests: XCTestCase {
     XCTAssertEqual(rewards.count, 30)
     for key in ["reward", "reward_std", "rewards/sevens/mean", "rewards/sevens/std", "frac_reward_zero_std", "kl",
                 "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length",
-                "completions/clipped_ratio"] {
+                "completions/clipped_ratio", "entropy"] {
       XCTAssertNotNil(last[key], "no \(key) logged")
     }
     let before = rewards.prefix(5).reduce(0, +) / 5, after = rewards.suffix(5).reduce(0, +) / 5

@@ -11,7 +11,7 @@ import VKFTestSupport
 
 final class SamplingShaderTests: XCTestCase {
   func testSampleTokensPush_matchesShaderBlock() {
-    XCTAssertEqual(MemoryLayout<SampleTokensPush>.size, 10 * 4)  // rows … hasPresence
+    XCTAssertEqual(MemoryLayout<SampleTokensPush>.size, 11 * 4)  // rows … hasPresence, hasEntropy
     XCTAssertEqual(MemoryLayout<CausalSoftmaxPush>.size, 7 * 4)  // rows … firstRow
   }
 

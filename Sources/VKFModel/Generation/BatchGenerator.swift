@@ -11,6 +11,9 @@ public struct BatchCompletion: Equatable, Sendable {
   public var stopReason: StopReason
   /// The row's prompt length in tokens.
   public var promptTokens: Int
+  /// Σ over the generated tokens (an EOS included) of the entropy of the distribution each
+  /// was drawn from (`BatchGenerator.recordsEntropy`; 0 otherwise).
+  public var entropySum = 0.0
 }
 
 /// Timing of the last `BatchGenerator.generate`.
@@ -57,6 +60,10 @@ public final class BatchGenerator {
   public let sharesActivationMemory: Bool
   /// Timing of the last call.
   public private(set) var statistics = BatchGenerationStatistics()
+  /// Also record each drawn token's entropy (`BatchCompletion.entropySum`; B more floats read
+  /// back per step).
+  public var recordsEntropy = false
+  private var entropyBuffer: Tensor?
   private var cache: KVCache?
   private var presence: Tensor?
 
@@ -110,6 +117,8 @@ public final class BatchGenerator {
       ids += p.map { Int32($0) }
     }
     let marks = try presenceMarks(prompts, config: config)
+    if recordsEntropy, entropyBuffer?.count != rows { entropyBuffer = try model.backend.allocate([rows]) }
+    let entropy = recordsEntropy ? entropyBuffer : nil
     try model.append(ids, newTokens: longest, cache: cache)
 
     var rowsLeft = rows
@@ -124,11 +133,12 @@ public final class BatchGenerator {
     stats.promptTokens = prompts.reduce(0) { $0 + $1.count }
     for step in 0..<config.maxNewTokens {
       parameters.step = UInt32(step)
-      let next = try model.drawNext(cache: cache, parameters: parameters, presence: marks)
+      let (next, entropies) = try model.drawNext(cache: cache, parameters: parameters, presence: marks, entropy: entropy)
       if step == 0 { stats.prefillSeconds = Date().timeIntervalSince(start) }
       stats.steps += 1
       for r in 0..<rows where !done[r] {
         let id = Int(next[r])
+        if let entropies { out[r].entropySum += Double(entropies[r]) }
         var reason: StopReason?
         if eosTokenIDs.contains(id) {
           reason = .eos(id)

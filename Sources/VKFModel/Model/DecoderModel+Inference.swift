@@ -73,10 +73,13 @@ extension DecoderModel {
 
   /// Draws each row's next token from its last logits into the scratch's ids, where the next
   /// `appendDrawn` reads them, and returns them (B): the only download of a decode step.
-  func drawNext(cache: KVCache, parameters: SamplingParameters, presence: Tensor?) throws -> [Int32] {
+  /// `entropy` (B): each row's entropy of the distribution drawn from, downloaded too.
+  func drawNext(cache: KVCache, parameters: SamplingParameters, presence: Tensor?,
+                entropy: Tensor? = nil) throws -> (ids: [Int32], entropy: [Float]?) {
     let ids = try cache.scratch.ids.leading([cache.batch])
-    try backend.sampleTokens(logits: try lastLogits(cache), presence: presence, parameters: parameters, into: ids)
-    return try backend.download(ids, as: Int32.self)
+    try backend.sampleTokens(logits: try lastLogits(cache), presence: presence, parameters: parameters, into: ids,
+                             entropy: entropy)
+    return (try backend.download(ids, as: Int32.self), try entropy.map { try backend.floats($0) })
   }
 
   /// Appends the tokens `drawNext` left on the device, one per row.

@@ -16,23 +16,29 @@ struct SampleTokensPush {
   var step: UInt32
   /// 1 when presence is bound (read for the penalty, the drawn token marked).
   var hasPresence: UInt32
+  /// 1 when entropy is bound.
+  var hasEntropy: UInt32
 }
 
 extension VulkanBackend {
   /// sample_tokens.comp: one workgroup per row (see `Backend.sampleTokens`).
-  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters p: SamplingParameters, into ids: Tensor) throws {
+  public func sampleTokens(logits: Tensor, presence: Tensor?, parameters p: SamplingParameters, into ids: Tensor,
+                           entropy: Tensor?) throws {
     let op = Op.sampleTokens
     try checkOwnership(op, logits, ids)
     if let presence { try checkOwnership(op, presence) }
-    let (rows, vocab) = try ShapeCheck.sampleTokens(logits: logits, presence: presence, parameters: p, ids: ids)
+    if let entropy { try checkOwnership(op, entropy) }
+    let (rows, vocab) = try ShapeCheck.sampleTokens(logits: logits, presence: presence, parameters: p, ids: ids,
+                                                    entropy: entropy)
     guard rows > 0 else { return }
     _ = try shaderUInt(logits.count, op)
     let push = SampleTokensPush(rows: try shaderUInt(rows, op), vocab: try shaderUInt(vocab, op),
                                 temperature: p.temperature, topK: UInt32(min(p.topK, vocab)), topP: p.topP,
                                 penalty: p.repetitionPenalty, seedLo: UInt32(truncatingIfNeeded: p.seed),
                                 seedHi: UInt32(truncatingIfNeeded: p.seed >> 32), step: p.step,
-                                hasPresence: presence == nil ? 0 : 1)
+                                hasPresence: presence == nil ? 0 : 1, hasEntropy: entropy == nil ? 0 : 1)
     try dispatch("sample_tokens", defines: reductionVariant(), specialization: blockSpecialization,
-                 bindings: [logits, presence ?? logits, ids], push: push, groups: try spreadGroups(rows, op: op))
+                 bindings: [logits, presence ?? logits, ids, entropy ?? ids], push: push,
+                 groups: try spreadGroups(rows, op: op))
   }
 }
