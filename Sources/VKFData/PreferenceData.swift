@@ -239,6 +239,28 @@ public struct PreferenceTokenizer {
     return PreferencePair(prompt: prompt, chosen: chosen, rejected: rejected)
   }
 
+  /// One prompt and one answer (KTO's unpaired examples), truncated by the same rule: nil
+  /// (counted as empty) when the answer is empty after truncation.
+  public func tokenize(prompt conversation: Conversation, answer: String, index: Int = 0,
+                       stats: inout PreferenceStats) throws -> (prompt: [Int], answer: [Int])? {
+    var messages: [ChatMessage] = []
+    if let s = conversation.system { messages.append(ChatMessage(role: "system", content: s)) }
+    messages += conversation.turns.map { ChatMessage(role: $0.role, content: $0.content) }
+    let promptText = try render(messages, generation: true, index: index)
+    var prompt = tokenizer.encode(promptText, addSpecialTokens: false)
+    var ids = try answerIDs(messages, answer, promptText: promptText, index: index)
+    if prompt.count + ids.count > limits.maxLength {
+      stats.truncated += 1
+      let before = prompt.count + ids.count
+      stats.longestCut = max(stats.longestCut, before)
+      if prompt.count > limits.maxPromptLength { prompt = Array(prompt.suffix(limits.maxPromptLength)) }
+      ids = Array(ids.prefix(limits.maxLength - prompt.count))
+      stats.droppedTokens += before - (prompt.count + ids.count)
+    }
+    if ids.isEmpty { stats.empty += 1; return nil }
+    return (prompt, ids)
+  }
+
   /// The answer's tokens as the template renders it after the prompt, ending with EOS.
   private func answerIDs(_ prompt: [ChatMessage], _ answer: String, promptText: String,
                          index: Int) throws -> [Int] {

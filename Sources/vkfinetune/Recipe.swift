@@ -35,6 +35,9 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   /// Group relative policy optimisation on prompts, with completions sampled in the loop and
   /// scored by reward functions (TRL's GRPOTrainer).
   case grpo
+  /// Kahneman-Tversky optimisation on unpaired desirable / undesirable answers (TRL's
+  /// KTOTrainer); preference pairs are split into one of each.
+  case kto
 
   /// True for the objectives that train a BERT encoder.
   var isEncoder: Bool { self == .classification || self == .mlm }
@@ -245,6 +248,17 @@ struct TrainSettings: Encodable, Equatable {
                  repetitionPenalty: Float(repetitionPenalty), seed: UInt64(bitPattern: Int64(seed)))
   }
 
+  // KTO (TRL KTOConfig names).
+  /// `desirable_weight` / `undesirable_weight`: the two sides' loss weights. Default 1 / 1.
+  var desirableWeight = 1.0
+  var undesirableWeight = 1.0
+
+  /// KTO's loss settings.
+  var ktoLoss: KTOLossConfig {
+    KTOLossConfig(lossType: lossType.flatMap(KTOLossType.init(rawValue:)) ?? .kto, beta: effectiveBeta,
+                  desirableWeight: desirableWeight, undesirableWeight: undesirableWeight)
+  }
+
   /// `beta` or the objective's default.
   var effectiveBeta: Double { beta ?? (objective == .grpo ? 0 : 0.1) }
   /// The DPO loss type (`loss_type`, default sigmoid).
@@ -277,6 +291,7 @@ struct TrainSettings: Encodable, Equatable {
     case repetitionPenalty = "repetition_penalty", numIterations = "num_iterations"
     case maskTruncatedCompletions = "mask_truncated_completions", useBiasCorrectionKL = "use_bias_correction_kl"
     case rewardFunctions = "reward_functions", rewardWeights = "reward_weights", rewardModel = "reward_model"
+    case desirableWeight = "desirable_weight", undesirableWeight = "undesirable_weight"
   }
 
   /// The defaults above.

@@ -123,7 +123,8 @@ enum RecipeKeys {
       // LLaMA-Factory's `stage: dpo` + `pref_loss: orpo` is TRL's ORPOTrainer: the orpo objective
       // (applied after `objective` in table order, so the file's order does not matter).
       let grpo = GRPOLossType.allCases.map(\.rawValue), dpo = DPOLossType.allCases.map(\.rawValue)
-      let choice = try e.choice(s.objective == .grpo ? grpo : dpo + ["orpo"])
+      let kto = KTOLossType.allCases.map(\.rawValue)
+      let choice = try e.choice(s.objective == .grpo ? grpo : s.objective == .kto ? kto : dpo + ["orpo"])
       if choice == "orpo" {
         guard [.dpo, .orpo].contains(s.objective) else {
           throw RecipeError("\(e.origin): \(e.key) orpo is a preference loss; it needs objective dpo or orpo")
@@ -158,6 +159,8 @@ enum RecipeKeys {
     RecipeKey("reward_functions", ["reward_funcs"]) { s, e in s.rewardFunctions = try rewardFunctions(e) },
     RecipeKey("reward_weights") { s, e in s.rewardWeights = try numbers(e) },
     RecipeKey("reward_model", ["reward_model_path"]) { s, e in s.rewardModel = try e.text() },
+    RecipeKey("desirable_weight") { s, e in s.desirableWeight = try e.double() },
+    RecipeKey("undesirable_weight") { s, e in s.undesirableWeight = try e.double() },
   ]
 
   /// `reward_functions`: a list of mappings of scalars ({type: regex, pattern: …}), or of

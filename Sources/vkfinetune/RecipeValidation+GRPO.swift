@@ -2,6 +2,23 @@ import Foundation
 import VKFTrain
 
 extension TrainSettings {
+  /// KTO's settings (TRL KTOConfig's ranges).
+  func validateKTO() throws {
+    guard objective == .kto else { return }
+    func fail(_ key: String, _ value: Any, _ requirement: String) -> RecipeError {
+      RecipeError("\(key) = \(value) is invalid: \(requirement)")
+    }
+    guard effectiveBeta > 0, effectiveBeta.isFinite else { throw fail("beta", effectiveBeta, "use a number > 0") }
+    guard desirableWeight > 0 else { throw fail("desirable_weight", desirableWeight, "use a number > 0") }
+    guard undesirableWeight > 0 else { throw fail("undesirable_weight", undesirableWeight, "use a number > 0") }
+    if method == .full { throw fail("method", "full", "KTO trains an adapter here (its reference is the base): use lora or qlora") }
+    if packing { throw RecipeError("packing applies to SFT only; KTO trains one answer per row (drop packing)") }
+    if ktoLoss.lossType == .kto, perDeviceTrainBatchSize < 2 {
+      throw fail("per_device_train_batch_size", perDeviceTrainBatchSize,
+                 "KTO's KL estimate pairs each prompt with another row's answer: use at least 2")
+    }
+  }
+
   /// GRPO's settings, each failure naming its key (TRL GRPOConfig's ranges).
   func validateGRPO() throws {
     guard objective == .grpo else { return }

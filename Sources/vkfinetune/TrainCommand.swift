@@ -27,7 +27,9 @@ struct TrainCommand: ParsableCommand {
       --objective grpo samples --num-generations completions of each prompt ({prompt} or \
       {prompt: [messages]} records, other fields go to the reward functions) with the policy \
       every step, scores them with the recipe's reward_functions and/or --reward-model, and \
-      trains TRL's GRPO loss; --batch-size counts completions.
+      trains TRL's GRPO loss; --batch-size counts completions. --objective kto trains TRL's \
+      KTO on unpaired {prompt, completion, label} records (or pairs, split into a desirable and \
+      an undesirable answer) against the adapter-disabled reference.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -46,7 +48,7 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
-  @Option(help: "sft (default), dpo, orpo, reward, grpo, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); grpo on prompts with rewards; classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
+  @Option(help: "sft (default), dpo, orpo, reward, grpo, kto, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); grpo on prompts with rewards; classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
   var objective: String?
 
   // MARK: - Optimisation
@@ -121,6 +123,10 @@ struct TrainCommand: ParsableCommand {
   var beta: Double?
   @Option(help: "DPO loss: \(DPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default sigmoid); GRPO: \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default dapo).")
   var lossType: String?
+  @Option(help: "KTO: weight of the desirable answers' loss (default 1).")
+  var desirableWeight: Double?
+  @Option(help: "KTO: weight of the undesirable answers' loss (default 1).")
+  var undesirableWeight: Double?
   @Option(help: "GRPO: completions sampled per prompt (default 8).")
   var numGenerations: Int?
   @Option(help: "GRPO: tokens per completion (default 512).")
@@ -214,6 +220,8 @@ struct TrainCommand: ParsableCommand {
     add("num_generations", "num-generations", numGenerations)
     add("max_completion_length", "max-completion-length", maxCompletionLength)
     add("temperature", "temperature", temperature); add("reward_model", "reward-model", rewardModel)
+    add("desirable_weight", "desirable-weight", desirableWeight)
+    add("undesirable_weight", "undesirable-weight", undesirableWeight)
     return out
   }
 

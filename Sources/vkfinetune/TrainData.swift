@@ -16,6 +16,8 @@ struct TrainData {
   var summary: String
   /// What the user should know about the data (cut records), one line each.
   var warnings: [String] = []
+  /// KTO: every example with its label (training and validation).
+  var unpaired: [UnpairedExample] = []
   /// GRPO: every prompt's ids with its text and fields (training and validation).
   var prompts: [(ids: [Int], prompt: GRPOPrompt)] = []
 

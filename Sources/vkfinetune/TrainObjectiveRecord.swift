@@ -20,6 +20,10 @@ enum ObjectiveRecord {
       v["margin"] = "\(s.margin)"; v["max_prompt_length"] = "\(s.promptLimit)"
     case .orpo:
       v["beta"] = "\(s.effectiveBeta)"; v["max_prompt_length"] = "\(s.promptLimit)"
+    case .kto:
+      let l = s.ktoLoss
+      v["beta"] = "\(l.beta)"; v["loss_type"] = l.lossType.rawValue; v["max_prompt_length"] = "\(s.promptLimit)"
+      v["desirable_weight"] = "\(l.desirableWeight)"; v["undesirable_weight"] = "\(l.undesirableWeight)"
     case .grpo:
       let l = s.grpoLoss, g = s.grpoSampling
       v["beta"] = "\(l.beta)"; v["loss_type"] = l.lossType.rawValue; v["epsilon"] = "\(l.epsilon)"

@@ -85,3 +85,29 @@ extension TrainData {
     return model.config?.padTokenId ?? eos
   }
 }
+
+extension TrainData {
+  /// KTO's examples: unpaired `{prompt, completion, label}` records or preference pairs split
+  /// into a desirable and an undesirable answer, truncated as pairs are.
+  static func loadUnpaired(settings s: TrainSettings, model: LoadedModel, trainFile: String) throws -> TrainData {
+    let tokenizer = try preferenceTokenizer(settings: s, model: model)
+    let train = try UnpairedDataset.load(URL(fileURLWithPath: trainFile), tokenizer: tokenizer)
+    var examples = train.examples, validation: [UnpairedExample] = []
+    if let evalFile = s.evalData {
+      validation = try UnpairedDataset.load(URL(fileURLWithPath: evalFile), tokenizer: tokenizer).examples
+    } else if s.valSetSize > 0 {
+      (examples, validation) = try Batching.split(examples, validationFraction: s.valSetSize, seed: UInt64(s.seed))
+    }
+    if s.maxEvalSamples > 0, validation.count > s.maxEvalSamples { validation = Array(validation.prefix(s.maxEvalSamples)) }
+    let desirable = examples.filter(\.desirable).count
+    let summary = "data: \(examples.count) training examples (\(desirable) desirable, \(examples.count - desirable) "
+      + "undesirable), \(validation.count) validation; max_length \(s.maxSeqLength), max_prompt_length "
+      + "\(s.promptLimit): \(train.stats.truncated) truncated, \(train.stats.empty) empty skipped"
+    var data = TrainData(train: examples.map(\.example), validation: validation.map(\.example),
+                         padID: padID(objective: s.objective, model: model),
+                         longestRow: max(1, examples.map { $0.prompt.count + $0.answer.count }.max() ?? 1),
+                         summary: summary)
+    data.unpaired = examples + validation
+    return data
+  }
+}

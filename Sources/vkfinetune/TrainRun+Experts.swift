@@ -42,11 +42,16 @@ extension TrainRun {
   static func auxLossCoefficient(_ s: TrainSettings, moe: MoEShape?) throws -> Float {
     guard let moe else { return 0 }
     switch s.objective {
-    case .reward, .grpo:
+    case .reward:
+      if let c = s.routerAuxLossCoef, c > 0 {
+        throw RecipeError("router_aux_loss_coef \(c) with the reward objective: reward models train without the "
+          + "load-balancing loss (TRL's RewardTrainer and transformers' sequence classifiers add none); drop the key")
+      }
+      return 0
+    case .grpo, .kto:
       if let c = s.routerAuxLossCoef, c > 0 {
         throw RecipeError("router_aux_loss_coef \(c) with the \(s.objective.rawValue) objective: it trains without the "
-          + "load-balancing loss (TRL's RewardTrainer, GRPOTrainer's loss and transformers' sequence classifiers add "
-          + "none); drop the key")
+          + "load-balancing loss here; drop the key")
       }
       return 0
     case .dpo: return s.routerAuxLossCoef.map(Float.init) ?? moe.declaredAuxLossCoefficient

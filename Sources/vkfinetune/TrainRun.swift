@@ -36,6 +36,7 @@ struct TrainRun {
     let data = s.objective.isPreference
       ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
       : s.objective == .grpo ? try TrainData.loadPrompts(settings: s, model: loaded, trainFile: dataPath)
+      : s.objective == .kto ? try TrainData.loadUnpaired(settings: s, model: loaded, trainFile: dataPath)
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
     let backend = try backendOptions.makeBackend()
     progress.message("backend: \(backend.name)")
@@ -229,6 +230,17 @@ struct TrainRun {
     switch s.objective {
     case .grpo:
       return (try makeGRPOTask(model: model, lora: lora, data: data, loaded: loaded, progress: progress), nil)
+    case .kto:
+      guard let lora else { throw RecipeError("KTO trains an adapter here (its reference is the base): use method lora or qlora") }
+      let task: KTOTask
+      do { task = try KTOTask(model: model, lora: lora, loss: s.ktoLoss, examples: data.unpaired) } catch let e as TrainingError {
+        throw RecipeError(e.description)
+      }
+      let l = s.ktoLoss
+      progress.message("KTO: \(l.lossType.rawValue) loss, beta \(l.beta), desirable_weight \(l.desirableWeight), "
+        + "undesirable_weight \(l.undesirableWeight); reference: the model with its adapter disabled"
+        + (l.lossType == .kto ? "; KL estimate from each prompt with the previous row's answer" : ""))
+      return (task, nil)
     case .sft:
       if let lora {
         return (SFTTask(model: model, trainables: lora.trainableTensors, zero: { try lora.zeroGradients() },

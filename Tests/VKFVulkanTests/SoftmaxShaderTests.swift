@@ -9,7 +9,7 @@ import VKFTestSupport
 
 final class SoftmaxShaderTests: XCTestCase {
   func testPushStructs_matchShaderBlocks() {
-    XCTAssertEqual(MemoryLayout<CausalSoftmaxPush>.size, 5 * 4)      // rows, tq, tk, scale, window
+    XCTAssertEqual(MemoryLayout<CausalSoftmaxPush>.size, 7 * 4)      // rows, tq, tk, scale, window, rowsPerGroup, firstRow
   }
 
   private func check(_ shape: [Int], scale: Float, seed: UInt64, inPlace: Bool = false, window: Int = 0,

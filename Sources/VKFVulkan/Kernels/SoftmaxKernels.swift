@@ -37,7 +37,7 @@ extension VulkanBackend {
                                    rowsPerGroup: groups > 0 ? try shaderUInt(rows / groups, op) : 0,
                                    firstRow: try shaderUInt(r.lowerBound, op))
       try dispatch("causal_softmax", defines: reductionVariant(), specialization: blockSpecialization,
-                   bindings: [try x.rowSlice(r), try out.rowSlice(r), keyStarts ?? x],
+                   bindings: [try x.rowSlice(r), try out.rowSlice(r), try keyStarts ?? x.rowSlice(r)],
                    push: push, groups: try spreadGroups(r.count, op: op))
     }
   }
