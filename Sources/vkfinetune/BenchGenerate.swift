@@ -41,12 +41,7 @@ struct BenchGenerate: ParsableCommand {
       where v < 1 {
       throw ValidationError("\(flag) must be a positive integer, got \(v)")
     }
-    if let json {
-      let dir = URL(fileURLWithPath: json).deletingLastPathComponent().path
-      guard access(dir, W_OK) == 0 else {
-        throw ValidationError("--json: cannot write into \(dir) (\(String(cString: strerror(errno))))")
-      }
-    }
+    try BenchModel.checkJSONPath(json)
   }
 
   func run() throws {

@@ -36,12 +36,15 @@ struct BenchModel: ParsableCommand {
     guard batch > 0 else { throw ValidationError("--batch must be a positive integer, got \(batch)") }
     guard seq > 0 else { throw ValidationError("--seq must be a positive integer, got \(seq)") }
     guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600], got \(seconds)") }
-    if let json {
-      // Fail before minutes of measuring, not after.
-      let dir = URL(fileURLWithPath: json).deletingLastPathComponent().path
-      guard access(dir, W_OK) == 0 else {
-        throw ValidationError("--json: cannot write into \(dir) (\(String(cString: strerror(errno))))")
-      }
+    try Self.checkJSONPath(json)
+  }
+
+  /// `--json`'s directory must be writable: fail before minutes of measuring, not after.
+  static func checkJSONPath(_ json: String?) throws {
+    guard let json else { return }
+    let dir = URL(fileURLWithPath: json).deletingLastPathComponent().path
+    guard access(dir, W_OK) == 0 else {
+      throw ValidationError("--json: cannot write into \(dir) (\(String(cString: strerror(errno))))")
     }
   }
 

@@ -102,21 +102,8 @@ final class GRPOStepGoldenTests: XCTestCase {
   func test_rolloutStep_matchesTRL_cpu() throws { try check(on: TestBackends.cpu) }
   func test_rolloutStep_matchesTRL_vulkan() throws { try check(on: try Tiny.vulkanOrSkip()) }
 
-  /// The fixture model with LoRA at the fixture's initial adapter; `headScale` multiplies
-  /// the (untied) LM head's weights.
   private func model(on backend: Backend, _ file: SafetensorsFile, headScale: Float = 1) throws -> (DecoderModel, LoRAModel) {
-    let dir = GRPOGoldenTests.fixtures.deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent("VKFModelTests/Fixtures/golden")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
-                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
-    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
-    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
-    if headScale != 1, case .dense(let w) = model.weights.lmHead.base { try backend.scale(w, by: headScale, into: w) }
-    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
-    var initial: [String: [Float]] = [:]
-    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
-    try lora.load(initial)
-    return (model, lora)
+    try GoldenLoRAModel.load(on: backend, file, headScale: headScale)
   }
 
   /// Log-probs at temperature T are those of logits / T: a step at T = 0.7 equals, loss and
@@ -156,16 +143,7 @@ final class GRPOStepGoldenTests: XCTestCase {
 
   private func check(on backend: Backend) throws {
     let (m, file) = try GRPOGoldenTests.load()
-    let dir = GRPOGoldenTests.fixtures.deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent("VKFModelTests/Fixtures/golden")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
-                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
-    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
-    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
-    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
-    var initial: [String: [Float]] = [:]
-    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
-    try lora.load(initial)
+    let (model, lora) = try model(on: backend, file)
     let masks = m.completions.map { CompletionMask(completion: $0, eos: [m.eos_token_id], padID: m.pad_token_id) }
     var rollouts = GRPORollouts(prompts: m.prompt_of_row.map { m.prompts[$0] },
                                 completions: zip(m.completions, masks).map { Array($0.prefix($1.length)) },

@@ -30,15 +30,8 @@ final class KTOGoldenTests: XCTestCase {
   private func check(on backend: Backend) throws {
     let m = try JSONDecoder().decode(Meta.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("kto_golden.json")))
     let file = try SafetensorsFile(contentsOf: Self.fixtures.appendingPathComponent("kto_golden.safetensors"))
-    let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent("VKFModelTests/Fixtures/golden")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
-                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
-    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
-    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
-    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
-    var initial: [String: [Float]] = [:]
-    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
+    let (model, lora) = try GoldenLoRAModel.load(on: backend, file)
+    let initial = try GoldenLoRAModel.initial(lora, file)
     let examples = (0..<m.labels.count).map {
       UnpairedExample(prompt: m.prompts[$0], answer: m.completions[$0], desirable: m.labels[$0])
     }

@@ -26,16 +26,7 @@ final class ORPOGoldenTests: XCTestCase {
   }
 
   private func task(on backend: Backend, _ file: SafetensorsFile, beta: Double) throws -> DPOTask {
-    let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent("VKFModelTests/Fixtures/golden")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
-                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
-    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
-    let model = try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
-    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
-    var initial: [String: [Float]] = [:]
-    for t in lora.trainableTensors { initial[t.name] = try file.floats("init." + t.name) }
-    try lora.load(initial)
+    let (model, lora) = try GoldenLoRAModel.load(on: backend, file)
     return try DPOTask(model: model, lora: lora, loss: .orpo(beta: beta))
   }
 

@@ -31,21 +31,10 @@ final class PreferenceGoldenTests: XCTestCase {
     return (meta, try SafetensorsFile(contentsOf: Self.fixtures.appendingPathComponent("preference_golden.safetensors")))
   }
 
-  private func model(on backend: Backend) throws -> DecoderModel {
-    let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent("VKFModelTests/Fixtures/golden")
-    let shape = TransformerShape(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 97,
-                                 rmsNormEps: 1e-6, ropeTheta: 10000, tiedEmbeddings: false, qkvBias: false)
-    let source = try SafetensorsFile(contentsOf: dir.appendingPathComponent("llama_untied.weights.safetensors"))
-    return try DecoderModel(weights: try DecoderWeights(from: source, shape: shape, backend: backend, trainable: .none))
-  }
+  private func model(on backend: Backend) throws -> DecoderModel { try GoldenLoRAModel.base(on: backend) }
 
   private func lora(_ model: DecoderModel, _ file: SafetensorsFile) throws -> LoRAModel {
-    let lora = try LoRAModel(weights: model.weights, config: LoRAConfig(r: 4, alpha: 8), seed: 1)
-    var init_: [String: [Float]] = [:]
-    for t in lora.trainableTensors { init_[t.name] = try file.floats("init." + t.name) }
-    try lora.load(init_)
-    return lora
+    try GoldenLoRAModel.lora(model, file)
   }
 
   private func batch(_ file: SafetensorsFile, _ t: Int) throws -> Batch {
