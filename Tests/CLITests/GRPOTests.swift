@@ -25,21 +25,21 @@ final class GRPOTests: XCTestCase {
     let made = try PreferenceRuns.shared()
     XCTAssertEqual(made.rewardRun.status, 0, made.rewardRun.stderr)
     let train = made.dir.appendingPathComponent("grpo-train.jsonl"), eval = made.dir.appendingPathComponent("grpo-eval.jsonl")
-    try Self.prompts(4, to: train)
-    try Self.prompts(2, to: eval)
+    try Self.prompts(2, to: train)
+    try Self.prompts(1, to: eval)
     let recipe = made.dir.appendingPathComponent("grpo.yaml")
     try Self.recipe.write(to: recipe, atomically: true, encoding: .utf8)
     let out = made.dir.appendingPathComponent("grpo")
     let r = try CLITests.run(["train", "--cpu", "--config", recipe.path, "--model", made.model, "--data", train.path,
                               "--eval-data", eval.path, "--output", out.path, "--num-generations", "2", "--batch-size", "2",
-                              "--max-completion-length", "4", "--max-steps", "2", "--beta", "0.04",
+                              "--max-completion-length", "4", "--max-steps", "1", "--beta", "0.04",
                               "--reward-model", made.reward.path, "--lora-target-modules", "q_proj,v_proj",
                               "--learning-rate", "1e-4"])
     XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
     XCTAssertTrue(r.stdout.contains("GRPO: 2 completions per prompt"), r.stdout)
     XCTAssertTrue(r.stdout.contains("numeric_match × 1.0, starts_with_digit × 0.5, reward_model × 0.1"), r.stdout)
     let steps = try TrainedRun.metrics(out).filter { $0["loss"] != nil }
-    XCTAssertEqual(steps.count, 2)
+    XCTAssertEqual(steps.count, 1)
     for s in steps {
       for key in ["reward", "reward_std", "rewards/numeric_match/mean", "rewards/starts_with_digit/mean",
                   "rewards/reward_model/mean", "kl", "clip_ratio/region_mean", "completions/mean_length",
