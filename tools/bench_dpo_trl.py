@@ -38,6 +38,9 @@ import resource
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cpu import busy_cpu_s, own_cpu_s, reexec_with_tuned_malloc  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
@@ -46,29 +49,8 @@ DEFAULT_MODEL = os.environ.get("VKF_REF_MODEL", "/root/.cache/vkf-ref/smollm2-13
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def busy_cpu_s():
-    """Machine-wide busy CPU seconds (/proc/stat: everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return (sum(fields) - fields[3] - fields[4]) / hz
-
-
-def own_cpu_s():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_ARENA_MAX": "1"}
-
-
 def main():
-    # As ../shared/tools/bench_lora.py: glibc tuned never to return memory to the OS. On this VM
-    # memory the guest returns is reclaimed by the host and re-touching it costs ~3 s/GB; with
-    # plain glibc a SmolLM2 LoRA step measured 46 s instead of 0.8 s. The variables must be set
-    # before the process starts, so re-execute once with them.
-    if "--malloc-default" not in sys.argv and any(os.environ.get(k) != v for k, v in TUNED_MALLOC.items()):
-        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED_MALLOC})
+    reexec_with_tuned_malloc()  # see tools/bench_cpu.py
     ap = argparse.ArgumentParser()
     ap.add_argument("--malloc-default", action="store_true", help="plain glibc malloc (for comparison)")
     ap.add_argument("--model", default=DEFAULT_MODEL)

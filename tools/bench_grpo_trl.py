@@ -37,11 +37,14 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import resource
+import re
 import statistics
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cpu import busy_cpu_s, own_cpu_s, reexec_with_tuned_malloc  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,9 +54,6 @@ _CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"
 DEFAULT_MODEL = os.environ.get("VKF_REF_MODEL") or os.path.join(
     os.environ.get("VKF_REF") or os.path.join(_CACHE, "vkf-ref"), "smollm2-135m-instruct-f32")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# As tools/bench_dpo_trl.py and ../shared/tools/bench_lora.py: glibc tuned never to give memory back
-# (on this VM re-touching returned memory costs ~3 s/GB and made plain-glibc steps swing wildly).
-TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_ARENA_MAX": "1"}
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -88,26 +88,13 @@ def number_only(completions, answer, **kwargs):
     return [1.0 if completion_text(c).strip() == a.strip() else 0.0 for c, a in zip(completions, answer)]
 
 
-def busy_cpu_s():
-    """Machine-wide busy CPU seconds (/proc/stat: everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 def main():
-    if "--malloc-default" not in sys.argv and any(os.environ.get(k) != v for k, v in TUNED_MALLOC.items()):
-        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED_MALLOC})
+    reexec_with_tuned_malloc()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="directory with train.jsonl (tools/make_arithmetic_data.py)")
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"HF model directory (default {DEFAULT_MODEL})")
