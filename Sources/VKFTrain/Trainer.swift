@@ -224,6 +224,15 @@ public final class Trainer {
         } else {
           inFlight = current
         }
+      } else if let multi = task as? MultiUpdateTrainingTask {
+        let done = try multiUpdateStep(multi, lr: lr, scale: scale)
+        if done.updates == 0, gradScaler != nil {
+          if try complete(loss: nil, norm: .nan, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
+          continue
+        }
+        if try complete(loss: done.loss, norm: done.norm, lr: lr, stepTokens: stepTokens, epoch: epoch) {
+          stoppedEarly = true; break
+        }
       } else {
         try task.zeroGradients()
         var sum: Float = 0
@@ -251,6 +260,32 @@ public final class Trainer {
     if stoppedEarly, let best = bestTrainables { try restore(best) }
     try log?.writeCurve()
     return TrainingSummary(steps: step, finalLoss: lastLoss, bestEvaluation: bestEvaluation, stoppedEarly: stoppedEarly)
+  }
+
+  /// The optimizer updates of one step of a `MultiUpdateTrainingTask`, all at `lr`: each
+  /// zeroes the gradients, runs the task's micro-batches, checks the loss and norm, clips and
+  /// updates. Under fp16 an update with inf/NaN is skipped and the scale backs off. Returns
+  /// the mean loss and the last norm of the updates made.
+  func multiUpdateStep(_ task: MultiUpdateTrainingTask, lr: Float, scale: Float) throws
+    -> (loss: Float, norm: Float, updates: Int) {
+    var sum: Float = 0, norm: Float = 0, made = 0
+    var scale = scale
+    for u in 0..<task.updatesPerStep {
+      try task.zeroGradients()
+      let loss = try task.forwardBackward(update: u, lossScale: scale) / scale
+      let n = loss.isFinite ? try optimizer.gradientNorm(gradScale: 1 / scale) : .nan
+      if !(loss.isFinite && n.isFinite), gradScaler != nil {
+        gradScaler?.update(foundInf: true)
+        scale = Float(gradScaler?.scale ?? 1)
+        continue
+      }
+      guard loss.isFinite else { throw nonFinite("the training loss", loss) }
+      guard n.isFinite else { throw nonFinite("the gradient norm", n) }
+      try optimizer.update(lr: lr, gradScale: 1 / scale)
+      gradScaler?.update(foundInf: false)
+      sum += loss; norm = n; made += 1
+    }
+    return (made > 0 ? sum / Float(made) : .nan, norm, made)
   }
 
   /// The replayed-step engine when the task is staged (made once, with room reserved for

@@ -68,6 +68,9 @@ final class ProgressLine {
     // GRPO: the mean reward of the step's completions, their KL to the reference.
     if let r = extra["reward"] { parts.append(String(format: "reward %.3f", r)) }
     if let k = extra["kl"] { parts.append(String(format: "kl %.4f", k)) }
+    // PPO: the reward model's mean score of the step's completions, the KL penalty's KL.
+    if let r = extra["objective/scores"] { parts.append(String(format: "score %.3f", r)) }
+    if let k = extra["objective/kl"] { parts.append(String(format: "kl %.3f", k)) }
     return parts
   }
 
@@ -78,6 +81,16 @@ final class ProgressLine {
     for (k, v) in r.extra.sorted(by: { $0.key < $1.key }) where k.hasPrefix("rewards/") && k.hasSuffix("/mean") {
       parts.append(String(format: "%@ %.3f", String(k.dropFirst(8).dropLast(5)), v))
     }
+    if let l = r.extra["completions/mean_length"] { parts.append(String(format: "length %.1f", l)) }
+    parts.append("\(r.tokens) completions")
+    return parts.joined(separator: " | ") + (r.isBest ? " (best)" : "")
+  }
+
+  /// `eval step 20 | mean score 1.234 | length 41.2 | 28/32 ended (best)`: a PPO evaluation
+  /// (greedy completions of the validation prompts scored by the reward model; its "loss" is
+  /// −mean score).
+  static func ppoEvaluation(_ r: EvaluationResult) -> String {
+    var parts = ["eval step \(r.step)", String(format: "mean score %.4f", -r.loss)]
     if let l = r.extra["completions/mean_length"] { parts.append(String(format: "length %.1f", l)) }
     parts.append("\(r.tokens) completions")
     return parts.joined(separator: " | ") + (r.isBest ? " (best)" : "")

@@ -38,6 +38,9 @@ enum TrainObjective: String, Codable, CaseIterable, Sendable {
   /// Kahneman-Tversky optimisation on unpaired desirable / undesirable answers (TRL's
   /// KTOTrainer); preference pairs are split into one of each.
   case kto
+  /// Proximal policy optimisation on prompts: one completion per prompt sampled in the loop,
+  /// scored by a reward model, with a value head, GAE and clipped losses (TRL's PPOTrainer).
+  case ppo
 
   /// True for the objectives that train a BERT encoder.
   var isEncoder: Bool { self == .classification || self == .mlm }
@@ -204,15 +207,19 @@ struct TrainSettings: Encodable, Equatable {
   // GRPO (TRL GRPOConfig names; defaults TRL 1.16's).
   /// `num_generations`: completions sampled per prompt (a group). Default 8.
   var numGenerations = 8
-  /// `max_completion_length`: tokens per completion. Default 512.
-  var maxCompletionLength = 512
+  /// `max_completion_length` (PPO: `response_length`): tokens per completion. Default 512
+  /// (PPO: 53, TRL PPOConfig's).
+  var maxCompletionLengthSetting: Int?
+  var maxCompletionLength: Int { maxCompletionLengthSetting ?? (objective == .ppo ? 53 : 512) }
   /// `epsilon` / `epsilon_high`: the ratio's clip range [1 − ε, 1 + ε_high]. Default 0.2 / ε.
   var epsilon = 0.2
   var epsilonHigh: Double?
   /// `scale_rewards`: group (default), batch or none (true = group, false = none).
   var scaleRewards = "group"
-  /// Sampling: `temperature` (1), `top_k` (0 = off), `top_p` (1 = off), `repetition_penalty` (1).
-  var temperature = 1.0
+  /// Sampling: `temperature` (1; PPO 0.7, TRL's), `top_k` (0 = off), `top_p` (1 = off),
+  /// `repetition_penalty` (1).
+  var temperatureSetting: Double?
+  var temperature: Double { temperatureSetting ?? (objective == .ppo ? 0.7 : 1) }
   var topK = 0
   var topP = 1.0
   var repetitionPenalty = 1.0
@@ -246,6 +253,33 @@ struct TrainSettings: Encodable, Equatable {
     GRPOSampling(numGenerations: numGenerations, maxCompletionLength: maxCompletionLength,
                  temperature: Float(temperature), topK: topK, topP: Float(topP),
                  repetitionPenalty: Float(repetitionPenalty), seed: UInt64(bitPattern: Int64(seed)))
+  }
+
+  // PPO (TRL PPOConfig names and defaults; `cliprange` is `epsilon`, `response_length` is
+  // `max_completion_length`, `reward_model_path` is `reward_model`).
+  /// `kl_coef` (0.05), `kl_estimator` (k1 or k3).
+  var klCoef = 0.05
+  var klEstimator = "k1"
+  /// `cliprange_value` (0.2), `vf_coef` (0.1), `gamma` (1), `lam` (0.95).
+  var cliprangeValue = 0.2
+  var vfCoef = 0.1
+  var gamma = 1.0
+  var lam = 0.95
+  /// `num_ppo_epochs` (4) and `num_mini_batches` (1): updates per rollout batch.
+  var numPPOEpochs = 4
+  var numMiniBatches = 1
+  /// `whiten_rewards` (false), `missing_eos_penalty` (none).
+  var whitenRewards = false
+  var missingEOSPenalty: Double?
+
+  /// PPO's settings.
+  var ppoConfig: PPOConfig {
+    var c = PPOConfig()
+    c.klCoef = klCoef; c.klEstimator = PPOKLEstimator(rawValue: klEstimator) ?? .k1
+    c.cliprange = epsilon; c.cliprangeValue = cliprangeValue; c.vfCoef = vfCoef; c.gamma = gamma; c.lam = lam
+    c.numPPOEpochs = numPPOEpochs; c.numMiniBatches = numMiniBatches; c.whitenRewards = whitenRewards
+    c.missingEOSPenalty = missingEOSPenalty; c.temperature = Float(temperature)
+    return c
   }
 
   // KTO (TRL KTOConfig names).
@@ -286,12 +320,16 @@ struct TrainSettings: Encodable, Equatable {
     case beta, lossType = "loss_type", labelSmoothing = "label_smoothing", rpoAlpha = "rpo_alpha"
     case maxPromptLength = "max_prompt_length", precomputeRefLogProbs = "precompute_ref_log_probs", margin
     case mlmProbability = "mlm_probability", routerAuxLossCoef = "router_aux_loss_coef"
-    case numGenerations = "num_generations", maxCompletionLength = "max_completion_length", epsilon
-    case epsilonHigh = "epsilon_high", scaleRewards = "scale_rewards", temperature, topK = "top_k", topP = "top_p"
+    case numGenerations = "num_generations", maxCompletionLengthSetting = "max_completion_length", epsilon
+    case epsilonHigh = "epsilon_high", scaleRewards = "scale_rewards", temperatureSetting = "temperature"
+    case topK = "top_k", topP = "top_p"
     case repetitionPenalty = "repetition_penalty", numIterations = "num_iterations"
     case maskTruncatedCompletions = "mask_truncated_completions", useBiasCorrectionKL = "use_bias_correction_kl"
     case rewardFunctions = "reward_functions", rewardWeights = "reward_weights", rewardModel = "reward_model"
     case desirableWeight = "desirable_weight", undesirableWeight = "undesirable_weight"
+    case klCoef = "kl_coef", klEstimator = "kl_estimator", cliprangeValue = "cliprange_value", vfCoef = "vf_coef"
+    case gamma, lam, numPPOEpochs = "num_ppo_epochs", numMiniBatches = "num_mini_batches"
+    case whitenRewards = "whiten_rewards", missingEOSPenalty = "missing_eos_penalty"
   }
 
   /// The defaults above.

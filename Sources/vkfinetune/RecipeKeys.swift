@@ -142,14 +142,14 @@ enum RecipeKeys {
     RecipeKey("mlm_probability") { s, e in s.mlmProbability = try e.double() },
     RecipeKey("router_aux_loss_coef", ["moe_aux_loss_coef"]) { s, e in s.routerAuxLossCoef = try e.double() },
     RecipeKey("num_generations") { s, e in s.numGenerations = try e.int() },
-    RecipeKey("max_completion_length", ["max_new_tokens"]) { s, e in s.maxCompletionLength = try e.int() },
+    RecipeKey("max_completion_length", ["max_new_tokens", "response_length"]) { s, e in s.maxCompletionLengthSetting = try e.int() },
     RecipeKey("epsilon", ["cliprange"]) { s, e in s.epsilon = try e.double() },
     RecipeKey("epsilon_high") { s, e in s.epsilonHigh = try e.double() },
     RecipeKey("scale_rewards") { s, e in
       let choice = try e.choice(GRPORewardScaling.allCases.map(\.rawValue) + ["true", "false"])
       s.scaleRewards = choice == "true" ? "group" : choice == "false" ? "none" : choice
     },
-    RecipeKey("temperature") { s, e in s.temperature = try e.double() },
+    RecipeKey("temperature") { s, e in s.temperatureSetting = try e.double() },
     RecipeKey("top_k") { s, e in s.topK = try e.int() },
     RecipeKey("top_p") { s, e in s.topP = try e.double() },
     RecipeKey("repetition_penalty") { s, e in s.repetitionPenalty = try e.double() },
@@ -161,6 +161,16 @@ enum RecipeKeys {
     RecipeKey("reward_model", ["reward_model_path"]) { s, e in s.rewardModel = try e.text() },
     RecipeKey("desirable_weight") { s, e in s.desirableWeight = try e.double() },
     RecipeKey("undesirable_weight") { s, e in s.undesirableWeight = try e.double() },
+    RecipeKey("kl_coef", ["init_kl_coef"]) { s, e in s.klCoef = try e.double() },
+    RecipeKey("kl_estimator") { s, e in s.klEstimator = try e.choice(PPOKLEstimator.allCases.map(\.rawValue)) },
+    RecipeKey("cliprange_value") { s, e in s.cliprangeValue = try e.double() },
+    RecipeKey("vf_coef") { s, e in s.vfCoef = try e.double() },
+    RecipeKey("gamma") { s, e in s.gamma = try e.double() },
+    RecipeKey("lam") { s, e in s.lam = try e.double() },
+    RecipeKey("num_ppo_epochs", ["ppo_epochs"]) { s, e in s.numPPOEpochs = try e.int() },
+    RecipeKey("num_mini_batches") { s, e in s.numMiniBatches = try e.int() },
+    RecipeKey("whiten_rewards") { s, e in s.whitenRewards = try e.bool() },
+    RecipeKey("missing_eos_penalty") { s, e in s.missingEOSPenalty = try e.double() },
   ]
 
   /// `reward_functions`: a list of mappings of scalars ({type: regex, pattern: …}), or of

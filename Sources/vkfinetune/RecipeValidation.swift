@@ -91,6 +91,7 @@ extension TrainSettings {
     try validatePreference()
     try validateClassification()
     try validateGRPO()
+    try validatePPO()
     try validateKTO()
     if let chatTemplate, chatTemplate != "alpaca", !ChatTemplate.builtinNames.contains(chatTemplate.lowercased()) {
       throw fail("chat_template", chatTemplate,

@@ -29,7 +29,10 @@ struct TrainCommand: ParsableCommand {
       every step, scores them with the recipe's reward_functions and/or --reward-model, and \
       trains TRL's GRPO loss; --batch-size counts completions. --objective kto trains TRL's \
       KTO on unpaired {prompt, completion, label} records (or pairs, split into a desirable and \
-      an undesirable answer) against the adapter-disabled reference.
+      an undesirable answer) against the adapter-disabled reference. --objective ppo samples \
+      one completion of each prompt per step, scores it with --reward-model, and trains TRL's \
+      PPO (per-token KL penalty, GAE, clipped policy and value losses) with a value head on the \
+      policy's backbone; it writes the adapter and value_head.safetensors.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -48,7 +51,7 @@ struct TrainCommand: ParsableCommand {
   var output: String?
   @Option(help: "lora, qlora or full (default lora).")
   var method: String?
-  @Option(help: "sft (default), dpo, orpo, reward, grpo, kto, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); grpo on prompts with rewards; classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
+  @Option(help: "sft (default), dpo, orpo, reward, grpo, kto, ppo, classification or mlm; dpo, orpo and reward train on preference pairs ({prompt, chosen, rejected} or hh-rlhf transcripts); grpo and ppo on prompts with rewards; classification ({text, label}) and mlm ({text}) train a BERT encoder (--method full).")
   var objective: String?
 
   // MARK: - Optimisation
@@ -129,12 +132,16 @@ struct TrainCommand: ParsableCommand {
   var undesirableWeight: Double?
   @Option(help: "GRPO: completions sampled per prompt (default 8).")
   var numGenerations: Int?
-  @Option(help: "GRPO: tokens per completion (default 512).")
+  @Option(help: "GRPO / PPO: tokens per completion (default 512; PPO 53).")
   var maxCompletionLength: Int?
-  @Option(help: "GRPO: sampling temperature (default 1).")
+  @Option(help: "GRPO / PPO: sampling temperature (default 1; PPO 0.7).")
   var temperature: Double?
-  @Option(help: "GRPO: a reward model from `train --objective reward` (its output directory: adapter or merged model).")
+  @Option(help: "GRPO / PPO: a reward model from `train --objective reward` (its output directory: adapter or merged model).")
   var rewardModel: String?
+  @Option(help: "PPO: weight of the per-token KL penalty (default 0.05).")
+  var klCoef: Double?
+  @Option(help: "PPO: passes over each rollout batch (default 4).")
+  var numPpoEpochs: Int?
   @Option(help: "Label smoothing ε of the sigmoid and robust DPO losses, in [0, 0.5) (default 0).")
   var labelSmoothing: Double?
   @Option(help: "Weight of an NLL term on the chosen answers (RPO; default none).")
@@ -220,6 +227,7 @@ struct TrainCommand: ParsableCommand {
     add("num_generations", "num-generations", numGenerations)
     add("max_completion_length", "max-completion-length", maxCompletionLength)
     add("temperature", "temperature", temperature); add("reward_model", "reward-model", rewardModel)
+    add("kl_coef", "kl-coef", klCoef); add("num_ppo_epochs", "num-ppo-epochs", numPpoEpochs)
     add("desirable_weight", "desirable-weight", desirableWeight)
     add("undesirable_weight", "undesirable-weight", undesirableWeight)
     return out

@@ -36,6 +36,14 @@ enum ObjectiveRecord {
         .joined(separator: ",") }.joined(separator: ";")
       v["reward_weights"] = s.rewardWeights.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "all 1"
       v["reward_model"] = s.rewardModel ?? "none"
+    case .ppo:
+      let c = s.ppoConfig
+      v["kl_coef"] = "\(c.klCoef)"; v["kl_estimator"] = c.klEstimator.rawValue; v["cliprange"] = "\(c.cliprange)"
+      v["cliprange_value"] = "\(c.cliprangeValue)"; v["vf_coef"] = "\(c.vfCoef)"; v["gamma"] = "\(c.gamma)"
+      v["lam"] = "\(c.lam)"; v["num_ppo_epochs"] = "\(c.numPPOEpochs)"; v["num_mini_batches"] = "\(c.numMiniBatches)"
+      v["whiten_rewards"] = "\(c.whitenRewards)"; v["missing_eos_penalty"] = c.missingEOSPenalty.map { "\($0)" } ?? "none"
+      v["temperature"] = "\(c.temperature)"; v["response_length"] = "\(s.maxCompletionLength)"
+      v["max_prompt_length"] = "\(s.promptLimit)"; v["reward_model"] = s.rewardModel ?? "none"
     }
     return v
   }

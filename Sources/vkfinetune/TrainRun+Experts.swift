@@ -48,7 +48,7 @@ extension TrainRun {
           + "load-balancing loss (TRL's RewardTrainer and transformers' sequence classifiers add none); drop the key")
       }
       return 0
-    case .grpo, .kto:
+    case .grpo, .kto, .ppo:
       if let c = s.routerAuxLossCoef, c > 0 {
         throw RecipeError("router_aux_loss_coef \(c) with the \(s.objective.rawValue) objective: it trains without the "
           + "load-balancing loss here; drop the key")

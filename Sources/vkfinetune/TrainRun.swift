@@ -35,7 +35,7 @@ struct TrainRun {
     (s, loaded.shape) = try Self.forExperts(s, shape: loaded.shape)
     let data = s.objective.isPreference
       ? try TrainData.loadPairs(settings: s, model: loaded, trainFile: dataPath)
-      : s.objective == .grpo ? try TrainData.loadPrompts(settings: s, model: loaded, trainFile: dataPath)
+      : s.objective == .grpo || s.objective == .ppo ? try TrainData.loadPrompts(settings: s, model: loaded, trainFile: dataPath)
       : s.objective == .kto ? try TrainData.loadUnpaired(settings: s, model: loaded, trainFile: dataPath)
       : try TrainData.load(settings: s, model: loaded, trainFile: dataPath)
     let backend = try backendOptions.makeBackend()
@@ -183,6 +183,7 @@ struct TrainRun {
     // A final checkpoint, so `--resume` can continue this run (e.g. with a larger max_steps).
     if CheckpointLayout.checkpoints(in: output).first?.step != trainer.step { try trainer.saveCheckpoint() }
     try OutputWriter.write(lora: lora, weights: weights, model: loaded, settings: s, into: output, scoreHead: scoreHead)
+    if let ppo = task as? PPOTask { try Self.writeValueHead(ppo, into: output) }
     var line = String(format: "done: %d steps, final loss %.4f", summary.steps, summary.finalLoss)
     if let best = summary.bestEvaluation { line += String(format: ", best eval loss %.4f at step %d", best.loss, best.step) }
     if summary.stoppedEarly { line += " (stopped early; the best weights were written)" }
@@ -230,6 +231,8 @@ struct TrainRun {
     switch s.objective {
     case .grpo:
       return (try makeGRPOTask(model: model, lora: lora, data: data, loaded: loaded, progress: progress), nil)
+    case .ppo:
+      return (try makePPOTask(model: model, lora: lora, data: data, loaded: loaded, progress: progress), nil)
     case .kto:
       guard let lora else { throw RecipeError("KTO trains an adapter here (its reference is the base): use method lora or qlora") }
       let task: KTOTask
@@ -338,7 +341,8 @@ struct TrainRun {
         progress.message("eval step \(r.step) | loss \(String(format: "%.4f", r.loss))"
           + TrainingProgress.extraText(r.extra) + (r.isBest ? " (best)" : ""))
       } else {
-        progress.message(objective == .grpo ? ProgressLine.grpoEvaluation(r)
+        progress.message(objective == .ppo ? ProgressLine.ppoEvaluation(r)
+          : objective == .grpo ? ProgressLine.grpoEvaluation(r)
           : objective.isPreference ? ProgressLine.preferenceEvaluation(r) : r.line)
       }
     case .checkpointSaved(let url): progress.message("saved \(url.lastPathComponent)")

@@ -56,10 +56,11 @@ public final class ScoreHead {
   }
 
   /// From per-token coefficients c (N, 1; alpha·c = dL/dscore at each scored token, 0
-  /// elsewhere): the head's gradient += alpha·cᵀ·h and dL/dh = alpha·c·w (overwritten).
+  /// elsewhere): the head's gradient += alpha·cᵀ·h and dL/dh = alpha·c·w (overwritten, or
+  /// added to when `accumulating`: another head shares the hidden states).
   public func backward(_ be: Backend, coefficients c: Tensor, hidden h: Tensor, alpha: Float,
-                       dHidden: Tensor) throws {
+                       dHidden: Tensor, accumulating: Bool = false) throws {
     try be.matmul(c, h, into: gradient, transposeA: true, transposeB: false, alpha: alpha, beta: 1)
-    try be.matmul(c, weight, into: dHidden, transposeA: false, transposeB: false, alpha: alpha, beta: 0)
+    try be.matmul(c, weight, into: dHidden, transposeA: false, transposeB: false, alpha: alpha, beta: accumulating ? 1 : 0)
   }
 }

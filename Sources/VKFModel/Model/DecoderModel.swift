@@ -308,6 +308,10 @@ public final class DecoderModel {
                          dx: needsDx ? try ar.dHidden.rows(r) : nil, ones: try ar.ones.rows(r))
   }
 
+  /// The final normed hidden states (N, C) of the last pass, valid until the next one: the
+  /// input of a second head on a pass with targets (PPO's value head).
+  public var finalHidden: Tensor? { arena?.finalNormed }
+
   /// Per-token losses (N) of the last pass with targets, on the device: Σ is its loss.
   public var tokenLossTensor: Tensor? { arena?.losses }
 
@@ -359,6 +363,19 @@ public final class DecoderModel {
   /// in (B, T) order, on the device), so a sequence-level objective (DPO) whose gradient is the
   /// cross-entropy's reweighted per token runs without ever holding N × V logits.
   public func backward(tokenWeights w: Tensor) throws {
+    try backward(tokenWeights: w, addingToHiddenGradient: { _ in })
+  }
+
+  /// `backward(tokenWeights:)` with a second head on the same final hidden states (PPO's
+  /// value head): `add` receives dL/dhidden (N, C) of the weighted LM-head loss and adds its
+  /// own head's share (and takes its head's gradient) before the trunk's backward.
+  public func backward(tokenWeights: [Float], addingToHiddenGradient add: (Tensor) throws -> Void) throws {
+    let ar = try weightedArena(weights: tokenWeights.count)
+    try backend.upload(tokenWeights, to: ar.tokenWeights)
+    try backward(tokenWeights: ar.tokenWeights, addingToHiddenGradient: add)
+  }
+
+  private func backward(tokenWeights w: Tensor, addingToHiddenGradient add: (Tensor) throws -> Void) throws {
     let ar = try weightedArena(weights: w.count)
     pending = .none
     let w = try w.reshaped([w.count])
@@ -369,6 +386,7 @@ public final class DecoderModel {
       // dL/dhidden_i = w_i · (dlogits_i · W): the forward's unweighted rows, scaled.
       try backend.scaleRows(ar.dHidden, weights: w, into: ar.dHidden)
     }
+    try add(ar.dHidden)
     if below { try backwardBelowHead(ar) }
   }
 
