@@ -165,16 +165,30 @@ extension GRPOTask: TrainingTask {
       start += m.rows.count
     }
     stepTokens = pending.reduce(0) { $0 + $1.lossTokens(loss).reduce(0, +) }
+    if numIterations > 1 {
+      // The policy's log-probs before this step's updates (dropout off): TRL's old_per_token_logps.
+      trainingModeSetter(false)
+      defer { trainingModeSetter(true) }
+      for i in pending.indices {
+        let (ids, targets, _, positions) = pending[i].sequences(padID: padID)
+        pending[i].oldLogProbs = try logProbs(ids: ids, targets: targets, rows: pending[i].rows, positions: positions)
+      }
+    }
   }
 
   public func forwardBackward(_ batch: Batch, lossNormalizer: Float, dropoutSeed: UInt64) throws -> Float {
     guard cursor < pending.count else {
       throw TrainingError.invalidBatch("GRPO: a micro-batch without rollouts (prepareStep was not called for this step)")
     }
-    let r = pending[cursor]
     cursor += 1
-    let out = try train(on: r, stepTokens: stepTokens, microBatches: pending.count, dropoutSeed: dropoutSeed,
-                        lossScale: 1 / lossNormalizer)
+    return try trainPending(cursor - 1, dropoutSeed: dropoutSeed, lossScale: 1 / lossNormalizer)
+  }
+
+  /// The surrogate's forward and backward over the step's micro-batch `i`; logs its clip
+  /// ratios (and KL). Returns its share of the step loss.
+  func trainPending(_ i: Int, dropoutSeed: UInt64, lossScale: Float) throws -> Float {
+    let out = try train(on: pending[i], stepTokens: stepTokens, microBatches: pending.count, dropoutSeed: dropoutSeed,
+                        lossScale: lossScale)
     let tokens = Double(max(out.step.tokens, 1))
     var m = ["clip_ratio/low_mean": Double(out.step.lowClipped) / tokens,
              "clip_ratio/high_mean": Double(out.step.highClipped) / tokens,
@@ -197,5 +211,18 @@ extension GRPOTask: TrainingTask {
     evalSums.add(metrics)
     let scored = combined.filter { !$0.isNaN }
     return (-scored.reduce(0, +), scored.count)
+  }
+}
+
+/// num_iterations > 1: each step is μ updates over the same generation batch, all at the
+/// step's learning rate (TRL counts each as an optimizer step; here `max_steps` counts the
+/// generation batches).
+extension GRPOTask: MultiUpdateTrainingTask {
+  public var updatesPerStep: Int? { numIterations > 1 ? numIterations : nil }
+
+  public func forwardBackward(update u: Int, lossScale: Float, dropoutSeed: () -> UInt64) throws -> Float {
+    var loss: Float = 0
+    for i in pending.indices { loss += try trainPending(i, dropoutSeed: dropoutSeed(), lossScale: lossScale) }
+    return loss
   }
 }

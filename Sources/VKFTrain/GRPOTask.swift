@@ -67,6 +67,10 @@ public final class GRPOTask {
   public let padID: Int
   /// Where rollouts come from when the task trains through a `Trainer` (nil: `train(on:)` only).
   public var source: GRPORolloutSource?
+  /// TRL's `num_iterations` (μ): optimizer updates per generation batch. Above 1, each step
+  /// keeps its rollouts' log-probs from before its first update, and its μ updates clip the
+  /// ratio to them.
+  public var numIterations = 1
   /// The current step's rollouts per micro-batch, the next one's index, the step's loss tokens.
   var pending: [GRPORollouts] = []
   var cursor = 0, stepTokens = 0

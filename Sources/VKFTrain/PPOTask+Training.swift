@@ -10,7 +10,7 @@ extension PPOTask: MultiUpdateTrainingTask {
   /// The step's updates normalise themselves (TRL's masked means per micro-batch).
   public func lossNormalizer(for batches: [Batch]) -> Float { 1 }
 
-  public var updatesPerStep: Int { plan.count }
+  public var updatesPerStep: Int? { plan.count }
 
   public func takeMetrics(training: Bool) -> [String: Double] {
     defer { if training { trainSums = GRPOMetricSums() } else { evalSums = GRPOMetricSums() } }
@@ -45,7 +45,8 @@ extension PPOTask: MultiUpdateTrainingTask {
     updateStats = []
   }
 
-  public func forwardBackward(update u: Int, lossScale: Float) throws -> Float {
+  /// (Dropout stays off in PPO: the seeds are not drawn.)
+  public func forwardBackward(update u: Int, lossScale: Float, dropoutSeed: () -> UInt64) throws -> Float {
     guard plan.indices.contains(u) else { throw TrainingError.invalidBatch("PPO: no update \(u) in this step") }
     var loss = 0.0
     for rows in plan[u] {

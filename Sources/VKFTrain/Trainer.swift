@@ -224,8 +224,8 @@ public final class Trainer {
         } else {
           inFlight = current
         }
-      } else if let multi = task as? MultiUpdateTrainingTask {
-        let done = try multiUpdateStep(multi, lr: lr, scale: scale)
+      } else if let multi = task as? MultiUpdateTrainingTask, let updates = multi.updatesPerStep {
+        let done = try multiUpdateStep(multi, updates: updates, lr: lr, scale: scale)
         if done.updates == 0, gradScaler != nil {
           if try complete(loss: nil, norm: .nan, lr: lr, stepTokens: stepTokens, epoch: epoch) { stoppedEarly = true; break }
           continue
@@ -266,13 +266,13 @@ public final class Trainer {
   /// zeroes the gradients, runs the task's micro-batches, checks the loss and norm, clips and
   /// updates. Under fp16 an update with inf/NaN is skipped and the scale backs off. Returns
   /// the mean loss and the last norm of the updates made.
-  func multiUpdateStep(_ task: MultiUpdateTrainingTask, lr: Float, scale: Float) throws
+  func multiUpdateStep(_ task: MultiUpdateTrainingTask, updates: Int, lr: Float, scale: Float) throws
     -> (loss: Float, norm: Float, updates: Int) {
     var sum: Float = 0, norm: Float = 0, made = 0
     var scale = scale
-    for u in 0..<task.updatesPerStep {
+    for u in 0..<updates {
       try task.zeroGradients()
-      let loss = try task.forwardBackward(update: u, lossScale: scale) / scale
+      let loss = try task.forwardBackward(update: u, lossScale: scale, dropoutSeed: { self.nextDropoutSeed() }) / scale
       let n = loss.isFinite ? try optimizer.gradientNorm(gradScale: 1 / scale) : .nan
       if !(loss.isFinite && n.isFinite), gradScaler != nil {
         gradScaler?.update(foundInf: true)

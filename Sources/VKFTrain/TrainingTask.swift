@@ -36,16 +36,19 @@ public protocol TrainingTask: AnyObject {
   func prepareStep(_ batches: [Batch], completedSteps: Int) throws
 }
 
-/// A task whose every step of data makes several optimizer updates at the step's learning
-/// rate (PPO: `num_ppo_epochs` × `num_mini_batches` over one rollout batch). The trainer calls
-/// `prepareStep`, then for each update zeroes the gradients, runs `forwardBackward(update:…)`,
-/// clips and steps AdamW; the step's logged loss is the updates' mean.
+/// A task whose every step of data can make several optimizer updates at the step's learning
+/// rate (PPO: `num_ppo_epochs` × `num_mini_batches` over one rollout batch; GRPO:
+/// `num_iterations` over one generation batch). The trainer calls `prepareStep`, then for each
+/// update zeroes the gradients, runs `forwardBackward(update:…)`, clips and steps AdamW; the
+/// step's logged loss is the updates' mean.
 public protocol MultiUpdateTrainingTask: TrainingTask {
-  /// Updates in the step `prepareStep` prepared.
-  var updatesPerStep: Int { get }
+  /// Updates in the step `prepareStep` prepared; nil: the step is one update over the
+  /// trainer's micro-batches (`forwardBackward(_:lossNormalizer:dropoutSeed:)`).
+  var updatesPerStep: Int? { get }
   /// Forward and backward of update `u`'s micro-batches (gradients accumulate), the loss
-  /// multiplied by `lossScale` (fp16's loss scale). Returns the scaled loss.
-  func forwardBackward(update u: Int, lossScale: Float) throws -> Float
+  /// multiplied by `lossScale` (fp16's loss scale); `dropoutSeed` gives each micro-batch's
+  /// adapter-dropout seed. Returns the scaled loss.
+  func forwardBackward(update u: Int, lossScale: Float, dropoutSeed: () -> UInt64) throws -> Float
 }
 
 extension TrainingTask {

@@ -45,8 +45,8 @@ extension TrainSettings {
     guard (0..<1).contains(epsilon) else { throw fail("epsilon", epsilon, "use a number in [0, 1)") }
     if let h = epsilonHigh, !(h >= 0 && h.isFinite) { throw fail("epsilon_high", h, "use a number ≥ 0") }
     guard effectiveBeta >= 0, effectiveBeta.isFinite else { throw fail("beta", effectiveBeta, "use a number ≥ 0") }
-    guard numIterations == 1 else {
-      throw fail("num_iterations", numIterations, "only 1 is supported for now (each step samples new completions)")
+    guard numIterations >= 1 else {
+      throw fail("num_iterations", numIterations, "use at least 1 (optimizer updates per generation batch)")
     }
     if lossType != nil, GRPOLossType(rawValue: lossType ?? "") == nil {
       throw fail("loss_type", lossType ?? "", "GRPO's loss_type is one of \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -32,6 +32,7 @@ enum ObjectiveRecord {
       v["num_generations"] = "\(g.numGenerations)"; v["max_completion_length"] = "\(g.maxCompletionLength)"
       v["temperature"] = "\(g.temperature)"; v["top_k"] = "\(g.topK)"; v["top_p"] = "\(g.topP)"
       v["repetition_penalty"] = "\(g.repetitionPenalty)"; v["max_prompt_length"] = "\(s.promptLimit)"
+      if s.numIterations > 1 { v["num_iterations"] = "\(s.numIterations)" }  // absent from earlier records: 1
       v["reward_functions"] = s.rewardFunctions.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         .joined(separator: ",") }.joined(separator: ";")
       v["reward_weights"] = s.rewardWeights.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "all 1"

@@ -81,6 +81,7 @@ extension TrainRun {
         task = try GRPOTask(model: model, trainables: w.trainableTensors, zero: { try w.zeroGradients() },
                             setAdapterEnabled: nil, loss: loss, padID: data.padID)
       }
+      task.numIterations = s.numIterations
       try model.setLossTemperature(loss.temperature)
       try model.setLossTemperature(1)
     } catch let e as TrainingError {
@@ -102,7 +103,9 @@ extension TrainRun {
                                      sharesActivationMemory: true)
       task.source = try GRPORolloutSource(generator: generator, rewards: rewards, sampling: sampling, prompts: data.prompts)
       progress.message("GRPO: \(sampling.numGenerations) completions per prompt of ≤ \(sampling.maxCompletionLength) "
-        + "tokens (temperature \(s.temperature)), \(loss.lossType.rawValue) loss, beta \(loss.beta), epsilon "
+        + "tokens (temperature \(s.temperature)), "
+        + (s.numIterations > 1 ? "\(s.numIterations) updates per generation batch, " : "")
+        + "\(loss.lossType.rawValue) loss, beta \(loss.beta), epsilon "
         + "\(loss.epsilon)/\(loss.epsilonHigh), scale_rewards \(loss.scaleRewards.rawValue); rewards: "
         + zip(rewards.names, rewards.weights).map { "\($0) × \($1)" }.joined(separator: ", "))
     } catch let e as RewardConfigError {

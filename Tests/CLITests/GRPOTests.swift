@@ -75,7 +75,7 @@ final class GRPOTests: XCTestCase {
       (["--config", try recipe("reward_functions: [valid_json]"), "--batch-size", "3", "--dry-run"],
        "per_device_train_batch_size = 3 is invalid"),
       (["--config", try recipe(""), "--dry-run"], "GRPO needs rewards"),
-      (["--config", try recipe("reward_functions: [valid_json]\nnum_iterations: 2"), "--dry-run"], "num_iterations = 2"),
+      (["--config", try recipe("reward_functions: [valid_json]\nnum_iterations: 0"), "--dry-run"], "num_iterations = 0"),
       (["--config", try recipe("reward_functions: [valid_json]\nloss_type: sigmoid"), "--dry-run"], "loss_type must be one of grpo"),
       (["--config", try recipe("reward_functions: [valid_json]\nreward_weights: [1, 2]"), "--dry-run"],
        "reward_weights has 2 weights for 1 reward functions"),

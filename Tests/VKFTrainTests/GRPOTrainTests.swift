@@ -1,5 +1,6 @@
 // GRPO through the Trainer on the tiny model: completions sampled in the loop raise a
-// verifiable reward, every TRL metric is logged, and resuming equals an uninterrupted run.
+// verifiable reward, every TRL metric is logged, resuming equals an uninterrupted run, and
+// num_iterations > 1 reuses a step's rollouts against their old log-probs.
 import Foundation
 import XCTest
 import VKFCore
@@ -90,6 +91,46 @@ final class GRPOTrainTests: XCTestCase {
     let trainer = try Trainer(task: resumed, config: c, train: Self.examples, outputDirectory: out)
     _ = try trainer.resume(from: dir.appendingPathComponent("checkpoint-4"))
     try trainer.train()
+    let a = try Tiny.values(full), b = try Tiny.values(resumed)
+    for (name, v) in a { XCTAssertTrue(b[name] == v, "\(name) differs after resuming") }
+  }
+
+  /// num_iterations 2: a step's two updates share its rollouts and the log-probs from before
+  /// the first; the first update sees ratio 1 (nothing clipped), a policy that moved after it
+  /// is clipped against them, and a run resumes to the uninterrupted one's weights.
+  func test_numIterations_keepsTheOldLogProbs_andResumes() throws {
+    let task = try Self.task()
+    task.numIterations = 2
+    let trainer = try Trainer(task: task, config: Self.config(steps: 1), train: Self.examples)
+    try task.prepareStep(trainer.nextStepBatches(), completedSteps: 0)
+    XCTAssertEqual(task.updatesPerStep, 2)
+    XCTAssertTrue(task.pending.allSatisfy { $0.oldLogProbs != nil })
+    try task.zeroGradients()
+    _ = try task.forwardBackward(update: 0, lossScale: 1, dropoutSeed: { 0 })
+    XCTAssertEqual(task.takeMetrics(training: true)["clip_ratio/region_mean"], 0, "ratio 1 at the first update")
+    // Move the policy far (a sign step of 0.05 down the first update's gradient, as a large
+    // Adam step would): the second update's ratios leave [1 − ε, 1 + ε].
+    for t in task.trainableTensors {
+      let v = try task.backend.floats(t.value), g = try task.backend.floats(t.gradient)
+      try task.backend.upload(zip(v, g).map { $0 - 0.05 * ($1 > 0 ? 1 : $1 < 0 ? -1 : 0) }, to: t.value)
+    }
+    _ = try task.forwardBackward(update: 1, lossScale: 1, dropoutSeed: { 0 })
+    XCTAssertGreaterThan(task.takeMetrics(training: true)["clip_ratio/region_mean"] ?? 0, 0)
+
+    var c = Self.config(steps: 4)
+    c.saveSteps = 2
+    let full = try Self.task()
+    full.numIterations = 2
+    let dir = try Tiny.temporaryDirectory("grpo-mu-resume")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    try Trainer(task: full, config: c, train: Self.examples, outputDirectory: dir).train()
+    let resumed = try Self.task()
+    resumed.numIterations = 2
+    let out = try Tiny.temporaryDirectory("grpo-mu-resumed")
+    defer { try? FileManager.default.removeItem(at: out) }
+    let again = try Trainer(task: resumed, config: c, train: Self.examples, outputDirectory: out)
+    _ = try again.resume(from: dir.appendingPathComponent("checkpoint-2"))
+    try again.train()
     let a = try Tiny.values(full), b = try Tiny.values(resumed)
     for (name, v) in a { XCTAssertTrue(b[name] == v, "\(name) differs after resuming") }
   }
