@@ -14,7 +14,8 @@ final class TrainingLog {
   /// (step, loss) of every progress and evaluation line, for the curve.
   private(set) var trainPoints: [(Int, Double)] = []
   private(set) var evalPoints: [(Int, Double)] = []
-  /// (step, mean reward) of progress and evaluation lines that log one (GRPO), for a second panel.
+  /// (step, mean reward) of progress and evaluation lines that log one (GRPO's reward, PPO's
+  /// objective/scores), for a second panel.
   private(set) var rewardPoints: [(Int, Double)] = []
   private(set) var evalRewardPoints: [(Int, Double)] = []
 
@@ -28,7 +29,7 @@ final class TrainingLog {
 
   func append(_ p: TrainingProgress) throws {
     trainPoints.append((p.step, p.loss))
-    if let r = p.extra["reward"] { rewardPoints.append((p.step, r)) }
+    if let r = p.extra["reward"] ?? p.extra["objective/scores"] { rewardPoints.append((p.step, r)) }
     try appendLine([("step", "\(p.step)"), ("epoch", Self.number(p.epoch)), ("loss", Self.number(p.loss)),
                     ("learning_rate", Self.number(Double(p.learningRate))), ("grad_norm", Self.number(Double(p.gradNorm))),
                     ("tokens_per_second", Self.number(p.tokensPerSecond)), ("elapsed_s", Self.number(p.elapsedSeconds))]
@@ -37,7 +38,7 @@ final class TrainingLog {
 
   func append(_ r: EvaluationResult) throws {
     evalPoints.append((r.step, r.loss))
-    if let v = r.extra["reward"] { evalRewardPoints.append((r.step, v)) }
+    if let v = r.extra["reward"] ?? r.extra["objective/scores"] { evalRewardPoints.append((r.step, v)) }
     try appendLine([("step", "\(r.step)"), ("eval_loss", Self.number(r.loss)),
                     ("eval_perplexity", Self.number(r.perplexity)), ("eval_tokens", "\(r.tokens)")]
                    + Self.extraFields(r.extra, prefix: "eval_"))
@@ -55,8 +56,8 @@ final class TrainingLog {
       kept.append(String(line))
       if let l = obj["loss"] as? Double { trainPoints.append((s, l)) }
       if let l = obj["eval_loss"] as? Double { evalPoints.append((s, l)) }
-      if let r = obj["reward"] as? Double { rewardPoints.append((s, r)) }
-      if let r = obj["eval_reward"] as? Double { evalRewardPoints.append((s, r)) }
+      if let r = obj["reward"] as? Double ?? obj["objective/scores"] as? Double { rewardPoints.append((s, r)) }
+      if let r = obj["eval_reward"] as? Double ?? obj["eval_objective/scores"] as? Double { evalRewardPoints.append((s, r)) }
     }
     try AtomicWrite.write(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsURL)
   }

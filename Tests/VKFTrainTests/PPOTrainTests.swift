@@ -69,6 +69,9 @@ final class PPOTrainTests: XCTestCase {
     let dir = try Tiny.temporaryDirectory("ppo-resume")
     defer { try? FileManager.default.removeItem(at: dir) }
     try Trainer(task: full, config: c, train: Self.examples, outputDirectory: dir).train()
+    // The curve draws the mean score under the loss.
+    let svg = try String(contentsOf: dir.appendingPathComponent("loss-curve.svg"), encoding: .utf8)
+    XCTAssertTrue(svg.contains("<polyline id=\"reward\""), svg)
     let resumed = try Self.task()
     let out = try Tiny.temporaryDirectory("ppo-resumed")
     defer { try? FileManager.default.removeItem(at: out) }
