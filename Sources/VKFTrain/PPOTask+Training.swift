@@ -78,7 +78,7 @@ extension PPOTask: MultiUpdateTrainingTask {
 
   /// Greedy completions of the batch's prompts scored by the reward model: the "loss" is
   /// −(sum of scores), so a lower evaluation loss is a higher mean score (logged as
-  /// objective/scores, with the completions' mean length and EOS count).
+  /// objective/scores, with the completions' mean length and the share that ended with an EOS).
   public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
     guard let src = source else { return (0, 0) }
     let prompts = GRPOTask.prompts(of: batch)
@@ -87,7 +87,7 @@ extension PPOTask: MultiUpdateTrainingTask {
     let n = Double(max(prompts.count, 1))
     evalSums.add(["objective/scores": scores.reduce(0, +) / n,
                   "completions/mean_length": Double(completions.reduce(0) { $0 + $1.ids.count }) / n,
-                  "val/num_eos_tokens": Double(completions.filter(\.endsWithEOS).count)])
+                  "completions/ended_ratio": Double(completions.filter(\.endsWithEOS).count) / n])
     return (-scores.reduce(0, +), prompts.count)
   }
 }
