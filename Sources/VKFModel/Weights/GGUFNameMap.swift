@@ -80,6 +80,50 @@ public enum GGUFNameMap {
     return "model.layers.\(layer).\(mapped)\(suffix)"
   }
 
+  /// The GGUF name of a Hugging Face tensor (`model.layers.3.self_attn.q_proj.weight` →
+  /// `blk.3.attn_q.weight`), or nil when llama.cpp has no such tensor; the inverse of
+  /// `huggingFaceName(for:architecture:)`.
+  public static func ggufName(forHuggingFace hfName: String, architecture: String? = nil) -> String? {
+    let suffixes = [".weight", ".bias"]
+    guard let suffix = suffixes.first(where: { hfName.hasSuffix($0) }) else { return nil }
+    let stem = String(hfName.dropLast(suffix.count))
+    if let g = global.first(where: { $0.value == stem })?.key { return g + suffix }
+    let parts = stem.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
+    guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]), layer >= 0,
+          let g = blockMap(architecture: architecture).first(where: { $0.value == String(parts[3]) })?.key
+    else { return nil }
+    return "blk.\(layer).\(g)\(suffix)"
+  }
+
+  /// The GGUF architecture llama.cpp's converter writes for a Hugging Face `model_type`
+  /// (Mistral and Mixtral are "llama" there), or nil when none is known.
+  public static func ggufArchitecture(modelType: String) -> String? {
+    switch modelType {
+    case "llama", "mistral", "mixtral": "llama"
+    case "qwen2", "qwen3", "gemma", "gemma2", "phi3": modelType
+    case "gemma3_text": "gemma3"
+    case "qwen2_moe": "qwen2moe"
+    case "qwen3_moe": "qwen3moe"
+    default: nil
+    }
+  }
+
+  /// Applies `DecoderModel.permute` (HF → GGUF) to a row-major (rows, columns) matrix: stored
+  /// row `h·hd + 2i + s` takes original row `h·hd + s·hd/2 + i`; the inverse of `unpermuteRows`.
+  public static func permuteRows(_ src: [Float], rows: Int, columns: Int, heads: Int) -> [Float] {
+    var dst = src
+    let headDim = rows / heads, halfDim = headDim / 2
+    for head in 0..<heads {
+      for i in 0..<halfDim {
+        for s in 0..<2 {
+          let stored = head * headDim + 2 * i + s, original = head * headDim + s * halfDim + i
+          for c in 0..<columns { dst[stored * columns + c] = src[original * columns + c] }
+        }
+      }
+    }
+    return dst
+  }
+
   // MARK: - Mixture of experts
 
   /// The mixture-of-experts naming of a GGUF architecture, or nil when it has none here:

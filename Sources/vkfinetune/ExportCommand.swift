@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import VKFCore
+import VKFModel
+import VKFPEFT
+
+/// `vkfinetune export`: a trained adapter in the llama.cpp ecosystem's format.
+struct ExportCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "export",
+    abstract: "Export a LoRA adapter as a GGUF LoRA for llama.cpp, LM Studio and Ollama.",
+    discussion: """
+      --format gguf-lora writes the adapter as llama.cpp's convert_lora_to_gguf.py does \
+      (general.type adapter, adapter.lora.alpha, <tensor>.weight.lora_a / .lora_b, q/k rows \
+      permuted for llama-architecture bases); llama.cpp applies it to the base model's GGUF \
+      (llama-cli -m base.gguf --lora adapter.gguf). --ollama also writes a Modelfile beside it \
+      (FROM the base, ADAPTER the file, the chat template and stop tokens). Whole-model GGUF \
+      export (--format gguf) is not implemented yet: merge the adapter and convert the merged \
+      directory with llama.cpp's convert_hf_to_gguf.py meanwhile. The file is written atomically.
+      """)
+
+  @OptionGroup var backendOptions: BackendOptions
+
+  @Option(help: "The adapter's base model: a Hugging Face directory, a .gguf file or org/name in the cache.")
+  var model: String
+  @Option(help: "PEFT adapter directory (a causal-LM LoRA from `vkfinetune train`, or PEFT's).")
+  var adapter: String
+  @Option(help: "gguf-lora (gguf, a whole model, is not implemented yet).")
+  var format = "gguf-lora"
+  @Option(help: "Tensor type of the adapter: f32 (default, as llama.cpp's converter), f16 or bf16.")
+  var outtype = "f32"
+  @Option(help: "The .gguf file to write.")
+  var output: String
+  @Flag(help: "Also write an Ollama Modelfile beside the output.")
+  var ollama = false
+  @Flag(help: "Replace an existing --output (and Modelfile).")
+  var overwrite = false
+
+  func run() throws {
+    guard format == "gguf-lora" else {
+      throw RecipeError(format == "gguf"
+        ? "--format gguf (a whole model) is not implemented yet; --format gguf-lora exports the adapter (or merge it "
+          + "with `vkfinetune merge` and convert the directory with llama.cpp's convert_hf_to_gguf.py)"
+        : "--format must be gguf-lora, got \(format)")
+    }
+    let type: GGMLType
+    switch outtype {
+    case "f32": type = .f32
+    case "f16": type = .f16
+    case "bf16": type = .bf16
+    default: throw RecipeError("--outtype must be f32, f16 or bf16 for a GGUF LoRA, got \(outtype)")
+    }
+    let dest = URL(fileURLWithPath: output).standardizedFileURL
+    let modelfile = dest.deletingLastPathComponent().appendingPathComponent("Modelfile")
+    for url in [dest] + (ollama ? [modelfile] : []) where FileManager.default.fileExists(atPath: url.path) && !overwrite {
+      throw RecipeError("\(url.path) exists; pass --overwrite to replace it")
+    }
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
+      throw RecipeError("--adapter: no such directory \(adapter)")
+    }
+    let loaded = try ModelLoader.load(model)
+    let architecture = try Self.architecture(loaded)
+    let backend = try backendOptions.makeBackend()
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
+    guard a.scoreHead == nil else {
+      throw RecipeError("\(adapter) is a reward-model (SEQ_CLS) adapter; llama.cpp's LoRA applies to causal LMs only")
+    }
+    let name = URL(fileURLWithPath: adapter).standardizedFileURL.lastPathComponent
+    let settings = GGUFLoRAExport.Settings(architecture: architecture, name: name, heads: loaded.shape.heads,
+                                           kvHeads: loaded.shape.kvHeads, type: type)
+    try GGUFLoRAExport.write(a.lora, settings, to: dest.path)
+    print("wrote \(dest.path): \(a.lora.parameterGroups.count) LoRA pairs (\(outtype)), architecture \(architecture), "
+      + "alpha \(GGUFLoRAExport.alpha(a.lora.config)), rank \(a.lora.config.r)")
+    if ollama {
+      let text = Self.modelfile(base: loaded.location.url.path, adapter: dest.lastPathComponent, loaded: loaded)
+      try AtomicWrite.write(Array(text.utf8), to: modelfile)
+      print("wrote \(modelfile.path) (ollama create <name> -f \(modelfile.path))")
+    }
+  }
+
+  /// The base's GGUF architecture: the file's own, or the converter's for the config's model_type.
+  static func architecture(_ loaded: LoadedModel) throws -> String {
+    if loaded.location.url.pathExtension.lowercased() == "gguf" {
+      let file = try GGUFFile(path: loaded.location.url.path)
+      if case .string(let a)? = file.metadata["general.architecture"] { return a }
+    }
+    guard let type = loaded.config?.modelType, let arch = GGUFNameMap.ggufArchitecture(modelType: type) else {
+      throw RecipeError("\(loaded.location.url.path): no llama.cpp architecture is known for this model")
+    }
+    return arch
+  }
+
+  /// An Ollama Modelfile: FROM the base (a GGUF, or a safetensors directory Ollama imports),
+  /// ADAPTER the exported file, and for a ChatML chat template its Go TEMPLATE, default
+  /// system prompt and stop tokens.
+  static func modelfile(base: String, adapter: String, loaded: LoadedModel) -> String {
+    var lines = ["FROM \(base)", "ADAPTER ./\(adapter)"]
+    let source = loaded.chatTemplate?.source ?? ""
+    if source.contains("<|im_start|>") {
+      // A default system prompt written into the template (SmolLM2's), as Ollama's SYSTEM.
+      let pattern = #"<\|im_start\|>system(?:\\n|\n)([^<'"{}]+)<\|im_end\|>"#
+      if let re = try? NSRegularExpression(pattern: pattern),
+         let m = re.firstMatch(in: source, range: NSRange(source.startIndex..., in: source)),
+         let r = Range(m.range(at: 1), in: source) {
+        lines.append("SYSTEM \"\"\"\(source[r])\"\"\"")
+      }
+      lines.append("""
+        TEMPLATE \"\"\"{{- if .System }}<|im_start|>system
+        {{ .System }}<|im_end|>
+        {{ end }}{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}
+        {{ .Content }}<|im_end|>
+        {{ end }}{{- end }}<|im_start|>assistant
+        \"\"\"
+        """)
+      for stop in ["<|im_end|>", "<|im_start|>"] { lines.append("PARAMETER stop \"\(stop)\"") }
+    }
+    for id in loaded.eosTokenIDs {
+      if let t = loaded.tokenizer.token(for: id), !lines.contains("PARAMETER stop \"\(t)\"") {
+        lines.append("PARAMETER stop \"\(t)\"")
+      }
+    }
+    return lines.joined(separator: "\n") + "\n"
+  }
+}
