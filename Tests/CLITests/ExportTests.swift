@@ -1,0 +1,41 @@
+import Foundation
+import XCTest
+
+/// `vkfinetune export --format gguf-lora` of the shared trained SmolLM2 adapter: the file and
+/// Modelfile are written, existing files are kept without --overwrite, and what has no GGUF
+/// LoRA form is refused in one line.
+final class ExportTests: XCTestCase {
+  func test_exportGGUFLoRA_andModelfile_refusals() throws {
+    let made = try TrainedRun.shared()
+    XCTAssertEqual(made.run.status, 0, made.run.stderr)
+    let out = made.dir.appendingPathComponent("export/adapter.gguf")
+    try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+    let base = ["export", "--cpu", "--model", made.model, "--adapter", made.output.path, "--output", out.path]
+    let r = try CLITests.run(base + ["--ollama"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("architecture llama, alpha 16.0, rank 8"), r.stdout)
+    let bytes = try Data(contentsOf: out)
+    XCTAssertEqual(String(decoding: bytes.prefix(4), as: UTF8.self), "GGUF")
+    let modelfile = try String(contentsOf: out.deletingLastPathComponent().appendingPathComponent("Modelfile"),
+                               encoding: .utf8)
+    XCTAssertTrue(modelfile.hasPrefix("FROM \(made.model)"), modelfile)
+    for line in ["ADAPTER ./adapter.gguf", "SYSTEM \"\"\"You are a helpful AI assistant named SmolLM, trained by Hugging Face\"\"\"",
+                 "<|im_start|>assistant", "PARAMETER stop \"<|im_end|>\""] {
+      XCTAssertTrue(modelfile.contains(line), "\(line) missing from\n\(modelfile)")
+    }
+    let cases: [([String], String)] = [
+      (base, "exists; pass --overwrite"),
+      (base + ["--overwrite", "--format", "gguf"], "--format gguf (a whole model) is not implemented yet"),
+      (base + ["--overwrite", "--outtype", "q8_0"], "--outtype must be f32, f16 or bf16"),
+      (["export", "--cpu", "--model", made.model, "--adapter", made.dir.path + "/nope", "--output", out.path, "--overwrite"],
+       "--adapter: no such directory"),
+    ]
+    for (args, message) in cases {
+      let e = try CLITests.run(args)
+      XCTAssertNotEqual(e.status, 0, "\(args)")
+      XCTAssertTrue(e.stderr.contains(message), "\(args): \(e.stderr)")
+      XCTAssertFalse(e.stderr.contains("Fatal error"), e.stderr)
+    }
+    XCTAssertEqual(try Data(contentsOf: out), bytes, "a refused export leaves the file as it was")
+  }
+}
