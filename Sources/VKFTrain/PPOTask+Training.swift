@@ -76,13 +76,15 @@ extension PPOTask: MultiUpdateTrainingTask {
     throw TrainingError.invalidBatch("PPO trains by updates on a rollout batch (the trainer's multi-update step)")
   }
 
-  /// Greedy completions of the batch's prompts scored by the reward model: the "loss" is
-  /// −(sum of scores), so a lower evaluation loss is a higher mean score (logged as
-  /// objective/scores, with the completions' mean length and the share that ended with an EOS).
+  /// Completions of the batch's prompts sampled as in training (the policy's temperature, a
+  /// fixed seed, so evaluations differ only by the policy; TRL samples its evaluation
+  /// completions too) scored by the reward model: the "loss" is −(sum of scores), so a lower
+  /// evaluation loss is a higher mean score (logged as objective/scores, with the completions'
+  /// mean length and the share that ended with an EOS).
   public func evaluate(_ batch: Batch) throws -> (lossSum: Double, tokens: Int) {
     guard let src = source else { return (0, 0) }
     let prompts = GRPOTask.prompts(of: batch)
-    let completions = try src.complete(prompts, src.seed, true)
+    let completions = try src.complete(prompts, src.seed ^ 0xE7A1_5EED, false)
     let scores = try src.score(zip(prompts, completions).map { $0 + $1.ids })
     let n = Double(max(prompts.count, 1))
     evalSums.add(["objective/scores": scores.reduce(0, +) / n,

@@ -21,7 +21,8 @@ public struct PPOCompletion: Sendable, Equatable {
 
 /// Where PPO's rollouts come from.
 public struct PPORolloutSource {
-  /// One completion of each prompt: sampled from `seed`, or greedy (evaluation).
+  /// One completion of each prompt: sampled from `seed`, or greedy (the policy's argmax; the
+  /// task itself always samples).
   public var complete: (_ prompts: [[Int]], _ seed: UInt64, _ greedy: Bool) throws -> [PPOCompletion]
   /// The reward model's score of each prompt + completion row.
   public var score: (_ rows: [[Int]]) throws -> [Double]
