@@ -8,26 +8,29 @@ import VKFPEFT
 struct ExportCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "export",
-    abstract: "Export a LoRA adapter as a GGUF LoRA for llama.cpp, LM Studio and Ollama.",
+    abstract: "Export a model (an adapter merged in) or a LoRA adapter as GGUF for llama.cpp, LM Studio and Ollama.",
     discussion: """
       --format gguf-lora writes the adapter as llama.cpp's convert_lora_to_gguf.py does \
       (general.type adapter, adapter.lora.alpha, <tensor>.weight.lora_a / .lora_b, q/k rows \
       permuted for llama-architecture bases); llama.cpp applies it to the base model's GGUF \
       (llama-cli -m base.gguf --lora adapter.gguf). --ollama also writes a Modelfile beside it \
-      (FROM the base, ADAPTER the file, the chat template and stop tokens). Whole-model GGUF \
-      export (--format gguf) is not implemented yet: merge the adapter and convert the merged \
-      directory with llama.cpp's convert_hf_to_gguf.py meanwhile. The file is written atomically.
+      (FROM the base, ADAPTER the file, the chat template and stop tokens). --format gguf writes \
+      the whole model, the adapter (if any) merged in, with --outtype f32, f16, bf16, q8_0 or \
+      q4_0 (ggml's reference quantisers; norms stay f32; under q4_0 the output head is q8_0, as \
+      llama-quantize does); it keeps the hyper-parameters and tokenizer of the GGUF the model was \
+      loaded from (a llama-architecture GGUF; Hugging Face directories: not yet). Files are \
+      written atomically.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
 
   @Option(help: "The adapter's base model: a Hugging Face directory, a .gguf file or org/name in the cache.")
   var model: String
-  @Option(help: "PEFT adapter directory (a causal-LM LoRA from `vkfinetune train`, or PEFT's).")
-  var adapter: String
-  @Option(help: "gguf-lora (gguf, a whole model, is not implemented yet).")
+  @Option(help: "PEFT adapter directory (a causal-LM LoRA from `vkfinetune train`, or PEFT's); optional for --format gguf.")
+  var adapter: String?
+  @Option(help: "gguf-lora (the adapter) or gguf (the whole model, the adapter merged in).")
   var format = "gguf-lora"
-  @Option(help: "Tensor type of the adapter: f32 (default, as llama.cpp's converter), f16 or bf16.")
+  @Option(help: "Tensor type: f32 (default, as llama.cpp's converter), f16 or bf16; --format gguf also q8_0 and q4_0.")
   var outtype = "f32"
   @Option(help: "The .gguf file to write.")
   var output: String
@@ -37,12 +40,9 @@ struct ExportCommand: ParsableCommand {
   var overwrite = false
 
   func run() throws {
-    guard format == "gguf-lora" else {
-      throw RecipeError(format == "gguf"
-        ? "--format gguf (a whole model) is not implemented yet; --format gguf-lora exports the adapter (or merge it "
-          + "with `vkfinetune merge` and convert the directory with llama.cpp's convert_hf_to_gguf.py)"
-        : "--format must be gguf-lora, got \(format)")
-    }
+    if format == "gguf" { return try exportModel() }
+    guard format == "gguf-lora" else { throw RecipeError("--format must be gguf-lora or gguf, got \(format)") }
+    guard let adapter else { throw RecipeError("--format gguf-lora needs --adapter") }
     let type: GGMLType
     switch outtype {
     case "f32": type = .f32
@@ -80,6 +80,48 @@ struct ExportCommand: ParsableCommand {
     }
   }
 
+  /// `--format gguf`: the model loaded from a GGUF, the adapter merged in, written back.
+  func exportModel() throws {
+    guard let type = GGUFModelExport.OutType(rawValue: outtype) else {
+      throw RecipeError("--outtype must be one of \(GGUFModelExport.OutType.allCases.map(\.rawValue).joined(separator: ", ")), got \(outtype)")
+    }
+    let dest = URL(fileURLWithPath: output).standardizedFileURL
+    let modelfile = dest.deletingLastPathComponent().appendingPathComponent("Modelfile")
+    for url in [dest] + (ollama ? [modelfile] : []) where FileManager.default.fileExists(atPath: url.path) && !overwrite {
+      throw RecipeError("\(url.path) exists; pass --overwrite to replace it")
+    }
+    let loaded = try ModelLoader.load(model)
+    guard loaded.location.url.pathExtension.lowercased() == "gguf" else {
+      throw RecipeError("--format gguf reads the hyper-parameters and tokenizer from a GGUF base; \(model) is a Hugging Face "
+        + "directory (not supported yet: merge with `vkfinetune merge` and convert with llama.cpp's convert_hf_to_gguf.py)")
+    }
+    let source = try GGUFFile(path: loaded.location.url.path)
+    let backend = try backendOptions.makeBackend()
+    let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
+    var name = source.metadata["general.name"]?.string ?? loaded.location.url.deletingPathExtension().lastPathComponent
+    if let adapter {
+      var isDir: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
+        throw RecipeError("--adapter: no such directory \(adapter)")
+      }
+      let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
+      guard a.scoreHead == nil else {
+        throw RecipeError("\(adapter) is a reward-model (SEQ_CLS) adapter; a GGUF causal LM cannot hold its head")
+      }
+      try Merge.merge(a.lora)
+      name += " + " + URL(fileURLWithPath: adapter).standardizedFileURL.lastPathComponent
+    }
+    try GGUFModelExport.write(weights: weights, source: source, name: name, outtype: type, to: dest.path)
+    let size = (try? FileManager.default.attributesOfItem(atPath: dest.path)[.size] as? Int) ?? 0
+    print("wrote \(dest.path): \(outtype), \(String(format: "%.1f", Double(size) / 1_048_576)) MiB"
+      + (adapter.map { ", adapter \($0) merged" } ?? ""))
+    if ollama {
+      let text = Self.modelfile(base: "./" + dest.lastPathComponent, adapter: nil, loaded: loaded)
+      try AtomicWrite.write(Array(text.utf8), to: modelfile)
+      print("wrote \(modelfile.path) (ollama create <name> -f \(modelfile.path))")
+    }
+  }
+
   /// The base's GGUF architecture: the file's own, or the converter's for the config's model_type.
   static func architecture(_ loaded: LoadedModel) throws -> String {
     if loaded.location.url.pathExtension.lowercased() == "gguf" {
@@ -95,8 +137,8 @@ struct ExportCommand: ParsableCommand {
   /// An Ollama Modelfile: FROM the base (a GGUF, or a safetensors directory Ollama imports),
   /// ADAPTER the exported file, and for a ChatML chat template its Go TEMPLATE, default
   /// system prompt and stop tokens.
-  static func modelfile(base: String, adapter: String, loaded: LoadedModel) -> String {
-    var lines = ["FROM \(base)", "ADAPTER ./\(adapter)"]
+  static func modelfile(base: String, adapter: String?, loaded: LoadedModel) -> String {
+    var lines = ["FROM \(base)"] + (adapter.map { ["ADAPTER ./\($0)"] } ?? [])
     let source = loaded.chatTemplate?.source ?? ""
     if source.contains("<|im_start|>") {
       // A default system prompt written into the template (SmolLM2's), as Ollama's SYSTEM.

@@ -2,8 +2,9 @@ import Foundation
 import XCTest
 
 /// `vkfinetune export --format gguf-lora` of the shared trained SmolLM2 adapter: the file and
-/// Modelfile are written, existing files are kept without --overwrite, and what has no GGUF
-/// LoRA form is refused in one line.
+/// Modelfile are written, existing files are kept without --overwrite, and bad flags are
+/// refused in one line (whole-model export: GGUFModelExportTests and the README's SmolLM2
+/// comparison with llama.cpp's converter).
 final class ExportTests: XCTestCase {
   func test_exportGGUFLoRA_andModelfile_refusals() throws {
     let made = try TrainedRun.shared()
@@ -25,8 +26,9 @@ final class ExportTests: XCTestCase {
     }
     let cases: [([String], String)] = [
       (base, "exists; pass --overwrite"),
-      (base + ["--overwrite", "--format", "gguf"], "--format gguf (a whole model) is not implemented yet"),
       (base + ["--overwrite", "--outtype", "q8_0"], "--outtype must be f32, f16 or bf16"),
+      (base + ["--overwrite", "--format", "gguf", "--outtype", "q3_k"], "--outtype must be one of f32, f16, bf16, q8_0, q4_0"),
+      (base + ["--overwrite", "--format", "ggml"], "--format must be gguf-lora or gguf"),
       (["export", "--cpu", "--model", made.model, "--adapter", made.dir.path + "/nope", "--output", out.path, "--overwrite"],
        "--adapter: no such directory"),
     ]
