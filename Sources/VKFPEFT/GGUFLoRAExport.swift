@@ -39,12 +39,8 @@ public enum GGUFLoRAExport {
       guard let base = GGUFNameMap.ggufName(forHuggingFace: g.module + ".weight", architecture: s.architecture) else {
         throw PEFTError("\(g.module) has no llama.cpp tensor name for architecture \(s.architecture)")
       }
-      var b = try be.floats(g.b)
-      let (out_, r) = (g.b.shape[0], g.b.shape[1])
-      if GGUFNameMap.permutedArchitectures.contains(s.architecture) {
-        if base.hasSuffix(".attn_q.weight") { b = GGUFNameMap.permuteRows(b, rows: out_, columns: r, heads: s.heads) }
-        if base.hasSuffix(".attn_k.weight") { b = GGUFNameMap.permuteRows(b, rows: out_, columns: r, heads: s.kvHeads) }
-      }
+      let b = GGUFNameMap.converterRows(try be.floats(g.b), ggufName: base, architecture: s.architecture,
+                                        rows: g.b.shape[0], heads: s.heads, kvHeads: s.kvHeads)
       out.append((base + ".lora_a", g.a.shape, try be.floats(g.a)))
       out.append((base + ".lora_b", g.b.shape, b))
     }

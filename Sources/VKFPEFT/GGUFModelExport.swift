@@ -70,13 +70,9 @@ public enum GGUFModelExport {
       guard let gguf = GGUFNameMap.ggufName(forHuggingFace: hfName, architecture: arch) else {
         throw PEFTError("\(hfName) has no llama.cpp tensor name")
       }
-      var values = try be.floats(tensor)
       let shape = tensor.shape
-      switch GGUFNameMap.permutation(for: gguf, architecture: arch) {
-      case .query?: values = GGUFNameMap.permuteRows(values, rows: shape[0], columns: shape.count > 1 ? shape[1] : 1, heads: s.heads)
-      case .key?: values = GGUFNameMap.permuteRows(values, rows: shape[0], columns: shape.count > 1 ? shape[1] : 1, heads: s.kvHeads)
-      case nil: break
-      }
+      let values = GGUFNameMap.converterRows(try be.floats(tensor), ggufName: gguf, architecture: arch, rows: shape[0],
+                                             heads: s.heads, kvHeads: s.kvHeads)
       let dims = Array(shape.reversed())
       switch storedType(gguf, dimensions: dims, outtype: outtype, tiedEmbeddings: s.tiedEmbeddings) {
       case .q8_0: try w.addTensor(gguf, dimensions: dims, type: .q8_0, bytes: GGUFQuantize.q8_0(values))

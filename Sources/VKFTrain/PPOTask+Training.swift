@@ -17,12 +17,10 @@ extension PPOTask: MultiUpdateTrainingTask {
     return (training ? trainSums : evalSums).means
   }
 
-  /// The seeded order of the rows in epoch `epoch` of step `step` (Fisher–Yates on SplitMix64).
+  /// The seeded order of the rows in epoch `epoch` of step `step`.
   func shuffled(step: Int, epoch: Int, rows: Int) -> [Int] {
-    var rng = SplitMix64(seed: (source?.seed ?? 0) ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(epoch) &* 0xBF58_476D_1CE4_E5B9))
-    var order = Array(0..<rows)
-    for i in stride(from: rows - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-    return order
+    Batching.shuffled(Array(0..<rows), seed: (source?.seed ?? 0) ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15)
+      ^ (UInt64(epoch) &* 0xBF58_476D_1CE4_E5B9))
   }
 
   public func prepareStep(_ batches: [Batch], completedSteps: Int) throws {

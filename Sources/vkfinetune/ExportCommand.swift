@@ -50,15 +50,8 @@ struct ExportCommand: ParsableCommand {
     case "bf16": type = .bf16
     default: throw RecipeError("--outtype must be f32, f16 or bf16 for a GGUF LoRA, got \(outtype)")
     }
-    let dest = URL(fileURLWithPath: output).standardizedFileURL
-    let modelfile = dest.deletingLastPathComponent().appendingPathComponent("Modelfile")
-    for url in [dest] + (ollama ? [modelfile] : []) where FileManager.default.fileExists(atPath: url.path) && !overwrite {
-      throw RecipeError("\(url.path) exists; pass --overwrite to replace it")
-    }
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
-      throw RecipeError("--adapter: no such directory \(adapter)")
-    }
+    let (dest, modelfile) = try destinations()
+    try Self.checkDirectory(adapter)
     let loaded = try ModelLoader.load(model)
     let architecture = try Self.architecture(loaded)
     let backend = try backendOptions.makeBackend()
@@ -85,11 +78,7 @@ struct ExportCommand: ParsableCommand {
     guard let type = GGUFModelExport.OutType(rawValue: outtype) else {
       throw RecipeError("--outtype must be one of \(GGUFModelExport.OutType.allCases.map(\.rawValue).joined(separator: ", ")), got \(outtype)")
     }
-    let dest = URL(fileURLWithPath: output).standardizedFileURL
-    let modelfile = dest.deletingLastPathComponent().appendingPathComponent("Modelfile")
-    for url in [dest] + (ollama ? [modelfile] : []) where FileManager.default.fileExists(atPath: url.path) && !overwrite {
-      throw RecipeError("\(url.path) exists; pass --overwrite to replace it")
-    }
+    let (dest, modelfile) = try destinations()
     let loaded = try ModelLoader.load(model)
     guard loaded.location.url.pathExtension.lowercased() == "gguf" else {
       throw RecipeError("--format gguf reads the hyper-parameters and tokenizer from a GGUF base; \(model) is a Hugging Face "
@@ -100,10 +89,7 @@ struct ExportCommand: ParsableCommand {
     let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
     var name = source.metadata["general.name"]?.string ?? loaded.location.url.deletingPathExtension().lastPathComponent
     if let adapter {
-      var isDir: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
-        throw RecipeError("--adapter: no such directory \(adapter)")
-      }
+      try Self.checkDirectory(adapter)
       let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
       guard a.scoreHead == nil else {
         throw RecipeError("\(adapter) is a reward-model (SEQ_CLS) adapter; a GGUF causal LM cannot hold its head")
@@ -119,6 +105,24 @@ struct ExportCommand: ParsableCommand {
       let text = Self.modelfile(base: "./" + dest.lastPathComponent, adapter: nil, loaded: loaded)
       try AtomicWrite.write(Array(text.utf8), to: modelfile)
       print("wrote \(modelfile.path) (ollama create <name> -f \(modelfile.path))")
+    }
+  }
+
+  /// The output file and the Modelfile beside it, refused when they exist without --overwrite.
+  func destinations() throws -> (file: URL, modelfile: URL) {
+    let dest = URL(fileURLWithPath: output).standardizedFileURL
+    let modelfile = dest.deletingLastPathComponent().appendingPathComponent("Modelfile")
+    for url in [dest] + (ollama ? [modelfile] : []) where FileManager.default.fileExists(atPath: url.path) && !overwrite {
+      throw RecipeError("\(url.path) exists; pass --overwrite to replace it")
+    }
+    return (dest, modelfile)
+  }
+
+  /// Refuses an --adapter that is not a directory.
+  static func checkDirectory(_ adapter: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: adapter, isDirectory: &isDir), isDir.boolValue else {
+      throw RecipeError("--adapter: no such directory \(adapter)")
     }
   }
 

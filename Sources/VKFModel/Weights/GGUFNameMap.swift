@@ -108,6 +108,18 @@ public enum GGUFNameMap {
     }
   }
 
+  /// `values` (row-major, `rows` rows) as the converter stores GGUF tensor `ggufName` under
+  /// `architecture`: q rows permuted over `heads`, k rows over `kvHeads`, anything else as is.
+  public static func converterRows(_ values: [Float], ggufName: String, architecture: String, rows: Int,
+                                   heads: Int, kvHeads: Int) -> [Float] {
+    let columns = rows > 0 ? values.count / rows : 0
+    switch permutation(for: ggufName, architecture: architecture) {
+    case .query?: return permuteRows(values, rows: rows, columns: columns, heads: heads)
+    case .key?: return permuteRows(values, rows: rows, columns: columns, heads: kvHeads)
+    case nil: return values
+    }
+  }
+
   /// Applies `DecoderModel.permute` (HF → GGUF) to a row-major (rows, columns) matrix: stored
   /// row `h·hd + 2i + s` takes original row `h·hd + s·hd/2 + i`; the inverse of `unpermuteRows`.
   public static func permuteRows(_ src: [Float], rows: Int, columns: Int, heads: Int) -> [Float] {
