@@ -174,11 +174,12 @@ public final class PPOTask {
       logp += policy.logProbs; values += policy.values; ref += reference.logProbs
     }
     func padded(_ x: [[Double]]) -> [[Double]] { x.map { $0 + [Double](repeating: 0, count: shape.width - $0.count) } }
-    let a = PPOMath.advantages(config, shape: shape, logProbs: padded(logp), referenceLogProbs: padded(ref),
-                               values: padded(values), scores: scores)
+    let (paddedLogp, paddedValues) = (padded(logp), padded(values))
+    let a = PPOMath.advantages(config, shape: shape, logProbs: paddedLogp, referenceLogProbs: padded(ref),
+                               values: paddedValues, scores: scores)
     trainSums.add(Self.rolloutMetrics(a, shape: shape, logProbs: logp, scores: scores, completions: completions))
-    return PPOBatch(prompts: prompts, completions: completions, shape: shape, logProbs: padded(logp),
-                    values: padded(values), advantages: a)
+    return PPOBatch(prompts: prompts, completions: completions, shape: shape, logProbs: paddedLogp,
+                    values: paddedValues, advantages: a)
   }
 
   /// TRL's rollout metrics: objective/kl, non_score_reward, rlhf_reward and entropy (per-row
