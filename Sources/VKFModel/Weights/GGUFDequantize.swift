@@ -18,6 +18,8 @@ enum GGUFDequantizer {
     case .q8_0: q8_0(src, count, dst)
     case .q4_0: q4_0(src, count, dst)
     case .q4_1: q4_1(src, count, dst)
+    case .q5_0: q5(src, count, dst, withMin: false)
+    case .q5_1: q5(src, count, dst, withMin: true)
     case .q4_K: q4_K(src, count, dst)
     case .q5_K: q5_K(src, count, dst)
     case .q6_K: q6_K(src, count, dst)
@@ -103,6 +105,34 @@ enum GGUFDequantizer {
           let byte = u8(p, 4 + j)
           y[j] = Float(byte & 0x0F) * d + m
           y[j + 16] = Float(byte >> 4) * d + m
+        }
+      }
+    }
+  }
+
+  /// Q5_0 (f16 d, 32 fifth bits, 16 bytes; x = (q − 16)·d) and Q5_1 (f16 d, f16 m, 32 fifth
+  /// bits, 16 bytes; x = q·d + m): Q4_0's nibble order, bit j of the little-endian high word
+  /// the fifth bit of element j.
+  private static func q5(_ src: UnsafeRawPointer, _ count: Int, _ dst: UnsafeMutablePointer<Float>, withMin: Bool) {
+    let size = withMin ? 24 : 22, bits = withMin ? 4 : 2
+    withHalfTable { table in
+      for block in 0 ..< count / 32 {
+        let p = src + block * size
+        let d = half(p, 0, table)
+        let m = withMin ? half(p, 2, table) : 0
+        let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: bits, as: UInt32.self))
+        let y = dst + block * 32
+        for j in 0 ..< 16 {
+          let byte = u8(p, bits + 4 + j)
+          let q0 = Int(byte & 0x0F) | Int((qh >> UInt32(j)) << 4 & 0x10)
+          let q1 = Int(byte >> 4) | Int((qh >> UInt32(j + 12)) & 0x10)
+          if withMin {
+            y[j] = Float(q0) * d + m
+            y[j + 16] = Float(q1) * d + m
+          } else {
+            y[j] = Float(q0 - 16) * d
+            y[j + 16] = Float(q1 - 16) * d
+          }
         }
       }
     }
