@@ -33,7 +33,7 @@ let package = Package(
     .target(name: "VKFTokenizer", dependencies: ["VKFCore"]),
     .target(name: "VKFModel", dependencies: ["VKFCore", "VKFTokenizer"]),
     .target(name: "VKFData", dependencies: ["VKFCore", "VKFTokenizer"]),
-    .target(name: "VKFPEFT", dependencies: ["VKFCore", "VKFModel"]),
+    .target(name: "VKFPEFT", dependencies: ["VKFCore", "VKFModel", "VKFTokenizer"]),
     .target(name: "VKFTrain", dependencies: ["VKFCore", "VKFModel", "VKFData", "VKFPEFT"]),
 
     // MARK: - CLI

@@ -15,11 +15,13 @@ struct ExportCommand: ParsableCommand {
       permuted for llama-architecture bases); llama.cpp applies it to the base model's GGUF \
       (llama-cli -m base.gguf --lora adapter.gguf). --ollama also writes a Modelfile beside it \
       (FROM the base, ADAPTER the file, the chat template and stop tokens). --format gguf writes \
-      the whole model, the adapter (if any) merged in, with --outtype f32, f16, bf16, q8_0 or \
-      q4_0 (ggml's reference quantisers; norms stay f32; under q4_0 the output head is q8_0, as \
-      llama-quantize does); it keeps the hyper-parameters and tokenizer of the GGUF the model was \
-      loaded from (a llama-architecture GGUF; Hugging Face directories: not yet). Files are \
-      written atomically.
+      the whole model, the adapter (if any) merged in, with --outtype f32, f16, bf16 or q8_0 (as \
+      llama.cpp's convert_hf_to_gguf.py) or q4_0, q4_k_m, q5_k_m, q6_k (as llama-quantize: ggml's \
+      reference quantisers and its per-tensor mix, e.g. q4_k_m keeps attn_v and ffn_down of some \
+      layers at q6_k; rows that do not fill 256-value blocks fall back to q5_0/q5_1/q8_0). From a \
+      GGUF base it keeps that file's hyper-parameters and tokenizer; from a Hugging Face llama \
+      directory it writes them as the converter does (config.json, tokenizer.json with a \
+      byte-level BPE, tokenizer_config.json, the chat template). Files are written atomically.
       """)
 
   @OptionGroup var backendOptions: BackendOptions
@@ -30,7 +32,7 @@ struct ExportCommand: ParsableCommand {
   var adapter: String?
   @Option(help: "gguf-lora (the adapter) or gguf (the whole model, the adapter merged in).")
   var format = "gguf-lora"
-  @Option(help: "Tensor type: f32 (default, as llama.cpp's converter), f16 or bf16; --format gguf also q8_0 and q4_0.")
+  @Option(help: "Tensor type: f32 (default, as llama.cpp's converter), f16 or bf16; --format gguf also q8_0, q4_0, q4_k_m, q5_k_m, q6_k.")
   var outtype = "f32"
   @Option(help: "The .gguf file to write.")
   var output: String
@@ -80,14 +82,22 @@ struct ExportCommand: ParsableCommand {
     }
     let (dest, modelfile) = try destinations()
     let loaded = try ModelLoader.load(model)
-    guard loaded.location.url.pathExtension.lowercased() == "gguf" else {
-      throw RecipeError("--format gguf reads the hyper-parameters and tokenizer from a GGUF base; \(model) is a Hugging Face "
-        + "directory (not supported yet: merge with `vkfinetune merge` and convert with llama.cpp's convert_hf_to_gguf.py)")
+    let arch = try Self.architecture(loaded)
+    // The metadata first: a tokenizer or RoPE the export cannot write stops before any work.
+    let source: GGUFFile?, hf: GGUFHFMetadata.Result?
+    var name: String
+    switch loaded.location {
+    case .gguf(let url):
+      source = try GGUFFile(path: url.path)
+      hf = nil
+      name = source?.metadata["general.name"]?.string ?? url.deletingPathExtension().lastPathComponent
+    case .huggingFaceDirectory(let url):
+      source = nil
+      hf = try GGUFHFMetadata.build(directory: url, architecture: arch, tokenizer: loaded.tokenizer)
+      name = url.standardizedFileURL.lastPathComponent
     }
-    let source = try GGUFFile(path: loaded.location.url.path)
     let backend = try backendOptions.makeBackend()
     let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
-    var name = source.metadata["general.name"]?.string ?? loaded.location.url.deletingPathExtension().lastPathComponent
     if let adapter {
       try Self.checkDirectory(adapter)
       let a = try PEFTAdapterFiles.loadAdapter(URL(fileURLWithPath: adapter), into: weights)
@@ -97,7 +107,12 @@ struct ExportCommand: ParsableCommand {
       try Merge.merge(a.lora)
       name += " + " + URL(fileURLWithPath: adapter).standardizedFileURL.lastPathComponent
     }
-    try GGUFModelExport.write(weights: weights, source: source, name: name, outtype: type, to: dest.path)
+    if let source {
+      try GGUFModelExport.write(weights: weights, source: source, name: name, outtype: type, to: dest.path)
+    } else if let hf {
+      try GGUFModelExport.write(weights: weights, architecture: arch, metadata: hf.metadata, extraTensors: hf.extraTensors,
+                                name: name, outtype: type, origin: loaded.location.url.path, to: dest.path)
+    }
     let size = (try? FileManager.default.attributesOfItem(atPath: dest.path)[.size] as? Int) ?? 0
     print("wrote \(dest.path): \(outtype), \(String(format: "%.1f", Double(size) / 1_048_576)) MiB"
       + (adapter.map { ", adapter \($0) merged" } ?? ""))

@@ -135,15 +135,15 @@ final class GGUFMalformedTests: XCTestCase {
 
   func testDequantize_unsupportedTypeNamesTypeAndTensor() throws {
     var b = GGUFBytes.header(tensors: 1, kvs: 0)
-    b.tensor("blk.0.ffn_up.weight", dims: [32, 1], type: GGMLType.q5_0.rawValue)
+    b.tensor("blk.0.ffn_up.weight", dims: [32, 1], type: GGMLType.iq4_NL.rawValue)
     b.pad(to: 32)
-    b.bytes += [UInt8](repeating: 0, count: 22)
+    b.bytes += [UInt8](repeating: 0, count: 18)
     let path = try b.write()
     defer { try? FileManager.default.removeItem(atPath: path) }
     let source = try GGUFWeightSource(path: path)
     XCTAssertThrowsError(try source.floats("model.layers.0.mlp.up_proj.weight")) { error in
       let detail = (error as? ModelFileError)?.detail ?? ""
-      XCTAssertTrue(detail.contains("Q5_0") && detail.contains("blk.0.ffn_up.weight"), detail)
+      XCTAssertTrue(detail.contains("IQ4_NL") && detail.contains("blk.0.ffn_up.weight"), detail)
     }
   }
 

@@ -107,7 +107,7 @@ public enum GGUFTokenizerBuilder {
   }
 
   /// The HF pre-tokenizer object that splits as llama.cpp does for `pre`, or nil if unknown.
-  static func preTokenizerJSON(_ pre: String) -> [String: Any]? {
+  public static func preTokenizerJSON(_ pre: String) -> [String: Any]? {
     let byteLevelRegex: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false,
                                          "trim_offsets": true, "use_regex": true]
     let byteLevelOnly: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false,
