@@ -117,8 +117,10 @@ struct BenchTrain: ParsableCommand {
     // Attention LoRA (and expert LoRA when asked) on experts models; the load-balancing loss as train has it.
     (settings, loaded.shape) = try TrainRun.forExperts(settings, shape: loaded.shape)
 
+    // The benchmark times quantisation itself: no cache.
     let weights = try Quantization.weights(loaded, method: m, doubleQuant: settings.doubleQuant,
-                                           frozenStorage: settings.frozenStorage, backend: backend, log: { print($0) })
+                                           frozenStorage: settings.frozenStorage, backend: backend, cache: nil,
+                                           log: { print($0) })
     let lora = m == .full ? nil : try LoRAModel(weights: weights, config: settings.loraConfig, seed: 0)
     let llama = try DecoderModel(weights: weights, checkpointing: gradientCheckpointing, headChunkTokens: headChunkTokens,
                                fusedAttention: !unfusedAttention, activationType: settings.frozenStorage)

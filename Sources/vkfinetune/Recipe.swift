@@ -127,6 +127,12 @@ struct TrainSettings: Encodable, Equatable {
   var useDora = false
   /// `double_quant`: QLoRA double quantisation of the NF4 scales. Default true.
   var doubleQuant = true
+  /// `quantization_cache`: QLoRA keeps its NF4 base in `quantization_cache_dir` and later runs
+  /// on the same source files and settings load it from there. Default true.
+  var quantizationCache = true
+  /// `quantization_cache_dir`: where. Default `$XDG_CACHE_HOME/vkfinetune/quantized`
+  /// (`~/.cache/vkfinetune/quantized`).
+  var quantizationCacheDir: String?
   /// `bf16`: mixed precision with bfloat16 storage — the frozen weights (projections,
   /// embedding, LM head) and the saved activations (without checkpointing) are kept 16-bit on
   /// the device and every kernel accumulates in f32; trained parameters and AdamW state stay

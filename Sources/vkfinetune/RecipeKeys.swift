@@ -101,6 +101,8 @@ enum RecipeKeys {
     RecipeKey("double_quant", ["bnb_4bit_use_double_quant", "double_quantization"]) { s, e in
       s.doubleQuant = try e.bool()
     },
+    RecipeKey("quantization_cache") { s, e in s.quantizationCache = try e.bool() },
+    RecipeKey("quantization_cache_dir", ["quantization_dir"]) { s, e in s.quantizationCacheDir = try e.text() },
     RecipeKey("max_seq_length", ["cutoff_len", "sequence_len", "max_length", "max_seq_len"]) { s, e in
       s.maxSeqLength = try e.int()
     },

@@ -95,6 +95,12 @@ struct TrainCommand: ParsableCommand {
   var useRslora: Bool?
   @Flag(inversion: .prefixedNo, help: "DoRA (weight-decomposed LoRA).")
   var useDora: Bool?
+  @Flag(inversion: .prefixedNo, help: "QLoRA: double-quantise the NF4 block scales (default on).")
+  var doubleQuant: Bool?
+  @Flag(inversion: .prefixedNo, help: "QLoRA: keep the NF4 base in the quantisation cache and load it from there on later runs (default on).")
+  var quantizationCache: Bool?
+  @Option(help: "QLoRA's NF4 base cache (default $XDG_CACHE_HOME/vkfinetune/quantized, i.e. ~/.cache/vkfinetune/quantized).")
+  var quantizationCacheDir: String?
 
   // MARK: - Data
   @Option(name: [.customLong("max-seq-length"), .customLong("max-length")],
@@ -206,6 +212,8 @@ struct TrainCommand: ParsableCommand {
     add("lora_target_modules", "lora-target-modules", loraTargetModules)
     add("lora_target_parameters", "lora-target-parameters", loraTargetParameters)
     add("use_rslora", "use-rslora", useRslora); add("use_dora", "use-dora", useDora)
+    add("double_quant", "double-quant", doubleQuant); add("quantization_cache", "quantization-cache", quantizationCache)
+    add("quantization_cache_dir", "quantization-cache-dir", quantizationCacheDir)
     add("max_seq_length", "max-seq-length", maxSeqLength); add("seed", "seed", seed)
     add("val_set_size", "val-set-size", valSetSize); add("dataset_format", "dataset-format", datasetFormat)
     add("chat_template", "chat-template", chatTemplate); add("packing", "packing", packing)

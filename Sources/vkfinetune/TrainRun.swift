@@ -84,7 +84,8 @@ struct TrainRun {
     // Weights: frozen for adapters, every parameter trainable for full fine-tuning.
     let weights = try advised {
       try Quantization.weights(loaded, method: s.method, doubleQuant: s.doubleQuant,
-                               frozenStorage: s.frozenStorage, backend: backend, log: { progress.message($0) })
+                               frozenStorage: s.frozenStorage, backend: backend, cache: s.quantizationCacheSetting,
+                               log: { progress.message($0) })
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }

@@ -15,12 +15,20 @@ final class CLITests: XCTestCase {
 
   struct Run { var status: Int32; var stdout: String; var stderr: String }
 
+  /// A cache home for every run of this test process.
+  static let cacheHome: URL = {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("vkf-cli-cache-\(ProcessInfo.processInfo.processIdentifier)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }()
+
   static func run(_ args: [String], env: [String: String] = [:]) throws -> Run {
     let p = Process()
     p.executableURL = Self.binary
     p.arguments = args
     var e = ProcessInfo.processInfo.environment
     e["VKF_NO_REEXEC"] = "1"
+    e["XDG_CACHE_HOME"] = cacheHome.path  // QLoRA's NF4 cache stays out of the user's ~/.cache
     for (k, v) in env { e[k] = v }
     p.environment = e
     let out = Pipe(), err = Pipe()

@@ -77,7 +77,8 @@ final class GGUFModelExportTests: XCTestCase {
       XCTAssertEqual(mine.dimensions, t.dimensions, t.name)
       XCTAssertTrue(f32.withRawBytes(of: mine) { Array($0) } == source.withRawBytes(of: t) { Array($0) }, t.name)
     }
-    for type in [GGUFModelExport.OutType.q8_0, .q4_0] {
+    let facts = GGUFModelExport.Facts(layers: 2, heads: 4, kvHeads: 2, tiedEmbeddings: false)
+    for type in [GGUFModelExport.OutType.q8_0, .q4_0, .q4_k_m, .q5_k_m, .q6_k] {
       let q = try Self.export(weights, source, type)
       defer { try? FileManager.default.removeItem(atPath: q.path) }
       XCTAssertEqual(q.metadata["general.file_type"], .uint32(type.fileType))
@@ -85,17 +86,55 @@ final class GGUFModelExportTests: XCTestCase {
         let mine = try XCTUnwrap(q.tensor(named: t.name))
         let values = source.withRawBytes(of: t) { raw in (0..<(raw.count / 4)).map { raw.load(fromByteOffset: 4 * $0, as: Float.self) } }
         let bytes = q.withRawBytes(of: mine) { Array($0) }
-        switch mine.type {
-        case .f32: XCTAssertTrue(t.dimensions.count == 1, "\(t.name) stays f32 only when 1-D")
-        case .q8_0:
-          XCTAssertTrue(type == .q8_0 || t.name == "output.weight", "\(type): \(t.name)")
-          XCTAssertTrue(bytes == GGUFQuantize.q8_0(values), t.name)
-        case .q4_0:
-          XCTAssertEqual(type, .q4_0)
-          XCTAssertTrue(bytes == GGUFQuantize.q4_0(values), t.name)
-        default: XCTFail("\(t.name): \(mine.type)")
+        XCTAssertEqual(mine.type, GGUFModelExport.storedType(t.name, dimensions: t.dimensions, outtype: type, facts: facts), t.name)
+        if t.dimensions.count == 1 {
+          XCTAssertEqual(mine.type, .f32, t.name)
+        } else {
+          // 64-wide rows fill no 256-value block: every K type falls back to a 32-block one.
+          XCTAssertTrue([GGMLType.q8_0, .q4_0, .q5_0, .q5_1].contains(mine.type), "\(type): \(t.name) \(mine.type)")
+          XCTAssertTrue(bytes == GGUFQuantize.quantize(values, as: mine.type), t.name)
         }
       }
+    }
+  }
+
+  /// llama-quantize's per-tensor choices (llama-quant.cpp llama_tensor_get_type) for three
+  /// shapes: SmolLM2 (576-wide rows, 30 layers, tied), a Llama-2-7B-like model (4096, 32
+  /// layers, untied) and a 70B grouped-query one (80 layers).
+  func test_storedTypes_followLlamaQuantize() {
+    let smol = GGUFModelExport.Facts(layers: 30, heads: 9, kvHeads: 3, tiedEmbeddings: true)
+    let seven = GGUFModelExport.Facts(layers: 32, heads: 32, kvHeads: 32, tiedEmbeddings: false)
+    let seventy = GGUFModelExport.Facts(layers: 80, heads: 64, kvHeads: 8, tiedEmbeddings: false)
+    let cases: [(String, [Int], GGUFModelExport.OutType, GGUFModelExport.Facts, GGMLType)] = [
+      ("token_embd.weight", [576, 49152], .q4_k_m, smol, .q8_0),     // tied head, 576 % 256 ≠ 0
+      ("blk.0.attn_v.weight", [576, 192], .q4_k_m, smol, .q8_0),     // more bits: Q6_K → Q8_0
+      ("blk.3.attn_v.weight", [576, 192], .q4_k_m, smol, .q5_0),     // Q4_K → Q5_0
+      ("blk.5.attn_v.weight", [576, 192], .q4_k_m, smol, .q8_0),     // (5 − 3) % 3 = 2
+      ("blk.0.ffn_down.weight", [1536, 576], .q4_k_m, smol, .q6_K),  // 1536 fills 256-blocks
+      ("blk.3.ffn_down.weight", [1536, 576], .q4_k_m, smol, .q4_K),
+      ("blk.29.ffn_down.weight", [1536, 576], .q4_k_m, smol, .q6_K), // last eighth
+      ("blk.3.attn_q.weight", [576, 576], .q4_k_m, smol, .q5_0),
+      ("blk.3.attn_q.weight", [576, 576], .q5_k_m, smol, .q5_1),
+      ("blk.3.ffn_down.weight", [1536, 576], .q5_k_m, smol, .q5_K),
+      ("blk.0.ffn_down.weight", [1536, 576], .q5_k_m, smol, .q6_K),
+      ("blk.3.attn_q.weight", [576, 576], .q6_k, smol, .q8_0),
+      ("blk.3.ffn_down.weight", [1536, 576], .q6_k, smol, .q6_K),
+      ("blk.3.attn_norm.weight", [576], .q4_k_m, smol, .f32),
+      ("output.weight", [4096, 32000], .q4_k_m, seven, .q6_K),
+      ("token_embd.weight", [4096, 32000], .q4_k_m, seven, .q4_K),   // untied: the base type
+      ("blk.0.attn_v.weight", [4096, 4096], .q4_k_m, seven, .q6_K),
+      ("blk.4.attn_v.weight", [4096, 4096], .q4_k_m, seven, .q4_K),
+      ("output.weight", [4096, 32000], .q4_0, seven, .q6_K),         // llama-quantize's head rule
+      ("token_embd.weight", [4096, 32000], .q4_0, seven, .q4_0),
+      ("output.weight", [4096, 32000], .q8_0, seven, .q8_0),
+      ("blk.10.attn_v.weight", [8192, 1024], .q4_k_m, seventy, .q5_K), // 70B: attn_v at least Q5_K
+      ("blk.10.attn_q.weight", [8192, 8192], .q4_k_m, seventy, .q4_K),
+      ("blk.3.attn_q.weight", [48, 48], .q8_0, smol, .f16),          // rows not a multiple of 32
+      ("blk.3.attn_q.weight", [576, 576], .bf16, smol, .bf16),
+    ]
+    for (name, dims, outtype, facts, want) in cases {
+      XCTAssertEqual(GGUFModelExport.storedType(name, dimensions: dims, outtype: outtype, facts: facts), want,
+                     "\(outtype) \(name) \(dims)")
     }
   }
 

@@ -141,13 +141,15 @@ public final class DecoderWeights {
   /// only that base is uploaded (QLoRA without the f32 model on the device). `frozenStorage`
   /// f16 / bf16 keeps every frozen matrix (projections, embedding, LM head) 16-bit on the
   /// device — mixed precision's half-size weights, read by matmul and embedding with f32
-  /// accumulation; trained parameters, norms and biases stay f32.
+  /// accumulation; trained parameters, norms and biases stay f32. `cachedBases` (HF weight name
+  /// → base, e.g. NF4 from a quantisation cache) are taken as they are, the source's values for
+  /// those names never read.
   public convenience init(from source: WeightSource, shape: TransformerShape, backend: Backend,
                           trainable: TrainableParameters = .none, frozenStorage: DType = .f32,
-                          projectionBase: ProjectionBaseMaker? = nil) throws {
+                          projectionBase: ProjectionBaseMaker? = nil, cachedBases: [String: LinearWeight] = [:]) throws {
     do {
       try self.init(loading: source, shape: shape, backend: backend, trainable: trainable,
-                    frozenStorage: frozenStorage, projectionBase: projectionBase)
+                    frozenStorage: frozenStorage, projectionBase: projectionBase, cachedBases: cachedBases)
     } catch var error as ModelWeightsError {
       if error.file.isEmpty { error.file = source.weightsPath }  // name the file in the message
       throw error
@@ -156,7 +158,7 @@ public final class DecoderWeights {
 
   private init(loading source: WeightSource, shape: TransformerShape, backend: Backend,
                trainable: TrainableParameters, frozenStorage: DType,
-               projectionBase: ProjectionBaseMaker?) throws {
+               projectionBase: ProjectionBaseMaker?, cachedBases: [String: LinearWeight]) throws {
     guard frozenStorage.isFloat else {
       throw ModelWeightsError("", "frozen weights are stored f32, f16 or bf16, not \(frozenStorage)")
     }
@@ -198,6 +200,13 @@ public final class DecoderWeights {
       let got = try source.shape(of: name)
       guard got == want else {
         throw ModelWeightsError(name, "has shape \(got) but the config implies \(want)")
+      }
+      if let base = cachedBases[name], projectionWeights.contains(name), !trainable.contains(name) {
+        guard base.outFeatures == want[0], base.inFeatures == want[1] else {
+          throw ModelWeightsError(name, "cached base is \(base.outFeatures)×\(base.inFeatures), the config implies \(want)")
+        }
+        bases[name] = base
+        continue
       }
       let values = try source.floats(name)
       guard values.count == want.reduce(1, *) else {
