@@ -78,6 +78,11 @@ public protocol Backend: AnyObject {
   /// otherwise y (m, k) = x (m, n)·W (input gradient).
   func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
                  alpha: Float, beta: Float) throws
+  /// out (rows, cols) f32 = dequantised int8 weight, (q − zp)·scale.
+  func dequantizeInt8(_ w: Int8Weight, into out: Tensor) throws
+  /// y = α·x·op(W) + β·y with W int8 (n, k), as `matmulNF4`.
+  func matmulInt8(_ x: Tensor, _ w: Int8Weight, into y: Tensor, transposeB: Bool,
+                  alpha: Float, beta: Float) throws
   /// y = base(x) + scale·(loraX·Aᵀ)·Bᵀ, keeping xa = loraX·Aᵀ for the backward pass.
   /// x, loraX (m, in); A (r, in); B (out, r); y (m, out); xa (m, r). `loraX` is x after
   /// dropout (nil: x itself).
@@ -299,13 +304,15 @@ extension Backend {
     try matmul(xa, b, into: y, transposeA: false, transposeB: true, alpha: scale, beta: 1)
   }
 
-  /// y = x·Wᵀ + β·y for a dense or NF4 weight W (out, in).
+  /// y = x·Wᵀ + β·y for a dense, NF4 or int8 weight W (out, in).
   public func linear(_ x: Tensor, _ w: LinearWeight, into y: Tensor, beta: Float = 0) throws {
     switch w {
     case .dense(let t):
       try matmul(x, t, into: y, transposeA: false, transposeB: true, alpha: 1, beta: beta)
     case .nf4(let q):
       try matmulNF4(x, q, into: y, transposeB: true, alpha: 1, beta: beta)
+    case .int8(let q):
+      try matmulInt8(x, q, into: y, transposeB: true, alpha: 1, beta: beta)
     }
   }
 }

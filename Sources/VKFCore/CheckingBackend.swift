@@ -102,11 +102,15 @@ public final class CheckingBackend: Backend {
   }
 
   private func tensors(of w: LinearWeight) -> [Tensor] {
-    switch w { case .dense(let t): return [t]; case .nf4(let q): return q.tensors }
+    switch w { case .dense(let t): return [t]; case .nf4(let q): return q.tensors; case .int8(let q): return q.tensors }
   }
 
   private func mapLinear(_ w: LinearWeight, _ f: (Tensor) -> Tensor) -> LinearWeight {
-    switch w { case .dense(let t): return .dense(f(t)); case .nf4(let q): return .nf4(mapNF4(q, f)) }
+    switch w {
+    case .dense(let t): return .dense(f(t))
+    case .nf4(let q): return .nf4(mapNF4(q, f))
+    case .int8(let q): return .int8(q.mapped(f))
+    }
   }
 
   // MARK: - Ops
@@ -138,6 +142,15 @@ public final class CheckingBackend: Backend {
                         alpha: Float, beta: Float) throws {
     try check(.matmulNF4, inputs: [x] + w.tensors, outputs: [y]) { b, m in
       try b.matmulNF4(m(x), mapNF4(w, m), into: m(y), transposeB: transposeB, alpha: alpha, beta: beta)
+    }
+  }
+  public func dequantizeInt8(_ w: Int8Weight, into out: Tensor) throws {
+    try check(.dequantizeInt8, inputs: w.tensors, outputs: [out]) { b, m in try b.dequantizeInt8(w.mapped(m), into: m(out)) }
+  }
+  public func matmulInt8(_ x: Tensor, _ w: Int8Weight, into y: Tensor, transposeB: Bool,
+                         alpha: Float, beta: Float) throws {
+    try check(.matmulInt8, inputs: [x] + w.tensors, outputs: [y]) { b, m in
+      try b.matmulInt8(m(x), w.mapped(m), into: m(y), transposeB: transposeB, alpha: alpha, beta: beta)
     }
   }
   public func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor, b bm: Tensor,

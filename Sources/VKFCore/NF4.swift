@@ -154,16 +154,17 @@ public struct NF4Weight: Sendable {
   }
 }
 
-/// The frozen base of a linear layer: dense f32 or NF4, both (out, in).
+/// The frozen base of a linear layer: dense f32, NF4 or int8, all (out, in).
 public enum LinearWeight: Sendable {
   case dense(Tensor)
   case nf4(NF4Weight)
+  case int8(Int8Weight)
 
   /// (out features, in features).
   public var outFeatures: Int {
-    switch self { case .dense(let t): return t.shape.first ?? 0; case .nf4(let q): return q.rows }
+    switch self { case .dense(let t): return t.shape.first ?? 0; case .nf4(let q): return q.rows; case .int8(let q): return q.rows }
   }
   public var inFeatures: Int {
-    switch self { case .dense(let t): return t.lastDim; case .nf4(let q): return q.cols }
+    switch self { case .dense(let t): return t.lastDim; case .nf4(let q): return q.cols; case .int8(let q): return q.cols }
   }
 }

@@ -193,6 +193,44 @@ public enum ShapeCheck {
     return (x.rowCount, n, k)
   }
 
+  /// An int8 weight's tensors agree with its shape and block size.
+  static func int8(_ op: Op, _ w: Int8Weight) throws {
+    guard w.rows >= 0, w.cols >= 0, w.blockSize > 0 else {
+      throw fail(op, "int8 weight (\(w.rows), \(w.cols)) with block size \(w.blockSize)")
+    }
+    guard w.blockSize >= w.cols ? w.blockSize % max(w.cols, 1) == 0 : w.cols % w.blockSize == 0 else {
+      throw fail(op, "int8 block size \(w.blockSize) neither divides nor is a multiple of the row length \(w.cols)")
+    }
+    try dtype(op, .u8, w.values)
+    try dtype(op, .f32, w.scales, w.zeroPoints)
+    try count(op, w.rows * w.cols, w.values)
+    try count(op, w.blockCount, w.scales)
+    if let z = w.zeroPoints { try count(op, w.blockCount, z) }
+  }
+
+  public static func dequantizeInt8(_ w: Int8Weight, _ out: Tensor) throws {
+    try int8(.dequantizeInt8, w)
+    try dtype(.dequantizeInt8, .f32, out)
+    try count(.dequantizeInt8, w.rows * w.cols, out)
+  }
+
+  /// Returns (m, n, k) of y (m, n) = x (m, k) · op(W).
+  public static func matmulInt8(_ x: Tensor, _ w: Int8Weight, _ y: Tensor, transposeB: Bool)
+    throws -> (m: Int, n: Int, k: Int)
+  {
+    try int8(.matmulInt8, w)
+    try dtype(.matmulInt8, .f32, y)
+    guard x.dtype.isFloat else {
+      throw VKFError.dtypeMismatch(op: Op.matmulInt8.rawValue, detail: "\(x) where f32, f16 or bf16 is required")
+    }
+    let (k, n) = transposeB ? (w.cols, w.rows) : (w.rows, w.cols)
+    guard x.lastDim == k, y.lastDim == n, x.rowCount == y.rowCount else {
+      throw fail(.matmulInt8, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")
+    }
+    try noOverlap(.matmulInt8, output: y, inputs: x)
+    return (x.rowCount, n, k)
+  }
+
   public static func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor,
                                  b: Tensor, y: Tensor, xa: Tensor) throws {
     try dtype(.loraForward, .f32, x, loraX, a, b, y, xa)
@@ -209,6 +247,7 @@ public enum ShapeCheck {
       throw VKFError.dtypeMismatch(op: Op.loraForward.rawValue, detail: "base \(w) where f32, f16 or bf16 is required")
     }
     if case .nf4(let q) = base { try nf4(.loraForward, q) }
+    if case .int8(let q) = base { try int8(.loraForward, q) }
     try noOverlap(.loraForward, output: y, inputs: x, loraX, a, b, xa)
   }
 

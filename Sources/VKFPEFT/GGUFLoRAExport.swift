@@ -35,7 +35,8 @@ public enum GGUFLoRAExport {
     }
     let be = lora.weights.backend
     var out: [(String, [Int], [Float])] = []
-    for g in lora.parameterGroups {
+    // The converter's order: PEFT's saved keys sorted, i.e. the module names sorted.
+    for g in lora.parameterGroups.sorted(by: { $0.module < $1.module }) {
       guard let base = GGUFNameMap.ggufName(forHuggingFace: g.module + ".weight", architecture: s.architecture) else {
         throw PEFTError("\(g.module) has no llama.cpp tensor name for architecture \(s.architecture)")
       }

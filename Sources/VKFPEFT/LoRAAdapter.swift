@@ -110,6 +110,7 @@ public final class LoRAAdapter: LinearAdapter {
     switch linear.base {
     case .dense(let t): try be.cast(t, to: w)  // a 16-bit frozen base is widened
     case .nf4(let q): try be.dequantizeNF4(q, into: w)
+    case .int8(let q): try be.dequantizeInt8(q, into: w)
     }
     try be.matmul(b, a, into: w, transposeA: false, transposeB: false, alpha: scaling, beta: 1)
     let normalized = try workspace.scratch(.normalizedWeight, [outF, inF])

@@ -175,6 +175,10 @@ public final class LoRAModel {
       let t = try be.allocate([outF, inF])
       try be.dequantizeNF4(q, into: t)
       w = try be.floats(t)
+    case .int8(let q):
+      let t = try be.allocate([outF, inF])
+      try be.dequantizeInt8(q, into: t)
+      w = try be.floats(t)
     }
     return (0..<outF).map { j in
       var s = 0.0

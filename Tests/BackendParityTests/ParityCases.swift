@@ -145,6 +145,38 @@ enum ParityTable {
         })
       }
     }
+    // int8 per tensor, per channel and per group of 16, symmetric and with zero points.
+    for (block, zp) in [(48 * 64, false), (64, true), (16, false), (16, true)] {
+      let tag = "block \(block)\(zp ? ", zero points" : "")"
+      cases.append(ParityCase(op: .dequantizeInt8, name: "24×64 \(tag)", tolerance: .exact) { b in
+        let w = try TestData.int8Weight(rows: 24, cols: 64, blockSize: min(block, 24 * 64), zeroPoints: zp, seed: 24, on: b)
+        let out = try b.allocate([24, 64]); try b.dequantizeInt8(w, into: out); return [try b.floats(out)]
+      })
+      for tb in [true, false] {
+        cases.append(ParityCase(op: .matmulInt8, name: "x·W\(tb ? "ᵀ" : "") 37×(48×64) \(tag)", tolerance: .matmul) { b in
+          let w = try TestData.int8Weight(rows: 48, cols: 64, blockSize: block, zeroPoints: zp, seed: 25, on: b)
+          let x = try b.random([37, tb ? 64 : 48], seed: 26), y = try b.random([37, tb ? 48 : 64], seed: 27)
+          try b.matmulInt8(x, w, into: y, transposeB: tb, alpha: 0.5, beta: 1)
+          return [try b.floats(y)]
+        })
+      }
+    }
+    cases.append(ParityCase(op: .matmulInt8, name: "bf16 x·Wᵀ 37×(48×64) block 64", tolerance: .matmul) { b in
+      let w = try TestData.int8Weight(rows: 48, cols: 64, blockSize: 64, zeroPoints: true, seed: 28, on: b)
+      let x32 = try b.random([37, 64], seed: 29), x = try b.allocate([37, 64], .bf16), y = try b.allocate([37, 48])
+      try b.cast(x32, to: x)
+      try b.matmulInt8(x, w, into: y, transposeB: true, alpha: 1, beta: 0)
+      return [try b.floats(y)]
+    })
+    cases.append(ParityCase(op: .loraForward, name: "int8 base with zero points, r 8", tolerance: .matmul) { b in
+      let (m, inF, outF, r) = (29, 64, 40, 8)
+      let base = LinearWeight.int8(try TestData.int8Weight(rows: outF, cols: inF, blockSize: 32, zeroPoints: true, seed: 30, on: b))
+      let x = try b.random([m, inF], seed: 20), xd = try b.random([m, inF], seed: 21)
+      let a = try b.random([r, inF], seed: 22), bm = try b.random([outF, r], seed: 23)
+      let y = try b.allocate([m, outF]), xa = try b.allocate([m, r])
+      try b.loraForward(x, loraX: xd, base: base, a: a, b: bm, scale: 2, into: y, xa: xa)
+      return [try b.floats(y), try b.floats(xa)]
+    })
     for (nf4, dq) in [(false, false), (true, false), (true, true)] {
       let name = "\(nf4 ? "NF4" : "dense")\(dq ? " double-quantised" : "") base, r 8"
       cases.append(ParityCase(op: .loraForward, name: name, tolerance: .matmul) { b in

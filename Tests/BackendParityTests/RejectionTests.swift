@@ -24,6 +24,7 @@ final class RejectionTests: XCTestCase {
     let x = try b.random([4, 8], seed: 1), y = try b.allocate([4, 8]), w8 = try b.random([8], seed: 2)
     let r4 = try b.allocate([4]), ids = try b.ints([0, 1, 2, 3]), one = try b.zeros([1])
     let q = try NF4Weight.quantizing(TestData.uniform(64, seed: 3), rows: 8, cols: 8, on: b)
+    let q8 = try TestData.int8Weight(rows: 8, cols: 8, blockSize: 8, zeroPoints: true, seed: 3, on: b)
     let inv = try b.tensor([Float](repeating: 1, count: 4), shape: [4])
     let hyper = try b.tensor(AdamWHyperParameters(lr: 1e-3).packed, shape: [AdamWHyperParameters.count])
     let heads = try x.reshaped([4, 1, 8]), outHeads = try y.reshaped([4, 1, 8])
@@ -34,6 +35,8 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .matmul) { b, bad in try b.matmul(bad, w8.reshaped([8, 1]), into: r4.reshaped([4, 1])) },
       BadCall(op: .dequantizeNF4, good: [8, 8]) { b, bad in try b.dequantizeNF4(q, into: bad) },
       BadCall(op: .matmulNF4) { b, bad in try b.matmulNF4(bad, q, into: y, transposeB: true, alpha: 1, beta: 0) },
+      BadCall(op: .dequantizeInt8, good: [8, 8]) { b, bad in try b.dequantizeInt8(q8, into: bad) },
+      BadCall(op: .matmulInt8) { b, bad in try b.matmulInt8(bad, q8, into: y, transposeB: true, alpha: 1, beta: 0) },
       BadCall(op: .loraForward) { b, bad in
         try b.loraForward(bad, loraX: nil, base: .nf4(q), a: x, b: try b.allocate([8, 4]), scale: 1,
                           into: y, xa: try b.allocate([4, 4]))

@@ -27,6 +27,19 @@ public enum TestData {
     return (bits, exact)
   }
 
+  /// A seeded int8 weight: values over the whole int8 range (−128 included), scales in
+  /// [0.001, 0.1), integer zero points in [−20, 20] when asked.
+  public static func int8Weight(rows: Int, cols: Int, blockSize: Int, zeroPoints: Bool, seed: UInt64,
+                                on backend: Backend) throws -> Int8Weight {
+    var rng = SeededRNG(seed: seed)
+    let q = (0..<(rows * cols)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
+    let blocks = (rows * cols + blockSize - 1) / blockSize
+    let scales = (0..<blocks).map { _ in Float.random(in: 0.001..<0.1, using: &rng) }
+    let zps = zeroPoints ? (0..<blocks).map { _ in Float(Int.random(in: -20...20, using: &rng)) } : nil
+    return try Int8Weight.uploading(q, scales: scales, zeroPoints: zps, rows: rows, cols: cols, blockSize: blockSize,
+                                    on: backend)
+  }
+
   /// `count` int32 values in [0, upper).
   public static func ints(_ count: Int, seed: UInt64, upper: Int32) -> [Int32] {
     var rng = SeededRNG(seed: seed)

@@ -112,6 +112,8 @@ extension Backend {
       try groupedMatmul(a, t, into: c, offsets: offsets, transposeA: false, transposeB: transposeB, beta: beta)
     case .nf4(let q):
       try groupedMatmulNF4(a, q, experts: experts, into: c, offsets: offsets, transposeB: transposeB, beta: beta)
+    case .int8:
+      throw VKFError.dtypeMismatch(op: Op.groupedMatmul.rawValue, detail: "int8 expert stacks are not supported")
     }
   }
 }

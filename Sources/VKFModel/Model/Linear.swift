@@ -95,6 +95,8 @@ public struct Linear {
                       beta: accumulateInput ? 1 : 0)
       case .nf4(let q):
         try be.matmulNF4(dy, q, into: dx, transposeB: false, alpha: 1, beta: accumulateInput ? 1 : 0)
+      case .int8(let q):
+        try be.matmulInt8(dy, q, into: dx, transposeB: false, alpha: 1, beta: accumulateInput ? 1 : 0)
       }
     }
     if let weightGrad {

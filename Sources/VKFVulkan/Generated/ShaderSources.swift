@@ -946,6 +946,37 @@ uint half_bits(uint word, uint e) { return (e & 1u) == 0u ? (word & 0xFFFFu) : (
 // A 16-bit element's f32 value, from its word: TYPE 1 f16, 2 bf16.
 #define HALF_TO_F32(TYPE, bits) ((TYPE) == 1 ? f16_to_f32(bits) : bf16_to_f32(bits))
 """#,
+    "common/int8.glsl": #"""
+// int8 weights (Int8Weight): 4 int8 values per uint word, little-endian; one f32 scale per
+// block and, when ZP = 1, one f32 zero point per block. Used by dequantize_int8.comp and
+// matmul_int8.comp.
+//
+// INT8_SCALES(s, z): declares the scales buffer at binding s and (ZP = 1) the zero points at
+// binding z, and int8_dequant(q, block) = (q − zp)·scale with each step rounded in f32.
+
+// The signed value of byte j (0…3) of a word.
+float int8_at(uint word, uint j) {
+  return float(bitfieldExtract(int(word), int(8u * j), 8));
+}
+
+#if ZP
+#define INT8_SCALES(s, z) \
+  layout(set = 0, binding = s) readonly buffer Scales { float scales[]; }; \
+  layout(set = 0, binding = z) readonly buffer ZeroPoints { float zps[]; }; \
+  float int8_dequant(float q, uint b) { \
+    precise float v = q - zps[pc.boff[z] + b]; \
+    precise float r = v * scales[pc.boff[s] + b]; \
+    return r; \
+  }
+#else
+#define INT8_SCALES(s, z) \
+  layout(set = 0, binding = s) readonly buffer Scales { float scales[]; }; \
+  float int8_dequant(float q, uint b) { \
+    precise float r = q * scales[pc.boff[s] + b]; \
+    return r; \
+  }
+#endif
+"""#,
     "common/matmul_tile.glsl": #"""
 // Shared-memory tiled GEMM core used by matmul.comp, matmul_nf4.comp and lora_forward.comp.
 //
@@ -1388,6 +1419,56 @@ void main() {
 #endif
 }
 #endif
+"""#,
+    "dequantize_int8.comp": #"""
+#version 450
+// dequantize_int8: out[e] = (q[e] − zp[b]) · scale[b], b = e / blockSize.
+//                      CPU twin: CPUBackend.dequantizeInt8 (Int8Weight.dequantize)
+//
+// Shapes: W (rows, cols) row-major, count = rows·cols elements. q: count int8 bit patterns read
+//   as uint words (element e is byte e & 3 of word e/4, little-endian). scale: one f32 per
+//   block of blockSize consecutive elements; zp (ZP = 1 only): one f32 integer per block.
+//   out: count f32. The subtraction and the product round separately in f32, as the CPU's.
+// Bindings: 0 q (readonly, u8 data as uint words; 4-byte aligned offset), 1 scales (readonly),
+//   2 out, 3 zero points (ZP = 1 only, readonly).
+// Push (after boff[8]): count, blockSize → Swift `DequantizeInt8Push`.
+// Dispatch: one invocation per word (4 elements); x = ceil(ceil(count/4) / WG) clamped to
+//   maxComputeWorkGroupCount.x, grid-striding over the rest. Workgroup WG × 1 × 1
+//   (specialization constant 0).
+// Variant defines: ZP 0|1 (symmetric, or asymmetric with zero points).
+// variant: ZP=1
+#ifndef ZP
+#define ZP 0
+#endif
+
+#include "common/push.glsl"
+#include "common/int8.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(set = 0, binding = 0) readonly buffer Values { uint qv[]; };
+layout(set = 0, binding = 2) writeonly buffer Out { float outv[]; };
+
+PUSH_BEGIN
+  uint count;
+  uint blockSize;
+PUSH_END
+
+INT8_SCALES(1, 3)
+
+void main() {
+  const uint words = (pc.count + 3u) / 4u;
+  const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  for (uint w = gl_GlobalInvocationID.x; w < words; w += stride) {
+    uint word = qv[pc.boff[0] + w];
+    uint e0 = w * 4u;
+    uint n = min(4u, pc.count - e0);
+    for (uint j = 0u; j < n; j++) {
+      uint e = e0 + j;
+      outv[pc.boff[2] + e] = int8_dequant(int8_at(word, j), e / pc.blockSize);
+    }
+  }
+}
 """#,
     "dequantize_nf4.comp": #"""
 #version 450
@@ -2645,6 +2726,110 @@ void main() {
           }
         }
       }
+    }
+  }
+}
+"""#,
+    "matmul_int8.comp": #"""
+#version 450
+// matmul_int8: y = alpha·x·op(W) + beta·y with W int8 (post-training quantisation).
+//                                CPU twin: CPUBackend.matmulInt8 (dequantise, then sgemm)
+//
+// Shapes: W (rows, cols) int8 (see dequantize_int8.comp for the layout), x (m, k), y (m, n),
+//   both row-major and contiguous; y f32, x f32, f16 or bf16 (X_TYPE, widened as the tile is
+//   staged; accumulation is f32).
+//   TRANS_B = 1 (forward):          y (m, n) = x (m, k)·Wᵀ with W (n, k), cols = k.
+//   TRANS_B = 0 (input gradient):   y (m, n) = x (m, k)·W  with W (k, n), cols = n.
+//   W is dequantised while its tile is staged into shared memory ((q − zp)·scale, f32), so the
+//   dense weight never exists in device memory. beta = 0 never reads y.
+// Bindings: 0 x (readonly; uint words when 16-bit, elements from 2·boff), 1 q (readonly, uint
+//   words), 2 scales (readonly), 3 y, 4 zero points (ZP = 1 only, readonly).
+// Push (after boff[8]): m, n, k, cols, blockSize, alpha, beta → Swift `MatmulInt8Push`.
+// Dispatch: x = ceil(n / BN), y = ceil(m / BM), z = 1, clamped to maxComputeWorkGroupCount
+//   with grid-stride loops; workgroup and tiles as in matmul.comp (common/matmul_tile.glsl).
+// Variant defines: TRANS_B 0|1 (see above); ZP 0|1 (symmetric or with zero points);
+//   X_TYPE 0|1|2 (x stored f32, f16 or bf16; common/half.glsl).
+// variant: TRANS_B=0
+// variant: ZP=1
+// variant: TRANS_B=0 ZP=1
+// variant: X_TYPE=1
+// variant: X_TYPE=2
+// variant: TRANS_B=0 X_TYPE=1
+// variant: TRANS_B=0 X_TYPE=2
+#ifndef TRANS_B
+#define TRANS_B 1
+#endif
+#ifndef ZP
+#define ZP 0
+#endif
+#ifndef X_TYPE
+#define X_TYPE 0
+#endif
+
+#include "common/push.glsl"
+#include "common/half.glsl"
+#include "common/int8.glsl"
+
+#if X_TYPE == 0
+layout(set = 0, binding = 0) readonly buffer BufX { float x[]; };
+#else
+layout(set = 0, binding = 0) readonly buffer BufX { uint x[]; };
+#endif
+layout(set = 0, binding = 1) readonly buffer Values { uint qv[]; };
+layout(set = 0, binding = 3) buffer BufY { float y[]; };
+
+PUSH_BEGIN
+  uint m;
+  uint n;
+  uint k;
+  uint cols;
+  uint blockSize;
+  float alpha;
+  float beta;
+PUSH_END
+
+INT8_SCALES(2, 4)
+
+#define MM_A_K_FAST 1
+#define MM_B_K_FAST TRANS_B
+#include "common/matmul_tile.glsl"
+
+float mm_load_a(uint row, uint kk) {
+#if X_TYPE == 0
+  return x[pc.boff[0] + row * pc.k + kk];
+#else
+  uint e = 2u * pc.boff[0] + row * pc.k + kk;
+  return HALF_TO_F32(X_TYPE, half_bits(x[e >> 1], e));
+#endif
+}
+
+// W[r, c] dequantised: element e = r·cols + c is byte e & 3 of word e/4.
+float int8_weight(uint r, uint c) {
+  uint e = r * pc.cols + c;
+  uint word = qv[pc.boff[1] + (e >> 2u)];
+  return int8_dequant(int8_at(word, e & 3u), e / pc.blockSize);
+}
+
+float mm_load_b(uint kk, uint col) {
+#if TRANS_B
+  return int8_weight(col, kk);
+#else
+  return int8_weight(kk, col);
+#endif
+}
+
+void mm_write(uint row, uint col, float acc) {
+  uint i = pc.boff[3] + row * pc.n + col;
+  y[i] = pc.beta == 0.0 ? pc.alpha * acc : pc.alpha * acc + pc.beta * y[i];
+}
+
+void main() {
+  const uint tilesN = (pc.n + BN - 1) / BN, tilesM = (pc.m + BM - 1) / BM;
+  for (uint ty = gl_WorkGroupID.y; ty < tilesM; ty += gl_NumWorkGroups.y) {
+    for (uint tx = gl_WorkGroupID.x; tx < tilesN; tx += gl_NumWorkGroups.x) {
+      mm_zero();
+      mm_accumulate(ty * BM, tx * BN, pc.m, pc.n, pc.k);
+      mm_store(ty * BM, tx * BN, pc.m, pc.n);
     }
   }
 }

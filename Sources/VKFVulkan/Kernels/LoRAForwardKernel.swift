@@ -20,6 +20,13 @@ extension VulkanBackend {
     switch base {
     case .dense(let w): try checkOwnership(.loraForward, x, loraX, w, a, b, y, xa)
     case .nf4(let q): try checkOwnership(.loraForward, [x, loraX, a, b, y, xa] + q.tensors)
+    case .int8(let q):
+      // No fused variant: the base on matmul_int8, then the LoRA path on matmul.comp.
+      try checkOwnership(.loraForward, [x, loraX, a, b, y, xa] + q.tensors)
+      try matmulInt8(x, q, into: y, transposeB: true, alpha: 1, beta: 0)
+      try matmul(loraX ?? x, a, into: xa, transposeA: false, transposeB: true, alpha: 1, beta: 0)
+      try matmul(xa, b, into: y, transposeA: false, transposeB: true, alpha: scale, beta: 1)
+      return
     }
     // x, loraX (m, in); A (r, in); B (out, r); y (m, out); xa (m, r).
     let m = x.rowCount, inF = base.inFeatures, outF = base.outFeatures, r = a.shape[0]
@@ -46,6 +53,8 @@ extension VulkanBackend {
       push.absmax = abs.push
       bindings = [x, xa, q.packed, abs.absmax, b, y] + abs.nested
       defines = ["NF4_BASE": "1", "NF4_DQ": abs.define]
+    case .int8:
+      return  // handled above
     }
     try dispatch("lora_forward", defines: defines,
                  specialization: t.specialization, bindings: bindings, push: push,
