@@ -54,7 +54,12 @@ public enum ModelLoader {
     let configURL = directory.appendingPathComponent("config.json")
     let config = try DecoderConfig.load(from: configURL)
     let shape = try TransformerShape(config: config, file: configURL.path)
-    let weights = try SafetensorsCheckpoint.open(directory: directory)
+    var weights: WeightSource = try SafetensorsCheckpoint.open(directory: directory)
+    if let raw = try JSONSideFile.object(at: configURL),
+       let (scheme, format) = try CompressedTensors.scheme(config: raw, path: configURL.path),
+       let inner = weights as? SafetensorsSource {
+      weights = try CompressedTensorsSource(inner, scheme: scheme, format: format)
+    }
     let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
     guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
       throw ModelFileError(directory.path, "has no tokenizer.json; download the model's tokenizer files "

@@ -201,6 +201,11 @@ public final class DecoderWeights {
       guard got == want else {
         throw ModelWeightsError(name, "has shape \(got) but the config implies \(want)")
       }
+      if projectionWeights.contains(name), !trainable.contains(name), cachedBases[name] == nil,
+         let stored = source as? QuantizedBaseSource, let base = try stored.linearBase(name, backend: backend) {
+        bases[name] = base  // an int8 checkpoint's projection, uploaded as it is stored
+        continue
+      }
       if let base = cachedBases[name], projectionWeights.contains(name), !trainable.contains(name) {
         guard base.outFeatures == want[0], base.inFeatures == want[1] else {
           throw ModelWeightsError(name, "cached base is \(base.outFeatures)×\(base.inFeatures), the config implies \(want)")
