@@ -15,6 +15,7 @@ public enum Int8ModelWriter {
     public var denseBytes = 0, quantizedBytes = 0
     /// Σ(ŵ − w)² / Σw² over every projection weight.
     public var relativeSquaredError = 0.0
+    public init() {}
   }
 
   /// Quantises `weights`' dense projections with `scheme` (dense weights stay where they are;

@@ -11,5 +11,5 @@ struct VKFineTune: ParsableCommand {
       divergence; VKF_VALIDATION=1 enables the Vulkan validation layer.
       """,
     subcommands: [DevicesCommand.self, BenchCommand.self, GenerateCommand.self, TrainCommand.self,
-                   EvalCommand.self, ScoreCommand.self, MergeCommand.self, ExportCommand.self])
+                   EvalCommand.self, ScoreCommand.self, MergeCommand.self, ExportCommand.self, QuantizeCommand.self])
 }

@@ -1,0 +1,68 @@
+import Foundation
+import XCTest
+
+/// `vkfinetune quantize` on a tiny llama: the compressed-tensors directory is written with its
+/// quantization_config and packed tensors, the held-out loss before and after is reported, the
+/// directory loads back for eval and generate (int8 bases), the GGUF route writes q8_0, and bad
+/// settings are refused in one line.
+final class QuantizeTests: XCTestCase {
+  func test_quantize_writesCompressedTensors_reportsLoss_andLoadsBack() throws {
+    let dir = try SharedTemporaryDirectories.make(
+      FileManager.default.temporaryDirectory.appendingPathComponent("vkf-quantize-\(UUID())"))
+    let model = try QuantizationCacheTests.tinyLlama(in: dir)
+    let data = dir.appendingPathComponent("val.json")
+    try TrainedRun.alpaca("alpaca_val.json", count: 4, to: data)
+    let out = dir.appendingPathComponent("int8"), report = dir.appendingPathComponent("report.json")
+    let r = try CLITests.run(["quantize", "--cpu", "--model", model.path, "--output", out.path, "--scheme", "asymmetric",
+                              "--strategy", "group", "--group-size", "32", "--eval-data", data.path,
+                              "--max-seq-length", "128", "--json", report.path])
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    XCTAssertTrue(r.stdout.contains("quantised 14 projections to int8 (asymmetric, group 32)"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("held-out loss"), r.stdout)
+    let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any])
+    let before = try XCTUnwrap(json["lossBefore"] as? Double), after = try XCTUnwrap(json["lossAfter"] as? Double)
+    XCTAssertTrue(before.isFinite && after.isFinite && before != after, "\(before) → \(after)")
+    let config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+    let qc = try XCTUnwrap(config["quantization_config"] as? [String: Any])
+    XCTAssertEqual(qc["quant_method"] as? String, "compressed-tensors")
+    XCTAssertEqual(qc["format"] as? String, "pack-quantized")
+    // The written directory is what `eval` reads: its loss is the report's "after".
+    let e = try CLITests.run(["eval", "--cpu", "--model", out.path, "--data", data.path, "--max-seq-length", "128",
+                              "--batch-size", "4", "--json", dir.appendingPathComponent("eval.json").path])
+    XCTAssertEqual(e.status, 0, e.stdout + e.stderr)
+    let evalJSON = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("eval.json"))) as? [String: Any])
+    XCTAssertEqual(try XCTUnwrap(evalJSON["loss"] as? Double), after, accuracy: 1e-9)
+    let g = try CLITests.run(["generate", "--cpu", "--model", out.path, "--prompt", "Hello", "--max-new-tokens", "3"])
+    XCTAssertEqual(g.status, 0, g.stdout + g.stderr)
+    // LoRA trains on top of the int8 base.
+    let t = try CLITests.run(["train", "--cpu", "--model", out.path, "--data", data.path, "--max-seq-length", "128",
+                              "--batch-size", "2", "--max-steps", "1", "--output", dir.appendingPathComponent("lora").path])
+    XCTAssertEqual(t.status, 0, t.stdout + t.stderr)
+    // GGUF q8_0.
+    let gguf = dir.appendingPathComponent("tiny.q8_0.gguf")
+    let q = try CLITests.run(["quantize", "--cpu", "--model", model.path, "--format", "gguf", "--output", gguf.path])
+    XCTAssertEqual(q.status, 0, q.stdout + q.stderr)
+    XCTAssertEqual(String(decoding: try Data(contentsOf: gguf).prefix(4), as: UTF8.self), "GGUF")
+
+    let cases: [([String], String)] = [
+      (["--scheme", "skewed"], "--scheme must be symmetric or asymmetric"),
+      (["--strategy", "row"], "--strategy must be channel, group or tensor"),
+      (["--strategy", "group", "--group-size", "0"], "--group-size must be a positive integer"),
+      (["--strategy", "group", "--group-size", "48"], "group size 48 does not divide the row length"),
+      (["--format", "gguf", "--scheme", "asymmetric"], "--format gguf writes llama.cpp's q8_0"),
+      (["--format", "awq"], "--format must be compressed-tensors or gguf"),
+      (["--output", out.path], "exists"),
+    ]
+    for (i, (extra, message)) in cases.enumerated() {
+      let fresh = dir.appendingPathComponent("bad-\(i)").path
+      let e = try CLITests.run(["quantize", "--cpu", "--model", model.path]
+        + (extra.contains("--output") ? [] : ["--output", fresh]) + extra)
+      XCTAssertNotEqual(e.status, 0, "\(extra)")
+      XCTAssertTrue(e.stderr.contains(message), "\(extra): \(e.stderr)")
+      XCTAssertFalse(e.stderr.contains("Fatal error"), e.stderr)
+      XCTAssertFalse(FileManager.default.fileExists(atPath: fresh), "\(extra) left \(fresh)")
+    }
+    let again = try CLITests.run(["quantize", "--cpu", "--model", out.path, "--output", dir.appendingPathComponent("twice").path])
+    XCTAssertTrue(again.stderr.contains("already an int8"), again.stderr)
+  }
+}
