@@ -59,3 +59,15 @@ extension CPUBackend {
     }
   }
 }
+
+extension CPUBackend {
+  public func fakeQuantize(_ w: Tensor, kind: FakeQuant, into out: Tensor) throws {
+    try validateTensors(.fakeQuantize, [w, out])
+    let (rows, cols) = try ShapeCheck.fakeQuantize(w, kind: kind, out)
+    let src = UncheckedSendable(UnsafePointer(f32(w))), dst = UncheckedSendable(f32(out))
+    let blocks = rows * cols / max(kind.blockSize(cols: cols), 1)
+    CPUParallel.forRanges(blocks, cost: kind.blockSize(cols: cols) * 3) { r in
+      kind.apply(src.value, into: dst.value, cols: cols, blocks: r)
+    }
+  }
+}

@@ -78,6 +78,8 @@ public protocol Backend: AnyObject {
   /// otherwise y (m, k) = x (m, n)·W (input gradient).
   func matmulNF4(_ x: Tensor, _ w: NF4Weight, into y: Tensor, transposeB: Bool,
                  alpha: Float, beta: Float) throws
+  /// out (rows, cols) = `kind`'s quantise-dequantise of w (rows, cols), f32 (QAT).
+  func fakeQuantize(_ w: Tensor, kind: FakeQuant, into out: Tensor) throws
   /// out (rows, cols) f32 = dequantised int8 weight, (q − zp)·scale.
   func dequantizeInt8(_ w: Int8Weight, into out: Tensor) throws
   /// y = α·x·op(W) + β·y with W int8 (n, k), as `matmulNF4`.

@@ -144,6 +144,9 @@ public final class CheckingBackend: Backend {
       try b.matmulNF4(m(x), mapNF4(w, m), into: m(y), transposeB: transposeB, alpha: alpha, beta: beta)
     }
   }
+  public func fakeQuantize(_ w: Tensor, kind: FakeQuant, into out: Tensor) throws {
+    try check(.fakeQuantize, inputs: [w], outputs: [out]) { b, m in try b.fakeQuantize(m(w), kind: kind, into: m(out)) }
+  }
   public func dequantizeInt8(_ w: Int8Weight, into out: Tensor) throws {
     try check(.dequantizeInt8, inputs: w.tensors, outputs: [out]) { b, m in try b.dequantizeInt8(w.mapped(m), into: m(out)) }
   }

@@ -4,7 +4,7 @@ public enum Op: String, CaseIterable, Sendable {
   // memory
   case fill, copy, cast, permute
   // linear algebra
-  case matmul, dequantizeNF4, matmulNF4, dequantizeInt8, matmulInt8, loraForward
+  case matmul, dequantizeNF4, matmulNF4, dequantizeInt8, matmulInt8, fakeQuantize, loraForward
   // transformer blocks
   case rmsNorm, rmsNormBackward
   case layerNorm, layerNormBackward

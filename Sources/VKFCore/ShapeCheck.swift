@@ -208,6 +208,17 @@ public enum ShapeCheck {
     if let z = w.zeroPoints { try count(op, w.blockCount, z) }
   }
 
+  /// Returns (rows, cols) of a rank-2 w, `out` of its shape; q4_0 needs cols a multiple of 32.
+  public static func fakeQuantize(_ w: Tensor, kind: FakeQuant, _ out: Tensor) throws -> (rows: Int, cols: Int) {
+    try dtype(.fakeQuantize, .f32, w, out)
+    guard w.rank == 2, out.shape == w.shape else { throw fail(.fakeQuantize, "w \(w.shape) → out \(out.shape)") }
+    let (rows, cols) = (w.shape[0], w.shape[1])
+    guard kind != .q4_0 || cols % 32 == 0 else {
+      throw fail(.fakeQuantize, "Q4_0 fake quantisation needs rows of whole 32-value blocks, got \(cols)")
+    }
+    return (rows, cols)
+  }
+
   public static func dequantizeInt8(_ w: Int8Weight, _ out: Tensor) throws {
     try int8(.dequantizeInt8, w)
     try dtype(.dequantizeInt8, .f32, out)

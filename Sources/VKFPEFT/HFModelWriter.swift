@@ -128,7 +128,7 @@ public enum HFModelWriter {
   static func denseTensors(of weights: DecoderWeights) throws -> [(name: String, tensor: Tensor)] {
     var projections: [String: Linear] = [:]
     try weights.updateProjections { module, linear in
-      if linear.adapter != nil {
+      if let adapter = linear.adapter, !(adapter is WeightPreservingAdapter) {
         throw PEFTError("\(module) still has an adapter attached; merge it (Merge.merge) or detach it "
           + "before writing a model directory")
       }

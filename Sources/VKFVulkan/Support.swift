@@ -11,7 +11,7 @@ enum VulkanSupport {
     .matmul: [.f32, .f16, .bf16],  // A and B may be 16-bit; C is f32
     .dequantizeNF4: [.f32],  // keyed by the f32 output / compute dtype, as on the CPU
     .matmulNF4: [.f32],
-    .dequantizeInt8: [.f32], .matmulInt8: [.f32],
+    .dequantizeInt8: [.f32], .matmulInt8: [.f32], .fakeQuantize: [.f32],
     .loraForward: [.f32, .f16, .bf16],  // keyed by the dense base's storage
     // transformer blocks (f32; embedding's main operand is the table, its ids are i32)
     .rmsNorm: [.f32], .rmsNormBackward: [.f32],

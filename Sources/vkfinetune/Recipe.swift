@@ -127,6 +127,9 @@ struct TrainSettings: Encodable, Equatable {
   var useDora = false
   /// `double_quant`: QLoRA double quantisation of the NF4 scales. Default true.
   var doubleQuant = true
+  /// `qat`: quantisation-aware training (full fine-tuning): int8 (per-channel, as `quantize`)
+  /// or int4 (llama.cpp's Q4_0). Default none.
+  var qat: FakeQuant?
   /// `quantization_cache`: QLoRA keeps its NF4 base in `quantization_cache_dir` and later runs
   /// on the same source files and settings load it from there. Default true.
   var quantizationCache = true

@@ -102,6 +102,14 @@ enum RecipeKeys {
       s.doubleQuant = try e.bool()
     },
     RecipeKey("quantization_cache") { s, e in s.quantizationCache = try e.bool() },
+    RecipeKey("qat", ["quantization_aware_training"]) { s, e in
+      switch try e.text().lowercased() {
+      case "none", "false", "no": s.qat = nil
+      case "int8": s.qat = .int8Channel
+      case "int4", "q4_0": s.qat = .q4_0
+      default: throw RecipeError("\(e.origin): qat must be int8, int4 or none, got \(try e.text())")
+      }
+    },
     RecipeKey("quantization_cache_dir", ["quantization_dir"]) { s, e in s.quantizationCacheDir = try e.text() },
     RecipeKey("max_seq_length", ["cutoff_len", "sequence_len", "max_length", "max_seq_len"]) { s, e in
       s.maxSeqLength = try e.int()

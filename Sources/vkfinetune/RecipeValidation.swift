@@ -20,6 +20,9 @@ extension TrainSettings {
       throw RecipeError("no output directory: pass --output or set output_dir: in the recipe")
     }
 
+    if let qat, method != .full {
+      throw RecipeError("qat = \(qat == .q4_0 ? "int4" : "int8") fake-quantises the trained weights: it needs method full, not \(method.rawValue)")
+    }
     if bf16 && fp16 { throw RecipeError("bf16 and fp16 are both on; mixed precision uses one 16-bit type: keep one") }
     if let c = bnb4bitComputeDtype {
       let implied: DType = c == "bfloat16" ? .bf16 : c == "float16" ? .f16 : .f32

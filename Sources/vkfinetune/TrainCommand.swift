@@ -99,6 +99,8 @@ struct TrainCommand: ParsableCommand {
   var doubleQuant: Bool?
   @Flag(inversion: .prefixedNo, help: "QLoRA: keep the NF4 base in the quantisation cache and load it from there on later runs (default on).")
   var quantizationCache: Bool?
+  @Option(help: "Quantisation-aware training (--method full): int8 (per-channel, as `quantize`) or int4 (llama.cpp's Q4_0, as `export --outtype q4_0`).")
+  var qat: String?
   @Option(help: "QLoRA's NF4 base cache (default $XDG_CACHE_HOME/vkfinetune/quantized, i.e. ~/.cache/vkfinetune/quantized).")
   var quantizationCacheDir: String?
 
@@ -213,7 +215,7 @@ struct TrainCommand: ParsableCommand {
     add("lora_target_parameters", "lora-target-parameters", loraTargetParameters)
     add("use_rslora", "use-rslora", useRslora); add("use_dora", "use-dora", useDora)
     add("double_quant", "double-quant", doubleQuant); add("quantization_cache", "quantization-cache", quantizationCache)
-    add("quantization_cache_dir", "quantization-cache-dir", quantizationCacheDir)
+    add("quantization_cache_dir", "quantization-cache-dir", quantizationCacheDir); add("qat", "qat", qat)
     add("max_seq_length", "max-seq-length", maxSeqLength); add("seed", "seed", seed)
     add("val_set_size", "val-set-size", valSetSize); add("dataset_format", "dataset-format", datasetFormat)
     add("chat_template", "chat-template", chatTemplate); add("packing", "packing", packing)

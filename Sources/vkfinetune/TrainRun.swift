@@ -89,6 +89,11 @@ struct TrainRun {
     }
     let lora = s.method == .full ? nil
       : try advised { try LoRAModel(weights: weights, config: s.loraConfig, seed: UInt64(s.seed)) }
+    if let qat = s.qat {
+      let n = try FakeQuantAdapter.attach(to: weights, kind: qat)
+      progress.message("QAT: \(n) projections train under \(qat == .q4_0 ? "Q4_0 (int4, blocks of 32)" : "int8 per-channel") "
+        + "fake quantisation, straight-through gradients to the f32 weights")
+    }
     let model = try advised {
       try DecoderModel(weights: weights, checkpointing: planned.gradientCheckpointing, activationType: s.frozenStorage)
     }

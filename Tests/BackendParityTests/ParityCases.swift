@@ -161,6 +161,16 @@ enum ParityTable {
         })
       }
     }
+    for kind in FakeQuant.allCases {
+      cases.append(ParityCase(op: .fakeQuantize, name: "\(kind) 24×96, a zero row and a tie", tolerance: .exact) { b in
+        var v = TestData.uniform(24 * 96, seed: 31, -2, 2)
+        for j in 0..<96 { v[96 + j] = 0 }
+        v[200] = 1.5; v[201] = -1.5  // equal magnitudes: the first one sets Q4_0's sign
+        let w = try b.tensor(v, shape: [24, 96]), out = try b.allocate([24, 96])
+        try b.fakeQuantize(w, kind: kind, into: out)
+        return [try b.floats(out)]
+      })
+    }
     cases.append(ParityCase(op: .matmulInt8, name: "bf16 x·Wᵀ 37×(48×64) block 64", tolerance: .matmul) { b in
       let w = try TestData.int8Weight(rows: 48, cols: 64, blockSize: 64, zeroPoints: true, seed: 28, on: b)
       let x32 = try b.random([37, 64], seed: 29), x = try b.allocate([37, 64], .bf16), y = try b.allocate([37, 48])

@@ -36,6 +36,7 @@ final class RejectionTests: XCTestCase {
       BadCall(op: .dequantizeNF4, good: [8, 8]) { b, bad in try b.dequantizeNF4(q, into: bad) },
       BadCall(op: .matmulNF4) { b, bad in try b.matmulNF4(bad, q, into: y, transposeB: true, alpha: 1, beta: 0) },
       BadCall(op: .dequantizeInt8, good: [8, 8]) { b, bad in try b.dequantizeInt8(q8, into: bad) },
+      BadCall(op: .fakeQuantize, good: [4, 8]) { b, bad in try b.fakeQuantize(bad, kind: .int8Channel, into: y) },
       BadCall(op: .matmulInt8) { b, bad in try b.matmulInt8(bad, q8, into: y, transposeB: true, alpha: 1, beta: 0) },
       BadCall(op: .loraForward) { b, bad in
         try b.loraForward(bad, loraX: nil, base: .nf4(q), a: x, b: try b.allocate([8, 4]), scale: 1,

@@ -65,4 +65,27 @@ final class QuantizeTests: XCTestCase {
     let again = try CLITests.run(["quantize", "--cpu", "--model", out.path, "--output", dir.appendingPathComponent("twice").path])
     XCTAssertTrue(again.stderr.contains("already an int8"), again.stderr)
   }
+
+  /// `--qat int4` trains the full model under Q4_0 fake quantisation and writes plain f32
+  /// weights; QAT with adapters is refused in one line.
+  func test_qat_fullFineTuning_andRefusals() throws {
+    let dir = try SharedTemporaryDirectories.make(
+      FileManager.default.temporaryDirectory.appendingPathComponent("vkf-qat-\(UUID())"))
+    let model = try QuantizationCacheTests.tinyLlama(in: dir)
+    let data = dir.appendingPathComponent("train.json")
+    try TrainedRun.alpaca("alpaca_train.json", count: 4, to: data)
+    let common = ["train", "--cpu", "--model", model.path, "--data", data.path, "--max-seq-length", "128",
+                  "--batch-size", "2", "--max-steps", "2"]
+    let out = dir.appendingPathComponent("qat")
+    let r = try CLITests.run(common + ["--method", "full", "--qat", "int4", "--output", out.path])
+    XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    XCTAssertTrue((r.stdout + r.stderr).contains("QAT: 14 projections train under Q4_0"), r.stdout + r.stderr)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path))
+    let lora = try CLITests.run(common + ["--method", "lora", "--qat", "int8", "--output", dir.appendingPathComponent("l").path])
+    XCTAssertNotEqual(lora.status, 0)
+    XCTAssertTrue(lora.stderr.contains("qat = int8 fake-quantises the trained weights: it needs method full"), lora.stderr)
+    let bad = try CLITests.run(common + ["--method", "full", "--qat", "int3", "--output", dir.appendingPathComponent("b").path])
+    XCTAssertNotEqual(bad.status, 0)
+    XCTAssertTrue(bad.stderr.contains("qat must be int8, int4 or none"), bad.stderr)
+  }
 }

@@ -16,6 +16,10 @@ public protocol LinearAdapter: AnyObject {
                 accumulateInput: Bool, ones: Tensor) throws
 }
 
+/// An adapter that leaves the stored weight as it is (QAT's fake quantisation): a model with one
+/// attached is written, merged and checkpointed like the plain model.
+public protocol WeightPreservingAdapter: LinearAdapter {}
+
 /// A projection y = x·Wᵀ (+ b), with W (out, in) as Hugging Face stores it: dense f32 or NF4
 /// (QLoRA's frozen base).
 ///

@@ -49,3 +49,23 @@ extension VulkanBackend {
                  push: push, groups: t.groups(m: m, n: n, limits: gridLimits))
   }
 }
+
+/// Push constants of `Shaders/fake_quantize.comp`, after the 8 binding offsets.
+struct FakeQuantizePush {
+  var blocks: UInt32
+  var blockSize: UInt32
+}
+
+extension VulkanBackend {
+  /// out = `kind`'s quantise-dequantise of w on `fake_quantize.comp`, one invocation per block.
+  public func fakeQuantize(_ w: Tensor, kind: FakeQuant, into out: Tensor) throws {
+    try checkOwnership(.fakeQuantize, [w, out])
+    let (rows, cols) = try ShapeCheck.fakeQuantize(w, kind: kind, out)
+    let block = kind.blockSize(cols: cols)
+    guard rows * cols > 0, block > 0 else { return }
+    let blocks = rows * cols / block, wg = 64
+    let push = FakeQuantizePush(blocks: try shaderUInt(blocks, .fakeQuantize), blockSize: try shaderUInt(block, .fakeQuantize))
+    try dispatch("fake_quantize", defines: ["KIND": String(kind.rawValue)], specialization: [UInt32(wg), 1, 1],
+                 bindings: [w, out], push: push, groups: (min((blocks + wg - 1) / wg, gridLimits.0), 1, 1))
+  }
+}
