@@ -30,6 +30,11 @@ public enum Int8ModelWriter {
         throw PEFTError("\(module) is not a dense f32 weight (an NF4 or int8 base cannot be quantised again)")
       }
       let (rows, cols) = (linear.outFeatures, linear.inFeatures)
+      if case .group(let g) = scheme.strategy, cols % g != 0 {
+        let divisors = [32, 64, 128, 256].filter { cols % $0 == 0 }.map(String.init).joined(separator: ", ")
+        throw PEFTError("--group-size \(g) does not divide the \(cols) columns of \(module) (\(rows)×\(cols))"
+          + (divisors.isEmpty ? "" : "; \(divisors) would"))
+      }
       let values = try be.floats(w)
       let q = try CompressedTensors.quantize(values, rows: rows, cols: cols, scheme: scheme)
       let block = scheme.strategy.blockSize(rows: rows, cols: cols)
