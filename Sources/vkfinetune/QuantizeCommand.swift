@@ -90,6 +90,17 @@ struct QuantizeCommand: ParsableCommand {
     guard !(loaded.weights is CompressedTensorsSource) else {
       throw RecipeError("\(model) is already an int8 (compressed-tensors) checkpoint")
     }
+    if case .group(let g) = scheme.strategy {
+      // The projections' row lengths: hidden (q, k, v, gate, up), heads·head_dim (o), intermediate (down).
+      let sh = loaded.shape
+      for (cols, what) in [(sh.hidden, "hidden_size"), (sh.heads * sh.headDim, "heads × head_dim"),
+                           (sh.intermediate, "intermediate_size")] where cols % g != 0 {
+        let divisors = [32, 64, 128, 256].filter { sh.hidden % $0 == 0 && sh.intermediate % $0 == 0
+          && (sh.heads * sh.headDim) % $0 == 0 }.map(String.init).joined(separator: ", ")
+        throw RecipeError("--group-size \(g) does not divide the model's \(what) \(cols)"
+          + (divisors.isEmpty ? "" : "; \(divisors) would"))
+      }
+    }
     let backend = try backendOptions.makeBackend()
     let weights = try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend, trainable: .none)
     if let adapter {

@@ -48,7 +48,7 @@ final class QuantizeTests: XCTestCase {
       (["--scheme", "skewed"], "--scheme must be symmetric or asymmetric"),
       (["--strategy", "row"], "--strategy must be channel, group or tensor"),
       (["--strategy", "group", "--group-size", "0"], "--group-size must be a positive integer"),
-      (["--strategy", "group", "--group-size", "48"], "--group-size 48 does not divide the 64 columns of model.layers.0."),
+      (["--strategy", "group", "--group-size", "48"], "--group-size 48 does not divide the model's hidden_size 64; 32 would"),
       (["--format", "gguf", "--scheme", "asymmetric"], "--format gguf writes llama.cpp's q8_0"),
       (["--format", "awq"], "--format must be compressed-tensors or gguf"),
       (["--output", out.path], "exists"),
