@@ -133,6 +133,10 @@ public enum HFModelWriter {
           + "before writing a model directory")
       }
       guard linear.denseWeight != nil else {
+        if case .int8 = linear.base {
+          throw PEFTError("\(module) is an int8 (compressed-tensors) weight: merging into or re-exporting a quantised "
+            + "checkpoint is not supported; start from the f32 model it was quantised from")
+        }
         throw PEFTError("\(module) has an NF4 (QLoRA) base, which a float32 Hugging Face directory "
           + "cannot hold; load the base model in f32, load the adapter into it, merge, then write")
       }

@@ -15,12 +15,16 @@ public enum Merge {
   public static func merge(_ lora: LoRAModel) throws {
     let be = lora.weights.backend
     var bases: [String: Tensor] = [:]
-    var nf4: [String] = []
+    var nf4: [String] = [], int8: [String] = []
     lora.weights.updateProjections { module, linear in
-      if let w = linear.denseWeight { bases[module] = w } else { nf4.append(module) }
+      if let w = linear.denseWeight { bases[module] = w } else if case .int8 = linear.base { int8.append(module) } else { nf4.append(module) }
     }
     // Validate everything first so a refused merge leaves the model untouched.
     for (module, _) in lora.adapters {
+      if int8.contains(module) {
+        throw PEFTError("\(module) is an int8 (compressed-tensors) weight; merging into 8-bit weights would lose the "
+          + "update: merge into the f32 model it was quantised from, then quantize the merged model")
+      }
       if nf4.contains(module) {
         throw PEFTError("\(module) has an NF4 (QLoRA) base; merging into 4-bit weights would lose the update: "
           + "load the base model in f32, load the adapter into it (PEFTAdapterFiles.load), then merge")

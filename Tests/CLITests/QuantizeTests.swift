@@ -38,6 +38,10 @@ final class QuantizeTests: XCTestCase {
     let t = try CLITests.run(["train", "--cpu", "--model", out.path, "--data", data.path, "--max-seq-length", "128",
                               "--batch-size", "2", "--max-steps", "1", "--output", dir.appendingPathComponent("lora").path])
     XCTAssertEqual(t.status, 0, t.stdout + t.stderr)
+    let m = try CLITests.run(["merge", "--cpu", "--model", out.path, "--adapter", dir.appendingPathComponent("lora").path,
+                              "--output", dir.appendingPathComponent("merged").path])
+    XCTAssertNotEqual(m.status, 0)
+    XCTAssertTrue(m.stderr.contains("is an int8 (compressed-tensors) weight"), m.stderr)
     // GGUF q8_0.
     let gguf = dir.appendingPathComponent("tiny.q8_0.gguf")
     let q = try CLITests.run(["quantize", "--cpu", "--model", model.path, "--format", "gguf", "--output", gguf.path])
