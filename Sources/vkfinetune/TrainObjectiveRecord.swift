@@ -46,6 +46,8 @@ enum ObjectiveRecord {
       v["temperature"] = "\(c.temperature)"; v["response_length"] = "\(s.maxCompletionLength)"
       v["max_prompt_length"] = "\(s.promptLimit)"; v["reward_model"] = s.rewardModel ?? "none"
     }
+    // Recorded only when on, so runs from before QAT existed resume as they were.
+    if let qat = s.qat { v["qat"] = qat == .q4_0 ? "int4" : "int8" }
     return v
   }
 

@@ -85,6 +85,10 @@ final class QuantizeTests: XCTestCase {
     XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
     XCTAssertTrue((r.stdout + r.stderr).contains("QAT: 14 projections train under Q4_0"), r.stdout + r.stderr)
     XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path))
+    // Resuming without --qat would silently change the training: refused.
+    let resumed = try CLITests.run(common.dropLast(2) + ["--max-steps", "3", "--method", "full", "--resume", "--output", out.path])
+    XCTAssertNotEqual(resumed.status, 0)
+    XCTAssertTrue(resumed.stderr.contains("started with qat = int4, now unset"), resumed.stderr)
     let lora = try CLITests.run(common + ["--method", "lora", "--qat", "int8", "--output", dir.appendingPathComponent("l").path])
     XCTAssertNotEqual(lora.status, 0)
     XCTAssertTrue(lora.stderr.contains("qat = int8 fake-quantises the trained weights: it needs method full"), lora.stderr)
