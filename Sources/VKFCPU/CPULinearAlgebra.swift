@@ -87,47 +87,11 @@ extension CPUBackend {
                         alpha: Float, beta: Float) throws {
     try validateTensors(.matmulNF4, [x] + w.tensors + [y])
     let (m, n, k) = try ShapeCheck.matmulNF4(x, w, y, transposeB: transposeB)
-    // W (R, C) is processed in panels of whole rows: R = n (forward, y = x·Wᵀ, a panel of
-    // rows gives a block of y's columns) or R = k (input gradient, y = x·W, a panel of rows
-    // is a slice of the reduction, accumulated with β = 1 after the first).
-    let rowsW = w.rows, colsW = w.cols
-    let panelRows = max(1, min(rowsW, nf4PanelElements / max(colsW, 1)))
-    // A 16-bit x (QLoRA's compute dtype) is widened in chunks of rows, at most
-    // `widenPanelElements` at a time, each multiplied by every panel of W.
-    let xHalf = x.dtype.size == 2
-    let xRows = xHalf ? max(1, min(m, widenPanelElements / max(k, 1))) : max(m, 1)
-    let buffer = try scratch.floats(panelRows * colsW + (xHalf ? xRows * k : 0))
-    let wideX = buffer + panelRows * colsW
-    let py = f32(y)
     let packed = UnsafePointer(u8(w.packed))
-    withAbsmax(w) { absmax in
-      for x0 in stride(from: 0, to: max(m, 1), by: xRows) {
-        let mr = min(m, x0 + xRows) - x0
-        let px: UnsafePointer<Float>
-        if xHalf {
-          let src = UnsafePointer(u16(x)) + x0 * k
-          if x.dtype == .bf16 { CPUCast.bf16ToF32(src, wideX, mr * k) } else { CPUCast.f16ToF32(src, wideX, mr * k) }
-          px = UnsafePointer(wideX)
-        } else {
-          px = UnsafePointer(f32(x)) + x0 * k
-        }
-        let pyc = py + x0 * n
-        var r0 = 0
-        repeat {
-          let rows = min(panelRows, rowsW - r0)
-          NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize,
-                                       elements: (r0 * colsW)..<((r0 + rows) * colsW), into: buffer)
-          if transposeB {
-            // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
-            CPUBackend.sgemm(false, true, m: mr, n: rows, k: k, alpha: alpha, a: px, lda: k,
-                             b: buffer, ldb: colsW, beta: beta, c: pyc + r0, ldc: n)
-          } else {
-            // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
-            CPUBackend.sgemm(false, false, m: mr, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
-                             b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: pyc, ldc: n)
-          }
-          r0 += rows
-        } while r0 < rowsW
+    try withAbsmax(w) { absmax in
+      try panelMatmul(x, rowsW: w.rows, colsW: w.cols, into: y, m: m, n: n, k: k, transposeB: transposeB,
+                      alpha: alpha, beta: beta) { elements, buffer in
+        NF4Kernel.dequantizeParallel(packed, absmax, blockSize: w.blockSize, elements: elements, into: buffer)
       }
     }
   }
@@ -186,6 +150,51 @@ enum NF4Kernel {
       let lo = base + 2 * r.lowerBound, hi = min(base + 2 * r.upperBound, elements.upperBound)
       dequantize(p.value, a.value, blockSize: blockSize, elements: lo..<hi,
                  into: o.value + (lo - base))
+    }
+  }
+}
+
+extension CPUBackend {
+  /// y = α·x·op(W) + β·y for a quantised W (rows, cols) that `decode` turns into f32 one
+  /// element range at a time. W is processed in panels of whole rows: R = n (forward,
+  /// y = x·Wᵀ, a panel of rows gives a block of y's columns) or R = k (input gradient, y = x·W,
+  /// a panel of rows is a slice of the reduction, accumulated with β = 1 after the first); a
+  /// 16-bit x is widened in chunks of at most `widenPanelElements`, each multiplied by every panel.
+  func panelMatmul(_ x: Tensor, rowsW: Int, colsW: Int, into y: Tensor, m: Int, n: Int, k: Int, transposeB: Bool,
+                   alpha: Float, beta: Float,
+                   decode: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) throws {
+    let panelRows = max(1, min(rowsW, nf4PanelElements / max(colsW, 1)))
+    let xHalf = x.dtype.size == 2
+    let xRows = xHalf ? max(1, min(m, widenPanelElements / max(k, 1))) : max(m, 1)
+    let buffer = try scratch.floats(panelRows * colsW + (xHalf ? xRows * k : 0))
+    let wideX = buffer + panelRows * colsW
+    let py = f32(y)
+    for x0 in stride(from: 0, to: max(m, 1), by: xRows) {
+      let mr = min(m, x0 + xRows) - x0
+      let px: UnsafePointer<Float>
+      if xHalf {
+        let src = UnsafePointer(u16(x)) + x0 * k
+        if x.dtype == .bf16 { CPUCast.bf16ToF32(src, wideX, mr * k) } else { CPUCast.f16ToF32(src, wideX, mr * k) }
+        px = UnsafePointer(wideX)
+      } else {
+        px = UnsafePointer(f32(x)) + x0 * k
+      }
+      let pyc = py + x0 * n
+      var r0 = 0
+      repeat {
+        let rows = min(panelRows, rowsW - r0)
+        decode((r0 * colsW)..<((r0 + rows) * colsW), buffer)
+        if transposeB {
+          // y[:, r0..<r0+rows] = α·x (m, k)·panelᵀ (k, rows) + β·y
+          CPUBackend.sgemm(false, true, m: mr, n: rows, k: k, alpha: alpha, a: px, lda: k,
+                           b: buffer, ldb: colsW, beta: beta, c: pyc + r0, ldc: n)
+        } else {
+          // y (m, n) += α·x[:, r0..<r0+rows] (m, rows)·panel (rows, n)
+          CPUBackend.sgemm(false, false, m: mr, n: n, k: rows, alpha: alpha, a: px + r0, lda: k,
+                           b: buffer, ldb: colsW, beta: r0 == 0 ? beta : 1, c: pyc, ldc: n)
+        }
+        r0 += rows
+      } while r0 < rowsW
     }
   }
 }
