@@ -95,15 +95,19 @@ import gc
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 
 import numpy as np
+
+from gguf_compare import compare_metadata, compare_tensors, describe_mismatch, fmt_num  # noqa: E402
+from vkf_check import Runner, agreement, agreement_cell, mib, vkf_generate  # noqa: E402
+
+
+def agreement_cell_exact(a):
+    return agreement_cell(a, " exact")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -116,153 +120,13 @@ FLOAT_OUTTYPES = {"f32", "f16", "bf16"}
 CONVERTER_OUTTYPES = ["f32", "f16", "bf16", "q8_0"]  # convert_hf_to_gguf.py --outtype choices we export
 QUANTIZE_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}  # LLAMA_FTYPE_MOSTLY_*
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "List three colors:", "Water boils at"]
-# Keys a writer names after the model or its run, not its content: the converter derives them from
-# the directory name / config, vkfinetune from its --model argument.
-IGNORED_KEYS = {"general.name", "general.basename", "general.size_label", "general.finetune"}
 # Keys convert_lora_to_gguf.py fills from the adapter's model card (PEFT's README.md) and
 # adapter_config.json's base_model_name_or_path: provenance, reported but not judged in step 6.
 CARD_KEYS = ("general.base_model.", "general.tags", "general.languages", "general.datasets",
              "general.dataset.", "general.license", "general.repo_url", "general.source.")
-# Errors of a dequantised tensor are only analysed for this many mismatching tensors per outtype.
-MAX_ANALYSED = 64
 
 
 # MARK: - Processes
-
-class Runner:
-    """Runs external commands with their output in logs/, timing each."""
-
-    def __init__(self, work):
-        self.logs = os.path.join(work, "logs")
-        os.makedirs(self.logs, exist_ok=True)
-        self.count = 0
-
-    def run(self, name, cmd, cwd=None, env=None):
-        self.count += 1
-        stem = os.path.join(self.logs, f"{self.count:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:80]}")
-        t0 = time.time()
-        p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        dt = time.time() - t0
-        with open(stem + ".cmd", "w") as f:
-            f.write(" ".join(repr(c) if " " in c else c for c in cmd) + f"\n# rc {p.returncode}, {dt:.2f} s\n")
-        with open(stem + ".out", "wb") as f:
-            f.write(p.stdout)
-        with open(stem + ".err", "wb") as f:
-            f.write(p.stderr)
-        return p.returncode, p.stdout, p.stderr, dt
-
-
-def mib(path):
-    return os.path.getsize(path) / 2 ** 20
-
-
-# MARK: - GGUF comparison
-
-def field_value(field):
-    import gguf
-    types = tuple(t.name for t in field.types)
-    value = field.contents()
-    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY and isinstance(value, list):
-        value = tuple(value)
-    return types, value
-
-
-def short(v, n=80):
-    s = repr(v)
-    return s if len(s) <= n else s[:n] + f"… ({len(v) if hasattr(v, '__len__') else '?'} items)"
-
-
-def compare_metadata(ours, theirs):
-    """Differences between two GGUFReaders' key/values (IGNORED_KEYS and GGUF.* left out)."""
-    ka = [k for k in ours.fields if not k.startswith("GGUF.") and k not in IGNORED_KEYS]
-    kb = [k for k in theirs.fields if not k.startswith("GGUF.") and k not in IGNORED_KEYS]
-    diffs = [f"key only in ours: {k}" for k in ka if k not in theirs.fields]
-    diffs += [f"key only in theirs: {k}" for k in kb if k not in ours.fields]
-    common_a = [k for k in ka if k in theirs.fields]
-    common_b = [k for k in kb if k in ours.fields]
-    if common_a != common_b:
-        diffs.append("key order differs")
-    for k in common_a:
-        (ta, va), (tb, vb) = field_value(ours.fields[k]), field_value(theirs.fields[k])
-        if ta != tb:
-            diffs.append(f"{k}: type {ta} vs {tb}")
-        elif va != vb:
-            if isinstance(va, tuple) and isinstance(vb, tuple) and len(va) == len(vb):
-                first = [i for i, (x, y) in enumerate(zip(va, vb)) if x != y]
-                diffs.append(f"{k}: {len(first)} of {len(va)} elements differ, first "
-                             + ", ".join(f"[{i}] {va[i]!r} vs {vb[i]!r}" for i in first[:3]))
-            else:
-                diffs.append(f"{k}: {short(va)} vs {short(vb)}")
-    return diffs
-
-
-def dequant(t):
-    import gguf
-    return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float64).reshape(-1)
-
-
-def compare_tensors(ours, theirs, source=None):
-    """Tensor-by-tensor comparison. source: a GGUFReader of the f32 weights, for error analysis."""
-    import gguf
-    ta = {t.name: t for t in ours.tensors}
-    tb = {t.name: t for t in theirs.tensors}
-    src = {t.name: t for t in source.tensors} if source is not None else {}
-    out = {
-        "tensors_ours": len(ta), "tensors_theirs": len(tb),
-        "order_equal": [t.name for t in ours.tensors] == [t.name for t in theirs.tensors],
-        "only_ours": [n for n in ta if n not in tb], "only_theirs": [n for n in tb if n not in ta],
-        "types_ours": dict(Counter(t.tensor_type.name for t in ours.tensors).most_common()),
-        "types_theirs": dict(Counter(t.tensor_type.name for t in theirs.tensors).most_common()),
-        "equal": 0, "mismatches": [],
-    }
-    analysed = 0
-    for t in theirs.tensors:
-        u = ta.get(t.name)
-        if u is None:
-            continue
-        shape_a, shape_b = [int(x) for x in u.shape], [int(x) for x in t.shape]
-        a, b = np.asarray(u.data).view(np.uint8).reshape(-1), np.asarray(t.data).view(np.uint8).reshape(-1)
-        if u.tensor_type == t.tensor_type and shape_a == shape_b and a.size == b.size and np.array_equal(a, b):
-            out["equal"] += 1
-            continue
-        m = {"name": t.name, "ours": u.tensor_type.name, "theirs": t.tensor_type.name, "shape": shape_b}
-        if shape_a != shape_b:
-            m["shape_ours"] = shape_a
-        if u.tensor_type == t.tensor_type and a.size == b.size:
-            _, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]
-            blocks = (a.reshape(-1, type_size) != b.reshape(-1, type_size)).any(axis=1)
-            m["blocks_differing"] = int(blocks.sum())
-            m["blocks"] = int(blocks.size)
-            m["block_fraction"] = float(blocks.mean())
-        if t.name in src and analysed < MAX_ANALYSED:
-            analysed += 1
-            try:
-                x = dequant(src[t.name])
-                den = float((x * x).sum()) or 1.0
-                m["rel_err_ours"] = float(((dequant(u) - x) ** 2).sum()) / den
-                m["rel_err_theirs"] = float(((dequant(t) - x) ** 2).sum()) / den
-            except Exception as e:  # a type gguf-py cannot dequantise: bytes still say enough
-                m["rel_err_note"] = f"not analysed: {e}"
-        out["mismatches"].append(m)
-    out["total"] = len(tb)
-    out["ok"] = out["equal"] == len(ta) == len(tb)  # the order is judged by the caller
-    return out
-
-
-def fmt_num(x, spec=".4f"):
-    return "—" if x is None else format(x, spec)
-
-
-def describe_mismatch(m):
-    s = f"{m['name']} {m['shape']}: ours {m['ours']}, theirs {m['theirs']}"
-    if "shape_ours" in m:
-        s += f", our shape {m['shape_ours']}"
-    if "block_fraction" in m:
-        s += f", {m['blocks_differing']}/{m['blocks']} blocks differ ({100 * m['block_fraction']:.3g}%)"
-    if "rel_err_ours" in m:
-        s += f", rel. sq. error vs f32: ours {m['rel_err_ours']:.4e} theirs {m['rel_err_theirs']:.4e}"
-    return s
-
 
 # MARK: - llama.cpp client
 
@@ -315,48 +179,6 @@ def llama_ppl(llm, texts):
 
 # MARK: - vkfinetune generate
 
-STATS = re.compile(r"(\d+) prompt \+ (\d+) new tokens \(([^)]*)\)")
-
-
-def vkf_generate(runner, binary, model, prompt, n, adapter=None, tag=""):
-    cmd = [binary, "generate", "--cpu", "--model", model, "--prompt", prompt, "--max-new-tokens", str(n)]
-    if adapter:
-        cmd += ["--adapter", adapter]
-    rc, out, err, dt = runner.run(f"generate-{tag}", cmd)
-    text = out.decode("utf-8", errors="replace")
-    if text.endswith("\n"):
-        text = text[:-1]  # GenerateCommand always ends the stream with one newline
-    r = {"rc": rc, "text": text, "seconds": dt}
-    m = STATS.search(err.decode("utf-8", errors="replace"))
-    if m:
-        r.update(prompt_tokens=int(m.group(1)), new_tokens=int(m.group(2)), stop=m.group(3))
-    if rc != 0:
-        r["error"] = err.decode("utf-8", errors="replace").strip()[-500:]
-    return r
-
-
-def agreement(pairs):
-    """pairs: [(prompt, ours_dict, theirs_dict)] → per prompt match / common prefix, and the count."""
-    rows = []
-    for prompt, ours, theirs in pairs:
-        a, b = ours["text"], theirs["text"]
-        row = {"prompt": prompt, "exact": ours.get("rc", 0) == 0 and a == b,
-               "common_prefix": len(os.path.commonprefix([a, b])), "ours_chars": len(a), "theirs_chars": len(b),
-               "ours": a, "theirs": b, "ours_stop": ours.get("stop"), "theirs_stop": theirs.get("stop")}
-        if "prompt_tokens" in ours and "prompt_tokens" in theirs and ours["prompt_tokens"] != theirs["prompt_tokens"]:
-            row["prompt_tokens_differ"] = [ours["prompt_tokens"], theirs["prompt_tokens"]]
-        rows.append(row)
-    return {"exact": sum(r["exact"] for r in rows), "n": len(rows), "rows": rows}
-
-
-def agreement_cell(a):
-    if a is None:
-        return "—"
-    s = f"{a['exact']}/{a['n']} exact"
-    bad = [r["common_prefix"] for r in a["rows"] if not r["exact"]]
-    if bad:
-        s += f" (prefix {', '.join(str(b) for b in bad)} ch)"
-    return s
 
 
 # MARK: - Steps
@@ -562,7 +384,7 @@ def main():
         required = t in FLOAT_OUTTYPES
         if required and a["exact"] < need_exact:
             failures.append(f"greedy {t}: vkfinetune vs llama.cpp {a['exact']}/{a['n']} exact (need {need_exact})")
-        log(f"[client] {t}: greedy {agreement_cell(a)}{'  FAIL' if required and a['exact'] < need_exact else ''}"
+        log(f"[client] {t}: greedy {agreement_cell_exact(a)}{'  FAIL' if required and a['exact'] < need_exact else ''}"
             + (f", ppl {res['ppl']:.4f} over {res['ppl_tokens']} tokens" if "ppl" in res else "")
             + f" ({res['llama_seconds']:.0f} s in llama.cpp)")
         for row in a["rows"]:
@@ -579,7 +401,7 @@ def main():
         bad = vkf_hf["exact"] < need_exact
         if bad:
             failures.append(f"greedy: vkfinetune on the HF dir vs llama.cpp on f32.gguf {vkf_hf['exact']}/{vkf_hf['n']}")
-        log(f"[client] HF dir (vkfinetune) vs f32.gguf (llama.cpp): {agreement_cell(vkf_hf)}{'  FAIL' if bad else ''}")
+        log(f"[client] HF dir (vkfinetune) vs f32.gguf (llama.cpp): {agreement_cell_exact(vkf_hf)}{'  FAIL' if bad else ''}")
         for row in vkf_hf["rows"]:
             if not row["exact"]:
                 log(f"    {row['prompt']!r}: ours {row['ours']!r} | llama.cpp {row['theirs']!r}")
@@ -662,7 +484,7 @@ def main():
                 bad = required and a["exact"] < need_exact
                 if bad:
                     failures.append(f"adapter greedy {name}: {a['exact']}/{a['n']} exact (need {need_exact})")
-                log(f"[adapter] {name}: {agreement_cell(a)}{'  FAIL' if bad else ''}")
+                log(f"[adapter] {name}: {agreement_cell_exact(a)}{'  FAIL' if bad else ''}")
                 for row in a["rows"]:
                     if not row["exact"]:
                         log(f"    {row['prompt']!r}: {row['ours']!r} | {row['theirs']!r}")
@@ -724,11 +546,11 @@ def summary_markdown(R, outtypes, prompts):
             return s + (" ✓" if c["ok"] else " ✗")
         pp = R["ppl"].get(t, {})
         lines.append(f"| {t} | {fmt(e.get('mib'), '.1f')} | {fmt(e.get('seconds'), '.1f')} | {cell(conv)} | "
-                     f"{cell(quant)} | {agreement_cell(R['greedy'].get(t))} | {fmt(pp.get('ppl'), '.4f')} | "
+                     f"{cell(quant)} | {agreement_cell_exact(R['greedy'].get(t))} | {fmt(pp.get('ppl'), '.4f')} | "
                      f"{fmt(pp.get('delta_pct'), '+.2f')} |")
     hf = R["greedy"].get("hf_dir_vs_f32")
     if hf:
-        lines.append(f"| HF dir (vkfinetune) vs f32.gguf (llama.cpp) | | | | | {agreement_cell(hf)} | | |")
+        lines.append(f"| HF dir (vkfinetune) vs f32.gguf (llama.cpp) | | | | | {agreement_cell_exact(hf)} | | |")
     ad = R.get("adapter")
     if ad and "greedy" in ad:
         base = R["ppl"].get("f32", {}).get("ppl")
@@ -739,14 +561,14 @@ def summary_markdown(R, outtypes, prompts):
         g = ad["greedy"]
         lines.append(f"| adapter gguf-lora f32 + f32.gguf (llama.cpp) vs vkfinetune HF+adapter | "
                      f"{fmt(ad.get('mib_lora'), '.1f')} | {fmt(ad['export_lora'].get('seconds'), '.1f')} | "
-                     f"{conv_cell} | | {agreement_cell(g['vkf_hf_adapter_vs_llama_lora'])} | "
+                     f"{conv_cell} | | {agreement_cell_exact(g['vkf_hf_adapter_vs_llama_lora'])} | "
                      f"{fmt(ad['ppl'].get('base_lora'), '.4f')} | {fmt(pct(ad['ppl'].get('base_lora')), '+.2f')} |")
         lines.append(f"| merged f32 (llama.cpp) vs base+LoRA (llama.cpp) | "
                      f"{fmt(ad['export_merged'].get('mib'), '.1f')} | {fmt(ad['export_merged'].get('seconds'), '.1f')} | "
-                     f"| | {agreement_cell(g['llama_merged_vs_llama_lora'])} | {fmt(ad['ppl'].get('merged'), '.4f')} | "
+                     f"| | {agreement_cell_exact(g['llama_merged_vs_llama_lora'])} | {fmt(ad['ppl'].get('merged'), '.4f')} | "
                      f"{fmt(pct(ad['ppl'].get('merged')), '+.2f')} |")
         lines.append(f"| merged f32: vkfinetune vs llama.cpp (same file) | | | | | "
-                     f"{agreement_cell(g['vkf_merged_vs_llama_merged'])} | | |")
+                     f"{agreement_cell_exact(g['vkf_merged_vs_llama_merged'])} | | |")
     elif R["config"]["adapter"] is None:
         lines.append("")
         lines.append("No --adapter: the LoRA checks (step 6) were skipped.")
