@@ -23,6 +23,10 @@ enum Quantization {
         : "mixed precision: frozen weights and saved activations (without gradient checkpointing) stored "
           + "\(frozenStorage) on the device; f32 accumulation, f32 trained parameters and AdamW state")
     }
+    if method == .qlora, loaded.weights is QuantizedBaseSource {
+      throw RecipeError("\(loaded.location.url.path) is already an int8 (compressed-tensors) checkpoint: train LoRA on its "
+        + "int8 projections with --method lora, or quantise the f32 model with --method qlora")
+    }
     guard method == .qlora else {
       return try DecoderWeights(from: loaded.weights, shape: loaded.shape, backend: backend,
                               trainable: method == .full ? .all : .none, frozenStorage: frozenStorage)

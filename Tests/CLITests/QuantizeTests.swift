@@ -38,6 +38,10 @@ final class QuantizeTests: XCTestCase {
     let t = try CLITests.run(["train", "--cpu", "--model", out.path, "--data", data.path, "--max-seq-length", "128",
                               "--batch-size", "2", "--max-steps", "1", "--output", dir.appendingPathComponent("lora").path])
     XCTAssertEqual(t.status, 0, t.stdout + t.stderr)
+    let q4 = try CLITests.run(["train", "--cpu", "--model", out.path, "--data", data.path, "--max-seq-length", "128",
+                               "--max-steps", "1", "--method", "qlora", "--output", dir.appendingPathComponent("q").path])
+    XCTAssertNotEqual(q4.status, 0)
+    XCTAssertTrue(q4.stderr.contains("is already an int8 (compressed-tensors) checkpoint"), q4.stderr)
     let m = try CLITests.run(["merge", "--cpu", "--model", out.path, "--adapter", dir.appendingPathComponent("lora").path,
                               "--output", dir.appendingPathComponent("merged").path])
     XCTAssertNotEqual(m.status, 0)
