@@ -54,7 +54,10 @@ public struct SHA256 {
   }
 
   private mutating func compress(_ block: ArraySlice<UInt8>) {
-    var w = [UInt32](repeating: 0, count: 64)
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in compress(block, schedule: w.baseAddress!) }
+  }
+
+  private mutating func compress(_ block: ArraySlice<UInt8>, schedule w: UnsafeMutablePointer<UInt32>) {
     let base = block.startIndex
     for i in 0..<16 {
       w[i] = UInt32(block[base + 4 * i]) << 24 | UInt32(block[base + 4 * i + 1]) << 16

@@ -180,16 +180,23 @@ public enum ShapeCheck {
     throws -> (m: Int, n: Int, k: Int)
   {
     try nf4(.matmulNF4, w)
-    // x may be stored 16-bit (QLoRA's bnb_4bit_compute_dtype activations); y accumulates f32.
-    try dtype(.matmulNF4, .f32, y)
+    return try quantizedMatmul(.matmulNF4, x, rows: w.rows, cols: w.cols, y, transposeB: transposeB)
+  }
+
+  /// y (m, n) = x (m, k) · op(W) with W (rows, cols) quantised: x may be stored 16-bit (QLoRA's
+  /// bnb_4bit_compute_dtype activations); y accumulates f32. Returns (m, n, k).
+  static func quantizedMatmul(_ op: Op, _ x: Tensor, rows: Int, cols: Int, _ y: Tensor, transposeB: Bool)
+    throws -> (m: Int, n: Int, k: Int)
+  {
+    try dtype(op, .f32, y)
     guard x.dtype.isFloat else {
-      throw VKFError.dtypeMismatch(op: Op.matmulNF4.rawValue, detail: "\(x) where f32, f16 or bf16 is required")
+      throw VKFError.dtypeMismatch(op: op.rawValue, detail: "\(x) where f32, f16 or bf16 is required")
     }
-    let (k, n) = transposeB ? (w.cols, w.rows) : (w.rows, w.cols)
+    let (k, n) = transposeB ? (cols, rows) : (rows, cols)
     guard x.lastDim == k, y.lastDim == n, x.rowCount == y.rowCount else {
-      throw fail(.matmulNF4, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")
+      throw fail(op, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")
     }
-    try noOverlap(.matmulNF4, output: y, inputs: x)
+    try noOverlap(op, output: y, inputs: x)
     return (x.rowCount, n, k)
   }
 
@@ -230,16 +237,7 @@ public enum ShapeCheck {
     throws -> (m: Int, n: Int, k: Int)
   {
     try int8(.matmulInt8, w)
-    try dtype(.matmulInt8, .f32, y)
-    guard x.dtype.isFloat else {
-      throw VKFError.dtypeMismatch(op: Op.matmulInt8.rawValue, detail: "\(x) where f32, f16 or bf16 is required")
-    }
-    let (k, n) = transposeB ? (w.cols, w.rows) : (w.rows, w.cols)
-    guard x.lastDim == k, y.lastDim == n, x.rowCount == y.rowCount else {
-      throw fail(.matmulInt8, "x \(x.shape) · W\(transposeB ? "ᵀ" : "") (\(k)×\(n)) → y \(y.shape)")
-    }
-    try noOverlap(.matmulInt8, output: y, inputs: x)
-    return (x.rowCount, n, k)
+    return try quantizedMatmul(.matmulInt8, x, rows: w.rows, cols: w.cols, y, transposeB: transposeB)
   }
 
   public static func loraForward(_ x: Tensor, loraX: Tensor?, base: LinearWeight, a: Tensor,

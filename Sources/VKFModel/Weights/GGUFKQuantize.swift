@@ -134,29 +134,19 @@ enum GGUFKQuantize {
   /// Writes d, dmin and the 12 packed scale bytes to `y` and the final levels to `levels`.
   @inline(__always)
   static func affineSuperBlock(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt8>, nmax: Int32,
-                               rmin: Float, nstep: Int, levels: UnsafeMutablePointer<UInt8>) {
-    var weights = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-    var aux = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-    var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
+                               rmin: Float, nstep: Int, levels: UnsafeMutablePointer<UInt8>, scratch: Scratch) {
     var maxScale: Float = 0, maxMin: Float = 0
-    withUnsafeMutableBytes(of: &weights) { wRaw in
-      withUnsafeMutableBytes(of: &aux) { aRaw in
-        let w = wRaw.baseAddress!.assumingMemoryBound(to: Float.self)
-        let a = aRaw.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        for j in 0..<8 {
-          let xs = x + 32 * j
-          var sumX2: Float = 0
-          for l in 0..<32 { sumX2 += xs[l] * xs[l] }
-          let av = (sumX2 / 32).squareRoot()
-          for l in 0..<32 { w[l] = av + abs(xs[l]) }
-          scales[j] = affineLevels(32, nmax, xs, w, levels + 32 * j, &mins[j], a, rmin: rmin, rdelta: 0.1, nstep: nstep)
-          if scales[j] > maxScale { maxScale = scales[j] }
-          if mins[j] > maxMin { maxMin = mins[j] }
-        }
-      }
+    let (scales, mins) = (scratch.scales, scratch.mins)
+    for j in 0..<8 {
+      let xs = x + 32 * j
+      var sumX2: Float = 0
+      for l in 0..<32 { sumX2 += xs[l] * xs[l] }
+      let av = (sumX2 / 32).squareRoot()
+      for l in 0..<32 { scratch.weights[l] = av + abs(xs[l]) }
+      scales[j] = affineLevels(32, nmax, xs, scratch.weights, levels + 32 * j, &mins[j], scratch.aux,
+                               rmin: rmin, rdelta: 0.1, nstep: nstep)
+      if scales[j] > maxScale { maxScale = scales[j] }
+      if mins[j] > maxMin { maxMin = mins[j] }
     }
     let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
     let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
@@ -198,8 +188,9 @@ enum GGUFKQuantize {
   /// Q4_K (144 bytes: f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles; each 64 values
   /// share 32 bytes, the first 32 in the low nibbles): levels 0…15, 21 trial scales.
   static func q4_KBlock(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt8>) {
-    withLevels { levels in
-      affineSuperBlock(x, y, nmax: 15, rmin: -1, nstep: 20, levels: levels)
+    withScratch { scratch in
+      let levels = scratch.levels
+      affineSuperBlock(x, y, nmax: 15, rmin: -1, nstep: 20, levels: levels, scratch: scratch)
       let q = y + 16
       for c in 0..<4 {
         for l in 0..<32 { q[32 * c + l] = levels[64 * c + l] | (levels[64 * c + l + 32] << 4) }
@@ -211,8 +202,9 @@ enum GGUFKQuantize {
   /// nibbles): levels 0…31, 16 trial scales; chunk c's values l and l + 32 put their fifth
   /// bits in bits 2c and 2c + 1 of high byte l.
   static func q5_KBlock(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt8>) {
-    withLevels { levels in
-      affineSuperBlock(x, y, nmax: 31, rmin: -0.5, nstep: 15, levels: levels)
+    withScratch { scratch in
+      let levels = scratch.levels
+      affineSuperBlock(x, y, nmax: 31, rmin: -0.5, nstep: 15, levels: levels, scratch: scratch)
       let qh = y + 16, ql = y + 48
       for j in 0..<32 { qh[j] = 0 }
       for c in 0..<4 {
@@ -230,10 +222,9 @@ enum GGUFKQuantize {
   /// d): sixteen sub-blocks of 16 with signed levels −32…31, their scales quantised to int8
   /// under d = max-magnitude scale / −128.
   static func q6_KBlock(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt8>) {
-    var levelStore = [Int8](repeating: 0, count: 256)
-    var scales = [Float](repeating: 0, count: 16)
-    levelStore.withUnsafeMutableBufferPointer { buffer in
-      let levels = buffer.baseAddress!
+    withScratch { scratch in
+      let levels = UnsafeMutableRawPointer(scratch.levels).assumingMemoryBound(to: Int8.self)
+      let scales = scratch.weights  // 16 sub-block scales
       var maxScale: Float = 0, maxAbs: Float = 0
       for b in 0..<16 {
         let s = signedLevels(16, 32, x + 16 * b, levels + 16 * b)
@@ -266,10 +257,25 @@ enum GGUFKQuantize {
     }
   }
 
-  /// A 256-level scratch buffer for one super-block.
+  /// One super-block's working memory, on the stack: 256 levels, 32 weights (Q6_K: its 16
+  /// scales), 32 trial levels, 8 scales and 8 mins, all zeroed.
+  struct Scratch {
+    let levels: UnsafeMutablePointer<UInt8>
+    let aux: UnsafeMutablePointer<UInt8>
+    let weights: UnsafeMutablePointer<Float>
+    let scales: UnsafeMutablePointer<Float>
+    let mins: UnsafeMutablePointer<Float>
+  }
+
   @inline(__always)
-  static func withLevels(_ body: (UnsafeMutablePointer<UInt8>) -> Void) {
-    var store = [UInt8](repeating: 0, count: 256)
-    store.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+  static func withScratch(_ body: (Scratch) -> Void) {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256 + 32) { bytes in
+      bytes.initialize(repeating: 0)
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: 32 + 8 + 8) { floats in
+        floats.initialize(repeating: 0)
+        let b = bytes.baseAddress!, f = floats.baseAddress!
+        body(Scratch(levels: b, aux: b + 256, weights: f, scales: f + 32, mins: f + 40))
+      }
+    }
   }
 }
